@@ -1,0 +1,258 @@
+/*
+ * actors: what a chat is. Sessions (one per connection), channel actors (one
+ * per channel, on the shard its id hashes to) and user actors (one per
+ * connected user, on the shard its id hashes to: device count, send rate,
+ * the way to reach all of a user's devices).
+ *
+ * Everything here runs on shard threads and talks across shards only with
+ * the mailbox messages below. A message is owned by its receiver once
+ * posted; rt_buf payloads inside carry one reference for the receiver.
+ *
+ * The path of one message (a send):
+ *   session (conn's shard)  --M_REQ-->  user actor (rate limit)
+ *     --M_REQ-->  channel actor (member? dup? seq, encode event once,
+ *                 batch: event + state + cmid + counters)
+ *   turn end: batch -> storage sync thread (group commit, WAL synced)
+ *     --M_COMMIT-->  channel actor: ack (M_DELIVER to the conn's shard),
+ *                    fan-out (one M_FANOUT per shard with members online)
+ *     --> each shard: the same rt_buf queued on each local member conn.
+ */
+#ifndef PARLEY_ACTORS_H
+#define PARLEY_ACTORS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "actors/smap.h"
+#include "proto/proto.h"
+#include "runtime/rt.h"
+#include "storage/store.h"
+
+#define ID_CAP (PROTO_MAX_ID + 1)
+
+/* ---- server-wide, read-only after start ---------------------------------- */
+
+struct limits {
+	uint32_t max_frame, max_body, max_name, max_members, max_dm,
+		max_devices, rate_per_s, rate_burst, hello_ms, resume_max,
+		max_mentions, hb_ms, bad_frames, bad_window_ms;
+	uint64_t max_outbuf;
+};
+
+struct server {
+	store *st;
+	uint8_t key[512];
+	size_t key_len;
+	struct limits lim;
+	uint64_t started_ms;
+	int storage_failed; /* atomic: a commit failed; /healthz says so */
+};
+
+extern struct server srv;
+
+unsigned chan_shard(const char *ch);
+unsigned user_shard(const char *ws, const char *user);
+
+/* ---- operations ---------------------------------------------------------- */
+
+enum op {
+	OP_HELLO, OP_HB, OP_CH_CREATE, OP_DM_OPEN, OP_CH_JOIN, OP_CH_LEAVE,
+	OP_CH_INVITE, OP_CH_LIST, OP_CH_MEMBERS, OP_SEND, OP_HISTORY,
+	OP_EVENTS, OP_TYPING, OP_READ, OP__COUNT
+};
+extern const char *const op_names[OP__COUNT];
+
+/* ---- mailbox messages ---------------------------------------------------- */
+
+enum msg_type {
+	M_REQ = 1,    /* a request on its way to a user or channel actor */
+	M_DELIVER,    /* a frame for one connection (optionally close after) */
+	M_FANOUT,     /* a frame for every local subscriber of a channel */
+	M_SUB,        /* a connection wants a channel's events */
+	M_SUBACK,     /* ... here is what it missed; live from now on */
+	M_UNSUB,      /* a connection stopped listening to a channel */
+	M_ATTACH,     /* a device of a user authenticated */
+	M_ATTACH_RES, /* ... and may stay (or not: 4029) */
+	M_DETACH,     /* a device of a user went away */
+	M_USER_CHAN,  /* channel -> user actor: membership changed, tell devices */
+	M_CONN_CHAN,  /* user actor -> device's shard: the same, for one conn */
+	M_COMMIT,     /* storage: a batch of this shard is durable (or failed) */
+};
+
+struct m_req {
+	rt_msg h;
+	rt_conn_id conn;
+	uint64_t rid;
+	bool has_rid;
+	uint8_t op;
+	uint8_t stage; /* 0: to the user actor, 1: to the channel actor */
+	uint64_t t0_us; /* when the session received it (latency metrics) */
+	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
+	uint32_t len;
+	uint8_t frame[]; /* the request as received */
+};
+
+struct m_deliver {
+	rt_msg h;
+	rt_conn_id conn;
+	rt_buf *buf;         /* may be NULL (close only) */
+	uint16_t close_code; /* 0 = keep open */
+};
+
+struct m_fanout {
+	rt_msg h;
+	char ch[ID_CAP];
+	uint64_t seq;  /* 0: not a channel event (member, typing) */
+	rt_buf *buf;
+	char skip_user[ID_CAP]; /* "" = nobody skipped */
+};
+
+struct m_sub {
+	rt_msg h;
+	char ch[ID_CAP], ws[ID_CAP], user[ID_CAP];
+	rt_conn_id conn;
+	uint64_t after; /* deliver events with seq > after */
+	bool resume;    /* the client asked: a big gap gives a gap notice */
+};
+
+struct m_suback {
+	rt_msg h;
+	char ch[ID_CAP];
+	rt_conn_id conn;
+	uint64_t last_seq; /* live events start after this */
+	bool denied;       /* not a member (any more) */
+	uint32_t n;
+	rt_buf *frames[];  /* catch-up events in order, or one gap notice */
+};
+
+struct m_unsub {
+	rt_msg h;
+	char ch[ID_CAP];
+};
+
+struct m_attach {
+	rt_msg h;
+	rt_conn_id conn;
+	char ws[ID_CAP], user[ID_CAP];
+	bool ok; /* M_ATTACH_RES */
+};
+
+enum chan_action { ACT_JOIN, ACT_LEAVE, ACT_INVITE, ACT_FRAME };
+extern const char *const action_names[];
+
+struct m_user_chan {
+	rt_msg h;
+	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
+	uint8_t action;
+	uint64_t after;    /* join/invite: events after this are theirs */
+	rt_buf *frame;     /* what to tell each device (member / read) */
+	rt_conn_id except; /* ACT_FRAME: the device that caused it */
+	rt_conn_id conn;   /* M_CONN_CHAN: the device */
+};
+
+struct commit;
+struct m_commit {
+	rt_msg h;
+	struct commit *c;
+	int status;
+};
+
+void *msg_new(size_t size, uint16_t type); /* zeroed */
+void msg_free(rt_msg *m);                  /* drops payload references */
+
+/* ---- per-shard state ----------------------------------------------------- */
+
+struct effect;
+struct session;
+
+struct shard_state {
+	unsigned id;
+	store_batch *batch;     /* this turn's writes */
+	struct effect *fx;      /* what to do once they are durable */
+	size_t nfx, capfx;
+	uint64_t batch_t0;      /* mono us when the batch got its first write */
+	uint64_t commits_inflight;
+	smap chans;             /* channel actors owned here */
+	smap users;             /* user actors owned here */
+	smap subs;              /* channel -> local subscriptions */
+	struct session *sessions; /* all sessions of this shard */
+	proto_out out;          /* scratch encoder */
+
+	/* counters for /metrics: written by this shard, read relaxed */
+	uint64_t events, deliveries, acks, requests, bad_frames, rate_limited,
+		auth_failures;
+	uint64_t lat_commit[16]; /* request -> durable, bucket i: < 2^i*64 us */
+};
+
+struct shard_state *shard_state(void);
+struct shard_state *shard_state_of(unsigned shard);
+
+/* Encode-and-send helpers (on the session's own shard) */
+void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
+	       const char *code, const char *msg, uint64_t retry_ms);
+/* From any shard: send a frame (out's bytes) to a connection anywhere. */
+void send_to_conn(rt_conn_id conn, const proto_out *o);
+void send_buf_to_conn(rt_conn_id conn, rt_buf *b); /* takes b's reference */
+/* An error reply for a request that reached another shard. */
+void reply_err_remote(const struct m_req *r, const char *code, const char *msg,
+		      uint64_t retry_ms);
+
+/* ---- the actors' entry points -------------------------------------------- */
+
+/* session.c */
+void sess_open(struct shard_state *ss, rt_conn *c);
+void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
+		size_t n, bool binary);
+void sess_close(struct shard_state *ss, rt_conn *c);
+void sess_tick(struct shard_state *ss, uint64_t now);
+void sess_goaway_all(struct shard_state *ss);
+void sess_on_deliver(struct shard_state *ss, struct m_deliver *m);
+void sess_on_fanout(struct shard_state *ss, struct m_fanout *m);
+void sess_on_suback(struct shard_state *ss, struct m_suback *m);
+void sess_on_attach_res(struct shard_state *ss, struct m_attach *m);
+void sess_on_conn_chan(struct shard_state *ss, struct m_user_chan *m);
+
+/* user.c */
+void user_on_req(struct shard_state *ss, struct m_req *m);
+void user_on_attach(struct shard_state *ss, struct m_attach *m);
+void user_on_detach(struct shard_state *ss, struct m_attach *m);
+void user_on_chan(struct shard_state *ss, struct m_user_chan *m);
+
+/* channel.c */
+void chan_on_req(struct shard_state *ss, struct m_req *m);
+void chan_on_sub(struct shard_state *ss, struct m_sub *m);
+void chan_on_unsub(struct shard_state *ss, struct m_unsub *m);
+void chan_on_commit(struct shard_state *ss, struct m_commit *m);
+void chan_turn_end(struct shard_state *ss);
+bool chan_idle(struct shard_state *ss);
+
+/* auth.c */
+struct auth_claims {
+	char sub[ID_CAP], ws[ID_CAP], name[129];
+	int64_t exp, nbf;
+};
+int auth_verify(const uint8_t *key, size_t keylen, const char *token,
+		size_t toklen, int64_t now_s, struct auth_claims *out,
+		const char **why);
+char *auth_mint(const uint8_t *key, size_t keylen, const char *sub,
+		const char *ws, int64_t exp, const char *name);
+int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
+		     bool create);
+
+/* http.c */
+void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
+
+/* server.c: start everything (parleyd's main calls this) */
+struct server_opts {
+	const char *host;
+	int port;
+	const char *data_dir;
+	const char *secret_file;
+	unsigned shards;
+	unsigned ranges;
+	bool pin;
+	unsigned drain_ms;
+};
+int server_run(const struct server_opts *o);
+
+#endif

@@ -1,0 +1,1021 @@
+/*
+ * channel: one actor per channel, on the shard the channel id hashes to. The
+ * only writer of its channel: it checks membership and rights, assigns seq,
+ * encodes each event once, and puts everything the event changes into the
+ * shard's batch for this loop turn.
+ *
+ * Accepts:
+ *   M_REQ     ch.create, dm.open, ch.join, ch.leave, ch.invite, send, read,
+ *             typing (already validated by the session, rate-limited by the
+ *             user actor)
+ *   M_SUB     a connection wants the events after some seq: answered with
+ *             the catch-up (or a gap notice) up to the durable seq
+ *   M_UNSUB   it no longer does
+ *   M_COMMIT  a batch of this shard is durable: run its effects in order
+ *
+ * Invariants:
+ *   1. next_seq - 1 >= durable_seq: seqs are assigned at request time, in
+ *      order; a batch reaches the WAL in the order it was made, so durable
+ *      seqs grow one by one and every seq is used exactly once.
+ *   2. Nothing leaves the actor before its batch is durable: acks,
+ *      fan-out and membership notices are effects run on M_COMMIT.
+ *   3. online[s] counts the subscriptions of shard s (M_SUB minus
+ *      M_UNSUB); fan-out posts one M_FANOUT per shard with online[s] > 0,
+ *      holding the one encoded frame.
+ *   4. If a commit fails, the seqs it held were never acknowledged: the
+ *      actor reloads next_seq and counters from storage (which has none of
+ *      them), so the numbering stays gap-free.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/actors.h"
+
+struct member {
+	char user[ID_CAP];
+	store_member m;
+};
+
+struct waiter {
+	rt_conn_id conn;
+	uint64_t rid;
+	bool has_rid;
+};
+
+/* A send whose batch is not durable yet: a retry with the same cmid waits
+ * for it instead of making a second event. */
+struct pcmid {
+	char key[ID_CAP + PROTO_MAX_CMID + 1]; /* user \0 cmid */
+	size_t klen;
+	uint64_t seq, ts;
+	struct waiter *w;
+	uint32_t nw;
+};
+
+/* The newest state of a message changed by a batch not yet durable (a
+ * thread root's reply count): later changes build on it, not on storage. */
+struct ov {
+	uint8_t key[8];
+	uint8_t *bytes;
+	size_t len;
+	uint32_t pending;
+};
+
+struct chan {
+	char id[ID_CAP];
+	store_channel rec;
+	uint64_t next_seq, durable_seq, msgs, nmembers;
+	smap members;          /* user -> struct member */
+	smap cmids;            /* pending sends: user\0cmid -> struct pcmid */
+	smap ov;               /* seq8 -> struct ov */
+	smap typing;           /* user -> last broadcast ms (in the pointer) */
+	uint32_t online[RT_MAX_SHARDS];
+	uint32_t pending;      /* effects not yet run */
+	bool broken;
+};
+
+enum fx_kind { FX_REPLY, FX_EVENT, FX_POST, FX_BCAST, FX_CMID, FX_OV };
+
+struct effect {
+	uint8_t kind;
+	uint8_t op;
+	bool has_rid;
+	struct chan *ch;
+	rt_conn_id conn;
+	uint64_t rid;
+	uint64_t seq;     /* FX_EVENT: its seq; FX_POST: destination shard */
+	uint64_t t0_us;
+	rt_buf *buf;
+	rt_msg *msg;
+	void *p;
+	char skip[ID_CAP];
+};
+
+struct commit {
+	unsigned shard;
+	struct effect *fx;
+	size_t n;
+};
+
+/* ---- loading ---------------------------------------------------------------- */
+
+static int collect_member(void *arg, const char *id, size_t len)
+{
+	struct chan *c = arg;
+	struct member *m = calloc(1, sizeof(*m));
+
+	memcpy(m->user, id, len < ID_CAP ? len : ID_CAP - 1);
+	store_get_member(srv.st, c->id, m->user, &m->m);
+	smap_put(&c->members, m->user, strlen(m->user), m);
+	return 0;
+}
+
+static int chan_reload(struct chan *c)
+{
+	store_chstat st = { 0 };
+	int rc = store_get_chstat(srv.st, c->id, &st);
+
+	if (rc && rc != -ENOENT)
+		return rc;
+	c->next_seq = st.last_seq + 1;
+	c->durable_seq = st.last_seq;
+	c->msgs = st.msgs;
+	smap_foreach(&c->members, it) free(it->val);
+	smap_free(&c->members);
+	if (store_scan_members(srv.st, c->id, "", 0xffffffffu, collect_member,
+			       c, NULL))
+		return -EIO;
+	c->nmembers = c->members.n;
+	c->broken = false;
+	return 0;
+}
+
+static struct chan *chan_get(struct shard_state *ss, const char *id)
+{
+	struct chan *c = smap_get(&ss->chans, id, strlen(id));
+
+	if (c)
+		return c;
+	c = calloc(1, sizeof(*c));
+	strcpy(c->id, id);
+	if (store_get_channel(srv.st, id, &c->rec) || chan_reload(c)) {
+		free(c);
+		return NULL;
+	}
+	smap_put(&ss->chans, c->id, strlen(c->id), c);
+	return c;
+}
+
+static struct chan *chan_new(struct shard_state *ss, const store_channel *rec)
+{
+	struct chan *c = calloc(1, sizeof(*c));
+
+	strcpy(c->id, rec->id);
+	c->rec = *rec;
+	c->next_seq = 1;
+	smap_put(&ss->chans, c->id, strlen(c->id), c);
+	return c;
+}
+
+static struct member *member_of(struct chan *c, const char *user)
+{
+	return smap_get(&c->members, user, strlen(user));
+}
+
+/* ---- effects ---------------------------------------------------------------- */
+
+static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
+			     struct chan *c)
+{
+	struct effect *e;
+
+	if (ss->nfx == ss->capfx) {
+		ss->capfx = ss->capfx ? ss->capfx * 2 : 64;
+		ss->fx = realloc(ss->fx, ss->capfx * sizeof(*ss->fx));
+	}
+	if (!ss->nfx)
+		ss->batch_t0 = rt_mono_us();
+	e = &ss->fx[ss->nfx++];
+	memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	e->ch = c;
+	if (c)
+		c->pending++;
+	return e;
+}
+
+/* The ok response for r, encoded now, sent once durable. The caller packs
+ * nextra pairs into ss->out after this returns... so encode first, then
+ * call fx_reply(). */
+static void fx_reply(struct shard_state *ss, struct chan *c,
+		     const struct m_req *r)
+{
+	struct effect *e = fx_add(ss, FX_REPLY, c);
+
+	e->conn = r->conn;
+	e->rid = r->rid;
+	e->has_rid = r->has_rid;
+	e->op = r->op;
+	e->t0_us = r->t0_us;
+	e->buf = r->has_rid ? rt_buf_new(ss->out.data, ss->out.len) : NULL;
+}
+
+static void fx_user_chan(struct shard_state *ss, struct chan *c,
+			 const char *user, uint8_t action, uint64_t after,
+			 rt_conn_id except)
+{
+	struct m_user_chan *m = msg_new(sizeof(*m), M_USER_CHAN);
+	struct effect *e = fx_add(ss, FX_POST, c);
+
+	strcpy(m->ws, c->rec.ws);
+	strcpy(m->user, user);
+	strcpy(m->ch, c->id);
+	m->action = action;
+	m->after = after;
+	m->except = except;
+	proto_out_reset(&ss->out);
+	if (action == ACT_FRAME)
+		proto_enc_read(&ss->out, c->id, after);
+	else
+		proto_enc_member(&ss->out, c->id, user, action_names[action]);
+	m->frame = rt_buf_new(ss->out.data, ss->out.len);
+	e->msg = &m->h;
+	e->seq = user_shard(c->rec.ws, user);
+}
+
+/* A member frame for everyone online in a channel of at most 1,000. */
+static void fx_member_bcast(struct shard_state *ss, struct chan *c,
+			    const char *user, uint8_t action)
+{
+	struct effect *e;
+
+	if (c->nmembers > 1000)
+		return;
+	e = fx_add(ss, FX_BCAST, c);
+	proto_out_reset(&ss->out);
+	proto_enc_member(&ss->out, c->id, user, action_names[action]);
+	e->buf = rt_buf_new(ss->out.data, ss->out.len);
+	strcpy(e->skip, user);
+}
+
+static void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
+{
+	for (unsigned s = 0; s < rt_nshards(); s++) {
+		struct m_fanout *f;
+
+		if (!c->online[s])
+			continue;
+		f = msg_new(sizeof(*f), M_FANOUT);
+		strcpy(f->ch, c->id);
+		f->seq = seq;
+		rt_buf_ref(b, 1);
+		f->buf = b;
+		if (skip)
+			strcpy(f->skip_user, skip);
+		rt_post(s, &f->h);
+	}
+}
+
+static void reply_now(struct shard_state *ss, const struct m_req *r)
+{
+	if (r->has_rid)
+		send_to_conn(r->conn, &ss->out);
+}
+
+static void record_latency(struct shard_state *ss, uint64_t t0)
+{
+	uint64_t us = rt_mono_us() - t0;
+	unsigned b = 0;
+
+	while (b < 15 && us >= (64ull << b))
+		b++;
+	__atomic_fetch_add(&ss->lat_commit[b], 1, __ATOMIC_RELAXED);
+}
+
+static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
+{
+	switch (e->kind) {
+	case FX_REPLY:
+		if (ok && e->buf) {
+			send_buf_to_conn(e->conn, e->buf);
+			e->buf = NULL;
+			ss->acks++;
+			record_latency(ss, e->t0_us);
+		} else if (!ok) {
+			struct m_req r = { .conn = e->conn, .rid = e->rid,
+					   .has_rid = e->has_rid, .op = e->op };
+
+			reply_err_remote(&r, "UNAVAILABLE",
+					 "storage failed; not stored", 0);
+		}
+		break;
+	case FX_EVENT:
+		if (ok) {
+			e->ch->durable_seq = e->seq;
+			ss->events++;
+			fanout(e->ch, e->seq, e->buf, NULL);
+		} else {
+			e->ch->broken = true;
+		}
+		break;
+	case FX_POST:
+		if (ok)
+			rt_post((unsigned)e->seq, e->msg);
+		else
+			msg_free(e->msg);
+		e->msg = NULL;
+		break;
+	case FX_BCAST:
+		if (ok)
+			fanout(e->ch, 0, e->buf, e->skip);
+		break;
+	case FX_CMID: {
+		struct pcmid *p = e->p;
+
+		for (uint32_t i = 0; i < p->nw; i++) {
+			struct shard_state *s = ss;
+			struct m_req r = { .conn = p->w[i].conn,
+					   .rid = p->w[i].rid,
+					   .has_rid = p->w[i].has_rid,
+					   .op = OP_SEND };
+
+			if (!ok) {
+				reply_err_remote(&r, "UNAVAILABLE",
+						 "storage failed; not stored", 0);
+				continue;
+			}
+			proto_out_reset(&s->out);
+			proto_enc_res_ok(&s->out, r.rid, 3);
+			proto_pk_cstr(&s->out.pk, "seq");
+			msgpack_pack_uint64(&s->out.pk, p->seq);
+			proto_pk_cstr(&s->out.pk, "ts");
+			msgpack_pack_uint64(&s->out.pk, p->ts);
+			proto_pk_cstr(&s->out.pk, "dup");
+			msgpack_pack_true(&s->out.pk);
+			reply_now(s, &r);
+		}
+		smap_del(&e->ch->cmids, p->key, p->klen);
+		free(p->w);
+		free(p);
+		break;
+	}
+	case FX_OV: {
+		struct ov *o = e->p;
+
+		if (--o->pending == 0) {
+			smap_del(&e->ch->ov, o->key, 8);
+			free(o->bytes);
+			free(o);
+		}
+		break;
+	}
+	}
+	if (e->buf)
+		rt_buf_unref(e->buf);
+	if (e->ch)
+		e->ch->pending--;
+}
+
+static void commit_done(void *ctx, int status)
+{
+	struct commit *c = ctx;
+	struct m_commit *m = msg_new(sizeof(*m), M_COMMIT);
+
+	/* On storage's sync thread: just hand it back to the shard. */
+	m->c = c;
+	m->status = status;
+	rt_post(c->shard, &m->h);
+}
+
+void chan_turn_end(struct shard_state *ss)
+{
+	struct commit *c;
+
+	if (!ss->nfx && !store_batch_count(ss->batch))
+		return;
+	c = malloc(sizeof(*c));
+	c->shard = ss->id;
+	c->fx = ss->fx;
+	c->n = ss->nfx;
+	ss->fx = NULL;
+	ss->nfx = ss->capfx = 0;
+	ss->commits_inflight++;
+	store_commit(srv.st, ss->id, ss->batch, commit_done, c);
+	ss->batch = store_batch_new(srv.st);
+}
+
+void chan_on_commit(struct shard_state *ss, struct m_commit *m)
+{
+	struct commit *c = m->c;
+	bool ok = m->status == 0;
+
+	if (!ok)
+		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
+	for (size_t i = 0; i < c->n; i++) {
+		struct chan *ch = c->fx[i].ch;
+
+		run_effect(ss, &c->fx[i], ok);
+		/* Invariant 4: once nothing of a failed batch is pending,
+		 * start again from what storage has. */
+		if (ch && ch->broken && !ch->pending)
+			chan_reload(ch);
+	}
+	ss->commits_inflight--;
+	free(c->fx);
+	free(c);
+}
+
+bool chan_idle(struct shard_state *ss)
+{
+	return !ss->commits_inflight && !ss->nfx &&
+	       !store_batch_count(ss->batch);
+}
+
+/* ---- subscriptions ---------------------------------------------------------- */
+
+struct catchup {
+	rt_buf **v;
+	uint32_t n;
+};
+
+static int collect_event(void *arg, uint64_t seq, const void *v, size_t len)
+{
+	struct catchup *cu = arg;
+
+	(void)seq;
+	cu->v[cu->n++] = rt_buf_new(v, len);
+	return 0;
+}
+
+void chan_on_sub(struct shard_state *ss, struct m_sub *m)
+{
+	struct chan *c = chan_get(ss, m->ch);
+	unsigned from = rt_conn_shard(m->conn);
+	struct catchup cu = { 0 };
+	struct m_suback *a;
+	uint64_t L, missing = 0;
+	bool denied;
+
+	denied = !c || strcmp(c->rec.ws, m->ws) || !member_of(c, m->user);
+	if (c)
+		c->online[from]++; /* counted even when denied: see M_UNSUB */
+	L = c ? c->durable_seq : 0;
+	if (!denied && m->after < L)
+		missing = L - m->after;
+	if (missing > srv.lim.resume_max) {
+		proto_out_reset(&ss->out);
+		proto_enc_gap(&ss->out, m->ch, m->after, L);
+		cu.v = calloc(1, sizeof(*cu.v));
+		cu.v[cu.n++] = rt_buf_new(ss->out.data, ss->out.len);
+	} else if (missing) {
+		cu.v = calloc(missing, sizeof(*cu.v));
+		store_scan_events(srv.st, m->ch, m->after, (unsigned)missing,
+				  collect_event, &cu, NULL);
+	}
+	a = msg_new(sizeof(*a) + cu.n * sizeof(rt_buf *), M_SUBACK);
+	strcpy(a->ch, m->ch);
+	a->conn = m->conn;
+	a->denied = denied;
+	a->last_seq = L > m->after ? L : m->after;
+	a->n = cu.n;
+	if (cu.n)
+		memcpy(a->frames, cu.v, cu.n * sizeof(rt_buf *));
+	free(cu.v);
+	rt_post(from, &a->h);
+}
+
+void chan_on_unsub(struct shard_state *ss, struct m_unsub *m)
+{
+	struct chan *c = smap_get(&ss->chans, m->ch, strlen(m->ch));
+
+	if (c && c->online[m->h.from])
+		c->online[m->h.from]--;
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void fail(const struct m_req *r, const char *code, const char *msg)
+{
+	reply_err_remote(r, code, msg, 0);
+}
+
+static void pack_ch(msgpack_packer *pk, const struct chan *c)
+{
+	static const char *const kinds[] = { "public", "private", "dm" };
+
+	msgpack_pack_map(pk, 3);
+	proto_pk_cstr(pk, "id");
+	proto_pk_cstr(pk, c->id);
+	proto_pk_cstr(pk, "name");
+	proto_pk_cstr(pk, c->rec.name);
+	proto_pk_cstr(pk, "kind");
+	proto_pk_cstr(pk, kinds[c->rec.kind]);
+}
+
+static void put_stat(struct shard_state *ss, struct chan *c, uint64_t last)
+{
+	store_chstat st = { .last_seq = last, .msgs = c->msgs,
+			    .members = c->nmembers };
+
+	store_put_chstat(ss->batch, c->id, &st);
+}
+
+static struct member *add_member(struct shard_state *ss, struct chan *c,
+				 const char *user)
+{
+	struct member *mb = calloc(1, sizeof(*mb));
+
+	strcpy(mb->user, user);
+	mb->m.read_seq = c->next_seq - 1;
+	mb->m.joined_seq = c->next_seq - 1;
+	mb->m.joined_ms = rt_now_ms();
+	smap_put(&c->members, mb->user, strlen(mb->user), mb);
+	c->nmembers++;
+	store_put_member(ss->batch, c->rec.ws, c->id, user, &mb->m);
+	return mb;
+}
+
+static void op_create(struct shard_state *ss, struct m_req *r,
+		      const msgpack_object *map)
+{
+	store_channel rec;
+	struct chan *c;
+	const char *s;
+	uint32_t n;
+
+	if (chan_get(ss, r->ch)) {
+		fail(r, "CONFLICT", "channel id taken; try again");
+		return;
+	}
+	memset(&rec, 0, sizeof(rec));
+	strcpy(rec.id, r->ch);
+	strcpy(rec.ws, r->ws);
+	strcpy(rec.creator, r->user);
+	proto_get_str(map, "name", &s, &n);
+	memcpy(rec.name, s, n < sizeof(rec.name) ? n : sizeof(rec.name) - 1);
+	proto_get_str(map, "kind", &s, &n);
+	rec.kind = n == 6 ? STORE_PUBLIC : STORE_PRIVATE;
+	rec.created_ms = rt_now_ms();
+	c = chan_new(ss, &rec);
+	store_put_channel(ss->batch, &rec);
+	add_member(ss, c, r->user);
+	put_stat(ss, c, 0);
+
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 1);
+	proto_pk_cstr(&ss->out.pk, "ch");
+	pack_ch(&ss->out.pk, c);
+	fx_reply(ss, c, r);
+	fx_user_chan(ss, c, r->user, ACT_JOIN, 0, 0);
+}
+
+static void op_dm_open(struct shard_state *ss, struct m_req *r,
+		       const msgpack_object *map)
+{
+	const msgpack_object_array *a;
+	struct chan *c = chan_get(ss, r->ch);
+	store_channel rec;
+
+	proto_get_array(map, "users", &a);
+	if (c) {
+		if (c->rec.kind != STORE_DM || strcmp(c->rec.ws, r->ws) ||
+		    !member_of(c, r->user)) {
+			fail(r, "CONFLICT", "DM id collision");
+			return;
+		}
+		proto_out_reset(&ss->out);
+		proto_enc_res_ok(&ss->out, r->rid, 1);
+		proto_pk_cstr(&ss->out.pk, "ch");
+		pack_ch(&ss->out.pk, c);
+		reply_now(ss, r);
+		return;
+	}
+	memset(&rec, 0, sizeof(rec));
+	strcpy(rec.id, r->ch);
+	strcpy(rec.ws, r->ws);
+	strcpy(rec.creator, r->user);
+	rec.kind = STORE_DM;
+	rec.created_ms = rt_now_ms();
+	c = chan_new(ss, &rec);
+	store_put_channel(ss->batch, &rec);
+	add_member(ss, c, r->user);
+	for (uint32_t i = 0; i < a->size; i++) {
+		char u[ID_CAP];
+
+		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
+		u[a->ptr[i].via.str.size] = 0;
+		if (!member_of(c, u))
+			add_member(ss, c, u);
+	}
+	put_stat(ss, c, 0);
+
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 1);
+	proto_pk_cstr(&ss->out.pk, "ch");
+	pack_ch(&ss->out.pk, c);
+	fx_reply(ss, c, r);
+	smap_foreach(&c->members, it) {
+		struct member *mb = it->val;
+
+		fx_user_chan(ss, c, mb->user,
+			     strcmp(mb->user, r->user) ? ACT_INVITE : ACT_JOIN,
+			     0, 0);
+	}
+}
+
+/* The channel as the user may see it, or NULL (answered). */
+static struct chan *visible(struct shard_state *ss, struct m_req *r)
+{
+	struct chan *c = chan_get(ss, r->ch);
+
+	if (!c || strcmp(c->rec.ws, r->ws)) {
+		fail(r, "NOT_FOUND", "no such channel");
+		return NULL;
+	}
+	return c;
+}
+
+static void op_join(struct shard_state *ss, struct m_req *r)
+{
+	struct chan *c = visible(ss, r);
+
+	if (!c)
+		return;
+	if (c->rec.kind != STORE_PUBLIC) {
+		fail(r, "FORBIDDEN", "not a public channel");
+		return;
+	}
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 2);
+	proto_pk_cstr(&ss->out.pk, "ch");
+	pack_ch(&ss->out.pk, c);
+	proto_pk_cstr(&ss->out.pk, "last_seq");
+	msgpack_pack_uint64(&ss->out.pk, c->next_seq - 1);
+	if (member_of(c, r->user)) {
+		reply_now(ss, r);
+		return;
+	}
+	if (c->nmembers >= srv.lim.max_members) {
+		fail(r, "CONFLICT", "channel is full");
+		return;
+	}
+	add_member(ss, c, r->user);
+	put_stat(ss, c, c->next_seq - 1);
+	fx_reply(ss, c, r);
+	fx_user_chan(ss, c, r->user, ACT_JOIN, c->next_seq - 1, 0);
+	fx_member_bcast(ss, c, r->user, ACT_JOIN);
+}
+
+static void op_leave(struct shard_state *ss, struct m_req *r)
+{
+	struct chan *c = visible(ss, r);
+	struct member *mb;
+
+	if (!c)
+		return;
+	mb = member_of(c, r->user);
+	if (mb && c->rec.kind == STORE_DM) {
+		fail(r, "FORBIDDEN", "a DM cannot be left");
+		return;
+	}
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 0);
+	if (!mb) {
+		reply_now(ss, r);
+		return;
+	}
+	fx_member_bcast(ss, c, r->user, ACT_LEAVE);
+	smap_del(&c->typing, mb->user, strlen(mb->user)); /* keyed by mb */
+	smap_del(&c->members, mb->user, strlen(mb->user));
+	free(mb);
+	c->nmembers--;
+	store_del_member(ss->batch, c->rec.ws, c->id, r->user);
+	put_stat(ss, c, c->next_seq - 1);
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 0);
+	fx_reply(ss, c, r);
+	fx_user_chan(ss, c, r->user, ACT_LEAVE, 0, 0);
+}
+
+static void op_invite(struct shard_state *ss, struct m_req *r,
+		      const msgpack_object *map)
+{
+	const msgpack_object_array *a;
+	struct chan *c = visible(ss, r);
+	uint32_t added = 0;
+
+	if (!c)
+		return;
+	if (!member_of(c, r->user)) {
+		fail(r, "FORBIDDEN", "not a member of this channel");
+		return;
+	}
+	if (c->rec.kind == STORE_DM) {
+		fail(r, "FORBIDDEN", "a DM's members are fixed; open another");
+		return;
+	}
+	proto_get_array(map, "users", &a);
+	if (c->nmembers + a->size > srv.lim.max_members) {
+		fail(r, "CONFLICT", "channel would be too large");
+		return;
+	}
+	for (uint32_t i = 0; i < a->size; i++) {
+		char u[ID_CAP];
+
+		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
+		u[a->ptr[i].via.str.size] = 0;
+		if (member_of(c, u))
+			continue;
+		add_member(ss, c, u);
+		fx_user_chan(ss, c, u, ACT_INVITE, c->next_seq - 1, 0);
+		fx_member_bcast(ss, c, u, ACT_INVITE);
+		added++;
+	}
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 0);
+	if (!added) {
+		reply_now(ss, r);
+		return;
+	}
+	put_stat(ss, c, c->next_seq - 1);
+	fx_reply(ss, c, r);
+}
+
+/* Answer a repeated cmid whose event is durable: the original seq and ts. */
+static int dup_ts(void *arg, uint64_t seq, const void *v, size_t len)
+{
+	proto_doc d;
+
+	(void)seq;
+	if (proto_decode(&d, v, len) == PROTO_OK) {
+		proto_get_uint(&d.root, "ts", arg);
+		proto_doc_free(&d);
+	}
+	return 1;
+}
+
+static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
+		      uint64_t seq)
+{
+	uint64_t ts = 0;
+
+	store_scan_events(srv.st, c->id, seq - 1, 1, dup_ts, &ts, NULL);
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 3);
+	proto_pk_cstr(&ss->out.pk, "seq");
+	msgpack_pack_uint64(&ss->out.pk, seq);
+	proto_pk_cstr(&ss->out.pk, "ts");
+	msgpack_pack_uint64(&ss->out.pk, ts);
+	proto_pk_cstr(&ss->out.pk, "dup");
+	msgpack_pack_true(&ss->out.pk);
+	reply_now(ss, r);
+}
+
+/* Root state for a reply: the overlay if a pending batch changed it, else
+ * storage. Returns a struct ov the caller updates (pending++). */
+static struct ov *root_state(struct chan *c, uint64_t root)
+{
+	uint8_t k[8];
+	struct ov *o;
+	void *bytes;
+	size_t len;
+
+	for (int i = 0; i < 8; i++)
+		k[i] = (uint8_t)(root >> (56 - 8 * i));
+	o = smap_get(&c->ov, k, 8);
+	if (o)
+		return o;
+	if (store_get_msg(srv.st, c->id, 0, root, &bytes, &len))
+		return NULL;
+	o = calloc(1, sizeof(*o));
+	memcpy(o->key, k, 8);
+	o->bytes = bytes;
+	o->len = len;
+	smap_put(&c->ov, (const char *)o->key, 8, o);
+	return o;
+}
+
+static void op_send(struct shard_state *ss, struct m_req *r,
+		    const msgpack_object *map)
+{
+	struct chan *c = visible(ss, r);
+	const msgpack_object_array *ma = NULL;
+	proto_str mentions[64];
+	unsigned nm = 0;
+	const char *body, *cmid;
+	uint32_t blen, clen;
+	uint64_t thread = 0, seq, ts, dupseq;
+	struct member *me;
+	struct pcmid *p;
+	struct ov *root = NULL;
+	char key[ID_CAP + PROTO_MAX_CMID + 1];
+	size_t klen;
+	rt_buf *ev;
+
+	if (!c)
+		return;
+	me = member_of(c, r->user);
+	if (!me) {
+		fail(r, "FORBIDDEN", "not a member of this channel");
+		return;
+	}
+	proto_get_str(map, "body", &body, &blen);
+	proto_get_str(map, "cmid", &cmid, &clen);
+	proto_get_uint(map, "thread", &thread);
+	if (proto_get_array(map, "mentions", &ma) == 0) {
+		for (uint32_t i = 0; i < ma->size && nm < 64; i++) {
+			mentions[nm].s = ma->ptr[i].via.str.ptr;
+			mentions[nm].n = ma->ptr[i].via.str.size;
+			nm++;
+		}
+	}
+
+	/* Idempotency: the same cmid from the same sender is one event. */
+	klen = strlen(r->user);
+	memcpy(key, r->user, klen);
+	key[klen++] = 0;
+	memcpy(key + klen, cmid, clen);
+	klen += clen;
+	p = smap_get(&c->cmids, key, klen);
+	if (p) {
+		p->w = realloc(p->w, (p->nw + 1) * sizeof(*p->w));
+		p->w[p->nw++] = (struct waiter){ r->conn, r->rid, r->has_rid };
+		return;
+	}
+	if (store_get_cmid(srv.st, c->id, r->user, cmid, clen, &dupseq) == 0) {
+		reply_dup(ss, r, c, dupseq);
+		return;
+	}
+
+	if (thread) {
+		root = thread < c->next_seq ? root_state(c, thread) : NULL;
+		if (!root) {
+			fail(r, "NOT_FOUND", "thread root is not a top-level message");
+			return;
+		}
+	}
+
+	seq = c->next_seq++;
+	ts = rt_now_ms();
+	c->msgs++;
+
+	/* The event, encoded once: stored, and sent to every recipient. */
+	proto_event e = {
+		.ch = { c->id, (uint32_t)strlen(c->id) },
+		.seq = seq,
+		.k = { "msg", 3 },
+		.ts = ts,
+		.from = { r->user, (uint32_t)strlen(r->user) },
+		.body = { body, blen },
+		.cmid = { cmid, clen },
+		.thread = thread,
+		.mentions = mentions,
+		.nmentions = nm,
+	};
+	proto_out_reset(&ss->out);
+	proto_enc_event(&ss->out, &e);
+	ev = rt_buf_new(ss->out.data, ss->out.len);
+	store_put_event(ss->batch, c->id, seq, ev->data, ev->len, c->msgs);
+
+	/* Its state in the history view */
+	proto_msg hm = {
+		.seq = seq, .from = e.from, .ts = ts, .body = e.body,
+		.cmid = e.cmid, .thread = thread, .mentions = mentions,
+		.nmentions = nm,
+	};
+	proto_out_reset(&ss->out);
+	proto_enc_msg(&ss->out, &hm);
+	store_put_msg(ss->batch, c->id, thread, seq, ss->out.data, ss->out.len);
+
+	if (root) {
+		proto_doc d;
+		proto_str rm[64];
+		proto_msg rmsg;
+
+		if (proto_decode(&d, root->bytes, root->len) == PROTO_OK) {
+			if (proto_dec_msg(&d.root, &rmsg, rm, 64) == 0) {
+				rmsg.replies++;
+				rmsg.last_reply = seq;
+				proto_out_reset(&ss->out);
+				proto_enc_msg(&ss->out, &rmsg);
+				free(root->bytes);
+				root->bytes = malloc(ss->out.len);
+				memcpy(root->bytes, ss->out.data, ss->out.len);
+				root->len = ss->out.len;
+				store_put_msg(ss->batch, c->id, 0, thread,
+					      root->bytes, root->len);
+			}
+			proto_doc_free(&d);
+		}
+		root->pending++;
+		fx_add(ss, FX_OV, c)->p = root;
+	}
+
+	store_put_cmid(ss->batch, c->id, r->user, cmid, clen, seq);
+	/* Sending moves the sender's read marker to its own message. */
+	me->m.read_seq = seq;
+	store_put_member(ss->batch, c->rec.ws, c->id, r->user, &me->m);
+	store_clear_mentions(ss->batch, c->id, r->user, seq);
+	for (unsigned i = 0; i < nm; i++) {
+		char u[ID_CAP];
+
+		memcpy(u, mentions[i].s, mentions[i].n);
+		u[mentions[i].n] = 0;
+		if (strcmp(u, r->user) && member_of(c, u))
+			store_put_mention(ss->batch, c->id, u, seq);
+	}
+	put_stat(ss, c, seq);
+
+	p = calloc(1, sizeof(*p));
+	memcpy(p->key, key, klen);
+	p->klen = klen;
+	p->seq = seq;
+	p->ts = ts;
+	smap_put(&c->cmids, p->key, p->klen, p);
+
+	struct effect *fe = fx_add(ss, FX_EVENT, c);
+	fe->seq = seq;
+	fe->buf = ev;
+
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 2);
+	proto_pk_cstr(&ss->out.pk, "seq");
+	msgpack_pack_uint64(&ss->out.pk, seq);
+	proto_pk_cstr(&ss->out.pk, "ts");
+	msgpack_pack_uint64(&ss->out.pk, ts);
+	fx_reply(ss, c, r);
+	fx_add(ss, FX_CMID, c)->p = p;
+}
+
+static void op_read(struct shard_state *ss, struct m_req *r,
+		    const msgpack_object *map)
+{
+	struct chan *c = visible(ss, r);
+	struct member *me;
+	uint64_t seq;
+
+	if (!c)
+		return;
+	me = member_of(c, r->user);
+	if (!me) {
+		fail(r, "FORBIDDEN", "not a member of this channel");
+		return;
+	}
+	proto_get_uint(map, "seq", &seq);
+	if (seq > c->next_seq - 1)
+		seq = c->next_seq - 1;
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 0);
+	if (seq <= me->m.read_seq) {
+		reply_now(ss, r); /* never backwards */
+		return;
+	}
+	me->m.read_seq = seq;
+	store_put_member(ss->batch, c->rec.ws, c->id, r->user, &me->m);
+	store_clear_mentions(ss->batch, c->id, r->user, seq);
+	fx_reply(ss, c, r);
+	fx_user_chan(ss, c, r->user, ACT_FRAME, seq, r->conn);
+}
+
+static void op_typing(struct shard_state *ss, struct m_req *r)
+{
+	struct chan *c = visible(ss, r);
+	struct member *me;
+	uint64_t now = rt_now_ms(), last;
+	rt_buf *b;
+
+	if (!c)
+		return;
+	me = member_of(c, r->user);
+	if (!me) {
+		fail(r, "FORBIDDEN", "not a member of this channel");
+		return;
+	}
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, r->rid, 0);
+	reply_now(ss, r);
+	/* At most one broadcast per user per channel per 3 s. The map's
+	 * key is the member's own id string; the value is the time. */
+	last = (uint64_t)(uintptr_t)smap_get(&c->typing, me->user,
+					     strlen(me->user));
+	if (last && now - last < 3000)
+		return;
+	smap_put(&c->typing, me->user, strlen(me->user), (void *)(uintptr_t)now);
+	proto_out_reset(&ss->out);
+	proto_enc_typing(&ss->out, c->id, r->user);
+	b = rt_buf_new(ss->out.data, ss->out.len);
+	fanout(c, 0, b, r->user);
+	rt_buf_unref(b);
+}
+
+void chan_on_req(struct shard_state *ss, struct m_req *r)
+{
+	proto_doc doc;
+
+	if (proto_decode(&doc, r->frame, r->len) != PROTO_OK) {
+		fail(r, "INTERNAL", "request did not decode twice");
+		free(r);
+		return;
+	}
+	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
+	    r->op != OP_TYPING) {
+		fail(r, "UNAVAILABLE", "storage is failing");
+		goto out;
+	}
+	switch (r->op) {
+	case OP_CH_CREATE: op_create(ss, r, &doc.root); break;
+	case OP_DM_OPEN: op_dm_open(ss, r, &doc.root); break;
+	case OP_CH_JOIN: op_join(ss, r); break;
+	case OP_CH_LEAVE: op_leave(ss, r); break;
+	case OP_CH_INVITE: op_invite(ss, r, &doc.root); break;
+	case OP_SEND: op_send(ss, r, &doc.root); break;
+	case OP_READ: op_read(ss, r, &doc.root); break;
+	case OP_TYPING: op_typing(ss, r); break;
+	default: fail(r, "BAD_REQUEST", "unknown op"); break;
+	}
+out:
+	proto_doc_free(&doc);
+	free(r);
+}

@@ -1,0 +1,159 @@
+/*
+ * http: the plain-HTTP side of the port. Called by the transport for every
+ * request that is not a WebSocket upgrade, on the shard that accepted it.
+ *   GET /healthz  200 "ok" while storage writes succeed, else 503
+ *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/actors.h"
+
+struct sbuf {
+	char *p;
+	size_t n, cap;
+};
+
+static void put(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int need;
+
+	for (;;) {
+		va_start(ap, fmt);
+		need = vsnprintf(b->p + b->n, b->cap - b->n, fmt, ap);
+		va_end(ap);
+		if (need >= 0 && (size_t)need < b->cap - b->n)
+			break;
+		b->cap = b->cap * 2 + (size_t)need + 1;
+		b->p = realloc(b->p, b->cap);
+	}
+	b->n += (size_t)need;
+}
+
+static void counter(struct sbuf *b, const char *name, const char *help,
+		    uint64_t v)
+{
+	put(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name,
+	    name, (unsigned long long)v);
+}
+
+static void gauge(struct sbuf *b, const char *name, const char *help,
+		  uint64_t v)
+{
+	put(b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name,
+	    name, (unsigned long long)v);
+}
+
+/* A log2 histogram: bucket i counts values < base << i (last: the rest). */
+static void histogram(struct sbuf *b, const char *name, const char *help,
+		      const uint64_t *h, unsigned n, double base, double scale)
+{
+	uint64_t cum = 0;
+
+	put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (unsigned i = 0; i < n; i++) {
+		cum += h[i];
+		if (i + 1 < n)
+			put(b, "%s_bucket{le=\"%g\"} %llu\n", name,
+			    base * (double)(1u << i) * scale,
+			    (unsigned long long)cum);
+	}
+	put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_count %llu\n", name,
+	    (unsigned long long)cum, name, (unsigned long long)cum);
+}
+
+static char *metrics(size_t *len)
+{
+	struct sbuf b = { malloc(8192), 0, 8192 };
+	uint64_t ev = 0, del = 0, acks = 0, req = 0, bad = 0, rl = 0, af = 0;
+	uint64_t lat[16] = { 0 };
+	rt_stats rs;
+	store_stats st;
+
+	rt_get_stats(&rs);
+	store_get_stats(srv.st, &st);
+	for (unsigned i = 0; i < rt_nshards(); i++) {
+		struct shard_state *s = shard_state_of(i);
+
+		if (!s)
+			continue;
+#define LD(f) __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+		ev += LD(events);
+		del += LD(deliveries);
+		acks += LD(acks);
+		req += LD(requests);
+		bad += LD(bad_frames);
+		rl += LD(rate_limited);
+		af += LD(auth_failures);
+		for (int j = 0; j < 16; j++)
+			lat[j] += LD(lat_commit[j]);
+#undef LD
+	}
+	gauge(&b, "parley_connections", "Open WebSocket connections", rs.conns_open);
+	counter(&b, "parley_connections_total", "WebSocket connections accepted", rs.conns_total);
+	counter(&b, "parley_frames_in_total", "WebSocket messages received", rs.frames_in);
+	counter(&b, "parley_frames_out_total", "WebSocket messages sent", rs.frames_out);
+	counter(&b, "parley_bytes_out_total", "Bytes written to sockets", rs.bytes_out);
+	counter(&b, "parley_socket_writes_total", "Socket writes (frames_out/writes = coalescing)", rs.writes);
+	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);
+	counter(&b, "parley_closed_too_large_total", "Connections closed with 1009", rs.closed_too_large);
+	counter(&b, "parley_requests_total", "Requests decoded", req);
+	counter(&b, "parley_bad_frames_total", "Frames answered with BAD_FRAME", bad);
+	counter(&b, "parley_rate_limited_total", "Sends refused with RATE_LIMITED", rl);
+	counter(&b, "parley_auth_failures_total", "hello refused (4001)", af);
+	counter(&b, "parley_events_committed_total", "Channel events made durable", ev);
+	counter(&b, "parley_fanout_deliveries_total", "Frames queued to subscribers", del);
+	counter(&b, "parley_acks_total", "Responses sent after a durable commit", acks);
+	counter(&b, "parley_mailbox_messages_total", "Mailbox messages posted", rs.mailbox_msgs);
+	counter(&b, "parley_mailbox_wakeups_total", "Sleeping shards woken by a post", rs.wakeups);
+	put(&b, "# HELP parley_mailbox_depth Messages waiting in a shard's mailbox\n"
+		"# TYPE parley_mailbox_depth gauge\n");
+	for (unsigned i = 0; i < rt_nshards(); i++)
+		put(&b, "parley_mailbox_depth{shard=\"%u\"} %llu\n", i,
+		    (unsigned long long)rt_mailbox_depth(i));
+	counter(&b, "parley_store_commits_total", "Synced RocksDB writes", st.commits);
+	counter(&b, "parley_store_batches_total", "Shard batches in those writes", st.batches);
+	counter(&b, "parley_store_records_total", "Records in those writes", st.records);
+	counter(&b, "parley_store_failures_total", "Failed writes", st.failures);
+	histogram(&b, "parley_commit_seconds", "Time in one synced RocksDB write",
+		  st.hist_us, 16, 16, 1e-6);
+	histogram(&b, "parley_commit_batches", "Shard batches per synced write",
+		  st.hist_batch, 16, 1, 1);
+	histogram(&b, "parley_request_durable_seconds",
+		  "From request decoded to its response (after the WAL sync)",
+		  lat, 16, 64, 1e-6);
+	gauge(&b, "parley_storage_failed", "1 after a failed commit",
+	      (uint64_t)__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED));
+	gauge(&b, "parley_uptime_seconds", "Seconds since start",
+	      (rt_now_ms() - srv.started_ms) / 1000);
+	*len = b.n;
+	return b.p;
+}
+
+void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
+{
+	(void)s;
+	if (!strcmp(req->path, "/healthz")) {
+		bool ok = !__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED);
+
+		resp->status = ok ? 200 : 503;
+		resp->content_type = "text/plain";
+		resp->body = strdup(ok ? "ok\n" : "storage failing\n");
+		resp->body_len = strlen(resp->body);
+		return;
+	}
+	if (!strcmp(req->path, "/metrics")) {
+		resp->status = 200;
+		resp->content_type = "text/plain; version=0.0.4";
+		resp->body = metrics(&resp->body_len);
+		return;
+	}
+	resp->status = 404;
+	resp->content_type = "text/plain";
+	resp->body = strdup("not found\n");
+	resp->body_len = strlen(resp->body);
+}

@@ -1,0 +1,220 @@
+/*
+ * parleyd: the server binary. Parses flags and hands over to server_run();
+ * `parleyd token` mints a token with the server's secret for a quick start.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "actors/actors.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"usage: parleyd [options]\n"
+"       parleyd token --user USER --workspace WS [--ttl SECONDS] [--name NAME]\n"
+"                     [--data DIR] [--jwt-secret-file FILE]\n"
+"\n"
+"parley: a real-time team-messaging server (msgpack over WebSocket on /ws).\n"
+"\n"
+"  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080)\n"
+"  --data DIR              data directory (default ./parley-data)\n"
+"  --jwt-secret-file FILE  HS256 secret (default DIR/jwt.secret, created\n"
+"                          with a random secret on first start)\n"
+"  --shards N              shards = threads (default: one per core)\n"
+"  --ranges N              history column families for a new database (16)\n"
+"  --max-frame BYTES       largest incoming message (65536; beyond: 1009)\n"
+"  --max-body BYTES        largest message body (16384)\n"
+"  --max-outbuf BYTES      unsent bytes per connection before 4008 (8 MiB)\n"
+"  --max-devices N         connections per user (16; beyond: 4029)\n"
+"  --max-members N         channel size (100000)\n"
+"  --send-rate N           sends per second per user (50)\n"
+"  --send-burst N          send burst per user (100)\n"
+"  --hello-timeout-ms MS   time to send hello (10000; then 4001)\n"
+"  --resume-max N          most events replayed on resume (500; then gap)\n"
+"  --drain-ms MS           on SIGTERM, time clients get before close (2000)\n"
+"  --no-pin                do not pin shard threads to cores\n"
+"  --help                  this text\n"
+"\n"
+"Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
+"exit status 0.\n");
+}
+
+static void defaults(void)
+{
+	struct limits *l = &srv.lim;
+
+	l->max_frame = PROTO_MAX_FRAME;
+	l->max_body = PROTO_MAX_BODY;
+	l->max_name = PROTO_MAX_NAME;
+	l->max_members = 100000;
+	l->max_dm = 250;
+	l->max_devices = 16;
+	l->rate_per_s = 50;
+	l->rate_burst = 100;
+	l->hello_ms = 10000;
+	l->resume_max = 500;
+	l->max_mentions = 50;
+	l->hb_ms = 5000;
+	l->bad_frames = 20;
+	l->bad_window_ms = 10000;
+	l->max_outbuf = 8u << 20;
+}
+
+static unsigned long num(const char *flag, const char *v, unsigned long min,
+			 unsigned long max)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || *end || n < min || n > max) {
+		fprintf(stderr, "parleyd: %s: expected a number %lu..%lu\n",
+			flag, min, max);
+		exit(2);
+	}
+	return n;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "user", required_argument, 0, 'u' },
+		{ "workspace", required_argument, 0, 'w' },
+		{ "ttl", required_argument, 0, 't' },
+		{ "name", required_argument, 0, 'n' },
+		{ "data", required_argument, 0, 'd' },
+		{ "jwt-secret-file", required_argument, 0, 's' },
+		{ "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 }
+	};
+	const char *user = NULL, *ws = NULL, *name = NULL, *data = "./parley-data",
+		   *secret = NULL;
+	unsigned long ttl = 86400;
+	char path[4096];
+	char *tok;
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'u': user = optarg; break;
+		case 'w': ws = optarg; break;
+		case 't': ttl = num("--ttl", optarg, 1, 10ul * 365 * 86400); break;
+		case 'n': name = optarg; break;
+		case 'd': data = optarg; break;
+		case 's': secret = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!user || !ws || !proto_id_valid(user, strlen(user)) ||
+	    !proto_id_valid(ws, strlen(ws))) {
+		fprintf(stderr, "parleyd token: --user and --workspace are ids "
+				"of 1-64 [A-Za-z0-9._-]\n");
+		return 2;
+	}
+	if (!secret) {
+		mkdir(data, 0700);
+		snprintf(path, sizeof(path), "%s/jwt.secret", data);
+	} else {
+		snprintf(path, sizeof(path), "%s", secret);
+	}
+	if (auth_load_secret(path, srv.key, sizeof(srv.key), &srv.key_len,
+			     secret == NULL)) {
+		fprintf(stderr, "parleyd token: cannot read %s: %s\n", path,
+			strerror(errno));
+		return 1;
+	}
+	tok = auth_mint(srv.key, srv.key_len, user, ws,
+			(int64_t)time(NULL) + (int64_t)ttl, name);
+	if (!tok)
+		return 1;
+	printf("%s\n", tok);
+	free(tok);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, 0, 'l' },
+		{ "data", required_argument, 0, 'd' },
+		{ "jwt-secret-file", required_argument, 0, 's' },
+		{ "shards", required_argument, 0, 'S' },
+		{ "ranges", required_argument, 0, 'R' },
+		{ "max-frame", required_argument, 0, 1 },
+		{ "max-body", required_argument, 0, 2 },
+		{ "max-outbuf", required_argument, 0, 3 },
+		{ "max-devices", required_argument, 0, 4 },
+		{ "max-members", required_argument, 0, 5 },
+		{ "send-rate", required_argument, 0, 6 },
+		{ "send-burst", required_argument, 0, 7 },
+		{ "hello-timeout-ms", required_argument, 0, 8 },
+		{ "resume-max", required_argument, 0, 9 },
+		{ "drain-ms", required_argument, 0, 10 },
+		{ "no-pin", no_argument, 0, 11 },
+		{ "help", no_argument, 0, 'h' },
+		{ 0, 0, 0, 0 }
+	};
+	struct server_opts o = {
+		.host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
+		.ranges = 16, .pin = true, .drain_ms = 2000,
+	};
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	char host[256];
+	int c;
+
+	if (argc > 1 && !strcmp(argv[1], "token"))
+		return cmd_token(argc - 1, argv + 1);
+	defaults();
+	o.shards = ncpu > 0 ? (unsigned)ncpu : 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': {
+			const char *colon = strrchr(optarg, ':');
+
+			if (!colon || colon == optarg ||
+			    (size_t)(colon - optarg) >= sizeof(host)) {
+				fprintf(stderr, "parleyd: --listen HOST:PORT\n");
+				return 2;
+			}
+			memcpy(host, optarg, (size_t)(colon - optarg));
+			host[colon - optarg] = 0;
+			o.host = host;
+			o.port = (int)num("--listen port", colon + 1, 0, 65535);
+			break;
+		}
+		case 'd': o.data_dir = optarg; break;
+		case 's': o.secret_file = optarg; break;
+		case 'S': o.shards = (unsigned)num("--shards", optarg, 1, RT_MAX_SHARDS); break;
+		case 'R': o.ranges = (unsigned)num("--ranges", optarg, 1, 100); break;
+		case 1: srv.lim.max_frame = (uint32_t)num("--max-frame", optarg, 1024, 16u << 20); break;
+		case 2: srv.lim.max_body = (uint32_t)num("--max-body", optarg, 1, 1u << 20); break;
+		case 3: srv.lim.max_outbuf = num("--max-outbuf", optarg, 4096, 1ul << 32); break;
+		case 4: srv.lim.max_devices = (uint32_t)num("--max-devices", optarg, 1, 1024); break;
+		case 5: srv.lim.max_members = (uint32_t)num("--max-members", optarg, 2, 10000000); break;
+		case 6: srv.lim.rate_per_s = (uint32_t)num("--send-rate", optarg, 1, 10000000); break;
+		case 7: srv.lim.rate_burst = (uint32_t)num("--send-burst", optarg, 1, 10000000); break;
+		case 8: srv.lim.hello_ms = (uint32_t)num("--hello-timeout-ms", optarg, 100, 3600000); break;
+		case 9: srv.lim.resume_max = (uint32_t)num("--resume-max", optarg, 1, 1000000); break;
+		case 10: o.drain_ms = (unsigned)num("--drain-ms", optarg, 0, 600000); break;
+		case 11: o.pin = false; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "parleyd: unexpected argument %s\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return server_run(&o);
+}

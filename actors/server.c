@@ -1,0 +1,286 @@
+/*
+ * server: wires the actors into the runtime. parleyd's main() calls
+ * server_run(), which opens storage, starts the shards with the hooks below
+ * and waits for SIGTERM; each hook dispatches to the session, user or
+ * channel actor that the event belongs to.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "actors/actors.h"
+
+struct server srv;
+static struct shard_state *states[RT_MAX_SHARDS];
+
+const char *const op_names[OP__COUNT] = {
+	"hello", "hb", "ch.create", "dm.open", "ch.join", "ch.leave",
+	"ch.invite", "ch.list", "ch.members", "send", "history", "events",
+	"typing", "read",
+};
+const char *const action_names[] = { "join", "leave", "invite", "read" };
+
+static unsigned hash_mod(const char *a, const char *b)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = a; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+	if (b) {
+		h = (h ^ 0) * 1099511628211ULL;
+		for (const char *p = b; *p; p++)
+			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+	}
+	return (unsigned)((h ^ (h >> 29)) % rt_nshards());
+}
+
+unsigned chan_shard(const char *ch) { return hash_mod(ch, NULL); }
+unsigned user_shard(const char *ws, const char *user) { return hash_mod(ws, user); }
+
+struct shard_state *shard_state(void) { return rt_shard_user(rt_self()); }
+struct shard_state *shard_state_of(unsigned i) { return states[i]; }
+
+void *msg_new(size_t size, uint16_t type)
+{
+	rt_msg *m = calloc(1, size);
+
+	if (!m)
+		abort();
+	m->type = type;
+	return m;
+}
+
+void msg_free(rt_msg *m)
+{
+	switch (m->type) {
+	case M_DELIVER:
+		if (((struct m_deliver *)m)->buf)
+			rt_buf_unref(((struct m_deliver *)m)->buf);
+		break;
+	case M_FANOUT:
+		rt_buf_unref(((struct m_fanout *)m)->buf);
+		break;
+	case M_SUBACK: {
+		struct m_suback *a = (struct m_suback *)m;
+
+		for (uint32_t i = 0; i < a->n; i++)
+			if (a->frames[i])
+				rt_buf_unref(a->frames[i]);
+		break;
+	}
+	case M_USER_CHAN:
+	case M_CONN_CHAN:
+		if (((struct m_user_chan *)m)->frame)
+			rt_buf_unref(((struct m_user_chan *)m)->frame);
+		break;
+	default:
+		break;
+	}
+	free(m);
+}
+
+void send_buf_to_conn(rt_conn_id conn, rt_buf *b)
+{
+	rt_shard *self = rt_self();
+
+	if (self && rt_conn_shard(conn) == rt_shard_id(self)) {
+		rt_conn *c = rt_conn_find(self, conn);
+
+		if (c)
+			rt_conn_send(c, b);
+		rt_buf_unref(b);
+		return;
+	}
+	struct m_deliver *d = msg_new(sizeof(*d), M_DELIVER);
+	d->conn = conn;
+	d->buf = b;
+	rt_post(rt_conn_shard(conn), &d->h);
+}
+
+void send_to_conn(rt_conn_id conn, const proto_out *o)
+{
+	send_buf_to_conn(conn, rt_buf_new(o->data, o->len));
+}
+
+void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
+	       const char *code, const char *msg, uint64_t retry_ms)
+{
+	struct shard_state *ss = shard_state();
+
+	proto_out_reset(&ss->out);
+	if (has_rid)
+		proto_enc_res_err(&ss->out, rid, code, msg, retry_ms);
+	else
+		proto_enc_err(&ss->out, code, msg, op, op ? strlen(op) : 0,
+			      retry_ms);
+	rt_conn_send_bytes(c, ss->out.data, ss->out.len);
+}
+
+void reply_err_remote(const struct m_req *r, const char *code, const char *msg,
+		      uint64_t retry_ms)
+{
+	struct shard_state *ss = shard_state();
+	const char *op = op_names[r->op];
+
+	proto_out_reset(&ss->out);
+	if (r->has_rid)
+		proto_enc_res_err(&ss->out, r->rid, code, msg, retry_ms);
+	else
+		proto_enc_err(&ss->out, code, msg, op, strlen(op), retry_ms);
+	send_to_conn(r->conn, &ss->out);
+}
+
+/* ---- hooks ----------------------------------------------------------------- */
+
+static void on_start(rt_shard *s)
+{
+	struct shard_state *ss = calloc(1, sizeof(*ss));
+
+	ss->id = rt_shard_id(s);
+	ss->batch = store_batch_new(srv.st);
+	proto_out_init(&ss->out, 0, 4096);
+	rt_shard_set_user(s, ss);
+	__atomic_store_n(&states[ss->id], ss, __ATOMIC_RELEASE);
+}
+
+static void on_stop(rt_shard *s)
+{
+	/* Freed at exit: other shards' /metrics readers may still look. */
+	(void)s;
+}
+
+static void on_msg(rt_shard *s, rt_msg *m)
+{
+	struct shard_state *ss = rt_shard_user(s);
+
+	switch (m->type) {
+	case M_REQ: {
+		struct m_req *r = (struct m_req *)m;
+
+		/* A request visits its user actor first, then its channel. */
+		if (r->stage == 0)
+			user_on_req(ss, r);
+		else
+			chan_on_req(ss, r);
+		return;
+	}
+	case M_DELIVER: sess_on_deliver(ss, (struct m_deliver *)m); break;
+	case M_FANOUT: sess_on_fanout(ss, (struct m_fanout *)m); break;
+	case M_SUB: chan_on_sub(ss, (struct m_sub *)m); break;
+	case M_SUBACK: sess_on_suback(ss, (struct m_suback *)m); break;
+	case M_UNSUB: chan_on_unsub(ss, (struct m_unsub *)m); break;
+	case M_ATTACH: user_on_attach(ss, (struct m_attach *)m); break;
+	case M_ATTACH_RES: sess_on_attach_res(ss, (struct m_attach *)m); break;
+	case M_DETACH: user_on_detach(ss, (struct m_attach *)m); break;
+	case M_USER_CHAN: user_on_chan(ss, (struct m_user_chan *)m); break;
+	case M_CONN_CHAN: sess_on_conn_chan(ss, (struct m_user_chan *)m); break;
+	case M_COMMIT: chan_on_commit(ss, (struct m_commit *)m); break;
+	default: break;
+	}
+	msg_free(m);
+}
+
+static void on_turn_end(rt_shard *s) { chan_turn_end(rt_shard_user(s)); }
+static void on_tick(rt_shard *s, uint64_t now) { sess_tick(rt_shard_user(s), now); }
+static void on_open(rt_shard *s, rt_conn *c) { sess_open(rt_shard_user(s), c); }
+static void on_close(rt_shard *s, rt_conn *c) { sess_close(rt_shard_user(s), c); }
+
+static void on_frame(rt_shard *s, rt_conn *c, const uint8_t *d, size_t n,
+		     bool binary)
+{
+	sess_frame(rt_shard_user(s), c, d, n, binary);
+}
+
+static bool on_drain(rt_shard *s, bool first)
+{
+	struct shard_state *ss = rt_shard_user(s);
+
+	if (first)
+		sess_goaway_all(ss);
+	return chan_idle(ss);
+}
+
+static const rt_hooks hooks = {
+	.on_start = on_start,
+	.on_stop = on_stop,
+	.on_msg = on_msg,
+	.on_turn_end = on_turn_end,
+	.on_tick = on_tick,
+	.on_open = on_open,
+	.on_frame = on_frame,
+	.on_close = on_close,
+	.on_http = http_handle,
+	.on_drain = on_drain,
+};
+
+int server_run(const struct server_opts *o)
+{
+	char path[4096], *err = NULL;
+	const char *rerr = NULL;
+	sigset_t set;
+	rt_config cfg;
+	int sig;
+
+	if (mkdir(o->data_dir, 0700) && errno != EEXIST) {
+		fprintf(stderr, "parleyd: %s: %s\n", o->data_dir, strerror(errno));
+		return 1;
+	}
+	if (o->secret_file)
+		snprintf(path, sizeof(path), "%s", o->secret_file);
+	else
+		snprintf(path, sizeof(path), "%s/jwt.secret", o->data_dir);
+	if (auth_load_secret(path, srv.key, sizeof(srv.key), &srv.key_len,
+			     o->secret_file == NULL)) {
+		fprintf(stderr, "parleyd: cannot read JWT secret %s: %s\n", path,
+			strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/db", o->data_dir);
+	if (store_open(&srv.st, path, o->ranges, o->shards, &err)) {
+		fprintf(stderr, "parleyd: storage: %s\n", err ? err : "?");
+		free(err);
+		return 1;
+	}
+	srv.started_ms = rt_now_ms();
+
+	/* Signals go to this thread only: block them before any shard
+	 * thread exists (threads inherit the mask), then sigwait below. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.nshards = o->shards;
+	cfg.host = o->host;
+	cfg.port = o->port;
+	cfg.max_frame = srv.lim.max_frame;
+	cfg.max_outbuf = srv.lim.max_outbuf;
+	cfg.tick_ms = 100;
+	cfg.drain_ms = o->drain_ms;
+	cfg.pin = o->pin;
+	cfg.hooks = &hooks;
+	if (rt_start(&cfg, &rerr)) {
+		fprintf(stderr, "parleyd: listen %s:%d: %s\n", o->host, o->port,
+			rerr);
+		store_close(srv.st);
+		return 1;
+	}
+	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
+	       o->host, rt_bound_port(), o->shards, o->data_dir);
+	fflush(stdout);
+
+	sigwait(&set, &sig);
+	fprintf(stderr, "parleyd: %s: draining\n", strsignal(sig));
+	rt_drain();
+	rt_join();
+	store_close(srv.st);
+	fprintf(stderr, "parleyd: stopped\n");
+	return 0;
+}

@@ -1,0 +1,183 @@
+/*
+ * runtime: shards, mailboxes, payload buffers, timers and the WebSocket
+ * transport. Nothing here knows what a chat is.
+ *
+ * One shard per core: a pinned thread with its own libwebsockets context, its
+ * own SO_REUSEPORT listening socket and its own mailbox. Shards share no
+ * state; they talk by posting rt_msg into each other's mailboxes. The layer
+ * above (actors/) plugs in through rt_hooks and runs entirely on shard
+ * threads, except storage's sync threads, which only ever call rt_post().
+ */
+#ifndef PARLEY_RT_H
+#define PARLEY_RT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_MAX_SHARDS 64
+
+typedef struct rt_shard rt_shard;
+typedef struct rt_conn rt_conn;
+
+/* ---- mailbox messages -------------------------------------------------- */
+
+/* Header at the start of every mailbox message. Once posted, the message
+ * belongs to the receiving shard, which frees it after on_msg. */
+typedef struct rt_msg {
+	struct rt_msg *next; /* the producer's overflow chain; then unused */
+	uint16_t type;
+	uint16_t from; /* posting shard, RT_EXTERNAL for other threads */
+} rt_msg;
+
+#define RT_EXTERNAL 0xffff
+
+/* Post m to shard dst's mailbox. Callable from any thread. Never fails and
+ * never drops: from a shard thread a full mailbox parks the message on the
+ * poster's own overflow list (flushed every loop turn, order kept); other
+ * threads wait for room. The receiver is woken only when its mailbox goes
+ * from empty to non-empty while it sleeps. */
+void rt_post(unsigned dst, rt_msg *m);
+
+/* ---- shards ------------------------------------------------------------ */
+
+unsigned rt_nshards(void);
+rt_shard *rt_self(void);            /* NULL off shard threads */
+unsigned rt_shard_id(const rt_shard *s);
+void *rt_shard_user(rt_shard *s);   /* the actors' per-shard state */
+void rt_shard_set_user(rt_shard *s, void *u);
+uint64_t rt_now_ms(void);           /* wall clock, unix ms */
+uint64_t rt_mono_us(void);          /* monotonic, microseconds */
+uint64_t rt_mailbox_depth(unsigned shard); /* approximate, for metrics */
+
+/* ---- payload buffers ---------------------------------------------------- */
+
+/* An immutable, reference-counted frame payload (one msgpack map). Encoded
+ * once, queued on any number of connections on any shards; the last unref
+ * frees it (mimalloc makes a free from another thread cheap). */
+typedef struct rt_buf {
+	uint32_t refs; /* atomic */
+	uint32_t len;
+	uint8_t data[];
+} rt_buf;
+
+rt_buf *rt_buf_new(const void *data, size_t len); /* refs = 1 */
+static inline void rt_buf_ref(rt_buf *b, uint32_t n)
+{
+	/* Relaxed is enough: the caller already holds a reference, so the
+	 * buffer cannot be freed under us; publication happens through the
+	 * mailbox, whose enqueue is a release. */
+	__atomic_fetch_add(&b->refs, n, __ATOMIC_RELAXED);
+}
+void rt_buf_unref(rt_buf *b);
+
+/* ---- connections (shard-local) ----------------------------------------- */
+
+/* A connection id names a connection from any shard: shard in the top 8
+ * bits, a generation to catch reuse, the slot in the low 32. */
+typedef uint64_t rt_conn_id;
+static inline unsigned rt_conn_shard(rt_conn_id id) { return (unsigned)(id >> 56); }
+
+rt_conn_id rt_conn_get_id(const rt_conn *c);
+rt_conn *rt_conn_find(rt_shard *s, rt_conn_id id); /* NULL when gone */
+void *rt_conn_user(rt_conn *c);
+void rt_conn_set_user(rt_conn *c, void *u);
+const char *rt_conn_peer(rt_conn *c); /* "ip:port" */
+
+/* Queue b (takes one new reference; the caller keeps its own) as one binary
+ * WebSocket message. Frames queued back to back go out in as few writes as
+ * possible. Returns 0, or -1 when the connection is closing (or just became
+ * a slow consumer and is now being closed with 4008). */
+int rt_conn_send(rt_conn *c, rt_buf *b);
+int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len); /* copies */
+/* Close with a WebSocket close code after what is queued so far. */
+void rt_conn_close(rt_conn *c, uint16_t code, const char *reason);
+size_t rt_conn_queued(const rt_conn *c);
+
+/* ---- HTTP on the same port --------------------------------------------- */
+
+typedef struct rt_http_req {
+	const char *method; /* "GET", "POST" */
+	const char *path;   /* without the query */
+	const char *query;  /* after '?', or "" */
+	const char *authorization; /* header value or "" */
+	const uint8_t *body;
+	size_t body_len;
+} rt_http_req;
+
+typedef struct rt_http_resp {
+	int status;
+	const char *content_type; /* static string */
+	char *body;               /* malloc'd; the transport frees it */
+	size_t body_len;
+} rt_http_resp;
+
+/* ---- hooks: how actors/ plugs in --------------------------------------- */
+
+typedef struct rt_hooks {
+	/* shard thread start and end (before any connection / after all) */
+	void (*on_start)(rt_shard *s);
+	void (*on_stop)(rt_shard *s);
+	/* a mailbox message for this shard; the handler owns m */
+	void (*on_msg)(rt_shard *s, rt_msg *m);
+	/* end of each loop turn: everything read this turn has been handled */
+	void (*on_turn_end)(rt_shard *s);
+	/* every tick_ms */
+	void (*on_tick)(rt_shard *s, uint64_t now_ms);
+	/* WebSocket connection established / message / closed */
+	void (*on_open)(rt_shard *s, rt_conn *c);
+	void (*on_frame)(rt_shard *s, rt_conn *c, const uint8_t *data,
+			 size_t len, bool binary);
+	void (*on_close)(rt_shard *s, rt_conn *c);
+	/* an HTTP request (not an upgrade); fill resp */
+	void (*on_http)(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
+	/* drain started: say goodbye to connections; return true once nothing
+	 * is left in flight (polled every tick until true) */
+	bool (*on_drain)(rt_shard *s, bool first);
+} rt_hooks;
+
+typedef struct rt_config {
+	unsigned nshards;
+	const char *host; /* listen address */
+	int port;
+	size_t max_frame;     /* larger incoming messages: close 1009 */
+	size_t max_outbuf;    /* unsent bytes per connection: close 4008 */
+	unsigned tick_ms;
+	unsigned drain_ms;    /* after this, connections are closed (1001) */
+	bool pin;             /* pin shard i to cpu i % ncpu */
+	const rt_hooks *hooks;
+} rt_config;
+
+/* Bind the listeners (so the caller can print the address and fail early),
+ * then start the shard threads. 0, or -1 with *err (static text). */
+int rt_start(const rt_config *cfg, const char **err);
+/* Start draining (any thread, e.g. from the signal handler loop). */
+void rt_drain(void);
+/* Wait until every shard has stopped (after rt_drain). */
+void rt_join(void);
+/* The port actually bound (useful with port 0). */
+int rt_bound_port(void);
+
+/* Metrics of the transport (relaxed sums over shards). */
+typedef struct rt_stats {
+	uint64_t conns_open;
+	uint64_t conns_total;
+	uint64_t frames_in;
+	uint64_t frames_out;
+	uint64_t bytes_out;
+	uint64_t writes; /* socket writes: frames_out / writes = coalescing */
+	uint64_t closed_slow;
+	uint64_t closed_too_large;
+	uint64_t mailbox_msgs;
+	uint64_t wakeups;
+} rt_stats;
+void rt_get_stats(rt_stats *out);
+
+/* internal, shared by the runtime's files */
+void rt__mailbox_init(unsigned nshards);
+int rt__mailbox_drain(rt_shard *s, unsigned max);
+void rt__mailbox_flush_overflow(rt_shard *s);
+bool rt__mailbox_arm(rt_shard *s); /* true: may sleep */
+void rt__shard_wake(unsigned dst);
+
+#endif

@@ -1,0 +1,242 @@
+/*
+ * Shards: one pinned thread per core, each running its own libwebsockets
+ * context. Started by parleyd through rt_start(); each turn of a shard's
+ * loop services its sockets, drains its mailbox, retries its overflow and
+ * then tells the actors the turn ended (where storage batches are handed to
+ * the sync thread: one group commit per turn).
+ *
+ * libwebsockets in Debian 12 is built without multi-thread service, so each
+ * shard has a context of its own and binds its own SO_REUSEPORT listener;
+ * the kernel spreads new connections over the shards.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime/shard.h"
+
+struct rt_shard *rt__shards;
+unsigned rt__nshards;
+volatile int rt__drain_requested;
+
+static __thread struct rt_shard *self;
+static rt_config config;
+static int bound_port;
+
+unsigned rt_nshards(void) { return rt__nshards; }
+rt_shard *rt_self(void) { return self; }
+unsigned rt_shard_id(const rt_shard *s) { return s->id; }
+void *rt_shard_user(rt_shard *s) { return s->user; }
+void rt_shard_set_user(rt_shard *s, void *u) { s->user = u; }
+int rt_bound_port(void) { return bound_port; }
+
+uint64_t rt_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t rt_mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void rt__shard_wake(unsigned dst)
+{
+	struct rt_shard *s = &rt__shards[dst];
+
+	/* ctx is published before the shard first arms its mailbox, and a
+	 * producer only wakes an armed mailbox. */
+	struct lws_context *ctx = __atomic_load_n(&s->ctx, __ATOMIC_ACQUIRE);
+
+	if (ctx) {
+		__atomic_fetch_add(&s->wakeups, 1, __ATOMIC_RELAXED);
+		lws_cancel_service(ctx);
+	}
+}
+
+static int open_listener(const char *host, int port, const char **err)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)port) };
+	int fd, one = 1;
+
+	if (!strcmp(host, "localhost"))
+		host = "127.0.0.1";
+	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+		*err = "--listen: host must be an IPv4 address";
+		return -1;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
+		goto fail_close;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+		goto fail_close;
+	if (listen(fd, 4096))
+		goto fail_close;
+	return fd;
+fail_close:
+	close(fd);
+fail:
+	*err = strerror(errno);
+	return -1;
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+	struct rt_shard *s = lws_container_of(sul, struct rt_shard, tick_sul);
+	uint64_t now = rt_now_ms();
+
+	if (config.hooks->on_tick)
+		config.hooks->on_tick(s, now);
+	if (rt__drain_requested && !s->draining) {
+		s->draining = true;
+		s->drain_first = true;
+		s->drain_deadline_ms = now + config.drain_ms;
+	}
+	if (s->draining) {
+		bool quiet = config.hooks->on_drain(s, s->drain_first);
+		bool late = now >= s->drain_deadline_ms;
+
+		if (s->drain_first)
+			rt__transport_drain(s, false);
+		s->drain_first = false;
+		if (late)
+			rt__transport_drain(s, true);
+		if (quiet && (late || rt__transport_count(s) == 0))
+			s->stopping = true;
+	}
+	lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick,
+			 (lws_usec_t)config.tick_ms * LWS_US_PER_MS);
+}
+
+static void *shard_main(void *arg)
+{
+	struct rt_shard *s = arg;
+
+	self = s;
+	if (config.pin) {
+		cpu_set_t set;
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		CPU_ZERO(&set);
+		CPU_SET(s->id % (unsigned)(ncpu > 0 ? ncpu : 1), &set);
+		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	}
+	if (rt__transport_init(s)) {
+		fprintf(stderr, "parleyd: shard %u: transport init failed\n",
+			s->id);
+		exit(1);
+	}
+	if (config.hooks->on_start)
+		config.hooks->on_start(s);
+	lws_sul_schedule(s->ctx, 0, &s->tick_sul, tick,
+			 (lws_usec_t)config.tick_ms * LWS_US_PER_MS);
+
+	while (!s->stopping) {
+		/* Sleep in poll only when the mailbox is empty and armed;
+		 * otherwise just service what is ready and come back. */
+		int timeout = rt__mailbox_arm(s) ? 0 : -1;
+
+		if (lws_service(s->ctx, timeout) < 0)
+			break;
+		rt__mailbox_flush_overflow(s);
+		rt__mailbox_drain(s, 4096);
+		if (config.hooks->on_turn_end)
+			config.hooks->on_turn_end(s);
+	}
+	if (config.hooks->on_stop)
+		config.hooks->on_stop(s);
+	rt__transport_fini(s);
+	return NULL;
+}
+
+int rt_start(const rt_config *cfg, const char **err)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	unsigned i;
+
+	config = *cfg;
+	if (config.nshards == 0 || config.nshards > RT_MAX_SHARDS) {
+		*err = "--shards must be 1..64";
+		return -1;
+	}
+	if (!config.tick_ms)
+		config.tick_ms = 100;
+	rt__nshards = config.nshards;
+	rt__shards = calloc(rt__nshards, sizeof(*rt__shards));
+	rt__mailbox_init(rt__nshards);
+	lws_set_log_level(LLL_ERR, NULL);
+
+	/* Bind every listener before any thread runs: a port in use fails
+	 * here, synchronously, and port 0 gets one port for all shards. */
+	for (i = 0; i < rt__nshards; i++) {
+		int port = i == 0 ? config.port : bound_port;
+
+		rt__shards[i].id = i;
+		rt__shards[i].cfg = &config;
+		rt__shards[i].listen_fd = open_listener(config.host, port, err);
+		if (rt__shards[i].listen_fd < 0)
+			goto fail;
+		if (i == 0) {
+			getsockname(rt__shards[0].listen_fd,
+				    (struct sockaddr *)&sa, &sl);
+			bound_port = ntohs(sa.sin_port);
+		}
+	}
+	for (i = 0; i < rt__nshards; i++)
+		pthread_create(&rt__shards[i].thread, NULL, shard_main,
+			       &rt__shards[i]);
+	return 0;
+fail:
+	while (i--)
+		close(rt__shards[i].listen_fd);
+	return -1;
+}
+
+void rt_drain(void)
+{
+	/* Seen by each shard's next tick; wake them so it comes soon. */
+	__atomic_store_n(&rt__drain_requested, 1, __ATOMIC_RELEASE);
+	for (unsigned i = 0; i < rt__nshards; i++)
+		rt__shard_wake(i);
+}
+
+void rt_join(void)
+{
+	for (unsigned i = 0; i < rt__nshards; i++)
+		pthread_join(rt__shards[i].thread, NULL);
+}
+
+void rt_get_stats(rt_stats *o)
+{
+	memset(o, 0, sizeof(*o));
+	for (unsigned i = 0; i < rt__nshards; i++) {
+		struct rt_shard *s = &rt__shards[i];
+#define SUM(f) o->f += __atomic_load_n(&s->f, __ATOMIC_RELAXED)
+		SUM(conns_open); SUM(conns_total); SUM(frames_in);
+		SUM(frames_out); SUM(bytes_out); SUM(writes);
+		SUM(closed_slow); SUM(closed_too_large); SUM(mailbox_msgs);
+		SUM(wakeups);
+#undef SUM
+	}
+}

@@ -1,0 +1,55 @@
+/*
+ * The inside of a shard, shared by the runtime's own files (shard.c,
+ * mailbox.c, transport.c) and nobody else.
+ */
+#ifndef PARLEY_SHARD_H
+#define PARLEY_SHARD_H
+
+#include <pthread.h>
+#include <libwebsockets.h>
+
+#include "runtime/rt.h"
+
+struct rt_conn;
+
+struct rt_shard {
+	/* written once before the thread starts */
+	unsigned id;
+	int listen_fd;
+	pthread_t thread;
+	const rt_config *cfg;
+
+	/* written only by this shard's thread */
+	struct lws_context *ctx;
+	struct lws_vhost *vh;
+	struct lws *listen_wsi;
+	void *user;
+	rt_msg *ovf_head[RT_MAX_SHARDS]; /* messages this shard could not post */
+	rt_msg *ovf_tail[RT_MAX_SHARDS];
+	bool has_overflow;
+	struct rt_conn **slots;      /* connection table, index = slot */
+	uint32_t nslots, cap_slots;
+	uint32_t *free_slots;        /* stack of free slot indexes */
+	uint32_t nfree;
+	uint32_t gen;
+	uint8_t *wbuf;               /* coalescing write buffer (LWS_PRE + cap) */
+	size_t wbuf_cap;
+	lws_sorted_usec_list_t tick_sul;
+	bool draining, drain_first, stopping;
+	uint64_t drain_deadline_ms;
+
+	/* counters, written by this thread, read relaxed by /metrics */
+	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
+		writes, closed_slow, closed_too_large, mailbox_msgs, wakeups;
+};
+
+extern struct rt_shard *rt__shards;
+extern unsigned rt__nshards;
+extern volatile int rt__drain_requested;
+
+int rt__transport_init(struct rt_shard *s);
+void rt__transport_fini(struct rt_shard *s);
+void rt__transport_drain(struct rt_shard *s, bool force);
+uint32_t rt__transport_count(struct rt_shard *s);
+
+#endif

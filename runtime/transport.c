@@ -1,0 +1,549 @@
+/*
+ * Transport: the libwebsockets side of a shard. Accepts on the shard's own
+ * listener, runs the HTTP and WebSocket protocol callbacks, reassembles
+ * incoming messages (up to max_frame; beyond: close 1009) and hands each one
+ * to the actors' on_frame hook; queues outgoing payload buffers per
+ * connection and writes them out.
+ *
+ * Writing: a connection's queued frames are written with their WebSocket
+ * headers back to back in ONE socket write when libwebsockets says the
+ * socket is writable, instead of one write per frame. Under a burst of
+ * fan-out this is the difference between one syscall per frame and one per
+ * connection per turn. Queued-but-unsent bytes are bounded (max_outbuf):
+ * past it the connection is a slow consumer and is closed with 4008 (the
+ * client resumes, nothing is lost).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "runtime/shard.h"
+
+#define WBUF_CAP (256 * 1024)
+#define HTTP_BODY_MAX (1024 * 1024)
+
+/* Lives in libwebsockets' per-session memory (allocated with the wsi, freed
+ * after LWS_CALLBACK_CLOSED). Only the owning shard's thread touches it. */
+struct rt_conn {
+	struct lws *wsi;
+	struct rt_shard *shard;
+	rt_conn_id id;
+	void *user;
+	rt_buf **q;        /* output ring */
+	uint32_t qhead, qlen, qcap;
+	size_t qbytes;
+	uint8_t *rx;       /* reassembly of a fragmented message */
+	size_t rxlen, rxcap;
+	uint16_t close_code;
+	bool ws, closing, close_now, rx_binary, rx_too_large;
+	/* HTTP request in progress */
+	char *http_uri;
+	uint8_t *http_body;
+	size_t http_body_len;
+	bool http_post;
+	rt_http_resp resp;
+};
+
+rt_conn_id rt_conn_get_id(const rt_conn *c) { return c->id; }
+void *rt_conn_user(rt_conn *c) { return c->user; }
+void rt_conn_set_user(rt_conn *c, void *u) { c->user = u; }
+size_t rt_conn_queued(const rt_conn *c) { return c->qbytes; }
+
+const char *rt_conn_peer(rt_conn *c)
+{
+	static __thread char buf[64];
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	char ip[INET_ADDRSTRLEN] = "?";
+
+	if (getpeername(lws_get_socket_fd(c->wsi), (struct sockaddr *)&sa,
+			&sl) == 0)
+		inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
+	snprintf(buf, sizeof(buf), "%s:%u", ip, ntohs(sa.sin_port));
+	return buf;
+}
+
+rt_conn *rt_conn_find(rt_shard *s, rt_conn_id id)
+{
+	uint32_t slot = (uint32_t)id;
+
+	if (rt_conn_shard(id) != s->id || slot >= s->nslots)
+		return NULL;
+	rt_conn *c = s->slots[slot];
+	return c && c->id == id ? c : NULL;
+}
+
+uint32_t rt__transport_count(struct rt_shard *s)
+{
+	return s->nslots - s->nfree;
+}
+
+static void slot_add(struct rt_shard *s, rt_conn *c)
+{
+	uint32_t slot;
+
+	if (s->nfree) {
+		slot = s->free_slots[--s->nfree];
+	} else {
+		if (s->nslots == s->cap_slots) {
+			s->cap_slots = s->cap_slots ? s->cap_slots * 2 : 1024;
+			s->slots = realloc(s->slots,
+					   s->cap_slots * sizeof(*s->slots));
+			s->free_slots = realloc(s->free_slots,
+						s->cap_slots * sizeof(uint32_t));
+		}
+		slot = s->nslots++;
+	}
+	s->gen = (s->gen + 1) & 0xffffff;
+	c->id = ((uint64_t)s->id << 56) | ((uint64_t)s->gen << 32) | slot;
+	s->slots[slot] = c;
+}
+
+static void slot_del(struct rt_shard *s, rt_conn *c)
+{
+	uint32_t slot = (uint32_t)c->id;
+
+	if (slot < s->nslots && s->slots[slot] == c) {
+		s->slots[slot] = NULL;
+		s->free_slots[s->nfree++] = slot;
+	}
+}
+
+static void q_clear(rt_conn *c)
+{
+	while (c->qlen) {
+		rt_buf_unref(c->q[c->qhead]);
+		c->qhead = (c->qhead + 1) & (c->qcap - 1);
+		c->qlen--;
+	}
+	c->qbytes = 0;
+}
+
+int rt_conn_send(rt_conn *c, rt_buf *b)
+{
+	if (c->closing)
+		return -1;
+	if (c->qbytes + b->len > c->shard->cfg->max_outbuf) {
+		/* Slow consumer: drop what it has not taken and close. */
+		c->shard->closed_slow++;
+		q_clear(c);
+		rt_conn_close(c, 4008, "slow consumer");
+		c->close_now = true;
+		return -1;
+	}
+	if (c->qlen == c->qcap) {
+		uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
+		rt_buf **nq = malloc(ncap * sizeof(*nq));
+
+		for (uint32_t i = 0; i < c->qlen; i++)
+			nq[i] = c->q[(c->qhead + i) & (c->qcap - 1)];
+		free(c->q);
+		c->q = nq;
+		c->qhead = 0;
+		c->qcap = ncap;
+	}
+	rt_buf_ref(b, 1);
+	c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
+	c->qlen++;
+	c->qbytes += b->len;
+	if (c->qlen == 1)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len)
+{
+	rt_buf *b = rt_buf_new(data, len);
+	int rc = rt_conn_send(c, b);
+
+	rt_buf_unref(b);
+	return rc;
+}
+
+void rt_conn_close(rt_conn *c, uint16_t code, const char *reason)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->close_code = code;
+	(void)reason;
+	lws_callback_on_writable(c->wsi);
+}
+
+static size_t ws_header(uint8_t *p, size_t len)
+{
+	p[0] = 0x82; /* FIN, binary */
+	if (len < 126) {
+		p[1] = (uint8_t)len;
+		return 2;
+	}
+	if (len <= 0xffff) {
+		p[1] = 126;
+		p[2] = (uint8_t)(len >> 8);
+		p[3] = (uint8_t)len;
+		return 4;
+	}
+	p[1] = 127;
+	for (int i = 0; i < 8; i++)
+		p[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+	return 10;
+}
+
+/* Write as much of the queue as fits in one buffer, in one write. */
+static int flush_queue(struct rt_shard *s, rt_conn *c)
+{
+	uint8_t *start = s->wbuf + LWS_PRE, *p = start;
+	unsigned nframes = 0;
+
+	while (c->qlen) {
+		rt_buf *b = c->q[c->qhead];
+		size_t need = 10 + (size_t)b->len;
+
+		if ((size_t)(p - start) + need > s->wbuf_cap) {
+			if (p != start)
+				break;
+			/* One frame larger than the buffer: grow it. */
+			s->wbuf_cap = need;
+			s->wbuf = realloc(s->wbuf, LWS_PRE + need);
+			start = p = s->wbuf + LWS_PRE;
+		}
+		p += ws_header(p, b->len);
+		memcpy(p, b->data, b->len);
+		p += b->len;
+		c->qbytes -= b->len;
+		c->qhead = (c->qhead + 1) & (c->qcap - 1);
+		c->qlen--;
+		nframes++;
+		rt_buf_unref(b);
+	}
+	if (p == start)
+		return 0;
+	/* The frames carry their own headers: LWS_WRITE_RAW sends the bytes
+	 * as they are; libwebsockets keeps whatever the kernel did not take
+	 * and finishes it before our next writable callback. */
+	if (lws_write(c->wsi, start, (size_t)(p - start), LWS_WRITE_RAW) < 0)
+		return -1;
+	s->frames_out += nframes;
+	s->bytes_out += (uint64_t)(p - start);
+	s->writes++;
+	if (c->qlen)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+static void on_accept(struct rt_shard *s)
+{
+	for (;;) {
+		int one = 1;
+		int fd = accept4(s->listen_fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				fprintf(stderr, "parleyd: accept: %s\n",
+					strerror(errno));
+			return;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (!lws_adopt_socket_vhost(s->vh, fd))
+			close(fd);
+	}
+}
+
+static void http_reply(struct lws *wsi, rt_conn *c)
+{
+	uint8_t hbuf[LWS_PRE + 1024], *start = hbuf + LWS_PRE, *p = start,
+		*end = hbuf + sizeof(hbuf) - 1;
+
+	if (lws_add_http_common_headers(wsi, (unsigned)c->resp.status,
+					c->resp.content_type,
+					c->resp.body_len, &p, end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end)) {
+		c->close_now = true;
+	}
+	lws_callback_on_writable(wsi);
+}
+
+static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
+{
+	char auth[1024] = "", query[1024] = "";
+	const char *path = c->http_uri ? c->http_uri : "/";
+	rt_http_req req = { .method = c->http_post ? "POST" : "GET",
+			    .path = path,
+			    .query = query,
+			    .authorization = auth,
+			    .body = c->http_body,
+			    .body_len = c->http_body_len };
+
+	lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
+	/* lws splits the query into fragments "a=1", "b=2"; join with '&' */
+	for (int i = 0, n = 0;; i++) {
+		char frag[256];
+		int l = lws_hdr_copy_fragment(wsi, frag, sizeof(frag),
+					      WSI_TOKEN_HTTP_URI_ARGS, i);
+		if (l <= 0)
+			break;
+		n += snprintf(query + n, sizeof(query) - (size_t)n, "%s%s",
+			      i ? "&" : "", frag);
+		if ((size_t)n >= sizeof(query) - 1)
+			break;
+	}
+	memset(&c->resp, 0, sizeof(c->resp));
+	c->resp.status = 404;
+	c->resp.content_type = "text/plain";
+	s->cfg->hooks->on_http(s, &req, &c->resp);
+	http_reply(wsi, c);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+		    void *user, void *in, size_t len)
+{
+	struct rt_shard *s = rt_self();
+	rt_conn *c = user;
+
+	switch (reason) {
+	case LWS_CALLBACK_RAW_RX_FILE:
+		on_accept(s);
+		return 0;
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
+		return 0;
+
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		/* A mailbox wake-up: the loop drains after lws_service. */
+		return 0;
+
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+		char uri[64];
+
+		if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
+		    strcmp(uri, "/ws"))
+			return 1; /* only /ws upgrades */
+		if (s->draining)
+			return 1;
+		return 0;
+	}
+
+	case LWS_CALLBACK_ESTABLISHED:
+		memset(c, 0, sizeof(*c));
+		c->wsi = wsi;
+		c->shard = s;
+		c->ws = true;
+		slot_add(s, c);
+		s->conns_open++;
+		s->conns_total++;
+		s->cfg->hooks->on_open(s, c);
+		return 0;
+
+	case LWS_CALLBACK_RECEIVE: {
+		bool first = lws_is_first_fragment(wsi);
+		bool last = lws_is_final_fragment(wsi) &&
+			    lws_remaining_packet_payload(wsi) == 0;
+
+		if (c->closing)
+			return 0;
+		if (first)
+			c->rx_binary = lws_frame_is_binary(wsi);
+		if (first && last && c->rxlen == 0) {
+			s->frames_in++;
+			s->cfg->hooks->on_frame(s, c, in, len, c->rx_binary);
+			break;
+		}
+		if (c->rxlen + len + lws_remaining_packet_payload(wsi) >
+		    s->cfg->max_frame) {
+			s->closed_too_large++;
+			free(c->rx);
+			c->rx = NULL;
+			c->rxlen = c->rxcap = 0;
+			lws_close_reason(wsi, 1009,
+					 (unsigned char *)"frame too large", 15);
+			return -1;
+		}
+		if (c->rxlen + len > c->rxcap) {
+			c->rxcap = c->rxlen + len + lws_remaining_packet_payload(wsi);
+			c->rx = realloc(c->rx, c->rxcap);
+		}
+		memcpy(c->rx + c->rxlen, in, len);
+		c->rxlen += len;
+		if (last) {
+			s->frames_in++;
+			s->cfg->hooks->on_frame(s, c, c->rx, c->rxlen,
+						c->rx_binary);
+			free(c->rx);
+			c->rx = NULL;
+			c->rxlen = c->rxcap = 0;
+		}
+		break;
+	}
+
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		if (c->close_now || (c->closing && !c->qlen)) {
+			q_clear(c);
+			lws_close_reason(wsi, c->close_code, NULL, 0);
+			return -1;
+		}
+		if (flush_queue(s, c))
+			return -1;
+		if (c->closing && !c->qlen)
+			lws_callback_on_writable(wsi);
+		break;
+
+	case LWS_CALLBACK_CLOSED:
+		if (!c || !c->ws)
+			break;
+		s->cfg->hooks->on_close(s, c);
+		slot_del(s, c);
+		q_clear(c);
+		free(c->q);
+		free(c->rx);
+		c->q = NULL;
+		c->rx = NULL;
+		s->conns_open--;
+		break;
+
+	case LWS_CALLBACK_HTTP: {
+		if (!c)
+			return 1;
+		memset(c, 0, sizeof(*c));
+		c->wsi = wsi;
+		c->shard = s;
+		c->http_uri = strdup(in ? (const char *)in : "/");
+		c->http_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+		if (c->http_post)
+			return 0; /* wait for the body */
+		http_dispatch(s, wsi, c);
+		return 0;
+	}
+	case LWS_CALLBACK_HTTP_BODY:
+		if (c->http_body_len + len > HTTP_BODY_MAX) {
+			lws_return_http_status(wsi, 413, NULL);
+			return -1;
+		}
+		c->http_body = realloc(c->http_body, c->http_body_len + len);
+		memcpy(c->http_body + c->http_body_len, in, len);
+		c->http_body_len += len;
+		return 0;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		http_dispatch(s, wsi, c);
+		return 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE: {
+		size_t n = c->resp.body_len;
+		uint8_t *buf;
+		int rc;
+
+		if (c->close_now)
+			return -1;
+		buf = malloc(LWS_PRE + n + 1);
+		if (n)
+			memcpy(buf + LWS_PRE, c->resp.body, n);
+		rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
+		free(buf);
+		free(c->resp.body);
+		c->resp.body = NULL;
+		free(c->http_uri);
+		c->http_uri = NULL;
+		free(c->http_body);
+		c->http_body = NULL;
+		c->http_body_len = 0;
+		if (rc < 0 || lws_http_transaction_completed(wsi))
+			return -1;
+		return 0;
+	}
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+	case LWS_CALLBACK_CLOSED_HTTP:
+		if (c && !c->ws) {
+			free(c->resp.body);
+			free(c->http_uri);
+			free(c->http_body);
+			c->resp.body = NULL;
+			c->http_uri = NULL;
+			c->http_body = NULL;
+		}
+		break;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static struct lws_protocols protocols[] = {
+	{ "parley.v1", callback, sizeof(struct rt_conn), 4096, 0, NULL, 0 },
+	{ "parley-listen", callback, 0, 0, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 } /* no LWS_PROTOCOL_LIST_TERM in 4.1 */
+};
+
+int rt__transport_init(struct rt_shard *s)
+{
+	struct lws_context_creation_info info;
+	lws_sock_file_fd_type fd;
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+	info.protocols = protocols;
+	info.gid = -1;
+	info.uid = -1;
+	info.user = s;
+	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	info.pt_serv_buf_size = 64 * 1024;
+	info.max_http_header_pool = 256;
+	info.timeout_secs = 20;
+	s->ctx = lws_create_context(&info);
+	if (!s->ctx)
+		goto fail;
+	s->vh = lws_get_vhost_by_name(s->ctx, "default");
+	if (!s->vh)
+		goto fail_ctx;
+	s->wbuf_cap = WBUF_CAP;
+	s->wbuf = malloc(LWS_PRE + s->wbuf_cap);
+	fd.filefd = s->listen_fd;
+	s->listen_wsi = lws_adopt_descriptor_vhost(s->vh, LWS_ADOPT_RAW_FILE_DESC,
+						   fd, "parley-listen", NULL);
+	if (!s->listen_wsi)
+		goto fail_buf;
+	/* Publish ctx for producers' wake-ups only now that it is usable. */
+	__atomic_store_n(&s->ctx, s->ctx, __ATOMIC_RELEASE);
+	return 0;
+fail_buf:
+	free(s->wbuf);
+fail_ctx:
+	lws_context_destroy(s->ctx);
+	s->ctx = NULL;
+fail:
+	return -1;
+}
+
+void rt__transport_drain(struct rt_shard *s, bool force)
+{
+	if (!force) {
+		/* Stop accepting: the other shards' listeners stay, but
+		 * they are draining too. */
+		if (s->listen_wsi) {
+			lws_set_timeout(s->listen_wsi, PENDING_TIMEOUT_USER_OK,
+					LWS_TO_KILL_ASYNC);
+			s->listen_wsi = NULL;
+		}
+		return;
+	}
+	for (uint32_t i = 0; i < s->nslots; i++)
+		if (s->slots[i])
+			rt_conn_close(s->slots[i], 1001, "going away");
+}
+
+void rt__transport_fini(struct rt_shard *s)
+{
+	struct lws_context *ctx = s->ctx;
+
+	__atomic_store_n(&s->ctx, NULL, __ATOMIC_RELEASE);
+	lws_context_destroy(ctx);
+	free(s->wbuf);
+	free(s->slots);
+	free(s->free_slots);
+}

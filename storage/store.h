@@ -1,0 +1,179 @@
+/*
+ * storage: parley's durable state in one RocksDB.
+ *
+ * Called by the channel actors (writes, through per-shard batches) and by the
+ * sessions (reads, directly, from any shard thread). Hands completions back
+ * through a callback that runs on the shard's sync thread; the caller turns it
+ * into a mailbox message.
+ *
+ * Column families
+ *   "default"   unused
+ *   "meta"      channels, memberships, indexes, idempotency keys, counters
+ *   "h00".."hNN" history, one family per channel range: hash(ch) % nranges
+ *
+ * Keys ('\0' separates ids; ids never contain it; seq8 = uint64 big-endian)
+ *   meta  'C' ch                   -> channel record (msgpack map, see below)
+ *   meta  'S' ch                   -> store_chstat (packed, little-endian)
+ *   meta  'M' ch \0 user           -> store_member (packed)
+ *   meta  'U' ws \0 user \0 ch     -> ""  (a user's channels)
+ *   meta  'P' ws \0 ch             -> ""  (a workspace's public channels)
+ *   meta  'I' ch \0 user \0 cmid   -> seq8 (idempotency key of a send)
+ *   meta  'N' ch \0 user \0 seq8   -> ""  (a mention of user at seq)
+ *   hist  ch \0 'e' seq8           -> the event frame, msgpack, as sent
+ *   hist  ch \0 'm' seq8           -> top-level message state (history view)
+ *   hist  ch \0 'r' root8 seq8     -> thread reply state (thread view)
+ *   hist  ch \0 'n' seq8           -> uint64 LE: msg events up to and
+ *                                     including seq (for unread counts)
+ *
+ * Invariants
+ *   1. Everything one event changes goes into one batch: the event, the
+ *      message state, the idempotency key, the counters. A batch is written
+ *      atomically with the WAL synced, so after a crash either all of an
+ *      event is there or none of it.
+ *   2. A shard commits its batches in the order it made them, one at a time;
+ *      a channel belongs to one shard, so its events reach the WAL in seq
+ *      order and 'S'.last_seq always equals the highest 'e' key.
+ *   3. Reads see only synced data (a batch is visible only after its write
+ *      returned), so a reader never sees an event that could still be lost.
+ */
+#ifndef PARLEY_STORE_H
+#define PARLEY_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+typedef struct store_batch store_batch;
+
+#define STORE_ID_MAX 64 /* ids are 1-64 bytes of [A-Za-z0-9._-] */
+
+enum store_kind { STORE_PUBLIC = 0, STORE_PRIVATE = 1, STORE_DM = 2 };
+
+/* 'C' value: written when a channel is created; never changes after. */
+typedef struct store_channel {
+	char id[STORE_ID_MAX + 1];
+	char ws[STORE_ID_MAX + 1];
+	char name[81];        /* 1-80 bytes UTF-8; DMs: "" */
+	uint8_t kind;         /* enum store_kind */
+	uint64_t created_ms;
+	char creator[STORE_ID_MAX + 1];
+} store_channel;
+
+/* 'S' value: rewritten with every event and membership change. */
+typedef struct store_chstat {
+	uint64_t last_seq; /* highest durable seq, 0 = no events */
+	uint64_t msgs;     /* msg events so far (cumulative, for unread) */
+	uint64_t members;  /* current member count */
+} store_chstat;
+
+/* 'M' value */
+typedef struct store_member {
+	uint64_t read_seq;   /* read marker: forward only */
+	uint64_t joined_seq; /* last_seq when the user joined */
+	uint64_t joined_ms;
+} store_member;
+
+/* ---- lifetime ---------------------------------------------------------- */
+
+/* Open (creating if missing) the database in dir with nranges history
+ * families (a reopened database keeps the count it was created with) and one
+ * sync thread per shard. Returns 0, or -1 with *err set to a malloc'd message
+ * the caller frees. */
+int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
+	       char **err);
+/* Stops the sync threads (after they finish what they hold) and closes. */
+void store_close(store *s);
+
+/* ---- write side: built on one shard thread, committed by its sync thread */
+
+store_batch *store_batch_new(store *s);
+void store_batch_free(store_batch *b);
+size_t store_batch_count(const store_batch *b); /* records put so far */
+
+void store_put_channel(store_batch *b, const store_channel *c); /* + 'P' if public */
+void store_put_chstat(store_batch *b, const char *ch, const store_chstat *st);
+void store_put_member(store_batch *b, const char *ws, const char *ch,
+		      const char *user, const store_member *m); /* 'M' + 'U' */
+void store_del_member(store_batch *b, const char *ws, const char *ch,
+		      const char *user); /* 'M' + 'U', and the user's 'N' keys */
+void store_put_cmid(store_batch *b, const char *ch, const char *user,
+		    const char *cmid, size_t cmid_len, uint64_t seq);
+void store_put_mention(store_batch *b, const char *ch, const char *user,
+		       uint64_t seq);
+/* Deletes the user's mention keys with seq <= upto (read marker moved). */
+void store_clear_mentions(store_batch *b, const char *ch, const char *user,
+			  uint64_t upto);
+/* ev: the encoded event frame; msgs_cum: the 'n' value to record for a msg
+ * event (pass 0 for other kinds: no 'n' key is written). */
+void store_put_event(store_batch *b, const char *ch, uint64_t seq,
+		     const void *ev, size_t len, uint64_t msgs_cum);
+/* Message state for history: thread_root 0 = top-level ('m'), else 'r'. */
+void store_put_msg(store_batch *b, const char *ch, uint64_t thread_root,
+		   uint64_t seq, const void *state, size_t len);
+
+/* Hand b to shard's sync thread. The thread writes it with sync=true (group
+ * commit: batches handed over while a write is in flight wait and go in the
+ * next write, merged) and then calls done(ctx, status) ON THE SYNC THREAD,
+ * status 0 or -EIO. b is freed by storage after done() returns. Batches of
+ * one shard complete in the order they were handed over. Never blocks. */
+int store_commit(store *s, unsigned shard, store_batch *b,
+		 void (*done)(void *ctx, int status), void *ctx);
+
+/* ---- read side: any thread, synced data only ------------------------- */
+/* All return 0 on success, -ENOENT when absent, -EIO on storage failure. */
+
+int store_get_channel(store *s, const char *ch, store_channel *out);
+int store_get_chstat(store *s, const char *ch, store_chstat *out);
+int store_get_member(store *s, const char *ch, const char *user,
+		     store_member *out);
+int store_get_cmid(store *s, const char *ch, const char *user, const char *cmid,
+		   size_t cmid_len, uint64_t *seq);
+/* 'n' value at the newest msg event with seq <= at (0 if none). */
+int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum);
+/* Mentions of user in ch with seq > after. */
+int store_count_mentions(store *s, const char *ch, const char *user,
+			 uint64_t after, uint64_t *n);
+/* Message state at seq (thread_root as stored, 0 for top-level). */
+int store_get_msg(store *s, const char *ch, uint64_t thread_root, uint64_t seq,
+		  void **state, size_t *len); /* *state: malloc'd, caller frees */
+
+/* Scans call fn for each item in key order until fn returns non-zero or
+ * limit items were given; *more (if not NULL) says whether another item
+ * existed past the last one given. Return 0 or -EIO. */
+typedef int (*store_id_fn)(void *arg, const char *id, size_t len);
+typedef int (*store_rec_fn)(void *arg, uint64_t seq, const void *v, size_t len);
+
+int store_scan_user_channels(store *s, const char *ws, const char *user,
+			     store_id_fn fn, void *arg);
+int store_scan_public(store *s, const char *ws, store_id_fn fn, void *arg);
+/* Members with user id > after (after NULL or "" = from the first). */
+int store_scan_members(store *s, const char *ch, const char *after,
+		       unsigned limit, store_id_fn fn, void *arg, int *more);
+/* Events with seq > after, ascending. */
+int store_scan_events(store *s, const char *ch, uint64_t after, unsigned limit,
+		      store_rec_fn fn, void *arg, int *more);
+/* History view (thread_root 0: top-level, else that thread's replies).
+ * dir > 0: seq > from, ascending; dir < 0: seq < from, descending (from 0 =
+ * from the newest). The caller reverses a descending page. */
+int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,
+		    uint64_t from, int dir, unsigned limit, store_rec_fn fn,
+		    void *arg, int *more);
+
+/* Recovery: every channel's 'S' record checked against its newest 'e' key;
+ * a mismatch (which invariant 1 forbids) is repaired to the 'e' key and
+ * counted. Called once by store_open; exposed for tests. */
+int store_recover(store *s, uint64_t *channels, uint64_t *repaired);
+
+/* Metrics (any thread, relaxed counters). */
+typedef struct store_stats {
+	uint64_t commits;        /* synced writes */
+	uint64_t batches;        /* shard batches they held */
+	uint64_t records;        /* records they held */
+	uint64_t commit_us_sum;  /* time in rocksdb_write */
+	uint64_t failures;
+	uint64_t hist_us[16];    /* commit latency histogram, bucket i: < 2^i * 16 us, last: rest */
+	uint64_t hist_batch[16]; /* shard batches per synced write, bucket i: <= 2^i, last: rest */
+} store_stats;
+void store_get_stats(store *s, store_stats *out);
+
+#endif
