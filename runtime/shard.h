@@ -47,6 +47,8 @@ extern struct rt_shard *rt__shards;
 extern unsigned rt__nshards;
 extern volatile int rt__drain_requested;
 
+/* tests: make this thread act as shard s (mailbox tests) */
+void rt__set_self(struct rt_shard *s);
 int rt__transport_init(struct rt_shard *s);
 void rt__transport_fini(struct rt_shard *s);
 void rt__transport_drain(struct rt_shard *s, bool force);
