@@ -1,0 +1,349 @@
+/*
+ * harness: see harness.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "actors/actors.h"
+#include "tests/e2e/harness.h"
+
+#ifndef PARLEYD_PATH
+#error "PARLEYD_PATH must name the parleyd binary"
+#endif
+
+static void die(const char *what)
+{
+	fprintf(stderr, "harness: %s\n", what);
+	abort();
+}
+
+static void spawn(hsrv *s)
+{
+	int pfd[2];
+	char *argv[64];
+	int argc = 0;
+	char listen[] = "127.0.0.1:0";
+	char extra[1024];
+	char line[512];
+	size_t n = 0;
+	uint64_t deadline;
+
+	if (pipe2(pfd, O_CLOEXEC))
+		die("pipe");
+	argv[argc++] = PARLEYD_PATH;
+	argv[argc++] = "--listen";
+	argv[argc++] = s->port ? line : listen;
+	if (s->port)
+		snprintf(line, sizeof(line), "127.0.0.1:%d", s->port);
+	argv[argc++] = "--data";
+	argv[argc++] = s->dir;
+	argv[argc++] = "--jwt-secret-file";
+	argv[argc++] = s->secret;
+	argv[argc++] = "--no-pin";
+	snprintf(extra, sizeof(extra), "%s", s->extra);
+	for (char *t = strtok(extra, " "); t && argc < 62; t = strtok(NULL, " "))
+		argv[argc++] = t;
+	argv[argc] = NULL;
+
+	s->pid = fork();
+	if (s->pid < 0)
+		die("fork");
+	if (s->pid == 0) {
+		dup2(pfd[1], 1);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	/* Wait for "parleyd listening on ws://127.0.0.1:PORT/ws" */
+	deadline = (uint64_t)time(NULL) + 30;
+	memset(line, 0, sizeof(line));
+	while (n < sizeof(line) - 1 && (uint64_t)time(NULL) < deadline) {
+		struct pollfd p = { pfd[0], POLLIN, 0 };
+
+		if (poll(&p, 1, 1000) <= 0)
+			continue;
+		if (read(pfd[0], line + n, 1) != 1)
+			break;
+		if (line[n++] == '\n')
+			break;
+	}
+	close(pfd[0]);
+	char *colon = strstr(line, "127.0.0.1:");
+	if (!colon)
+		die("parleyd did not start");
+	s->port = atoi(colon + strlen("127.0.0.1:"));
+}
+
+void h_start(hsrv *s, const char *extra)
+{
+	int fd;
+
+	memset(s, 0, sizeof(*s));
+	snprintf(s->dir, sizeof(s->dir), "/tmp/parley-e2e-XXXXXX");
+	if (!mkdtemp(s->dir))
+		die("mkdtemp");
+	snprintf(s->secret, sizeof(s->secret), "%s.secret", s->dir);
+	fd = open(s->secret, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, "e2e-test-secret-0123456789abcdef", 32) != 32)
+		die("secret");
+	close(fd);
+	snprintf(s->extra, sizeof(s->extra), "%s", extra ? extra : "");
+	spawn(s);
+}
+
+int h_stop(hsrv *s)
+{
+	int st = 0;
+
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, SIGTERM);
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+			s->pid = 0;
+			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+		}
+		usleep(50000);
+	}
+	kill(s->pid, SIGKILL);
+	waitpid(s->pid, &st, 0);
+	s->pid = 0;
+	return -1;
+}
+
+void h_kill9(hsrv *s)
+{
+	if (s->pid > 0) {
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, NULL, 0);
+		s->pid = 0;
+	}
+}
+
+void h_restart(hsrv *s)
+{
+	spawn(s); /* same port, same data */
+}
+
+void h_cleanup(hsrv *s)
+{
+	char cmd[600];
+
+	if (s->pid > 0)
+		h_kill9(s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", s->dir, s->secret);
+	if (system(cmd))
+		fprintf(stderr, "harness: cleanup failed\n");
+}
+
+char *h_token_exp(hsrv *s, const char *user, const char *ws, int64_t exp)
+{
+	uint8_t key[512];
+	size_t len;
+
+	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
+		die("read secret");
+	return auth_mint(key, len, user, ws, exp, NULL);
+}
+
+char *h_token(hsrv *s, const char *user, const char *ws)
+{
+	return h_token_exp(s, user, ws, (int64_t)time(NULL) + 3600);
+}
+
+pc_conn *h_connect_raw(hsrv *s)
+{
+	return pc_connect("127.0.0.1", s->port, NULL, "parley.v1", H_TIMEOUT);
+}
+
+pc_conn *h_connect(hsrv *s, const char *user, const char *ws,
+		   proto_doc *hello_res)
+{
+	pc_conn *c = h_connect_raw(s);
+	char *tok = h_token(s, user, ws);
+	proto_doc res;
+	int rc;
+
+	if (!c) {
+		free(tok);
+		return NULL;
+	}
+	rc = pc_hello(c, tok, NULL, NULL, 0, &res, H_TIMEOUT);
+	free(tok);
+	if (rc != 1) {
+		if (rc == -2)
+			proto_doc_free(&res);
+		pc_close(c);
+		return NULL;
+	}
+	if (hello_res)
+		*hello_res = res;
+	else
+		proto_doc_free(&res);
+	return c;
+}
+
+static uint64_t next_rid = 1;
+
+int h_req(pc_conn *c, proto_doc *res, const char *op, unsigned npairs, ...)
+{
+	proto_out o;
+	va_list ap;
+	uint64_t rid = __atomic_fetch_add(&next_rid, 1, __ATOMIC_RELAXED);
+	int rc;
+
+	proto_out_init(&o, 0, 256);
+	proto_enc_req(&o, op, rid, npairs);
+	va_start(ap, npairs);
+	for (unsigned i = 0; i < npairs; i++) {
+		const char *key = va_arg(ap, const char *);
+		int type = va_arg(ap, int);
+
+		proto_pk_cstr(&o.pk, key);
+		switch (type) {
+		case 's':
+			proto_pk_cstr(&o.pk, va_arg(ap, const char *));
+			break;
+		case 'u':
+			msgpack_pack_uint64(&o.pk, va_arg(ap, uint64_t));
+			break;
+		case 'b':
+			if (va_arg(ap, int))
+				msgpack_pack_true(&o.pk);
+			else
+				msgpack_pack_false(&o.pk);
+			break;
+		case 'S': {
+			const char **v = va_arg(ap, const char **);
+			unsigned n = 0;
+
+			while (v[n])
+				n++;
+			msgpack_pack_array(&o.pk, n);
+			for (unsigned j = 0; j < n; j++)
+				proto_pk_cstr(&o.pk, v[j]);
+			break;
+		}
+		default:
+			die("h_req: bad type");
+		}
+	}
+	va_end(ap);
+	rc = pc_request(c, &o, rid, res, H_TIMEOUT);
+	proto_out_free(&o);
+	return rc;
+}
+
+bool h_ok(const proto_doc *res)
+{
+	bool ok = false;
+
+	return proto_get_bool(&res->root, "ok", &ok) == 0 && ok;
+}
+
+const char *h_s(const msgpack_object *map, const char *key)
+{
+	static __thread char buf[PROTO_MAX_BODY + 1];
+	const char *s;
+	uint32_t n;
+
+	if (proto_get_str(map, key, &s, &n))
+		return "";
+	memcpy(buf, s, n);
+	buf[n] = 0;
+	return buf;
+}
+
+const char *h_code(const proto_doc *res) { return h_s(&res->root, "code"); }
+
+uint64_t h_u(const msgpack_object *map, const char *key)
+{
+	uint64_t v = 0;
+
+	proto_get_uint(map, key, &v);
+	return v;
+}
+
+int h_create(pc_conn *c, const char *name, const char *kind, char *ch_out)
+{
+	proto_doc res;
+	const msgpack_object_map *ch;
+
+	if (h_req(c, &res, "ch.create", 2, "name", 's', name, "kind", 's',
+		  kind) != 1)
+		return -1;
+	if (!h_ok(&res) || proto_get_map(&res.root, "ch", &ch)) {
+		proto_doc_free(&res);
+		return -1;
+	}
+	msgpack_object m = { .type = MSGPACK_OBJECT_MAP, .via.map = *ch };
+	snprintf(ch_out, 65, "%s", h_s(&m, "id"));
+	proto_doc_free(&res);
+	return 0;
+}
+
+int64_t h_send(pc_conn *c, const char *ch, const char *body, const char *cmid)
+{
+	proto_doc res;
+	int64_t seq = -1;
+
+	if (h_req(c, &res, "send", 3, "ch", 's', ch, "body", 's', body,
+		  "cmid", 's', cmid) != 1)
+		return -1;
+	if (h_ok(&res))
+		seq = (int64_t)h_u(&res.root, "seq");
+	proto_doc_free(&res);
+	return seq;
+}
+
+int h_next(pc_conn *c, proto_doc *out, int timeout_ms)
+{
+	return pc_recv(c, out, timeout_ms);
+}
+
+int h_expect(pc_conn *c, const char *t, proto_doc *out, int timeout_ms)
+{
+	struct timespec ts;
+	uint64_t end;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	end = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
+	      (uint64_t)timeout_ms;
+	for (;;) {
+		uint64_t now;
+		int rc;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+		if (now >= end)
+			return 0;
+		rc = pc_recv(c, out, (int)(end - now));
+		if (rc != 1)
+			return rc;
+		if (!strcmp(h_s(&out->root, "t"), t))
+			return 1;
+		proto_doc_free(out);
+	}
+}
+
+int h_drain(pc_conn *c, int ms)
+{
+	proto_doc d;
+	int n = 0;
+
+	while (pc_recv(c, &d, ms) == 1) {
+		proto_doc_free(&d);
+		n++;
+	}
+	return n;
+}
