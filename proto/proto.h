@@ -182,4 +182,11 @@ void proto_enc_send(proto_out *o, uint64_t rid, const char *ch,
 		    uint64_t thread, const char *const *mentions,
 		    unsigned nmentions);
 
+/* ---- internal: shared by codec.c and frames.c --------------------------- */
+
+/* Bytes taken by the one msgpack value at p, which must lie inside a frame
+ * that proto_decode() accepted (proto_dec_msg() uses it to hand on the
+ * reactions map as encoded bytes); 0 if it is not valid within max. */
+size_t proto__value_len(const void *p, size_t max);
+
 #endif

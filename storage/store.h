@@ -12,7 +12,7 @@
  *   "h00".."hNN" history, one family per channel range: hash(ch) % nranges
  *
  * Keys ('\0' separates ids; ids never contain it; seq8 = uint64 big-endian)
- *   meta  'C' ch                   -> channel record (msgpack map, see below)
+ *   meta  'C' ch                   -> channel record (binary, see store.c)
  *   meta  'S' ch                   -> store_chstat (packed, little-endian)
  *   meta  'M' ch \0 user           -> store_member (packed)
  *   meta  'U' ws \0 user \0 ch     -> ""  (a user's channels)
@@ -170,7 +170,7 @@ typedef struct store_stats {
 	uint64_t batches;        /* shard batches they held */
 	uint64_t records;        /* records they held */
 	uint64_t commit_us_sum;  /* time in rocksdb_write */
-	uint64_t failures;
+	uint64_t failures;       /* batches completed with -EIO */
 	uint64_t hist_us[16];    /* commit latency histogram, bucket i: < 2^i * 16 us, last: rest */
 	uint64_t hist_batch[16]; /* shard batches per synced write, bucket i: <= 2^i, last: rest */
 } store_stats;
