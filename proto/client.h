@@ -52,8 +52,8 @@ int pc_hello(pc_conn *c, const char *token, const char *const *chs,
 /* Non-blocking use (the bench): put the socket in non-blocking mode, call
  * pc_on_readable() when epoll says so (reads what is there), then take
  * complete messages with pc_next() until it returns 0. pc_next returns 1 and
- * points *data/*len at the payload of the next binary message (valid until
- * the next call into c), 0 when none is complete, -1 when closed. */
+ * points *data and *len at the payload of the next binary message (valid
+ * until the next call into c), 0 when none is complete, -1 when closed. */
 int pc_set_nonblocking(pc_conn *c);
 int pc_on_readable(pc_conn *c);
 int pc_next(pc_conn *c, const uint8_t **data, size_t *len);

@@ -216,7 +216,8 @@ int proto_decode(proto_doc *doc, const void *buf, size_t len)
 	}
 	memcpy(copy, buf, len);
 	ur = msgpack_unpack(copy, len, &off, &doc->zone, &doc->root);
-	if (ur == MSGPACK_UNPACK_SUCCESS && doc->root.type == MSGPACK_OBJECT_MAP)
+	if (ur == MSGPACK_UNPACK_SUCCESS &&
+	    doc->root.type == MSGPACK_OBJECT_MAP)
 		return PROTO_OK;
 
 	/* Only reachable if the walk and msgpack-c disagree. */

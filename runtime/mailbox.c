@@ -3,18 +3,26 @@
  * shard. Called by rt_post() from any thread; drained by the owning shard's
  * loop once per turn in batches.
  *
- * One bounded multi-producer, single-consumer ring per shard (ck_ring MPSC:
- * producers claim slots with one CAS, the consumer reads without atomics on
- * the fast path). A full ring never drops and never blocks a shard: a shard
- * that cannot post keeps the message on its own overflow list for that
- * destination and retries every turn. Keeping later messages behind an
- * overflowing one preserves per-producer FIFO order, which the layer above
- * relies on (an event's fan-out never overtakes the catch-up sent before it).
+ * Every destination shard has one single-producer/single-consumer ring per
+ * source shard (ck_ring SPSC, as Seastar pairs its cores), plus one
+ * multi-producer ring for threads that are not shards (storage's sync
+ * threads: one per shard, posting only to their own shard). SPSC enqueue is
+ * wait-free: a producer never waits for another producer, which matters on
+ * a machine with fewer cores than threads: ck_ring's MPSC enqueue makes a
+ * producer wait for every earlier one to finish, and a preempted producer
+ * then stalls all the others for a time slice.
+ *
+ * A full ring never drops and never blocks a shard: the producing shard
+ * keeps the message on its own overflow list for that destination and
+ * retries every turn. Later messages queue behind an overflowing one, so
+ * one producer's messages stay in order, which the actors rely on (a
+ * channel's catch-up for a subscriber never overtaken by the live events
+ * that follow it).
  *
  * Waking: a consumer about to sleep "arms" its mailbox. The first producer
- * to see it armed disarms it (fetch-and-store) and pays for the wake-up
- * (lws_cancel_service, one pipe write); every later producer sees it
- * disarmed and pays nothing, so a burst of N messages costs one wake-up.
+ * to find it armed disarms it (fetch-and-store) and pays for the wake-up
+ * (lws_cancel_service: one pipe write); every later producer sees it
+ * disarmed and pays nothing, so a burst of posts costs one wake-up.
  */
 #include <ck_pr.h>
 #include <ck_ring.h>
@@ -23,43 +31,54 @@
 
 #include "runtime/shard.h"
 
-#define RING_SIZE (1u << 16) /* entries; power of two */
+#define PAIR_RING (1u << 12)  /* entries per source shard; overflow beyond */
+#define EXT_RING  (1u << 14)  /* entries for non-shard producers */
+
+struct ring {
+	ck_ring_t r;
+	ck_ring_buffer_t *buf;
+};
 
 struct mailbox {
-	/* producers and consumer: the ring indexes live inside ck_ring,
-	 * which already pads producer and consumer counters apart */
-	ck_ring_t ring;
-	ck_ring_buffer_t *buf;
-	/* written by the consumer (arm) and producers (disarm) */
+	struct ring *from;    /* [nshards] SPSC: from[s] written only by shard s */
+	struct ring ext;      /* MPSC: other threads */
+	unsigned next;        /* consumer's round-robin start */
+	/* written by the consumer (arm) and by producers (disarm) */
 	unsigned armed CK_CC_CACHELINE;
 	char pad[64 - sizeof(unsigned)];
 } CK_CC_CACHELINE;
 
 static struct mailbox *boxes;
+static unsigned nboxes;
+
+static void ring_init(struct ring *r, unsigned size)
+{
+	ck_ring_init(&r->r, size);
+	r->buf = calloc(size, sizeof(ck_ring_buffer_t));
+}
 
 void rt__mailbox_init(unsigned n)
 {
+	nboxes = n;
 	boxes = aligned_alloc(64, sizeof(*boxes) * n);
 	for (unsigned i = 0; i < n; i++) {
-		ck_ring_init(&boxes[i].ring, RING_SIZE);
-		boxes[i].buf = calloc(RING_SIZE, sizeof(ck_ring_buffer_t));
+		boxes[i].from = calloc(n, sizeof(struct ring));
+		for (unsigned s = 0; s < n; s++)
+			ring_init(&boxes[i].from[s], PAIR_RING);
+		ring_init(&boxes[i].ext, EXT_RING);
+		boxes[i].next = 0;
 		boxes[i].armed = 0;
 	}
 }
 
-static bool try_enqueue(unsigned dst, rt_msg *m)
+static void after_enqueue(unsigned dst)
 {
-	struct mailbox *b = &boxes[dst];
-
-	if (!ck_ring_enqueue_mpsc(&b->ring, b->buf, m))
-		return false;
-	/* The enqueue above is a release (ck_ring publishes the slot with a
-	 * store fence); the fetch-and-store is a full barrier, so a consumer
-	 * that armed before our enqueue became visible is seen here, and one
-	 * that arms after will see the entry in its re-check. */
-	if (ck_pr_fas_uint(&b->armed, 0) == 1)
+	/* The enqueue published the slot with a store fence; the
+	 * fetch-and-store is a full barrier, so a consumer that armed before
+	 * our entry became visible is seen here, and one that arms later
+	 * sees the entry in its re-check. */
+	if (ck_pr_fas_uint(&boxes[dst].armed, 0) == 1)
 		rt__shard_wake(dst);
-	return true;
 }
 
 void rt_post(unsigned dst, rt_msg *m)
@@ -68,10 +87,15 @@ void rt_post(unsigned dst, rt_msg *m)
 
 	m->next = NULL;
 	if (self) {
+		struct ring *r = &boxes[dst].from[self->id];
+
 		m->from = (uint16_t)self->id;
 		self->mailbox_msgs++;
-		if (self->ovf_head[dst] == NULL && try_enqueue(dst, m))
+		if (self->ovf_head[dst] == NULL &&
+		    ck_ring_enqueue_spsc(&r->r, r->buf, m)) {
+			after_enqueue(dst);
 			return;
+		}
 		/* Full (or already overflowing): park it behind the others. */
 		if (self->ovf_tail[dst])
 			self->ovf_tail[dst]->next = m;
@@ -82,14 +106,14 @@ void rt_post(unsigned dst, rt_msg *m)
 		rt__shard_wake(dst);
 		return;
 	}
-	/* A sync thread: nothing else for it to do but wait for room. The
-	 * consumer is a shard, which never waits on a sync thread, so this
-	 * always ends. */
+	/* Not a shard (a sync thread): wait for room. The consumer is a
+	 * shard, which never waits on a sync thread, so this always ends. */
 	m->from = RT_EXTERNAL;
-	while (!try_enqueue(dst, m)) {
+	while (!ck_ring_enqueue_mpsc(&boxes[dst].ext.r, boxes[dst].ext.buf, m)) {
 		rt__shard_wake(dst);
 		sched_yield();
 	}
+	after_enqueue(dst);
 }
 
 void rt__mailbox_flush_overflow(rt_shard *s)
@@ -97,33 +121,66 @@ void rt__mailbox_flush_overflow(rt_shard *s)
 	if (!s->has_overflow)
 		return;
 	s->has_overflow = false;
-	for (unsigned d = 0; d < rt__nshards; d++) {
+	for (unsigned d = 0; d < nboxes; d++) {
+		struct ring *r = &boxes[d].from[s->id];
+		bool moved = false;
+
 		while (s->ovf_head[d]) {
 			rt_msg *m = s->ovf_head[d], *next = m->next;
 
-			if (!try_enqueue(d, m)) {
+			if (!ck_ring_enqueue_spsc(&r->r, r->buf, m)) {
 				s->has_overflow = true;
 				break;
 			}
+			moved = true;
 			s->ovf_head[d] = next;
 			if (!next)
 				s->ovf_tail[d] = NULL;
 		}
+		if (moved)
+			after_enqueue(d);
 	}
+}
+
+static unsigned drain_ring(rt_shard *s, struct ring *r, bool mpsc,
+			   unsigned max)
+{
+	rt_msg *m;
+	unsigned n = 0;
+
+	while (n < max && (mpsc ? ck_ring_dequeue_mpsc(&r->r, r->buf, &m)
+				: ck_ring_dequeue_spsc(&r->r, r->buf, &m))) {
+		s->cfg->hooks->on_msg(s, m);
+		n++;
+	}
+	return n;
 }
 
 int rt__mailbox_drain(rt_shard *s, unsigned max)
 {
 	struct mailbox *b = &boxes[s->id];
-	rt_msg *m;
-	int n = 0;
+	unsigned n = 0, share = max / (nboxes + 1) + 1;
 
-	while ((unsigned)n < max &&
-	       ck_ring_dequeue_mpsc(&b->ring, b->buf, &m)) {
-		s->cfg->hooks->on_msg(s, m);
-		n++;
+	/* Round-robin over the sources, a share each, so one busy producer
+	 * cannot starve the others; then whatever budget is left. */
+	n += drain_ring(s, &b->ext, true, share);
+	for (unsigned i = 0; i < nboxes && n < max; i++) {
+		unsigned src = (b->next + i) % nboxes;
+
+		n += drain_ring(s, &b->from[src], false, share);
 	}
-	return n;
+	b->next = (b->next + 1) % nboxes;
+	return (int)n;
+}
+
+static bool empty(const struct mailbox *b)
+{
+	if (ck_ring_size(&b->ext.r))
+		return false;
+	for (unsigned s = 0; s < nboxes; s++)
+		if (ck_ring_size(&b->from[s].r))
+			return false;
+	return true;
 }
 
 bool rt__mailbox_arm(rt_shard *s)
@@ -131,9 +188,9 @@ bool rt__mailbox_arm(rt_shard *s)
 	struct mailbox *b = &boxes[s->id];
 
 	/* Arm, then look again: the fetch-and-store orders our arm before the
-	 * re-read of the ring, pairing with the producers' disarm. */
+	 * re-read of the rings, pairing with the producers' disarm. */
 	ck_pr_fas_uint(&b->armed, 1);
-	if (ck_ring_size(&b->ring) == 0 && !s->has_overflow)
+	if (empty(b) && !s->has_overflow)
 		return true;
 	ck_pr_store_uint(&b->armed, 0);
 	return false;
@@ -141,7 +198,12 @@ bool rt__mailbox_arm(rt_shard *s)
 
 uint64_t rt_mailbox_depth(unsigned shard)
 {
-	if (!boxes || shard >= rt__nshards)
+	uint64_t n;
+
+	if (!boxes || shard >= nboxes)
 		return 0;
-	return ck_ring_size(&boxes[shard].ring);
+	n = ck_ring_size(&boxes[shard].ext.r);
+	for (unsigned s = 0; s < nboxes; s++)
+		n += ck_ring_size(&boxes[shard].from[s].r);
+	return n;
 }

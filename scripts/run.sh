@@ -2,7 +2,8 @@
 # Starts parley from a fresh checkout: installs the dependencies, builds the
 # release binary and execs build/parleyd. Arguments are passed to parleyd
 # unchanged; with none, its defaults apply (listen 127.0.0.1:8080, data in
-# ./parley-data, JWT secret created there on first start).
+# ./parley-data, JWT secret created there on first start). It runs from the
+# repository root, so relative paths in the arguments are relative to it.
 #   scripts/run.sh
 #   scripts/run.sh --listen 0.0.0.0:9000 --data /var/lib/parley
 set -euo pipefail
@@ -43,8 +44,8 @@ case "$listen" in
 *) connect=$listen ;;
 esac
 tokopts=
-[ "$data" = ./parley-data ] || tokopts+=" --data $data"
-[ -z "$secret" ] || tokopts+=" --jwt-secret-file $secret"
+[ "$data" = ./parley-data ] || printf -v tokopts ' --data %q' "$data"
+[ -z "$secret" ] || printf -v tokopts '%s --jwt-secret-file %q' "$tokopts" "$secret"
 
 cat <<EOF
 

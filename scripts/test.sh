@@ -113,8 +113,11 @@ if build_phase asan --asan; then
 	ctest_phase asan "$dir"
 fi
 
-# ---- TSan: the runtime's tests only
-wrap=(env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "${san_wrap[@]}")
+# ---- TSan: the runtime's tests only (suppressions: tests/tsan.supp, for
+# libraries that are not built with TSan)
+tsan_opts=halt_on_error=1:second_deadlock_stack=1
+[ ! -f tests/tsan.supp ] || tsan_opts+=:suppressions=$root/tests/tsan.supp
+wrap=(env TSAN_OPTIONS="$tsan_opts" "${san_wrap[@]}")
 if build_phase tsan --tsan; then
 	count=$(ctest --test-dir "$dir" -N -L runtime 2>/dev/null | sed -n 's/^Total Tests: *//p')
 	if [ "${count:-0}" -gt 0 ]; then
