@@ -27,6 +27,37 @@ static void die(const char *what)
 	abort();
 }
 
+/* Servers still running when the test binary exits (a failed assertion
+ * longjmps out of a test before its cleanup) are killed here. */
+static pid_t live[64];
+
+static void kill_live(void)
+{
+	for (int i = 0; i < 64; i++)
+		if (live[i] > 0)
+			kill(live[i], SIGKILL);
+}
+
+static void track(pid_t pid, bool add)
+{
+	static bool registered;
+
+	if (!registered) {
+		atexit(kill_live);
+		registered = true;
+	}
+	for (int i = 0; i < 64; i++) {
+		if (add && live[i] <= 0) {
+			live[i] = pid;
+			return;
+		}
+		if (!add && live[i] == pid) {
+			live[i] = 0;
+			return;
+		}
+	}
+}
+
 static void spawn(hsrv *s)
 {
 	int pfd[2];
@@ -64,6 +95,7 @@ static void spawn(hsrv *s)
 		_exit(127);
 	}
 	close(pfd[1]);
+	track(s->pid, true);
 	/* Wait for "parleyd listening on ws://127.0.0.1:PORT/ws" */
 	deadline = (uint64_t)time(NULL) + 30;
 	memset(line, 0, sizeof(line));
@@ -92,7 +124,7 @@ void h_start(hsrv *s, const char *extra)
 	snprintf(s->dir, sizeof(s->dir), "/tmp/parley-e2e-XXXXXX");
 	if (!mkdtemp(s->dir))
 		die("mkdtemp");
-	snprintf(s->secret, sizeof(s->secret), "%s.secret", s->dir);
+	snprintf(s->secret, sizeof(s->secret), "%.200s.secret", s->dir);
 	fd = open(s->secret, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || write(fd, "e2e-test-secret-0123456789abcdef", 32) != 32)
 		die("secret");
@@ -110,6 +142,7 @@ int h_stop(hsrv *s)
 	kill(s->pid, SIGTERM);
 	for (int i = 0; i < 200; i++) {
 		if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
+			track(s->pid, false);
 			s->pid = 0;
 			return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 		}
@@ -117,6 +150,7 @@ int h_stop(hsrv *s)
 	}
 	kill(s->pid, SIGKILL);
 	waitpid(s->pid, &st, 0);
+	track(s->pid, false);
 	s->pid = 0;
 	return -1;
 }
@@ -126,6 +160,7 @@ void h_kill9(hsrv *s)
 	if (s->pid > 0) {
 		kill(s->pid, SIGKILL);
 		waitpid(s->pid, NULL, 0);
+		track(s->pid, false);
 		s->pid = 0;
 	}
 }
@@ -137,7 +172,7 @@ void h_restart(hsrv *s)
 
 void h_cleanup(hsrv *s)
 {
-	char cmd[600];
+	char cmd[1024];
 
 	if (s->pid > 0)
 		h_kill9(s);
@@ -287,7 +322,7 @@ int h_create(pc_conn *c, const char *name, const char *kind, char *ch_out)
 		return -1;
 	}
 	msgpack_object m = { .type = MSGPACK_OBJECT_MAP, .via.map = *ch };
-	snprintf(ch_out, 65, "%s", h_s(&m, "id"));
+	snprintf(ch_out, 65, "%.64s", h_s(&m, "id"));
 	proto_doc_free(&res);
 	return 0;
 }
