@@ -108,7 +108,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 
 	if (config.hooks->on_tick)
 		config.hooks->on_tick(s, now);
-	if (rt__drain_requested && !s->draining) {
+	if (__atomic_load_n(&rt__drain_requested, __ATOMIC_ACQUIRE) && !s->draining) {
 		s->draining = true;
 		s->drain_first = true;
 		s->drain_deadline_ms = now + config.drain_ms;
