@@ -264,6 +264,19 @@ static void reply_now(struct shard_state *ss, const struct m_req *r)
 		send_to_conn(r->conn, &ss->out);
 }
 
+/* The answer to a request that changes nothing ("already a member", the
+ * DM that exists). It reports state; if some of that state is still in a
+ * batch on its way to disk, the answer waits behind it (an effect of the
+ * next commit), so nothing is acknowledged before it is durable. */
+static void reply_state(struct shard_state *ss, struct chan *c,
+			const struct m_req *r)
+{
+	if (c->pending)
+		fx_reply(ss, c, r);
+	else
+		reply_now(ss, r);
+}
+
 static void record_latency(struct shard_state *ss, uint64_t t0)
 {
 	uint64_t us = rt_mono_us() - t0;
@@ -569,7 +582,7 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 		proto_enc_res_ok(&ss->out, r->rid, 1);
 		proto_pk_cstr(&ss->out.pk, "ch");
 		pack_ch(&ss->out.pk, c);
-		reply_now(ss, r);
+		reply_state(ss, c, r);
 		return;
 	}
 	memset(&rec, 0, sizeof(rec));
@@ -634,7 +647,7 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 	proto_pk_cstr(&ss->out.pk, "last_seq");
 	msgpack_pack_uint64(&ss->out.pk, c->next_seq - 1);
 	if (member_of(c, r->user)) {
-		reply_now(ss, r);
+		reply_state(ss, c, r);
 		return;
 	}
 	if (c->nmembers >= srv.lim.max_members) {
@@ -663,7 +676,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 0);
 	if (!mb) {
-		reply_now(ss, r);
+		reply_state(ss, c, r);
 		return;
 	}
 	fx_member_bcast(ss, c, r->user, ACT_LEAVE);
@@ -716,7 +729,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 0);
 	if (!added) {
-		reply_now(ss, r);
+		reply_state(ss, c, r);
 		return;
 	}
 	put_stat(ss, c, c->next_seq - 1);
@@ -949,7 +962,7 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 0);
 	if (seq <= me->m.read_seq) {
-		reply_now(ss, r); /* never backwards */
+		reply_state(ss, c, r); /* never backwards */
 		return;
 	}
 	me->m.read_seq = seq;
