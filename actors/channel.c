@@ -36,7 +36,14 @@
 struct member {
 	char user[ID_CAP];
 	store_member m;
+	/* Newest seq that mentions this user and may still be unread: 0 =
+	 * none, MENTION_UNKNOWN = not known since load. Lets a moving read
+	 * marker skip the range delete of mention keys when there are none:
+	 * a tombstone per send would slow every read of the meta family. */
+	uint64_t mention_hi;
 };
+
+#define MENTION_UNKNOWN UINT64_MAX
 
 struct waiter {
 	rt_conn_id conn;
@@ -108,6 +115,7 @@ static int collect_member(void *arg, const char *id, size_t len)
 
 	memcpy(m->user, id, len < ID_CAP ? len : ID_CAP - 1);
 	store_get_member(srv.st, c->id, m->user, &m->m);
+	m->mention_hi = MENTION_UNKNOWN;
 	smap_put(&c->members, m->user, strlen(m->user), m);
 	return 0;
 }
@@ -530,6 +538,21 @@ static struct member *add_member(struct shard_state *ss, struct chan *c,
 	return mb;
 }
 
+/* The read marker of mb moves to seq: write it, and drop the mention keys
+ * it passes (only if there can be any). */
+static void move_marker(struct shard_state *ss, struct chan *c,
+			struct member *mb, uint64_t seq)
+{
+	mb->m.read_seq = seq;
+	store_put_member(ss->batch, c->rec.ws, c->id, mb->user, &mb->m);
+	if (!mb->mention_hi)
+		return;
+	store_clear_mentions(ss->batch, c->id, mb->user, seq);
+	if (mb->mention_hi != MENTION_UNKNOWN ? seq >= mb->mention_hi
+					      : seq >= c->next_seq - 1)
+		mb->mention_hi = 0;
+}
+
 static void op_create(struct shard_state *ss, struct m_req *r,
 		      const msgpack_object *map)
 {
@@ -908,16 +931,18 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 
 	store_put_cmid(ss->batch, c->id, r->user, cmid, clen, seq);
 	/* Sending moves the sender's read marker to its own message. */
-	me->m.read_seq = seq;
-	store_put_member(ss->batch, c->rec.ws, c->id, r->user, &me->m);
-	store_clear_mentions(ss->batch, c->id, r->user, seq);
+	move_marker(ss, c, me, seq);
 	for (unsigned i = 0; i < nm; i++) {
 		char u[ID_CAP];
+		struct member *mm;
 
 		memcpy(u, mentions[i].s, mentions[i].n);
 		u[mentions[i].n] = 0;
-		if (strcmp(u, r->user) && member_of(c, u))
+		mm = strcmp(u, r->user) ? member_of(c, u) : NULL;
+		if (mm) {
 			store_put_mention(ss->batch, c->id, u, seq);
+			mm->mention_hi = seq;
+		}
 	}
 	put_stat(ss, c, seq);
 
@@ -965,9 +990,7 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		reply_state(ss, c, r); /* never backwards */
 		return;
 	}
-	me->m.read_seq = seq;
-	store_put_member(ss->batch, c->rec.ws, c->id, r->user, &me->m);
-	store_clear_mentions(ss->batch, c->id, r->user, seq);
+	move_marker(ss, c, me, seq);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_FRAME, seq, r->conn);
 }
