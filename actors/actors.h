@@ -205,6 +205,7 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 		size_t n, bool binary);
 void sess_close(struct shard_state *ss, rt_conn *c);
 void sess_tick(struct shard_state *ss, uint64_t now);
+void sess_shard_stop(struct shard_state *ss);
 void sess_goaway_all(struct shard_state *ss);
 void sess_on_deliver(struct shard_state *ss, struct m_deliver *m);
 void sess_on_fanout(struct shard_state *ss, struct m_fanout *m);

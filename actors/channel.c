@@ -733,7 +733,18 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		return;
 	}
 	proto_get_array(map, "users", &a);
-	if (c->nmembers + a->size > srv.lim.max_members) {
+	/* Only newcomers count against the size limit, each once. */
+	uint32_t fresh = 0;
+	for (uint32_t i = 0; i < a->size; i++) {
+		const msgpack_object_str *u = &a->ptr[i].via.str;
+		bool seen = smap_get(&c->members, u->ptr, u->size) != NULL;
+
+		for (uint32_t j = 0; j < i && !seen; j++)
+			seen = a->ptr[j].via.str.size == u->size &&
+			       !memcmp(a->ptr[j].via.str.ptr, u->ptr, u->size);
+		fresh += !seen;
+	}
+	if (c->nmembers + fresh > srv.lim.max_members) {
 		fail(r, "CONFLICT", "channel would be too large");
 		return;
 	}

@@ -150,8 +150,9 @@ static void on_start(rt_shard *s)
 
 static void on_stop(rt_shard *s)
 {
-	/* Freed at exit: other shards' /metrics readers may still look. */
-	(void)s;
+	/* The shard state itself stays (other shards' /metrics readers may
+	 * still look; it is reachable from states[] until exit). */
+	sess_shard_stop(rt_shard_user(s));
 }
 
 static void on_msg(rt_shard *s, rt_msg *m)

@@ -300,6 +300,15 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 	rt_conn_set_user(c, NULL);
 }
 
+/* The shard is stopping: its thread-local deadline queue goes with it. */
+void sess_shard_stop(struct shard_state *ss)
+{
+	(void)ss;
+	free(nq);
+	nq = NULL;
+	nq_head = nq_len = nq_cap = 0;
+}
+
 void sess_tick(struct shard_state *ss, uint64_t now)
 {
 	(void)ss;
