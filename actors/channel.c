@@ -479,7 +479,9 @@ void chan_on_sub(struct shard_state *ss, struct m_sub *m)
 	strcpy(a->ch, m->ch);
 	a->conn = m->conn;
 	a->denied = denied;
-	a->last_seq = L > m->after ? L : m->after;
+	/* A position past the channel's end (a confused client) is clamped:
+	 * otherwise the next events up to it would be skipped silently. */
+	a->last_seq = L;
 	a->n = cu.n;
 	if (cu.n)
 		memcpy(a->frames, cu.v, cu.n * sizeof(rt_buf *));

@@ -928,14 +928,14 @@ int pc_recv(pc_conn *c, proto_doc *doc, int timeout_ms)
 	release(c);
 	k = unkeep(c);
 	if (k) {
-		rc = proto_decode(doc, k->data, k->len);
+		rc = proto_decode_max(doc, k->data, k->len, PC_MAX_MSG);
 		free(k);
 		return rc == PROTO_OK ? 1 : -1;
 	}
 	rc = wait_msg(c, &data, &len, deadline_of(timeout_ms));
 	if (rc != 1)
 		return rc;
-	return proto_decode(doc, data, len) == PROTO_OK ? 1 : -1;
+	return proto_decode_max(doc, data, len, PC_MAX_MSG) == PROTO_OK ? 1 : -1;
 }
 
 int pc_close_code(const pc_conn *c)
@@ -969,7 +969,7 @@ int pc_request(pc_conn *c, const proto_out *o, uint64_t rid, proto_doc *res,
 
 		if (rc != 1)
 			return rc;
-		if (proto_decode(res, data, len) == PROTO_OK) {
+		if (proto_decode_max(res, data, len, PC_MAX_MSG) == PROTO_OK) {
 			if (is_response(res, rid))
 				return 1;
 			proto_doc_free(res);

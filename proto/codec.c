@@ -35,6 +35,7 @@
 struct walk {
 	const uint8_t *p, *end;
 	size_t zone; /* bytes msgpack_unpack() will take from the zone */
+	size_t max;  /* the frame limit this decode enforces */
 };
 
 static uint64_t be(const uint8_t *p, unsigned n)
@@ -59,7 +60,7 @@ static int take_len(struct walk *w, unsigned n, uint64_t *v)
 /* need: the fewest bytes the rest of the value can take. */
 static int fits(const struct walk *w, uint64_t need)
 {
-	if (need > PROTO_MAX_FRAME)
+	if (need > w->max)
 		return PROTO_E_TOO_LARGE;
 	if (need > (uint64_t)(w->end - w->p))
 		return PROTO_E_TRUNCATED;
@@ -177,7 +178,7 @@ static bool is_map_byte(uint8_t b)
 
 size_t proto__value_len(const void *p, size_t max)
 {
-	struct walk w = { .p = p, .end = (const uint8_t *)p + max };
+	struct walk w = { .p = p, .end = (const uint8_t *)p + max, .max = max };
 
 	if (walk(&w, 1) != PROTO_OK)
 		return 0;
@@ -186,7 +187,13 @@ size_t proto__value_len(const void *p, size_t max)
 
 int proto_decode(proto_doc *doc, const void *buf, size_t len)
 {
-	struct walk w = { .p = buf, .end = (const uint8_t *)buf + len };
+	return proto_decode_max(doc, buf, len, PROTO_MAX_FRAME);
+}
+
+int proto_decode_max(proto_doc *doc, const void *buf, size_t len, size_t max)
+{
+	struct walk w = { .p = buf, .end = (const uint8_t *)buf + len,
+			  .max = max };
 	msgpack_unpack_return ur;
 	size_t off = 0;
 	char *copy;
@@ -195,7 +202,7 @@ int proto_decode(proto_doc *doc, const void *buf, size_t len)
 	memset(doc, 0, sizeof(*doc));
 	if (len == 0 || !buf)
 		return PROTO_E_EMPTY;
-	if (len > PROTO_MAX_FRAME)
+	if (len > max)
 		return PROTO_E_TOO_LARGE;
 	if (!is_map_byte(*w.p))
 		return PROTO_E_NOT_MAP;

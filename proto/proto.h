@@ -52,6 +52,9 @@ typedef struct proto_doc {
  * owns doc and releases it with proto_doc_free(); on failure there is
  * nothing to free. */
 int proto_decode(proto_doc *doc, const void *buf, size_t len);
+/* The same with another frame limit: clients decode the server's frames,
+ * which may be larger than what the server accepts (an `events` page). */
+int proto_decode_max(proto_doc *doc, const void *buf, size_t len, size_t max);
 void proto_doc_free(proto_doc *doc);
 const char *proto_strerror(int status); /* short English text for "msg" */
 
