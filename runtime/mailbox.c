@@ -88,6 +88,19 @@ void rt__mailbox_init(unsigned n)
 	}
 }
 
+void rt__mailbox_fini(void)
+{
+	for (unsigned i = 0; i < nboxes; i++) {
+		for (unsigned s = 0; s < nboxes; s++)
+			free(boxes[i].from[s].buf);
+		free(boxes[i].from);
+		free(boxes[i].ext.buf);
+	}
+	free(boxes);
+	boxes = NULL;
+	nboxes = 0;
+}
+
 static void after_enqueue(unsigned dst)
 {
 	/* The enqueue published the slot with a store fence; the

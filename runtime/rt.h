@@ -175,6 +175,7 @@ void rt_get_stats(rt_stats *out);
 
 /* internal, shared by the runtime's files */
 void rt__mailbox_init(unsigned nshards);
+void rt__mailbox_fini(void); /* tests: after every producer stopped */
 int rt__mailbox_drain(rt_shard *s, unsigned max);
 void rt__mailbox_flush_overflow(rt_shard *s);
 bool rt__mailbox_arm(rt_shard *s); /* true: may sleep */

@@ -58,6 +58,15 @@ static void setup_shards(unsigned n)
 	order_errors = 0;
 }
 
+static int teardown(void **st)
+{
+	(void)st;
+	rt__mailbox_fini();
+	free(rt__shards);
+	rt__shards = NULL;
+	return 0;
+}
+
 /* Producer 0 is not a shard (like a storage sync thread): it uses the
  * shared ring and waits for room. Producers 1..3 act as shards 1..3: each
  * has its own ring into shard 0 and parks overflow on its own list. */
@@ -166,9 +175,9 @@ static void test_arm_then_post_disarms(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_producers_lose_nothing_and_keep_order),
-		cmocka_unit_test(test_shard_overflow_keeps_order),
-		cmocka_unit_test(test_arm_then_post_disarms),
+		cmocka_unit_test_teardown(test_producers_lose_nothing_and_keep_order, teardown),
+		cmocka_unit_test_teardown(test_shard_overflow_keeps_order, teardown),
+		cmocka_unit_test_teardown(test_arm_then_post_disarms, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
