@@ -1095,10 +1095,21 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 			  "rid must be an unsigned integer", 0);
 		goto out;
 	}
-	if (proto_get_str(r.map, "op", &op, &opn) ||
-	    (r.op = op_lookup(op, opn)) < 0) {
+	if (proto_get_str(r.map, "op", &op, &opn)) {
 		reply_err(c, r.has_rid, r.rid, NULL, "BAD_REQUEST",
-			  "unknown op", 0);
+			  "op must be a string", 0);
+		goto out;
+	}
+	if ((r.op = op_lookup(op, opn)) < 0) {
+		/* Echo the op the client sent (fire-and-forget errors name it). */
+		proto_out_reset(&ss->out);
+		if (r.has_rid)
+			proto_enc_res_err(&ss->out, r.rid, "BAD_REQUEST",
+					  "unknown op", 0);
+		else
+			proto_enc_err(&ss->out, "BAD_REQUEST", "unknown op", op,
+				      opn, 0);
+		rt_conn_send_bytes(c, ss->out.data, ss->out.len);
 		goto out;
 	}
 	if (se->state != S_READY && r.op != OP_HELLO) {

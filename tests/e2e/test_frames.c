@@ -1,0 +1,941 @@
+/*
+ * Frames and requests the server must refuse, and the limits that protect
+ * it, as a client sees them: a text frame, bytes that are not one complete
+ * msgpack map (garbage, empty, an array, trailing bytes, truncated, invalid
+ * UTF-8, a non-string key, nesting deeper than 8) each earn an err frame
+ * BAD_FRAME and the connection goes on; more than 20 of them within 10 s
+ * close it with 1008. An unknown op and missing or ill-typed arguments are
+ * BAD_REQUEST (a res with the rid, or an err frame naming the op without
+ * one), a body over 16 KiB is TOO_LARGE, and refused requests create
+ * nothing. A frame over 64 KiB closes that connection with 1009 and no
+ * other. A connection that does not read is closed with 4008 once its
+ * unsent output passes --max-outbuf, without harming the sender. The send
+ * rate (50/s, bursts of 100) answers RATE_LIMITED with retry_ms, seqs of
+ * the sends that went through stay contiguous, and waiting retry_ms works.
+ * A fire-and-forget request that fails yields an err frame naming its op.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tests/e2e/harness.h"
+
+#define OP_TEXT 1
+#define OP_BIN  2
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The request must be answered ok:true; the response is freed. */
+static void req_ok(pc_conn *c, const char *op)
+{
+	proto_doc res;
+
+	assert_int_equal(h_req(c, &res, op, 0), 1);
+	if (!h_ok(&res))
+		fail_msg("%s: expected ok, got %s", op, h_code(&res));
+	proto_doc_free(&res);
+}
+
+/* The next frame must be {"t":"err","code":code} (with "op" when op);
+ * member notices (of a channel just created) may come first. */
+static void expect_err(pc_conn *c, const char *code, const char *op)
+{
+	proto_doc d;
+
+	for (;;) {
+		assert_int_equal(h_next(c, &d, H_TIMEOUT), 1);
+		if (strcmp(h_s(&d.root, "t"), "member"))
+			break;
+		proto_doc_free(&d);
+	}
+	assert_string_equal(h_s(&d.root, "t"), "err");
+	assert_string_equal(h_code(&d), code);
+	assert_true(strlen(h_s(&d.root, "msg")) > 0);
+	assert_null(proto_get(&d.root, "rid"));
+	if (op)
+		assert_string_equal(h_s(&d.root, "op"), op);
+	proto_doc_free(&d);
+}
+
+/* The response must be ok:false with code. */
+static void expect_code(proto_doc *res, const char *code)
+{
+	if (h_ok(res))
+		fail_msg("expected %s, got ok", code);
+	assert_string_equal(h_s(&res->root, "t"), "res");
+	assert_string_equal(h_code(res), code);
+	assert_true(strlen(h_s(&res->root, "msg")) > 0);
+	proto_doc_free(res);
+}
+
+/* The connection must be closed by the server with code; frames before
+ * the close are skipped. */
+static void expect_closed(pc_conn *c, int code, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+	proto_doc d;
+	int rc;
+
+	while ((rc = h_next(c, &d, (int)(end - now_ms()))) == 1) {
+		proto_doc_free(&d);
+		if (now_ms() >= end)
+			break;
+	}
+	if (rc != -1)
+		fail_msg("connection not closed (expected %d)", code);
+	assert_int_equal(pc_close_code(c), code);
+}
+
+/* A bad binary frame gets BAD_FRAME, and the connection still answers. */
+static void bad_frame_then_ok(pc_conn *c, const void *p, size_t n)
+{
+	assert_int_equal(pc_send_raw(c, OP_BIN, p, n), 0);
+	expect_err(c, "BAD_FRAME", NULL);
+	req_ok(c, "hb");
+}
+
+/* Send o (built by the caller) and wait for the response to rid, dropping
+ * every other frame on the way. */
+static int request_drop(pc_conn *c, proto_out *o, uint64_t rid,
+			proto_doc *res)
+{
+	assert_int_equal(pc_send(c, o), 0);
+	for (;;) {
+		int rc = h_next(c, res, H_TIMEOUT);
+
+		if (rc != 1)
+			return rc;
+		if (!strcmp(h_s(&res->root, "t"), "res") &&
+		    h_u(&res->root, "rid") == rid)
+			return 1;
+		proto_doc_free(res);
+	}
+}
+
+static void join(pc_conn *c, const char *ch)
+{
+	proto_doc res;
+
+	assert_int_equal(h_req(c, &res, "ch.join", 1, "ch", 's', ch), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+}
+
+/* ---- bad frames ------------------------------------------------------------ */
+
+static void test_text_frame(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	static const char json[] = "{\"op\":\"hb\",\"rid\":1}";
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_int_equal(pc_send_raw(a, OP_TEXT, json, strlen(json)), 0);
+	expect_err(a, "BAD_FRAME", NULL);
+	req_ok(a, "hb");
+	/* A text frame before hello is no better. */
+	{
+		pc_conn *n = h_connect_raw(&s);
+		proto_doc res;
+		char *tok = h_token(&s, "bob", "acme");
+
+		assert_non_null(n);
+		assert_int_equal(pc_send_raw(n, OP_TEXT, json, strlen(json)),
+				 0);
+		expect_err(n, "BAD_FRAME", NULL);
+		assert_int_equal(pc_hello(n, tok, NULL, NULL, 0, &res,
+					  H_TIMEOUT), 1);
+		free(tok);
+		proto_doc_free(&res);
+		req_ok(n, "hb");
+		pc_close(n);
+	}
+	pc_close(a);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* {"op":"hb","rid":rid,"x":[[...]]} with `arrays` nested arrays under the
+ * top-level map (which is depth 1): depth 1 + arrays. */
+static size_t nested(uint8_t *p, unsigned arrays, uint64_t rid)
+{
+	size_t n = 0;
+
+	p[n++] = 0x83;
+	p[n++] = 0xa2; p[n++] = 'o'; p[n++] = 'p';
+	p[n++] = 0xa2; p[n++] = 'h'; p[n++] = 'b';
+	p[n++] = 0xa3; p[n++] = 'r'; p[n++] = 'i'; p[n++] = 'd';
+	p[n++] = 0xcc; p[n++] = (uint8_t)rid;
+	p[n++] = 0xa1; p[n++] = 'x';
+	for (unsigned i = 0; i < arrays; i++)
+		p[n++] = i + 1 < arrays ? 0x91 : 0x90;
+	return n;
+}
+
+static void test_malformed_frames(void **st)
+{
+	static const uint8_t garbage[] = { 0xc1, 0xff, 0x00, 'g', 'a', 'r',
+					   'b', 'a', 'g', 'e' };
+	static const uint8_t empty[1] = { 0 };
+	static const uint8_t array[] = { 0x92, 0xa2, 'o', 'p', 0xa2, 'h',
+					 'b' };
+	static const uint8_t integer[] = { 0x05 };
+	/* {"op":"hb"} and one byte more */
+	static const uint8_t trailing[] = { 0x81, 0xa2, 'o', 'p', 0xa2, 'h',
+					    'b', 0x00 };
+	/* a map of two pairs that ends after the first */
+	static const uint8_t truncated[] = { 0x82, 0xa2, 'o', 'p', 0xa2, 'h',
+					     'b' };
+	/* a str cut short */
+	static const uint8_t truncated_str[] = { 0x81, 0xa2, 'o', 'p', 0xa5,
+						 'h', 'b' };
+	/* {"op":"hb","x":"\xff\xfe"} */
+	static const uint8_t bad_utf8[] = { 0x82, 0xa2, 'o', 'p', 0xa2, 'h',
+					    'b', 0xa1, 'x', 0xa2, 0xff, 0xfe };
+	/* overlong "/" */
+	static const uint8_t overlong[] = { 0x82, 0xa2, 'o', 'p', 0xa2, 'h',
+					    'b', 0xa1, 'x', 0xa2, 0xc0, 0xaf };
+	/* a UTF-16 surrogate */
+	static const uint8_t surrogate[] = { 0x82, 0xa2, 'o', 'p', 0xa2, 'h',
+					     'b', 0xa1, 'x', 0xa3, 0xed, 0xa0,
+					     0x80 };
+	/* invalid UTF-8 in the op itself */
+	static const uint8_t bad_op[] = { 0x81, 0xa2, 'o', 'p', 0xa2, 0xe2,
+					  0x28 };
+	/* {1: "hb"}: keys are strings */
+	static const uint8_t int_key[] = { 0x81, 0x01, 0xa2, 'h', 'b' };
+	hsrv s;
+	pc_conn *a, *b;
+	uint8_t deep[64];
+	size_t n;
+	proto_doc d;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	b = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+
+	bad_frame_then_ok(a, garbage, sizeof(garbage));
+	bad_frame_then_ok(a, empty, 0);
+	bad_frame_then_ok(a, array, sizeof(array));
+	bad_frame_then_ok(a, integer, sizeof(integer));
+	bad_frame_then_ok(a, trailing, sizeof(trailing));
+	bad_frame_then_ok(a, truncated, sizeof(truncated));
+	bad_frame_then_ok(a, truncated_str, sizeof(truncated_str));
+	bad_frame_then_ok(a, bad_utf8, sizeof(bad_utf8));
+	bad_frame_then_ok(a, overlong, sizeof(overlong));
+	bad_frame_then_ok(a, surrogate, sizeof(surrogate));
+	bad_frame_then_ok(b, bad_op, sizeof(bad_op));
+	bad_frame_then_ok(b, int_key, sizeof(int_key));
+
+	/* Depth 9 is refused, though it carries a rid: no res comes. */
+	n = nested(deep, 8, 77);
+	assert_int_equal(pc_send_raw(b, OP_BIN, deep, n), 0);
+	expect_err(b, "BAD_FRAME", NULL);
+	/* Depth 8 is fine: the hb is answered. */
+	n = nested(deep, 7, 78);
+	assert_int_equal(pc_send_raw(b, OP_BIN, deep, n), 0);
+	assert_int_equal(h_next(b, &d, H_TIMEOUT), 1);
+	assert_string_equal(h_s(&d.root, "t"), "res");
+	assert_int_equal(h_u(&d.root, "rid"), 78);
+	assert_true(h_ok(&d));
+	proto_doc_free(&d);
+
+	/* A map with a rid and a trailing byte is still a bad frame, not a
+	 * request: err, no res. */
+	{
+		static const uint8_t hb_rid_trail[] = {
+			0x82, 0xa2, 'o', 'p', 0xa2, 'h', 'b',
+			0xa3, 'r', 'i', 'd', 0x2a, 0xc0,
+		};
+
+		assert_int_equal(pc_send_raw(b, OP_BIN, hb_rid_trail,
+					     sizeof(hb_rid_trail)), 0);
+		expect_err(b, "BAD_FRAME", NULL);
+		assert_int_equal(h_next(b, &d, 300), 0);
+	}
+	req_ok(a, "ch.list");
+	req_ok(b, "ch.list");
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+static void test_bad_frame_abuse(void **st)
+{
+	hsrv s;
+	pc_conn *a, *other;
+	static const char txt[] = "hello?";
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	other = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(other);
+	/* 20 within the window are tolerated, each answered. */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(pc_send_raw(a, i % 2 ? OP_TEXT : OP_BIN, txt,
+					     strlen(txt)), 0);
+	for (int i = 0; i < 20; i++)
+		expect_err(a, "BAD_FRAME", NULL);
+	req_ok(a, "hb");
+	/* The 21st closes the connection with 1008. */
+	assert_int_equal(pc_send_raw(a, OP_TEXT, txt, strlen(txt)), 0);
+	expect_closed(a, 1008, H_TIMEOUT);
+	/* The user's other connection is not punished. */
+	req_ok(other, "hb");
+	pc_close(a);
+	pc_close(other);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* o = {"op":"hb","rid":rid,"pad":"xx..."} of exactly len bytes (caller
+ * frees). */
+static void pad_frame(proto_out *o, uint64_t rid, size_t len)
+{
+	/* map(3) op:hb rid:fixint pad:str16 header */
+	size_t fixed = 1 + 3 + 3 + 4 + 1 + 4 + 3;
+	size_t padlen = len - fixed;
+	char *pad = malloc(padlen);
+
+	assert_true(rid < 128 && padlen > 255 && padlen <= 0xffff);
+	memset(pad, 'x', padlen);
+	proto_out_init(o, 0, len + 64);
+	proto_enc_req(o, "hb", rid, 1);
+	proto_pk_cstr(&o->pk, "pad");
+	proto_pk_str(&o->pk, pad, padlen);
+	free(pad);
+	assert_int_equal(o->len, len);
+}
+
+/* A frame over the frame limit closes that connection with 1009; one of
+ * exactly the limit is accepted. */
+static void test_frame_too_large(void **st)
+{
+	hsrv s;
+	pc_conn *a1, *a2, *a3;
+	proto_out o;
+	proto_doc res;
+	char ch[65];
+	char *pad;
+	size_t padlen;
+
+	(void)st;
+	h_start(&s, "");
+	a1 = h_connect(&s, "alice", "acme", NULL);
+	a2 = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a1);
+	assert_non_null(a2);
+	assert_int_equal(h_create(a2, "general", "public", ch), 0);
+	assert_int_equal(h_send(a2, ch, "before", "m1"), 1);
+	h_drain(a1, 100);
+
+	/* Exactly 65536 bytes: {"op":"hb","rid":9,"pad":"xxx..."} */
+	pad_frame(&o, 9, 65536);
+	assert_int_equal(pc_request(a1, &o, 9, &res, H_TIMEOUT), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+	proto_out_free(&o);
+
+	/* One byte more: closed with 1009. */
+	pad_frame(&o, 10, 65537);
+	pc_send(a1, &o); /* the server may stop reading midway */
+	proto_out_free(&o);
+	expect_closed(a1, 1009, H_TIMEOUT);
+
+	/* A much larger one on another connection, too. */
+	a3 = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a3);
+	padlen = 200000;
+	pad = malloc(padlen + 1);
+	memset(pad, 'y', padlen);
+	pad[padlen] = 0;
+	proto_out_init(&o, 0, padlen + 64);
+	proto_enc_send(&o, 11, ch, pad, padlen, "big", 0, NULL, 0);
+	pc_send(a3, &o);
+	proto_out_free(&o);
+	expect_closed(a3, 1009, H_TIMEOUT);
+	free(pad);
+
+	/* The other connection of the same user is fine, and the big send
+	 * created nothing. */
+	req_ok(a2, "hb");
+	assert_int_equal(h_req(a2, &res, "history", 1, "ch", 's', ch), 1);
+	assert_true(h_ok(&res));
+	{
+		const msgpack_object_array *msgs;
+
+		assert_int_equal(proto_get_array(&res.root, "msgs", &msgs), 0);
+		assert_int_equal(msgs->size, 1);
+		assert_string_equal(h_s(&msgs->ptr[0], "body"), "before");
+	}
+	proto_doc_free(&res);
+	assert_int_equal(h_send(a2, ch, "after", "m2"), 2);
+
+	pc_close(a1);
+	pc_close(a2);
+	pc_close(a3);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* ---- bad requests ------------------------------------------------------------- */
+
+static void test_unknown_op(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	proto_doc res;
+	proto_out o;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+
+	/* With a rid: a res for that rid (pc_request matches it). */
+	assert_int_equal(h_req(a, &res, "no.such.op", 0), 1);
+	expect_code(&res, "BAD_REQUEST");
+
+	/* Without: an err frame that names the op. */
+	proto_out_init(&o, 0, 64);
+	proto_enc_req(&o, "no.such.op", 0, 0);
+	assert_int_equal(pc_send(a, &o), 0);
+	proto_out_free(&o);
+	expect_err(a, "BAD_REQUEST", "no.such.op");
+
+	/* No op at all, or an op that is not a string. */
+	proto_out_init(&o, 0, 64);
+	msgpack_pack_map(&o.pk, 1);
+	proto_pk_cstr(&o.pk, "rid");
+	msgpack_pack_uint64(&o.pk, 500);
+	assert_int_equal(pc_request(a, &o, 500, &res, H_TIMEOUT), 1);
+	expect_code(&res, "BAD_REQUEST");
+	proto_out_free(&o);
+	proto_out_init(&o, 0, 64);
+	msgpack_pack_map(&o.pk, 2);
+	proto_pk_cstr(&o.pk, "op");
+	msgpack_pack_uint64(&o.pk, 7);
+	proto_pk_cstr(&o.pk, "rid");
+	msgpack_pack_uint64(&o.pk, 501);
+	assert_int_equal(pc_request(a, &o, 501, &res, H_TIMEOUT), 1);
+	expect_code(&res, "BAD_REQUEST");
+	proto_out_free(&o);
+
+	req_ok(a, "hb");
+	pc_close(a);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+static void test_bad_arguments(void **st)
+{
+	static const char cmid64[] =
+		"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+	static const char cmid65[] =
+		"ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+	hsrv s;
+	pc_conn *a;
+	proto_doc res;
+	proto_out o;
+	char ch[65];
+	const msgpack_object_array *msgs;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_int_equal(h_create(a, "general", "public", ch), 0);
+
+	/* send */
+	assert_int_equal(h_req(a, &res, "send", 2, "ch", 's', ch, "cmid", 's',
+			       "c1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no body */
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 'u',
+			       (uint64_t)5, "cmid", 's', "c1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* body not a string */
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 'u', (uint64_t)42,
+			       "body", 's', "hi", "cmid", 's', "c1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* ch an integer */
+	assert_int_equal(h_req(a, &res, "send", 2, "body", 's', "hi", "cmid",
+			       's', "c1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no ch */
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', "bad id!",
+			       "body", 's', "hi", "cmid", 's', "c1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* malformed ch */
+	assert_int_equal(h_req(a, &res, "send", 2, "ch", 's', ch, "body", 's',
+			       "hi"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no cmid */
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 's',
+			       "hi", "cmid", 's', ""), 1);
+	expect_code(&res, "BAD_REQUEST"); /* empty cmid */
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 's',
+			       "hi", "cmid", 's', cmid65), 1);
+	expect_code(&res, "BAD_REQUEST"); /* cmid of 65 bytes */
+	assert_int_equal(h_req(a, &res, "send", 4, "ch", 's', ch, "body", 's',
+			       "hi", "cmid", 's', "c1", "thread", 's', "1"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* thread not a seq */
+
+	/* Fire-and-forget: the same refusal as an err frame naming send. */
+	proto_out_init(&o, 0, 128);
+	proto_enc_req(&o, "send", 0, 2);
+	proto_pk_cstr(&o.pk, "ch");
+	proto_pk_cstr(&o.pk, ch);
+	proto_pk_cstr(&o.pk, "cmid");
+	proto_pk_cstr(&o.pk, "c1");
+	assert_int_equal(pc_send(a, &o), 0);
+	proto_out_free(&o);
+	expect_err(a, "BAD_REQUEST", "send");
+
+	/* history */
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       'u', (uint64_t)0), 1);
+	expect_code(&res, "BAD_REQUEST");
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       'u', (uint64_t)201), 1);
+	expect_code(&res, "BAD_REQUEST");
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       's', "10"), 1);
+	expect_code(&res, "BAD_REQUEST");
+	assert_int_equal(h_req(a, &res, "history", 1, "limit", 'u',
+			       (uint64_t)10), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no ch */
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "before",
+			       's', "5"), 1);
+	expect_code(&res, "BAD_REQUEST");
+
+	/* other ops */
+	assert_int_equal(h_req(a, &res, "ch.create", 1, "kind", 's', "public"),
+			 1);
+	expect_code(&res, "BAD_REQUEST"); /* no name */
+	assert_int_equal(h_req(a, &res, "ch.create", 2, "name", 's', "x",
+			       "kind", 's', "secret"), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no such kind */
+	assert_int_equal(h_req(a, &res, "ch.join", 1, "ch", 'b', 1), 1);
+	expect_code(&res, "BAD_REQUEST");
+	assert_int_equal(h_req(a, &res, "events", 1, "ch", 's', ch), 1);
+	expect_code(&res, "BAD_REQUEST"); /* no after */
+	{
+		const char *none[] = { NULL };
+
+		assert_int_equal(h_req(a, &res, "dm.open", 1, "users", 'S',
+				       none), 1);
+		expect_code(&res, "BAD_REQUEST"); /* nobody */
+	}
+
+	/* The limits themselves are fine. */
+	assert_int_equal(h_send(a, ch, "max cmid", cmid64), 1);
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       'u', (uint64_t)200), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       'u', (uint64_t)1), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+
+	/* Nothing refused was stored: one message, seq 1. */
+	assert_int_equal(h_req(a, &res, "history", 1, "ch", 's', ch), 1);
+	assert_true(h_ok(&res));
+	assert_int_equal(proto_get_array(&res.root, "msgs", &msgs), 0);
+	assert_int_equal(msgs->size, 1);
+	assert_int_equal(h_u(&msgs->ptr[0], "seq"), 1);
+	assert_string_equal(h_s(&msgs->ptr[0], "cmid"), cmid64);
+	proto_doc_free(&res);
+	/* Bad requests are not bad frames: many do not close anything. */
+	for (int i = 0; i < 25; i++) {
+		assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch,
+				       "limit", 'u', (uint64_t)0), 1);
+		expect_code(&res, "BAD_REQUEST");
+	}
+	req_ok(a, "hb");
+
+	pc_close(a);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+static void test_body_too_large(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	proto_doc res;
+	proto_out o;
+	char ch[65];
+	char *body;
+	const msgpack_object_array *msgs;
+	const char *b;
+	uint32_t bn;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_int_equal(h_create(a, "general", "public", ch), 0);
+	body = malloc(16385 + 1);
+	memset(body, 'b', 16385);
+	body[16385] = 0;
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 's',
+			       body, "cmid", 's', "big"), 1);
+	expect_code(&res, "TOO_LARGE");
+	/* Without a rid: an err frame. */
+	proto_out_init(&o, 0, 17000);
+	proto_enc_send(&o, 0, ch, body, 16385, "big2", 0, NULL, 0);
+	assert_int_equal(pc_send(a, &o), 0);
+	proto_out_free(&o);
+	expect_err(a, "TOO_LARGE", "send");
+	/* 16 KiB exactly is fine. */
+	body[16384] = 0;
+	assert_int_equal(h_send(a, ch, body, "max"), 1);
+	h_drain(a, 100);
+	assert_int_equal(h_req(a, &res, "history", 1, "ch", 's', ch), 1);
+	assert_true(h_ok(&res));
+	assert_int_equal(proto_get_array(&res.root, "msgs", &msgs), 0);
+	assert_int_equal(msgs->size, 1);
+	assert_int_equal(proto_get_str(&msgs->ptr[0], "body", &b, &bn), 0);
+	assert_int_equal(bn, 16384);
+	assert_int_equal(h_u(&msgs->ptr[0], "seq"), 1);
+	proto_doc_free(&res);
+	free(body);
+	pc_close(a);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* ---- slow consumers -------------------------------------------------------------- */
+
+#define SLOW_MSGS 600
+#define SLOW_BODY (15 * 1024)
+/* Sends in flight: their events (~15 KiB each) must not pile up past the
+ * 64 KiB bound on the connections that do read. */
+#define SLOW_WINDOW 2
+
+static void test_slow_consumer(void **st)
+{
+	hsrv s;
+	pc_conn *a, *slow, *fast;
+	proto_doc res;
+	char ch[65];
+	char *body;
+	uint64_t acked = 0, sent = 0, last_seq = 0;
+	int fast_evs = 0;
+
+	(void)st;
+	h_start(&s, "--max-outbuf 65536 --send-rate 100000 "
+		    "--send-burst 100000");
+	a = h_connect(&s, "alice", "acme", NULL);
+	slow = h_connect(&s, "bob", "acme", NULL);
+	fast = h_connect(&s, "carol", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(slow);
+	assert_non_null(fast);
+	assert_int_equal(h_create(a, "firehose", "public", ch), 0);
+	join(slow, ch);
+	join(fast, ch);
+	/* From here on, slow never reads. */
+
+	body = malloc(SLOW_BODY + 1);
+	memset(body, 'z', SLOW_BODY);
+	body[SLOW_BODY] = 0;
+	while (acked < SLOW_MSGS) {
+		proto_doc d;
+		int rc;
+
+		while (sent < SLOW_MSGS && sent - acked < SLOW_WINDOW) {
+			proto_out o;
+			char cmid[16];
+
+			snprintf(cmid, sizeof(cmid), "s%llu",
+				 (unsigned long long)sent);
+			proto_out_init(&o, 0, SLOW_BODY + 128);
+			proto_enc_send(&o, 10000 + sent, ch, body, SLOW_BODY,
+				       cmid, 0, NULL, 0);
+			assert_int_equal(pc_send(a, &o), 0);
+			proto_out_free(&o);
+			sent++;
+		}
+		rc = h_next(a, &d, H_TIMEOUT);
+		if (rc != 1)
+			fail_msg("sender lost after %llu acks (rc %d, close %d)",
+				 (unsigned long long)acked, rc,
+				 pc_close_code(a));
+		if (!strcmp(h_s(&d.root, "t"), "res")) {
+			if (!h_ok(&d))
+				fail_msg("send refused: %s", h_code(&d));
+			assert_int_equal(h_u(&d.root, "rid"), 10000 + acked);
+			assert_int_equal(h_u(&d.root, "seq"), acked + 1);
+			last_seq = h_u(&d.root, "seq");
+			acked++;
+		}
+		proto_doc_free(&d);
+		/* The reading member keeps up. */
+		while (h_next(fast, &d, 0) == 1) {
+			if (!strcmp(h_s(&d.root, "t"), "ev")) {
+				fast_evs++;
+				assert_int_equal(h_u(&d.root, "seq"),
+						 (uint64_t)fast_evs);
+			}
+			proto_doc_free(&d);
+		}
+	}
+	free(body);
+	assert_int_equal(last_seq, SLOW_MSGS);
+
+	/* The non-reading connection was cut: it reads what the kernel had
+	 * buffered, then the close, 4008. */
+	expect_closed(slow, 4008, 30000);
+
+	/* The sender and the reading member are fine. */
+	req_ok(a, "hb");
+	while (fast_evs < SLOW_MSGS) {
+		proto_doc d;
+
+		assert_int_equal(h_next(fast, &d, H_TIMEOUT), 1);
+		if (!strcmp(h_s(&d.root, "t"), "ev")) {
+			fast_evs++;
+			assert_int_equal(h_u(&d.root, "seq"),
+					 (uint64_t)fast_evs);
+		}
+		proto_doc_free(&d);
+	}
+	req_ok(fast, "hb");
+	/* Nothing was lost: bob comes back and resumes. */
+	{
+		pc_conn *again = h_connect(&s, "bob", "acme", NULL);
+		proto_out o;
+
+		assert_non_null(again);
+		proto_out_init(&o, 0, 128);
+		proto_enc_req(&o, "events", 7, 3);
+		proto_pk_cstr(&o.pk, "ch");
+		proto_pk_cstr(&o.pk, ch);
+		proto_pk_cstr(&o.pk, "after");
+		msgpack_pack_uint64(&o.pk, SLOW_MSGS - 1);
+		proto_pk_cstr(&o.pk, "limit");
+		msgpack_pack_uint64(&o.pk, 10);
+		assert_int_equal(request_drop(again, &o, 7, &res), 1);
+		proto_out_free(&o);
+		assert_true(h_ok(&res));
+		{
+			const msgpack_object_array *evs;
+
+			assert_int_equal(
+				proto_get_array(&res.root, "evs", &evs), 0);
+			assert_int_equal(evs->size, 1);
+			assert_int_equal(h_u(&evs->ptr[0], "seq"), SLOW_MSGS);
+		}
+		proto_doc_free(&res);
+		pc_close(again);
+	}
+	pc_close(a);
+	pc_close(slow);
+	pc_close(fast);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* ---- send rate ------------------------------------------------------------------- */
+
+#define RATE_SENDS 150
+
+static void test_rate_limit(void **st)
+{
+	hsrv s;
+	pc_conn *a, *a2;
+	char ch[65];
+	int got = 0, nok = 0, nlimited = 0, evs = 0;
+	uint64_t max_retry = 0, expect_seq = 1;
+	int status[RATE_SENDS];
+	uint64_t seqs[RATE_SENDS];
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	a2 = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(a2);
+	assert_int_equal(h_create(a, "general", "public", ch), 0);
+
+	/* Pipelined: all sends out before any answer is read. */
+	for (int i = 0; i < RATE_SENDS; i++) {
+		proto_out o;
+		char cmid[16];
+
+		snprintf(cmid, sizeof(cmid), "r%d", i);
+		proto_out_init(&o, 0, 128);
+		proto_enc_send(&o, 1000 + (uint64_t)i, ch, "x", 1, cmid, 0,
+			       NULL, 0);
+		assert_int_equal(pc_send(a, &o), 0);
+		proto_out_free(&o);
+		status[i] = 0;
+	}
+	while (got < RATE_SENDS) {
+		proto_doc d;
+		uint64_t rid;
+
+		assert_int_equal(h_next(a, &d, H_TIMEOUT), 1);
+		if (!strcmp(h_s(&d.root, "t"), "ev")) {
+			evs++;
+			assert_int_equal(h_u(&d.root, "seq"), (uint64_t)evs);
+		}
+		if (strcmp(h_s(&d.root, "t"), "res")) {
+			proto_doc_free(&d);
+			continue;
+		}
+		rid = h_u(&d.root, "rid");
+		assert_true(rid >= 1000 && rid < 1000 + RATE_SENDS);
+		assert_int_equal(status[rid - 1000], 0); /* one answer each */
+		if (h_ok(&d)) {
+			status[rid - 1000] = 1;
+			seqs[rid - 1000] = h_u(&d.root, "seq");
+			nok++;
+		} else {
+			uint64_t retry = h_u(&d.root, "retry_ms");
+
+			if (strcmp(h_code(&d), "RATE_LIMITED"))
+				fail_msg("send %llu: %s",
+					 (unsigned long long)rid, h_code(&d));
+			assert_true(retry > 0);
+			assert_true(retry <= 1000);
+			if (retry > max_retry)
+				max_retry = retry;
+			status[rid - 1000] = 2;
+			nlimited++;
+		}
+		got++;
+		proto_doc_free(&d);
+	}
+	assert_true(nlimited >= 1);
+	assert_true(nok >= 100); /* the burst went through */
+	assert_int_equal(nok + nlimited, RATE_SENDS);
+	/* The accepted ones got contiguous seqs, in the order sent. */
+	for (int i = 0; i < RATE_SENDS; i++) {
+		if (status[i] != 1)
+			continue;
+		assert_int_equal(seqs[i], expect_seq);
+		expect_seq++;
+	}
+	/* The user's other device shares the bucket; after retry_ms, a send
+	 * goes through, with the next seq. */
+	usleep((useconds_t)max_retry * 1000);
+	assert_int_equal(h_send(a2, ch, "later", "later"), (int64_t)nok + 1);
+
+	/* The events the channel got are the accepted sends, no more. */
+	{
+		proto_doc d;
+
+		while (h_next(a, &d, 300) == 1) {
+			if (!strcmp(h_s(&d.root, "t"), "ev")) {
+				evs++;
+				assert_int_equal(h_u(&d.root, "seq"),
+						 (uint64_t)evs);
+			}
+			proto_doc_free(&d);
+		}
+		assert_int_equal(evs, nok + 1);
+	}
+	pc_close(a);
+	pc_close(a2);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* ---- fire and forget --------------------------------------------------------------- */
+
+static void test_fire_and_forget_error(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	proto_out o;
+	proto_doc d;
+	char priv[65], pub[65];
+
+	(void)st;
+	h_start(&s, "--shards 2");
+	a = h_connect(&s, "alice", "acme", NULL);
+	b = h_connect(&s, "bob", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(h_create(a, "secret", "private", priv), 0);
+	assert_int_equal(h_create(a, "open", "public", pub), 0);
+	h_drain(a, 200); /* the member notices of the new channels */
+
+	/* bob is no member of either: FORBIDDEN, as an err frame for send. */
+	proto_out_init(&o, 0, 128);
+	proto_enc_send(&o, 0, priv, "let me in", 9, "b1", 0, NULL, 0);
+	assert_int_equal(pc_send(b, &o), 0);
+	proto_out_free(&o);
+	expect_err(b, "FORBIDDEN", "send");
+	proto_out_init(&o, 0, 128);
+	proto_enc_send(&o, 0, pub, "let me in", 9, "b2", 0, NULL, 0);
+	assert_int_equal(pc_send(b, &o), 0);
+	proto_out_free(&o);
+	expect_err(b, "FORBIDDEN", "send");
+	/* A channel that does not exist. */
+	proto_out_init(&o, 0, 128);
+	proto_enc_send(&o, 0, "C0000000000000000", "hello?", 6, "b3", 0, NULL,
+		       0);
+	assert_int_equal(pc_send(b, &o), 0);
+	proto_out_free(&o);
+	expect_err(b, "NOT_FOUND", "send");
+	req_ok(b, "hb");
+
+	/* A fire-and-forget send that works: the event, and no answer. */
+	proto_out_init(&o, 0, 128);
+	proto_enc_send(&o, 0, priv, "quiet", 5, "a1", 0, NULL, 0);
+	assert_int_equal(pc_send(a, &o), 0);
+	proto_out_free(&o);
+	assert_int_equal(h_next(a, &d, H_TIMEOUT), 1);
+	assert_string_equal(h_s(&d.root, "t"), "ev");
+	assert_int_equal(h_u(&d.root, "seq"), 1);
+	assert_string_equal(h_s(&d.root, "body"), "quiet");
+	proto_doc_free(&d);
+	assert_int_equal(h_next(a, &d, 500), 0);
+	/* The refused sends made no events: the next seq is 2. */
+	assert_int_equal(h_send(a, priv, "loud", "a2"), 2);
+	assert_int_equal(h_send(a, pub, "first", "a3"), 1);
+
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_text_frame),
+		cmocka_unit_test(test_malformed_frames),
+		cmocka_unit_test(test_bad_frame_abuse),
+		cmocka_unit_test(test_frame_too_large),
+		cmocka_unit_test(test_unknown_op),
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_body_too_large),
+		cmocka_unit_test(test_slow_consumer),
+		cmocka_unit_test(test_rate_limit),
+		cmocka_unit_test(test_fire_and_forget_error),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
