@@ -49,6 +49,13 @@ struct resume_ent {
 	uint64_t seq;
 };
 
+struct held {
+	struct held *next;
+	size_t len;
+	bool binary;
+	uint8_t data[];
+};
+
 struct session {
 	rt_conn *conn;
 	rt_conn_id id;
@@ -61,8 +68,11 @@ struct session {
 	bool hello_has_rid;
 	struct resume_ent *resume;
 	uint32_t nresume;
-	uint32_t bad_count;
-	uint64_t bad_since;
+	uint64_t *bad_ts;   /* ring of the last bad_frames+1 bad frame times */
+	uint32_t bad_n;
+	struct held *held;  /* requests that came behind hello, before it was */
+	uint32_t nheld;     /* admitted: replayed, in order, once it is */
+	size_t held_bytes;
 	struct sub **subs;
 	uint32_t nsubs, capsubs;
 };
@@ -294,6 +304,13 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 		ss->sessions = se->next;
 	if (se->next)
 		se->next->prev = se->prev;
+	while (se->held) {
+		struct held *h = se->held;
+
+		se->held = h->next;
+		free(h);
+	}
+	free(se->bad_ts);
 	free(se->subs);
 	free(se->resume);
 	free(se);
@@ -554,6 +571,24 @@ static void pack_limits(msgpack_packer *pk)
 	msgpack_pack_uint64(pk, l->max_outbuf);
 }
 
+static void replay_held(struct shard_state *ss, struct session *se)
+{
+	rt_conn_id id = se->id;
+
+	while (se->held) {
+		struct held *h = se->held;
+
+		se->held = h->next;
+		se->nheld--;
+		se->held_bytes -= h->len;
+		sess_frame(ss, se->conn, h->data, h->len, h->binary);
+		free(h);
+		/* a replayed request may have closed the connection */
+		if (!rt_conn_find(rt_self(), id))
+			return;
+	}
+}
+
 void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 {
 	struct session *se = find_sess(rt_self(), m->conn);
@@ -638,6 +673,7 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	free(recs);
 	free(lasts);
 	free(iv.v);
+	replay_held(ss, se);
 }
 
 /* ---- reads ----------------------------------------------------------------- */
@@ -1040,17 +1076,23 @@ static void forward(struct req *r)
 
 /* ---- frames ----------------------------------------------------------------- */
 
+/* More than bad_frames bad frames in any bad_window_ms closes with 1008:
+ * the times of the last bad_frames+1 are kept (allocated on the first). */
 static void bad_frame(struct shard_state *ss, struct session *se,
 		      const char *msg)
 {
+	uint32_t cap = srv.lim.bad_frames + 1;
 	uint64_t now = rt_now_ms();
 
 	ss->bad_frames++;
-	if (now - se->bad_since > srv.lim.bad_window_ms) {
-		se->bad_since = now;
-		se->bad_count = 0;
-	}
-	if (++se->bad_count > srv.lim.bad_frames) {
+	if (!se->bad_ts)
+		se->bad_ts = calloc(cap, sizeof(*se->bad_ts));
+	se->bad_ts[se->bad_n % cap] = now;
+	se->bad_n++;
+	/* after the store, the next slot holds the oldest of the last cap:
+	 * cap bad frames within the window is one too many */
+	if (se->bad_n >= cap &&
+	    now - se->bad_ts[se->bad_n % cap] < srv.lim.bad_window_ms) {
 		rt_conn_close(se->conn, 1008, "too many bad frames");
 		return;
 	}
@@ -1077,6 +1119,26 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 
 	if (!se)
 		return;
+	if (se->state == S_ATTACHING) {
+		/* hello is being admitted: what follows it waits its turn */
+		struct held *h, **tail = &se->held;
+
+		if (se->held_bytes + n > 4 * PROTO_MAX_FRAME) {
+			rt_conn_close(se->conn, 1008, "too much before hello");
+			return;
+		}
+		h = malloc(sizeof(*h) + n);
+		h->next = NULL;
+		h->len = n;
+		h->binary = binary;
+		memcpy(h->data, d, n);
+		while (*tail)
+			tail = &(*tail)->next;
+		*tail = h;
+		se->nheld++;
+		se->held_bytes += n;
+		return;
+	}
 	if (!binary) {
 		bad_frame(ss, se, "text frames are not accepted");
 		return;

@@ -352,7 +352,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return 0;
 		if (first)
 			c->rx_binary = lws_frame_is_binary(wsi);
-		if (first && last && c->rxlen == 0) {
+		if (first && last && c->rxlen == 0 && len <= s->cfg->max_frame) {
 			s->frames_in++;
 			s->cfg->hooks->on_frame(s, c, in, len, c->rx_binary);
 			break;

@@ -3,13 +3,15 @@
  * it, as a client sees them: a text frame, bytes that are not one complete
  * msgpack map (garbage, empty, an array, trailing bytes, truncated, invalid
  * UTF-8, a non-string key, nesting deeper than 8) each earn an err frame
- * BAD_FRAME and the connection goes on; more than 20 of them within 10 s
- * close it with 1008. An unknown op and missing or ill-typed arguments are
- * BAD_REQUEST (a res with the rid, or an err frame naming the op without
- * one), a body over 16 KiB is TOO_LARGE, and refused requests create
- * nothing. A frame over 64 KiB closes that connection with 1009 and no
- * other. A connection that does not read is closed with 4008 once its
- * unsent output passes --max-outbuf, without harming the sender. The send
+ * BAD_FRAME and the connection goes on; more than 20 of them within any
+ * 10 s close it with 1008. A fragmented message counts as one. An unknown
+ * op and missing or ill-typed arguments are BAD_REQUEST (a res with the
+ * rid, or an err frame naming the op without one), a body over 16 KiB is
+ * TOO_LARGE, and refused requests create nothing. A message over 64 KiB
+ * (binary, text or in fragments) closes that connection with 1009 and no
+ * other; --max-frame and --max-body are reported in hello and enforced. A
+ * connection that does not read is closed with 4008 once its unsent output
+ * passes --max-outbuf, without harming the sender or readers. The send
  * rate (50/s, bursts of 100) answers RATE_LIMITED with retry_ms, seqs of
  * the sends that went through stay contiguous, and waiting retry_ms works.
  * A fire-and-forget request that fails yields an err frame naming its op.
@@ -20,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -88,15 +93,23 @@ static void expect_closed(pc_conn *c, int code, int timeout_ms)
 {
 	uint64_t end = now_ms() + (uint64_t)timeout_ms;
 	proto_doc d;
-	int rc;
+	char last[64] = "none";
+	int rc, frames = 0;
 
 	while ((rc = h_next(c, &d, (int)(end - now_ms()))) == 1) {
+		char t[17];
+
+		snprintf(t, sizeof(t), "%s", h_s(&d.root, "t"));
+		snprintf(last, sizeof(last), "t=%s ok=%d code=%.24s", t,
+			 h_ok(&d), h_code(&d)); /* h_s: one static buffer */
+		frames++;
 		proto_doc_free(&d);
 		if (now_ms() >= end)
 			break;
 	}
 	if (rc != -1)
-		fail_msg("connection not closed (expected %d)", code);
+		fail_msg("connection not closed (expected %d) after %d frames, "
+			 "last: %s", code, frames, last);
 	assert_int_equal(pc_close_code(c), code);
 }
 
@@ -135,7 +148,7 @@ static void join(pc_conn *c, const char *ch)
 	proto_doc_free(&res);
 }
 
-/* ---- bad frames ------------------------------------------------------------ */
+/* ---- bad frames ---------------------------------------------------------- */
 
 static void test_text_frame(void **st)
 {
@@ -330,6 +343,41 @@ static void pad_frame(proto_out *o, uint64_t rid, size_t len)
 	assert_int_equal(o->len, len);
 }
 
+/* "More than 20 bad frames in 10 s" holds for any 10 s: 19 bad frames
+ * late in one stretch of 10 s and 2 early in the next are 21 within 10 s,
+ * and close the connection (takes ~10 s). */
+static void test_bad_frame_abuse_any_10s(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	static const char txt[] = "nope";
+	uint64_t t0;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	t0 = now_ms();
+	assert_int_equal(pc_send_raw(a, OP_TEXT, txt, strlen(txt)), 0);
+	expect_err(a, "BAD_FRAME", NULL);
+	usleep((useconds_t)(t0 + 9000 - now_ms()) * 1000);
+	for (int i = 0; i < 19; i++)
+		assert_int_equal(pc_send_raw(a, OP_TEXT, txt, strlen(txt)), 0);
+	for (int i = 0; i < 19; i++)
+		expect_err(a, "BAD_FRAME", NULL);
+	req_ok(a, "hb"); /* 20 in the last 10 s: tolerated */
+	usleep((useconds_t)(t0 + 10300 - now_ms()) * 1000);
+	/* The first one is now out of the last 10 s: 19 + 1 = 20, fine. */
+	assert_int_equal(pc_send_raw(a, OP_TEXT, txt, strlen(txt)), 0);
+	expect_err(a, "BAD_FRAME", NULL);
+	/* 19 + 2 = 21 within the last 1.3 s. */
+	assert_int_equal(pc_send_raw(a, OP_TEXT, txt, strlen(txt)), 0);
+	expect_closed(a, 1008, H_TIMEOUT);
+	pc_close(a);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
 /* A frame over the frame limit closes that connection with 1009; one of
  * exactly the limit is accepted. */
 static void test_frame_too_large(void **st)
@@ -401,7 +449,198 @@ static void test_frame_too_large(void **st)
 	h_cleanup(&s);
 }
 
-/* ---- bad requests ------------------------------------------------------------- */
+/* Write one WebSocket frame straight to the socket, which the client API
+ * cannot do for fragments: fin, opcode, masked with a zero key (allowed:
+ * RFC 6455 5.3 only asks for a key). */
+static int raw_frame(pc_conn *c, bool fin, int opcode, const void *p,
+		     size_t n)
+{
+	uint8_t hdr[14];
+	size_t hl = 2;
+	const uint8_t *parts[2];
+	size_t lens[2];
+
+	hdr[0] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0f));
+	if (n < 126) {
+		hdr[1] = 0x80 | (uint8_t)n;
+	} else if (n <= 0xffff) {
+		hdr[1] = 0x80 | 126;
+		hdr[2] = (uint8_t)(n >> 8);
+		hdr[3] = (uint8_t)n;
+		hl = 4;
+	} else {
+		hdr[1] = 0x80 | 127;
+		for (int i = 0; i < 8; i++)
+			hdr[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+		hl = 10;
+	}
+	memset(hdr + hl, 0, 4);
+	hl += 4;
+	parts[0] = hdr;
+	lens[0] = hl;
+	parts[1] = p;
+	lens[1] = n;
+	for (int k = 0; k < 2; k++) {
+		size_t off = 0;
+
+		while (off < lens[k]) {
+			ssize_t w = send(pc_fd(c), parts[k] + off,
+					 lens[k] - off, MSG_NOSIGNAL);
+
+			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+				struct pollfd pf = { pc_fd(c), POLLOUT, 0 };
+
+				if (poll(&pf, 1, H_TIMEOUT) <= 0)
+					return -1;
+				continue;
+			}
+			if (w < 0)
+				return -1;
+			off += (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* A message in fragments is one message: answered as a whole; its total
+ * size is what the frame limit applies to. */
+static void test_fragmented_messages(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	proto_out o;
+	proto_doc d;
+	char *chunk;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	b = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+
+	/* {"op":"hb","rid":33} in three pieces */
+	proto_out_init(&o, 0, 64);
+	proto_enc_req(&o, "hb", 33, 0);
+	assert_true(o.len > 4);
+	assert_int_equal(raw_frame(a, false, OP_BIN, o.data, 2), 0);
+	assert_int_equal(raw_frame(a, false, 0, o.data + 2, 2), 0);
+	assert_int_equal(raw_frame(a, true, 0, o.data + 4, o.len - 4), 0);
+	proto_out_free(&o);
+	assert_int_equal(h_next(a, &d, H_TIMEOUT), 1);
+	assert_string_equal(h_s(&d.root, "t"), "res");
+	assert_int_equal(h_u(&d.root, "rid"), 33);
+	assert_true(h_ok(&d));
+	proto_doc_free(&d);
+
+	/* Fragments of a text message: one BAD_FRAME for the message. */
+	assert_int_equal(raw_frame(a, false, OP_TEXT, "{\"op\"", 5), 0);
+	assert_int_equal(raw_frame(a, true, 0, ":\"hb\"}", 6), 0);
+	expect_err(a, "BAD_FRAME", NULL);
+	req_ok(a, "hb");
+	assert_int_equal(h_next(a, &d, 300), 0); /* just the one err */
+
+	/* Three fragments of 30000 bytes: 90000 in all, over 64 KiB. */
+	chunk = malloc(30000);
+	memset(chunk, 0xa1, 30000);
+	assert_int_equal(raw_frame(a, false, OP_BIN, chunk, 30000), 0);
+	assert_int_equal(raw_frame(a, false, 0, chunk, 30000), 0);
+	raw_frame(a, true, 0, chunk, 30000); /* may be cut off */
+	free(chunk);
+	expect_closed(a, 1009, H_TIMEOUT);
+	req_ok(b, "hb");
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* A text frame over 64 KiB is closed like a binary one. */
+static void test_text_frame_too_large(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	char *big;
+
+	(void)st;
+	h_start(&s, "");
+	a = h_connect(&s, "alice", "acme", NULL);
+	b = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+	big = malloc(70000);
+	memset(big, 'j', 70000);
+	pc_send_raw(a, OP_TEXT, big, 70000);
+	free(big);
+	expect_closed(a, 1009, H_TIMEOUT);
+	req_ok(b, "hb");
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* --max-frame and --max-body are what hello reports and what the server
+ * enforces, also for frames far smaller than the default limit. */
+static void test_configured_frame_and_body_limits(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b, *c;
+	proto_doc hr, res;
+	proto_out o;
+	const msgpack_object_map *lm;
+	msgpack_object l = { .type = MSGPACK_OBJECT_MAP };
+	char ch[65];
+	char body[102];
+
+	(void)st;
+	h_start(&s, "--max-frame 1024 --max-body 100");
+	a = h_connect(&s, "alice", "acme", &hr);
+	assert_non_null(a);
+	assert_int_equal(proto_get_map(&hr.root, "limits", &lm), 0);
+	l.via.map = *lm;
+	assert_int_equal(h_u(&l, "frame"), 1024);
+	assert_int_equal(h_u(&l, "body"), 100);
+	proto_doc_free(&hr);
+	assert_int_equal(h_create(a, "general", "public", ch), 0);
+
+	memset(body, 'q', sizeof(body));
+	body[101] = 0;
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 's',
+			       body, "cmid", 's', "b101"), 1);
+	expect_code(&res, "TOO_LARGE");
+	body[100] = 0;
+	assert_int_equal(h_send(a, ch, body, "b100"), 1);
+
+	/* 1024 bytes: fine. */
+	pad_frame(&o, 5, 1024);
+	assert_int_equal(pc_request(a, &o, 5, &res, H_TIMEOUT), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+	proto_out_free(&o);
+	/* 1025 and 2000 bytes: closed with 1009. */
+	b = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(b);
+	pad_frame(&o, 6, 1025);
+	pc_send(b, &o);
+	proto_out_free(&o);
+	expect_closed(b, 1009, H_TIMEOUT);
+	c = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(c);
+	pad_frame(&o, 7, 2000);
+	pc_send(c, &o);
+	proto_out_free(&o);
+	expect_closed(c, 1009, H_TIMEOUT);
+	req_ok(a, "hb");
+
+	pc_close(a);
+	pc_close(b);
+	pc_close(c);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* ---- bad requests -------------------------------------------------------- */
 
 static void test_unknown_op(void **st)
 {
@@ -452,10 +691,10 @@ static void test_unknown_op(void **st)
 
 static void test_bad_arguments(void **st)
 {
-	static const char cmid64[] =
-		"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
-	static const char cmid65[] =
-		"ccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+	static const char cmid64[] = "cccccccccccccccccccccccccccccccc"
+				     "cccccccccccccccccccccccccccccccc";
+	static const char cmid65[] = "cccccccccccccccccccccccccccccccc"
+				     "cccccccccccccccccccccccccccccccc" "c";
 	hsrv s;
 	pc_conn *a;
 	proto_doc res;
@@ -464,6 +703,8 @@ static void test_bad_arguments(void **st)
 	const msgpack_object_array *msgs;
 
 	(void)st;
+	_Static_assert(sizeof(cmid64) == 65 && sizeof(cmid65) == 66,
+		       "cmids of 64 and 65 bytes");
 	h_start(&s, "");
 	a = h_connect(&s, "alice", "acme", NULL);
 	assert_non_null(a);
@@ -624,7 +865,7 @@ static void test_body_too_large(void **st)
 	h_cleanup(&s);
 }
 
-/* ---- slow consumers -------------------------------------------------------------- */
+/* ---- slow consumers ------------------------------------------------------ */
 
 #define SLOW_MSGS 600
 #define SLOW_BODY (15 * 1024)
@@ -678,7 +919,8 @@ static void test_slow_consumer(void **st)
 		}
 		rc = h_next(a, &d, H_TIMEOUT);
 		if (rc != 1)
-			fail_msg("sender lost after %llu acks (rc %d, close %d)",
+			fail_msg("sender lost after %llu acks (rc %d, "
+				 "close %d)",
 				 (unsigned long long)acked, rc,
 				 pc_close_code(a));
 		if (!strcmp(h_s(&d.root, "t"), "res")) {
@@ -756,7 +998,7 @@ static void test_slow_consumer(void **st)
 	h_cleanup(&s);
 }
 
-/* ---- send rate ------------------------------------------------------------------- */
+/* ---- send rate ----------------------------------------------------------- */
 
 #define RATE_SENDS 150
 
@@ -862,7 +1104,7 @@ static void test_rate_limit(void **st)
 	h_cleanup(&s);
 }
 
-/* ---- fire and forget --------------------------------------------------------------- */
+/* ---- fire and forget ----------------------------------------------------- */
 
 static void test_fire_and_forget_error(void **st)
 {
@@ -929,7 +1171,11 @@ int main(void)
 		cmocka_unit_test(test_text_frame),
 		cmocka_unit_test(test_malformed_frames),
 		cmocka_unit_test(test_bad_frame_abuse),
+		cmocka_unit_test(test_bad_frame_abuse_any_10s),
 		cmocka_unit_test(test_frame_too_large),
+		cmocka_unit_test(test_fragmented_messages),
+		cmocka_unit_test(test_text_frame_too_large),
+		cmocka_unit_test(test_configured_frame_and_body_limits),
 		cmocka_unit_test(test_unknown_op),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_body_too_large),
