@@ -5,9 +5,13 @@
  * server whose secret file it is given.
  *
  *   firstlight acks   PORT SECRET SENDERS SECONDS
- *       SENDERS users, one channel each... no: all in one public channel,
- *       each with one send in flight; prints acks/s and ack latency
- *       p50/p99 (send written -> response read).
+ *       SENDERS users, all members of one public channel (so each ack
+ *       also fans out to every sender), each with one send in flight;
+ *       prints acks/s and ack latency p50/p99 (send written -> response
+ *       read).
+ *   firstlight acks-own PORT SECRET SENDERS SECONDS
+ *       the same, but each sender in a channel of its own: the channel
+ *       actors spread over the shards and nothing fans out.
  *   firstlight fanout PORT SECRET MEMBERS MESSAGES
  *       MEMBERS connected members of one channel (invited before they
  *       connect, so hello subscribes them) and a publisher; publishes one
@@ -152,7 +156,7 @@ static void send_msg(pc_conn *c, const char *ch, uint64_t r, int n)
 	proto_out_free(&o);
 }
 
-static int run_acks(int senders, int seconds)
+static int run_acks(int senders, int seconds, bool own)
 {
 	pc_conn **c = calloc((size_t)senders, sizeof(*c));
 	uint64_t *sent = calloc((size_t)senders, sizeof(*sent));
@@ -162,20 +166,28 @@ static int run_acks(int senders, int seconds)
 	char ch[65], u[32];
 	int next = 0;
 
+	char (*chs)[65] = calloc((size_t)senders, 65);
+
 	c[0] = connect_as("u0", 0, NULL);
 	make_channel(c[0], ch);
-	if (senders > 1)
+	if (senders > 1 && !own)
 		invite(c[0], ch, 1, senders);
 	for (int i = 1; i < senders; i++) {
 		snprintf(u, sizeof(u), "u%d", i);
 		c[i] = connect_as(u, i, NULL);
 	}
 	for (int i = 0; i < senders; i++) {
+		if (own && i)
+			make_channel(c[i], chs[i]);
+		else
+			strcpy(chs[i], ch);
+	}
+	for (int i = 0; i < senders; i++) {
 		pc_set_nonblocking(c[i]);
 		pf[i].fd = pc_fd(c[i]);
 		pf[i].events = POLLIN;
 		sent[i] = now_us();
-		send_msg(c[i], ch, 1, next++);
+		send_msg(c[i], chs[i], 1, next++);
 	}
 	uint64_t t0 = now_us(), end = t0 + (uint64_t)seconds * 1000000,
 		 warm = t0 + 1000000, acks = 0;
@@ -201,7 +213,7 @@ static int run_acks(int senders, int seconds)
 							lat[n++] = t - sent[i];
 					}
 					sent[i] = t;
-					send_msg(c[i], ch, 1, next++);
+					send_msg(c[i], chs[i], 1, next++);
 				}
 			}
 			pc_flush(c[i]);
@@ -209,8 +221,8 @@ static int run_acks(int senders, int seconds)
 	}
 	double secs = (double)(now_us() - warm) / 1e6;
 	qsort(lat, n, sizeof(*lat), cmp_u64);
-	printf("acks senders=%d acks_per_s=%.0f ack_ms_p50=%.3f p99=%.3f max=%.3f\n",
-	       senders, (double)acks / secs, pct(lat, n, 0.5),
+	printf("acks channels=%s senders=%d acks_per_s=%.0f ack_ms_p50=%.3f p99=%.3f max=%.3f\n",
+	       own ? "own" : "one", senders, (double)acks / secs, pct(lat, n, 0.5),
 	       pct(lat, n, 0.99), pct(lat, n, 1.0));
 	return 0;
 }
@@ -293,7 +305,7 @@ int main(int argc, char **argv)
 	struct rlimit rl;
 
 	if (argc != 6) {
-		fprintf(stderr, "usage: firstlight acks|fanout PORT SECRET N M\n");
+		fprintf(stderr, "usage: firstlight acks|acks-own|fanout PORT SECRET N M\n");
 		return 2;
 	}
 	getrlimit(RLIMIT_NOFILE, &rl);
@@ -305,6 +317,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!strcmp(argv[1], "acks"))
-		return run_acks(atoi(argv[4]), atoi(argv[5]));
+		return run_acks(atoi(argv[4]), atoi(argv[5]), false);
+	if (!strcmp(argv[1], "acks-own"))
+		return run_acks(atoi(argv[4]), atoi(argv[5]), true);
 	return run_fanout(atoi(argv[4]), atoi(argv[5]));
 }
