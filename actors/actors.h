@@ -35,7 +35,7 @@
 struct limits {
 	uint32_t max_frame, max_body, max_name, max_members, max_dm,
 		max_devices, rate_per_s, rate_burst, hello_ms, resume_max,
-		max_mentions, hb_ms, bad_frames, bad_window_ms;
+		max_mentions, hb_ms, bad_frames, bad_window_ms, chan_idle_ms;
 	uint64_t max_outbuf;
 };
 
@@ -180,7 +180,7 @@ struct shard_state {
 
 	/* counters for /metrics: written by this shard, read relaxed */
 	uint64_t events, deliveries, acks, requests, bad_frames, rate_limited,
-		auth_failures;
+		auth_failures, chans_loaded;
 	uint64_t lat_commit[16]; /* request -> durable, bucket i: < 2^i*64 us */
 };
 
@@ -226,6 +226,7 @@ void chan_on_unsub(struct shard_state *ss, struct m_unsub *m);
 void chan_on_commit(struct shard_state *ss, struct m_commit *m);
 void chan_turn_end(struct shard_state *ss);
 bool chan_idle(struct shard_state *ss);
+void chan_tick(struct shard_state *ss, uint64_t now);
 
 /* auth.c */
 struct auth_claims {

@@ -81,6 +81,7 @@ struct chan {
 	uint32_t online[RT_MAX_SHARDS];
 	uint32_t pending;      /* effects not yet run */
 	bool broken;
+	uint64_t touched_ms;   /* last request or subscription (eviction) */
 };
 
 enum fx_kind { FX_REPLY, FX_EVENT, FX_POST, FX_BCAST, FX_CMID, FX_OV };
@@ -140,19 +141,29 @@ static int chan_reload(struct chan *c)
 	return 0;
 }
 
+static void loaded_changed(struct shard_state *ss)
+{
+	__atomic_store_n(&ss->chans_loaded, (uint64_t)ss->chans.n,
+			 __ATOMIC_RELAXED);
+}
+
 static struct chan *chan_get(struct shard_state *ss, const char *id)
 {
 	struct chan *c = smap_get(&ss->chans, id, strlen(id));
 
-	if (c)
+	if (c) {
+		c->touched_ms = rt_now_ms();
 		return c;
+	}
 	c = calloc(1, sizeof(*c));
 	strcpy(c->id, id);
 	if (store_get_channel(srv.st, id, &c->rec) || chan_reload(c)) {
 		free(c);
 		return NULL;
 	}
+	c->touched_ms = rt_now_ms();
 	smap_put(&ss->chans, c->id, strlen(c->id), c);
+	loaded_changed(ss);
 	return c;
 }
 
@@ -163,8 +174,59 @@ static struct chan *chan_new(struct shard_state *ss, const store_channel *rec)
 	strcpy(c->id, rec->id);
 	c->rec = *rec;
 	c->next_seq = 1;
+	c->touched_ms = rt_now_ms();
 	smap_put(&ss->chans, c->id, strlen(c->id), c);
+	loaded_changed(ss);
 	return c;
+}
+
+/* A channel actor may leave memory when nothing of it is in flight and
+ * nobody listens: everything it knows is in storage (invariant 1 of
+ * storage) and comes back on the next touch. Its subscriber counts are the
+ * one thing storage does not have, hence "nobody listens". */
+static bool evictable(const struct chan *c, uint64_t now)
+{
+	if (c->pending || c->cmids.n || c->ov.n ||
+	    now - c->touched_ms < srv.lim.chan_idle_ms)
+		return false;
+	for (unsigned s = 0; s < rt_nshards(); s++)
+		if (c->online[s])
+			return false;
+	return true;
+}
+
+static void chan_free(struct chan *c)
+{
+	smap_foreach(&c->members, it) free(it->val);
+	smap_free(&c->members);
+	smap_free(&c->cmids);
+	smap_free(&c->ov);
+	smap_free(&c->typing);
+	free(c);
+}
+
+void chan_tick(struct shard_state *ss, uint64_t now)
+{
+	static __thread uint64_t next_scan;
+	uint64_t every = srv.lim.chan_idle_ms / 2;
+	struct chan **gone;
+	uint32_t n = 0;
+
+	if (now < next_scan || !ss->chans.n)
+		return;
+	next_scan = now + (every < 100 ? 100 : every > 5000 ? 5000 : every);
+	gone = malloc(ss->chans.n * sizeof(*gone));
+	smap_foreach(&ss->chans, it) {
+		if (evictable(it->val, now))
+			gone[n++] = it->val;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		smap_del(&ss->chans, gone[i]->id, strlen(gone[i]->id));
+		chan_free(gone[i]);
+	}
+	free(gone);
+	if (n)
+		loaded_changed(ss);
 }
 
 static struct member *member_of(struct chan *c, const char *user)

@@ -69,7 +69,8 @@ static void histogram(struct sbuf *b, const char *name, const char *help,
 static char *metrics(size_t *len)
 {
 	struct sbuf b = { malloc(8192), 0, 8192 };
-	uint64_t ev = 0, del = 0, acks = 0, req = 0, bad = 0, rl = 0, af = 0;
+	uint64_t ev = 0, del = 0, acks = 0, req = 0, bad = 0, rl = 0, af = 0,
+		 chans = 0;
 	uint64_t lat[16] = { 0 };
 	rt_stats rs;
 	store_stats st;
@@ -89,6 +90,7 @@ static char *metrics(size_t *len)
 		bad += LD(bad_frames);
 		rl += LD(rate_limited);
 		af += LD(auth_failures);
+		chans += LD(chans_loaded);
 		for (int j = 0; j < 16; j++)
 			lat[j] += LD(lat_commit[j]);
 #undef LD
@@ -105,6 +107,7 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_bad_frames_total", "Frames answered with BAD_FRAME", bad);
 	counter(&b, "parley_rate_limited_total", "Sends refused with RATE_LIMITED", rl);
 	counter(&b, "parley_auth_failures_total", "hello refused (4001)", af);
+	gauge(&b, "parley_channels_loaded", "Channel actors in memory", chans);
 	counter(&b, "parley_events_committed_total", "Channel events made durable", ev);
 	counter(&b, "parley_fanout_deliveries_total", "Frames queued to subscribers", del);
 	counter(&b, "parley_acks_total", "Responses sent after a durable commit", acks);

@@ -39,6 +39,7 @@ static void usage(FILE *f)
 "  --hello-timeout-ms MS   time to send hello (10000; then 4001)\n"
 "  --resume-max N          most events replayed on resume (500; then gap)\n"
 "  --drain-ms MS           on SIGTERM, time clients get before close (2000)\n"
+"  --channel-idle-ms MS    unload a channel nobody listens to after (60000)\n"
 "  --no-pin                do not pin shard threads to cores\n"
 "  --help                  this text\n"
 "\n"
@@ -65,6 +66,7 @@ static void defaults(void)
 	l->bad_frames = 20;
 	l->bad_window_ms = 10000;
 	l->max_outbuf = 8u << 20;
+	l->chan_idle_ms = 60000;
 }
 
 static unsigned long num(const char *flag, const char *v, unsigned long min,
@@ -161,6 +163,7 @@ int main(int argc, char **argv)
 		{ "resume-max", required_argument, 0, 9 },
 		{ "drain-ms", required_argument, 0, 10 },
 		{ "no-pin", no_argument, 0, 11 },
+		{ "channel-idle-ms", required_argument, 0, 12 },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -207,6 +210,7 @@ int main(int argc, char **argv)
 		case 9: srv.lim.resume_max = (uint32_t)num("--resume-max", optarg, 1, 1000000); break;
 		case 10: o.drain_ms = (unsigned)num("--drain-ms", optarg, 0, 600000); break;
 		case 11: o.pin = false; break;
+		case 12: srv.lim.chan_idle_ms = (uint32_t)num("--channel-idle-ms", optarg, 100, 86400000); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -187,7 +187,11 @@ static void on_msg(rt_shard *s, rt_msg *m)
 }
 
 static void on_turn_end(rt_shard *s) { chan_turn_end(rt_shard_user(s)); }
-static void on_tick(rt_shard *s, uint64_t now) { sess_tick(rt_shard_user(s), now); }
+static void on_tick(rt_shard *s, uint64_t now)
+{
+	sess_tick(rt_shard_user(s), now);
+	chan_tick(rt_shard_user(s), now);
+}
 static void on_open(rt_shard *s, rt_conn *c) { sess_open(rt_shard_user(s), c); }
 static void on_close(rt_shard *s, rt_conn *c) { sess_close(rt_shard_user(s), c); }
 

@@ -1638,6 +1638,84 @@ static void test_http_health_metrics(void **st)
 	h_cleanup(&s);
 }
 
+/* ---- channel actors leave memory when idle and come back intact -------- */
+
+static double loaded_channels(hsrv *s)
+{
+	struct http_res r;
+	double v;
+
+	http_get(s->port, "/metrics", &r);
+	v = metric(r.body, "parley_channels_loaded");
+	free(r.body);
+	return v;
+}
+
+/* With --channel-idle-ms 300, a channel nobody listens to is unloaded; the
+ * next request reloads it from storage with its seq, history and members.
+ * While a member is connected (subscribed) it stays. */
+static void test_idle_channel_unloads_and_reloads(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	char ch[65];
+	proto_doc res;
+	const msgpack_object_array *msgs;
+	const char *chs[1];
+	uint64_t seqs[1] = { 3 };
+
+	(void)st;
+	h_start(&s, "--shards 2 --channel-idle-ms 300");
+	a = h_connect(&s, "alice", "acme", NULL);
+	b = h_connect(&s, "bob", "acme", NULL);
+	assert_int_equal(h_create(a, "idle", "public", ch), 0);
+	join(b, ch);
+	for (int i = 1; i <= 3; i++) {
+		char cmid[8];
+
+		snprintf(cmid, sizeof(cmid), "i%d", i);
+		assert_int_equal(send_ok(a, ch, "before", cmid).seq, (uint64_t)i);
+	}
+	/* subscribed members keep it loaded */
+	usleep(1000 * 1000);
+	assert_true(loaded_channels(&s) >= 1);
+
+	pc_close(a);
+	pc_close(b);
+	for (int i = 0; i < 50 && loaded_channels(&s) != 0; i++)
+		usleep(100 * 1000);
+	assert_true(loaded_channels(&s) == 0);
+
+	/* back: seq continues, history and membership are intact, a repeated
+	 * cmid is still a dup, and bob resumes without a gap */
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_int_equal(send_ok(a, ch, "after", "i4").seq, 4);
+	assert_int_equal(h_send(a, ch, "again", "i2"), 2);
+	chs[0] = ch;
+	b = h_connect_raw(&s);
+	{
+		char *tok = h_token(&s, "bob", "acme");
+
+		assert_int_equal(pc_hello(b, tok, chs, seqs, 1, &res, H_TIMEOUT), 1);
+		free(tok);
+		proto_doc_free(&res);
+	}
+	expect_ev(b, ch, 4, "alice", "i4");
+	assert_int_equal(h_req(a, &res, "history", 1, "ch", 's', ch), 1);
+	assert_true(h_ok(&res));
+	assert_int_equal(proto_get_array(&res.root, "msgs", &msgs), 0);
+	assert_int_equal(msgs->size, 4);
+	proto_doc_free(&res);
+	assert_int_equal(send_ok(b, ch, "bob is still a member", "b1").seq, 5);
+	expect_ev(a, ch, 4, "alice", "i4"); /* her own, first */
+	expect_ev(a, ch, 5, "bob", "b1");
+
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1649,6 +1727,7 @@ int main(void)
 		cmocka_unit_test(test_kill9_under_load),
 		cmocka_unit_test(test_sigterm_goaway),
 		cmocka_unit_test(test_http_health_metrics),
+		cmocka_unit_test(test_idle_channel_unloads_and_reloads),
 	};
 
 	/* E2E_FILTER=test_name (or a pattern with *) runs only that */
