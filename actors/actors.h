@@ -86,7 +86,8 @@ struct m_req {
 	bool has_rid;
 	uint8_t op;
 	uint8_t stage; /* 0: to the user actor, 1: to the channel actor */
-	uint64_t t0_us; /* when the session received it (latency metrics) */
+	uint64_t t_rx_us; /* when the frame arrived (latency metrics) */
+	uint64_t t0_us;   /* when the session posted it */
 	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
 	uint32_t len;
 	uint8_t frame[]; /* the request as received */
@@ -162,6 +163,31 @@ void msg_free(rt_msg *m);                  /* drops payload references */
 
 /* ---- per-shard state ----------------------------------------------------- */
 
+/* ---- per-stage latency: /metrics parley_stage_seconds ------------------- */
+
+/* The path of a request that commits, cut where it changes hands. Sampled
+ * once per request (ack stages) or once per delivery (fan-out stages). */
+enum stage {
+	ST_DECODE,        /* frame in -> request posted by the session */
+	ST_TO_CHANNEL,    /* posted -> channel actor has it (via the user actor) */
+	ST_TO_COMMIT,     /* channel actor -> its batch handed to storage */
+	ST_WAL_SYNC,      /* handed -> synced write returned (sync thread) */
+	ST_AFTER_SYNC,    /* synced -> the channel's shard runs the effects */
+	ST_ACK_WRITE,     /* ack posted -> written to the sender's socket */
+	ST_FANOUT_WRITE,  /* event posted -> written to a member's socket */
+	ST_ACK_TOTAL,     /* frame in -> ack written */
+	ST_DELIVER_TOTAL, /* frame in -> event written to a member's socket */
+	ST__COUNT
+};
+/* Finite buckets; bound i is 2^(i/2) us for even i, 1.5 * 2^((i-1)/2) us
+ * for odd i (1, 1.5, 2, 3, 4, 6, 8 us ... 8.4 s); then +Inf. */
+#define ST_NB 47
+extern const char *const stage_names[ST__COUNT];
+uint64_t stage_bound_us(unsigned i);
+
+/* rt_buf kinds: what the transport's on_sent reports */
+enum { BUF_ACK = 1, BUF_EVENT = 2 };
+
 struct effect;
 struct session;
 
@@ -182,7 +208,13 @@ struct shard_state {
 	uint64_t events, deliveries, acks, requests, bad_frames, rate_limited,
 		auth_failures, chans_loaded;
 	uint64_t lat_commit[16]; /* request -> durable, bucket i: < 2^i*64 us */
+	uint64_t st_hist[ST__COUNT][ST_NB + 1];
+	uint64_t st_sum_us[ST__COUNT];
+	uint64_t cur_t_rx, cur_t_chan; /* the request chan_on_req is handling */
 };
+
+/* Count one sample of stage st on this shard (only its own thread writes). */
+void stage_add(struct shard_state *ss, unsigned st, uint64_t us);
 
 struct shard_state *shard_state(void);
 struct shard_state *shard_state_of(unsigned shard);

@@ -95,6 +95,7 @@ struct effect {
 	uint64_t rid;
 	uint64_t seq;     /* FX_EVENT: its seq; FX_POST: destination shard */
 	uint64_t t0_us;
+	uint64_t t_rx, t_chan; /* stage stamps of the request that made it */
 	rt_buf *buf;
 	rt_msg *msg;
 	void *p;
@@ -103,6 +104,7 @@ struct effect {
 
 struct commit {
 	unsigned shard;
+	uint64_t t_handed, t_synced; /* stage stamps */
 	struct effect *fx;
 	size_t n;
 };
@@ -250,6 +252,8 @@ static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
 	e = &ss->fx[ss->nfx++];
 	memset(e, 0, sizeof(*e));
 	e->kind = kind;
+	e->t_rx = ss->cur_t_rx;
+	e->t_chan = ss->cur_t_chan;
 	e->ch = c;
 	if (c)
 		c->pending++;
@@ -270,6 +274,10 @@ static void fx_reply(struct shard_state *ss, struct chan *c,
 	e->op = r->op;
 	e->t0_us = r->t0_us;
 	e->buf = r->has_rid ? rt_buf_new(ss->out.data, ss->out.len) : NULL;
+	if (e->buf) {
+		e->buf->kind = BUF_ACK;
+		e->buf->t_req_us = r->t_rx_us;
+	}
 }
 
 static void fx_user_chan(struct shard_state *ss, struct chan *c,
@@ -362,6 +370,7 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 	switch (e->kind) {
 	case FX_REPLY:
 		if (ok && e->buf) {
+			e->buf->t_post_us = rt_mono_us();
 			send_buf_to_conn(e->conn, e->buf);
 			e->buf = NULL;
 			ss->acks++;
@@ -378,6 +387,7 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 		if (ok) {
 			e->ch->durable_seq = e->seq;
 			ss->events++;
+			e->buf->t_post_us = rt_mono_us();
 			fanout(e->ch, e->seq, e->buf, NULL);
 		} else {
 			e->ch->broken = true;
@@ -447,6 +457,7 @@ static void commit_done(void *ctx, int status)
 	struct m_commit *m = msg_new(sizeof(*m), M_COMMIT);
 
 	/* On storage's sync thread: just hand it back to the shard. */
+	c->t_synced = rt_mono_us();
 	m->c = c;
 	m->status = status;
 	rt_post(c->shard, &m->h);
@@ -462,6 +473,11 @@ void chan_turn_end(struct shard_state *ss)
 	c->shard = ss->id;
 	c->fx = ss->fx;
 	c->n = ss->nfx;
+	c->t_handed = rt_mono_us();
+	for (size_t i = 0; i < c->n; i++)
+		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan)
+			stage_add(ss, ST_TO_COMMIT,
+				  c->t_handed - c->fx[i].t_chan);
 	ss->fx = NULL;
 	ss->nfx = ss->capfx = 0;
 	ss->commits_inflight++;
@@ -474,10 +490,17 @@ void chan_on_commit(struct shard_state *ss, struct m_commit *m)
 	struct commit *c = m->c;
 	bool ok = m->status == 0;
 
+	uint64_t now = rt_mono_us();
+
 	if (!ok)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
 	for (size_t i = 0; i < c->n; i++) {
 		struct chan *ch = c->fx[i].ch;
+
+		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan) {
+			stage_add(ss, ST_WAL_SYNC, c->t_synced - c->t_handed);
+			stage_add(ss, ST_AFTER_SYNC, now - c->t_synced);
+		}
 
 		run_effect(ss, &c->fx[i], ok);
 		/* Invariant 4: once nothing of a failed batch is pending,
@@ -968,6 +991,8 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	proto_out_reset(&ss->out);
 	proto_enc_event(&ss->out, &e);
 	ev = rt_buf_new(ss->out.data, ss->out.len);
+	ev->kind = BUF_EVENT;
+	ev->t_req_us = r->t_rx_us;
 	store_put_event(ss->batch, c->id, seq, ev->data, ev->len, c->msgs);
 
 	/* Its state in the history view */
@@ -1104,12 +1129,16 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 void chan_on_req(struct shard_state *ss, struct m_req *r)
 {
 	proto_doc doc;
+	uint64_t now = rt_mono_us();
 
+	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
 	if (proto_decode(&doc, r->frame, r->len) != PROTO_OK) {
 		fail(r, "INTERNAL", "request did not decode twice");
 		free(r);
 		return;
 	}
+	ss->cur_t_rx = r->t_rx_us;
+	ss->cur_t_chan = now;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
 	    r->op != OP_TYPING) {
 		fail(r, "UNAVAILABLE", "storage is failing");
@@ -1127,6 +1156,7 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	default: fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
+	ss->cur_t_rx = ss->cur_t_chan = 0;
 	proto_doc_free(&doc);
 	free(r);
 }

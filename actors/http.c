@@ -2,7 +2,8 @@
  * http: the plain-HTTP side of the port. Called by the transport for every
  * request that is not a WebSocket upgrade, on the shard that accepted it.
  *   GET /healthz  200 "ok" while storage writes succeed, else 503
- *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes
+ *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes,
+ *                 and parley_stage_seconds: where a request's time goes
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -64,6 +65,41 @@ static void histogram(struct sbuf *b, const char *name, const char *help,
 	}
 	put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_count %llu\n", name,
 	    (unsigned long long)cum, name, (unsigned long long)cum);
+}
+
+/* parley_stage_seconds{stage=...}: the shards' stage histograms summed. */
+static void stages(struct sbuf *b)
+{
+	put(b, "# HELP parley_stage_seconds Time between the hand-overs of a "
+	       "request that commits (see docs/architecture.md)\n"
+	       "# TYPE parley_stage_seconds histogram\n");
+	for (unsigned st = 0; st < ST__COUNT; st++) {
+		uint64_t h[ST_NB + 1] = { 0 }, sum = 0, cum = 0;
+
+		for (unsigned i = 0; i < rt_nshards(); i++) {
+			struct shard_state *s = shard_state_of(i);
+
+			if (!s)
+				continue;
+			for (unsigned j = 0; j <= ST_NB; j++)
+				h[j] += __atomic_load_n(&s->st_hist[st][j],
+							__ATOMIC_RELAXED);
+			sum += __atomic_load_n(&s->st_sum_us[st],
+					       __ATOMIC_RELAXED);
+		}
+		for (unsigned j = 0; j < ST_NB; j++) {
+			cum += h[j];
+			put(b, "parley_stage_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n",
+			    stage_names[st], (double)stage_bound_us(j) * 1e-6,
+			    (unsigned long long)cum);
+		}
+		cum += h[ST_NB];
+		put(b, "parley_stage_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %llu\n"
+		       "parley_stage_seconds_sum{stage=\"%s\"} %.6f\n"
+		       "parley_stage_seconds_count{stage=\"%s\"} %llu\n",
+		    stage_names[st], (unsigned long long)cum, stage_names[st],
+		    (double)sum * 1e-6, stage_names[st], (unsigned long long)cum);
+	}
 }
 
 static char *metrics(size_t *len)
@@ -129,6 +165,7 @@ static char *metrics(size_t *len)
 	histogram(&b, "parley_request_durable_seconds",
 		  "From request decoded to its response (after the WAL sync)",
 		  lat, 16, 64, 1e-6);
+	stages(&b);
 	gauge(&b, "parley_storage_failed", "1 after a failed commit",
 	      (uint64_t)__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED));
 	gauge(&b, "parley_uptime_seconds", "Seconds since start",

@@ -201,6 +201,65 @@ static void on_frame(rt_shard *s, rt_conn *c, const uint8_t *d, size_t n,
 	sess_frame(rt_shard_user(s), c, d, n, binary);
 }
 
+/* ---- per-stage latency ------------------------------------------------------ */
+
+const char *const stage_names[ST__COUNT] = {
+	[ST_DECODE] = "decode",
+	[ST_TO_CHANNEL] = "to_channel",
+	[ST_TO_COMMIT] = "to_commit",
+	[ST_WAL_SYNC] = "wal_sync",
+	[ST_AFTER_SYNC] = "after_sync",
+	[ST_ACK_WRITE] = "ack_write",
+	[ST_FANOUT_WRITE] = "fanout_write",
+	[ST_ACK_TOTAL] = "ack_total",
+	[ST_DELIVER_TOTAL] = "deliver_total",
+};
+
+uint64_t stage_bound_us(unsigned i)
+{
+	return i & 1 ? 3ull << (i / 2) >> 1 : 1ull << (i / 2);
+}
+
+/* The smallest i with us <= stage_bound_us(i): two buckets per power of
+ * two, found from the top bit and the one below it. */
+static unsigned stage_bucket(uint64_t us)
+{
+	unsigned e, i;
+
+	if (us <= 1)
+		return 0;
+	e = 63u - (unsigned)__builtin_clzll(us);
+	if (us == 1ull << e)
+		i = 2 * e;
+	else if (us <= 3ull << e >> 1)
+		i = 2 * e + 1;
+	else
+		i = 2 * e + 2;
+	return i < ST_NB ? i : ST_NB;
+}
+
+void stage_add(struct shard_state *ss, unsigned st, uint64_t us)
+{
+	uint64_t *h = &ss->st_hist[st][stage_bucket(us)];
+
+	/* Only this shard writes: a relaxed store, no locked add; /metrics
+	 * reads from another shard with relaxed loads. */
+	__atomic_store_n(h, *h + 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&ss->st_sum_us[st], ss->st_sum_us[st] + us,
+			 __ATOMIC_RELAXED);
+}
+
+static void on_sent(rt_shard *s, const rt_buf *b, uint64_t now)
+{
+	struct shard_state *ss = rt_shard_user(s);
+	bool ack = b->kind == BUF_ACK;
+
+	stage_add(ss, ack ? ST_ACK_WRITE : ST_FANOUT_WRITE, now - b->t_post_us);
+	if (b->t_req_us)
+		stage_add(ss, ack ? ST_ACK_TOTAL : ST_DELIVER_TOTAL,
+			  now - b->t_req_us);
+}
+
 static bool on_drain(rt_shard *s, bool first)
 {
 	struct shard_state *ss = rt_shard_user(s);
@@ -219,6 +278,7 @@ static const rt_hooks hooks = {
 	.on_open = on_open,
 	.on_frame = on_frame,
 	.on_close = on_close,
+	.on_sent = on_sent,
 	.on_http = http_handle,
 	.on_drain = on_drain,
 };

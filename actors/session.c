@@ -363,6 +363,7 @@ struct req {
 	uint64_t rid;
 	bool has_rid;
 	int op;
+	uint64_t t_rx_us; /* when the frame arrived */
 };
 
 static void fail(struct req *r, const char *code, const char *msg)
@@ -1065,7 +1066,9 @@ static void forward(struct req *r)
 	m->has_rid = r->has_rid;
 	m->op = (uint8_t)r->op;
 	m->stage = 0;
+	m->t_rx_us = r->t_rx_us;
 	m->t0_us = rt_mono_us();
+	stage_add(r->ss, ST_DECODE, m->t0_us - r->t_rx_us);
 	strcpy(m->ws, r->se->ws);
 	strcpy(m->user, r->se->user);
 	strcpy(m->ch, ch);
@@ -1111,7 +1114,8 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 		size_t n, bool binary)
 {
 	struct session *se = sess_of(c);
-	struct req r = { .ss = ss, .se = se, .frame = d, .len = n };
+	struct req r = { .ss = ss, .se = se, .frame = d, .len = n,
+			 .t_rx_us = rt_mono_us() };
 	proto_doc doc;
 	const char *op;
 	uint32_t opn;

@@ -16,6 +16,8 @@ rt_buf *rt_buf_new(const void *data, size_t len)
 		abort(); /* out of memory is not a network input */
 	b->refs = 1;
 	b->len = (uint32_t)len;
+	b->kind = 0;
+	b->t_req_us = b->t_post_us = 0;
 	if (data)
 		memcpy(b->data, data, len);
 	return b;

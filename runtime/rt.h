@@ -58,6 +58,11 @@ uint64_t rt_mailbox_depth(unsigned shard); /* approximate, for metrics */
 typedef struct rt_buf {
 	uint32_t refs; /* atomic */
 	uint32_t len;
+	/* Latency stamps for the layer above, set before the buffer is
+	 * shared: when kind is non-zero the transport calls on_sent once per
+	 * connection that writes this buffer to its socket. */
+	uint8_t kind;
+	uint64_t t_req_us, t_post_us;
 	uint8_t data[];
 } rt_buf;
 
@@ -129,6 +134,9 @@ typedef struct rt_hooks {
 	void (*on_frame)(rt_shard *s, rt_conn *c, const uint8_t *data,
 			 size_t len, bool binary);
 	void (*on_close)(rt_shard *s, rt_conn *c);
+	/* a buffer with a non-zero kind went into a socket write (once per
+	 * connection; now_us is rt_mono_us() at that write) */
+	void (*on_sent)(rt_shard *s, const rt_buf *b, uint64_t now_us);
 	/* an HTTP request (not an upgrade); fill resp */
 	void (*on_http)(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
 	/* drain started: say goodbye to connections; return true once nothing

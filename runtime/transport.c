@@ -201,6 +201,7 @@ static int flush_queue(struct rt_shard *s, rt_conn *c)
 {
 	uint8_t *start = s->wbuf + LWS_PRE, *p = start;
 	unsigned nframes = 0;
+	uint64_t now = 0;
 
 	while (c->qlen) {
 		rt_buf *b = c->q[c->qhead];
@@ -221,6 +222,11 @@ static int flush_queue(struct rt_shard *s, rt_conn *c)
 		c->qhead = (c->qhead + 1) & (c->qcap - 1);
 		c->qlen--;
 		nframes++;
+		if (b->kind && s->cfg->hooks->on_sent) {
+			if (!now)
+				now = rt_mono_us();
+			s->cfg->hooks->on_sent(s, b, now);
+		}
 		rt_buf_unref(b);
 	}
 	if (p == start)

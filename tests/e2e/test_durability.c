@@ -1549,6 +1549,54 @@ static void check_prometheus(const char *text)
 	assert_true(samples > 10);
 }
 
+/* parley_stage_seconds after 7 acked sends that reached two connections:
+ * every stage of the ack path counted each send (plus create and join),
+ * the delivery stages each delivery; buckets cumulative, +Inf = count, and
+ * a request's whole time at least as long as its WAL sync. */
+static void check_stages(const char *text)
+{
+	static const char *const ack_path[] = {
+		"decode", "to_channel", "to_commit", "wal_sync", "after_sync",
+		"ack_write", "ack_total",
+	};
+	char name[128];
+	double sum_sync, sum_total;
+
+	assert_non_null(strstr(text, "# TYPE parley_stage_seconds histogram"));
+	for (size_t i = 0; i < sizeof(ack_path) / sizeof(*ack_path); i++) {
+		snprintf(name, sizeof(name),
+			 "parley_stage_seconds_count{stage=\"%s\"}", ack_path[i]);
+		print_message("%s %g\n", name, metric(text, name));
+		assert_true(metric(text, name) >= 7);
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *st = i ? "deliver_total" : "fanout_write";
+		double prev = 0, inf;
+		const char *p;
+
+		snprintf(name, sizeof(name),
+			 "parley_stage_seconds_count{stage=\"%s\"}", st);
+		assert_true(metric(text, name) >= 14);
+		snprintf(name, sizeof(name),
+			 "parley_stage_seconds_bucket{stage=\"%s\",le=\"", st);
+		for (p = strstr(text, name); p; p = strstr(p + 1, name)) {
+			double v = strtod(strchr(p, '}') + 2, NULL);
+
+			assert_true(v >= prev);
+			prev = v;
+		}
+		snprintf(name, sizeof(name),
+			 "parley_stage_seconds_bucket{stage=\"%s\",le=\"+Inf\"}", st);
+		inf = metric(text, name);
+		snprintf(name, sizeof(name),
+			 "parley_stage_seconds_count{stage=\"%s\"}", st);
+		assert_true(inf == prev && inf == metric(text, name));
+	}
+	sum_sync = metric(text, "parley_stage_seconds_sum{stage=\"wal_sync\"}");
+	sum_total = metric(text, "parley_stage_seconds_sum{stage=\"ack_total\"}");
+	assert_true(sum_sync > 0 && sum_total >= sum_sync);
+}
+
 static void test_http_health_metrics(void **st)
 {
 	hsrv s;
@@ -1616,6 +1664,7 @@ static void test_http_health_metrics(void **st)
 	assert_true(del1 >= 14);
 	assert_true(metric(r.body, "parley_commit_seconds_count") >= 1);
 	assert_true(metric(r.body, "parley_commit_batches_count") >= 1);
+	check_stages(r.body);
 	free(r.body);
 
 	http_get(s.port, "/no/such/thing", &r);
