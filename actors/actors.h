@@ -199,6 +199,7 @@ struct shard_state {
 	uint64_t batch_t0;      /* mono us when the batch got its first write */
 	uint64_t commits_inflight;
 	smap chans;             /* channel actors owned here */
+	void *chan_dirty;       /* channels whose 'S' this turn changed */
 	smap users;             /* user actors owned here */
 	smap subs;              /* channel -> local subscriptions */
 	struct session *sessions; /* all sessions of this shard */

@@ -81,6 +81,8 @@ struct chan {
 	uint32_t online[RT_MAX_SHARDS];
 	uint32_t pending;      /* effects not yet run */
 	bool broken;
+	bool stat_dirty;       /* 'S' to write at the end of this turn */
+	struct chan *dirty_next;
 	uint64_t touched_ms;   /* last request or subscription (eviction) */
 };
 
@@ -188,7 +190,7 @@ static struct chan *chan_new(struct shard_state *ss, const store_channel *rec)
  * one thing storage does not have, hence "nobody listens". */
 static bool evictable(const struct chan *c, uint64_t now)
 {
-	if (c->pending || c->cmids.n || c->ov.n ||
+	if (c->pending || c->cmids.n || c->ov.n || c->stat_dirty ||
 	    now - c->touched_ms < srv.lim.chan_idle_ms)
 		return false;
 	for (unsigned s = 0; s < rt_nshards(); s++)
@@ -237,6 +239,8 @@ static struct member *member_of(struct chan *c, const char *user)
 }
 
 /* ---- effects ---------------------------------------------------------------- */
+
+static void flush_stats(struct shard_state *ss);
 
 static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
 			     struct chan *c)
@@ -467,6 +471,7 @@ void chan_turn_end(struct shard_state *ss)
 {
 	struct commit *c;
 
+	flush_stats(ss);
 	if (!ss->nfx && !store_batch_count(ss->batch))
 		return;
 	c = malloc(sizeof(*c));
@@ -602,12 +607,30 @@ static void pack_ch(msgpack_packer *pk, const struct chan *c)
 	proto_pk_cstr(pk, kinds[c->rec.kind]);
 }
 
-static void put_stat(struct shard_state *ss, struct chan *c, uint64_t last)
+/* The channel's 'S' record changed: it is written once, at the end of the
+ * turn, with the counters as they are then (everything this turn did is in
+ * this turn's batch), however many sends and joins the turn held. */
+static void put_stat(struct shard_state *ss, struct chan *c)
 {
-	store_chstat st = { .last_seq = last, .msgs = c->msgs,
-			    .members = c->nmembers };
+	if (c->stat_dirty)
+		return;
+	c->stat_dirty = true;
+	c->dirty_next = ss->chan_dirty;
+	ss->chan_dirty = c;
+}
 
-	store_put_chstat(ss->batch, c->id, &st);
+static void flush_stats(struct shard_state *ss)
+{
+	struct chan *c = ss->chan_dirty;
+
+	ss->chan_dirty = NULL;
+	for (; c; c = c->dirty_next) {
+		store_chstat st = { .last_seq = c->next_seq - 1,
+				    .msgs = c->msgs, .members = c->nmembers };
+
+		store_put_chstat(ss->batch, c->id, &st);
+		c->stat_dirty = false;
+	}
 }
 
 static struct member *add_member(struct shard_state *ss, struct chan *c,
@@ -631,7 +654,7 @@ static void move_marker(struct shard_state *ss, struct chan *c,
 			struct member *mb, uint64_t seq)
 {
 	mb->m.read_seq = seq;
-	store_put_member(ss->batch, c->rec.ws, c->id, mb->user, &mb->m);
+	store_put_marker(ss->batch, c->id, mb->user, &mb->m);
 	if (!mb->mention_hi)
 		return;
 	store_clear_mentions(ss->batch, c->id, mb->user, seq);
@@ -664,7 +687,7 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	add_member(ss, c, r->user);
-	put_stat(ss, c, 0);
+	put_stat(ss, c);
 
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 1);
@@ -712,7 +735,7 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 		if (!member_of(c, u))
 			add_member(ss, c, u);
 	}
-	put_stat(ss, c, 0);
+	put_stat(ss, c);
 
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 1);
@@ -765,7 +788,7 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	add_member(ss, c, r->user);
-	put_stat(ss, c, c->next_seq - 1);
+	put_stat(ss, c);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_JOIN, c->next_seq - 1, 0);
 	fx_member_bcast(ss, c, r->user, ACT_JOIN);
@@ -795,7 +818,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	free(mb);
 	c->nmembers--;
 	store_del_member(ss->batch, c->rec.ws, c->id, r->user);
-	put_stat(ss, c, c->next_seq - 1);
+	put_stat(ss, c);
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 0);
 	fx_reply(ss, c, r);
@@ -853,7 +876,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		reply_state(ss, c, r);
 		return;
 	}
-	put_stat(ss, c, c->next_seq - 1);
+	put_stat(ss, c);
 	fx_reply(ss, c, r);
 }
 
@@ -1044,7 +1067,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 			mm->mention_hi = seq;
 		}
 	}
-	put_stat(ss, c, seq);
+	put_stat(ss, c);
 
 	p = calloc(1, sizeof(*p));
 	memcpy(p->key, key, klen);

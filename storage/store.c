@@ -16,7 +16,9 @@
  *               msgpack: storage does not link the codec, and the record
  *               never leaves the process.
  *   'I' value   seq8 (big-endian, like the keys)
- *   'n' value   u64 LE
+ *   'e' value   u64 LE msg events up to and including this one (0: the
+ *               event is not a message; look further back), then the
+ *               event frame exactly as sent
  *
  * Channel range: FNV-1a 64 over the id bytes, modulo the number of history
  * families. Both are fixed for the life of a database: changing either would
@@ -391,11 +393,20 @@ size_t store_batch_count(const store_batch *b)
 	return b->nrec;
 }
 
+/* The value is pre (prelen bytes) followed by v: a header in front of a
+ * caller's bytes without copying them twice. */
 static void b_op(store_batch *b, uint8_t op, uint16_t cf, const struct key *k,
-		 const void *v, size_t vlen)
+		 const void *pre, size_t prelen, const void *v, size_t vlen)
 {
 	struct op_hdr h = { .op = op, .cf = cf };
-	size_t need = sizeof(h) + k->len + vlen;
+	size_t need;
+
+	if (vlen > UINT32_MAX - prelen) {
+		b->oom = true;
+		return;
+	}
+	vlen += prelen;
+	need = sizeof(h) + k->len + vlen;
 
 	if (b->oom || k->oom || k->len > UINT32_MAX || vlen > UINT32_MAX) {
 		b->oom = true;
@@ -419,8 +430,11 @@ static void b_op(store_batch *b, uint8_t op, uint16_t cf, const struct key *k,
 	h.vlen = (uint32_t)vlen;
 	memcpy(b->buf + b->len, &h, sizeof(h));
 	memcpy(b->buf + b->len + sizeof(h), k->p, k->len);
-	if (vlen)
-		memcpy(b->buf + b->len + sizeof(h) + k->len, v, vlen);
+	if (prelen)
+		memcpy(b->buf + b->len + sizeof(h) + k->len, pre, prelen);
+	if (vlen > prelen)
+		memcpy(b->buf + b->len + sizeof(h) + k->len + prelen, v,
+		       vlen - prelen);
 	b->len += need;
 	b->nrec++;
 }
@@ -428,13 +442,13 @@ static void b_op(store_batch *b, uint8_t op, uint16_t cf, const struct key *k,
 static void b_put(store_batch *b, uint16_t cf, struct key *k, const void *v,
 		  size_t vlen)
 {
-	b_op(b, OP_PUT, cf, k, v, vlen);
+	b_op(b, OP_PUT, cf, k, NULL, 0, v, vlen);
 	key_fini(k);
 }
 
 static void b_del(store_batch *b, uint16_t cf, struct key *k)
 {
-	b_op(b, OP_DEL, cf, k, NULL, 0);
+	b_op(b, OP_DEL, cf, k, NULL, 0, NULL, 0);
 	key_fini(k);
 }
 
@@ -443,7 +457,7 @@ static void b_delrange(store_batch *b, uint16_t cf, struct key *lo,
 {
 	if (hi->oom)
 		b->oom = true;
-	b_op(b, OP_DELRANGE, cf, lo, hi->p, hi->len);
+	b_op(b, OP_DELRANGE, cf, lo, NULL, 0, hi->p, hi->len);
 	key_fini(lo);
 	key_fini(hi);
 }
@@ -490,8 +504,8 @@ void store_put_chstat(store_batch *b, const char *ch, const store_chstat *st)
 	b_put(b, CF_META, &k, v, sizeof(v));
 }
 
-void store_put_member(store_batch *b, const char *ws, const char *ch,
-		      const char *user, const store_member *m)
+void store_put_marker(store_batch *b, const char *ch, const char *user,
+		      const store_member *m)
 {
 	char v[24];
 	struct key k;
@@ -501,6 +515,14 @@ void store_put_member(store_batch *b, const char *ws, const char *ch,
 	put_le64(v + 16, m->joined_ms);
 	k_member(&k, ch, user);
 	b_put(b, CF_META, &k, v, sizeof(v));
+}
+
+void store_put_member(store_batch *b, const char *ws, const char *ch,
+		      const char *user, const store_member *m)
+{
+	struct key k;
+
+	store_put_marker(b, ch, user, m);
 	k_user_ch(&k, ws, user, ch);
 	b_put(b, CF_META, &k, NULL, 0);
 }
@@ -563,18 +585,15 @@ void store_put_event(store_batch *b, const char *ch, uint64_t seq,
 	uint16_t cf = (uint16_t)ch_range(b->s, ch);
 	struct key k;
 
+	char cum[8];
+
+	/* One record: the count in front of the frame (an 'n' record of
+	 * its own was a second memtable insert per send). */
+	put_le64(cum, msgs_cum);
 	k_hist(&k, ch, 'e');
 	key_seq(&k, seq);
-	b_put(b, cf, &k, ev, len);
-
-	if (msgs_cum) {
-		char v[8];
-
-		put_le64(v, msgs_cum);
-		k_hist(&k, ch, 'n');
-		key_seq(&k, seq);
-		b_put(b, cf, &k, v, sizeof(v));
-	}
+	b_op(b, OP_PUT, cf, &k, cum, sizeof(cum), ev, len);
+	key_fini(&k);
 }
 
 void store_put_msg(store_batch *b, const char *ch, uint64_t thread_root,
@@ -1034,7 +1053,7 @@ int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum)
 	int rc;
 
 	*cum = 0;
-	k_hist(&pfx, ch, 'n');
+	k_hist(&pfx, ch, 'e');
 	rc = scan_open(s, &sc, s->cf_hist[ch_range(s, ch)], &pfx, false);
 	if (rc) {
 		key_fini(&pfx);
@@ -1043,12 +1062,14 @@ int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum)
 	key_copy(&k, &pfx);
 	key_seq(&k, at);
 	scan_seek_prev(&sc, &k);
-	r = scan_rest(&sc, &rlen);
-	if (r && rlen == 8) {
+	/* The newest event at or before 'at' that carries a count (events
+	 * that are not messages may carry 0: walk back over them). */
+	while ((r = scan_rest(&sc, &rlen)) && rlen == 8) {
 		const char *v = rocksdb_iter_value(sc.it, &vlen);
 
-		if (vlen == 8)
-			*cum = get_le64(v);
+		if (vlen >= 8 && (*cum = get_le64(v)))
+			break;
+		rocksdb_iter_prev(sc.it);
 	}
 	key_fini(&k);
 	key_fini(&pfx);
@@ -1178,8 +1199,9 @@ int store_scan_members(store *s, const char *ch, const char *after,
  * dir < 0 starts at the last key <= start and goes down. v is valid only
  * during the call. limit 0 means no limit.
  */
+/* skip: bytes of header in front of each value that fn does not see. */
 static int scan_recs(store *s, const char *ch, struct key *pfx,
-		     struct key *start, int dir, unsigned limit,
+		     struct key *start, int dir, unsigned limit, size_t skip,
 		     store_rec_fn fn, void *arg, int *more)
 {
 	struct scan sc;
@@ -1210,7 +1232,12 @@ static int scan_recs(store *s, const char *ch, struct key *pfx,
 		}
 		given++;
 		v = rocksdb_iter_value(sc.it, &vlen);
-		stop = fn(arg, get_be64(r), v, vlen);
+		if (vlen < skip) {
+			scan_close(&sc);
+			rc = -EIO;
+			goto out;
+		}
+		stop = fn(arg, get_be64(r), v + skip, vlen - skip);
 		if (dir > 0)
 			rocksdb_iter_next(sc.it);
 		else
@@ -1241,7 +1268,7 @@ int store_scan_events(store *s, const char *ch, uint64_t after, unsigned limit,
 	k_hist(&pfx, ch, 'e');
 	key_copy(&start, &pfx);
 	key_seq(&start, after + 1);
-	return scan_recs(s, ch, &pfx, &start, 1, limit, fn, arg, more);
+	return scan_recs(s, ch, &pfx, &start, 1, limit, 8, fn, arg, more);
 }
 
 int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,
@@ -1263,13 +1290,13 @@ int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,
 		key_seq(&start, from ? from - 1 : UINT64_MAX);
 	/* from 1 descending: nothing is below seq 1, and seq 0 never exists,
 	 * so seeking to seq8(0) and finding nothing is the right answer. */
-	return scan_recs(s, ch, &pfx, &start, dir, limit, fn, arg, more);
+	return scan_recs(s, ch, &pfx, &start, dir, limit, 0, fn, arg, more);
 }
 
 /* ---- recovery ------------------------------------------------------------ */
 
-/* Newest seq of kind ('e' or 'n') in ch, 0 if none; *val gets its value if
- * asked for (8 bytes, 'n' only). */
+/* Newest seq of kind in ch, 0 if none; *val gets its value if asked for
+ * (8-byte values only). */
 static int newest(store *s, const char *ch, char kind, uint64_t *seq,
 		  uint64_t *val)
 {
@@ -1317,14 +1344,14 @@ static int count_one(void *arg, const char *id, size_t len)
 /* Rebuilds ch's 'S' from its history and membership into wb. */
 static int rebuild_chstat(store *s, rocksdb_writebatch_t *wb, const char *ch)
 {
-	uint64_t last, nseq, msgs, members = 0;
+	uint64_t last, msgs, members = 0;
 	char v[24];
 	struct key k;
 	int rc;
 
 	rc = newest(s, ch, 'e', &last, NULL);
 	if (!rc)
-		rc = newest(s, ch, 'n', &nseq, &msgs);
+		rc = store_msgs_at(s, ch, UINT64_MAX, &msgs);
 	if (!rc)
 		rc = store_scan_members(s, ch, NULL, 0, count_one, &members,
 					NULL);

@@ -19,11 +19,12 @@
  *   meta  'P' ws \0 ch             -> ""  (a workspace's public channels)
  *   meta  'I' ch \0 user \0 cmid   -> seq8 (idempotency key of a send)
  *   meta  'N' ch \0 user \0 seq8   -> ""  (a mention of user at seq)
- *   hist  ch \0 'e' seq8           -> the event frame, msgpack, as sent
+ *   hist  ch \0 'e' seq8           -> u64 LE msg events up to and including
+ *                                     seq (for unread counts; 0 on events
+ *                                     that are not messages), then the
+ *                                     event frame, msgpack, as sent
  *   hist  ch \0 'm' seq8           -> top-level message state (history view)
  *   hist  ch \0 'r' root8 seq8     -> thread reply state (thread view)
- *   hist  ch \0 'n' seq8           -> uint64 LE: msg events up to and
- *                                     including seq (for unread counts)
  *
  * Invariants
  *   1. Everything one event changes goes into one batch: the event, the
@@ -94,6 +95,9 @@ void store_put_channel(store_batch *b, const store_channel *c); /* + 'P' if publ
 void store_put_chstat(store_batch *b, const char *ch, const store_chstat *st);
 void store_put_member(store_batch *b, const char *ws, const char *ch,
 		      const char *user, const store_member *m); /* 'M' + 'U' */
+/* Only the 'M' record: a member's read marker moved ('U' does not change). */
+void store_put_marker(store_batch *b, const char *ch, const char *user,
+		      const store_member *m);
 void store_del_member(store_batch *b, const char *ws, const char *ch,
 		      const char *user); /* 'M' + 'U', and the user's 'N' keys */
 void store_put_cmid(store_batch *b, const char *ch, const char *user,
@@ -103,8 +107,9 @@ void store_put_mention(store_batch *b, const char *ch, const char *user,
 /* Deletes the user's mention keys with seq <= upto (read marker moved). */
 void store_clear_mentions(store_batch *b, const char *ch, const char *user,
 			  uint64_t upto);
-/* ev: the encoded event frame; msgs_cum: the 'n' value to record for a msg
- * event (pass 0 for other kinds: no 'n' key is written). */
+/* ev: the encoded event frame; msgs_cum: msg events up to and including
+ * this one, stored in front of the frame in the same record (pass 0 for
+ * other kinds, or the running count: store_msgs_at skips zeros). */
 void store_put_event(store_batch *b, const char *ch, uint64_t seq,
 		     const void *ev, size_t len, uint64_t msgs_cum);
 /* Message state for history: thread_root 0 = top-level ('m'), else 'r'. */
@@ -128,7 +133,8 @@ int store_get_member(store *s, const char *ch, const char *user,
 		     store_member *out);
 int store_get_cmid(store *s, const char *ch, const char *user, const char *cmid,
 		   size_t cmid_len, uint64_t *seq);
-/* 'n' value at the newest msg event with seq <= at (0 if none). */
+/* Msg events up to the newest event with seq <= at that is a message (the
+ * count stored in front of it), 0 if none. */
 int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum);
 /* Mentions of user in ch with seq > after. */
 int store_count_mentions(store *s, const char *ch, const char *user,
