@@ -18,14 +18,15 @@
 
 #include "actors/actors.h"
 
+/* One per connected user: kept small, since an idle server holds one for
+ * every user online (the devices array grows with the devices). */
 struct user {
-	char key[2 * ID_CAP]; /* ws \0 user */
-	size_t klen;
-	char ws[ID_CAP], user[ID_CAP];
 	rt_conn_id *dev;
-	uint32_t ndev;
+	uint32_t ndev, capdev;
 	double tokens;      /* send rate bucket */
 	uint64_t refill_ms;
+	uint32_t klen;
+	char key[];         /* ws \0 user */
 };
 
 static size_t make_key(char *k, const char *ws, const char *user)
@@ -47,13 +48,9 @@ static struct user *user_get(struct shard_state *ss, const char *ws,
 
 	if (u || !create)
 		return u;
-	u = calloc(1, sizeof(*u));
+	u = calloc(1, sizeof(*u) + kl);
 	memcpy(u->key, k, kl);
-	u->klen = kl;
-	strcpy(u->ws, ws);
-	strcpy(u->user, user);
-	u->dev = calloc(srv.lim.max_devices ? srv.lim.max_devices : 1,
-			sizeof(*u->dev));
+	u->klen = (uint32_t)kl;
 	u->tokens = srv.lim.rate_burst;
 	u->refill_ms = rt_now_ms();
 	smap_put(&ss->users, u->key, u->klen, u);
@@ -68,6 +65,10 @@ void user_on_attach(struct shard_state *ss, struct m_attach *m)
 	*r = *m;
 	r->h.type = M_ATTACH_RES;
 	r->ok = u->ndev < srv.lim.max_devices;
+	if (r->ok && u->ndev == u->capdev) {
+		u->capdev = u->capdev ? 2 * u->capdev : 1;
+		u->dev = realloc(u->dev, u->capdev * sizeof(*u->dev));
+	}
 	if (r->ok)
 		u->dev[u->ndev++] = m->conn;
 	rt_post(rt_conn_shard(m->conn), &r->h);
