@@ -72,6 +72,7 @@ struct pc_conn {
 	bool close_sent;
 	bool frag;        /* inside a fragmented message */
 	bool frag_text;   /* ... which is text, and will be dropped */
+	bool take_text;   /* pc_take_text(): hand text messages out too */
 	bool msg_out;     /* msg was handed out; reset on the next call */
 	uint64_t rng;     /* masking keys */
 	size_t need;      /* whole size of the frame at in_off, once known */
@@ -833,7 +834,7 @@ static int parse(pc_conn *c, const uint8_t **data, size_t *len)
 			if (c->frag)
 				return fail(c, 1002);
 			if (fin) {
-				if (op == OP_TEXT)
+				if (op == OP_TEXT && !c->take_text)
 					continue;
 				*data = p;
 				*len = (size_t)n;
@@ -853,7 +854,7 @@ static int parse(pc_conn *c, const uint8_t **data, size_t *len)
 			if (!fin)
 				continue;
 			c->frag = false;
-			if (c->frag_text) {
+			if (c->frag_text && !c->take_text) {
 				c->msg.len = 0;
 				continue;
 			}
@@ -1033,6 +1034,11 @@ int pc_next(pc_conn *c, const uint8_t **data, size_t *len)
 	if (rc == 0 && c->eof)
 		return -1;
 	return rc;
+}
+
+void pc_take_text(pc_conn *c)
+{
+	c->take_text = true;
 }
 
 int pc_fd(pc_conn *c)

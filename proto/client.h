@@ -54,6 +54,9 @@ int pc_hello(pc_conn *c, const char *token, const char *const *chs,
  * complete messages with pc_next() until it returns 0. pc_next returns 1 and
  * points *data and *len at the payload of the next binary message (valid
  * until the next call into c), 0 when none is complete, -1 when closed. */
+/* From now on pc_next() hands out text messages as well as binary ones
+ * (the bench speaks NATS' text protocol over WebSocket). */
+void pc_take_text(pc_conn *c);
 int pc_set_nonblocking(pc_conn *c);
 int pc_on_readable(pc_conn *c);
 int pc_next(pc_conn *c, const uint8_t **data, size_t *len);
