@@ -1,0 +1,389 @@
+#!/usr/bin/python3
+"""perf/report.py: turns parley-bench's raw runs into the results.
+
+    report.py --raw RUNS.jsonl --out DIR --level full|quick|smoke
+              --command "perf/run-bench ..." [--doc BENCHMARKS.md]
+
+Writes DIR/latest.json (one entry per shape: the median of its runs, with
+"min" and "max" beside it), DIR/latest.md (tables, the issue's targets met
+or not, where parley's time goes) and DIR/*.png (gnuplot). With --doc, the
+part of BENCHMARKS.md between the bench markers is replaced by latest.md.
+Standard library only (Debian's /usr/bin/python3).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+
+SHAPE = ("scenario", "mode", "server", "members", "online", "senders",
+         "inflight", "conns", "channels", "rate", "messages", "size")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def sh(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine():
+    cpu = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = 0
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) * 1024
+    except OSError:
+        mem = 0
+    deb = ""
+    if os.path.exists("/etc/debian_version"):
+        deb = open("/etc/debian_version").read().strip()
+    nats = sh("nats-server", "--version")
+    redis = sh("redis-server", "--version").split(" sha=")[0]
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
+        "kernel": platform.release(), "debian": deb,
+        "nats_server": nats, "redis_server": redis,
+        "parley_commit": sh("git", "rev-parse", "--short", "HEAD"),
+        "date": datetime.datetime.now(datetime.timezone.utc)
+                .strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def combine(runs):
+    """median of every numeric field; min and max alongside"""
+    def walk(vals):
+        if all(isinstance(v, dict) for v in vals):
+            keys = []
+            for v in vals:
+                keys += [k for k in v if k not in keys]
+            out = {}
+            for k in keys:
+                got = [v[k] for v in vals if k in v]
+                out[k] = walk(got) if len(got) == len(vals) else walk(got)
+            return out
+        nums = [v for v in vals if isinstance(v, (int, float))
+                and not isinstance(v, bool)]
+        if nums and len(nums) == len(vals):
+            return (statistics.median(nums), min(nums), max(nums))
+        return (vals[0], vals[0], vals[0])
+
+    def pick(t, i):
+        if isinstance(t, dict):
+            return {k: pick(v, i) for k, v in t.items()}
+        return t[i]
+
+    tree = walk(runs)
+    entry = pick(tree, 0)
+    entry["min"] = pick(tree, 1)
+    entry["max"] = pick(tree, 2)
+    for k in SHAPE:
+        if k in runs[0]:
+            entry[k] = runs[0][k]
+            entry["min"].pop(k, None)
+            entry["max"].pop(k, None)
+    entry["min"].pop("run", None)
+    entry["max"].pop("run", None)
+    entry.pop("run", None)
+    entry["n_runs"] = len(runs)
+    return entry
+
+
+def group(raw):
+    groups = {}
+    for r in raw:
+        key = tuple(r.get(k) for k in SHAPE)
+        groups.setdefault(key, []).append(r)
+    return [combine(v) for v in groups.values()]
+
+
+def get(e, path, which=None):
+    src = e if which is None else e.get(which, {})
+    for p in path.split("."):
+        if not isinstance(src, dict) or p not in src:
+            return None
+        src = src[p]
+    return src
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and abs(v) >= 1000:
+        return f"{v:,.0f}{unit}"
+    if isinstance(v, float):
+        return f"{v:.3g}{unit}"
+    if isinstance(v, int):
+        return f"{v:,}{unit}"
+    return str(v)
+
+
+def cell(e, path):
+    m = get(e, path)
+    if m is None:
+        return "–"
+    lo, hi = get(e, path, "min"), get(e, path, "max")
+    if e.get("n_runs", 1) > 1 and lo is not None and hi is not None:
+        return f"{fmt(m)} ({fmt(lo)}–{fmt(hi)})"
+    return fmt(m)
+
+
+def shape(e):
+    s = e["scenario"]
+    if s == "fanout":
+        return (f"{e['mode']}, {e['online']:,} online of {e['members']:,}, "
+                f"{e['messages']} msgs")
+    if s == "small":
+        return f"{e['channels']} ch x 10, {e['rate']}/s"
+    if s == "acks":
+        return f"{e['senders']} senders x {e['inflight']} in flight"
+    if s == "idle":
+        return f"{e['conns']:,} connections"
+    return ""
+
+
+def find(entries, **kw):
+    for e in entries:
+        if all(e.get(k) == v for k, v in kw.items()):
+            return e
+    return None
+
+
+def targets(entries):
+    """the issue's targets, checked against this run's medians"""
+    out = []
+
+    def ratio_line(mode, online):
+        p = find(entries, scenario="fanout", mode=mode, server="parley",
+                 online=online, members=online)
+        n = find(entries, scenario="fanout", mode=mode, server="nats",
+                 online=online)
+        r = find(entries, scenario="fanout", mode=mode, server="redis",
+                 online=online)
+        if not p:
+            return
+        pv = get(p, "deliveries_per_server_cpu_s")
+        for peer, want, label in ((n, 2.0, "NATS"), (r, 1.0, "Redis")):
+            if mode == "burst" and label == "NATS":
+                continue
+            if not peer or not pv:
+                continue
+            q = pv / get(peer, "deliveries_per_server_cpu_s")
+            out.append((f"fanout {mode} {online:,}: deliveries per server "
+                        f"CPU-s vs {label} >= {want:g}x",
+                        f"{q:.2f}x ({pv:,.0f} vs "
+                        f"{get(peer, 'deliveries_per_server_cpu_s'):,.0f})",
+                        q >= want))
+
+    onl = sorted({e["online"] for e in entries
+                  if e["scenario"] == "fanout" and e["server"] != "parley"
+                  or (e["scenario"] == "fanout"
+                      and e.get("members") == e.get("online"))})
+    for o in onl[-1:]:
+        ratio_line("paced", o)
+        ratio_line("burst", o)
+    big = [e for e in entries if e["scenario"] == "fanout"
+           and e["server"] == "parley" and e["members"] > e["online"]]
+    for e in big:
+        v = get(e, "publish_to_last_ms.p99")
+        out.append((f"{e['members']:,} members / {e['online']:,} online: "
+                    "p99 publish-to-last <= 100 ms", f"{v:.1f} ms",
+                    v <= 100))
+    s = find(entries, scenario="small")
+    if s:
+        p50, p99 = get(s, "latency_ms.p50"), get(s, "latency_ms.p99")
+        out.append(("small: send-to-deliver p50 <= 1 ms, p99 <= 5 ms",
+                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+                    p50 <= 1 and p99 <= 5))
+    for e in entries:
+        if e["scenario"] == "acks":
+            a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
+            out.append((f"acks, {e['senders']} senders: >= 100,000/s with "
+                        "p99 <= 10 ms", f"{a:,.0f}/s, p99 {p99:.1f} ms",
+                        a >= 100000 and p99 <= 10))
+    i = find(entries, scenario="idle", server="parley")
+    if i:
+        v = get(i, "rss_bytes_per_conn")
+        out.append((f"idle, {i['conns']:,} connections: <= 2 KB per "
+                    "connection", f"{v:,.0f} bytes", v <= 2048))
+    return out
+
+
+def markdown(doc, entries, level, command):
+    m = doc["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, "
+        f"{m['memory_bytes'] / 2**30:.0f} GiB, kernel {m['kernel']}, "
+        f"Debian {m['debian']}; {m['nats_server']}; {m['redis_server']}; "
+        f"parley {m['parley_commit']}; {m['date']}.",
+        "",
+        f"Command: `{command}` ({level}). Each figure is the median of "
+        f"{max(e['n_runs'] for e in entries)} runs, with (min–max); "
+        "server and clients share the machine's cores.",
+        "",
+    ]
+    heads = {
+        "fanout": ("server", "shape", "deliveries_per_s",
+                   "deliveries_per_server_cpu_s", "latency_ms.p50",
+                   "latency_ms.p99", "latency_ms.p999", "latency_ms.max",
+                   "publish_to_last_ms.p50", "publish_to_last_ms.p99",
+                   "rss_bytes"),
+        "small": ("server", "shape", "latency_ms.p50", "latency_ms.p99",
+                  "latency_ms.p999", "ack_ms.p50", "ack_ms.p99",
+                  "acks_per_s", "server_cpu_s"),
+        "acks": ("server", "shape", "acks_per_s", "ack_ms.p50",
+                 "ack_ms.p99", "ack_ms.max", "server_cpu_s"),
+        "idle": ("server", "shape", "rss_bytes_per_conn", "handshakes_per_s",
+                 "server_cpu_per_s", "rss_bytes"),
+    }
+    for sc in ("fanout", "small", "acks", "idle"):
+        rows = [e for e in entries if e["scenario"] == sc]
+        if not rows:
+            continue
+        h = heads[sc]
+        lines += [f"### {sc}", "", "| " + " | ".join(h) + " |",
+                  "|" + " --- |" * len(h)]
+        for e in rows:
+            cells = [e["server"], shape(e)] + [cell(e, c) for c in h[2:]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    t = targets(entries)
+    if t:
+        lines += ["### The issue's targets", "", "| target | measured | |",
+                  "| --- | --- | --- |"]
+        for name, got, ok in t:
+            lines.append(f"| {name} | {got} | {'met' if ok else 'NOT met'} |")
+        lines.append("")
+    st = [e for e in entries if e.get("stages")]
+    if st:
+        lines += ["### Where parley's time goes (`parley_stage_seconds`, "
+                  "mean / p99 ms, median run)", ""]
+        names = []
+        for e in st:
+            names += [n for n in e["stages"] if n not in names]
+        lines += ["| shape | " + " | ".join(names) + " |",
+                  "|" + " --- |" * (len(names) + 1)]
+        for e in st:
+            cells = []
+            for n in names:
+                s = e["stages"].get(n)
+                cells.append("–" if not s else
+                             f"{s['mean_ms']:.2f} / {s['p99_ms']:.2f}")
+            lines.append(f"| {e['scenario']} {shape(e)} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    pngs = sorted(f for f in os.listdir(doc["out"]) if f.endswith(".png"))
+    for p in pngs:
+        lines.append(f"![{p[:-4]}]({doc['rel']}{p})")
+    return "\n".join(lines) + "\n"
+
+
+def plots(entries, out):
+    if not shutil.which("gnuplot"):
+        return
+    pcts = ("p50", "p90", "p99", "p999", "max")
+    jobs = []
+    for e in entries:
+        if e["scenario"] == "fanout":
+            jobs.append((f"fanout-{e['mode']}-{e['online']}-{e['members']}",
+                         f"fanout {shape(e)}: per-delivery latency",
+                         e["server"], e.get("latency_ms")))
+        elif e["scenario"] in ("acks", "small"):
+            key = "ack_ms" if e["scenario"] == "acks" else "latency_ms"
+            jobs.append((f"{e['scenario']}", f"{e['scenario']}: "
+                         f"{'ack' if key == 'ack_ms' else 'send-to-deliver'}"
+                         " latency", shape(e), e.get(key)))
+    byfile = {}
+    for f, title, series, lat in jobs:
+        if lat:
+            byfile.setdefault(f, (title, []))[1].append((series, lat))
+    for f, (title, series) in byfile.items():
+        dat = os.path.join(out, f + ".dat")
+        with open(dat, "w") as d:
+            d.write("pct " + " ".join(f'"{s}"' for s, _ in series) + "\n")
+            for p in pcts:
+                d.write(p + " " + " ".join(str(l.get(p, 0) or 0.001)
+                                           for _, l in series) + "\n")
+        script = (
+            "set terminal pngcairo size 800,450 noenhanced\n"
+            f"set output '{os.path.join(out, f + '.png')}'\n"
+            f"set title '{title}'\nset logscale y\n"
+            "set ylabel 'ms'\nset style data histograms\n"
+            "set style fill solid 0.8\nset key left top\nset grid y\n"
+            f"plot for [i=2:{len(series) + 1}] '{dat}' using i:xtic(1) "
+            "title columnheader(i)\n")
+        subprocess.run(["gnuplot"], input=script, text=True, check=False)
+        os.remove(dat)
+    # deliveries per server CPU-second, fanout, per server
+    fan = [e for e in entries if e["scenario"] == "fanout"
+           and get(e, "deliveries_per_server_cpu_s")]
+    if fan:
+        dat = os.path.join(out, "cpu.dat")
+        with open(dat, "w") as d:
+            for e in fan:
+                d.write(f"\"{e['server']} {e['mode']} "
+                        f"{e['online'] // 1000}k\" "
+                        f"{get(e, 'deliveries_per_server_cpu_s')}\n")
+        script = (
+            "set terminal pngcairo size 900,450 noenhanced\n"
+            f"set output '{os.path.join(out, 'fanout-cpu.png')}'\n"
+            "set title 'fanout: deliveries per server CPU-second "
+            "(higher is better)'\nset style data histograms\n"
+            "set style fill solid 0.8\nset grid y\nset xtics rotate by -30\n"
+            f"plot '{dat}' using 2:xtic(1) notitle\n")
+        subprocess.run(["gnuplot"], input=script, text=True, check=False)
+        os.remove(dat)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--level", default="full")
+    ap.add_argument("--command", default="perf/run-bench")
+    ap.add_argument("--doc")
+    a = ap.parse_args()
+    raw = [json.loads(l) for l in open(a.raw) if l.strip()]
+    if not raw:
+        raise SystemExit("report: no runs in " + a.raw)
+    entries = group(raw)
+    doc = {"machine": machine(), "command": a.command, "level": a.level,
+           "runs": entries}
+    with open(os.path.join(a.out, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    for f in os.listdir(a.out):
+        if f.endswith(".png"):
+            os.remove(os.path.join(a.out, f))
+    plots(entries, a.out)
+    doc["out"] = a.out
+    doc["rel"] = ""
+    md = markdown(doc, entries, a.level, a.command)
+    with open(os.path.join(a.out, "latest.md"), "w") as f:
+        f.write(md)
+    if a.doc:
+        doc["rel"] = os.path.relpath(a.out, os.path.dirname(
+            os.path.abspath(a.doc))) + "/"
+        md = markdown(doc, entries, a.level, a.command)
+        text = open(a.doc).read() if os.path.exists(a.doc) else \
+            f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+        if BEGIN not in text or END not in text:
+            text += f"\n{BEGIN}\n{END}\n"
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(a.doc, "w") as f:
+            f.write(head + BEGIN + "\n" + md + END + tail)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
