@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command of README.md, and what CI runs (.ci/run). Phases:
-#   deps          scripts/install-deps.sh
-#   release       build/       all tests
-#   asan          build-asan/  all tests, ASan + UBSan, leaks fatal
+#   deps          scripts/install-deps.sh --bench (nats-server, redis-server
+#                 and gnuplot too: the harness's smoke uses them)
+#   release       build/       all tests, the bench smoke included
+#   asan          build-asan/  all tests but the bench smoke, ASan + UBSan,
+#                 leaks fatal
 #   tsan          build-tsan/  tests labelled "runtime" (mailboxes, shards)
 # Tests labelled "unit" run two at a time; the others (e2e: each starts a
 # parleyd on a port) one at a time. A phase runs even when an earlier one
@@ -61,17 +63,22 @@ ctest_run() {
 }
 
 # ctest_phase NAME DIR [ctest selection args]: "unit" tests -j2, the rest -j1,
-# each run under ${wrap[@]} (sanitizer options, setarch).
+# each run under ${wrap[@]} (sanitizer options, setarch). Tests whose label
+# matches $skip (a regex; empty: none) are left out.
 ctest_phase() {
-	local name=$1 dir=$2 start=$SECONDS
+	local name=$1 dir=$2 start=$SECONDS unit_skip=() other=unit
 	shift 2
+	if [ -n "${skip:-}" ]; then
+		unit_skip=(-LE "$skip")
+		other="unit|$skip"
+	fi
 	ph_pass=0
 	ph_fail=0
 	banner "$name: tests in ${dir#"$root"/}"
 	ctest_run "$name-unit" "${wrap[@]}" ctest --test-dir "$dir" --output-on-failure \
-		--timeout 600 --no-tests=ignore -L unit -j2 "$@"
+		--timeout 600 --no-tests=ignore -L unit "${unit_skip[@]}" -j2 "$@"
 	ctest_run "$name-other" "${wrap[@]}" ctest --test-dir "$dir" --output-on-failure \
-		--timeout 600 --no-tests=ignore -LE unit -j1 "$@"
+		--timeout 600 --no-tests=ignore -LE "$other" -j1 "$@"
 	total_pass=$((total_pass + ph_pass))
 	total_fail=$((total_fail + ph_fail))
 	note "$name tests" "$ph_pass passed, $ph_fail failed ($((SECONDS - start)) s)"
@@ -93,7 +100,7 @@ build_phase() {
 
 # ---- deps
 banner "deps"
-if bash scripts/install-deps.sh; then
+if bash scripts/install-deps.sh --bench; then
 	note deps ok
 else
 	total_fail=$((total_fail + 1))
@@ -102,13 +109,16 @@ fi
 
 # ---- release: all tests
 wrap=()
+skip=
 if build_phase release --release; then
 	ctest_phase release "$dir"
 fi
 
-# ---- ASan + UBSan: all tests
+# ---- ASan + UBSan: all tests but the bench smoke (it measures, and the
+# release phase already ran it against this code)
 wrap=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "${san_wrap[@]}")
+skip=bench
 if build_phase asan --asan; then
 	ctest_phase asan "$dir"
 fi
