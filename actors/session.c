@@ -965,7 +965,6 @@ static bool validate_write(struct req *r, char *ch)
 	const char *s;
 	uint32_t n;
 	uint64_t u;
-	bool b;
 
 	switch (r->op) {
 	case OP_CH_CREATE: {
@@ -1048,7 +1047,6 @@ static bool validate_write(struct req *r, char *ch)
 	case OP_TYPING:
 		return arg_ch(r, ch);
 	default:
-		(void)b;
 		return false;
 	}
 }

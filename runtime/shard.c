@@ -163,6 +163,7 @@ static void *shard_main(void *arg)
 		rt__mailbox_drain(s, 4096);
 		if (config.hooks->on_turn_end)
 			config.hooks->on_turn_end(s);
+		rt__transport_flush(s);
 	}
 	if (config.hooks->on_stop)
 		config.hooks->on_stop(s);

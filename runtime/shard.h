@@ -34,6 +34,8 @@ struct rt_shard {
 	uint32_t gen;
 	uint8_t *wbuf;               /* coalescing write buffer (LWS_PRE + cap) */
 	size_t wbuf_cap;
+	rt_conn_id *dirty;           /* connections with output queued this turn */
+	uint32_t ndirty, cap_dirty;
 	lws_sorted_usec_list_t tick_sul;
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
@@ -53,5 +55,7 @@ int rt__transport_init(struct rt_shard *s);
 void rt__transport_fini(struct rt_shard *s);
 void rt__transport_drain(struct rt_shard *s, bool force);
 uint32_t rt__transport_count(struct rt_shard *s);
+/* End of a loop turn: write what this turn queued, one write per connection. */
+void rt__transport_flush(struct rt_shard *s);
 
 #endif

@@ -5,13 +5,17 @@
  * to the actors' on_frame hook; queues outgoing payload buffers per
  * connection and writes them out.
  *
- * Writing: a connection's queued frames are written with their WebSocket
- * headers back to back in ONE socket write when libwebsockets says the
- * socket is writable, instead of one write per frame. Under a burst of
- * fan-out this is the difference between one syscall per frame and one per
- * connection per turn. Queued-but-unsent bytes are bounded (max_outbuf):
- * past it the connection is a slow consumer and is closed with 4008 (the
- * client resumes, nothing is lost).
+ * Writing: frames queued on a connection during a loop turn are written at
+ * the end of that turn, with their WebSocket headers back to back, in ONE
+ * send() straight to the socket: one syscall per connection per turn, not
+ * one per frame, and no round trip through poll() for POLLOUT. Only what
+ * the kernel does not take is handed to libwebsockets (lws_write), which
+ * keeps it and finishes it when the socket is writable; until its
+ * WRITEABLE callback says so, nothing else is written around it, so the
+ * bytes stay in order with anything lws sends itself (pongs, close).
+ * Queued-but-unsent bytes are bounded (max_outbuf): past it the connection
+ * is a slow consumer and is closed with 4008 (the client resumes, nothing
+ * is lost).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -43,6 +47,8 @@ struct rt_conn {
 	size_t rxlen, rxcap;
 	uint16_t close_code;
 	bool ws, closing, close_now, rx_binary, rx_too_large;
+	bool dirty;        /* on the shard's list of connections to write */
+	bool lws_owns;     /* lws holds unsent bytes: wait for WRITEABLE */
 	/* HTTP request in progress */
 	char *http_uri;
 	uint8_t *http_body;
@@ -153,8 +159,17 @@ int rt_conn_send(rt_conn *c, rt_buf *b)
 	c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
 	c->qlen++;
 	c->qbytes += b->len;
-	if (c->qlen == 1)
-		lws_callback_on_writable(c->wsi);
+	if (!c->dirty && !c->lws_owns) {
+		struct rt_shard *s = c->shard;
+
+		if (s->ndirty == s->cap_dirty) {
+			s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 256;
+			s->dirty = realloc(s->dirty,
+					   s->cap_dirty * sizeof(*s->dirty));
+		}
+		s->dirty[s->ndirty++] = c->id;
+		c->dirty = true;
+	}
 	return 0;
 }
 
@@ -196,8 +211,9 @@ static size_t ws_header(uint8_t *p, size_t len)
 	return 10;
 }
 
-/* Write as much of the queue as fits in one buffer, in one write. */
-static int flush_queue(struct rt_shard *s, rt_conn *c)
+/* Copies as many queued frames as fit into the shard's write buffer, with
+ * their headers; returns the length (the bytes start at *start). */
+static size_t fill_write(struct rt_shard *s, rt_conn *c, uint8_t **out)
 {
 	uint8_t *start = s->wbuf + LWS_PRE, *p = start;
 	unsigned nframes = 0;
@@ -229,19 +245,70 @@ static int flush_queue(struct rt_shard *s, rt_conn *c)
 		}
 		rt_buf_unref(b);
 	}
-	if (p == start)
-		return 0;
-	/* The frames carry their own headers: LWS_WRITE_RAW sends the bytes
-	 * as they are; libwebsockets keeps whatever the kernel did not take
-	 * and finishes it before our next writable callback. */
-	if (lws_write(c->wsi, start, (size_t)(p - start), LWS_WRITE_RAW) < 0)
-		return -1;
 	s->frames_out += nframes;
 	s->bytes_out += (uint64_t)(p - start);
-	s->writes++;
-	if (c->qlen)
-		lws_callback_on_writable(c->wsi);
+	*out = start;
+	return (size_t)(p - start);
+}
+
+/* Write the queue: as much as fits in one buffer per send(), straight to
+ * the socket, until it is empty or the kernel takes less than offered;
+ * then lws keeps the rest and we wait for WRITEABLE. 0, or -1 when the
+ * connection is broken. */
+static int flush_queue(struct rt_shard *s, rt_conn *c)
+{
+	while (c->qlen && !c->lws_owns) {
+		uint8_t *start;
+		size_t len;
+		ssize_t n;
+		int rc = 0;
+
+		len = fill_write(s, c, &start);
+		if (!len)
+			return 0;
+		n = send(lws_get_socket_fd(c->wsi), start, len,
+			 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR)
+				return -1;
+			n = 0;
+		}
+		s->writes++;
+		if ((size_t)n < len) {
+			/* lws keeps the rest (start + n has LWS_PRE bytes of
+			 * our buffer before it) and asks for POLLOUT. */
+			rc = lws_write(c->wsi, start + n, len - (size_t)n,
+				       LWS_WRITE_RAW);
+			c->lws_owns = true;
+			lws_callback_on_writable(c->wsi);
+		}
+		if (rc < 0)
+			return -1;
+	}
 	return 0;
+}
+
+void rt__transport_flush(struct rt_shard *s)
+{
+	/* A connection may have closed since it was listed: look it up. */
+	for (uint32_t i = 0; i < s->ndirty; i++) {
+		rt_conn *c = rt_conn_find(s, s->dirty[i]);
+
+		if (!c)
+			continue;
+		c->dirty = false;
+		if (c->closing || c->lws_owns)
+			continue; /* the WRITEABLE callback handles these */
+		if (flush_queue(s, c)) {
+			/* broken: let lws find out and close it */
+			q_clear(c);
+			c->close_now = true;
+			c->closing = true;
+			lws_callback_on_writable(c->wsi);
+		}
+	}
+	s->ndirty = 0;
 }
 
 static void on_accept(struct rt_shard *s)
@@ -391,6 +458,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	}
 
 	case LWS_CALLBACK_SERVER_WRITEABLE:
+		/* lws calls this only once what it kept is written */
+		c->lws_owns = false;
 		if (c->close_now || (c->closing && !c->qlen)) {
 			q_clear(c);
 			lws_close_reason(wsi, c->close_code, NULL, 0);
