@@ -25,6 +25,8 @@
 
 #include "runtime/shard.h"
 
+#include <uv.h>
+
 struct rt_shard *rt__shards;
 unsigned rt__nshards;
 volatile int rt__drain_requested;
@@ -155,10 +157,12 @@ static void *shard_main(void *arg)
 	while (!s->stopping) {
 		/* Sleep in poll only when the mailbox is empty and armed;
 		 * otherwise just service what is ready and come back. */
-		int timeout = rt__mailbox_arm(s) ? 0 : -1;
+		bool sleep = rt__mailbox_arm(s);
 
-		if (lws_service(s->ctx, timeout) < 0)
-			break;
+		/* libuv's epoll: one pass over what is ready (waiting for
+		 * something first when the mailbox is empty). lws' own poll()
+		 * looked at every connection on every turn. */
+		uv_run(s->loop, sleep ? UV_RUN_ONCE : UV_RUN_NOWAIT);
 		rt__mailbox_flush_overflow(s);
 		rt__mailbox_drain(s, 4096);
 		if (config.hooks->on_turn_end)

@@ -20,6 +20,7 @@ struct rt_shard {
 	const rt_config *cfg;
 
 	/* written only by this shard's thread */
+	void *loop;                  /* the shard's libuv loop (uv_loop_t) */
 	struct lws_context *ctx;
 	struct lws_vhost *vh;
 	struct lws *listen_wsi;

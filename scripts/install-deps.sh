@@ -25,7 +25,8 @@ done
 
 pkgs=(
 	build-essential cmake pkg-config
-	libwebsockets-dev librocksdb-dev libmsgpack-dev libck-dev
+	libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
+	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	python3-websockets python3-msgpack
 )
