@@ -83,7 +83,13 @@ struct pc_conn {
 	size_t out_off;
 	struct kept *kept_head, *kept_tail;
 	struct kept *kept_out; /* handed out by pc_next(); freed next call */
+	/* pc_start(): a handshake under way without blocking */
+	uint8_t hs;            /* HS_* */
+	char hs_accept[32];    /* the Sec-WebSocket-Accept we expect */
+	char hs_sub[40];       /* the subprotocol offered, "" for none */
 };
+
+enum { HS_DONE, HS_CONNECTING, HS_RESPONSE };
 
 /* ---- small pieces ------------------------------------------------------- */
 
@@ -516,13 +522,14 @@ static int check_response(const char *hdr, size_t n, const char *accept,
 	return upgrade && connection && accepted ? 0 : -1;
 }
 
-static int handshake(pc_conn *c, const char *host, int port, const char *sub,
-		     int64_t deadline)
+/* The upgrade request into req (cap 512) and the accept value it asks
+ * for into accept (32); its length, or -1. */
+static int upgrade_request(const char *host, int port, const char *sub,
+			   char *req, char *accept)
 {
 	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-	char req[512], key[32], accept[32], cat[64], resp[PC_MAX_HEADER];
+	char key[32], cat[64];
 	uint8_t nonce[16], digest[20];
-	size_t got = 0;
 	int n;
 
 	if (fill_random(nonce, sizeof(nonce)))
@@ -532,7 +539,7 @@ static int handshake(pc_conn *c, const char *host, int port, const char *sub,
 	sha1(cat, (size_t)n, digest);
 	base64(digest, sizeof(digest), accept);
 
-	n = snprintf(req, sizeof(req),
+	n = snprintf(req, 512,
 		     "GET /ws HTTP/1.1\r\n"
 		     "Host: %s:%d\r\n"
 		     "Upgrade: websocket\r\n"
@@ -543,7 +550,17 @@ static int handshake(pc_conn *c, const char *host, int port, const char *sub,
 		     "\r\n",
 		     host, port, key, sub ? "Sec-WebSocket-Protocol: " : "",
 		     sub ? sub : "", sub ? "\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(req))
+	return n < 0 || n >= 512 ? -1 : n;
+}
+
+static int handshake(pc_conn *c, const char *host, int port, const char *sub,
+		     int64_t deadline)
+{
+	char req[512], accept[32], resp[PC_MAX_HEADER];
+	size_t got = 0;
+	int n = upgrade_request(host, port, sub, req, accept);
+
+	if (n < 0)
 		return -1;
 	if (write_all(c, req, (size_t)n, deadline))
 		return -1;
@@ -638,6 +655,105 @@ fail_free:
 	buf_free(&c->in);
 	free(c);
 	return NULL;
+}
+
+/* ---- the same handshake, without blocking (the bench) ---------------- */
+
+pc_conn *pc_start(const char *host, int port, const char *src_ip,
+		  const char *subprotocol)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char req[512];
+	int one = 1, n;
+	pc_conn *c;
+
+	if (!host || port <= 0 || port > 65535 ||
+	    (subprotocol && strlen(subprotocol) >= sizeof(c->hs_sub)))
+		return NULL;
+	sa.sin_port = htons((uint16_t)port);
+	if (strcmp(host, "localhost") == 0)
+		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	else if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+		return NULL;
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	if (fill_random(&c->rng, sizeof(c->rng)))
+		goto fail_free;
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		goto fail_free;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (src_ip) {
+		struct sockaddr_in src = { .sin_family = AF_INET };
+
+		if (inet_pton(AF_INET, src_ip, &src.sin_addr) != 1)
+			goto fail_close;
+		setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
+			   sizeof(one));
+		if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)))
+			goto fail_close;
+	}
+	/* The request waits in the output buffer until the socket is
+	 * connected; pc_start_step() writes it. */
+	n = upgrade_request(host, port, subprotocol, req, c->hs_accept);
+	if (n < 0 || buf_append(&c->out, req, (size_t)n))
+		goto fail_close;
+	snprintf(c->hs_sub, sizeof(c->hs_sub), "%s",
+		 subprotocol ? subprotocol : "");
+	c->hs = HS_CONNECTING;
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+	    errno != EINPROGRESS)
+		goto fail_close;
+	return c;
+
+fail_close:
+	close(c->fd);
+fail_free:
+	buf_free(&c->out);
+	free(c);
+	return NULL;
+}
+
+int pc_start_step(pc_conn *c)
+{
+	char *end;
+
+	if (c->hs == HS_DONE)
+		return 1;
+	if (c->hs == HS_CONNECTING) {
+		int err = 0;
+		socklen_t elen = sizeof(err);
+
+		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err)
+			return -1;
+		if (pc_flush(c) < 0)
+			return -1;
+		if (pc_pending(c))
+			return 0; /* not connected yet, or the buffer is full */
+		c->hs = HS_RESPONSE;
+	}
+	fill(c);
+	end = c->in.len ? memmem(c->in.p, c->in.len, "\r\n\r\n", 4) : NULL;
+	if (!end) {
+		if (c->eof || c->closed || c->in.len >= PC_MAX_HEADER)
+			return -1;
+		return 0;
+	}
+	if (check_response((const char *)c->in.p,
+			   (size_t)(end - (char *)c->in.p), c->hs_accept,
+			   c->hs_sub[0] ? c->hs_sub : NULL))
+		return -1;
+	/* frames that came with the response stay for pc_next() */
+	c->in_off = (size_t)(end + 4 - (char *)c->in.p);
+	c->hs = HS_DONE;
+	return 1;
+}
+
+bool pc_start_wants_write(const pc_conn *c)
+{
+	return c->hs == HS_CONNECTING || c->out.len > c->out_off;
 }
 
 /* ---- frames ------------------------------------------------------------- */

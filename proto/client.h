@@ -66,4 +66,16 @@ int pc_queue(pc_conn *c, int opcode, const void *data, size_t len);
 int pc_flush(pc_conn *c);
 size_t pc_pending(const pc_conn *c);
 
+/* The handshake of pc_connect() without blocking, for many connections at
+ * once: pc_start() opens the socket (binding src_ip), starts connect() and
+ * queues the upgrade request; call pc_start_step() whenever pc_fd() is
+ * readable or writable: 1 when the handshake is done (from then on the
+ * non-blocking calls above apply, and frames that came with the response
+ * wait for pc_next()), 0 while under way, -1 when it failed (pc_close()
+ * then). pc_start_wants_write(): whether to wait for writability too. */
+pc_conn *pc_start(const char *host, int port, const char *src_ip,
+		  const char *subprotocol);
+int pc_start_step(pc_conn *c);
+bool pc_start_wants_write(const pc_conn *c);
+
 #endif
