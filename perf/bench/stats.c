@@ -208,6 +208,7 @@ static char *http_get(const char *host, int port, const char *path)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	char req[256], *buf = NULL, *body;
 	size_t len = 0, cap = 0;
+	bool chunked;
 	ssize_t n;
 
 	if (fd < 0)
@@ -240,14 +241,35 @@ static char *http_get(const char *host, int port, const char *path)
 	if (!buf)
 		return NULL;
 	buf[len] = 0;
-	/* status 200 only; the body after the blank line (the server sends
-	 * Content-Length and closes: no chunked decoding needed, and a
-	 * chunk size line would not look like our family anyway) */
-	if (strncmp(buf, "HTTP/1.1 200", 12) || !(body = strstr(buf, "\r\n\r\n"))) {
+	/* status 200 only; the body after the blank line, read to the end
+	 * of the stream (Connection: close), de-chunked if it came chunked */
+	if (strncmp(buf, "HTTP/1.", 7) || strncmp(buf + 8, " 200", 4) ||
+	    !(body = strstr(buf, "\r\n\r\n"))) {
 		free(buf);
 		return NULL;
 	}
-	memmove(buf, body + 4, len - (size_t)(body + 4 - buf) + 1);
+	*body = 0;
+	chunked = strcasestr(buf, "\ntransfer-encoding: chunked") != NULL;
+	body += 4;
+	len -= (size_t)(body - buf);
+	if (!chunked) {
+		memmove(buf, body, len + 1);
+		return buf;
+	}
+	for (char *in = body, *end = body + len, *out = buf; in < end;) {
+		char *e;
+		unsigned long cn = strtoul(in, &e, 16);
+
+		if (e == in || !(e = strstr(e, "\r\n")) || cn == 0 ||
+		    cn > (size_t)(end - e - 2)) {
+			*out = 0;
+			break;
+		}
+		memmove(out, e + 2, cn);
+		out += cn;
+		*out = 0;
+		in = e + 2 + cn + 2;
+	}
 	return buf;
 fail:
 	close(fd);
