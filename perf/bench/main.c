@@ -508,6 +508,7 @@ static void publish(bconn *p, const char *ch, uint32_t idx, char *body,
 	size_t n;
 
 	sent_at[idx] = t.sent_ns;
+	last_progress = t.sent_ns;
 	tag_body(body, (size_t)opt.size, &t);
 	n = p->srv == SRV_PARLEY ?
 		    enc_parley_send(frame, cap, ch, idx + 1, body, (size_t)opt.size) :
