@@ -144,9 +144,12 @@ def shape(e):
         return (f"{e['mode']}, {e['online']:,} online of {e['members']:,}, "
                 f"{e['messages']} msgs")
     if s == "small":
-        return f"{e['channels']} ch x 10, {e['rate']}/s"
+        rate = e.get("rate")
+        return (f"{e.get('channels', '?')} ch x 10"
+                + (f", {rate}/s" if rate else ""))
     if s == "acks":
-        return f"{e['senders']} senders x {e['inflight']} in flight"
+        return (f"{e.get('senders', '?')} senders x "
+                f"{e.get('inflight', 1)} in flight")
     if s == "idle":
         return f"{e['conns']:,} connections"
     return ""
@@ -264,7 +267,8 @@ def markdown(doc, entries, level, command):
         for name, got, ok in t:
             lines.append(f"| {name} | {got} | {'met' if ok else 'NOT met'} |")
         lines.append("")
-    st = [e for e in entries if e.get("stages")]
+    st = [e for e in entries if e.get("stages") and
+          any(v.get("count") for v in e["stages"].values())]
     if st:
         lines += ["### Where parley's time goes (`parley_stage_seconds`, "
                   "mean / p99 ms, median run)", ""]
