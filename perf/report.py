@@ -354,7 +354,7 @@ def plots(entries, out):
         with open(dat, "w") as d:
             d.write("pct " + " ".join(f'"{s}"' for s, _ in series) + "\n")
             for p in pcts:
-                d.write(p + " " + " ".join(str(l.get(p, 0) or 0.001)
+                d.write(p.replace("p999", "p99.9") + " " + " ".join(str(l.get(p, 0) or 0.001)
                                            for _, l in series) + "\n")
         script = (
             "set terminal pngcairo size 800,450 noenhanced\n"
@@ -372,17 +372,22 @@ def plots(entries, out):
     if fan:
         dat = os.path.join(out, "cpu.dat")
         with open(dat, "w") as d:
+            colour = {"parley": 1, "nats": 2, "redis": 3}
             for e in fan:
                 d.write(f"\"{e['server']} {e['mode']} "
-                        f"{e['online'] // 1000}k\" "
-                        f"{get(e, 'deliveries_per_server_cpu_s')}\n")
+                        f"{e['online'] / 1000:g}k\" "
+                        f"{get(e, 'deliveries_per_server_cpu_s')} "
+                        f"{colour.get(e['server'], 4)}\n")
         script = (
             "set terminal pngcairo size 900,450 noenhanced\n"
             f"set output '{os.path.join(out, 'fanout-cpu.png')}'\n"
             "set title 'fanout: deliveries per server CPU-second "
             "(higher is better)'\nset style data histograms\n"
             "set style fill solid 0.8\nset grid y\nset xtics rotate by -30\n"
-            f"plot '{dat}' using 2:xtic(1) notitle\n")
+            "set boxwidth 0.6\nset yrange [0:*]\nset xrange [-0.6:*]\n"
+            "set format y '%.0s%c'\n"
+            f"plot '{dat}' using 0:2:3:xtic(1) with boxes lc variable "
+            "notitle\n")
         subprocess.run(["gnuplot"], input=script, text=True, check=False)
         os.remove(dat)
 

@@ -125,6 +125,7 @@ fi
 
 # ---- TSan: the runtime's tests only (suppressions: tests/tsan.supp, for
 # libraries that are not built with TSan)
+skip=bench
 tsan_opts=halt_on_error=1:second_deadlock_stack=1
 [ ! -f tests/tsan.supp ] || tsan_opts+=:suppressions=$root/tests/tsan.supp
 wrap=(env TSAN_OPTIONS="$tsan_opts" "${san_wrap[@]}")
