@@ -258,6 +258,7 @@ def targets(entries):
 
 def markdown(doc, entries, level, command):
     m = doc["machine"]
+    most = max(e.get("n_runs", 1) for e in entries)
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_bytes'] / 2**30:.0f} GiB, kernel {m['kernel']}, "
@@ -265,8 +266,8 @@ def markdown(doc, entries, level, command):
         f"parley {m['parley_commit']}; {m['date']}.",
         "",
         f"Command: `{command}` ({level}). Each figure is the median of "
-        f"{max(e['n_runs'] for e in entries)} runs, with (min–max); "
-        "server and clients share the machine's cores.",
+        f"{most} runs, with (min–max), unless the shape says fewer (a run "
+        "failed); server and clients share the machine's cores.",
         "",
     ]
     heads = {
@@ -292,7 +293,9 @@ def markdown(doc, entries, level, command):
                   "| " + " | ".join(LABELS.get(c, c) for c in h) + " |",
                   "|" + " --- |" * len(h)]
         for e in rows:
-            cells = [e["server"], shape(e)] + [cell(e, c) for c in h[2:]]
+            n = e.get("n_runs", 1)
+            few = f" ({n} run{'s' if n > 1 else ''})" if n < most else ""
+            cells = [e["server"], shape(e) + few] + [cell(e, c) for c in h[2:]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     t = targets(entries)
