@@ -37,10 +37,18 @@ struct limits {
 		max_devices, rate_per_s, rate_burst, hello_ms, resume_max,
 		max_mentions, hb_ms, bad_frames, bad_window_ms, chan_idle_ms;
 	uint64_t max_outbuf;
+	/* presence: a device is active for away_ms after its last
+	 * heartbeat; a change is told to watchers after grace_ms (going
+	 * offline: so a quick reconnect does not flap) or coalesce_ms
+	 * (anything else); max_watch users per presence.watch */
+	uint32_t away_ms, grace_ms, coalesce_ms, max_watch;
 };
+
+struct search;
 
 struct server {
 	store *st;
+	struct search *sx; /* full-text index; NULL with --no-search */
 	uint8_t key[512];
 	size_t key_len;
 	struct limits lim;
@@ -58,7 +66,8 @@ unsigned user_shard(const char *ws, const char *user);
 enum op {
 	OP_HELLO, OP_HB, OP_CH_CREATE, OP_DM_OPEN, OP_CH_JOIN, OP_CH_LEAVE,
 	OP_CH_INVITE, OP_CH_LIST, OP_CH_MEMBERS, OP_SEND, OP_HISTORY,
-	OP_EVENTS, OP_TYPING, OP_READ, OP__COUNT
+	OP_EVENTS, OP_TYPING, OP_READ, OP_EDIT, OP_EDITS, OP_DELETE,
+	OP_REACT, OP_PRESENCE_SET, OP_PRESENCE_WATCH, OP_SEARCH, OP__COUNT
 };
 extern const char *const op_names[OP__COUNT];
 
@@ -77,6 +86,19 @@ enum msg_type {
 	M_USER_CHAN,  /* channel -> user actor: membership changed, tell devices */
 	M_CONN_CHAN,  /* user actor -> device's shard: the same, for one conn */
 	M_COMMIT,     /* storage: a batch of this shard is durable (or failed) */
+	M_CALL,       /* run fn(ss, msg) on the destination shard */
+	M_WATCH,      /* session -> presence actors: watch / unwatch users */
+	M_WATCH_RES,  /* ... their states now */
+	M_PRESENCE,   /* presence actor -> watchers' shard: a change */
+};
+
+struct shard_state;
+
+/* A closure for another shard: fn runs there and owns m (frees it). */
+struct m_call {
+	rt_msg h;
+	void (*fn)(struct shard_state *ss, struct m_call *m);
+	void *arg;
 };
 
 struct m_req {
@@ -261,6 +283,22 @@ void chan_turn_end(struct shard_state *ss);
 bool chan_idle(struct shard_state *ss);
 void chan_tick(struct shard_state *ss, uint64_t now);
 
+/* presence.c: presence actors (beside the user actors, same shard) */
+struct m_watch;
+void presence_on_watch(struct shard_state *ss, struct m_watch *m);
+void presence_tick(struct shard_state *ss, uint64_t now);
+
+/* session.c: a request from an authenticated source that is not a
+ * WebSocket session (REST): decoded and run like a frame of a session
+ * that said hello as user@ws; answers go to c with rt_conn_send_bytes. */
+void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
+		  const char *user, const uint8_t *frame, size_t len);
+
+/* search_op.c: the `search` op, answered later through c's shard */
+void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
+	       const char *user, bool has_rid, uint64_t rid,
+	       const msgpack_object *map);
+
 /* auth.c */
 struct auth_claims {
 	char sub[ID_CAP], ws[ID_CAP], name[129];
@@ -286,6 +324,7 @@ struct server_opts {
 	unsigned shards;
 	unsigned ranges;
 	bool pin;
+	bool no_search;
 	unsigned drain_ms;
 };
 int server_run(const struct server_opts *o);

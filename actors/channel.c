@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "actors/actors.h"
+#include "storage/search.h"
 
 struct member {
 	char user[ID_CAP];
@@ -393,6 +394,9 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 			ss->events++;
 			e->buf->t_post_us = rt_mono_us();
 			fanout(e->ch, e->seq, e->buf, NULL);
+			if (srv.sx)
+				search_feed(srv.sx, ss->id, e->buf->data,
+					    e->buf->len);
 		} else {
 			e->ch->broken = true;
 		}
@@ -472,6 +476,8 @@ void chan_turn_end(struct shard_state *ss)
 	struct commit *c;
 
 	flush_stats(ss);
+	if (srv.sx)
+		search_feed_flush(srv.sx, ss->id);
 	if (!ss->nfx && !store_batch_count(ss->batch))
 		return;
 	c = malloc(sizeof(*c));

@@ -40,6 +40,12 @@ static void usage(FILE *f)
 "  --resume-max N          most events replayed on resume (500; then gap)\n"
 "  --drain-ms MS           on SIGTERM, time clients get before close (2000)\n"
 "  --channel-idle-ms MS    unload a channel nobody listens to after (60000)\n"
+"  --hb-ms MS              heartbeat interval told to clients (5000)\n"
+"  --away-ms MS            a device silent this long is away (10000)\n"
+"  --presence-grace-ms MS  offline is told this late, so a reconnect\n"
+"                          within it does not flap (1800)\n"
+"  --presence-coalesce-ms MS  other presence changes are told within (100)\n"
+"  --no-search             do not keep the full-text index\n"
 "  --no-pin                do not pin shard threads to cores\n"
 "  --help                  this text\n"
 "\n"
@@ -67,6 +73,10 @@ static void defaults(void)
 	l->bad_window_ms = 10000;
 	l->max_outbuf = 8u << 20;
 	l->chan_idle_ms = 60000;
+	l->away_ms = 10000;
+	l->grace_ms = 1800;
+	l->coalesce_ms = 100;
+	l->max_watch = 500;
 }
 
 static unsigned long num(const char *flag, const char *v, unsigned long min,
@@ -164,6 +174,11 @@ int main(int argc, char **argv)
 		{ "drain-ms", required_argument, 0, 10 },
 		{ "no-pin", no_argument, 0, 11 },
 		{ "channel-idle-ms", required_argument, 0, 12 },
+		{ "hb-ms", required_argument, 0, 13 },
+		{ "away-ms", required_argument, 0, 14 },
+		{ "presence-grace-ms", required_argument, 0, 15 },
+		{ "presence-coalesce-ms", required_argument, 0, 16 },
+		{ "no-search", no_argument, 0, 17 },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -211,6 +226,11 @@ int main(int argc, char **argv)
 		case 10: o.drain_ms = (unsigned)num("--drain-ms", optarg, 0, 600000); break;
 		case 11: o.pin = false; break;
 		case 12: srv.lim.chan_idle_ms = (uint32_t)num("--channel-idle-ms", optarg, 100, 86400000); break;
+		case 13: srv.lim.hb_ms = (uint32_t)num("--hb-ms", optarg, 10, 3600000); break;
+		case 14: srv.lim.away_ms = (uint32_t)num("--away-ms", optarg, 10, 86400000); break;
+		case 15: srv.lim.grace_ms = (uint32_t)num("--presence-grace-ms", optarg, 0, 600000); break;
+		case 16: srv.lim.coalesce_ms = (uint32_t)num("--presence-coalesce-ms", optarg, 0, 60000); break;
+		case 17: o.no_search = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "storage/search.h"
 
 struct server srv;
 static struct shard_state *states[RT_MAX_SHARDS];
@@ -21,7 +22,8 @@ static struct shard_state *states[RT_MAX_SHARDS];
 const char *const op_names[OP__COUNT] = {
 	"hello", "hb", "ch.create", "dm.open", "ch.join", "ch.leave",
 	"ch.invite", "ch.list", "ch.members", "send", "history", "events",
-	"typing", "read",
+	"typing", "read", "edit", "edits", "delete", "react", "presence.set",
+	"presence.watch", "search",
 };
 const char *const action_names[] = { "join", "leave", "invite", "read" };
 
@@ -181,6 +183,12 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	case M_USER_CHAN: user_on_chan(ss, (struct m_user_chan *)m); break;
 	case M_CONN_CHAN: sess_on_conn_chan(ss, (struct m_user_chan *)m); break;
 	case M_COMMIT: chan_on_commit(ss, (struct m_commit *)m); break;
+	case M_CALL: {
+		struct m_call *c = (struct m_call *)m;
+
+		c->fn(ss, c);
+		return;
+	}
 	default: break;
 	}
 	msg_free(m);
@@ -311,6 +319,16 @@ int server_run(const struct server_opts *o)
 		free(err);
 		return 1;
 	}
+	if (!o->no_search) {
+		snprintf(path, sizeof(path), "%s/search", o->data_dir);
+		if (search_open(&srv.sx, path, srv.st, o->shards, &err)) {
+			fprintf(stderr, "parleyd: search index: %s\n",
+				err ? err : "?");
+			free(err);
+			store_close(srv.st);
+			return 1;
+		}
+	}
 	srv.started_ms = rt_now_ms();
 
 	/* Signals go to this thread only: block them before any shard
@@ -334,6 +352,8 @@ int server_run(const struct server_opts *o)
 	if (rt_start(&cfg, &rerr)) {
 		fprintf(stderr, "parleyd: listen %s:%d: %s\n", o->host, o->port,
 			rerr);
+		if (srv.sx)
+			search_close(srv.sx);
 		store_close(srv.st);
 		return 1;
 	}
@@ -345,6 +365,8 @@ int server_run(const struct server_opts *o)
 	fprintf(stderr, "parleyd: %s: draining\n", strsignal(sig));
 	rt_drain();
 	rt_join();
+	if (srv.sx)
+		search_close(srv.sx);
 	store_close(srv.st);
 	fprintf(stderr, "parleyd: stopped\n");
 	return 0;

@@ -356,7 +356,10 @@ void sess_goaway_all(struct shard_state *ss)
 
 struct req {
 	struct shard_state *ss;
-	struct session *se;
+	struct session *se; /* NULL for a request that came over HTTP */
+	rt_conn *conn;      /* where the answer goes */
+	rt_conn_id id;
+	const char *ws, *user;
 	const msgpack_object *map;
 	const uint8_t *frame;
 	size_t len;
@@ -368,7 +371,7 @@ struct req {
 
 static void fail(struct req *r, const char *code, const char *msg)
 {
-	reply_err(r->se->conn, r->has_rid, r->rid, op_names[r->op], code, msg,
+	reply_err(r->conn, r->has_rid, r->rid, op_names[r->op], code, msg,
 		  0);
 }
 
@@ -378,7 +381,7 @@ static void ok_empty(struct req *r)
 		return;
 	proto_out_reset(&r->ss->out);
 	proto_enc_res_ok(&r->ss->out, r->rid, 0);
-	rt_conn_send_bytes(r->se->conn, r->ss->out.data, r->ss->out.len);
+	rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 }
 
 /* A required channel id argument; false (and answered) if bad. */
@@ -403,7 +406,7 @@ static bool can_read(struct req *r, const char *ch, store_channel *rec,
 {
 	int rc = store_get_channel(srv.st, ch, rec);
 
-	if (rc == -ENOENT || (rc == 0 && strcmp(rec->ws, r->se->ws))) {
+	if (rc == -ENOENT || (rc == 0 && strcmp(rec->ws, r->ws))) {
 		fail(r, "NOT_FOUND", "no such channel");
 		return false;
 	}
@@ -411,7 +414,7 @@ static bool can_read(struct req *r, const char *ch, store_channel *rec,
 		fail(r, "UNAVAILABLE", "storage unavailable");
 		return false;
 	}
-	rc = store_get_member(srv.st, ch, r->se->user, mem);
+	rc = store_get_member(srv.st, ch, r->user, mem);
 	*member = rc == 0;
 	if (!*member && rec->kind != STORE_PUBLIC) {
 		fail(r, "FORBIDDEN", "not a member of this channel");
@@ -687,8 +690,8 @@ static void op_ch_list(struct req *r)
 	bool *member;
 	uint32_t n = 0;
 
-	store_scan_user_channels(srv.st, r->se->ws, r->se->user, collect_id, &mine);
-	store_scan_public(srv.st, r->se->ws, collect_id, &pub);
+	store_scan_user_channels(srv.st, r->ws, r->user, collect_id, &mine);
+	store_scan_public(srv.st, r->ws, collect_id, &pub);
 	recs = calloc(mine.n + pub.n + 1, sizeof(*recs));
 	member = calloc(mine.n + pub.n + 1, sizeof(*member));
 	for (uint32_t i = 0; i < mine.n; i++)
@@ -708,8 +711,8 @@ static void op_ch_list(struct req *r)
 		proto_pk_cstr(pk, "channels");
 		msgpack_pack_array(pk, n);
 		for (uint32_t i = 0; i < n; i++)
-			pack_channel(pk, &recs[i], r->se->user, true, member[i]);
-		rt_conn_send_bytes(r->se->conn, r->ss->out.data, r->ss->out.len);
+			pack_channel(pk, &recs[i], r->user, true, member[i]);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 	free(recs);
 	free(member);
@@ -781,7 +784,7 @@ static void op_ch_members(struct req *r)
 			msgpack_pack_true(pk);
 		else
 			msgpack_pack_false(pk);
-		rt_conn_send_bytes(r->se->conn, r->ss->out.data, r->ss->out.len);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 out:
 	free(iv.v);
@@ -828,7 +831,7 @@ static void send_raw_list(struct req *r, const char *key, struct rawvec *rv,
 			msgpack_pack_true(pk);
 		else
 			msgpack_pack_false(pk);
-		rt_conn_send_bytes(r->se->conn, r->ss->out.data, r->ss->out.len);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 	for (uint32_t i = 0; i < rv->n; i++)
 		free(rv->v[i].p);
@@ -898,6 +901,10 @@ static void op_events(struct req *r)
 	send_raw_list(r, "evs", &rv, false, more);
 }
 
+static void sess_heartbeat(struct req *r) { ok_empty(r); }
+static void op_edits(struct req *r) { fail(r, "BAD_REQUEST", "not yet"); }
+static void op_presence_watch(struct req *r) { fail(r, "BAD_REQUEST", "not yet"); }
+
 /* ---- writes: validated here, carried out by the channel actor ------------- */
 
 static bool arg_users(struct req *r, unsigned max)
@@ -938,7 +945,7 @@ static void dm_id(struct req *r, char *out)
 	proto_get_array(r->map, "users", &a);
 	ids = calloc(a->size + 1, ID_CAP);
 	sorted = calloc(a->size + 1, sizeof(*sorted));
-	strcpy(ids[n++], r->se->user);
+	strcpy(ids[n++], r->user);
 	for (uint32_t i = 0; i < a->size; i++) {
 		memcpy(ids[n], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
 		n++;
@@ -946,7 +953,7 @@ static void dm_id(struct req *r, char *out)
 	for (uint32_t i = 0; i < n; i++)
 		sorted[i] = ids[i];
 	qsort(sorted, n, sizeof(*sorted), cmp_str);
-	for (const char *p = r->se->ws; *p; p++)
+	for (const char *p = r->ws; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	for (uint32_t i = 0; i < n; i++) {
 		if (i && !strcmp(sorted[i], sorted[i - 1]))
@@ -982,7 +989,7 @@ static bool validate_write(struct req *r, char *ch)
 			return false;
 		}
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-			rnd = rt_mono_us() ^ r->se->id;
+			rnd = rt_mono_us() ^ r->id;
 		snprintf(ch, ID_CAP, "C%016llx", (unsigned long long)rnd);
 		return true;
 	}
@@ -1059,7 +1066,7 @@ static void forward(struct req *r)
 	if (!validate_write(r, ch))
 		return;
 	m = msg_new(sizeof(*m) + r->len, M_REQ);
-	m->conn = r->se->id;
+	m->conn = r->id;
 	m->rid = r->rid;
 	m->has_rid = r->has_rid;
 	m->op = (uint8_t)r->op;
@@ -1067,8 +1074,8 @@ static void forward(struct req *r)
 	m->t_rx_us = r->t_rx_us;
 	m->t0_us = rt_mono_us();
 	stage_add(r->ss, ST_DECODE, m->t0_us - r->t_rx_us);
-	strcpy(m->ws, r->se->ws);
-	strcpy(m->user, r->se->user);
+	strcpy(m->ws, r->ws);
+	strcpy(m->user, r->user);
 	strcpy(m->ch, ch);
 	m->len = (uint32_t)r->len;
 	memcpy(m->frame, r->frame, r->len);
@@ -1108,19 +1115,99 @@ static int op_lookup(const char *s, uint32_t n)
 	return -1;
 }
 
-void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
-		size_t n, bool binary)
+/* Decode one request and run it: reads here, writes on to the actors.
+ * ready: the connection has said hello (REST requests always have). */
+static void handle(struct shard_state *ss, struct req *r, bool ready)
 {
-	struct session *se = sess_of(c);
-	struct req r = { .ss = ss, .se = se, .frame = d, .len = n,
-			 .t_rx_us = rt_mono_us() };
+	rt_conn *c = r->conn;
 	proto_doc doc;
 	const char *op;
 	uint32_t opn;
 	int rc;
 
+	rc = proto_decode(&doc, r->frame, r->len);
+	if (rc != PROTO_OK) {
+		if (r->se)
+			bad_frame(ss, r->se, proto_strerror(rc));
+		else
+			reply_err(c, false, 0, NULL, "BAD_FRAME",
+				  proto_strerror(rc), 0);
+		return;
+	}
+	ss->requests++;
+	r->map = &doc.root;
+	rc = proto_get_uint(r->map, "rid", &r->rid);
+	r->has_rid = rc == 0;
+	if (rc == PROTO_F_TYPE) {
+		reply_err(c, false, 0, NULL, "BAD_REQUEST",
+			  "rid must be an unsigned integer", 0);
+		goto out;
+	}
+	if (proto_get_str(r->map, "op", &op, &opn)) {
+		reply_err(c, r->has_rid, r->rid, NULL, "BAD_REQUEST",
+			  "op must be a string", 0);
+		goto out;
+	}
+	if ((r->op = op_lookup(op, opn)) < 0) {
+		/* Echo the op the client sent (fire-and-forget errors name it). */
+		proto_out_reset(&ss->out);
+		if (r->has_rid)
+			proto_enc_res_err(&ss->out, r->rid, "BAD_REQUEST",
+					  "unknown op", 0);
+		else
+			proto_enc_err(&ss->out, "BAD_REQUEST", "unknown op", op,
+				      opn, 0);
+		rt_conn_send_bytes(c, ss->out.data, ss->out.len);
+		goto out;
+	}
+	if (!ready && r->op != OP_HELLO) {
+		fail(r, "UNAUTHORIZED", "hello first");
+		goto out;
+	}
+	if (!r->se && (r->op == OP_HELLO || r->op == OP_PRESENCE_WATCH)) {
+		fail(r, "BAD_REQUEST", "only over a WebSocket");
+		goto out;
+	}
+	switch (r->op) {
+	case OP_HELLO: op_hello(r); break;
+	case OP_HB: sess_heartbeat(r); break;
+	case OP_CH_LIST: op_ch_list(r); break;
+	case OP_CH_MEMBERS: op_ch_members(r); break;
+	case OP_HISTORY: op_history(r); break;
+	case OP_EVENTS: op_events(r); break;
+	case OP_EDITS: op_edits(r); break;
+	case OP_PRESENCE_WATCH: op_presence_watch(r); break;
+	case OP_SEARCH:
+		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid, r->map);
+		break;
+	default: forward(r); break;
+	}
+out:
+	proto_doc_free(&doc);
+}
+
+void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
+		  const char *user, const uint8_t *d, size_t n)
+{
+	struct req r = { .ss = ss, .conn = c, .id = rt_conn_get_id(c),
+			 .ws = ws, .user = user, .frame = d, .len = n,
+			 .t_rx_us = rt_mono_us() };
+
+	handle(ss, &r, true);
+}
+
+void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
+		size_t n, bool binary)
+{
+	struct session *se = sess_of(c);
+	struct req r = { .ss = ss, .se = se, .conn = c, .frame = d, .len = n,
+			 .t_rx_us = rt_mono_us() };
+
 	if (!se)
 		return;
+	r.id = se->id;
+	r.ws = se->ws;
+	r.user = se->user;
 	if (se->state == S_ATTACHING) {
 		/* hello is being admitted: what follows it waits its turn */
 		struct held *h, **tail = &se->held;
@@ -1145,50 +1232,5 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 		bad_frame(ss, se, "text frames are not accepted");
 		return;
 	}
-	rc = proto_decode(&doc, d, n);
-	if (rc != PROTO_OK) {
-		bad_frame(ss, se, proto_strerror(rc));
-		return;
-	}
-	ss->requests++;
-	r.map = &doc.root;
-	rc = proto_get_uint(r.map, "rid", &r.rid);
-	r.has_rid = rc == 0;
-	if (rc == PROTO_F_TYPE) {
-		reply_err(c, false, 0, NULL, "BAD_REQUEST",
-			  "rid must be an unsigned integer", 0);
-		goto out;
-	}
-	if (proto_get_str(r.map, "op", &op, &opn)) {
-		reply_err(c, r.has_rid, r.rid, NULL, "BAD_REQUEST",
-			  "op must be a string", 0);
-		goto out;
-	}
-	if ((r.op = op_lookup(op, opn)) < 0) {
-		/* Echo the op the client sent (fire-and-forget errors name it). */
-		proto_out_reset(&ss->out);
-		if (r.has_rid)
-			proto_enc_res_err(&ss->out, r.rid, "BAD_REQUEST",
-					  "unknown op", 0);
-		else
-			proto_enc_err(&ss->out, "BAD_REQUEST", "unknown op", op,
-				      opn, 0);
-		rt_conn_send_bytes(c, ss->out.data, ss->out.len);
-		goto out;
-	}
-	if (se->state != S_READY && r.op != OP_HELLO) {
-		fail(&r, "UNAUTHORIZED", "hello first");
-		goto out;
-	}
-	switch (r.op) {
-	case OP_HELLO: op_hello(&r); break;
-	case OP_HB: ok_empty(&r); break;
-	case OP_CH_LIST: op_ch_list(&r); break;
-	case OP_CH_MEMBERS: op_ch_members(&r); break;
-	case OP_HISTORY: op_history(&r); break;
-	case OP_EVENTS: op_events(&r); break;
-	default: forward(&r); break;
-	}
-out:
-	proto_doc_free(&doc);
+	handle(ss, &r, se->state == S_READY);
 }

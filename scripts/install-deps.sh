@@ -28,6 +28,7 @@ pkgs=(
 	libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
+	libsqlite3-dev libjansson-dev
 	python3-websockets python3-msgpack
 )
 if [ "$bench" = 1 ]; then

@@ -1,0 +1,2 @@
+/* placeholder until REST lands */
+#include "actors/actors.h"
