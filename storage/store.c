@@ -1166,6 +1166,15 @@ int store_scan_user_channels(store *s, const char *ws, const char *user,
 	return scan_ids(s, &pfx, NULL, 0, fn, arg, NULL);
 }
 
+int store_scan_channels(store *s, store_id_fn fn, void *arg)
+{
+	struct key pfx;
+
+	key_init(&pfx);
+	key_byte(&pfx, 'S');
+	return scan_ids(s, &pfx, NULL, 0, fn, arg, NULL);
+}
+
 int store_scan_public(store *s, const char *ws, store_id_fn fn, void *arg)
 {
 	struct key pfx;

@@ -152,6 +152,8 @@ typedef int (*store_rec_fn)(void *arg, uint64_t seq, const void *v, size_t len);
 int store_scan_user_channels(store *s, const char *ws, const char *user,
 			     store_id_fn fn, void *arg);
 int store_scan_public(store *s, const char *ws, store_id_fn fn, void *arg);
+/* Every channel that has a 'S' record (all of them, in id order). */
+int store_scan_channels(store *s, store_id_fn fn, void *arg);
 /* Members with user id > after (after NULL or "" = from the first). */
 int store_scan_members(store *s, const char *ch, const char *after,
 		       unsigned limit, store_id_fn fn, void *arg, int *more);
