@@ -90,6 +90,7 @@ enum msg_type {
 	M_WATCH,      /* session -> presence actors: watch / unwatch users */
 	M_WATCH_RES,  /* ... their states now */
 	M_PRESENCE,   /* presence actor -> watchers' shard: a change */
+	M_HB,         /* session -> presence actor: a device's heartbeat */
 };
 
 struct shard_state;
@@ -223,6 +224,7 @@ struct shard_state {
 	smap chans;             /* channel actors owned here */
 	void *chan_dirty;       /* channels whose 'S' this turn changed */
 	smap users;             /* user actors owned here */
+	smap presence;          /* presence actors owned here */
 	smap subs;              /* channel -> local subscriptions */
 	struct session *sessions; /* all sessions of this shard */
 	proto_out out;          /* scratch encoder */
@@ -273,6 +275,7 @@ void user_on_req(struct shard_state *ss, struct m_req *m);
 void user_on_attach(struct shard_state *ss, struct m_attach *m);
 void user_on_detach(struct shard_state *ss, struct m_attach *m);
 void user_on_chan(struct shard_state *ss, struct m_user_chan *m);
+void user_tick(struct shard_state *ss, uint64_t now);
 
 /* channel.c */
 void chan_on_req(struct shard_state *ss, struct m_req *m);
@@ -283,10 +286,53 @@ void chan_turn_end(struct shard_state *ss);
 bool chan_idle(struct shard_state *ss);
 void chan_tick(struct shard_state *ss, uint64_t now);
 
-/* presence.c: presence actors (beside the user actors, same shard) */
-struct m_watch;
+/* presence.c: one presence actor per user, on the user's shard (beside its
+ * user actor): devices and their heartbeats, the status the user chose,
+ * the connections watching it. */
+enum pstatus { PS_OFFLINE, PS_ONLINE, PS_AWAY, PS_DND, PS_INVISIBLE };
+extern const char *const pstatus_names[];
+int presence_status_parse(const char *s, uint32_t n); /* -1: not settable */
+
+enum { PW_ADD = 1, PW_DEL = 2, PW_REPORT = 4 };
+struct pw_ent {
+	char user[ID_CAP];
+	uint8_t flags;  /* M_WATCH: PW_*; M_WATCH_RES: unused */
+	uint8_t status; /* M_WATCH_RES */
+	uint64_t since; /* M_WATCH_RES */
+};
+/* M_WATCH and M_WATCH_RES: one per presence shard a watch concerns */
+struct m_watch {
+	rt_msg h;
+	rt_conn_id conn;
+	uint64_t gen;      /* which presence.watch of the connection */
+	char ws[ID_CAP];
+	uint32_t n;
+	struct pw_ent e[];
+};
+/* M_PRESENCE: a change, for the watchers on one shard */
+struct m_presence {
+	rt_msg h;
+	rt_buf *buf;       /* the encoded presence frame */
+	char user[ID_CAP];
+	uint8_t status;
+	uint64_t since;
+	uint32_t n;
+	rt_conn_id conns[];
+};
+
+void presence_on_device(struct shard_state *ss, const char *ws,
+			const char *user, rt_conn_id conn, bool attach);
+void presence_on_hb(struct shard_state *ss, struct m_attach *m);
+void presence_on_set(struct shard_state *ss, struct m_req *m);
 void presence_on_watch(struct shard_state *ss, struct m_watch *m);
 void presence_tick(struct shard_state *ss, uint64_t now);
+/* session.c: the other ends */
+void sess_on_watch_res(struct shard_state *ss, struct m_watch *m);
+void sess_on_presence(struct shard_state *ss, struct m_presence *m);
+
+/* channel.c: send the response in ss->out to r's connection once this
+ * turn's batch is durable (for requests that write outside a channel). */
+void chan_reply_durable(struct shard_state *ss, const struct m_req *r);
 
 /* session.c: a request from an authenticated source that is not a
  * WebSocket session (REST): decoded and run like a frame of a session

@@ -75,6 +75,9 @@ void msg_free(rt_msg *m)
 				rt_buf_unref(a->frames[i]);
 		break;
 	}
+	case M_PRESENCE:
+		rt_buf_unref(((struct m_presence *)m)->buf);
+		break;
 	case M_USER_CHAN:
 	case M_CONN_CHAN:
 		if (((struct m_user_chan *)m)->frame)
@@ -183,6 +186,10 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	case M_USER_CHAN: user_on_chan(ss, (struct m_user_chan *)m); break;
 	case M_CONN_CHAN: sess_on_conn_chan(ss, (struct m_user_chan *)m); break;
 	case M_COMMIT: chan_on_commit(ss, (struct m_commit *)m); break;
+	case M_HB: presence_on_hb(ss, (struct m_attach *)m); break;
+	case M_WATCH: presence_on_watch(ss, (struct m_watch *)m); break;
+	case M_WATCH_RES: sess_on_watch_res(ss, (struct m_watch *)m); break;
+	case M_PRESENCE: sess_on_presence(ss, (struct m_presence *)m); break;
 	case M_CALL: {
 		struct m_call *c = (struct m_call *)m;
 
@@ -199,6 +206,8 @@ static void on_tick(rt_shard *s, uint64_t now)
 {
 	sess_tick(rt_shard_user(s), now);
 	chan_tick(rt_shard_user(s), now);
+	presence_tick(rt_shard_user(s), now);
+	user_tick(rt_shard_user(s), now);
 }
 static void on_open(rt_shard *s, rt_conn *c) { sess_open(rt_shard_user(s), c); }
 static void on_close(rt_shard *s, rt_conn *c) { sess_close(rt_shard_user(s), c); }

@@ -56,6 +56,15 @@ struct held {
 	uint8_t data[];
 };
 
+/* A presence.watch waiting for the presence shards' answers. */
+struct gather {
+	struct gather *next;
+	uint64_t gen, rid;
+	bool has_rid;
+	uint32_t n, shards_left;
+	struct pw_ent *e; /* sorted by user, like the watched set */
+};
+
 struct session {
 	rt_conn *conn;
 	rt_conn_id id;
@@ -75,6 +84,10 @@ struct session {
 	size_t held_bytes;
 	struct sub **subs;
 	uint32_t nsubs, capsubs;
+	char (*watch)[ID_CAP]; /* users watched, sorted */
+	uint32_t nwatch;
+	uint64_t watch_gen;
+	struct gather *gathers;
 };
 
 /* Pre-hello deadline queue: connections in accept order. */
@@ -250,6 +263,165 @@ void sess_on_deliver(struct shard_state *ss, struct m_deliver *m)
 		rt_conn_close(c, m->close_code, NULL);
 }
 
+/* ---- presence: what this connection watches ------------------------------ */
+
+static int cmp_id(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static bool watching(const struct session *se, const char *user)
+{
+	return se->nwatch &&
+	       bsearch(user, se->watch, se->nwatch, ID_CAP, cmp_id) != NULL;
+}
+
+/* Replace the watched set with users[n] (sorted, no duplicates; taken
+ * over). Tells the presence shards what changed; with gen != 0 each shard
+ * that holds one of the users also reports their states (M_WATCH_RES).
+ * Returns how many shards will answer. */
+static uint32_t watch_set(struct session *se, char (*users)[ID_CAP],
+			  uint32_t n, uint64_t gen)
+{
+	uint32_t per[RT_MAX_SHARDS] = { 0 }, answering = 0;
+	struct m_watch *m[RT_MAX_SHARDS] = { 0 };
+	unsigned *home_new = calloc(n + 1, sizeof(unsigned));
+	unsigned *home_old = calloc(se->nwatch + 1, sizeof(unsigned));
+	uint32_t i = 0, j = 0;
+
+	for (i = 0; i < n; i++)
+		per[home_new[i] = user_shard(se->ws, users[i])]++;
+	for (j = 0; j < se->nwatch; j++)
+		per[home_old[j] = user_shard(se->ws, se->watch[j])]++;
+	for (unsigned s = 0; s < rt_nshards(); s++) {
+		if (!per[s])
+			continue;
+		m[s] = msg_new(sizeof(*m[s]) + per[s] * sizeof(m[s]->e[0]),
+			       M_WATCH);
+		m[s]->conn = se->id;
+		m[s]->gen = gen;
+		strcpy(m[s]->ws, se->ws);
+	}
+	/* merge the two sorted sets */
+	i = j = 0;
+	while (i < n || j < se->nwatch) {
+		int c = i == n ? 1 : j == se->nwatch ? -1
+			: strcmp(users[i], se->watch[j]);
+		struct pw_ent *e;
+
+		if (c <= 0) {
+			e = &m[home_new[i]]->e[m[home_new[i]]->n++];
+			strcpy(e->user, users[i]);
+			e->flags = (c < 0 ? PW_ADD : 0) | (gen ? PW_REPORT : 0);
+			i++;
+			j += c == 0;
+		} else {
+			e = &m[home_old[j]]->e[m[home_old[j]]->n++];
+			strcpy(e->user, se->watch[j]);
+			e->flags = PW_DEL;
+			j++;
+		}
+	}
+	for (unsigned s = 0; s < rt_nshards(); s++) {
+		bool reports = false;
+
+		if (!m[s])
+			continue;
+		for (uint32_t k = 0; k < m[s]->n && !reports; k++)
+			reports = (m[s]->e[k].flags & PW_REPORT) != 0;
+		answering += reports;
+		if (m[s]->n)
+			rt_post(s, &m[s]->h);
+		else
+			free(m[s]);
+	}
+	free(home_new);
+	free(home_old);
+	free(se->watch);
+	se->watch = users;
+	se->nwatch = n;
+	return answering;
+}
+
+static void gather_answer(struct shard_state *ss, struct session *se,
+			  struct gather *g)
+{
+	msgpack_packer *pk = &ss->out.pk;
+
+	if (!g->has_rid)
+		return;
+	proto_out_reset(&ss->out);
+	proto_enc_res_ok(&ss->out, g->rid, 1);
+	proto_pk_cstr(pk, "presence");
+	msgpack_pack_map(pk, g->n);
+	for (uint32_t i = 0; i < g->n; i++) {
+		proto_pk_cstr(pk, g->e[i].user);
+		msgpack_pack_map(pk, 2);
+		proto_pk_cstr(pk, "status");
+		proto_pk_cstr(pk, pstatus_names[g->e[i].status]);
+		proto_pk_cstr(pk, "since");
+		msgpack_pack_uint64(pk, g->e[i].since);
+	}
+	rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
+}
+
+void sess_on_watch_res(struct shard_state *ss, struct m_watch *m)
+{
+	struct session *se = find_sess(rt_self(), m->conn);
+	struct gather *g, **pg;
+
+	if (!se)
+		return;
+	for (pg = &se->gathers; (g = *pg) && g->gen != m->gen; pg = &g->next)
+		;
+	if (!g)
+		return;
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct pw_ent *e = bsearch(m->e[i].user, g->e, g->n,
+					   sizeof(*g->e), cmp_id);
+
+		if (e) {
+			e->status = m->e[i].status;
+			e->since = m->e[i].since;
+			e->flags = 1; /* answered */
+		}
+	}
+	if (--g->shards_left)
+		return;
+	*pg = g->next;
+	gather_answer(ss, se, g);
+	free(g->e);
+	free(g);
+}
+
+void sess_on_presence(struct shard_state *ss, struct m_presence *m)
+{
+	for (uint32_t i = 0; i < m->n; i++) {
+		struct session *se = find_sess(rt_self(), m->conns[i]);
+		bool held = false;
+
+		if (!se || !watching(se, m->user))
+			continue;
+		/* A watch still gathering already has this user's state:
+		 * its answer carries the change (a frame now would come
+		 * before an answer that is older). */
+		for (struct gather *g = se->gathers; g; g = g->next) {
+			struct pw_ent *e = bsearch(m->user, g->e, g->n,
+						   sizeof(*g->e), cmp_id);
+
+			if (e && e->flags) {
+				e->status = m->status;
+				e->since = m->since;
+				held = true;
+			}
+		}
+		if (!held) {
+			rt_conn_send(se->conn, m->buf);
+			ss->deliveries++;
+		}
+	}
+}
+
 /* ---- lifecycle ------------------------------------------------------------- */
 
 void sess_open(struct shard_state *ss, rt_conn *c)
@@ -290,6 +462,14 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 		return;
 	while (se->nsubs)
 		sub_remove(ss, se, se->subs[se->nsubs - 1]);
+	watch_set(se, NULL, 0, 0);
+	while (se->gathers) {
+		struct gather *g = se->gathers;
+
+		se->gathers = g->next;
+		free(g->e);
+		free(g);
+	}
 	if (se->attached) {
 		struct m_attach *m = msg_new(sizeof(*m), M_DETACH);
 
@@ -901,9 +1081,158 @@ static void op_events(struct req *r)
 	send_raw_list(r, "evs", &rv, false, more);
 }
 
-static void sess_heartbeat(struct req *r) { ok_empty(r); }
-static void op_edits(struct req *r) { fail(r, "BAD_REQUEST", "not yet"); }
-static void op_presence_watch(struct req *r) { fail(r, "BAD_REQUEST", "not yet"); }
+static void op_presence_watch(struct req *r)
+{
+	struct session *se = r->se;
+	const msgpack_object_array *a;
+	char (*users)[ID_CAP];
+	struct gather *g;
+	uint32_t n = 0;
+
+	if (proto_get_array(r->map, "users", &a) || a->size > srv.lim.max_watch) {
+		fail(r, "BAD_REQUEST", "users must be a list of at most 500 "
+				       "user ids");
+		return;
+	}
+	for (uint32_t i = 0; i < a->size; i++) {
+		if (a->ptr[i].type != MSGPACK_OBJECT_STR ||
+		    !proto_id_valid(a->ptr[i].via.str.ptr,
+				    a->ptr[i].via.str.size)) {
+			fail(r, "BAD_REQUEST", "users must be a list of user ids");
+			return;
+		}
+	}
+	users = calloc(a->size + 1, ID_CAP);
+	for (uint32_t i = 0; i < a->size; i++)
+		memcpy(users[i], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
+	qsort(users, a->size, ID_CAP, cmp_id);
+	for (uint32_t i = 0; i < a->size; i++)
+		if (!n || strcmp(users[i], users[n - 1]))
+			memmove(users[n++], users[i], ID_CAP);
+
+	g = calloc(1, sizeof(*g));
+	g->gen = ++se->watch_gen;
+	g->rid = r->rid;
+	g->has_rid = r->has_rid;
+	g->n = n;
+	g->e = calloc(n + 1, sizeof(*g->e));
+	for (uint32_t i = 0; i < n; i++)
+		strcpy(g->e[i].user, users[i]);
+	g->shards_left = watch_set(se, users, n, g->gen);
+	if (!g->shards_left) {
+		gather_answer(r->ss, se, g);
+		free(g->e);
+		free(g);
+		return;
+	}
+	g->next = se->gathers;
+	se->gathers = g;
+}
+
+/* A heartbeat keeps the device active for its user's presence actor. */
+static void sess_heartbeat(struct req *r)
+{
+	ok_empty(r);
+	if (r->se && r->se->attached) {
+		struct m_attach *m = msg_new(sizeof(*m), M_HB);
+
+		m->conn = r->id;
+		strcpy(m->ws, r->ws);
+		strcpy(m->user, r->user);
+		rt_post(user_shard(r->ws, r->user), &m->h);
+	}
+}
+
+/* A required message seq argument ("target"); false (and answered) if bad. */
+static bool arg_target(struct req *r, uint64_t *seq)
+{
+	if (proto_get_uint(r->map, "target", seq) || *seq == 0) {
+		fail(r, "BAD_REQUEST", "target must be a message seq");
+		return false;
+	}
+	return true;
+}
+
+static void op_edits(struct req *r)
+{
+	char ch[ID_CAP];
+	store_channel rec;
+	store_member mem;
+	struct rawvec rv = { 0 };
+	proto_doc d;
+	proto_event e;
+	proto_str men[64];
+	proto_msg m;
+	void *ev = NULL, *st = NULL;
+	size_t len, stlen;
+	uint64_t target;
+	bool member, deleted = false;
+	int rc;
+
+	if (!arg_ch(r, ch) || !arg_target(r, &target) ||
+	    !can_read(r, ch, &rec, &mem, &member))
+		return;
+	rc = store_get_event(srv.st, ch, target, &ev, &len, NULL);
+	if (rc && rc != -ENOENT) {
+		fail(r, "UNAVAILABLE", "storage unavailable");
+		return;
+	}
+	if (rc || proto_decode(&d, ev, len) != PROTO_OK) {
+		free(ev);
+		fail(r, "NOT_FOUND", "no such message");
+		return;
+	}
+	if (proto_dec_event(&d.root, &e, men, 64) || e.k.n != 3 ||
+	    memcmp(e.k.s, "msg", 3)) {
+		fail(r, "NOT_FOUND", "target is not a message");
+		goto out;
+	}
+	if (e.from.n != strlen(r->user) || memcmp(e.from.s, r->user, e.from.n)) {
+		fail(r, "FORBIDDEN", "only the author may see the versions");
+		goto out;
+	}
+	if (store_get_msg(srv.st, ch, e.thread, target, &st, &stlen) == 0) {
+		proto_doc sd;
+		proto_str sm[64];
+
+		if (proto_decode(&sd, st, stlen) == PROTO_OK) {
+			if (proto_dec_msg(&sd.root, &m, sm, 64) == 0)
+				deleted = m.deleted;
+			proto_doc_free(&sd);
+		}
+		free(st);
+	}
+	if (deleted) {
+		fail(r, "NOT_FOUND", "message was deleted");
+		goto out;
+	}
+	if (store_scan_versions(srv.st, ch, target, collect_raw, &rv)) {
+		fail(r, "UNAVAILABLE", "storage unavailable");
+		r->has_rid = false;
+	}
+	if (r->has_rid) {
+		msgpack_packer *pk = &r->ss->out.pk;
+
+		proto_out_reset(&r->ss->out);
+		proto_enc_res_ok(&r->ss->out, r->rid, 1);
+		proto_pk_cstr(pk, "versions");
+		msgpack_pack_array(pk, rv.n + 1);
+		msgpack_pack_map(pk, 2);
+		proto_pk_cstr(pk, "body");
+		proto_pk_str(pk, e.body.s, e.body.n);
+		proto_pk_cstr(pk, "ts");
+		msgpack_pack_uint64(pk, e.ts);
+		for (uint32_t i = 0; i < rv.n; i++)
+			proto_pk_raw(pk, rv.v[i].p, rv.v[i].n);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+	}
+	for (uint32_t i = 0; i < rv.n; i++)
+		free(rv.v[i].p);
+	free(rv.v);
+out:
+	proto_doc_free(&d);
+	free(ev);
+}
 
 /* ---- writes: validated here, carried out by the channel actor ------------- */
 
@@ -1053,6 +1382,44 @@ static bool validate_write(struct req *r, char *ch)
 	case OP_CH_LEAVE:
 	case OP_TYPING:
 		return arg_ch(r, ch);
+	case OP_EDIT:
+		if (!arg_ch(r, ch) || !arg_target(r, &u))
+			return false;
+		if (proto_get_str(r->map, "body", &s, &n)) {
+			fail(r, "BAD_REQUEST", "body must be a string");
+			return false;
+		}
+		if (n > srv.lim.max_body) {
+			fail(r, "TOO_LARGE", "body too large");
+			return false;
+		}
+		return true;
+	case OP_DELETE:
+		return arg_ch(r, ch) && arg_target(r, &u);
+	case OP_REACT: {
+		bool on;
+
+		if (!arg_ch(r, ch) || !arg_target(r, &u))
+			return false;
+		if (proto_get_str(r->map, "emoji", &s, &n) || n < 1 ||
+		    n > PROTO_MAX_EMOJI) {
+			fail(r, "BAD_REQUEST", "emoji must be 1-64 bytes");
+			return false;
+		}
+		if (proto_get_bool(r->map, "on", &on)) {
+			fail(r, "BAD_REQUEST", "on must be a boolean");
+			return false;
+		}
+		return true;
+	}
+	case OP_PRESENCE_SET:
+		if (proto_get_str(r->map, "status", &s, &n) ||
+		    presence_status_parse(s, n) < 0) {
+			fail(r, "BAD_REQUEST",
+			     "status must be online, away, dnd or invisible");
+			return false;
+		}
+		return true;
 	default:
 		return false;
 	}

@@ -1,5 +1,5 @@
 /*
- * user: one actor per connected user, on the shard its (workspace, user)
+ * user: one actor per connected user (or REST sender), on the shard its (workspace, user)
  * hashes to. It is the one place that sees all of a user's devices.
  *
  * Accepts:
@@ -8,8 +8,10 @@
  *   M_DETACH     a device went away (the actor goes when the last one does)
  *   M_REQ        every state-changing request of the user passes here on
  *                its way to the channel actor: one hop keeps a device's
- *                requests in order, and `send` is rate limited here, per
- *                user across all devices (token bucket)
+ *                requests in order, and `send`, `edit`, `delete` and
+ *                `react` are rate limited here, per user across all
+ *                devices and REST (one token bucket); presence.set stops
+ *                here, at the user's presence actor
  *   M_USER_CHAN  a channel changed this user's membership (or read
  *                marker): tell every device (M_CONN_CHAN)
  */
@@ -57,6 +59,54 @@ static struct user *user_get(struct shard_state *ss, const char *ws,
 	return u;
 }
 
+static void user_free(struct shard_state *ss, struct user *u)
+{
+	smap_del(&ss->users, u->key, u->klen);
+	free(u->dev);
+	free(u);
+}
+
+static void refill(struct user *u, uint64_t now)
+{
+	if (now > u->refill_ms) {
+		u->tokens += (double)(now - u->refill_ms) * srv.lim.rate_per_s /
+			     1000.0;
+		if (u->tokens > srv.lim.rate_burst)
+			u->tokens = srv.lim.rate_burst;
+		u->refill_ms = now;
+	}
+}
+
+/* A user with no device stays only while its bucket is not full again
+ * (so closing every connection, or using REST, cannot reset the rate). */
+void user_tick(struct shard_state *ss, uint64_t now)
+{
+	static __thread uint64_t next;
+	struct user **gone = NULL;
+	uint32_t n = 0, cap = 0;
+
+	if (now < next)
+		return;
+	next = now + 1000;
+	smap_foreach(&ss->users, it) {
+		struct user *u = it->val;
+
+		if (u->ndev)
+			continue;
+		refill(u, now);
+		if (u->tokens < srv.lim.rate_burst)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 16;
+			gone = realloc(gone, cap * sizeof(*gone));
+		}
+		gone[n++] = u;
+	}
+	for (uint32_t i = 0; i < n; i++)
+		user_free(ss, gone[i]);
+	free(gone);
+}
+
 void user_on_attach(struct shard_state *ss, struct m_attach *m)
 {
 	struct user *u = user_get(ss, m->ws, m->user, true);
@@ -69,8 +119,10 @@ void user_on_attach(struct shard_state *ss, struct m_attach *m)
 		u->capdev = u->capdev ? 2 * u->capdev : 1;
 		u->dev = realloc(u->dev, u->capdev * sizeof(*u->dev));
 	}
-	if (r->ok)
+	if (r->ok) {
 		u->dev[u->ndev++] = m->conn;
+		presence_on_device(ss, m->ws, m->user, m->conn, true);
+	}
 	rt_post(rt_conn_shard(m->conn), &r->h);
 }
 
@@ -83,28 +135,20 @@ void user_on_detach(struct shard_state *ss, struct m_attach *m)
 	for (uint32_t i = 0; i < u->ndev; i++) {
 		if (u->dev[i] == m->conn) {
 			u->dev[i] = u->dev[--u->ndev];
+			presence_on_device(ss, m->ws, m->user, m->conn, false);
 			break;
 		}
 	}
-	if (!u->ndev) {
-		smap_del(&ss->users, u->key, u->klen);
-		free(u->dev);
-		free(u);
-	}
+	if (!u->ndev && u->tokens >= srv.lim.rate_burst)
+		user_free(ss, u);
 }
 
 /* true when a send may go; else *retry_ms says when one may */
 static bool rate_take(struct user *u, uint64_t *retry_ms)
 {
-	uint64_t now = rt_now_ms();
 	double rate = srv.lim.rate_per_s;
 
-	if (now > u->refill_ms) {
-		u->tokens += (double)(now - u->refill_ms) * rate / 1000.0;
-		if (u->tokens > srv.lim.rate_burst)
-			u->tokens = srv.lim.rate_burst;
-		u->refill_ms = now;
-	}
+	refill(u, rt_now_ms());
 	if (u->tokens >= 1.0) {
 		u->tokens -= 1.0;
 		return true;
@@ -115,10 +159,17 @@ static bool rate_take(struct user *u, uint64_t *retry_ms)
 
 void user_on_req(struct shard_state *ss, struct m_req *m)
 {
-	struct user *u = user_get(ss, m->ws, m->user, false);
+	bool limited = m->op == OP_SEND || m->op == OP_EDIT ||
+		       m->op == OP_DELETE || m->op == OP_REACT;
+	struct user *u = user_get(ss, m->ws, m->user, limited);
 	uint64_t retry_ms;
 
-	if (m->op == OP_SEND && u && !rate_take(u, &retry_ms)) {
+	if (m->op == OP_PRESENCE_SET) {
+		presence_on_set(ss, m);
+		free(m);
+		return;
+	}
+	if (limited && !rate_take(u, &retry_ms)) {
 		ss->rate_limited++;
 		reply_err_remote(m, "RATE_LIMITED", "send rate exceeded",
 				 retry_ms);

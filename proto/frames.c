@@ -205,6 +205,16 @@ void proto_enc_read(proto_out *o, const char *ch, uint64_t seq)
 	kv_uint(&o->pk, "seq", seq);
 }
 
+void proto_enc_presence(proto_out *o, const char *user, const char *status,
+			uint64_t since)
+{
+	msgpack_pack_map(&o->pk, 4);
+	kv_cstr(&o->pk, "t", "presence");
+	kv_cstr(&o->pk, "user", user);
+	kv_cstr(&o->pk, "status", status);
+	kv_uint(&o->pk, "since", since);
+}
+
 void proto_enc_typing(proto_out *o, const char *ch, const char *user)
 {
 	msgpack_pack_map(&o->pk, 3);

@@ -120,6 +120,8 @@ void proto_enc_gap(proto_out *o, const char *ch, uint64_t after,
 void proto_enc_goaway(proto_out *o, uint64_t retry_ms);
 void proto_enc_read(proto_out *o, const char *ch, uint64_t seq);
 void proto_enc_typing(proto_out *o, const char *ch, const char *user);
+void proto_enc_presence(proto_out *o, const char *user, const char *status,
+			uint64_t since);
 
 /* A channel event, as sent ({"t":"ev",...}) and as stored. Fields that do not
  * apply to kind k are 0/NULL and are not encoded. */

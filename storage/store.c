@@ -16,6 +16,7 @@
  *               msgpack: storage does not link the codec, and the record
  *               never leaves the process.
  *   'I' value   seq8 (big-endian, like the keys)
+ *   'Y' value   u8 chosen status, u64 LE last seen (ms)
  *   'e' value   u64 LE msg events up to and including this one (0: the
  *               event is not a message; look further back), then the
  *               event frame exactly as sent
@@ -556,27 +557,15 @@ void store_put_cmid(store_batch *b, const char *ch, const char *user,
 }
 
 void store_put_mention(store_batch *b, const char *ch, const char *user,
-		       uint64_t seq)
+		       uint64_t seq, uint64_t cum)
 {
+	char v[8];
 	struct key k;
 
+	put_le64(v, cum);
 	k_mention_pfx(&k, ch, user);
 	key_seq(&k, seq);
-	b_put(b, CF_META, &k, NULL, 0);
-}
-
-void store_clear_mentions(store_batch *b, const char *ch, const char *user,
-			  uint64_t upto)
-{
-	struct key lo, hi;
-
-	k_mention_pfx(&lo, ch, user);
-	key_copy(&hi, &lo);
-	if (upto == UINT64_MAX)
-		key_prefix_end(&hi);
-	else
-		key_seq(&hi, upto + 1);
-	b_delrange(b, CF_META, &lo, &hi);
+	b_put(b, CF_META, &k, v, sizeof(v));
 }
 
 void store_put_event(store_batch *b, const char *ch, uint64_t seq,
@@ -604,6 +593,32 @@ void store_put_msg(store_batch *b, const char *ch, uint64_t thread_root,
 	k_msgs(&k, ch, thread_root);
 	key_seq(&k, seq);
 	b_put(b, (uint16_t)ch_range(b->s, ch), &k, state, len);
+}
+
+static void k_versions(struct key *k, const char *ch, uint64_t target)
+{
+	k_hist(k, ch, 'v');
+	key_seq(k, target);
+}
+
+void store_put_version(store_batch *b, const char *ch, uint64_t target,
+		       uint64_t seq, const void *v, size_t len)
+{
+	struct key k;
+
+	k_versions(&k, ch, target);
+	key_seq(&k, seq);
+	b_put(b, (uint16_t)ch_range(b->s, ch), &k, v, len);
+}
+
+void store_del_versions(store_batch *b, const char *ch, uint64_t target)
+{
+	struct key lo, hi;
+
+	k_versions(&lo, ch, target);
+	key_copy(&hi, &lo);
+	key_prefix_end(&hi);
+	b_delrange(b, (uint16_t)ch_range(b->s, ch), &lo, &hi);
 }
 
 /* ---- commit path ------------------------------------------------------- */
@@ -918,6 +933,42 @@ int store_get_member(store *s, const char *ch, const char *user,
 	return 0;
 }
 
+static void k_presence(struct key *k, const char *ws, const char *user)
+{
+	key_init(k);
+	key_byte(k, 'Y');
+	key_id0(k, ws);
+	key_add(k, user, strlen(user));
+}
+
+void store_put_presence(store_batch *b, const char *ws, const char *user,
+			const store_presence *p)
+{
+	char v[9];
+	struct key k;
+
+	v[0] = (char)p->status;
+	put_le64(v + 1, p->seen_ms);
+	k_presence(&k, ws, user);
+	b_put(b, CF_META, &k, v, sizeof(v));
+}
+
+int store_get_presence(store *s, const char *ws, const char *user,
+		       store_presence *out)
+{
+	char v[9];
+	struct key k;
+	int rc;
+
+	k_presence(&k, ws, user);
+	rc = get_fixed(s, s->cf_meta, &k, v, sizeof(v));
+	if (rc)
+		return rc;
+	out->status = (uint8_t)v[0];
+	out->seen_ms = get_le64(v + 1);
+	return 0;
+}
+
 int store_get_cmid(store *s, const char *ch, const char *user, const char *cmid,
 		   size_t cmid_len, uint64_t *seq)
 {
@@ -1076,17 +1127,18 @@ int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum)
 	return scan_close(&sc);
 }
 
-int store_count_mentions(store *s, const char *ch, const char *user,
-			 uint64_t after, uint64_t *n)
+/* The cumulative count of the newest mention key of user in ch with seq <=
+ * at (UINT64_MAX: the newest of all); 0 if none. */
+static int mention_cum_at(store *s, const char *ch, const char *user,
+			  uint64_t at, uint64_t *cum)
 {
 	struct scan sc;
 	struct key pfx, k;
-	size_t rlen;
+	const char *v;
+	size_t rlen, vlen;
 	int rc;
 
-	*n = 0;
-	if (after == UINT64_MAX)
-		return 0;
+	*cum = 0;
 	k_mention_pfx(&pfx, ch, user);
 	rc = scan_open(s, &sc, s->cf_meta, &pfx, false);
 	if (rc) {
@@ -1094,13 +1146,75 @@ int store_count_mentions(store *s, const char *ch, const char *user,
 		return rc;
 	}
 	key_copy(&k, &pfx);
-	key_seq(&k, after + 1);
-	for (scan_seek(&sc, &k); scan_rest(&sc, &rlen);
-	     rocksdb_iter_next(sc.it))
-		(*n)++;
+	if (at == UINT64_MAX)
+		key_prefix_end(&k);
+	else
+		key_seq(&k, at);
+	scan_seek_prev(&sc, &k);
+	if (scan_rest(&sc, &rlen)) {
+		v = rocksdb_iter_value(sc.it, &vlen);
+		if (rlen != 8 || vlen != 8)
+			rc = -EIO;
+		else
+			*cum = get_le64(v);
+	}
 	key_fini(&k);
 	key_fini(&pfx);
-	return scan_close(&sc);
+	return rc ? (scan_close(&sc), rc) : scan_close(&sc);
+}
+
+int store_mentions_total(store *s, const char *ch, const char *user,
+			 uint64_t *cum)
+{
+	return mention_cum_at(s, ch, user, UINT64_MAX, cum);
+}
+
+int store_count_mentions(store *s, const char *ch, const char *user,
+			 uint64_t after, uint64_t *n)
+{
+	uint64_t total, upto;
+	int rc;
+
+	*n = 0;
+	if (after == UINT64_MAX)
+		return 0;
+	rc = mention_cum_at(s, ch, user, UINT64_MAX, &total);
+	if (!rc && total)
+		rc = mention_cum_at(s, ch, user, after, &upto);
+	if (!rc && total)
+		*n = total - upto;
+	return rc;
+}
+
+int store_get_event(store *s, const char *ch, uint64_t seq, void **ev,
+		    size_t *len, uint64_t *msgs_cum)
+{
+	rocksdb_pinnableslice_t *ps;
+	const char *p;
+	struct key k;
+	size_t n;
+	int rc;
+
+	k_hist(&k, ch, 'e');
+	key_seq(&k, seq);
+	rc = get_pinned(s, s->cf_hist[ch_range(s, ch)], &k, &ps);
+	if (rc)
+		return rc;
+	p = rocksdb_pinnableslice_value(ps, &n);
+	if (n < 8) {
+		rocksdb_pinnableslice_destroy(ps);
+		return -EIO;
+	}
+	if (msgs_cum)
+		*msgs_cum = get_le64(p);
+	*len = n - 8;
+	*ev = malloc(*len ? *len : 1);
+	if (*ev)
+		memcpy(*ev, p + 8, *len);
+	else
+		rc = -ENOMEM;
+	rocksdb_pinnableslice_destroy(ps);
+	return rc;
 }
 
 /*
@@ -1278,6 +1392,16 @@ int store_scan_events(store *s, const char *ch, uint64_t after, unsigned limit,
 	key_copy(&start, &pfx);
 	key_seq(&start, after + 1);
 	return scan_recs(s, ch, &pfx, &start, 1, limit, 8, fn, arg, more);
+}
+
+int store_scan_versions(store *s, const char *ch, uint64_t target,
+			store_rec_fn fn, void *arg)
+{
+	struct key pfx, start;
+
+	k_versions(&pfx, ch, target);
+	key_copy(&start, &pfx);
+	return scan_recs(s, ch, &pfx, &start, 1, 0, 0, fn, arg, NULL);
 }
 
 int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,

@@ -18,13 +18,21 @@
  *   meta  'U' ws \0 user \0 ch     -> ""  (a user's channels)
  *   meta  'P' ws \0 ch             -> ""  (a workspace's public channels)
  *   meta  'I' ch \0 user \0 cmid   -> seq8 (idempotency key of a send)
- *   meta  'N' ch \0 user \0 seq8   -> ""  (a mention of user at seq)
+ *   meta  'Y' ws \0 user           -> store_presence (the status a user
+ *                                     chose, when it was last online)
+ *   meta  'N' ch \0 user \0 seq8   -> u64 LE mentions of user in ch up to
+ *                                     and including this one (a mention
+ *                                     of user at seq)
  *   hist  ch \0 'e' seq8           -> u64 LE msg events up to and including
  *                                     seq (for unread counts; 0 on events
  *                                     that are not messages), then the
  *                                     event frame, msgpack, as sent
  *   hist  ch \0 'm' seq8           -> top-level message state (history view)
  *   hist  ch \0 'r' root8 seq8     -> thread reply state (thread view)
+ *   hist  ch \0 'v' target8 seq8   -> a version of message target's text
+ *                                     made by the edit event seq (msgpack
+ *                                     {body, ts}; the original is target's
+ *                                     own 'e' record)
  *
  * Invariants
  *   1. Everything one event changes goes into one batch: the event, the
@@ -74,6 +82,12 @@ typedef struct store_member {
 	uint64_t joined_ms;
 } store_member;
 
+/* 'Y' value: what presence keeps across restarts. */
+typedef struct store_presence {
+	uint8_t status;   /* the status the user chose (actors' enum) */
+	uint64_t seen_ms; /* when its last device left, 0 = never */
+} store_presence;
+
 /* ---- lifetime ---------------------------------------------------------- */
 
 /* Open (creating if missing) the database in dir with nranges history
@@ -102,16 +116,21 @@ void store_del_member(store_batch *b, const char *ws, const char *ch,
 		      const char *user); /* 'M' + 'U', and the user's 'N' keys */
 void store_put_cmid(store_batch *b, const char *ch, const char *user,
 		    const char *cmid, size_t cmid_len, uint64_t seq);
+/* cum: mentions of user in ch up to and including this one (counts come
+ * from two seeks, never from walking the keys). */
 void store_put_mention(store_batch *b, const char *ch, const char *user,
-		       uint64_t seq);
-/* Deletes the user's mention keys with seq <= upto (read marker moved). */
-void store_clear_mentions(store_batch *b, const char *ch, const char *user,
-			  uint64_t upto);
+		       uint64_t seq, uint64_t cum);
 /* ev: the encoded event frame; msgs_cum: msg events up to and including
  * this one, stored in front of the frame in the same record (pass 0 for
  * other kinds, or the running count: store_msgs_at skips zeros). */
 void store_put_event(store_batch *b, const char *ch, uint64_t seq,
 		     const void *ev, size_t len, uint64_t msgs_cum);
+void store_put_presence(store_batch *b, const char *ws, const char *user,
+			const store_presence *p);
+/* An edit's version of target's text, and dropping them all (delete). */
+void store_put_version(store_batch *b, const char *ch, uint64_t target,
+		       uint64_t seq, const void *v, size_t len);
+void store_del_versions(store_batch *b, const char *ch, uint64_t target);
 /* Message state for history: thread_root 0 = top-level ('m'), else 'r'. */
 void store_put_msg(store_batch *b, const char *ch, uint64_t thread_root,
 		   uint64_t seq, const void *state, size_t len);
@@ -131,14 +150,23 @@ int store_get_channel(store *s, const char *ch, store_channel *out);
 int store_get_chstat(store *s, const char *ch, store_chstat *out);
 int store_get_member(store *s, const char *ch, const char *user,
 		     store_member *out);
+int store_get_presence(store *s, const char *ws, const char *user,
+		       store_presence *out);
 int store_get_cmid(store *s, const char *ch, const char *user, const char *cmid,
 		   size_t cmid_len, uint64_t *seq);
 /* Msg events up to the newest event with seq <= at that is a message (the
  * count stored in front of it), 0 if none. */
 int store_msgs_at(store *s, const char *ch, uint64_t at, uint64_t *cum);
-/* Mentions of user in ch with seq > after. */
+/* Mentions of user in ch with seq > after (two seeks). */
 int store_count_mentions(store *s, const char *ch, const char *user,
 			 uint64_t after, uint64_t *n);
+/* Mentions of user in ch so far (the newest key's count), 0 if none. */
+int store_mentions_total(store *s, const char *ch, const char *user,
+			 uint64_t *cum);
+/* The event at seq as stored: its frame (*ev malloc'd, caller frees) and
+ * the msg count in front of it. */
+int store_get_event(store *s, const char *ch, uint64_t seq, void **ev,
+		    size_t *len, uint64_t *msgs_cum);
 /* Message state at seq (thread_root as stored, 0 for top-level). */
 int store_get_msg(store *s, const char *ch, uint64_t thread_root, uint64_t seq,
 		  void **state, size_t *len); /* *state: malloc'd, caller frees */
@@ -157,6 +185,9 @@ int store_scan_channels(store *s, store_id_fn fn, void *arg);
 /* Members with user id > after (after NULL or "" = from the first). */
 int store_scan_members(store *s, const char *ch, const char *after,
 		       unsigned limit, store_id_fn fn, void *arg, int *more);
+/* Versions of target's text made by edits, ascending by the edit's seq. */
+int store_scan_versions(store *s, const char *ch, uint64_t target,
+			store_rec_fn fn, void *arg);
 /* Events with seq > after, ascending. */
 int store_scan_events(store *s, const char *ch, uint64_t after, unsigned limit,
 		      store_rec_fn fn, void *arg, int *more);

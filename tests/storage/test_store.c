@@ -215,7 +215,7 @@ static void test_records(void **state)
 	store_put_member(b, "ws1", "general", "alice", &m);
 	store_put_cmid(b, "general", "alice", "c-1", 3, 1);
 	store_put_cmid(b, "general", "alice", "c\0x", 3, 2);
-	store_put_mention(b, "general", "bob", 3);
+	store_put_mention(b, "general", "bob", 3, 1);
 	put_event_text(b, "general", 1, 1);
 	put_event_text(b, "general", 2, 0);
 	put_event_text(b, "general", 3, 2);
@@ -1043,57 +1043,104 @@ static void test_recover_repair(void **state)
 
 /* ---- mentions and members ---------------------------------------------- */
 
+static int collect_version(void *arg, uint64_t seq, const void *v,
+			   size_t len)
+{
+	char *out = arg;
+
+	snprintf(out + strlen(out), 256 - strlen(out), "%llu:%.*s;",
+		 (unsigned long long)seq, (int)len, (const char *)v);
+	return 0;
+}
+
 static void test_mentions(void **state)
 {
 	struct tdir t;
 	store *s;
 	store_batch *b;
-	uint64_t n;
+	uint64_t n, cum;
+	void *ev;
+	size_t len;
+	char got[256] = "";
 
 	(void)state;
 	tdir_make(&t);
 	s = open_ok(t.db, 4, 1);
 	b = store_batch_new(s);
-	store_put_mention(b, "mc", "alice", 3);
-	store_put_mention(b, "mc", "alice", 5);
-	store_put_mention(b, "mc", "alice", 9);
-	store_put_mention(b, "mc", "alice", 256);
-	store_put_mention(b, "mc", "alic", 4);
-	store_put_mention(b, "mc", "alicex", 4);
-	store_put_mention(b, "mc2", "alice", 4);
+	store_put_mention(b, "mc", "alice", 3, 1);
+	store_put_mention(b, "mc", "alice", 5, 2);
+	store_put_mention(b, "mc", "alice", 9, 3);
+	store_put_mention(b, "mc", "alice", 256, 4);
+	store_put_mention(b, "mc", "alic", 4, 1);
+	store_put_mention(b, "mc", "alicex", 4, 1);
+	store_put_mention(b, "mc2", "alice", 4, 1);
 	assert_int_equal(commit_wait(s, 0, b), 0);
 
+	/* counts are the newest count minus the count at the marker */
 	assert_int_equal(store_count_mentions(s, "mc", "alice", 0, &n), 0);
 	assert_int_equal(n, 4);
 	assert_int_equal(store_count_mentions(s, "mc", "alice", 3, &n), 0);
 	assert_int_equal(n, 3);
+	assert_int_equal(store_count_mentions(s, "mc", "alice", 4, &n), 0);
+	assert_int_equal(n, 3);
 	assert_int_equal(store_count_mentions(s, "mc", "alice", 5, &n), 0);
 	assert_int_equal(n, 2);
+	assert_int_equal(store_count_mentions(s, "mc", "alice", 255, &n), 0);
+	assert_int_equal(n, 1);
 	assert_int_equal(store_count_mentions(s, "mc", "alice", 256, &n), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(store_count_mentions(s, "mc", "alice", UINT64_MAX, &n),
 			 0);
 	assert_int_equal(n, 0);
-
-	b = store_batch_new(s);
-	store_clear_mentions(b, "mc", "alice", 5);
-	assert_int_equal(commit_wait(s, 0, b), 0);
-	assert_int_equal(store_count_mentions(s, "mc", "alice", 0, &n), 0);
-	assert_int_equal(n, 2);
+	/* ids that share a prefix do not see each other's keys */
 	assert_int_equal(store_count_mentions(s, "mc", "alic", 0, &n), 0);
 	assert_int_equal(n, 1);
 	assert_int_equal(store_count_mentions(s, "mc", "alicex", 0, &n), 0);
 	assert_int_equal(n, 1);
-	assert_int_equal(store_count_mentions(s, "mc2", "alice", 0, &n), 0);
-	assert_int_equal(n, 1);
+	assert_int_equal(store_count_mentions(s, "mc", "nobody", 0, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_mentions_total(s, "mc", "alice", &cum), 0);
+	assert_int_equal(cum, 4);
+	assert_int_equal(store_mentions_total(s, "mc2", "alice", &cum), 0);
+	assert_int_equal(cum, 1);
+	assert_int_equal(store_mentions_total(s, "mc3", "alice", &cum), 0);
+	assert_int_equal(cum, 0);
 
+	/* leaving drops them: a rejoin starts from none */
 	b = store_batch_new(s);
-	store_clear_mentions(b, "mc", "alice", UINT64_MAX);
+	store_del_member(b, "ws", "mc", "alice");
 	assert_int_equal(commit_wait(s, 0, b), 0);
 	assert_int_equal(store_count_mentions(s, "mc", "alice", 0, &n), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(store_count_mentions(s, "mc", "alicex", 0, &n), 0);
 	assert_int_equal(n, 1);
+
+	/* events read back one at a time, with their count; versions */
+	b = store_batch_new(s);
+	store_put_event(b, "mc", 7, "\x81\xa1" "t" "\xa2" "ev", 6, 3);
+	store_put_version(b, "mc", 7, 9, "second", 6);
+	store_put_version(b, "mc", 7, 12, "third", 5);
+	store_put_version(b, "mc", 70, 13, "other", 5);
+	assert_int_equal(commit_wait(s, 0, b), 0);
+	assert_int_equal(store_get_event(s, "mc", 7, &ev, &len, &cum), 0);
+	assert_int_equal(len, 6);
+	assert_int_equal(cum, 3);
+	assert_memory_equal(ev, "\x81\xa1" "t" "\xa2" "ev", 6);
+	free(ev);
+	assert_int_equal(store_get_event(s, "mc", 8, &ev, &len, &cum), -ENOENT);
+	assert_int_equal(store_scan_versions(s, "mc", 7, collect_version, got),
+			 0);
+	assert_string_equal(got, "9:second;12:third;");
+	b = store_batch_new(s);
+	store_del_versions(b, "mc", 7);
+	assert_int_equal(commit_wait(s, 0, b), 0);
+	got[0] = 0;
+	assert_int_equal(store_scan_versions(s, "mc", 7, collect_version, got),
+			 0);
+	assert_string_equal(got, "");
+	assert_int_equal(store_scan_versions(s, "mc", 70, collect_version, got),
+			 0);
+	assert_string_equal(got, "13:other;");
 	store_close(s);
 	tdir_remove(&t);
 }
@@ -1114,10 +1161,10 @@ static void test_del_member(void **state)
 	store_put_member(b, "ws", "dc", "alice", &m);
 	store_put_member(b, "ws", "dc2", "alice", &m);
 	store_put_member(b, "ws", "dc", "bob", &m);
-	store_put_mention(b, "dc", "alice", 2);
-	store_put_mention(b, "dc", "alice", 3);
-	store_put_mention(b, "dc", "bob", 3);
-	store_put_mention(b, "dc2", "alice", 3);
+	store_put_mention(b, "dc", "alice", 2, 1);
+	store_put_mention(b, "dc", "alice", 3, 2);
+	store_put_mention(b, "dc", "bob", 3, 1);
+	store_put_mention(b, "dc2", "alice", 3, 1);
 	assert_int_equal(commit_wait(s, 0, b), 0);
 
 	b = store_batch_new(s);
