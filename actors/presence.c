@@ -44,10 +44,11 @@ struct presence {
 	uint32_t nw, capw;
 	uint8_t chosen;     /* PS_ONLINE, PS_AWAY, PS_DND, PS_INVISIBLE */
 	uint8_t shown;      /* what watchers were last told (or would be) */
-	uint8_t next;       /* the change waiting, valid while due_ms */
+	uint8_t next;       /* the change waiting, valid while waiting */
 	uint64_t since;     /* when `shown` began */
 	uint64_t next_since;
-	uint64_t due_ms;    /* 0: nothing waiting */
+	uint64_t due_ms;    /* when `next` is to be told, if waiting */
+	bool waiting;
 	uint64_t seen_ms;   /* when the last device left */
 	uint32_t klen;
 	char key[];         /* ws \0 user */
@@ -98,7 +99,7 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 
 static void p_free_if_idle(struct shard_state *ss, struct presence *p)
 {
-	if (p->ndev || p->nw || p->due_ms)
+	if (p->ndev || p->nw || p->waiting)
 		return;
 	smap_del(&ss->presence, p->key, p->klen);
 	free(p->dev);
@@ -159,25 +160,24 @@ static void reevaluate(struct presence *p, uint64_t now)
 	uint8_t st = derived(p, now);
 
 	if (st == p->shown) {
-		p->due_ms = 0; /* it came back before anyone was told */
+		p->waiting = false; /* it came back before anyone was told */
 		return;
 	}
-	if (p->due_ms && p->next == st)
+	if (p->waiting && p->next == st)
 		return;
+	p->waiting = true;
 	p->next = st;
 	p->next_since = now;
 	p->due_ms = now + (st == PS_OFFLINE ? srv.lim.grace_ms
 					    : srv.lim.coalesce_ms);
-	if (p->due_ms == now)
-		p->due_ms = now + 1; /* 0 means "nothing waiting" */
 }
 
 static void fire_if_due(struct shard_state *ss, struct presence *p,
 			uint64_t now)
 {
-	if (!p->due_ms || now < p->due_ms)
+	if (!p->waiting || now < p->due_ms)
 		return;
-	p->due_ms = 0;
+	p->waiting = false;
 	p->shown = p->next;
 	p->since = p->next_since;
 	publish(ss, p);
@@ -325,7 +325,7 @@ void presence_tick(struct shard_state *ss, uint64_t now)
 		if (p->ndev)
 			reevaluate(p, now);
 		fire_if_due(ss, p, now);
-		if (!p->ndev && !p->nw && !p->due_ms) {
+		if (!p->ndev && !p->nw && !p->waiting) {
 			if (nidle == cap) {
 				cap = cap ? 2 * cap : 16;
 				idle = realloc(idle, cap * sizeof(*idle));
