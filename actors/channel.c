@@ -1264,7 +1264,9 @@ static void change_event(struct shard_state *ss, struct chan *c,
 	ev = rt_buf_new(ss->out.data, ss->out.len);
 	ev->kind = BUF_EVENT;
 	ev->t_req_us = r->t_rx_us;
-	store_put_event(ss->batch, c->id, e->seq, ev->data, ev->len, 0);
+	/* the running msg count rides along, so an unread count at this
+	 * seq is one read, however many changes follow a message */
+	store_put_event(ss->batch, c->id, e->seq, ev->data, ev->len, c->msgs);
 	put_stat(ss, c);
 	fe = fx_add(ss, FX_EVENT, c);
 	fe->seq = e->seq;
