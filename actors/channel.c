@@ -69,7 +69,18 @@ struct ov {
 	uint8_t *bytes;
 	size_t len;
 	uint32_t pending;
+	/* edits of this message in batches not yet durable: a delete must
+	 * blank their events too, and storage does not have them yet */
+	struct pedit { uint64_t seq, ts, cum; } *pedits;
+	uint32_t npedits;
 };
+
+static void ov_free(struct ov *o)
+{
+	free(o->bytes);
+	free(o->pedits);
+	free(o);
+}
 
 struct chan {
 	char id[ID_CAP];
@@ -452,8 +463,7 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 
 		if (--o->pending == 0) {
 			smap_del(&e->ch->ov, o->key, 8);
-			free(o->bytes);
-			free(o);
+			ov_free(o);
 		}
 		break;
 	}
@@ -964,8 +974,7 @@ static void ov_release(struct chan *c, struct ov *o)
 	if (o->pending)
 		return;
 	smap_del(&c->ov, o->key, 8);
-	free(o->bytes);
-	free(o);
+	ov_free(o);
 }
 
 static void op_send(struct shard_state *ss, struct m_req *r,
@@ -1356,6 +1365,10 @@ static void op_edit(struct shard_state *ss, struct m_req *r,
 	proto_out_reset(&ss->out);
 	proto_enc_msg(&ss->out, &m);
 	ov_set(ss, c, t.st, &ss->out);
+	t.st->pedits = realloc(t.st->pedits,
+			       (t.st->npedits + 1) * sizeof(*t.st->pedits));
+	t.st->pedits[t.st->npedits++] =
+		(struct pedit){ e.seq, e.ts, c->msgs };
 	proto_doc_free(&d);
 	change_event(ss, c, r, &e);
 out:
@@ -1440,6 +1453,22 @@ static void op_delete(struct shard_state *ss, struct m_req *r,
 
 	/* the text goes from the log and the versions as well */
 	store_scan_versions(srv.st, c->id, t.seq, scrub_version, &sc);
+	for (uint32_t i = 0; i < t.st->npedits; i++) {
+		proto_event pe = {
+			.ch = { c->id, (uint32_t)strlen(c->id) },
+			.seq = t.st->pedits[i].seq,
+			.k = { "edit", 4 },
+			.ts = t.st->pedits[i].ts,
+			.from = t.e.from,
+			.target = t.seq,
+			.body = { "", 0 },
+		};
+
+		proto_out_reset(&ss->out);
+		proto_enc_event(&ss->out, &pe);
+		store_put_event(ss->batch, c->id, pe.seq, ss->out.data,
+				ss->out.len, t.st->pedits[i].cum);
+	}
 	store_del_versions(ss->batch, c->id, t.seq);
 	t.e.body = (proto_str){ "", 0 };
 	proto_out_reset(&ss->out);
@@ -1540,7 +1569,7 @@ static int react_apply(const proto_msg *m, const char *user, proto_str emoji,
 static void op_react(struct shard_state *ss, struct m_req *r,
 		     const msgpack_object *map)
 {
-	static __thread proto_out rx;
+	proto_out rx;
 	struct chan *c = visible(ss, r);
 	struct target t;
 	proto_doc d;
@@ -1552,6 +1581,7 @@ static void op_react(struct shard_state *ss, struct m_req *r,
 
 	if (!c || !member_or_fail(c, r) || !load_target(c, r, map, false, &t))
 		return;
+	proto_out_init(&rx, 0, 256);
 	if (!state_of(&t, &d, &m, men)) {
 		fail(r, "INTERNAL", "stored message does not decode");
 		goto out;
@@ -1563,9 +1593,6 @@ static void op_react(struct shard_state *ss, struct m_req *r,
 	}
 	proto_get_str(map, "emoji", &emoji.s, &emoji.n);
 	proto_get_bool(map, "on", &on);
-	if (!rx.base)
-		proto_out_init(&rx, 0, 256);
-	proto_out_reset(&rx);
 	rc = react_apply(&m, r->user, emoji, on, &rx, &changed);
 	if (rc) {
 		proto_doc_free(&d);
@@ -1595,6 +1622,7 @@ static void op_react(struct shard_state *ss, struct m_req *r,
 	e.on = on;
 	change_event(ss, c, r, &e);
 out:
+	proto_out_free(&rx);
 	ov_release(c, t.st);
 	target_free(&t);
 }
