@@ -203,8 +203,9 @@ enum stage {
 	ST__COUNT
 };
 /* Finite buckets; bound i is 2^(i/2) us for even i, 1.5 * 2^((i-1)/2) us
- * for odd i (1, 1.5, 2, 3, 4, 6, 8 us ... 8.4 s); then +Inf. */
-#define ST_NB 47
+ * for odd i (1, 1.5, 2, 3, 4, 6, 8 us ... 67 s); then +Inf. Bursts take
+ * seconds: the top finite bucket must hold them. */
+#define ST_NB 53
 extern const char *const stage_names[ST__COUNT];
 uint64_t stage_bound_us(unsigned i);
 
