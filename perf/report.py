@@ -24,8 +24,10 @@ import shutil
 import statistics
 import subprocess
 
-SHAPE = ("scenario", "mode", "server", "members", "online", "senders",
-         "inflight", "conns", "channels", "rate", "messages", "size")
+SHAPE = ("scenario", "mode", "server", "variant", "members", "online",
+         "senders", "inflight", "conns", "hb_ms", "channels", "rate",
+         "messages", "size", "watchers", "changes", "gap_ms", "msgs",
+         "member_of", "vocab", "queries", "limit", "clients")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -179,6 +181,17 @@ def shape(e):
                 f"{e.get('inflight', 1)} in flight")
     if s == "idle":
         return f"{e['conns']:,} connections"
+    if s == "hb":
+        h = e.get("hb_ms") or 0
+        return (f"{e['conns']:,} connections, "
+                + (f"hb every {h / 1000:g} s" if h else "no hb"))
+    if s == "presence":
+        return (f"{e['watchers']:,} watchers x {e['changes']} changes, "
+                f"{e['gap_ms']}+ ms apart"
+                + (f", {e['variant']}" if e.get("variant") else ""))
+    if s == "search":
+        return (f"{e['msgs']:,} msgs in {e['channels']:,} ch, "
+                f"searcher in {e['member_of']}")
     return ""
 
 
@@ -241,7 +254,7 @@ def targets(entries):
                     f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
                     p50 <= 1 and p99 <= 5))
     for e in entries:
-        if e["scenario"] == "acks":
+        if e["scenario"] == "acks" and not e.get("variant"):
             a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
             if a is None or p99 is None:
                 continue
@@ -254,6 +267,175 @@ def targets(entries):
         out.append((f"idle, {i['conns']:,} connections: <= 2 KB per "
                     "connection", f"{v:,.0f} bytes", v <= 2048))
     return out
+
+
+def table(rows, cols, most):
+    """rows of entries; cols of (label, path or function of the entry)"""
+    out = ["| " + " | ".join(c[0] for c in cols) + " |",
+           "|" + " --- |" * len(cols)]
+    for e in rows:
+        cells = []
+        for _, c in cols:
+            cells.append(c(e) if callable(c) else cell(e, c))
+        n = e.get("n_runs", 1)
+        if n < most:
+            cells[0] += f" ({n} run{'s' if n > 1 else ''})"
+        out.append("| " + " | ".join(cells) + " |")
+    return out + [""]
+
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or not b:
+        return "–"
+    return f"{a / b:.{digits}f}x"
+
+
+def new_tables(entries, most):
+    """presence, hb, search, acks with and without the search index"""
+    lines = []
+    pres = [e for e in entries if e["scenario"] == "presence"]
+    if pres:
+        lines += [
+            "### presence", "",
+            "One subject changes its status (presence.set, alternately dnd "
+            "and online) while every watcher watches it; the time from the "
+            "set's send to the last watcher's `presence` frame, per change, "
+            "and to each watcher's frame. With the default coalescing, "
+            "parleyd holds a change back for `--presence-coalesce-ms` "
+            "(100 ms) and tells it on its 100 ms tick: the figures include "
+            "that window; `coalesce 0 ms` shows the server's own cost. "
+            "Every watcher must get every change exactly once.", ""]
+        lines += table(pres, [
+            ("shape", lambda e: f"{e['watchers']:,} watchers x "
+             f"{e['changes']} changes, {e['gap_ms']}+ ms apart"),
+            ("variant", lambda e: e.get("variant") or "–"),
+            ("set to last watcher p50 ms", "publish_to_last_ms.p50"),
+            ("p99 ms", "publish_to_last_ms.p99"),
+            ("per delivery p50 ms", "latency_ms.p50"),
+            ("p99 ms", "latency_ms.p99"),
+            ("max ms", "latency_ms.max"),
+            ("server CPU-s", "server_cpu_s")], most)
+    hb = [e for e in entries if e["scenario"] == "hb"]
+    if hb:
+        lines += [
+            "### hb: heartbeats", "",
+            "The same connections, one user each, heartbeating (`hb` "
+            "without rid, each on its own jittered 5 s period) or silent, "
+            "measured over the window after all are connected; a fresh "
+            "server per run, the two alternating. A silent user turns away "
+            "10 s after its hello (parleyd's `--away-ms`): in a window "
+            "longer than that, the silent runs include one presence change "
+            "per connection (nobody watches them).", ""]
+        lines += table(hb, [
+            ("shape", shape),
+            ("server CPU-s per s", "server_cpu_per_s"),
+            ("heartbeats/s", "heartbeats_per_s"),
+            ("RSS bytes per conn after hello", "rss_bytes_per_conn"),
+            ("at the end", "rss_end_bytes_per_conn"),
+            ("server RSS MiB", "rss_bytes")], most)
+        on = [e for e in hb if e.get("hb_ms")]
+        for e in on:
+            off = find(entries, scenario="hb", conns=e["conns"], hb_ms=0)
+            if not off:
+                continue
+            c1, c0 = get(e, "server_cpu_per_s"), get(off, "server_cpu_per_s")
+            rate = get(e, "heartbeats_per_s")
+            if None in (c1, c0, rate) or not rate:
+                continue
+            lines += [
+                f"Heartbeats cost {c1 - c0:.3f} server CPU-s per second "
+                f"for {e['conns']:,} connections ({rate:,.0f}/s): "
+                f"{(c1 - c0) / rate * 1e6:.1f} µs of server CPU each "
+                "(medians).", ""]
+        idle = find(entries, scenario="idle", server="parley")
+        if idle:
+            lines += [
+                f"For comparison, `idle` ({idle['conns']:,} connections, "
+                f"heartbeating every 5 s, a {get(idle, 'duration_s'):.0f} s "
+                f"window): {cell(idle, 'server_cpu_per_s')} server CPU-s "
+                f"per s, {cell(idle, 'rss_bytes_per_conn')} RSS bytes per "
+                "connection.", ""]
+    srch = [e for e in entries if e["scenario"] == "search"]
+    if srch:
+        lines += [
+            "### search", "",
+            "Made-up text (4-24 words of a vocabulary, Zipf-like "
+            "frequencies) sent through parleyd by pipelining senders, then "
+            "the index's catch-up: from the last fill ack until a token "
+            "sent afterwards into each of the searcher's channels is found "
+            "in all of them. Then the queries, each kind in turn, with 1 or "
+            "more searcher connections each keeping one query in flight; "
+            "every hit must be in one of the searcher's channels. A fresh "
+            "server per run.", ""]
+        lines += table(srch, [
+            ("shape", shape),
+            ("fill msgs/s", "fill_msgs_per_s"),
+            ("fill ack p50 ms", "ack_ms.p50"), ("p99 ms", "ack_ms.p99"),
+            ("fill server CPU-s", "fill_server_cpu_s"),
+            ("index catch-up s", "index_catchup_s"),
+            ("index MiB", lambda e: mib(e, "search_bytes")),
+            ("store MiB", lambda e: mib(e, "store_bytes"))], most)
+        for e in srch:
+            q = e.get("query") or {}
+            rows = []
+            for c in sorted(q, key=lambda k: int(k[1:])):
+                for kind in ("word", "prefix", "phrase"):
+                    if kind in q[c]:
+                        rows.append((c, kind))
+            if not rows:
+                continue
+            lines += [f"Queries, {shape(e)}, {e['queries']} per kind, "
+                      f"limit {e['limit']} (word: a vocabulary word, any "
+                      "rank alike; prefix: its first two letters and `*`; "
+                      "phrase: two Zipf-drawn words in quotes):", "",
+                      "| clients | kind | p50 ms | p90 ms | p99 ms | max ms "
+                      "| queries/s | hits per query | share with no hit |",
+                      "|" + " --- |" * 9]
+            for c, kind in rows:
+                base = f"query.{c}.{kind}."
+                lines.append(
+                    f"| {c[1:]} | {kind} | "
+                    + " | ".join(cell(e, base + k) for k in (
+                        "p50", "p90", "p99", "max", "per_s", "hits_mean",
+                        "zero_hit_share")) + " |")
+            lines.append("")
+    ai = [e for e in entries if e["scenario"] == "acks" and e.get("variant")]
+    if ai:
+        lines += [
+            "### acks with and without the search index", "",
+            "Effect of indexing on durable acks per second: the acks "
+            "scenario against parleyd as it runs by default (`search`: every "
+            "committed message goes to the indexer thread) and with "
+            "`--no-search`, alternating run by run, a fresh server each.",
+            ""]
+        heads = ["senders", "acks/s with index", "without",
+                 "with / without", "ack p50 ms with", "without",
+                 "ack p99 ms with", "without", "server CPU-s with",
+                 "without"]
+        lines += ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
+        for s in sorted({e.get("senders") for e in ai}):
+            w = find(ai, senders=s, variant="search")
+            wo = find(ai, senders=s, variant="no-search")
+            cells = [f"{s} x {(w or wo).get('inflight', 1)} in flight"]
+            cells += [cell(w, "acks_per_s") if w else "–",
+                      cell(wo, "acks_per_s") if wo else "–",
+                      ratio(w and get(w, "acks_per_s"),
+                            wo and get(wo, "acks_per_s"))]
+            for k in ("ack_ms.p50", "ack_ms.p99", "server_cpu_s"):
+                cells += [cell(w, k) if w else "–", cell(wo, k) if wo else "–"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def mib(e, path):
+    v = get(e, path)
+    if v is None:
+        return "–"
+    lo, hi = get(e, path, "min"), get(e, path, "max")
+    if e.get("n_runs", 1) > 1 and lo is not None and hi is not None:
+        return f"{v / 2**20:.0f} ({lo / 2**20:.0f}–{hi / 2**20:.0f})"
+    return f"{v / 2**20:.0f}"
 
 
 def markdown(doc, entries, level, command):
@@ -285,7 +467,8 @@ def markdown(doc, entries, level, command):
                  "server_cpu_per_s", "rss_bytes"),
     }
     for sc in ("fanout", "small", "acks", "idle"):
-        rows = [e for e in entries if e["scenario"] == sc]
+        rows = [e for e in entries if e["scenario"] == sc
+                and not e.get("variant")]
         if not rows:
             continue
         h = heads[sc]
@@ -298,6 +481,7 @@ def markdown(doc, entries, level, command):
             cells = [e["server"], shape(e) + few] + [cell(e, c) for c in h[2:]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += new_tables(entries, most)
     t = targets(entries)
     if t:
         lines += ["### The issue's targets", "", "| target | measured | |",
@@ -324,7 +508,10 @@ def markdown(doc, entries, level, command):
                 m, p = s.get("mean_ms"), s.get("p99_ms")
                 cells.append("–" if m is None or p is None
                              or not s.get("count") else f"{m:.2f} / {p:.2f}")
-            lines.append(f"| {e['scenario']} {shape(e)} | "
+            v = e.get("variant")
+            lines.append(f"| {e['scenario']} {shape(e)}"
+                         + (f" ({v})" if v and e["scenario"] != "presence"
+                            else "") + " | "
                          + " | ".join(cells) + " |")
         lines.append("")
     pngs = sorted(f for f in os.listdir(doc["out"]) if f.endswith(".png"))
@@ -343,11 +530,27 @@ def plots(entries, out):
             jobs.append((f"fanout-{e['mode']}-{e['online']}-{e['members']}",
                          f"fanout {shape(e)}: per-delivery latency",
                          e["server"], e.get("latency_ms")))
+        elif e["scenario"] == "acks" and e.get("variant"):
+            jobs.append(("acks-index", "acks with and without the search "
+                         "index: ack latency",
+                         f"{e['senders']} senders, {e['variant']}",
+                         e.get("ack_ms")))
         elif e["scenario"] in ("acks", "small"):
             key = "ack_ms" if e["scenario"] == "acks" else "latency_ms"
             jobs.append((f"{e['scenario']}", f"{e['scenario']}: "
                          f"{'ack' if key == 'ack_ms' else 'send-to-deliver'}"
                          " latency", shape(e), e.get(key)))
+        elif e["scenario"] == "presence":
+            jobs.append(("presence", "presence: set to last watcher",
+                         e.get("variant") or "default",
+                         e.get("publish_to_last_ms")))
+        elif e["scenario"] == "search":
+            for c, kinds in sorted((e.get("query") or {}).items()):
+                for kind, lat in kinds.items():
+                    jobs.append((f"search-{e['msgs']}",
+                                 f"search, {e['msgs']:,} messages: query "
+                                 "latency", f"{kind}, {c[1:]} client(s)",
+                                 lat))
     byfile = {}
     for f, title, series, lat in jobs:
         if lat:

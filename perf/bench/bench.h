@@ -14,6 +14,10 @@
  *          8 hex digits  (the sender's user index, small: its own copy
  *                         does not count)
  * padded with 'x' to the body size.
+ *
+ * Presence changes and search queries carry no tag: the parent tells the
+ * client processes when it sent each change (CMD_CHANGE), and times
+ * queries itself.
  */
 #ifndef PARLEY_BENCH_H
 #define PARLEY_BENCH_H
@@ -91,7 +95,9 @@ typedef struct bconn {
 	/* small/acks: the sender's channel, sends in flight, next rid */
 	uint32_t chan, inflight;
 	uint64_t last_rid;
-	uint64_t hb_at; /* idle: next heartbeat */
+	uint64_t hb_at; /* idle, hb, presence: next heartbeat */
+	/* search fill: sends made and answered by this sender */
+	uint32_t nsent, nacked;
 	/* NATS/Redis: bytes of the stream not parsed yet */
 	char *acc;
 	uint32_t acclen, acccap;
@@ -124,6 +130,13 @@ typedef struct bhooks {
 	void (*res)(bconn *b, uint64_t rid, bool ok, uint64_t n);
 	/* an error frame, a NATS -ERR, a Redis error */
 	void (*error)(bconn *b, const char *what, size_t len);
+	/* parley: {"t":"presence"} (strings not NUL-terminated) */
+	void (*presence)(bconn *b, const char *user, uint32_t ulen,
+			 const char *status, uint32_t slen);
+	/* parley: when set, a response is handed over whole (the bench
+	 * decodes the few it needs to read) instead of to res */
+	void (*resframe)(bconn *b, uint64_t rid, bool ok, const uint8_t *d,
+			 size_t len);
 } bhooks;
 
 extern const bhooks *hooks;
@@ -159,10 +172,34 @@ size_t enc_parley_send(uint8_t *out, size_t cap, const char *ch,
 		       uint64_t rid, const char *body, size_t blen);
 size_t enc_nats_pub(uint8_t *out, size_t cap, const char *body, size_t blen);
 size_t enc_redis_pub(uint8_t *out, size_t cap, const char *body, size_t blen);
+/* {"op":"hb"} without rid, and presence.watch / presence.set with one */
+extern const uint8_t enc_hb[7];
+size_t enc_parley_watch(uint8_t *out, size_t cap, uint64_t rid,
+			const char *user);
+size_t enc_parley_set(uint8_t *out, size_t cap, uint64_t rid,
+		      const char *status);
+
+/* ---- conn.c: text for search --------------------------------------------- */
+
+/* A vocabulary of n made-up words (the same for a given n in every process:
+ * a fixed seed), shorter words more frequent, drawn with Zipf-like
+ * frequencies (the word of rank r with weight 1/(r+1)). */
+typedef struct vocab {
+	uint32_t n;
+	char **w;
+	double *cdf;
+} vocab;
+
+int vocab_init(vocab *v, uint32_t n);          /* 0 or -1 */
+uint64_t rnd(uint64_t *s);                     /* xorshift64*; *s != 0 */
+uint32_t vocab_zipf(const vocab *v, uint64_t *s); /* a rank, Zipf-drawn */
+/* A message of 4 to 24 Zipf-drawn words, NUL-terminated; its length. */
+size_t vocab_text(const vocab *v, uint64_t *s, char *out, size_t cap);
 
 /* ---- child.c: one client process ------------------------------------------ */
 
-enum scen { SC_FANOUT, SC_SMALL, SC_ACKS, SC_IDLE };
+enum scen { SC_FANOUT, SC_SMALL, SC_ACKS, SC_IDLE, SC_HB, SC_PRESENCE,
+	    SC_SEARCH };
 
 /* What the children need to know, set by main.c before fork(). */
 typedef struct brun {
@@ -172,9 +209,19 @@ typedef struct brun {
 	uint32_t total;     /* connections over all children */
 	uint32_t inflight;  /* acks */
 	double rate;        /* small: sends per second, all children */
-	uint32_t hb_ms;     /* idle */
+	uint32_t hb_ms;     /* idle, hb, presence: 0 = no heartbeats */
 	char (*chans)[PROTO_MAX_ID + 1]; /* small: channel of uid i is i/10;
-					  * acks: of sender i is i */
+					  * acks: of sender i is i;
+					  * search: channel j is sender
+					  * j % senders' */
+	/* presence: whom the watchers watch; changes, alternately "dnd"
+	 * (even index) and "online" (odd) */
+	char subject[96];
+	uint32_t nchange;
+	/* search fill: messages in all, senders, channels */
+	uint64_t msgs;
+	uint32_t senders, nchan;
+	vocab words;
 } brun;
 
 extern brun run;
@@ -186,12 +233,14 @@ struct report {
 	uint32_t kind;
 	uint32_t idx; /* R_DONE: message; R_DEAD/R_FAIL: connection id */
 	uint64_t a;   /* R_READY: when the last got ready; R_DONE: when
-		       * the last delivery of idx arrived */
+		       * the last delivery of idx arrived (search: when the
+		       * last of this process' sends was answered) */
 };
 
 /* after R_FINAL */
 struct final {
 	uint64_t errors, deliveries, acks, dead;
+	uint64_t hbs; /* heartbeats sent in the measured window */
 	hist lat, ack;
 };
 
@@ -200,6 +249,14 @@ struct final {
 #define CMD_MEASURE 'M' /* the measured window begins */
 #define CMD_END 'E'     /* ... ends; small/acks stop sending */
 #define CMD_STOP 'S'    /* report R_FINAL and exit */
+/* presence: CMD_CHANGE, then struct change: the parent sends change idx
+ * (presence.set) at sent_ns */
+#define CMD_CHANGE 'C'
+
+struct change {
+	uint32_t idx;
+	uint64_t sent_ns;
+};
 
 /* Connections [from, to) (user indexes); never returns. */
 void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)

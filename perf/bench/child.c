@@ -13,7 +13,20 @@
  *           timed between CMD_MEASURE and CMD_END
  *   acks    each sender keeps --inflight sends outstanding (closed loop)
  *   idle    parley heartbeats every --hb-ms (jittered); a closed
- *           connection is an error
+ *   hb      connection is an error; hb counts the heartbeats it sent
+ *           between CMD_MEASURE and CMD_END
+ *   presence every connection, once its hello is answered, watches the
+ *           subject (presence.watch, which must show it online); ready
+ *           when all are watching. Each {"t":"presence"} must be the
+ *           subject's next change (dnd, online, dnd, ...), exactly once;
+ *           it is timed against the send time the parent gave with
+ *           CMD_CHANGE (kept aside if the frame came first); when all of
+ *           this process' watchers have change i: R_DONE(i, last arrival).
+ *           Watchers heartbeat like idle's connections.
+ *   search  the fill: each sender keeps --inflight sends of made-up text
+ *           outstanding, round robin over its channels, until it has sent
+ *           its share of --msgs; R_DONE(0, last answer) when every sender
+ *           here has all its answers
  *
  * Nothing on the delivery path allocates or prints.
  */
@@ -47,8 +60,20 @@ static struct {
 	char *body;
 	uint8_t *frame;
 	size_t frame_cap;
+	/* presence: watchers watching; when each change was sent (0 = not
+	 * told yet); arrivals that came before their send time */
+	uint32_t watched;
+	uint64_t *sent_ns;
+	uint32_t npend, cappend;
+	struct change *pend; /* sent_ns holds the arrival here */
+	/* search: senders done; the text's random state */
+	uint32_t senders_done;
+	uint64_t rng;
 	struct final fin;
 } C;
+
+#define WATCH_RID 2 /* hello is 1; the bench's other rids are clock readings */
+#define TEXT_CAP 1024
 
 static void write_all(int fd, const void *p, size_t n)
 {
@@ -137,15 +162,130 @@ static void send_msg(bconn *b, uint32_t idx)
 	rearm(b, b->id - C.from);
 }
 
+/* search: sender i's share of the messages, and its channels
+ * (i, i + senders, i + 2 senders, ... below nchan) */
+static uint32_t quota(uint32_t i)
+{
+	return (uint32_t)(run.msgs / run.senders +
+			  (i < run.msgs % run.senders ? 1 : 0));
+}
+
+static void send_text(bconn *b)
+{
+	uint32_t own = (run.nchan - b->id + run.senders - 1) / run.senders;
+	uint32_t j = b->id + run.senders * (b->nsent % own);
+	uint64_t rid = next_rid();
+	size_t len = vocab_text(&run.words, &C.rng, C.body, TEXT_CAP);
+	size_t n = enc_parley_send(C.frame, C.frame_cap, run.chans[j], rid,
+				   C.body, len);
+
+	if (!n || bconn_send(b, C.frame, n)) {
+		C.fin.errors++;
+		return;
+	}
+	b->nsent++;
+	b->inflight++;
+	rearm(b, b->id - C.from);
+}
+
+static void sender_done(void)
+{
+	if (++C.senders_done == C.n)
+		report(R_DONE, 0, now_ns());
+}
+
+/* presence: a watcher got change idx, at arrival */
+static void change_seen(uint32_t idx, uint64_t arrival)
+{
+	if (C.sent_ns[idx]) {
+		hist_add(&C.fin.lat, arrival - C.sent_ns[idx]);
+		return;
+	}
+	if (C.npend == C.cappend) {
+		uint32_t cap = C.cappend ? 2 * C.cappend : 1024;
+		struct change *p = realloc(C.pend, cap * sizeof(*p));
+
+		if (!p) {
+			C.fin.errors++;
+			return;
+		}
+		C.pend = p;
+		C.cappend = cap;
+	}
+	C.pend[C.npend++] = (struct change){ idx, arrival };
+}
+
 /* ---- hooks ------------------------------------------------------------------------ */
 
 static void on_ready(bconn *b)
 {
 	C.ready++;
-	if (run.scen == SC_IDLE)
+	if ((run.scen == SC_IDLE || run.scen == SC_HB ||
+	     run.scen == SC_PRESENCE) && run.hb_ms)
 		b->hb_at = now_ns() + (uint64_t)(rand() % (int)run.hb_ms) * 1000000u;
+	if (run.scen == SC_PRESENCE) {
+		size_t n = enc_parley_watch(C.frame, C.frame_cap, WATCH_RID,
+					    run.subject);
+
+		if (!n || bconn_send(b, C.frame, n))
+			C.fin.errors++;
+		rearm(b, b->id - C.from);
+		return;
+	}
 	if (C.ready == C.n)
 		report(R_READY, 0, now_ns());
+}
+
+/* presence: the answer to presence.watch must show the subject online */
+static void on_resframe(bconn *b, uint64_t rid, bool ok, const uint8_t *d,
+			size_t len)
+{
+	const msgpack_object *m, *e;
+	const char *st = NULL;
+	uint32_t sn = 0;
+	proto_doc doc;
+
+	if (rid != WATCH_RID) {
+		C.fin.errors++;
+		return;
+	}
+	if (!ok || proto_decode_max(&doc, d, len, 1u << 24) != PROTO_OK) {
+		C.fin.errors++;
+	} else {
+		m = proto_get(&doc.root, "presence");
+		e = m && m->type == MSGPACK_OBJECT_MAP ?
+			    proto_get(m, run.subject) : NULL;
+		if (!e || e->type != MSGPACK_OBJECT_MAP ||
+		    proto_get_str(e, "status", &st, &sn) || sn != 6 ||
+		    memcmp(st, "online", 6))
+			C.fin.errors++;
+		proto_doc_free(&doc);
+	}
+	if (++C.watched == C.n)
+		report(R_READY, 0, now_ns());
+}
+
+static void on_presence(bconn *b, const char *user, uint32_t ulen,
+			const char *status, uint32_t slen)
+{
+	uint64_t now = now_ns();
+	uint32_t idx = b->next_idx;
+	const char *want = idx % 2 ? "online" : "dnd";
+
+	if (ulen != strlen(run.subject) || memcmp(user, run.subject, ulen) ||
+	    idx >= run.nchange || slen != strlen(want) ||
+	    memcmp(status, want, slen)) {
+		C.fin.errors++; /* not the subject's next change: a duplicate,
+				 * one missed, or one never made */
+		return;
+	}
+	b->next_idx = idx + 1;
+	C.fin.deliveries++;
+	change_seen(idx, now);
+	if (now > C.last[idx])
+		C.last[idx] = now;
+	if (++C.have[idx] == C.n)
+		report(R_DONE, idx, C.last[idx]);
 }
 
 static void on_deliver(bconn *b, const btag *t, uint64_t seq)
@@ -195,6 +335,18 @@ static void on_res(bconn *b, uint64_t rid, bool ok, uint64_t n)
 	}
 	if (run.scen == SC_ACKS && C.sending)
 		send_msg(b, 0);
+	if (run.scen == SC_SEARCH) {
+		uint32_t q = quota(b->id);
+
+		if (++b->nacked > q) {
+			C.fin.errors++; /* an answer to nothing */
+			return;
+		}
+		if (b->nsent < q)
+			send_text(b);
+		if (b->nacked == q)
+			sender_done();
+	}
 }
 
 static void on_error(bconn *b, const char *what, size_t len)
@@ -202,7 +354,10 @@ static void on_error(bconn *b, const char *what, size_t len)
 	C.fin.errors++;
 }
 
-static const bhooks child_hooks = { on_ready, on_deliver, on_res, on_error };
+static const bhooks child_hooks = { on_ready, on_deliver, on_res, on_error,
+				    on_presence, NULL };
+static const bhooks watch_hooks = { on_ready, on_deliver, on_res, on_error,
+				    on_presence, on_resframe };
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
@@ -248,8 +403,6 @@ static void small_sends(void)
 
 static void heartbeats(void)
 {
-	/* {"op":"hb"} without rid: no answer */
-	static const uint8_t hb[] = { 0x81, 0xa2, 'o', 'p', 0xa2, 'h', 'b' };
 	uint64_t now = now_ns();
 
 	for (uint32_t k = 0; k < C.n; k++) {
@@ -260,10 +413,14 @@ static void heartbeats(void)
 		/* 0.9 to 1.1 times hb_ms */
 		b->hb_at = now + (uint64_t)run.hb_ms * 1000000u / 10 * 9 +
 			   (uint64_t)(rand() % (int)(run.hb_ms / 5 + 1)) * 1000000u;
-		if (bconn_send(b, hb, sizeof(hb)))
+		/* {"op":"hb"} without rid: no answer */
+		if (bconn_send(b, enc_hb, sizeof(enc_hb))) {
 			conn_event(k, EPOLLIN); /* finds it closed */
-		else
-			rearm(b, k);
+			continue;
+		}
+		if (C.measuring)
+			C.fin.hbs++;
+		rearm(b, k);
 	}
 }
 
@@ -282,7 +439,49 @@ static void command(int in)
 			for (uint32_t k = 0; k < C.n; k++)
 				for (uint32_t w = 0; w < run.inflight; w++)
 					send_msg(&C.c[k], 0);
+		if (run.scen == SC_SEARCH) {
+			C.measuring = true; /* the whole fill */
+			if (!C.n)
+				report(R_DONE, 0, now_ns());
+			for (uint32_t k = 0; k < C.n; k++) {
+				uint32_t q = quota(C.c[k].id);
+
+				for (uint32_t w = 0; w < run.inflight && w < q; w++)
+					send_text(&C.c[k]);
+				if (!q)
+					sender_done();
+			}
+		}
 		break;
+	case CMD_CHANGE: {
+		struct change ch;
+		size_t got = 0;
+
+		while (got < sizeof(ch)) {
+			ssize_t rn = read(in, (char *)&ch + got, sizeof(ch) - got);
+
+			if (rn < 0 && errno == EINTR)
+				continue;
+			if (rn <= 0)
+				_exit(1);
+			got += (size_t)rn;
+		}
+		if (ch.idx >= run.nchange || !ch.sent_ns) {
+			C.fin.errors++;
+			break;
+		}
+		C.sent_ns[ch.idx] = ch.sent_ns;
+		/* arrivals that beat the news of their send time */
+		for (uint32_t i = 0; i < C.npend;) {
+			if (C.pend[i].idx == ch.idx) {
+				hist_add(&C.fin.lat, C.pend[i].sent_ns - ch.sent_ns);
+				C.pend[i] = C.pend[--C.npend];
+			} else {
+				i++;
+			}
+		}
+		break;
+	}
 	case CMD_MEASURE:
 		C.measuring = true;
 		break;
@@ -295,6 +494,7 @@ static void command(int in)
 			if (C.c[k].state != BS_READY && C.c[k].state != BS_DEAD)
 				C.fin.errors++; /* never got ready */
 		C.fin.errors += C.fin.dead;
+		C.fin.errors += C.npend; /* a change never announced */
 		report(R_FINAL, 0, 0);
 		write_all(C.out, &C.fin, sizeof(C.fin));
 		_exit(0);
@@ -312,18 +512,21 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 	signal(SIGPIPE, SIG_IGN);
 	srand((unsigned)getpid() ^ (unsigned)now_ns());
 	memset(&C, 0, sizeof(C));
-	hooks = &child_hooks;
+	hooks = run.scen == SC_PRESENCE ? &watch_hooks : &child_hooks;
 	C.from = from;
 	C.n = to - from;
 	C.out = out;
+	C.rng = (now_ns() ^ (uint64_t)getpid() << 32) | 1;
 	C.c = calloc(C.n ? C.n : 1, sizeof(*C.c));
 	C.have = calloc(run.nmsg + 1, sizeof(*C.have));
 	C.last = calloc(run.nmsg + 1, sizeof(*C.last));
-	C.body = malloc(run.size);
-	C.frame_cap = run.size + 512;
+	C.sent_ns = calloc(run.nchange + 1, sizeof(*C.sent_ns));
+	C.body = malloc(run.size > TEXT_CAP ? run.size : TEXT_CAP);
+	C.frame_cap = (run.size > TEXT_CAP ? run.size : TEXT_CAP) + 512;
 	C.frame = malloc(C.frame_cap);
 	C.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (!C.c || !C.have || !C.last || !C.body || !C.frame || C.ep < 0)
+	if (!C.c || !C.have || !C.last || !C.sent_ns || !C.body || !C.frame ||
+	    C.ep < 0)
 		_exit(1);
 	ev.events = EPOLLIN;
 	ev.data.u32 = CMD_KEY;
@@ -332,8 +535,10 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 		report(R_READY, 0, now_ns());
 	start_next();
 	for (;;) {
+		bool beats = (run.scen == SC_IDLE || run.scen == SC_HB ||
+			      run.scen == SC_PRESENCE) && run.hb_ms;
 		int timeout = C.sending && run.scen == SC_SMALL ? 1 :
-			      run.scen == SC_IDLE && C.ready ? 20 : 1000;
+			      beats && C.ready ? 20 : 1000;
 		int n = epoll_wait(C.ep, evs, 512, timeout);
 
 		if (n < 0 && errno != EINTR)
@@ -346,8 +551,7 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 		}
 		if (C.sending && run.scen == SC_SMALL)
 			small_sends();
-		if (run.scen == SC_IDLE && bo.srv == SRV_PARLEY &&
-		    now_ns() >= next_hb) {
+		if (beats && bo.srv == SRV_PARLEY && now_ns() >= next_hb) {
 			heartbeats();
 			next_hb = now_ns() + 20000000u;
 		}

@@ -320,8 +320,8 @@ static bool str_is(const char *s, uint32_t n, const char *lit)
 }
 
 struct pframe {
-	const char *t, *k, *body, *code;
-	uint32_t tn, kn, bodyn, coden;
+	const char *t, *k, *body, *code, *user, *status;
+	uint32_t tn, kn, bodyn, coden, usern, statusn;
 	uint64_t seq, rid;
 	bool ok, has_rid;
 };
@@ -364,6 +364,12 @@ static int pframe_walk(const uint8_t *d, size_t len, struct pframe *f)
 				return -1;
 		} else if (str_is(key, kn, "code")) {
 			if (mp_str(&m, &f->code, &f->coden))
+				return -1;
+		} else if (str_is(key, kn, "user")) {
+			if (mp_str(&m, &f->user, &f->usern))
+				return -1;
+		} else if (str_is(key, kn, "status")) {
+			if (mp_str(&m, &f->status, &f->statusn))
 				return -1;
 		} else if (str_is(key, kn, "seq")) {
 			if (mp_uint(&m, &f->seq) < 0)
@@ -421,13 +427,20 @@ static void parley_frame(bconn *b, const uint8_t *d, size_t len)
 					     f.code ? f.coden : 5);
 				set_dead(b);
 			}
+		} else if (f.has_rid && hooks->resframe) {
+			hooks->resframe(b, f.rid, f.ok, d, len);
 		} else if (f.has_rid && hooks->res) {
 			hooks->res(b, f.rid, f.ok, 0);
 		}
+	} else if (str_is(f.t, f.tn, "presence")) {
+		if (b->state == BS_READY && hooks->presence)
+			hooks->presence(b, f.user ? f.user : "", f.user ? f.usern : 0,
+					f.status ? f.status : "",
+					f.status ? f.statusn : 0);
 	} else if (str_is(f.t, f.tn, "err")) {
 		hooks->error(b, f.code ? f.code : "err", f.code ? f.coden : 3);
 	}
-	/* member, presence, typing, read, goaway...: not the bench's */
+	/* member, typing, read, goaway...: not the bench's */
 }
 
 static int parley_hello(bconn *b)
@@ -835,6 +848,44 @@ size_t enc_parley_send(uint8_t *out, size_t cap, const char *ch, uint64_t rid,
 	return o.len;
 }
 
+const uint8_t enc_hb[7] = { 0x81, 0xa2, 'o', 'p', 0xa2, 'h', 'b' };
+
+static size_t enc_done(proto_out *o, uint8_t *out, size_t cap)
+{
+	size_t n = o->len <= cap ? o->len : 0;
+
+	if (n)
+		memcpy(out, o->data, n);
+	proto_out_free(o);
+	return n;
+}
+
+size_t enc_parley_watch(uint8_t *out, size_t cap, uint64_t rid,
+			const char *user)
+{
+	proto_out o;
+
+	proto_out_init(&o, 0, 256);
+	proto_enc_req(&o, "presence.watch", rid, 1);
+	proto_pk_cstr(&o.pk, "users");
+	msgpack_pack_array(&o.pk, user ? 1 : 0);
+	if (user)
+		proto_pk_cstr(&o.pk, user);
+	return enc_done(&o, out, cap);
+}
+
+size_t enc_parley_set(uint8_t *out, size_t cap, uint64_t rid,
+		      const char *status)
+{
+	proto_out o;
+
+	proto_out_init(&o, 0, 128);
+	proto_enc_req(&o, "presence.set", rid, 1);
+	proto_pk_cstr(&o.pk, "status");
+	proto_pk_cstr(&o.pk, status);
+	return enc_done(&o, out, cap);
+}
+
 size_t enc_nats_pub(uint8_t *out, size_t cap, const char *body, size_t blen)
 {
 	int n = snprintf((char *)out, cap, "PUB %s %zu\r\n", bo.subject, blen);
@@ -856,4 +907,160 @@ size_t enc_redis_pub(uint8_t *out, size_t cap, const char *body, size_t blen)
 	memcpy(out + n, body, blen);
 	memcpy(out + n + blen, "\r\n", 2);
 	return (size_t)n + blen + 2;
+}
+
+/* ---- text for search ------------------------------------------------------------ */
+
+uint64_t rnd(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	*s = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+static uint32_t fnv(const char *w)
+{
+	uint32_t h = 2166136261u;
+
+	while (*w)
+		h = (h ^ (uint8_t)*w++) * 16777619u;
+	return h;
+}
+
+/* shorter first; among equal lengths an order that has nothing to do with
+ * the alphabet (a hash), so that frequent words start with any letter */
+static int by_len(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+	size_t xl = strlen(x), yl = strlen(y);
+	uint32_t hx = fnv(x), hy = fnv(y);
+
+	if (xl != yl)
+		return xl < yl ? -1 : 1;
+	if (hx != hy)
+		return hx < hy ? -1 : 1;
+	return strcmp(x, y);
+}
+
+static int by_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Words of one to three syllables (onset, vowel, coda): pronounceable,
+ * made up, in no dictionary, so that nothing else in a message matches. */
+int vocab_init(vocab *v, uint32_t n)
+{
+	static const char *const on[] = {
+		"b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p",
+		"r", "s", "t", "v", "w", "z", "br", "ch", "cl", "cr", "dr",
+		"fl", "gr", "pl", "pr", "sh", "sl", "st", "th", "tr", "",
+	};
+	static const char *const vw[] = { "a", "e", "i", "o", "u", "ai",
+					   "ea", "ou", "ie", "oo" };
+	static const char *const co[] = { "", "", "", "n", "r", "s", "t",
+					   "l", "m", "nd", "st", "ck" };
+	uint32_t cap = n * 2 + 64, got = 0, u = 0;
+	char **cand = calloc(cap, sizeof(*cand));
+	uint64_t seed = 0x9e3779b97f4a7c15ull;
+	double sum = 0;
+
+	memset(v, 0, sizeof(*v));
+	if (!cand || n < 2)
+		goto fail;
+	/* candidates, more than needed: duplicates go */
+	while (got < cap) {
+		char w[64] = "";
+		unsigned syl = 1 + (unsigned)(rnd(&seed) % 3);
+
+		for (unsigned k = 0; k < syl; k++) {
+			strcat(w, on[rnd(&seed) % (sizeof(on) / sizeof(*on))]);
+			strcat(w, vw[rnd(&seed) % (sizeof(vw) / sizeof(*vw))]);
+			if (k + 1 == syl || rnd(&seed) % 3 == 0)
+				strcat(w, co[rnd(&seed) % (sizeof(co) / sizeof(*co))]);
+		}
+		if (strlen(w) < 2)
+			continue;
+		if (!(cand[got++] = strdup(w)))
+			goto fail;
+	}
+	qsort(cand, cap, sizeof(*cand), by_str);
+	for (uint32_t i = 0; i < cap; i++) {
+		if (u && !strcmp(cand[u - 1], cand[i])) {
+			free(cand[i]);
+			continue;
+		}
+		cand[u++] = cand[i];
+	}
+	if (u < n) {
+		for (uint32_t i = 0; i < u; i++)
+			free(cand[i]);
+		goto fail;
+	}
+	/* n of them at random (a fixed shuffle), then shortest first: the
+	 * frequent words are short, as in a language */
+	for (uint32_t i = u - 1; i > 0; i--) {
+		uint32_t j = (uint32_t)(rnd(&seed) % (i + 1));
+		char *t = cand[i];
+
+		cand[i] = cand[j];
+		cand[j] = t;
+	}
+	for (uint32_t i = n; i < u; i++)
+		free(cand[i]);
+	qsort(cand, n, sizeof(*cand), by_len);
+	v->n = n;
+	v->w = cand;
+	v->cdf = malloc(n * sizeof(double));
+	if (!v->cdf)
+		return -1;
+	for (uint32_t r = 0; r < n; r++)
+		v->cdf[r] = (sum += 1.0 / (double)(r + 1));
+	for (uint32_t r = 0; r < n; r++)
+		v->cdf[r] /= sum;
+	return 0;
+fail:
+	free(cand);
+	return -1;
+}
+
+uint32_t vocab_zipf(const vocab *v, uint64_t *s)
+{
+	double x = (double)(rnd(s) >> 11) / 9007199254740992.0;
+	uint32_t lo = 0, hi = v->n - 1;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (v->cdf[mid] < x)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+size_t vocab_text(const vocab *v, uint64_t *s, char *out, size_t cap)
+{
+	unsigned words = 4 + (unsigned)(rnd(s) % 21);
+	size_t len = 0;
+
+	out[0] = 0;
+	for (unsigned k = 0; k < words; k++) {
+		const char *w = v->w[vocab_zipf(v, s)];
+		size_t wl = strlen(w);
+
+		if (len + wl + 2 > cap)
+			break;
+		if (len)
+			out[len++] = ' ';
+		memcpy(out + len, w, wl);
+		len += wl;
+		out[len] = 0;
+	}
+	return len;
 }

@@ -1,8 +1,8 @@
 /*
  * parley-bench: drives parleyd, nats-server (its WebSocket listener) or
  * redis-server (pub/sub) and prints one JSON object per run; perf/run-bench
- * collects them. Scenarios: fanout (paced | burst), small, acks, idle; see
- * usage() and perf/README.md.
+ * collects them. Scenarios: fanout (paced | burst), small, acks, idle, hb,
+ * presence, search; see usage() and perf/README.md.
  *
  * This process sets up (parley: channels and invitations over blocking
  * setup connections), forks the client processes (child.c) that hold the
@@ -11,6 +11,11 @@
  * window, per-stage histograms from parleyd's /metrics. The children report
  * through pipes: ready, "all my members have message i, the last at T",
  * a connection lost, and at the end their counts and histograms.
+ *
+ * presence: this process holds the subject's connection and changes its
+ * status; the children hold the watchers. search: the children fill the
+ * channels; this process then waits for the index and runs the queries
+ * over connections of its own.
  *
  * Exit status: 0 ok, 2 usage, 3 errors counted, 1 failure (timeout, a
  * stall, a lost connection, a failed handshake); the JSON object is printed
@@ -27,7 +32,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,15 +49,19 @@ brun run;
 
 static struct {
 	const char *server, *scenario, *mode, *secret, *json, *ws, *prefix,
-		*host;
+		*host, *variant, *clients, *data;
 	long port, pid, members, online, messages, size, channels, rate,
-		senders, inflight, conns, hb_ms, duration, procs, timeout;
+		senders, inflight, conns, hb_ms, duration, procs, timeout,
+		watchers, changes, gap_ms, msgs, member_of, queries, vocab,
+		limit;
 	bool quiet;
 } opt = {
 	.host = "127.0.0.1", .ws = "bench", .mode = "paced", .members = 25000,
-	.online = -1, .messages = -1, .size = 200, .channels = 100,
-	.rate = 1000, .senders = 64, .inflight = 1, .conns = 1000,
-	.hb_ms = 5000, .duration = 10, .timeout = 300,
+	.online = -1, .messages = -1, .size = 200, .channels = -1,
+	.rate = 1000, .senders = -1, .inflight = -1, .conns = 1000,
+	.hb_ms = 5000, .duration = 10, .timeout = 300, .watchers = 1000,
+	.changes = 50, .gap_ms = 300, .msgs = 1000000, .member_of = 50,
+	.queries = 300, .clients = "1,4", .vocab = 4000, .limit = 20,
 };
 
 static uint8_t key[512];
@@ -61,7 +72,8 @@ static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
 	fprintf(stderr,
-"usage: parley-bench --server parley|nats|redis --scenario fanout|small|acks|idle\n"
+"usage: parley-bench --server parley|nats|redis\n"
+"                    --scenario fanout|small|acks|idle|hb|presence|search\n"
 "                    --port N --pid N [options]\n"
 "  --host H (127.0.0.1)  --port N  --pid N (server PID: CPU, RSS; required)\n"
 "  --secret FILE (parley: JWT secret)  --ws ID (bench)  --prefix P (r<random>)\n"
@@ -70,8 +82,18 @@ static void usage(void)
 "          --messages K (paced 200, burst 2000)  --size B (200)\n"
 "  small:  --channels C (100) of 10 members  --rate R (1000 sends/s in all)\n"
 "  acks:   --senders S (64)  --inflight W (1)\n"
-"  idle:   --conns N (1000)  --hb-ms MS (5000)\n"
-"  --duration SEC (10: small, acks, idle)  --procs P (ceil(conns/9000))\n"
+"  idle:   --conns N (1000)  --hb-ms MS (5000; 0: none)\n"
+"  hb (parley): idle, also counting heartbeats and RSS at the end\n"
+"  presence (parley): --watchers W (1000) watch one subject, which changes\n"
+"          its status --changes K (50) times, --gap-ms MS (300) apart\n"
+"  search (parley): --msgs N (1000000) of made-up text from --vocab V (4000)\n"
+"          words into --channels C (1000) by --senders S (100) with\n"
+"          --inflight W (8) sends each; the searcher is in --member-of M\n"
+"          (50) of them; then --queries Q (300) of each kind (word, prefix,\n"
+"          phrase), limit --limit L (20), over --clients LIST (1,4)\n"
+"          connections at a time; --data DIR (parleyd's): its size\n"
+"  --duration SEC (10: small, acks, idle, hb)  --procs P (ceil(conns/9000);\n"
+"          presence at least 2)  --variant TEXT (copied into the result)\n"
 "  --timeout SEC (300)  --json FILE  --quiet\n");
 	exit(2);
 }
@@ -94,11 +116,13 @@ static void say(const char *fmt, ...)
 
 static struct result {
 	double duration_s, server_cpu_s, rss_per_conn, handshakes_per_s,
-		cpu_per_s;
-	uint64_t deliveries, acks, rss_bytes, errors;
-	bool has_deliveries, has_acks, has_rss, has_idle, has_acks_rate;
+		cpu_per_s, rss_end_per_conn;
+	uint64_t deliveries, acks, rss_bytes, errors, hbs;
+	bool has_deliveries, has_acks, has_rss, has_idle, has_acks_rate,
+		has_hb;
 	hist *lat, *p2l, *ack;
 	char *stages;
+	char *search; /* the search fields, ready to print (",...") */
 } res;
 
 static void put_pcts(FILE *f, const char *name, const hist *h)
@@ -129,19 +153,38 @@ static void emit(void)
 	else
 		fputs("null", f);
 	fprintf(f, ",\"server\":\"%s\"", opt.server);
+	if (opt.variant) {
+		fputs(",\"variant\":\"", f);
+		for (const char *c = opt.variant; *c; c++)
+			if (*c != '"' && *c != '\\' && (unsigned char)*c >= 32)
+				fputc(*c, f);
+		fputc('"', f);
+	}
 	if (s == SC_FANOUT)
 		fprintf(f, ",\"members\":%ld,\"online\":%ld,\"messages\":%ld",
 			opt.members, opt.online, opt.messages);
 	if (s == SC_SMALL)
 		fprintf(f, ",\"members\":%ld,\"online\":%ld,\"channels\":%ld",
 			opt.channels * 10, opt.channels * 10, opt.channels);
-	if (s != SC_IDLE)
+	if (s == SC_FANOUT || s == SC_SMALL || s == SC_ACKS)
 		fprintf(f, ",\"size\":%ld", opt.size);
 	if (s == SC_ACKS)
 		fprintf(f, ",\"senders\":%ld,\"inflight\":%ld", opt.senders,
 			opt.inflight);
-	if (s == SC_IDLE)
+	if (s == SC_IDLE || s == SC_HB)
 		fprintf(f, ",\"conns\":%ld", opt.conns);
+	if (s == SC_HB)
+		fprintf(f, ",\"hb_ms\":%ld", opt.hb_ms);
+	if (s == SC_PRESENCE)
+		fprintf(f, ",\"watchers\":%ld,\"changes\":%ld,\"gap_ms\":%ld",
+			opt.watchers, opt.changes, opt.gap_ms);
+	if (s == SC_SEARCH)
+		fprintf(f, ",\"msgs\":%ld,\"channels\":%ld,\"senders\":%ld,"
+			   "\"inflight\":%ld,\"member_of\":%ld,\"vocab\":%ld,"
+			   "\"queries\":%ld,\"limit\":%ld,\"clients\":\"%s\"",
+			opt.msgs, opt.channels, opt.senders, opt.inflight,
+			opt.member_of, opt.vocab, opt.queries, opt.limit,
+			opt.clients);
 	fprintf(f, ",\"procs\":%ld,\"duration_s\":%.3f,\"server_cpu_s\":%.3f",
 		opt.procs, res.duration_s, res.server_cpu_s);
 	if (res.has_deliveries)
@@ -164,6 +207,13 @@ static void emit(void)
 		fprintf(f, ",\"rss_bytes_per_conn\":%.1f,\"handshakes_per_s\":%.1f,"
 			   "\"server_cpu_per_s\":%.4f",
 			res.rss_per_conn, res.handshakes_per_s, res.cpu_per_s);
+	if (res.has_hb)
+		fprintf(f, ",\"heartbeats\":%llu,\"heartbeats_per_s\":%.1f,"
+			   "\"rss_end_bytes_per_conn\":%.1f",
+			(unsigned long long)res.hbs,
+			per((double)res.hbs, res.duration_s), res.rss_end_per_conn);
+	if (res.search)
+		fputs(res.search, f);
 	if (!strcmp(opt.server, "parley"))
 		fprintf(f, ",\"stages\":%s", res.stages ? res.stages : "{}");
 	fprintf(f, ",\"errors\":%llu}", (unsigned long long)res.errors);
@@ -272,7 +322,7 @@ static void on_report(struct kid *k)
 		last_progress = now_ns();
 		break;
 	case R_DEAD:
-		if (run.scen != SC_IDLE)
+		if (run.scen != SC_IDLE && run.scen != SC_HB)
 			fail_run("connection %u closed by the server", r.idx);
 		break; /* idle: counted in the end */
 	case R_FAIL:
@@ -296,7 +346,9 @@ static void pump(int ms, bconn *extra)
 
 	do {
 		uint64_t now = now_ns();
-		int wait = ms < 0 ? 100 : (int)((end - now) / 1000000u);
+		/* now may be past end already: 0, not a wrapped huge wait */
+		int wait = ms < 0 ? 100 : now >= end ? 0 :
+			   (int)((end - now) / 1000000u);
 		int n;
 
 		check_deadline();
@@ -381,6 +433,7 @@ static void collect(hist *lat, hist *ack)
 		res.errors += kids[i].fin.errors;
 		res.deliveries += kids[i].fin.deliveries;
 		res.acks += kids[i].fin.acks;
+		res.hbs += kids[i].fin.hbs;
 		if (lat)
 			hist_merge(lat, &kids[i].fin.lat);
 		if (ack)
@@ -499,7 +552,8 @@ static void pub_error(bconn *b, const char *what, size_t len)
 	say("publisher got an error: %.*s", (int)(len > 200 ? 200 : len), what);
 }
 
-static const bhooks pub_hooks = { NULL, pub_deliver, pub_res, pub_error };
+static const bhooks pub_hooks = { NULL, pub_deliver, pub_res, pub_error,
+				  NULL, NULL };
 
 static void publish(bconn *p, const char *ch, uint32_t idx, char *body,
 		    uint8_t *frame, size_t cap)
@@ -695,17 +749,614 @@ static void run_idle(void)
 	s0 = stages_read(opt.host, (int)opt.port);
 	cpu0 = proc_cpu_s((int)opt.pid);
 	ta = now_ns();
+	command_all(CMD_MEASURE); /* hb: heartbeats counted from here */
 	pump((int)opt.duration * 1000, NULL);
 	cpu1 = proc_cpu_s((int)opt.pid);
 	tb = now_ns();
+	command_all(CMD_END);
 	s1 = stages_read(opt.host, (int)opt.port);
 	res.rss_bytes = proc_rss((int)opt.pid);
 	res.has_rss = res.has_idle = true;
+	res.has_hb = run.scen == SC_HB;
 	res.rss_per_conn = ((double)rss1 - (double)rss0) / (double)opt.conns;
+	res.rss_end_per_conn = ((double)res.rss_bytes - (double)rss0) /
+			       (double)opt.conns;
 	res.duration_s = (double)(tb - ta) / 1e9;
 	res.server_cpu_s = cpu1 - cpu0;
 	res.cpu_per_s = per(res.server_cpu_s, res.duration_s);
 	collect(NULL, NULL); /* a connection not open now is an error */
+	res.stages = stages_json(s0, s1, opt.quiet);
+	stages_free(s0);
+	stages_free(s1);
+}
+
+/* ---- presence --------------------------------------------------------------------- */
+
+/* Sends presence.watch [user] (or [] when user is NULL) on c and waits for
+ * the answer; the user's status is copied into st. */
+static void watch_blocking(pc_conn *c, const char *user, char *st, size_t cap)
+{
+	uint64_t rid = setup_rid++;
+	const msgpack_object *m, *e;
+	proto_out o;
+	proto_doc d;
+
+	proto_out_init(&o, 0, 256);
+	proto_enc_req(&o, "presence.watch", rid, 1);
+	proto_pk_cstr(&o.pk, "users");
+	msgpack_pack_array(&o.pk, user ? 1 : 0);
+	if (user)
+		proto_pk_cstr(&o.pk, user);
+	request_ok(c, &o, rid, &d, "presence.watch");
+	proto_out_free(&o);
+	if (user) {
+		m = proto_get(&d.root, "presence");
+		e = m && m->type == MSGPACK_OBJECT_MAP ? proto_get(m, user) : NULL;
+		if (!e || e->type != MSGPACK_OBJECT_MAP ||
+		    !proto_str_copy(proto_get(e, "status"), st, cap))
+			fail_run("presence.watch: no status for %s in the answer",
+				 user);
+	}
+	proto_doc_free(&d);
+}
+
+static void command_change(uint32_t idx, uint64_t t)
+{
+	struct change ch = { idx, t };
+	char buf[1 + sizeof(ch)];
+
+	buf[0] = CMD_CHANGE;
+	memcpy(buf + 1, &ch, sizeof(ch));
+	for (long i = 0; i < opt.procs; i++)
+		if (write(kids[i].wr, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			fail_run("client process %d went away", (int)kids[i].pid);
+}
+
+/* The subject heartbeats every 2 s: silent for away_ms it would turn away,
+ * a change of its own that nobody asked for. */
+static void subject_hb(bconn *p, uint64_t *next)
+{
+	if (now_ns() < *next)
+		return;
+	*next = now_ns() + 2000000000ull;
+	if (bconn_send(p, enc_hb, sizeof(enc_hb)))
+		fail_run("the subject's connection closed");
+}
+
+static void run_presence(void)
+{
+	uint32_t K = run.nchange, W = (uint32_t)opt.watchers;
+	uint64_t t_first, t_end, next_hb = 0, prev = 0;
+	uint8_t frame[256];
+	stages *s0, *s1;
+	double cpu0, cpu1;
+	char st[32] = "";
+	pc_conn *c;
+	bconn pub;
+
+	have = calloc(K, sizeof(*have));
+	sent_at = calloc(K, sizeof(*sent_at));
+	last_at = calloc(K, sizeof(*last_at));
+	hooks = &pub_hooks;
+	snprintf(run.subject, sizeof(run.subject), "%ssubject", bo.prefix);
+	c = parley_login(run.subject, W);
+	/* the subject's own arrival is told after coalesce_ms too: wait
+	 * until a watcher would see it online, so that the watchers start
+	 * from "online" and see only the changes made here */
+	for (uint64_t until = now_ns() + 10000000000ull;;) {
+		watch_blocking(c, run.subject, st, sizeof(st));
+		if (!strcmp(st, "online"))
+			break;
+		if (now_ns() > until)
+			fail_run("the subject shows as %s, not online, 10 s after "
+				 "its hello", st);
+		usleep(50000);
+	}
+	watch_blocking(c, NULL, NULL, 0);
+	bconn_adopt(&pub, c, W);
+	spawn(W, 1);
+	wait_ready(&pub);
+	say("%u watchers watching %s in %ld processes; %u changes %ld ms apart",
+	    W, run.subject, opt.procs, K, opt.gap_ms);
+
+	s0 = stages_read(opt.host, (int)opt.port);
+	cpu0 = proc_cpu_s((int)opt.pid);
+	t_first = now_ns();
+	for (uint32_t i = 0; i < K; i++) {
+		/* gap_ms plus up to a third more at random: parleyd tells
+		 * changes on its 100 ms tick, and a fixed gap would keep every
+		 * change at the same phase of it */
+		uint64_t t, gap = (uint64_t)opt.gap_ms * 1000000u +
+				  (uint64_t)rand() % ((uint64_t)opt.gap_ms * 1000000u / 3 + 1);
+		size_t n;
+
+		while (prev && now_ns() < prev + gap) {
+			subject_hb(&pub, &next_hb);
+			pump((int)((prev + gap - now_ns()) / 1000000u) + 1, &pub);
+		}
+		subject_hb(&pub, &next_hb);
+		t = now_ns();
+		command_change(i, t);
+		sent_at[i] = prev = last_progress = t;
+		n = enc_parley_set(frame, sizeof(frame), 1000 + i,
+				   i % 2 ? "online" : "dnd");
+		if (!n || bconn_send(&pub, frame, n))
+			fail_run("presence.set: the subject's connection closed");
+		while (done_msgs < i + 1) {
+			if (now_ns() - last_progress > STALL_NS)
+				fail_run("stalled: change %u (%s) reached %u of %ld "
+					 "processes' watchers in 30 s", i,
+					 i % 2 ? "online" : "dnd", have[i],
+					 opt.procs);
+			subject_hb(&pub, &next_hb);
+			pump(-1, &pub);
+		}
+	}
+	t_end = now_ns();
+	cpu1 = proc_cpu_s((int)opt.pid);
+	s1 = stages_read(opt.host, (int)opt.port);
+	res.rss_bytes = proc_rss((int)opt.pid);
+	res.has_rss = true;
+	for (uint64_t end = now_ns() + 10000000000ull;
+	     pub_acks < K && now_ns() < end;)
+		pump(100, &pub);
+	/* a change told twice, or one more than made, shows up late: give
+	 * it a moment to arrive */
+	pump(300, &pub);
+
+	res.lat = calloc(1, sizeof(hist));
+	res.p2l = calloc(1, sizeof(hist));
+	for (uint32_t i = 0; i < K; i++)
+		hist_add(res.p2l, last_at[i] - sent_at[i]);
+	collect(res.lat, NULL);
+	res.acks = pub_acks;
+	res.has_acks = true;
+	if (pub_acks != K) {
+		say("%llu of %u presence.set answered",
+		    (unsigned long long)pub_acks, K);
+		res.errors += K - pub_acks;
+	}
+	res.errors += pub_refused + pub_errors;
+	if (res.deliveries != (uint64_t)K * W) {
+		uint64_t want = (uint64_t)K * W;
+
+		say("%llu presence frames, %llu expected",
+		    (unsigned long long)res.deliveries, (unsigned long long)want);
+		res.errors += res.deliveries > want ? res.deliveries - want :
+						      want - res.deliveries;
+	}
+	res.has_deliveries = true;
+	res.duration_s = (double)(t_end - t_first) / 1e9;
+	res.server_cpu_s = cpu1 - cpu0;
+	res.stages = stages_json(s0, s1, opt.quiet);
+	stages_free(s0);
+	stages_free(s1);
+	bconn_close(&pub);
+}
+
+/* ---- search --------------------------------------------------------------------------- */
+
+static uint64_t du_sum;
+
+static int du_one(const char *path, const struct stat *st, int flag,
+		  struct FTW *ftw)
+{
+	(void)path;
+	(void)ftw;
+	if (flag == FTW_F)
+		du_sum += (uint64_t)st->st_blocks * 512u;
+	return 0;
+}
+
+/* bytes on disk under dir (0 if none) */
+static uint64_t du(const char *dir)
+{
+	du_sum = 0;
+	if (nftw(dir, du_one, 16, FTW_PHYS))
+		return 0;
+	return du_sum;
+}
+
+static void join_channel(pc_conn *c, const char *ch)
+{
+	uint64_t rid = setup_rid++;
+	proto_out o;
+	proto_doc d;
+
+	proto_out_init(&o, 0, 256);
+	proto_enc_req(&o, "ch.join", rid, 1);
+	proto_pk_cstr(&o.pk, "ch");
+	proto_pk_cstr(&o.pk, ch);
+	request_ok(c, &o, rid, &d, "ch.join");
+	proto_doc_free(&d);
+	proto_out_free(&o);
+}
+
+/* The searcher's channels: every (C/M)th */
+static uint32_t *mine;
+static uint32_t nmine;
+
+static bool is_mine(const msgpack_object *ch)
+{
+	for (uint32_t k = 0; ch && ch->type == MSGPACK_OBJECT_STR && k < nmine; k++) {
+		const char *id = run.chans[mine[k]];
+
+		if (strlen(id) == ch->via.str.size &&
+		    !memcmp(id, ch->via.str.ptr, ch->via.str.size))
+			return true;
+	}
+	return false;
+}
+
+static void enc_search(proto_out *o, uint64_t rid, const char *q, long limit)
+{
+	proto_out_reset(o);
+	proto_enc_req(o, "search", rid, 2);
+	proto_pk_cstr(&o->pk, "q");
+	proto_pk_cstr(&o->pk, q);
+	proto_pk_cstr(&o->pk, "limit");
+	msgpack_pack_int64(&o->pk, limit);
+}
+
+/* An answer to search: its hits (-1 when refused: code copied). Every hit
+ * must be in one of the searcher's channels. */
+static long search_hits(const proto_doc *d, char *code, size_t cap)
+{
+	const msgpack_object_array *hits;
+	bool ok = false;
+
+	proto_get_bool(&d->root, "ok", &ok);
+	if (!ok) {
+		const char *c = "?", *m = "";
+		uint32_t cn = 1, mn = 0;
+
+		proto_get_str(&d->root, "code", &c, &cn);
+		proto_get_str(&d->root, "msg", &m, &mn);
+		snprintf(code, cap, "%.*s (%.*s)", (int)cn, c, (int)mn, m);
+		return -1;
+	}
+	if (proto_get_array(&d->root, "hits", &hits)) {
+		snprintf(code, cap, "an answer without hits");
+		return -1;
+	}
+	for (uint32_t i = 0; i < hits->size; i++) {
+		const msgpack_object *h = &hits->ptr[i];
+
+		if (h->type != MSGPACK_OBJECT_MAP || !is_mine(proto_get(h, "ch"))) {
+			snprintf(code, cap, "a hit outside the searcher's channels");
+			return -1;
+		}
+	}
+	return (long)hits->size;
+}
+
+enum { Q_WORD, Q_PREFIX, Q_PHRASE, Q_KINDS };
+static const char *const qkind[Q_KINDS] = { "word", "prefix", "phrase" };
+
+/* The queries of one kind, the same in every run (a fixed seed): a word of
+ * the vocabulary (any rank alike); its first two letters and '*'; two
+ * Zipf-drawn words as a phrase, as adjacent words of a message are. */
+static char **make_queries(int kind, uint32_t n)
+{
+	uint64_t seed = 0x5eed0000u + (uint64_t)kind;
+	char **q = calloc(n, sizeof(*q));
+	const vocab *v = &run.words;
+
+	for (uint32_t i = 0; i < n; i++) {
+		char buf[160];
+		const char *a = v->w[rnd(&seed) % v->n];
+
+		if (kind == Q_WORD)
+			snprintf(buf, sizeof(buf), "%s", a);
+		else if (kind == Q_PREFIX)
+			snprintf(buf, sizeof(buf), "%.2s*", a);
+		else
+			snprintf(buf, sizeof(buf), "\"%s %s\"",
+				 v->w[vocab_zipf(v, &seed)],
+				 v->w[vocab_zipf(v, &seed)]);
+		q[i] = strdup(buf);
+	}
+	return q;
+}
+
+struct qconn {
+	pc_conn *pc;
+	uint64_t rid, t_sent; /* rid 0: idle */
+};
+
+/* The queries qs[0..n) over nc connections, each with one in flight;
+ * latencies into h; hits counted. The elapsed seconds. */
+static double run_queries(struct qconn *qc, uint32_t nc, char **qs,
+			  uint32_t n, hist *h, uint64_t *hits,
+			  uint64_t *zero)
+{
+	struct pollfd pf[16];
+	uint32_t next = 0, done = 0;
+	uint64_t t0 = now_ns(), rid = 1u << 20;
+	proto_out o;
+	char why[200];
+
+	proto_out_init(&o, 0, 512);
+	while (done < n) {
+		for (uint32_t k = 0; k < nc; k++) {
+			if (!qc[k].rid && next < n) {
+				enc_search(&o, ++rid, qs[next++], opt.limit);
+				qc[k].rid = rid;
+				qc[k].t_sent = now_ns();
+				if (pc_queue(qc[k].pc, 2, o.data, o.len) ||
+				    pc_flush(qc[k].pc))
+					fail_run("search: the searcher's connection closed");
+			}
+			pf[k] = (struct pollfd){ .fd = pc_fd(qc[k].pc),
+						 .events = (short)(POLLIN |
+						   (pc_pending(qc[k].pc) ? POLLOUT : 0)) };
+		}
+		check_deadline();
+		if (poll(pf, nc, 100) < 0 && errno != EINTR)
+			fail_run("poll: %s", strerror(errno));
+		for (uint32_t k = 0; k < nc; k++) {
+			const uint8_t *d;
+			size_t len;
+			int rc;
+
+			if (!pf[k].revents)
+				continue;
+			if ((pf[k].revents & POLLOUT) && pc_flush(qc[k].pc))
+				fail_run("search: the searcher's connection closed");
+			if (!(pf[k].revents & (POLLIN | POLLERR | POLLHUP)))
+				continue;
+			if (pc_on_readable(qc[k].pc))
+				fail_run("search: the searcher's connection closed");
+			while ((rc = pc_next(qc[k].pc, &d, &len)) == 1) {
+				uint64_t now = now_ns(), r = 0;
+				const char *t;
+				uint32_t tn;
+				proto_doc doc;
+				long nh;
+
+				if (proto_decode_max(&doc, d, len, 1u << 24) != PROTO_OK)
+					fail_run("search: an undecodable frame");
+				if (proto_get_str(&doc.root, "t", &t, &tn) || tn != 3 ||
+				    memcmp(t, "res", 3) ||
+				    proto_get_uint(&doc.root, "rid", &r) ||
+				    r != qc[k].rid) {
+					proto_doc_free(&doc); /* an event, say */
+					continue;
+				}
+				nh = search_hits(&doc, why, sizeof(why));
+				proto_doc_free(&doc);
+				if (nh < 0)
+					fail_run("search: %s", why);
+				hist_add(h, now - qc[k].t_sent);
+				*hits += (uint64_t)nh;
+				*zero += nh == 0;
+				qc[k].rid = 0;
+				done++;
+			}
+			if (rc < 0)
+				fail_run("search: the searcher's connection closed");
+		}
+	}
+	proto_out_free(&o);
+	return (double)(now_ns() - t0) / 1e9;
+}
+
+static void run_search(void)
+{
+	uint32_t S = (uint32_t)opt.senders, C = (uint32_t)opt.channels;
+	uint32_t M = (uint32_t)opt.member_of, maxc = 0;
+	uint32_t ncl = 0, cl[16];
+	char searcher[96], token[64], why[200];
+	uint64_t t_go, t_fill, t_marks, t_found, polls = 0;
+	double cpu0, cpu1;
+	stages *s0, *s1;
+	struct qconn qc[16];
+	hist fill_ack = { 0 };
+	char *text = NULL;
+	size_t tlen = 0;
+	FILE *f;
+
+	for (const char *p = opt.clients; *p;) {
+		char *e;
+		long v = strtol(p, &e, 10);
+
+		if (e == p || v < 1 || v > 16 || ncl == 16 ||
+		    (*e && *e != ','))
+			fail_run("--clients wants numbers 1-16, comma-separated");
+		cl[ncl++] = (uint32_t)v;
+		if ((uint32_t)v > maxc)
+			maxc = (uint32_t)v;
+		p = *e ? e + 1 : e;
+	}
+	have = calloc(1, sizeof(*have));
+	sent_at = calloc(1, sizeof(*sent_at));
+	last_at = calloc(1, sizeof(*last_at));
+	run.chans = calloc(C, sizeof(*run.chans));
+	/* channel j is made by sender j % S, who sends into it */
+	for (uint32_t i = 0; i < S; i++) {
+		char user[96], name[32];
+		pc_conn *c;
+
+		user_name(i, user, sizeof(user));
+		c = parley_login(user, i);
+		for (uint32_t j = i; j < C; j += S) {
+			snprintf(name, sizeof(name), "search-%u", j);
+			create_channel(c, name, run.chans[j]);
+		}
+		pc_close(c);
+		check_deadline();
+	}
+	snprintf(searcher, sizeof(searcher), "%ssearcher", bo.prefix);
+	{
+		pc_conn *c = parley_login(searcher, S);
+
+		mine = calloc(M, sizeof(*mine));
+		for (uint32_t k = 0; k < M; k++) {
+			mine[nmine++] = (uint32_t)((uint64_t)k * C / M);
+			join_channel(c, run.chans[mine[k]]);
+		}
+		pc_close(c);
+	}
+	say("%u channels, the searcher in %u; %u senders fill %ld messages, "
+	    "%ld in flight each", C, M, S, opt.msgs, opt.inflight);
+
+	spawn(S, 1);
+	wait_ready(NULL);
+	s0 = stages_read(opt.host, (int)opt.port);
+	cpu0 = proc_cpu_s((int)opt.pid);
+	t_go = now_ns();
+	command_all(CMD_GO);
+	while (done_msgs < 1)
+		pump(-1, NULL);
+	t_fill = last_at[0];
+	cpu1 = proc_cpu_s((int)opt.pid);
+	s1 = stages_read(opt.host, (int)opt.port);
+	collect(NULL, &fill_ack);
+	if (res.acks != (uint64_t)opt.msgs) {
+		say("%llu of %ld sends answered", (unsigned long long)res.acks,
+		    opt.msgs);
+		res.errors += 1;
+	}
+	say("filled in %.1f s; waiting for the index", (double)(t_fill - t_go) / 1e9);
+
+	/* The index has caught up when a token sent after the last fill ack,
+	 * in every one of the searcher's channels (both shards), is found
+	 * in all of them. */
+	for (uint32_t k = 0; k < maxc; k++) {
+		qc[k].pc = parley_login(searcher, S + 1 + k);
+		qc[k].rid = 0;
+	}
+	{
+		/* "zzmark" and the prefix's letters and digits: one token,
+		 * in no other message */
+		size_t tl = (size_t)snprintf(token, sizeof(token), "zzmark");
+
+		for (const char *p = bo.prefix; *p && tl < 40; p++)
+			if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+			    (*p >= 'A' && *p <= 'Z'))
+				token[tl++] = *p;
+		token[tl] = 0;
+	}
+	{
+		proto_out o;
+		proto_doc d;
+		uint32_t acked = 0;
+
+		proto_out_init(&o, 0, 512);
+		for (uint32_t k = 0; k < M; k++) {
+			char body[160], cmid[32];
+
+			snprintf(body, sizeof(body), "the last words %s %u", token, k);
+			snprintf(cmid, sizeof(cmid), "mark%u", k);
+			proto_out_reset(&o);
+			proto_enc_send(&o, (1ull << 40) + k, run.chans[mine[k]], body,
+				       strlen(body), cmid, 0, NULL, 0);
+			if (pc_send(qc[0].pc, &o))
+				fail_run("marker: the searcher's connection closed");
+		}
+		while (acked < M) {
+			const char *t;
+			uint32_t tn;
+			bool ok = false;
+			int rc = pc_recv(qc[0].pc, &d, 30000);
+
+			if (rc != 1)
+				fail_run("marker sends: no answer");
+			if (!proto_get_str(&d.root, "t", &t, &tn) && tn == 3 &&
+			    !memcmp(t, "res", 3)) {
+				proto_get_bool(&d.root, "ok", &ok);
+				if (!ok)
+					fail_run("a marker send was refused");
+				acked++;
+			}
+			proto_doc_free(&d);
+		}
+		t_marks = now_ns();
+		for (;;) {
+			uint64_t rid = setup_rid++;
+			long nh;
+
+			enc_search(&o, rid, token, 100);
+			if (pc_request(qc[0].pc, &o, rid, &d, 30000) != 1)
+				fail_run("search: no answer");
+			nh = search_hits(&d, why, sizeof(why));
+			proto_doc_free(&d);
+			polls++;
+			if (nh < 0)
+				fail_run("search {q: %s}: %s", token, why);
+			if ((uint32_t)nh >= M)
+				break;
+			check_deadline();
+			usleep(20000);
+		}
+		t_found = now_ns();
+		proto_out_free(&o);
+	}
+	say("index caught up %.2f s after the last fill ack",
+	    (double)(t_found - t_fill) / 1e9);
+
+	f = open_memstream(&text, &tlen);
+	fprintf(f, ",\"fill_s\":%.3f,\"fill_msgs_per_s\":%.1f,"
+		   "\"fill_server_cpu_s\":%.3f,\"index_catchup_s\":%.3f,"
+		   "\"marker_visible_s\":%.3f,\"catchup_polls\":%llu",
+		(double)(t_fill - t_go) / 1e9,
+		per((double)opt.msgs, (double)(t_fill - t_go) / 1e9), cpu1 - cpu0,
+		(double)(t_found - t_fill) / 1e9, (double)(t_found - t_marks) / 1e9,
+		(unsigned long long)polls);
+	if (opt.data) {
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/search", opt.data);
+		fprintf(f, ",\"search_bytes\":%llu", (unsigned long long)du(path));
+		snprintf(path, sizeof(path), "%s/db", opt.data);
+		fprintf(f, ",\"store_bytes\":%llu", (unsigned long long)du(path));
+	}
+	/* the queries: per number of clients, per kind */
+	for (uint32_t k = 0; k < maxc; k++)
+		if (pc_set_nonblocking(qc[k].pc))
+			fail_run("search: fcntl: %s", strerror(errno));
+	fputs(",\"query\":{", f);
+	for (uint32_t a = 0; a < ncl; a++) {
+		fprintf(f, "%s\"c%u\":{", a ? "," : "", cl[a]);
+		for (int kind = 0; kind < Q_KINDS; kind++) {
+			char **qs = make_queries(kind, (uint32_t)opt.queries);
+			hist h = { 0 };
+			uint64_t hits = 0, zero = 0;
+			double el = run_queries(qc, cl[a], qs, (uint32_t)opt.queries,
+						&h, &hits, &zero);
+
+			fprintf(f, "%s\"%s\":{\"p50\":%.4f,\"p90\":%.4f,\"p99\":%.4f,"
+				   "\"p999\":%.4f,\"max\":%.4f,\"per_s\":%.1f,"
+				   "\"hits_mean\":%.2f,\"zero_hit_share\":%.4f}",
+				kind ? "," : "", qkind[kind], hist_pct_ms(&h, 0.5),
+				hist_pct_ms(&h, 0.9), hist_pct_ms(&h, 0.99),
+				hist_pct_ms(&h, 0.999), hist_pct_ms(&h, 1),
+				per((double)opt.queries, el),
+				(double)hits / (double)opt.queries,
+				(double)zero / (double)opt.queries);
+			say("%u client(s), %s: p50 %.2f ms, p99 %.2f ms, %.0f/s, "
+			    "%.1f hits on average", cl[a], qkind[kind],
+			    hist_pct_ms(&h, 0.5), hist_pct_ms(&h, 0.99),
+			    per((double)opt.queries, el),
+			    (double)hits / (double)opt.queries);
+			for (long i = 0; i < opt.queries; i++)
+				free(qs[i]);
+			free(qs);
+		}
+		fputc('}', f);
+	}
+	fputc('}', f);
+	fclose(f);
+	res.search = text;
+	for (uint32_t k = 0; k < maxc; k++)
+		pc_close(qc[k].pc);
+	res.ack = malloc(sizeof(hist));
+	*res.ack = fill_ack;
+	res.has_acks = true;
+	res.duration_s = (double)(t_fill - t_go) / 1e9;
+	res.server_cpu_s = cpu1 - cpu0;
+	res.rss_bytes = proc_rss((int)opt.pid);
+	res.has_rss = true;
 	res.stages = stages_json(s0, s1, opt.quiet);
 	stages_free(s0);
 	stages_free(s1);
@@ -739,7 +1390,12 @@ int main(int argc, char **argv)
 		{ "hb-ms", 1, 0, 19 }, { "duration", 1, 0, 20 },
 		{ "procs", 1, 0, 21 }, { "timeout", 1, 0, 22 },
 		{ "json", 1, 0, 23 }, { "quiet", 0, 0, 24 },
-		{ "help", 0, 0, 25 }, { 0, 0, 0, 0 }
+		{ "help", 0, 0, 25 }, { "variant", 1, 0, 26 },
+		{ "watchers", 1, 0, 27 }, { "changes", 1, 0, 28 },
+		{ "gap-ms", 1, 0, 29 }, { "msgs", 1, 0, 30 },
+		{ "member-of", 1, 0, 31 }, { "queries", 1, 0, 32 },
+		{ "clients", 1, 0, 33 }, { "vocab", 1, 0, 34 },
+		{ "limit", 1, 0, 35 }, { "data", 1, 0, 36 }, { 0, 0, 0, 0 }
 	};
 	struct rlimit rl;
 	long need;
@@ -772,16 +1428,50 @@ int main(int argc, char **argv)
 		case 22: opt.timeout = num(optarg); break;
 		case 23: opt.json = optarg; break;
 		case 24: opt.quiet = true; break;
+		case 26: opt.variant = optarg; break;
+		case 27: opt.watchers = num(optarg); break;
+		case 28: opt.changes = num(optarg); break;
+		case 29: opt.gap_ms = num(optarg); break;
+		case 30: opt.msgs = num(optarg); break;
+		case 31: opt.member_of = num(optarg); break;
+		case 32: opt.queries = num(optarg); break;
+		case 33: opt.clients = optarg; break;
+		case 34: opt.vocab = num(optarg); break;
+		case 35: opt.limit = num(optarg); break;
+		case 36: opt.data = optarg; break;
 		default: usage();
 		}
 	}
-	if (optind != argc || !opt.server || !opt.scenario || opt.port < 1 ||
+	if (!opt.scenario)
+		usage();
+	/* defaults that depend on the scenario */
+	if (!strcmp(opt.scenario, "search")) {
+		if (opt.channels < 0)
+			opt.channels = 1000;
+		if (opt.senders < 0)
+			opt.senders = 100;
+		if (opt.inflight < 0)
+			opt.inflight = 8;
+	}
+	if (opt.channels < 0)
+		opt.channels = 100;
+	if (opt.senders < 0)
+		opt.senders = 64;
+	if (opt.inflight < 0)
+		opt.inflight = 1;
+	if (optind != argc || !opt.server || opt.port < 1 ||
 	    opt.port > 65535 || opt.pid < 1 || opt.size < BODY_MIN ||
 	    opt.size > 16384 || opt.members < 1 || opt.channels < 1 ||
 	    opt.rate < 1 || opt.senders < 1 || opt.inflight < 1 ||
-	    opt.inflight > 4096 || opt.conns < 1 || opt.hb_ms < 100 ||
+	    opt.inflight > 4096 || opt.conns < 1 ||
+	    (opt.hb_ms && opt.hb_ms < 100) ||
 	    opt.duration < 1 || opt.timeout < 1 || opt.procs > 63 ||
-	    !*opt.ws || (opt.prefix && !*opt.prefix) || !opt.host[0])
+	    opt.watchers < 1 || opt.changes < 1 || opt.changes > 1000000 ||
+	    opt.msgs < 1 || opt.member_of < 1 ||
+	    opt.member_of > opt.channels || opt.queries < 1 ||
+	    opt.vocab < 100 || opt.vocab > 100000 || opt.limit < 1 ||
+	    opt.limit > 100 || !*opt.ws || (opt.prefix && !*opt.prefix) ||
+	    !opt.host[0] || (opt.variant && strlen(opt.variant) > 64))
 		usage();
 	if (!strcmp(opt.server, "parley"))
 		bo.srv = SRV_PARLEY;
@@ -799,11 +1489,23 @@ int main(int argc, char **argv)
 		run.scen = SC_ACKS;
 	else if (!strcmp(opt.scenario, "idle"))
 		run.scen = SC_IDLE;
+	else if (!strcmp(opt.scenario, "hb"))
+		run.scen = SC_HB;
+	else if (!strcmp(opt.scenario, "presence"))
+		run.scen = SC_PRESENCE;
+	else if (!strcmp(opt.scenario, "search"))
+		run.scen = SC_SEARCH;
 	else
 		usage();
 	if (strcmp(opt.mode, "paced") && strcmp(opt.mode, "burst"))
 		usage();
-	if ((run.scen == SC_SMALL || run.scen == SC_ACKS) && bo.srv != SRV_PARLEY) {
+	if (run.scen == SC_SEARCH && opt.senders > opt.channels) {
+		fprintf(stderr, "parley-bench: search wants --senders <= --channels\n");
+		usage();
+	}
+	if ((run.scen == SC_SMALL || run.scen == SC_ACKS || run.scen == SC_HB ||
+	     run.scen == SC_PRESENCE || run.scen == SC_SEARCH) &&
+	    bo.srv != SRV_PARLEY) {
 		fprintf(stderr, "parley-bench: %s is a parley scenario\n",
 			opt.scenario);
 		usage();
@@ -846,16 +1548,31 @@ int main(int argc, char **argv)
 	if (opt.messages < 1)
 		usage();
 	need = run.scen == SC_FANOUT ? opt.online :
-	       run.scen == SC_IDLE ? opt.conns :
+	       run.scen == SC_IDLE || run.scen == SC_HB ? opt.conns :
+	       run.scen == SC_PRESENCE ? opt.watchers :
 	       run.scen == SC_SMALL ? opt.channels * 10 : opt.senders;
-	if (!opt.procs)
+	if (!opt.procs) {
 		opt.procs = (need + PER_PROC - 1) / PER_PROC;
+		/* the watchers over both cores' worth of processes */
+		if (run.scen == SC_PRESENCE && opt.procs < 2)
+			opt.procs = 2;
+	}
 	if (opt.procs > need)
 		opt.procs = need;
 	if (run.scen == SC_SMALL && opt.procs > opt.channels)
 		opt.procs = opt.channels;
 
-	run.nmsg = run.scen == SC_FANOUT ? (uint32_t)opt.messages : 0;
+	run.nmsg = run.scen == SC_FANOUT ? (uint32_t)opt.messages :
+		   run.scen == SC_PRESENCE ? (uint32_t)opt.changes :
+		   run.scen == SC_SEARCH ? 1 : 0;
+	run.nchange = run.scen == SC_PRESENCE ? (uint32_t)opt.changes : 0;
+	run.msgs = (uint64_t)opt.msgs;
+	run.senders = (uint32_t)opt.senders;
+	run.nchan = (uint32_t)opt.channels;
+	if (run.scen == SC_SEARCH && vocab_init(&run.words, (uint32_t)opt.vocab)) {
+		fprintf(stderr, "parley-bench: cannot make %ld words\n", opt.vocab);
+		return 1;
+	}
 	run.size = (uint32_t)opt.size;
 	run.inflight = (uint32_t)opt.inflight;
 	run.rate = (double)opt.rate;
@@ -871,13 +1588,17 @@ int main(int argc, char **argv)
 			    (unsigned long long)rl.rlim_cur, need / opt.procs + 1);
 	}
 	signal(SIGPIPE, SIG_IGN);
+	srand((unsigned)(now_ns() ^ (uint64_t)getpid()));
 	deadline_ns = now_ns() + (uint64_t)opt.timeout * 1000000000u;
 
 	switch (run.scen) {
 	case SC_FANOUT: run_fanout(); break;
 	case SC_SMALL:
 	case SC_ACKS: run_timed(); break;
-	case SC_IDLE: run_idle(); break;
+	case SC_IDLE:
+	case SC_HB: run_idle(); break;
+	case SC_PRESENCE: run_presence(); break;
+	case SC_SEARCH: run_search(); break;
 	}
 	emit();
 	return res.errors ? 3 : 0;
