@@ -1,9 +1,222 @@
-/* placeholder until search lands */
+/*
+ * search_op: the `search` op. The session calls it on the connection's
+ * shard with the decoded request; it checks the arguments and which
+ * channels the user may search (storage reads, as the other read ops do),
+ * hands the query to storage/search.c and returns. The answer is encoded
+ * on search's query thread and travels back to the connection's shard as
+ * an M_CALL, which sends it if the connection is still there.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "actors/actors.h"
+#include "storage/search.h"
+
+#define DEFAULT_LIMIT 20
+
+/* What the query thread needs to answer: where, and how. */
+struct pending {
+	rt_conn_id conn;
+	uint64_t rid;
+	bool has_rid;
+};
+
+/* The encoded answer on its way to the connection's shard. */
+struct m_search_res {
+	struct m_call c; /* first: the mailbox sees an M_CALL */
+	rt_conn_id conn;
+	size_t len;
+	uint8_t data[];
+};
+
+struct chlist {
+	char (*v)[ID_CAP];
+	unsigned n, cap;
+	bool oom;
+};
+
+static int collect_ch(void *arg, const char *id, size_t len)
+{
+	struct chlist *l = arg;
+
+	if (len >= ID_CAP)
+		return 0;
+	if (l->n == l->cap) {
+		unsigned cap = l->cap ? l->cap * 2 : 32;
+		void *v = realloc(l->v, (size_t)cap * ID_CAP);
+
+		if (!v) {
+			l->oom = true;
+			return 1;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	memcpy(l->v[l->n], id, len);
+	l->v[l->n][len] = 0;
+	l->n++;
+	return 0;
+}
+
+/* On the connection's shard: send the answer if the connection stayed. */
+static void deliver(struct shard_state *ss, struct m_call *m)
+{
+	struct m_search_res *r = (struct m_search_res *)m;
+	rt_conn *c = rt_conn_find(rt_self(), r->conn);
+
+	(void)ss;
+	if (c)
+		rt_conn_send_bytes(c, r->data, r->len);
+	free(r);
+}
+
+static const char *status_code(int status, const char **msg)
+{
+	switch (status) {
+	case -EINVAL:
+		*msg = "q has no word to search for";
+		return "BAD_REQUEST";
+	case -E2BIG:
+		*msg = "q has too many words (at most 16 words and phrases)";
+		return "BAD_REQUEST";
+	case -EAGAIN:
+		*msg = "the search index is catching up; try again";
+		return "UNAVAILABLE";
+	default:
+		*msg = "the search index is failing";
+		return "UNAVAILABLE";
+	}
+}
+
+/* On search's query thread: encode, post to the connection's shard. */
+static void done(void *arg, int status, const search_hit *hits, unsigned n)
+{
+	struct pending *p = arg;
+	struct m_search_res *m;
+	proto_out o;
+
+	if (status == 0 && !p->has_rid) {
+		free(p); /* fire-and-forget: nothing to say */
+		return;
+	}
+	proto_out_init(&o, 0, 1024);
+	if (status == 0) {
+		proto_enc_res_ok(&o, p->rid, 1);
+		proto_pk_cstr(&o.pk, "hits");
+		msgpack_pack_array(&o.pk, n);
+		for (unsigned i = 0; i < n; i++) {
+			msgpack_pack_map(&o.pk, 5);
+			proto_pk_cstr(&o.pk, "ch");
+			proto_pk_cstr(&o.pk, hits[i].ch);
+			proto_pk_cstr(&o.pk, "seq");
+			msgpack_pack_uint64(&o.pk, hits[i].seq);
+			proto_pk_cstr(&o.pk, "from");
+			proto_pk_cstr(&o.pk, hits[i].from);
+			proto_pk_cstr(&o.pk, "ts");
+			msgpack_pack_uint64(&o.pk, hits[i].ts);
+			proto_pk_cstr(&o.pk, "body");
+			proto_pk_str(&o.pk, hits[i].body, hits[i].body_len);
+		}
+	} else {
+		const char *msg, *code = status_code(status, &msg);
+
+		if (p->has_rid)
+			proto_enc_res_err(&o, p->rid, code, msg, 0);
+		else
+			proto_enc_err(&o, code, msg, "search", 6, 0);
+	}
+	m = msg_new(sizeof(*m) + o.len, M_CALL);
+	m->c.fn = deliver;
+	m->conn = p->conn;
+	m->len = o.len;
+	memcpy(m->data, o.data, o.len);
+	proto_out_free(&o);
+	/* Any thread may post; the message is the shard's from here. */
+	rt_post(rt_conn_shard(p->conn), &m->c.h);
+	free(p);
+}
+
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,
 	       const msgpack_object *map)
 {
-	(void)ss; (void)ws; (void)user; (void)map;
-	reply_err(c, has_rid, rid, "search", "UNAVAILABLE", "search is not built yet", 0);
+	struct chlist l = { 0 };
+	struct pending *p;
+	const char *q, *chs;
+	uint32_t qn, chn;
+	uint64_t limit = DEFAULT_LIMIT;
+	int rc, chrc;
+
+	(void)ss;
+#define FAIL(code, msg)                                                   \
+	do {                                                              \
+		reply_err(c, has_rid, rid, "search", code, msg, 0);       \
+		goto out;                                                 \
+	} while (0)
+	if (proto_get_str(map, "q", &q, &qn) || qn == 0)
+		FAIL("BAD_REQUEST", "q must be a non-empty string");
+	if (qn > SEARCH_MAX_Q)
+		FAIL("BAD_REQUEST", "q is too long (at most 1024 bytes)");
+	rc = proto_get_uint(map, "limit", &limit);
+	if (rc == PROTO_F_MISSING)
+		limit = DEFAULT_LIMIT;
+	else if (rc || limit < 1 || limit > SEARCH_MAX_LIMIT)
+		FAIL("BAD_REQUEST", "limit must be 1-100");
+	chrc = proto_get_str(map, "ch", &chs, &chn);
+	if (chrc == PROTO_F_TYPE || (chrc == 0 && !proto_id_valid(chs, chn)))
+		FAIL("BAD_REQUEST", "ch must be a channel id");
+	if (!srv.sx)
+		FAIL("UNAVAILABLE", "search is off on this server");
+
+	if (chrc == 0) {
+		store_channel rec;
+		store_member mem;
+		char ch[ID_CAP];
+
+		memcpy(ch, chs, chn);
+		ch[chn] = 0;
+		rc = store_get_channel(srv.st, ch, &rec);
+		if (rc == -ENOENT || (rc == 0 && strcmp(rec.ws, ws)))
+			FAIL("NOT_FOUND", "no such channel");
+		if (rc)
+			FAIL("UNAVAILABLE", "storage unavailable");
+		rc = store_get_member(srv.st, ch, user, &mem);
+		if (rc == -ENOENT)
+			FAIL("FORBIDDEN", "not a member of this channel");
+		if (rc)
+			FAIL("UNAVAILABLE", "storage unavailable");
+		collect_ch(&l, ch, chn);
+	} else if (store_scan_user_channels(srv.st, ws, user, collect_ch,
+					    &l)) {
+		FAIL("UNAVAILABLE", "storage unavailable");
+	}
+	if (l.oom)
+		FAIL("INTERNAL", "out of memory");
+	if (!(p = malloc(sizeof(*p))))
+		FAIL("INTERNAL", "out of memory");
+	p->conn = rt_conn_get_id(c);
+	p->rid = rid;
+	p->has_rid = has_rid;
+	{
+		const char **ids = malloc((l.n ? l.n : 1) * sizeof(*ids));
+
+		if (!ids) {
+			free(p);
+			FAIL("INTERNAL", "out of memory");
+		}
+		for (unsigned i = 0; i < l.n; i++)
+			ids[i] = l.v[i];
+		rc = search_query(srv.sx, q, qn, ids, l.n, (unsigned)limit, done,
+				  p);
+		free(ids);
+	}
+	if (rc) {
+		free(p);
+		FAIL("UNAVAILABLE", "search is shutting down");
+	}
+#undef FAIL
+out:
+	free(l.v);
 }
