@@ -767,6 +767,7 @@ static int catchup_one(void *arg, const char *idp, size_t n)
 static int catchup_all(search *sx)
 {
 	struct catchup c = { .sx = sx };
+	uint64_t t0 = mono_ms();
 
 	if (!sx->st)
 		return 0;
@@ -776,6 +777,12 @@ static int catchup_all(search *sx)
 		txn_abort(sx);
 	else
 		c.rc = txn_commit(sx);
+	if (c.events || c.rc)
+		fprintf(stderr, "search: caught up %llu events from the log "
+				"in %llu ms%s\n",
+			(unsigned long long)c.events,
+			(unsigned long long)(mono_ms() - t0),
+			c.rc ? " (failed; will retry)" : "");
 	return c.rc;
 }
 
