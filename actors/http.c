@@ -4,6 +4,7 @@
  *   GET /healthz  200 "ok" while storage writes succeed, else 503
  *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes,
  *                 and parley_stage_seconds: where a request's time goes
+ *   /api/...      REST (rest.c)
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "actors/actors.h"
+#include "actors/rest.h"
 
 struct sbuf {
 	char *p;
@@ -176,7 +178,10 @@ static char *metrics(size_t *len)
 
 void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 {
-	(void)s;
+	if (!strncmp(req->path, "/api/", 5)) {
+		rest_handle(s, req, resp);
+		return;
+	}
 	if (!strcmp(req->path, "/healthz")) {
 		bool ok = !__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED);
 

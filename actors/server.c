@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "actors/rest.h"
 #include "storage/search.h"
 
 struct server srv;
@@ -297,6 +298,7 @@ static const rt_hooks hooks = {
 	.on_close = on_close,
 	.on_sent = on_sent,
 	.on_http = http_handle,
+	.on_http_answer = rest_answer,
 	.on_drain = on_drain,
 };
 

@@ -102,7 +102,8 @@ size_t rt_conn_queued(const rt_conn *c);
 /* ---- HTTP on the same port --------------------------------------------- */
 
 typedef struct rt_http_req {
-	const char *method; /* "GET", "POST" */
+	rt_conn *conn;      /* the HTTP connection: answers may come later */
+	const char *method; /* "GET", "POST", "PUT", "DELETE", "PATCH", ... */
 	const char *path;   /* without the query */
 	const char *query;  /* after '?', or "" */
 	const char *authorization; /* header value or "" */
@@ -110,11 +111,15 @@ typedef struct rt_http_req {
 	size_t body_len;
 } rt_http_req;
 
+/* status 0 after on_http: the answer comes later. Whatever the layer
+ * above then sends on the connection (rt_conn_send and friends) goes to
+ * on_http_answer, which fills the response; the transport writes it. */
 typedef struct rt_http_resp {
 	int status;
 	const char *content_type; /* static string */
 	char *body;               /* malloc'd; the transport frees it */
 	size_t body_len;
+	char hname[32], hvalue[96]; /* one extra header, if hname[0] */
 } rt_http_resp;
 
 /* ---- hooks: how actors/ plugs in --------------------------------------- */
@@ -137,8 +142,12 @@ typedef struct rt_hooks {
 	/* a buffer with a non-zero kind went into a socket write (once per
 	 * connection; now_us is rt_mono_us() at that write) */
 	void (*on_sent)(rt_shard *s, const rt_buf *b, uint64_t now_us);
-	/* an HTTP request (not an upgrade); fill resp */
+	/* an HTTP request (not an upgrade); fill resp, or leave status 0 */
 	void (*on_http)(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
+	/* a frame sent on an HTTP connection whose answer is pending (see
+	 * rt_http_resp); fill resp (status 0: keep waiting) */
+	void (*on_http_answer)(rt_shard *s, rt_conn *c, const uint8_t *data,
+			       size_t len, rt_http_resp *resp);
 	/* drain started: say goodbye to connections; return true once nothing
 	 * is left in flight (polled every tick until true) */
 	bool (*on_drain)(rt_shard *s, bool first);

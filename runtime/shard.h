@@ -37,6 +37,7 @@ struct rt_shard {
 	size_t wbuf_cap;
 	rt_conn_id *dirty;           /* connections with output queued this turn */
 	uint32_t ndirty, cap_dirty;
+	uint32_t http_pending; /* HTTP exchanges waiting for an answer */
 	lws_sorted_usec_list_t tick_sul;
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
@@ -56,6 +57,7 @@ int rt__transport_init(struct rt_shard *s);
 void rt__transport_fini(struct rt_shard *s);
 void rt__transport_drain(struct rt_shard *s, bool force);
 uint32_t rt__transport_count(struct rt_shard *s);
+void rt__http_tick(struct rt_shard *s); /* pending HTTP answers time out */
 /* End of a loop turn: write what this turn queued, one write per connection. */
 void rt__transport_flush(struct rt_shard *s);
 

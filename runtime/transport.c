@@ -57,6 +57,10 @@ struct rt_conn {
 	uint8_t *http_body;
 	size_t http_body_len;
 	bool http_post;
+	bool http_pending;  /* has an id; its answer has not been written */
+	bool http_dispatching; /* inside on_http: it writes the answer */
+	const char *http_method;
+	uint64_t http_t0_ms;
 	rt_http_resp resp;
 };
 
@@ -135,8 +139,26 @@ static void q_clear(rt_conn *c)
 	c->qbytes = 0;
 }
 
+static void http_reply(struct lws *wsi, rt_conn *c);
+
+/* A frame for an HTTP connection: the layer above turns it into the
+ * response (the first one that does wins; later ones are dropped). */
+static int http_answer(rt_conn *c, const uint8_t *data, size_t len)
+{
+	struct rt_shard *s = c->shard;
+
+	if (!c->http_pending || c->resp.status || !s->cfg->hooks->on_http_answer)
+		return -1;
+	s->cfg->hooks->on_http_answer(s, c, data, len, &c->resp);
+	if (c->resp.status && !c->http_dispatching)
+		http_reply(c->wsi, c);
+	return 0;
+}
+
 int rt_conn_send(rt_conn *c, rt_buf *b)
 {
+	if (!c->ws)
+		return http_answer(c, b->data, b->len);
 	if (c->closing)
 		return -1;
 	if (c->qbytes + b->len > c->shard->cfg->max_outbuf) {
@@ -187,6 +209,8 @@ int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len)
 
 void rt_conn_close(rt_conn *c, uint16_t code, const char *reason)
 {
+	if (!c->ws)
+		return; /* an HTTP answer ends its own exchange */
 	if (c->closing)
 		return;
 	c->closing = true;
@@ -357,17 +381,73 @@ static void http_reply(struct lws *wsi, rt_conn *c)
 	if (lws_add_http_common_headers(wsi, (unsigned)c->resp.status,
 					c->resp.content_type,
 					c->resp.body_len, &p, end) ||
+	    (c->resp.hname[0] &&
+	     lws_add_http_header_by_name(wsi, (const uint8_t *)c->resp.hname,
+					 (const uint8_t *)c->resp.hvalue,
+					 (int)strlen(c->resp.hvalue), &p, end)) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end)) {
 		c->close_now = true;
 	}
 	lws_callback_on_writable(wsi);
 }
 
+/* The exchange is over: late answers find no connection. */
+static void http_done(rt_conn *c)
+{
+	if (c->http_pending) {
+		c->shard->http_pending--;
+		slot_del(c->shard, c);
+		c->id = 0;
+		c->http_pending = false;
+	}
+}
+
+static const char *http_method(struct lws *wsi)
+{
+	static const struct { enum lws_token_indexes t; const char *m; } ms[] = {
+		{ WSI_TOKEN_POST_URI, "POST" }, { WSI_TOKEN_PUT_URI, "PUT" },
+		{ WSI_TOKEN_DELETE_URI, "DELETE" },
+		{ WSI_TOKEN_PATCH_URI, "PATCH" },
+		{ WSI_TOKEN_OPTIONS_URI, "OPTIONS" },
+		{ WSI_TOKEN_HEAD_URI, "HEAD" },
+	};
+
+	for (size_t i = 0; i < sizeof(ms) / sizeof(ms[0]); i++)
+		if (lws_hdr_total_length(wsi, ms[i].t) > 0)
+			return ms[i].m;
+	return "GET";
+}
+
+/* Pending answers older than this get 504 (checked every tick). */
+#define HTTP_ANSWER_MS 30000
+
+void rt__http_tick(struct rt_shard *s)
+{
+	uint64_t now_ms = rt_mono_us() / 1000;
+
+	if (!s->http_pending)
+		return;
+	for (uint32_t i = 0; i < s->nslots; i++) {
+		rt_conn *c = s->slots[i];
+
+		if (!c || c->ws || !c->http_pending || c->resp.status ||
+		    now_ms - c->http_t0_ms < HTTP_ANSWER_MS)
+			continue;
+		c->resp.status = 504;
+		c->resp.content_type = "application/json";
+		c->resp.body = strdup("{\"code\":\"UNAVAILABLE\",\"msg\":"
+				      "\"no answer in time\"}");
+		c->resp.body_len = strlen(c->resp.body);
+		http_reply(c->wsi, c);
+	}
+}
+
 static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 {
 	char auth[1024] = "", query[1024] = "";
 	const char *path = c->http_uri ? c->http_uri : "/";
-	rt_http_req req = { .method = c->http_post ? "POST" : "GET",
+	rt_http_req req = { .conn = c,
+			    .method = c->http_method ? c->http_method : "GET",
 			    .path = path,
 			    .query = query,
 			    .authorization = auth,
@@ -390,8 +470,16 @@ static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 	memset(&c->resp, 0, sizeof(c->resp));
 	c->resp.status = 404;
 	c->resp.content_type = "text/plain";
+	/* an id, so an answer can find this exchange later */
+	slot_add(s, c);
+	c->http_pending = true;
+	s->http_pending++;
+	c->http_t0_ms = rt_mono_us() / 1000;
+	c->http_dispatching = true;
 	s->cfg->hooks->on_http(s, &req, &c->resp);
-	http_reply(wsi, c);
+	c->http_dispatching = false;
+	if (c->resp.status)
+		http_reply(wsi, c);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -510,7 +598,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		c->wsi = wsi;
 		c->shard = s;
 		c->http_uri = strdup(in ? (const char *)in : "/");
-		c->http_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+		c->http_method = http_method(wsi);
+		c->http_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
+			       lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
+			       lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0;
 		if (c->http_post)
 			return 0; /* wait for the body */
 		http_dispatch(s, wsi, c);
@@ -540,6 +631,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 			memcpy(buf + LWS_PRE, c->resp.body, n);
 		rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
 		free(buf);
+		http_done(c);
 		free(c->resp.body);
 		c->resp.body = NULL;
 		free(c->http_uri);
@@ -554,6 +646,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (c && !c->ws) {
+			http_done(c);
 			free(c->resp.body);
 			free(c->http_uri);
 			free(c->http_body);
