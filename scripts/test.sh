@@ -5,7 +5,8 @@
 #   release       build/       all tests, the bench smoke included
 #   asan          build-asan/  all tests but the bench smoke, ASan + UBSan,
 #                 leaks fatal
-#   tsan          build-tsan/  tests labelled "runtime" (mailboxes, shards)
+#   tsan          build-tsan/  tests labelled "runtime" (mailboxes, shards,
+#                 presence and search threads)
 # Tests labelled "unit" run two at a time; the others (e2e: each starts a
 # parleyd on a port) one at a time. A phase runs even when an earlier one
 # failed, so one run shows everything. The last line of output is
