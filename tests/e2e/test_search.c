@@ -323,7 +323,10 @@ static void test_query(void **st)
 	seq = send_ok(a, ch, "The deployment of the Quick Brown service");
 	send_ok(b, ch, "brown bread, quick lunch");
 	send_ok(a, ch, "Réunion au café demain");
-	search_until(a, "deployment", NULL, 0, 1, &h);
+	/* one channel is indexed in seq order: the last there, all there */
+	search_until(a, "demain", NULL, 0, 1, &h);
+	search_ok(a, "deployment", NULL, 0, &h);
+	assert_int_equal(h.n, 1);
 	assert_string_equal(h.h[0].ch, ch);
 	assert_int_equal(h.h[0].seq, seq);
 	assert_string_equal(h.h[0].from, "alice");
