@@ -1481,7 +1481,8 @@ int main(int argc, char **argv)
 	    opt.duration < 1 || opt.timeout < 1 || opt.procs > 63 ||
 	    opt.watchers < 1 || opt.changes < 1 || opt.changes > 1000000 ||
 	    opt.msgs < 1 || opt.member_of < 1 ||
-	    opt.member_of > opt.channels || opt.queries < 1 ||
+	    (!strcmp(opt.scenario, "search") && opt.member_of > opt.channels) ||
+	    opt.queries < 1 ||
 	    opt.vocab < 100 || opt.vocab > 100000 || opt.limit < 1 ||
 	    opt.limit > 100 || !*opt.ws || (opt.prefix && !*opt.prefix) ||
 	    !opt.host[0] || (opt.variant && strlen(opt.variant) > 64))
