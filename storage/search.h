@@ -53,8 +53,10 @@ void search_feed(search *sx, unsigned shard, const void *ev, size_t len);
 /* Shard thread `shard` only: hand this turn's events to the indexer. */
 void search_feed_flush(search *sx, unsigned shard);
 
-/* Wait until everything flushed before the call (and the catch-up) is
- * indexed and visible to queries. For tests and benchmarks. */
+/* Wait until everything flushed before the call (and the catch-up after
+ * open) is indexed and visible to queries. For tests and benchmarks; it
+ * does not wait for the end of a catch-up pass that dropped batches
+ * started, only for its start. */
 void search_sync(search *sx);
 
 /* ---- queries ------------------------------------------------------------- */
@@ -82,8 +84,8 @@ typedef void (*search_done_fn)(void *arg, int status, const search_hit *hits,
  * THREAD, if this returns 0; never if it returns -EINVAL (q empty or
  * longer than SEARCH_MAX_Q, limit out of range) or -ESHUTDOWN (closing).
  *
- * Query language: words (all must occur), word* (a prefix, at least two
- * characters), "a phrase" (those words in that order, next to each other;
+ * Query language: words (all must occur), word* (a prefix; "a*", one
+ * character, is the word "a"), "a phrase" (those words in that order, next to each other;
  * "a phr"* ends with a prefix). Everything else is text: quotes inside a
  * word, AND/OR/NOT/NEAR, column names, parentheses mean nothing special.
  * Matching folds case and diacritics (unicode61, remove_diacritics 2). */
