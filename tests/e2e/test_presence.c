@@ -143,7 +143,7 @@ static void test_watch_answers_current_states(void **state)
 	uint64_t t0 = (uint64_t)time(NULL) * 1000;
 
 	(void)state;
-	h_start(&s, PFLAGS);
+	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
 	bob = conn(&s, "bob", "acme");
 	w = conn(&s, "alice", "acme");
 	/* the online status is told at once; the watch sees it */
@@ -409,7 +409,10 @@ static void test_invisible_survives_kill9(void **state)
 	const char *users[] = { "bob", NULL };
 
 	(void)state;
-	h_start(&s, PFLAGS);
+	/* the default away window: a slow (sanitized) run must not turn
+	 * bob away before the last check */
+	h_start(&s, "--shards 2 --presence-grace-ms 500 "
+		    "--presence-coalesce-ms 0");
 	bob = conn(&s, "bob", "acme");
 	set_status(bob, "invisible"); /* acknowledged: durable */
 	h_kill9(&s);
