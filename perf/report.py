@@ -452,6 +452,16 @@ def markdown(doc, entries, level, command):
         "failed); server and clients share the machine's cores.",
         "",
     ]
+    loads = [(get(e, "loadavg_1m", "max"), e) for e in entries
+             if get(e, "loadavg_1m") is not None]
+    if loads:
+        top, e = max(loads, key=lambda t: t[0])
+        lines += [
+            f"The machine's 1-minute load average at the end of a run "
+            f"(`loadavg_1m`, from /proc/loadavg) was at most {top:.2f} "
+            f"({e['scenario']} {shape(e)}); with {m['cores']} cores, much "
+            "above the bench's own share means something else ran beside "
+            "it.", ""]
     heads = {
         "fanout": ("server", "shape", "deliveries_per_s",
                    "deliveries_per_server_cpu_s", "latency_ms.p50",

@@ -214,6 +214,20 @@ static void emit(void)
 			per((double)res.hbs, res.duration_s), res.rss_end_per_conn);
 	if (res.search)
 		fputs(res.search, f);
+	{
+		/* the machine's load at the end of the run: the server and the
+		 * bench, and anything else that ran beside them */
+		double l1 = -1;
+		FILE *la = fopen("/proc/loadavg", "r");
+
+		if (la) {
+			if (fscanf(la, "%lf", &l1) != 1)
+				l1 = -1;
+			fclose(la);
+		}
+		if (l1 >= 0)
+			fprintf(f, ",\"loadavg_1m\":%.2f", l1);
+	}
 	if (!strcmp(opt.server, "parley"))
 		fprintf(f, ",\"stages\":%s", res.stages ? res.stages : "{}");
 	fprintf(f, ",\"errors\":%llu}", (unsigned long long)res.errors);
