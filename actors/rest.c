@@ -255,6 +255,11 @@ static void post_message(struct shard_state *ss, const rt_http_req *req,
 	cmid = json_object_get(j, "cmid");
 	thread = json_object_get(j, "thread");
 	mentions = json_object_get(j, "mentions");
+	/* JSON clients often write null for "not given" */
+	if (json_is_null(thread))
+		thread = NULL;
+	if (json_is_null(mentions))
+		mentions = NULL;
 	if (!json_is_string(body) ||
 	    strlen(json_string_value(body)) != json_string_length(body)) {
 		error(resp, "BAD_REQUEST", "body must be a string", 0);

@@ -56,7 +56,9 @@ struct rt_conn {
 	char *http_uri;
 	uint8_t *http_body;
 	size_t http_body_len;
-	bool http_post;
+	bool http_body_wait;  /* a body follows the headers: answer after it */
+	bool http_dispatched; /* on_http has seen this request */
+	bool http_close;      /* close once the answer is written */
 	bool http_pending;  /* has an id; its answer has not been written */
 	bool http_dispatching; /* inside on_http: it writes the answer */
 	const char *http_method;
@@ -418,8 +420,9 @@ static const char *http_method(struct lws *wsi)
 	return "GET";
 }
 
-/* Pending answers older than this get 504 (checked every tick). */
-#define HTTP_ANSWER_MS 30000
+/* Pending answers older than this get 504 (checked every tick): below
+ * lws' own timeout_secs (20), which would drop the socket without a word. */
+#define HTTP_ANSWER_MS 15000
 
 void rt__http_tick(struct rt_shard *s)
 {
@@ -442,9 +445,54 @@ void rt__http_tick(struct rt_shard *s)
 	}
 }
 
+/* An answer the transport gives itself, before (or instead of) on_http:
+ * JSON in the REST API's error shape. close: the rest of the request is
+ * not read, so the connection cannot carry another one. */
+static void http_refuse(struct lws *wsi, rt_conn *c, int status,
+			const char *code, const char *msg, bool close)
+{
+	char body[256];
+	int n = snprintf(body, sizeof(body), "{\"code\":\"%s\",\"msg\":\"%s\"}",
+			 code, msg);
+
+	free(c->resp.body);
+	memset(&c->resp, 0, sizeof(c->resp));
+	c->resp.status = status;
+	c->resp.content_type = "application/json";
+	c->resp.body = strdup(body);
+	c->resp.body_len = c->resp.body ? (size_t)n : 0;
+	c->http_dispatched = true;
+	c->http_close = close;
+	http_reply(wsi, c);
+}
+
+/* Joins lws' query fragments ("a=1", "b=2") with '&' into q. Returns -1
+ * when a fragment or the whole does not fit: the caller refuses the
+ * request rather than drop parameters silently. */
+static int http_query(struct lws *wsi, char *q, size_t cap)
+{
+	size_t n = 0;
+
+	q[0] = '\0';
+	for (int i = 0;; i++) {
+		int fl = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+
+		if (fl <= 0)
+			return 0;
+		if (n + (i ? 1 : 0) + (size_t)fl + 1 > cap)
+			return -1;
+		if (i)
+			q[n++] = '&';
+		if (lws_hdr_copy_fragment(wsi, q + n, (int)(cap - n),
+					  WSI_TOKEN_HTTP_URI_ARGS, i) != fl)
+			return -1;
+		n += (size_t)fl;
+	}
+}
+
 static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 {
-	char auth[1024] = "", query[1024] = "";
+	char auth[1024] = "", query[1024];
 	const char *path = c->http_uri ? c->http_uri : "/";
 	rt_http_req req = { .conn = c,
 			    .method = c->http_method ? c->http_method : "GET",
@@ -454,19 +502,20 @@ static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 			    .body = c->http_body,
 			    .body_len = c->http_body_len };
 
-	lws_hdr_copy(wsi, auth, sizeof(auth), WSI_TOKEN_HTTP_AUTHORIZATION);
-	/* lws splits the query into fragments "a=1", "b=2"; join with '&' */
-	for (int i = 0, n = 0;; i++) {
-		char frag[256];
-		int l = lws_hdr_copy_fragment(wsi, frag, sizeof(frag),
-					      WSI_TOKEN_HTTP_URI_ARGS, i);
-		if (l <= 0)
-			break;
-		n += snprintf(query + n, sizeof(query) - (size_t)n, "%s%s",
-			      i ? "&" : "", frag);
-		if ((size_t)n >= sizeof(query) - 1)
-			break;
+	if (c->http_dispatched)
+		return; /* lws may report a body's end after an answer */
+	if (http_query(wsi, query, sizeof(query))) {
+		http_refuse(wsi, c, 400, "BAD_REQUEST", "query string too long",
+			    false);
+		return;
 	}
+	if (lws_hdr_copy(wsi, auth, sizeof(auth),
+			 WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
+		http_refuse(wsi, c, 401, "UNAUTHORIZED",
+			    "authorization header too long", false);
+		return;
+	}
+	c->http_dispatched = true;
 	memset(&c->resp, 0, sizeof(c->resp));
 	c->resp.status = 404;
 	c->resp.content_type = "text/plain";
@@ -592,6 +641,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		break;
 
 	case LWS_CALLBACK_HTTP: {
+		char num[24];
+		long long clen = -1;
+		bool wants_body;
+
 		if (!c)
 			return 1;
 		memset(c, 0, sizeof(*c));
@@ -599,25 +652,70 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		c->shard = s;
 		c->http_uri = strdup(in ? (const char *)in : "/");
 		c->http_method = http_method(wsi);
-		c->http_post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
-			       lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
-			       lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0;
-		if (c->http_post)
-			return 0; /* wait for the body */
-		http_dispatch(s, wsi, c);
+		wants_body = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
+			     lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
+			     lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0;
+		if (lws_hdr_copy(wsi, num, sizeof(num),
+				 WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
+			char *e;
+
+			clen = strtoll(num, &e, 10);
+			if (e == num || *e || clen < 0) {
+				http_refuse(wsi, c, 400, "BAD_REQUEST",
+					    "bad Content-Length", true);
+				return 0;
+			}
+		}
+		/* lws 4.1 does not decode chunked request bodies: it would
+		 * hand over the chunk framing and wait for 100 MiB. */
+		if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+			http_refuse(wsi, c, 411, "BAD_REQUEST",
+				    "chunked bodies are not supported: send Content-Length",
+				    true);
+			return 0;
+		}
+		if (wants_body && clen < 0) {
+			http_refuse(wsi, c, 411, "BAD_REQUEST",
+				    "a body needs Content-Length", true);
+			return 0;
+		}
+		if (clen > HTTP_BODY_MAX) {
+			http_refuse(wsi, c, 413, "TOO_LARGE", "body too large",
+				    true);
+			return 0;
+		}
+		/* Any method with a body (a GET too) is answered after the
+		 * body is read, so that the answer comes once and the next
+		 * request on the connection starts where this one ends. */
+		c->http_body_wait = clen > 0 || wants_body;
+		if (!c->http_body_wait)
+			http_dispatch(s, wsi, c);
 		return 0;
 	}
-	case LWS_CALLBACK_HTTP_BODY:
+	case LWS_CALLBACK_HTTP_BODY: {
+		uint8_t *nb;
+
+		if (c->http_dispatched)
+			return 0; /* refused already: the body is not kept */
 		if (c->http_body_len + len > HTTP_BODY_MAX) {
-			lws_return_http_status(wsi, 413, NULL);
-			return -1;
+			http_refuse(wsi, c, 413, "TOO_LARGE", "body too large",
+				    true);
+			return 0;
 		}
-		c->http_body = realloc(c->http_body, c->http_body_len + len);
+		nb = realloc(c->http_body, c->http_body_len + len);
+		if (!nb) {
+			http_refuse(wsi, c, 503, "UNAVAILABLE", "out of memory",
+				    true);
+			return 0;
+		}
+		c->http_body = nb;
 		memcpy(c->http_body + c->http_body_len, in, len);
 		c->http_body_len += len;
 		return 0;
+	}
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-		http_dispatch(s, wsi, c);
+		if (c->http_body_wait)
+			http_dispatch(s, wsi, c);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE: {
 		size_t n = c->resp.body_len;
@@ -639,7 +737,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		free(c->http_body);
 		c->http_body = NULL;
 		c->http_body_len = 0;
-		if (rc < 0 || lws_http_transaction_completed(wsi))
+		if (rc < 0 || c->http_close ||
+		    lws_http_transaction_completed(wsi))
 			return -1;
 		return 0;
 	}
