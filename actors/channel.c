@@ -926,6 +926,11 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 	reply_now(ss, r);
 }
 
+static int state_decode(proto_doc *d, const void *bytes, size_t len)
+{
+	return proto_decode_max(d, bytes, len, PROTO_MAX_STATE);
+}
+
 /* The state of message seq (in thread root, 0: top-level): the overlay if
  * a pending batch changed it, else storage; NULL if there is none. The
  * caller changes it with ov_set(). */
@@ -940,7 +945,9 @@ static struct ov *msg_state(struct chan *c, uint64_t root, uint64_t seq)
 		k[i] = (uint8_t)(seq >> (56 - 8 * i));
 	o = smap_get(&c->ov, k, 8);
 	if (o)
-		return o;
+		/* seqs are unique in a channel, so the entry is message seq;
+		 * asked for a top-level message, a reply is not one */
+		return o->root == root ? o : NULL;
 	if (store_get_msg(srv.st, c->id, root, seq, &bytes, &len))
 		return NULL;
 	o = calloc(1, sizeof(*o));
@@ -1076,7 +1083,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 		proto_str rm[64];
 		proto_msg rmsg;
 
-		if (proto_decode(&d, root->bytes, root->len) == PROTO_OK) {
+		if (state_decode(&d, root->bytes, root->len) == PROTO_OK) {
 			if (proto_dec_msg(&d.root, &rmsg, rm, 64) == 0) {
 				rmsg.replies++;
 				rmsg.last_reply = seq;
@@ -1150,8 +1157,10 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		return;
 	}
 	proto_get_uint(map, "seq", &seq);
-	if (seq > c->next_seq - 1)
-		seq = c->next_seq - 1;
+	/* No further than what is durable: nobody can have seen more, and a
+	 * marker on an event still in flight would outlive a failed commit. */
+	if (seq > c->durable_seq)
+		seq = c->durable_seq;
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 0);
 	if (seq <= me->m.read_seq) {
@@ -1306,7 +1315,7 @@ static proto_event change_of(struct chan *c, const struct m_req *r,
 static bool state_of(struct target *t, proto_doc *d, proto_msg *m,
 		     proto_str *men)
 {
-	if (proto_decode(d, t->st->bytes, t->st->len) != PROTO_OK)
+	if (state_decode(d, t->st->bytes, t->st->len) != PROTO_OK)
 		return false;
 	if (proto_dec_msg(&d->root, m, men, 64)) {
 		proto_doc_free(d);
@@ -1501,7 +1510,7 @@ static int react_apply(const proto_msg *m, const char *user, proto_str emoji,
 
 		proto_out_init(&w, 0, m->reactions_len + 16);
 		proto_pk_raw(&w.pk, m->reactions, m->reactions_len);
-		if (proto_decode(&d, w.data, w.len) != PROTO_OK) {
+		if (state_decode(&d, w.data, w.len) != PROTO_OK) {
 			proto_out_free(&w);
 			return -2;
 		}

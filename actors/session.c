@@ -1195,7 +1195,8 @@ static void op_edits(struct req *r)
 		proto_doc sd;
 		proto_str sm[64];
 
-		if (proto_decode(&sd, st, stlen) == PROTO_OK) {
+		if (proto_decode_max(&sd, st, stlen, PROTO_MAX_STATE) ==
+		    PROTO_OK) {
 			if (proto_dec_msg(&sd.root, &m, sm, 64) == 0)
 				deleted = m.deleted;
 			proto_doc_free(&sd);

@@ -487,7 +487,8 @@ static int dec_reactions(const msgpack_object *map, proto_msg *m)
 		p = (const uint8_t *)kv->key.via.str.ptr + 9;
 		if (!((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf))
 			return -1;
-		n = proto__value_len(p, PROTO_MAX_FRAME);
+		/* within a doc already decoded: its own bound is the limit */
+		n = proto__value_len(p, PROTO_MAX_STATE);
 		if (n == 0)
 			return -1;
 		m->reactions = p;

@@ -26,6 +26,11 @@
 #define PROTO_MAX_NAME   80          /* channel name */
 #define PROTO_MAX_CMID   64
 #define PROTO_MAX_EMOJI  64
+/* A message's stored state (history view) is the server's own, not a
+ * client's frame: its reaction lists may grow past PROTO_MAX_FRAME when
+ * thousands of members react, and refusing to decode it would freeze the
+ * message. Decode stored states with proto_decode_max(.., PROTO_MAX_STATE). */
+#define PROTO_MAX_STATE  (256u << 20)
 
 /* ---- decoding ----------------------------------------------------------- */
 

@@ -1135,6 +1135,124 @@ static void test_react(void **st)
 /* ---- changes are channel events: resume and the log ---------------------- */
 
 /* hello with resume {ch: seq}; the hello response must come first. */
+/* Regression: a message's stored state was decoded with the 64 KiB limit
+ * of a client's frame, so once its reaction lists passed that (here 22
+ * users with 64-byte ids, 50 emoji each: ~70 KiB) every edit, react and
+ * delete of it failed, and the author could no longer delete it. */
+static void test_many_reactions(void **st)
+{
+	enum { USERS = 22, KINDS = 50 };
+	hsrv s;
+	pc_conn *a, *u[USERS];
+	char ch[65], id[USERS][65], emoji[KINDS][65], got[4096], want[4096];
+	proto_doc res;
+	const msgpack_object *m;
+	uint32_t kinds;
+	uint64_t seq = 2;
+
+	(void)st;
+	h_start(&s, FAST);
+	a = conn(&s, "alice", "acme");
+	create(a, "general", "public", ch);
+	send_ok(a, ch, "react to me", "a-1", 0, NULL, 1);
+	want[0] = 0;
+	for (int i = 0; i < USERS; i++) {
+		snprintf(id[i], sizeof(id[i]), "u%02d-%060d", i, 0);
+		u[i] = conn(&s, id[i], "acme");
+		join(u[i], ch);
+		snprintf(want + strlen(want), sizeof(want) - strlen(want),
+			 "%s%s", i ? "," : "", id[i]);
+	}
+	for (int k = 0; k < KINDS; k++)
+		snprintf(emoji[k], sizeof(emoji[k]), "e%02d-%060d", k, 0);
+	for (int i = 0; i < USERS; i++)
+		for (int k = 0; k < KINDS; k++)
+			react_ok(u[i], ch, 1, emoji[k], true, seq++);
+
+	/* history has every reaction, in order */
+	history(a, ch, 0, &res);
+	m = find_msg(&res, 1);
+	assert_non_null(m);
+	assert_true(reactors(m, emoji[KINDS - 1], got, sizeof(got), &kinds));
+	assert_string_equal(got, want);
+	assert_int_equal(kinds, KINDS);
+	proto_doc_free(&res);
+	/* and the message still takes changes */
+	react_ok(a, ch, 1, emoji[0], true, seq++);
+	react_ok(u[0], ch, 1, emoji[0], false, seq++);
+	edit_ok(a, ch, 1, "edited", seq++);
+	delete_ok(a, ch, 1, seq++);
+	history(a, ch, 0, &res);
+	m = find_msg(&res, 1);
+	assert_non_null(m);
+	assert_true(bool_at(m, "deleted"));
+	assert_null(proto_get(m, "reactions"));
+	proto_doc_free(&res);
+	for (int i = 0; i < USERS; i++)
+		pc_close(u[i]);
+	pc_close(a);
+	finish(&s);
+}
+
+/* Regression: a reply whose state was still on its way to disk (a react
+ * just before) passed for a top-level message, so a reply to a reply was
+ * accepted when the two requests came together. */
+static void test_reply_to_pending_reply(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	char ch[65];
+	proto_out o;
+	proto_doc res;
+	uint64_t seq = 3;
+
+	(void)st;
+	h_start(&s, FAST);
+	a = conn(&s, "alice", "acme");
+	create(a, "general", "public", ch);
+	send_ok(a, ch, "root", "a-1", 0, NULL, 1);
+	send_ok(a, ch, "reply", "a-2", 1, NULL, 2);
+	for (int i = 0; i < 20; i++) {
+		char cmid[16];
+
+		/* a react on the reply, not waited for ... */
+		proto_out_init(&o, 0, 256);
+		proto_enc_req(&o, "react", 900000 + (uint64_t)i, 4);
+		proto_pk_cstr(&o.pk, "ch");
+		proto_pk_cstr(&o.pk, ch);
+		proto_pk_cstr(&o.pk, "target");
+		msgpack_pack_uint64(&o.pk, 2);
+		proto_pk_cstr(&o.pk, "emoji");
+		proto_pk_cstr(&o.pk, THUMBS);
+		proto_pk_cstr(&o.pk, "on");
+		if (i % 2)
+			msgpack_pack_false(&o.pk);
+		else
+			msgpack_pack_true(&o.pk);
+		assert_int_equal(pc_send(a, &o), 0);
+		proto_out_free(&o);
+		seq++;
+		/* ... then a reply to the reply, in the same breath */
+		snprintf(cmid, sizeof(cmid), "rr-%d", i);
+		REQ_FAIL("NOT_FOUND", a, "send", 4, "ch", 's', ch, "body", 's',
+			 "nested", "cmid", 's', cmid, "thread", 'u',
+			 (uint64_t)2);
+	}
+	/* the root's thread has the one reply and nothing else */
+	history(a, ch, 1, &res);
+	assert_int_equal(arr_at(&res.root, "msgs")->size, 1);
+	proto_doc_free(&res);
+	history(a, ch, 0, &res);
+	assert_int_equal(h_u(find_msg(&res, 1), "replies"), 1);
+	assert_int_equal(h_u(find_msg(&res, 1), "last_reply"), 2);
+	proto_doc_free(&res);
+	/* every react was a change (on, off, ...), none lost */
+	react_ok(a, ch, 2, TADA, true, seq);
+	assert_int_equal(last_seq(a, ch), seq);
+	pc_close(a);
+	finish(&s);
+}
+
 static pc_conn *resume(hsrv *s, const char *user, const char *ch,
 		       uint64_t seq)
 {
@@ -1802,6 +1920,8 @@ int main(void)
 		cmocka_unit_test(test_delete),
 		cmocka_unit_test(test_delete_right_after_edit),
 		cmocka_unit_test(test_react),
+		cmocka_unit_test(test_many_reactions),
+		cmocka_unit_test(test_reply_to_pending_reply),
 		cmocka_unit_test(test_changes_resume),
 		cmocka_unit_test(test_read_state),
 		cmocka_unit_test(test_mentions_after_rejoin),
