@@ -462,6 +462,152 @@ static void test_watcher_leaving_is_forgotten(void **state)
 	finish(&s);
 }
 
+/* With the server's default timings: a user who arrives is told online
+ * within 2 s; one who drops and comes back within 1 s shows nothing; the
+ * last device leaving is told offline after the grace window (1.8 s) and
+ * by about 2 s (the bound allows a sanitized run's scheduling). */
+static void test_defaults_arrival_and_leaving(void **state)
+{
+	hsrv s;
+	pc_conn *w, *bob;
+	proto_doc res;
+	const char *users[] = { "bob", NULL };
+	uint64_t t;
+
+	(void)state;
+	h_start(&s, "--shards 2");
+	w = conn(&s, "alice", "acme");
+	watch(w, users, &res);
+	assert_status(&res, "bob", "offline");
+	proto_doc_free(&res);
+	t = now_ms();
+	bob = conn(&s, "bob", "acme");
+	expect_presence(w, "bob", "online", 2000);
+	assert_true(now_ms() - t < 2000);
+	pc_close(bob);
+	usleep(800 * 1000);
+	bob = conn(&s, "bob", "acme");
+	assert_null(next_presence(w, "bob", 2500, NULL));
+	t = now_ms();
+	pc_close(bob);
+	expect_presence(w, "bob", "offline", 4000);
+	assert_true(now_ms() - t >= 1700);
+	assert_true(now_ms() - t < 2600);
+	pc_close(w);
+	finish(&s);
+}
+
+/* Changes within the coalescing window are told as one: a status set and
+ * set back before the window ends is never told; one that stays is told
+ * once, no earlier than the window. */
+static void test_changes_coalesce(void **state)
+{
+	hsrv s;
+	pc_conn *w, *bob;
+	proto_doc res;
+	const char *users[] = { "bob", NULL };
+	uint64_t t;
+
+	(void)state;
+	h_start(&s, "--shards 2 --presence-coalesce-ms 1000");
+	bob = conn(&s, "bob", "acme");
+	w = conn(&s, "alice", "acme");
+	usleep(1200 * 1000); /* bob's arrival is told and done */
+	watch(w, users, &res);
+	assert_status(&res, "bob", "online");
+	proto_doc_free(&res);
+	set_status(bob, "dnd");
+	set_status(bob, "online");
+	assert_null(next_presence(w, "bob", 1800, NULL));
+	t = now_ms();
+	set_status(bob, "dnd");
+	set_status(bob, "away");
+	set_status(bob, "dnd");
+	expect_presence(w, "bob", "dnd", 3000);
+	assert_true(now_ms() - t >= 200);
+	assert_null(next_presence(w, "bob", 1500, NULL));
+	pc_close(bob);
+	pc_close(w);
+	finish(&s);
+}
+
+/* A chosen dnd still turns away when every device falls silent, and the
+ * next heartbeat brings dnd back (not online). A user is as active as its
+ * most active device: one beating device keeps it online while another is
+ * silent. */
+static void test_silence_over_devices_and_dnd(void **state)
+{
+	hsrv s;
+	pc_conn *w, *bob1, *bob2;
+	proto_doc res;
+	const char *users[] = { "bob", NULL };
+	uint64_t t;
+
+	(void)state;
+	h_start(&s, PFLAGS);
+	bob1 = conn(&s, "bob", "acme");
+	bob2 = conn(&s, "bob", "acme");
+	w = conn(&s, "alice", "acme");
+	watch(w, users, &res);
+	proto_doc_free(&res);
+	/* bob2 silent, bob1 beating: online throughout */
+	t = now_ms();
+	while (now_ms() - t < 2000) {
+		hb(bob1);
+		usleep(200 * 1000);
+	}
+	assert_null(next_presence(w, "bob", 10, NULL));
+	/* both silent: away */
+	expect_presence(w, "bob", "away", 2000);
+	/* a heartbeat from the silent one counts just the same */
+	hb(bob2);
+	expect_presence(w, "bob", "online", 1000);
+	set_status(bob1, "dnd");
+	expect_presence(w, "bob", "dnd", 1000);
+	expect_presence(w, "bob", "away", 2000);
+	hb(bob1);
+	expect_presence(w, "bob", "dnd", 1000);
+	pc_close(bob1);
+	pc_close(bob2);
+	pc_close(w);
+	finish(&s);
+}
+
+/* kill -9: a chosen dnd is kept; the users whose connections died with
+ * the server are offline to a watcher after the restart, until they come
+ * back, which is told. */
+static void test_dnd_and_offline_after_kill9(void **state)
+{
+	hsrv s;
+	pc_conn *w, *bob, *carol;
+	proto_doc res;
+	const char *users[] = { "bob", "carol", NULL };
+
+	(void)state;
+	h_start(&s, "--shards 2 --presence-grace-ms 500 "
+		    "--presence-coalesce-ms 0");
+	bob = conn(&s, "bob", "acme");
+	carol = conn(&s, "carol", "acme");
+	set_status(bob, "dnd");
+	h_kill9(&s);
+	pc_close(bob);
+	pc_close(carol);
+	h_restart(&s);
+	w = conn(&s, "alice", "acme");
+	watch(w, users, &res);
+	assert_status(&res, "bob", "offline");
+	assert_status(&res, "carol", "offline");
+	proto_doc_free(&res);
+	bob = conn(&s, "bob", "acme");
+	expect_presence(w, "bob", "dnd", 2000);
+	carol = conn(&s, "carol", "acme");
+	expect_presence(w, "carol", "online", 2000);
+	pc_close(bob);
+	pc_close(carol);
+	pc_close(w);
+	finish(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -475,6 +621,10 @@ int main(void)
 		cmocka_unit_test(test_workspaces_are_apart),
 		cmocka_unit_test(test_invisible_survives_kill9),
 		cmocka_unit_test(test_watcher_leaving_is_forgotten),
+		cmocka_unit_test(test_defaults_arrival_and_leaving),
+		cmocka_unit_test(test_changes_coalesce),
+		cmocka_unit_test(test_silence_over_devices_and_dnd),
+		cmocka_unit_test(test_dnd_and_offline_after_kill9),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
