@@ -587,6 +587,7 @@ static void test_kill9(void **st)
 	hsrv s;
 	pc_conn *a;
 	char ch[65], ch2[65], body[64];
+	uint64_t seqs[N + 1];
 	struct hits h;
 	proto_doc res;
 
@@ -608,8 +609,17 @@ static void test_kill9(void **st)
 	/* a burst, acked; the kill comes right after the last ack */
 	for (unsigned i = 1; i <= N; i++) {
 		snprintf(body, sizeof(body), "burst kiwi %u", i);
-		send_ok(a, i % 2 ? ch : ch2, body);
+		seqs[i] = send_ok(a, i % 2 ? ch : ch2, body);
 	}
+	/* an edit and a delete acked just before the kill: the index may
+	 * not have them yet, the log does */
+	REQ_OK(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', seqs[N - 1],
+	       "body", 's', "a late walrus");
+	proto_doc_free(&res);
+	REQ_OK(a, &res, "delete", 2, "ch", 's', ch, "target", 'u',
+	       seqs[N - 3]);
+	proto_doc_free(&res);
+	send_ok(a, ch, "the last osprey of the first channel");
 	send_ok(a, ch2, "the very last albatross");
 	h_kill9(&s);
 	pc_close(a);
@@ -617,6 +627,14 @@ static void test_kill9(void **st)
 	a = conn(&s, "alice", "acme");
 	search_until(a, "albatross", NULL, 0, 1, &h);
 	assert_string_equal(h.h[0].ch, ch2);
+	search_until(a, "osprey", NULL, 0, 1, &h);
+	/* caught up on ch: the edit and the delete made before the kill */
+	search_until(a, "walrus", NULL, 0, 1, &h);
+	assert_int_equal(h.h[0].seq, seqs[N - 1]);
+	snprintf(body, sizeof(body), "\"kiwi %u\"", N - 1);
+	search_until(a, body, NULL, 0, 0, &h);
+	snprintf(body, sizeof(body), "\"kiwi %u\"", N - 3);
+	search_until(a, body, NULL, 0, 0, &h);
 	search_until(a, "kiwi", NULL, 100, 100, &h);
 	/* the newest two (other channels, maybe the same millisecond) */
 	snprintf(body, sizeof(body), "burst kiwi %u", N);
@@ -627,10 +645,14 @@ static void test_kill9(void **st)
 	assert_int_equal(h.h[0].seq, 2);
 	search_until(a, "penguin", NULL, 0, 1, &h);
 	assert_int_equal(h.h[0].seq, 1);
-	/* every one of the burst, through narrower queries */
-	for (unsigned i = N - 20; i <= N; i++) {
+	/* every one of the burst, through narrower queries (but the
+	 * edited and the deleted one) */
+	for (unsigned i = 1; i <= N; i++) {
+		if (i == N - 1 || i == N - 3)
+			continue;
 		snprintf(body, sizeof(body), "\"kiwi %u\"", i);
 		search_until(a, body, NULL, 0, 1, &h);
+		assert_int_equal(h.h[0].seq, seqs[i]);
 	}
 	/* and the index goes on from there */
 	send_ok(a, ch, "after the restart, a heron");
