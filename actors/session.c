@@ -616,11 +616,17 @@ static void pack_channel(msgpack_packer *pk, const store_channel *rec,
 	store_member m = { 0 };
 	uint64_t at = 0, men = 0;
 
+	/* one point in time: a commit landing between these reads would
+	 * count a mention whose message last_seq and unread do not have */
+	bool pinned = store_read_pin(srv.st) == 0;
+
 	store_get_chstat(srv.st, rec->id, &st);
 	if (member && store_get_member(srv.st, rec->id, user, &m) == 0) {
 		store_msgs_at(srv.st, rec->id, m.read_seq, &at);
 		store_count_mentions(srv.st, rec->id, user, m.read_seq, &men);
 	}
+	if (pinned)
+		store_read_unpin(srv.st);
 	msgpack_pack_map(pk, with_member ? 8 : 7);
 	proto_pk_cstr(pk, "id");
 	proto_pk_cstr(pk, rec->id);

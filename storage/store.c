@@ -28,6 +28,7 @@
 #define _GNU_SOURCE /* vasprintf */
 #include "storage/store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -812,6 +813,32 @@ void store_get_stats(store *s, store_stats *out)
 
 /* ---- read side ----------------------------------------------------------- */
 
+/* The pinned view of this thread (store_read_pin), or none: reads use
+ * s->ro. Thread-local, since every shard thread reads on its own. */
+static __thread const rocksdb_snapshot_t *tl_snap;
+static __thread rocksdb_readoptions_t *tl_ro;
+
+int store_read_pin(store *s)
+{
+	assert(!tl_snap);
+	tl_ro = rocksdb_readoptions_create();
+	if (!tl_ro)
+		return -ENOMEM;
+	tl_snap = rocksdb_create_snapshot(s->db);
+	rocksdb_readoptions_set_snapshot(tl_ro, tl_snap);
+	return 0;
+}
+
+void store_read_unpin(store *s)
+{
+	if (!tl_ro)
+		return;
+	rocksdb_readoptions_destroy(tl_ro);
+	rocksdb_release_snapshot(s->db, tl_snap);
+	tl_ro = NULL;
+	tl_snap = NULL;
+}
+
 static int get_pinned(store *s, rocksdb_column_family_handle_t *cf,
 		      struct key *k, rocksdb_pinnableslice_t **out)
 {
@@ -822,7 +849,8 @@ static int get_pinned(store *s, rocksdb_column_family_handle_t *cf,
 		key_fini(k);
 		return -ENOMEM;
 	}
-	*out = rocksdb_get_pinned_cf(s->db, s->ro, cf, k->p, k->len, &err);
+	*out = rocksdb_get_pinned_cf(s->db, tl_ro ? tl_ro : s->ro, cf, k->p,
+				     k->len, &err);
 	key_fini(k);
 	if (err) {
 		rocksdb_free(err);
@@ -1037,6 +1065,8 @@ static int scan_open(store *s, struct scan *sc,
 							    sc->hi.len);
 	if (total_order)
 		rocksdb_readoptions_set_total_order_seek(sc->ro, 1);
+	if (tl_snap)
+		rocksdb_readoptions_set_snapshot(sc->ro, tl_snap);
 	sc->it = rocksdb_create_iterator_cf(s->db, sc->ro, cf);
 	if (!sc->it)
 		goto fail_iter;

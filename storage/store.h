@@ -146,6 +146,12 @@ int store_commit(store *s, unsigned shard, store_batch *b,
 /* ---- read side: any thread, synced data only ------------------------- */
 /* All return 0 on success, -ENOENT when absent, -EIO on storage failure. */
 
+/* Reads on this thread between store_read_pin and store_read_unpin see one
+ * point in time (a RocksDB snapshot), for answers built from several reads
+ * that must agree (a channel's unread and mention counts). No nesting. */
+int store_read_pin(store *s);
+void store_read_unpin(store *s);
+
 int store_get_channel(store *s, const char *ch, store_channel *out);
 int store_get_chstat(store *s, const char *ch, store_chstat *out);
 int store_get_member(store *s, const char *ch, const char *user,
