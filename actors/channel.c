@@ -22,9 +22,10 @@
  *   3. online[s] counts the subscriptions of shard s (M_SUB minus
  *      M_UNSUB); fan-out posts one M_FANOUT per shard with online[s] > 0,
  *      holding the one encoded frame.
- *   4. If a commit fails, the seqs it held were never acknowledged: the
- *      actor reloads next_seq and counters from storage (which has none of
- *      them), so the numbering stays gap-free.
+ *   4. If a commit fails, the seqs it held were never acknowledged: every
+ *      channel with an effect in it reloads next_seq, counters, members
+ *      and their read markers from storage (which has none of them), so
+ *      the numbering stays gap-free and memory is never ahead of disk.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -413,8 +414,6 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 			if (srv.sx)
 				search_feed(srv.sx, ss->id, e->buf->data,
 					    e->buf->len);
-		} else {
-			e->ch->broken = true;
 		}
 		break;
 	case FX_POST:
@@ -528,6 +527,10 @@ void chan_on_commit(struct shard_state *ss, struct m_commit *m)
 			stage_add(ss, ST_AFTER_SYNC, now - c->t_synced);
 		}
 
+		/* Whatever a failed batch held (an event, a read marker, a
+		 * membership), memory may be ahead of disk for its channel. */
+		if (!ok && ch)
+			ch->broken = true;
 		run_effect(ss, &c->fx[i], ok);
 		/* Invariant 4: once nothing of a failed batch is pending,
 		 * start again from what storage has. */
