@@ -15,6 +15,7 @@
 #include "storage/search.h"
 
 #define DEFAULT_LIMIT 20
+#define BUSY_RETRY_MS 100 /* retry_ms when the query queue is full */
 
 /* What the query thread needs to answer: where, and how. */
 struct pending {
@@ -212,8 +213,16 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 				  p);
 		free(ids);
 	}
+	if (rc == -EBUSY) {
+		free(p);
+		reply_err(c, has_rid, rid, "search", "RATE_LIMITED",
+			  "too many searches waiting; try again", BUSY_RETRY_MS);
+		goto out;
+	}
 	if (rc) {
 		free(p);
+		if (rc == -ENOMEM)
+			FAIL("INTERNAL", "out of memory");
 		FAIL("UNAVAILABLE", "search is shutting down");
 	}
 #undef FAIL

@@ -202,6 +202,7 @@ struct search {
 	Fts5Tokenizer *tokinst;
 	pthread_t querier;
 	struct qreq *qhead;    /* submitted (any thread pushes, CAS) */
+	unsigned qdepth;       /* atomic: submitted, not yet answered */
 
 	/* shared; the first two written by every shard */
 	size_t pending __attribute__((aligned(64))); /* atomic: bytes pushed,
@@ -1352,6 +1353,9 @@ static void *query_main(void *arg)
 		while (rev) {
 			struct qreq *next = rev->next;
 
+			/* counted down before done() runs: whoever it wakes
+			 * may submit again at once */
+			__atomic_sub_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED);
 			answer(sx, rev);
 			free(rev);
 			rev = next;
@@ -1374,9 +1378,18 @@ int search_query(search *sx, const char *q, size_t qlen,
 		return -EINVAL;
 	if (__atomic_load_n(&sx->qstop, __ATOMIC_ACQUIRE))
 		return -ESHUTDOWN;
+	/* Relaxed: a bound on the queue (one thread answers them all), not
+	 * an ordering; it may overshoot by the submitters racing here. */
+	if (__atomic_add_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED) >
+	    SEARCH_MAX_QUEUED) {
+		__atomic_sub_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED);
+		return -EBUSY;
+	}
 	sz = sizeof(*r) + (size_t)nch * IDCAP + qlen + 1;
-	if (!(r = malloc(sz)))
+	if (!(r = malloc(sz))) {
+		__atomic_sub_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED);
 		return -ENOMEM;
+	}
 	r->done = done;
 	r->arg = arg;
 	r->limit = limit;

@@ -36,6 +36,7 @@ typedef struct search search;
 #define SEARCH_MAX_Q     1024 /* bytes of a query */
 #define SEARCH_MAX_TERMS 16   /* words and phrases in a query */
 #define SEARCH_MAX_LIMIT 100  /* hits per query */
+#define SEARCH_MAX_QUEUED 256 /* queries waiting for the query thread */
 
 /* Open (creating) the index in the directory path, catch up with st (in the
  * background, on the indexer thread), start the indexer and the query
@@ -82,7 +83,9 @@ typedef void (*search_done_fn)(void *arg, int status, const search_hit *hits,
  * bytes of UTF-8; copied), at most limit hits (1..SEARCH_MAX_LIMIT),
  * newest first. done(arg, ...) is called exactly once, ON THE QUERY
  * THREAD, if this returns 0; never if it returns -EINVAL (q empty or
- * longer than SEARCH_MAX_Q, limit out of range) or -ESHUTDOWN (closing).
+ * longer than SEARCH_MAX_Q, limit out of range), -EBUSY (SEARCH_MAX_QUEUED
+ * queries are waiting already: the caller turns it into backpressure),
+ * -ENOMEM or -ESHUTDOWN (closing).
  *
  * Query language: words (all must occur), word* (a prefix; "a*", one
  * character, is the word "a"), "a phrase" (those words in that order, next to each other;

@@ -778,6 +778,71 @@ static void test_close_flushes(void **state)
 	tdir_remove(&t);
 }
 
+/* A done() that holds the query thread until released. */
+struct gate {
+	sem_t entered, release;
+};
+
+static void gate_done(void *arg, int status, const search_hit *hits,
+		      unsigned n)
+{
+	struct gate *g = arg;
+
+	(void)status;
+	(void)hits;
+	(void)n;
+	sem_post(&g->entered);
+	while (sem_wait(&g->release) && errno == EINTR)
+		;
+}
+
+static void count_done(void *arg, int status, const search_hit *hits,
+		       unsigned n)
+{
+	(void)status;
+	(void)hits;
+	(void)n;
+	__atomic_add_fetch((unsigned *)arg, 1, __ATOMIC_RELAXED);
+}
+
+/* One thread answers every query: while it is held up, at most
+ * SEARCH_MAX_QUEUED wait and the next is refused with -EBUSY (no memory
+ * grows without bound); every accepted one is answered once the thread
+ * moves again, and the queue takes queries again. */
+static void test_queue_bound(void **state)
+{
+	struct tdir t;
+	search *sx;
+	struct gate g;
+	unsigned answered = 0;
+	static struct qres r;
+
+	(void)state;
+	tdir_make(&t);
+	sx = open_ok(t.idx, NULL);
+	fill_basic(sx);
+	sem_init(&g.entered, 0, 0);
+	sem_init(&g.release, 0, 0);
+	assert_int_equal(search_query(sx, "fox", 3, ALL, 3, 10, gate_done, &g),
+			 0);
+	while (sem_wait(&g.entered) && errno == EINTR)
+		;
+	for (unsigned i = 0; i < SEARCH_MAX_QUEUED; i++)
+		assert_int_equal(search_query(sx, "fox", 3, ALL, 3, 10,
+					      count_done, &answered), 0);
+	assert_int_equal(search_query(sx, "fox", 3, ALL, 3, 10, count_done,
+				      &answered), -EBUSY);
+	sem_post(&g.release);
+	assert_int_equal(query_in(sx, "fox", ALL, 10, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_int_equal(__atomic_load_n(&answered, __ATOMIC_RELAXED),
+			 SEARCH_MAX_QUEUED);
+	search_close(sx);
+	sem_destroy(&g.entered);
+	sem_destroy(&g.release);
+	tdir_remove(&t);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct CMUnitTest all[] = {
@@ -793,6 +858,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_reset),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_close_flushes),
+		cmocka_unit_test(test_queue_bound),
 	};
 	struct CMUnitTest pick[sizeof(all) / sizeof(all[0])];
 	size_t n = 0;
