@@ -565,21 +565,52 @@ static void test_survives_kill9(void **state)
 	assert_int_equal(r.status, 201);
 	seq = jint(r.json, "seq");
 	hres_free(&r);
+	/* a burst over one keep-alive connection; the kill follows the
+	 * last 201 at once */
+	{
+		int fd = http_open(&w.s);
+		char body[64];
+
+		for (int i = 0; i < 40; i++) {
+			snprintf(body, sizeof(body),
+				 "{\"body\":\"burst %d\",\"cmid\":\"b%d\"}", i, i);
+			http_on(fd, "POST", w.path, w.ta, body, &r);
+			assert_int_equal(r.status, 201);
+			assert_int_equal(jint(r.json, "seq"), seq + 1 + (uint64_t)i);
+			hres_free(&r);
+		}
+		close(fd);
+	}
 	h_kill9(&w.s);
 	h_restart(&w.s);
-	/* the acknowledged message is there, over REST and WebSocket */
-	http(&w.s, "GET", w.path, w.tb, NULL, &r);
+	/* every acknowledged message is there, in order */
+	{
+		char p[200];
+		json_t *msgs;
+
+		snprintf(p, sizeof(p), "%s?limit=200", w.path);
+		http(&w.s, "GET", p, w.tb, NULL, &r);
+		assert_int_equal(r.status, 200);
+		msgs = json_object_get(r.json, "msgs");
+		assert_int_equal(json_array_size(msgs), 41);
+		assert_string_equal(json_string_value(json_object_get(
+			json_array_get(msgs, 0), "body")), "durable");
+		for (int i = 0; i < 40; i++)
+			assert_int_equal(jint(json_array_get(msgs, (size_t)i + 1),
+					      "seq"), seq + 1 + (uint64_t)i);
+		hres_free(&r);
+	}
+	seq += 40;
+	http(&w.s, "POST", w.path, w.ta, "{\"body\":\"burst 39\",\"cmid\":\"b39\"}",
+	     &r);
 	assert_int_equal(r.status, 200);
-	assert_int_equal(json_array_size(json_object_get(r.json, "msgs")), 1);
-	assert_string_equal(json_string_value(json_object_get(
-		json_array_get(json_object_get(r.json, "msgs"), 0), "body")),
-		"durable");
+	assert_int_equal(jint(r.json, "seq"), seq);
 	hres_free(&r);
 	/* and a retry after the restart is still the same message */
 	http(&w.s, "POST", w.path, w.ta, "{\"body\":\"durable\",\"cmid\":\"d1\"}",
 	     &r);
 	assert_int_equal(r.status, 200);
-	assert_int_equal(jint(r.json, "seq"), seq);
+	assert_int_equal(jint(r.json, "seq"), seq - 40);
 	hres_free(&r);
 	http(&w.s, "POST", w.path, w.ta, "{\"body\":\"next\",\"cmid\":\"d2\"}",
 	     &r);
@@ -702,6 +733,74 @@ static void test_framing(void **state)
 	world_down(&w);
 }
 
+/* REST and WebSocket are one set of rules: a cmid used on one is a dup
+ * on the other; raw bytes that are not UTF-8 are refused like a bad
+ * string; a thread root that is not a message is 404; GET's default page
+ * is 50, newest last, like history. */
+static void test_same_rules_as_ws(void **state)
+{
+	struct world w;
+	struct hres r;
+	char body[64];
+	int64_t seq;
+	json_t *msgs;
+
+	(void)state;
+	world_up(&w, FAST);
+	seq = h_send(w.alice, w.pub, "from the socket", "shared-1");
+	assert_int_equal(seq, 1);
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"from the socket\",\"cmid\":\"shared-1\"}", &r);
+	assert_int_equal(r.status, 200);
+	assert_true(json_is_true(json_object_get(r.json, "dup")));
+	assert_int_equal(jint(r.json, "seq"), 1);
+	hres_free(&r);
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"from curl\",\"cmid\":\"shared-2\"}", &r);
+	assert_int_equal(r.status, 201);
+	hres_free(&r);
+	assert_int_equal(h_send(w.alice, w.pub, "from curl", "shared-2"), 2);
+
+	/* \xff\xfe is no UTF-8: 400, nothing stored */
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"bad \xff\xfe bytes\",\"cmid\":\"u8\"}", &r);
+	expect_error(&r, 400, "BAD_REQUEST");
+	hres_free(&r);
+	/* a thread root past the end, or one that is a reply */
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"t1\",\"thread\":999}", &r);
+	expect_error(&r, 404, "NOT_FOUND");
+	hres_free(&r);
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"a reply\",\"cmid\":\"t2\",\"thread\":1}", &r);
+	assert_int_equal(r.status, 201);
+	assert_int_equal(jint(r.json, "seq"), 3);
+	hres_free(&r);
+	http(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"t3\",\"thread\":3}", &r);
+	expect_error(&r, 404, "NOT_FOUND");
+	hres_free(&r);
+
+	/* 58 more top-level messages: 60 in the main view, 50 by default */
+	for (int i = 0; i < 58; i++) {
+		snprintf(body, sizeof(body), "{\"body\":\"n%d\",\"cmid\":\"n%d\"}",
+			 i, i);
+		http(&w.s, "POST", w.path, w.ta, body, &r);
+		assert_int_equal(r.status, 201);
+		hres_free(&r);
+	}
+	http(&w.s, "GET", w.path, w.tb, NULL, &r);
+	assert_int_equal(r.status, 200);
+	msgs = json_object_get(r.json, "msgs");
+	assert_int_equal(json_array_size(msgs), 50);
+	assert_true(json_is_true(json_object_get(r.json, "more")));
+	assert_string_equal(json_string_value(json_object_get(
+		json_array_get(msgs, 49), "body")), "n57");
+	assert_int_equal(jint(json_array_get(msgs, 49), "seq"), 61);
+	hres_free(&r);
+	world_down(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -711,6 +810,7 @@ int main(void)
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_keepalive_and_hangup),
 		cmocka_unit_test(test_framing),
+		cmocka_unit_test(test_same_rules_as_ws),
 		cmocka_unit_test(test_survives_kill9),
 	};
 
