@@ -624,6 +624,28 @@ static void test_survives_kill9(void **state)
 	world_down(&w);
 }
 
+/* A POST to the public channel as alice, its headers after Authorization
+ * and its body given raw as tail: the answer must be status/code, and
+ * with closes the connection must end after it. */
+static void raw_refused(struct world *w, const char *tail, int status,
+			const char *code, bool closes)
+{
+	struct hres r;
+	char buf[4096];
+	int fd = http_open(&w->s);
+	int n = snprintf(buf, sizeof(buf),
+			 "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n%s",
+			 w->path, w->ta, tail);
+
+	send_all(fd, buf, (size_t)n);
+	read_resp(fd, &r);
+	expect_error(&r, status, code);
+	hres_free(&r);
+	if (closes)
+		expect_closed(fd);
+	close(fd);
+}
+
 /* Requests whose framing the server cannot or will not take. Each gets a
  * JSON answer, once; where the body is not read the connection closes,
  * elsewhere it carries the next request. Regression: a GET with a body
@@ -633,7 +655,7 @@ static void test_framing(void **state)
 {
 	struct world w;
 	struct hres r;
-	char buf[4096], q[1400];
+	char q[1400];
 	int fd, n;
 
 	(void)state;
@@ -661,52 +683,18 @@ static void test_framing(void **state)
 	close(fd);
 
 	/* POST without Content-Length: 411, JSON, closed */
-	fd = http_open(&w.s);
-	n = snprintf(buf, sizeof(buf),
-		     "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n\r\n"
-		     "{\"body\":\"x\",\"cmid\":\"nl\"}", w.path, w.ta);
-	send_all(fd, buf, (size_t)n);
-	read_resp(fd, &r);
-	expect_error(&r, 411, "BAD_REQUEST");
-	hres_free(&r);
-	expect_closed(fd);
-	close(fd);
-
+	raw_refused(&w, "\r\n{\"body\":\"x\",\"cmid\":\"nl\"}", 411,
+		    "BAD_REQUEST", true);
 	/* chunked: 411 (lws cannot decode it), closed, and nothing sent */
-	fd = http_open(&w.s);
-	n = snprintf(buf, sizeof(buf),
-		     "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
-		     "Transfer-Encoding: chunked\r\n\r\n"
-		     "1c\r\n{\"body\":\"x\",\"cmid\":\"ch1\"}\r\n0\r\n\r\n",
-		     w.path, w.ta);
-	send_all(fd, buf, (size_t)n);
-	read_resp(fd, &r);
-	expect_error(&r, 411, "BAD_REQUEST");
-	hres_free(&r);
-	expect_closed(fd);
-	close(fd);
-
+	raw_refused(&w, "Transfer-Encoding: chunked\r\n\r\n"
+		    "1c\r\n{\"body\":\"x\",\"cmid\":\"ch1\"}\r\n0\r\n\r\n",
+		    411, "BAD_REQUEST", true);
 	/* a bad Content-Length: 400 */
-	fd = http_open(&w.s);
-	n = snprintf(buf, sizeof(buf),
-		     "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
-		     "Content-Length: 12x\r\n\r\n{}", w.path, w.ta);
-	send_all(fd, buf, (size_t)n);
-	read_resp(fd, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	close(fd);
-
+	raw_refused(&w, "Content-Length: 12x\r\n\r\n{}", 400, "BAD_REQUEST",
+		    false);
 	/* a declared body over 1 MiB: 413 as JSON before any of it is sent */
-	fd = http_open(&w.s);
-	n = snprintf(buf, sizeof(buf),
-		     "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: %s\r\n"
-		     "Content-Length: 5000000\r\n\r\n", w.path, w.ta);
-	send_all(fd, buf, (size_t)n);
-	read_resp(fd, &r);
-	expect_error(&r, 413, "TOO_LARGE");
-	hres_free(&r);
-	close(fd);
+	raw_refused(&w, "Content-Length: 5000000\r\n\r\n", 413, "TOO_LARGE",
+		    false);
 
 	/* a query string too long to read whole: 400, not parameters
 	 * silently dropped (which would page from the newest instead) */
