@@ -226,6 +226,8 @@ struct shard_state {
 	void *chan_dirty;       /* channels whose 'S' this turn changed */
 	smap users;             /* user actors owned here */
 	smap presence;          /* presence actors owned here */
+	struct presence **pdue; /* those with a change waiting (rt_timer_in) */
+	uint32_t npdue, cappdue;
 	smap subs;              /* channel -> local subscriptions */
 	struct session *sessions; /* all sessions of this shard */
 	proto_out out;          /* scratch encoder */
@@ -327,6 +329,8 @@ void presence_on_hb(struct shard_state *ss, struct m_attach *m);
 void presence_on_set(struct shard_state *ss, struct m_req *m);
 void presence_on_watch(struct shard_state *ss, struct m_watch *m);
 void presence_tick(struct shard_state *ss, uint64_t now);
+/* the shard's timer: tell the changes that fell due */
+void presence_on_timer(struct shard_state *ss, uint64_t now);
 /* session.c: the other ends */
 void sess_on_watch_res(struct shard_state *ss, struct m_watch *m);
 void sess_on_presence(struct shard_state *ss, struct m_presence *m);

@@ -49,6 +49,7 @@ struct presence {
 	uint64_t next_since;
 	uint64_t due_ms;    /* when `next` is to be told, if waiting */
 	bool waiting;
+	bool in_due;        /* on ss->pdue (then not freed) */
 	uint64_t seen_ms;   /* when the last device left */
 	uint32_t klen;
 	char key[];         /* ws \0 user */
@@ -99,7 +100,7 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 
 static void p_free_if_idle(struct shard_state *ss, struct presence *p)
 {
-	if (p->ndev || p->nw || p->waiting)
+	if (p->ndev || p->nw || p->waiting || p->in_due)
 		return;
 	smap_del(&ss->presence, p->key, p->klen);
 	free(p->dev);
@@ -154,8 +155,11 @@ static void publish(struct shard_state *ss, struct presence *p)
 	rt_buf_unref(b);
 }
 
-/* Something changed: schedule (or cancel) telling the watchers. */
-static void reevaluate(struct presence *p, uint64_t now)
+/* Something changed: schedule (or cancel) telling the watchers. The
+ * shard's timer tells it when it falls due, not the next tick after, so a
+ * change reaches watchers coalesce_ms (grace_ms) after it happened. */
+static void reevaluate(struct shard_state *ss, struct presence *p,
+		       uint64_t now)
 {
 	uint8_t st = derived(p, now);
 
@@ -170,6 +174,16 @@ static void reevaluate(struct presence *p, uint64_t now)
 	p->next_since = now;
 	p->due_ms = now + (st == PS_OFFLINE ? srv.lim.grace_ms
 					    : srv.lim.coalesce_ms);
+	if (!p->in_due) {
+		if (ss->npdue == ss->cappdue) {
+			ss->cappdue = ss->cappdue ? 2 * ss->cappdue : 64;
+			ss->pdue = realloc(ss->pdue,
+					   ss->cappdue * sizeof(*ss->pdue));
+		}
+		ss->pdue[ss->npdue++] = p;
+		p->in_due = true;
+	}
+	rt_timer_in(rt_self(), p->due_ms - now);
 }
 
 static void fire_if_due(struct shard_state *ss, struct presence *p,
@@ -213,7 +227,7 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 			store_put_presence(ss->batch, ws, user, &sp);
 		}
 	}
-	reevaluate(p, now);
+	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);
 	p_free_if_idle(ss, p);
 }
@@ -228,7 +242,7 @@ void presence_on_hb(struct shard_state *ss, struct m_attach *m)
 	for (uint32_t i = 0; i < p->ndev; i++)
 		if (p->dev[i].conn == m->conn)
 			p->dev[i].beat_ms = now;
-	reevaluate(p, now);
+	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);
 }
 
@@ -255,7 +269,7 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, m->rid, 0);
 	chan_reply_durable(ss, m);
-	reevaluate(p, now);
+	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);
 	p_free_if_idle(ss, p);
 }
@@ -313,6 +327,29 @@ void presence_on_watch(struct shard_state *ss, struct m_watch *m)
 		rt_post(rt_conn_shard(m->conn), &res->h);
 }
 
+void presence_on_timer(struct shard_state *ss, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+	uint32_t keep = 0, n = ss->npdue;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct presence *p = ss->pdue[i];
+
+		fire_if_due(ss, p, now);
+		if (p->waiting) {
+			ss->pdue[keep++] = p;
+			if (p->due_ms < next)
+				next = p->due_ms;
+			continue;
+		}
+		p->in_due = false;
+		p_free_if_idle(ss, p);
+	}
+	ss->npdue = keep;
+	if (keep)
+		rt_timer_in(rt_self(), next > now ? next - now : 0);
+}
+
 void presence_tick(struct shard_state *ss, uint64_t now)
 {
 	struct presence **idle = NULL;
@@ -323,7 +360,7 @@ void presence_tick(struct shard_state *ss, uint64_t now)
 
 		/* a device that fell silent turns the user away */
 		if (p->ndev)
-			reevaluate(p, now);
+			reevaluate(ss, p, now);
 		fire_if_due(ss, p, now);
 		if (!p->ndev && !p->nw && !p->waiting) {
 			if (nidle == cap) {

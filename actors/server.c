@@ -210,6 +210,10 @@ static void on_tick(rt_shard *s, uint64_t now)
 	presence_tick(rt_shard_user(s), now);
 	user_tick(rt_shard_user(s), now);
 }
+static void on_timer(rt_shard *s, uint64_t now)
+{
+	presence_on_timer(rt_shard_user(s), now);
+}
 static void on_open(rt_shard *s, rt_conn *c) { sess_open(rt_shard_user(s), c); }
 static void on_close(rt_shard *s, rt_conn *c) { sess_close(rt_shard_user(s), c); }
 
@@ -293,6 +297,7 @@ static const rt_hooks hooks = {
 	.on_msg = on_msg,
 	.on_turn_end = on_turn_end,
 	.on_tick = on_tick,
+	.on_timer = on_timer,
 	.on_open = on_open,
 	.on_frame = on_frame,
 	.on_close = on_close,

@@ -49,6 +49,11 @@ void rt_shard_set_user(rt_shard *s, void *u);
 uint64_t rt_now_ms(void);           /* wall clock, unix ms */
 uint64_t rt_mono_us(void);          /* monotonic, microseconds */
 uint64_t rt_mailbox_depth(unsigned shard); /* approximate, for metrics */
+/* On a shard thread: have on_timer called on this shard in delay_ms (or
+ * sooner, if it is due sooner already). One deadline per shard; the layer
+ * above keeps its own list of what falls due and sets the earliest. For
+ * what must happen at a time finer than tick_ms. */
+void rt_timer_in(rt_shard *s, uint64_t delay_ms);
 
 /* ---- payload buffers ---------------------------------------------------- */
 
@@ -134,6 +139,8 @@ typedef struct rt_hooks {
 	void (*on_turn_end)(rt_shard *s);
 	/* every tick_ms */
 	void (*on_tick)(rt_shard *s, uint64_t now_ms);
+	/* the deadline of rt_timer_in came */
+	void (*on_timer)(rt_shard *s, uint64_t now_ms);
 	/* WebSocket connection established / message / closed */
 	void (*on_open)(rt_shard *s, rt_conn *c);
 	void (*on_frame)(rt_shard *s, rt_conn *c, const uint8_t *data,

@@ -103,6 +103,27 @@ fail:
 	return -1;
 }
 
+static void timer_fired(lws_sorted_usec_list_t *sul)
+{
+	struct rt_shard *s = lws_container_of(sul, struct rt_shard, timer_sul);
+
+	s->timer_at_us = 0;
+	if (config.hooks->on_timer)
+		config.hooks->on_timer(s, rt_now_ms());
+}
+
+void rt_timer_in(rt_shard *s, uint64_t delay_ms)
+{
+	uint64_t at = rt_mono_us() + delay_ms * 1000;
+
+	if (s->timer_at_us && s->timer_at_us <= at)
+		return; /* due sooner already */
+	s->timer_at_us = at;
+	lws_sul_cancel(&s->timer_sul); /* no-op when it is not scheduled */
+	lws_sul_schedule(s->ctx, 0, &s->timer_sul, timer_fired,
+			 (lws_usec_t)delay_ms * LWS_US_PER_MS);
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
 	struct rt_shard *s = lws_container_of(sul, struct rt_shard, tick_sul);
