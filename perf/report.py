@@ -302,8 +302,9 @@ def new_tables(entries, most):
             "set's send to the last watcher's `presence` frame, per change, "
             "and to each watcher's frame. With the default coalescing, "
             "parleyd holds a change back for `--presence-coalesce-ms` "
-            "(100 ms) and tells it on its 100 ms tick: the figures include "
-            "that window; `coalesce 0 ms` shows the server's own cost. "
+            "(100 ms) and tells it when the window ends: the figures "
+            "include that window; `coalesce 0 ms` shows the server's own "
+            "cost. "
             "Every watcher must get every change exactly once.", ""]
         lines += table(pres, [
             ("shape", lambda e: f"{e['watchers']:,} watchers x "
