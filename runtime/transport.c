@@ -445,6 +445,19 @@ void rt__http_tick(struct rt_shard *s)
 	}
 }
 
+/* Before closing a connection whose request body was not read: read
+ * what has arrived, since close() with unread bytes sends a reset, and a
+ * reset can throw away the answer still in the send queue. Bounded: a
+ * client that goes on sending gets the reset anyway. */
+static void discard_input(int fd)
+{
+	char sink[4096];
+
+	for (int i = 0; i < 64; i++)
+		if (recv(fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			return;
+}
+
 /* An answer the transport gives itself, before (or instead of) on_http:
  * JSON in the REST API's error shape. close: the rest of the request is
  * not read, so the connection cannot carry another one. */
@@ -463,6 +476,10 @@ static void http_refuse(struct lws *wsi, rt_conn *c, int status,
 	c->resp.body_len = c->resp.body ? (size_t)n : 0;
 	c->http_dispatched = true;
 	c->http_close = close;
+	if (close) {
+		strcpy(c->resp.hname, "connection:");
+		strcpy(c->resp.hvalue, "close");
+	}
 	http_reply(wsi, c);
 }
 
@@ -686,8 +703,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		}
 		/* Any method with a body (a GET too) is answered after the
 		 * body is read, so that the answer comes once and the next
-		 * request on the connection starts where this one ends. */
-		c->http_body_wait = clen > 0 || wants_body;
+		 * request on the connection starts where this one ends. An
+		 * empty body is answered now: lws reports the end of an empty
+		 * body for POST only (PUT, PATCH would wait forever). */
+		c->http_body_wait = clen > 0;
 		if (!c->http_body_wait)
 			http_dispatch(s, wsi, c);
 		return 0;
@@ -695,7 +714,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_BODY: {
 		uint8_t *nb;
 
-		if (c->http_dispatched)
+		if (!len || c->http_dispatched)
 			return 0; /* refused already: the body is not kept */
 		if (c->http_body_len + len > HTTP_BODY_MAX) {
 			http_refuse(wsi, c, 413, "TOO_LARGE", "body too large",
@@ -737,8 +756,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		free(c->http_body);
 		c->http_body = NULL;
 		c->http_body_len = 0;
-		if (rc < 0 || c->http_close ||
-		    lws_http_transaction_completed(wsi))
+		if (c->http_close) {
+			discard_input(lws_get_socket_fd(wsi));
+			return -1;
+		}
+		if (rc < 0 || lws_http_transaction_completed(wsi))
 			return -1;
 		return 0;
 	}
