@@ -155,6 +155,18 @@ static void publish(struct shard_state *ss, struct presence *p)
 	rt_buf_unref(b);
 }
 
+/* The timer is set on a 10 ms grid: a change is told 0-10 ms after it
+ * falls due, and a shard's timer fires at most 100 times a second however
+ * many changes wait (each firing walks the list of those waiting). */
+#define DUE_GRID_MS 10
+
+static void timer_for(uint64_t due_ms, uint64_t now)
+{
+	uint64_t at = (due_ms + DUE_GRID_MS - 1) / DUE_GRID_MS * DUE_GRID_MS;
+
+	rt_timer_in(rt_self(), at > now ? at - now : 0);
+}
+
 /* Something changed: schedule (or cancel) telling the watchers. The
  * shard's timer tells it when it falls due, not the next tick after, so a
  * change reaches watchers coalesce_ms (grace_ms) after it happened. */
@@ -183,7 +195,7 @@ static void reevaluate(struct shard_state *ss, struct presence *p,
 		ss->pdue[ss->npdue++] = p;
 		p->in_due = true;
 	}
-	rt_timer_in(rt_self(), p->due_ms - now);
+	timer_for(p->due_ms, now);
 }
 
 static void fire_if_due(struct shard_state *ss, struct presence *p,
@@ -347,7 +359,7 @@ void presence_on_timer(struct shard_state *ss, uint64_t now)
 	}
 	ss->npdue = keep;
 	if (keep)
-		rt_timer_in(rt_self(), next > now ? next - now : 0);
+		timer_for(next, now);
 }
 
 void presence_tick(struct shard_state *ss, uint64_t now)

@@ -103,25 +103,37 @@ fail:
 	return -1;
 }
 
-static void timer_fired(lws_sorted_usec_list_t *sul)
+static void timer_fired(uv_timer_t *t)
 {
-	struct rt_shard *s = lws_container_of(sul, struct rt_shard, timer_sul);
+	struct rt_shard *s = t->data;
 
 	s->timer_at_us = 0;
 	if (config.hooks->on_timer)
 		config.hooks->on_timer(s, rt_now_ms());
 }
 
+/* A libuv timer on the shard's own loop, not an lws sul: lws re-arms its
+ * loop timer for a sul scheduled sooner only from its own callbacks, and
+ * rt_timer_in is called from mailbox handlers too. uv_timer_start moves a
+ * running timer. */
 void rt_timer_in(rt_shard *s, uint64_t delay_ms)
 {
 	uint64_t at = rt_mono_us() + delay_ms * 1000;
 
 	if (s->timer_at_us && s->timer_at_us <= at)
 		return; /* due sooner already */
+	if (!s->timer) {
+		s->timer = malloc(sizeof(uv_timer_t));
+		if (!s->timer || uv_timer_init(s->loop, s->timer)) {
+			free(s->timer);
+			s->timer = NULL;
+			return; /* the tick still comes */
+		}
+		((uv_timer_t *)s->timer)->data = s;
+	}
 	s->timer_at_us = at;
-	lws_sul_cancel(&s->timer_sul); /* no-op when it is not scheduled */
-	lws_sul_schedule(s->ctx, 0, &s->timer_sul, timer_fired,
-			 (lws_usec_t)delay_ms * LWS_US_PER_MS);
+	uv_update_time(s->loop); /* the loop's cached now may be a turn old */
+	uv_timer_start(s->timer, timer_fired, delay_ms, 0);
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -193,7 +205,8 @@ static void *shard_main(void *arg)
 	}
 	if (config.hooks->on_stop)
 		config.hooks->on_stop(s);
-	rt__transport_fini(s);
+	rt__transport_fini(s); /* closes every handle of the loop, ours too */
+	free(s->timer);
 	return NULL;
 }
 

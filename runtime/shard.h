@@ -39,7 +39,7 @@ struct rt_shard {
 	uint32_t ndirty, cap_dirty;
 	uint32_t http_pending; /* HTTP exchanges waiting for an answer */
 	lws_sorted_usec_list_t tick_sul;
-	lws_sorted_usec_list_t timer_sul; /* rt_timer_in */
+	void *timer;                      /* rt_timer_in's uv_timer_t */
 	uint64_t timer_at_us;             /* its deadline (mono), 0: none */
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
