@@ -28,7 +28,6 @@
 #define _GNU_SOURCE /* vasprintf */
 #include "storage/store.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -820,7 +819,8 @@ static __thread rocksdb_readoptions_t *tl_ro;
 
 int store_read_pin(store *s)
 {
-	assert(!tl_snap);
+	if (tl_snap)
+		return -EBUSY; /* no nesting: the outer pin stays */
 	tl_ro = rocksdb_readoptions_create();
 	if (!tl_ro)
 		return -ENOMEM;

@@ -148,7 +148,8 @@ int store_commit(store *s, unsigned shard, store_batch *b,
 
 /* Reads on this thread between store_read_pin and store_read_unpin see one
  * point in time (a RocksDB snapshot), for answers built from several reads
- * that must agree (a channel's unread and mention counts). No nesting. */
+ * that must agree (a channel's unread and mention counts). No nesting:
+ * a second pin returns -EBUSY and changes nothing; unpin only after a 0. */
 int store_read_pin(store *s);
 void store_read_unpin(store *s);
 
