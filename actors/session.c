@@ -896,8 +896,14 @@ static void op_ch_list(struct req *r)
 		proto_enc_res_ok(&r->ss->out, r->rid, 1);
 		proto_pk_cstr(pk, "channels");
 		msgpack_pack_array(pk, n);
+		/* one point in time for the whole list (pack_channel's own
+		 * pin is then -EBUSY and left alone) */
+		bool pinned = store_read_pin(srv.st) == 0;
+
 		for (uint32_t i = 0; i < n; i++)
 			pack_channel(pk, &recs[i], r->user, true, member[i]);
+		if (pinned)
+			store_read_unpin(srv.st);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 	free(recs);
