@@ -1836,6 +1836,13 @@ static int make_options(store *s)
 	rocksdb_options_set_db_write_buffer_size(o, 512u << 20);
 	rocksdb_options_set_bytes_per_sync(o, 1u << 20);
 	rocksdb_options_set_keep_log_file_num(o, 4);
+	/* RocksDB's own LOG gets only its header (written at open). Debian's
+	 * librocksdb 7.8 is built with assertions, and a second write to a
+	 * LOG file after one failed (the disk is full) aborts the process
+	 * (WritableFileWriter::AssertFalseAndGetStatusForPrevError): the
+	 * error handler itself logs the failed write. parleyd reports
+	 * storage errors on stderr instead (tests/e2e/test_storage_full.c). */
+	rocksdb_options_set_info_log_level(o, 5 /* HEADER_LEVEL */);
 	s->dbopt = o;
 
 	s->cache = rocksdb_cache_create_lru(CACHE_BYTES);

@@ -118,10 +118,15 @@ static void spawn(hsrv *s)
 
 void h_start(hsrv *s, const char *extra)
 {
+	h_start_in(s, "/tmp", extra);
+}
+
+void h_start_in(hsrv *s, const char *parent, const char *extra)
+{
 	int fd;
 
 	memset(s, 0, sizeof(*s));
-	snprintf(s->dir, sizeof(s->dir), "/tmp/parley-e2e-XXXXXX");
+	snprintf(s->dir, sizeof(s->dir), "%.200s/parley-e2e-XXXXXX", parent);
 	if (!mkdtemp(s->dir))
 		die("mkdtemp");
 	snprintf(s->secret, sizeof(s->secret), "%.200s.secret", s->dir);

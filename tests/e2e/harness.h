@@ -27,6 +27,8 @@ typedef struct hsrv {
 /* Start parleyd with extra flags (may be ""), e.g. "--shards 2". Aborts the
  * test run if it does not come up. */
 void h_start(hsrv *s, const char *extra);
+/* The same with the data directory (and secret) under parent, not /tmp */
+void h_start_in(hsrv *s, const char *parent, const char *extra);
 /* SIGTERM and wait; returns the exit status (-1 if it had to be killed). */
 int h_stop(hsrv *s);
 void h_kill9(hsrv *s);
