@@ -13,9 +13,11 @@
  * keeps it and finishes it when the socket is writable; until its
  * WRITEABLE callback says so, nothing else is written around it, so the
  * bytes stay in order with anything lws sends itself (pongs, close).
- * Queued-but-unsent bytes are bounded (max_outbuf): past it the connection
- * is a slow consumer and is closed with 4008 (the client resumes, nothing
- * is lost).
+ * Bytes queued while the kernel refuses more are bounded (max_outbuf):
+ * past it the connection is a slow consumer and is closed with 4008 (the
+ * client resumes, nothing is lost). What a single turn queues for a
+ * connection the kernel still takes from does not count: a healthy reader
+ * is not cut for a burst or for one large answer.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -163,7 +165,11 @@ int rt_conn_send(rt_conn *c, rt_buf *b)
 		return http_answer(c, b->data, b->len);
 	if (c->closing)
 		return -1;
-	if (c->qbytes + b->len > c->shard->cfg->max_outbuf) {
+	/* Only bytes queued while the kernel refuses more count against a
+	 * consumer: what one turn queues (a burst of fan-outs drained from
+	 * the mailbox together, one large answer) is written at turn end,
+	 * and a reader that keeps up takes it. */
+	if (c->lws_owns && c->qbytes + b->len > c->shard->cfg->max_outbuf) {
 		/* Slow consumer: drop what it has not taken and close. */
 		c->shard->closed_slow++;
 		q_clear(c);

@@ -953,8 +953,12 @@ static void test_slow_consumer(void **st)
 	req_ok(a, "hb");
 	while (fast_evs < SLOW_MSGS) {
 		proto_doc d;
+		int rc = h_next(fast, &d, H_TIMEOUT);
 
-		assert_int_equal(h_next(fast, &d, H_TIMEOUT), 1);
+		if (rc != 1)
+			fail_msg("the reading member lost after %d events "
+				 "(rc %d, close %d)", fast_evs, rc,
+				 pc_close_code(fast));
 		if (!strcmp(h_s(&d.root, "t"), "ev")) {
 			fast_evs++;
 			assert_int_equal(h_u(&d.root, "seq"),
@@ -994,6 +998,50 @@ static void test_slow_consumer(void **st)
 	pc_close(a);
 	pc_close(slow);
 	pc_close(fast);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
+/* Regression: the 4008 bound counted what one turn queued before any of
+ * it was written, so an answer larger than --max-outbuf (here history:
+ * 10 messages of 15 KiB against 64 KiB), or a burst of fan-outs drained
+ * together from a busy shard's mailbox, cut a reader that keeps up. */
+static void test_large_answer_is_no_slow_consumer(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	proto_doc res;
+	char ch[65], cmid[16];
+	char *body = malloc(SLOW_BODY + 1);
+	const msgpack_object_array *msgs = NULL;
+
+	(void)st;
+	memset(body, 'q', SLOW_BODY);
+	body[SLOW_BODY] = 0;
+	h_start(&s, "--max-outbuf 65536 --send-rate 100000 "
+		    "--send-burst 100000");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_int_equal(h_create(a, "big", "public", ch), 0);
+	for (int i = 0; i < 10; i++) {
+		snprintf(cmid, sizeof(cmid), "big%d", i);
+		assert_int_equal(h_send(a, ch, body, cmid), i + 1);
+	}
+	/* a fresh reader asks for all of it at once: ~150 KiB in one frame */
+	b = h_connect(&s, "bob", "acme", NULL);
+	assert_non_null(b);
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(h_req(b, &res, "history", 2, "ch", 's', ch,
+				       "limit", 'u', (uint64_t)10), 1);
+		assert_true(h_ok(&res));
+		assert_int_equal(proto_get_array(&res.root, "msgs", &msgs), 0);
+		assert_int_equal(msgs->size, 10);
+		proto_doc_free(&res);
+	}
+	req_ok(b, "hb");
+	pc_close(a);
+	pc_close(b);
+	free(body);
 	assert_int_equal(h_stop(&s), 0);
 	h_cleanup(&s);
 }
@@ -1180,6 +1228,7 @@ int main(void)
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_body_too_large),
 		cmocka_unit_test(test_slow_consumer),
+		cmocka_unit_test(test_large_answer_is_no_slow_consumer),
 		cmocka_unit_test(test_rate_limit),
 		cmocka_unit_test(test_fire_and_forget_error),
 	};
