@@ -157,6 +157,18 @@ static void hres_free(struct hres *r)
 	r->json = NULL;
 }
 
+/* One request that must be refused with status and a JSON code. */
+static void refused(hsrv *s, const char *method, const char *path,
+		    const char *auth, const char *body, int status,
+		    const char *code)
+{
+	struct hres r;
+
+	http(s, method, path, auth, body, &r);
+	expect_error(&r, status, code);
+	hres_free(&r);
+}
+
 static uint64_t jint(const json_t *o, const char *k)
 {
 	return (uint64_t)json_integer_value(json_object_get(o, k));
@@ -325,25 +337,15 @@ static void test_get_pages_history(void **state)
 
 	/* bad parameters */
 	snprintf(p, sizeof(p), "%s?limit=0", w.path);
-	http(&w.s, "GET", p, w.tb, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	snprintf(p, sizeof(p), "%s?limit=201", w.path);
-	http(&w.s, "GET", p, w.tb, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	snprintf(p, sizeof(p), "%s?before=abc", w.path);
-	http(&w.s, "GET", p, w.tb, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	snprintf(p, sizeof(p), "%s?before=3&after=1", w.path);
-	http(&w.s, "GET", p, w.tb, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	snprintf(p, sizeof(p), "%s?colour=red", w.path);
-	http(&w.s, "GET", p, w.tb, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	world_down(&w);
 }
 
@@ -356,94 +358,65 @@ static void test_refusals(void **state)
 	(void)state;
 	world_up(&w, FAST);
 	/* 400: not JSON, not an object, missing or ill-typed fields */
-	http(&w.s, "POST", w.path, w.ta, "{\"body\":", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta, "[1,2]", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta, "{\"cmid\":\"c\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta, "{\"body\":5,\"cmid\":\"c\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta, "{\"body\":\"x\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"x\",\"cmid\":\"c\",\"thread\":\"1\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"a\\u0000b\",\"cmid\":\"c\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"x\",\"cmid\":\"c\",\"mentions\":[\"bad id!\"]}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.ta, "{\"body\":", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta, "[1,2]", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+		"{\"cmid\":\"c\"}", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+		"{\"body\":5,\"cmid\":\"c\"}", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+		"{\"body\":\"x\"}", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"c\",\"thread\":\"1\"}", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"a\\u0000b\",\"cmid\":\"c\"}", 400, "BAD_REQUEST");
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"c\",\"mentions\":[\"bad id!\"]}",
+		400, "BAD_REQUEST");
 
 	/* 401: no header, not Bearer, a bad signature, expired, HS512 */
 	http(&w.s, "POST", w.path, NULL, "{\"body\":\"x\",\"cmid\":\"c\"}", &r);
 	expect_error(&r, 401, "UNAUTHORIZED");
 	assert_non_null(strcasestr(r.headers, "www-authenticate: Bearer"));
 	hres_free(&r);
-	http(&w.s, "GET", w.path, "Basic YWxpY2U6eA==", NULL, &r);
-	expect_error(&r, 401, "UNAUTHORIZED");
-	hres_free(&r);
+	refused(&w.s, "GET", w.path, "Basic YWxpY2U6eA==",
+		NULL, 401, "UNAUTHORIZED");
 	t = strdup(w.ta);
 	t[strlen(t) - 2] = t[strlen(t) - 2] == 'A' ? 'B' : 'A';
-	http(&w.s, "GET", w.path, t, NULL, &r);
-	expect_error(&r, 401, "UNAUTHORIZED");
-	hres_free(&r);
+	refused(&w.s, "GET", w.path, t, NULL, 401, "UNAUTHORIZED");
 	free(t);
 	t = h_token_exp(&w.s, "alice", "acme", (int64_t)time(NULL) - 3600);
 	expired = malloc(strlen(t) + 8);
 	sprintf(expired, "Bearer %s", t);
-	http(&w.s, "GET", w.path, expired, NULL, &r);
-	expect_error(&r, 401, "UNAUTHORIZED");
-	hres_free(&r);
+	refused(&w.s, "GET", w.path, expired, NULL, 401, "UNAUTHORIZED");
 	free(t);
 	free(expired);
 	/* alg none */
 	snprintf(hs, sizeof(hs), "Bearer eyJhbGciOiJub25lIn0.e30.");
-	http(&w.s, "GET", w.path, hs, NULL, &r);
-	expect_error(&r, 401, "UNAUTHORIZED");
-	hres_free(&r);
+	refused(&w.s, "GET", w.path, hs, NULL, 401, "UNAUTHORIZED");
 
 	/* 403: a private channel the user is not in (read and write) */
-	http(&w.s, "GET", w.ppath, w.tb, NULL, &r);
-	expect_error(&r, 403, "FORBIDDEN");
-	hres_free(&r);
-	http(&w.s, "POST", w.ppath, w.tb, "{\"body\":\"x\",\"cmid\":\"c\"}", &r);
-	expect_error(&r, 403, "FORBIDDEN");
-	hres_free(&r);
+	refused(&w.s, "GET", w.ppath, w.tb, NULL, 403, "FORBIDDEN");
+	refused(&w.s, "POST", w.ppath, w.tb,
+		"{\"body\":\"x\",\"cmid\":\"c\"}", 403, "FORBIDDEN");
 	/* ... and a public one it has not joined: reading yes, writing no */
 	http(&w.s, "GET", w.path, w.tc, NULL, &r);
 	assert_int_equal(r.status, 200);
 	hres_free(&r);
-	http(&w.s, "POST", w.path, w.tc, "{\"body\":\"x\",\"cmid\":\"c\"}", &r);
-	expect_error(&r, 403, "FORBIDDEN");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.tc,
+		"{\"body\":\"x\",\"cmid\":\"c\"}", 403, "FORBIDDEN");
 
 	/* 404: unknown channel, another workspace's channel, bad paths */
 	http(&w.s, "GET", "/api/v1/channels/Cnothere/messages", w.ta, NULL,
 	     &r);
 	expect_error(&r, 404, "NOT_FOUND");
 	hres_free(&r);
-	http(&w.s, "POST", w.path, w.tx, "{\"body\":\"x\",\"cmid\":\"c\"}", &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
-	http(&w.s, "GET", w.path, w.tx, NULL, &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
-	http(&w.s, "GET", "/api/v1/channels", w.ta, NULL, &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
-	http(&w.s, "GET", "/api/v1/channels/bad!id/messages", w.ta, NULL, &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.tx,
+		"{\"body\":\"x\",\"cmid\":\"c\"}", 404, "NOT_FOUND");
+	refused(&w.s, "GET", w.path, w.tx, NULL, 404, "NOT_FOUND");
+	refused(&w.s, "GET", "/api/v1/channels", w.ta, NULL, 404, "NOT_FOUND");
+	refused(&w.s, "GET", "/api/v1/channels/bad!id/messages", w.ta,
+		NULL, 404, "NOT_FOUND");
 
 	/* 405 */
 	http(&w.s, "DELETE", w.path, w.ta, NULL, &r);
@@ -456,9 +429,7 @@ static void test_refusals(void **state)
 	strcpy(big, "{\"cmid\":\"big\",\"body\":\"");
 	memset(big + strlen(big), 'x', 16 * 1024 + 1);
 	strcat(big, "\"}");
-	http(&w.s, "POST", w.path, w.ta, big, &r);
-	expect_error(&r, 413, "TOO_LARGE");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.ta, big, 413, "TOO_LARGE");
 	memset(big, 0, sizeof(big));
 	strcpy(big, "{\"cmid\":\"big\",\"body\":\"");
 	memset(big + strlen(big), 'x', 16 * 1024);
@@ -709,9 +680,7 @@ static void test_framing(void **state)
 	n = snprintf(q, sizeof(q), "%s?before=", w.path);
 	memset(q + n, '1', 1200);
 	strcpy(q + n + 1200, "&limit=5");
-	http(&w.s, "GET", q, w.ta, NULL, &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "GET", q, w.ta, NULL, 400, "BAD_REQUEST");
 
 	/* "thread": null and "mentions": null mean absent */
 	http(&w.s, "POST", w.path, w.ta,
@@ -758,24 +727,18 @@ static void test_same_rules_as_ws(void **state)
 	assert_int_equal(h_send(w.alice, w.pub, "from curl", "shared-2"), 2);
 
 	/* \xff\xfe is no UTF-8: 400, nothing stored */
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"bad \xff\xfe bytes\",\"cmid\":\"u8\"}", &r);
-	expect_error(&r, 400, "BAD_REQUEST");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"bad \xff\xfe bytes\",\"cmid\":\"u8\"}", 400, "BAD_REQUEST");
 	/* a thread root past the end, or one that is a reply */
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"x\",\"cmid\":\"t1\",\"thread\":999}", &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"t1\",\"thread\":999}", 404, "NOT_FOUND");
 	http(&w.s, "POST", w.path, w.ta,
 	     "{\"body\":\"a reply\",\"cmid\":\"t2\",\"thread\":1}", &r);
 	assert_int_equal(r.status, 201);
 	assert_int_equal(jint(r.json, "seq"), 3);
 	hres_free(&r);
-	http(&w.s, "POST", w.path, w.ta,
-	     "{\"body\":\"x\",\"cmid\":\"t3\",\"thread\":3}", &r);
-	expect_error(&r, 404, "NOT_FOUND");
-	hres_free(&r);
+	refused(&w.s, "POST", w.path, w.ta,
+	     "{\"body\":\"x\",\"cmid\":\"t3\",\"thread\":3}", 404, "NOT_FOUND");
 
 	/* 58 more top-level messages: 60 in the main view, 50 by default */
 	for (int i = 0; i < 58; i++) {
