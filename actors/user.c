@@ -146,14 +146,17 @@ void user_on_detach(struct shard_state *ss, struct m_attach *m)
 /* true when a send may go; else *retry_ms says when one may */
 static bool rate_take(struct user *u, uint64_t *retry_ms)
 {
-	double rate = srv.lim.rate_per_s;
+	double rate = srv.lim.rate_per_s, wait;
 
 	refill(u, rt_now_ms());
 	if (u->tokens >= 1.0) {
 		u->tokens -= 1.0;
 		return true;
 	}
-	*retry_ms = (uint64_t)((1.0 - u->tokens) * 1000.0 / rate) + 1;
+	wait = (1.0 - u->tokens) * 1000.0 / rate;
+	*retry_ms = (uint64_t)wait; /* rounded up, and at least 1 */
+	if ((double)*retry_ms < wait || !*retry_ms)
+		(*retry_ms)++;
 	return false;
 }
 

@@ -1071,14 +1071,36 @@ static bool is_response(const proto_doc *d, uint64_t rid)
 	       proto_get_uint(&d->root, "rid", &r) == 0 && r == rid;
 }
 
-int pc_request(pc_conn *c, const proto_out *o, uint64_t rid, proto_doc *res,
-	       int timeout_ms)
+/* Takes the response to rid out of the kept frames, if one arrived while
+ * another request waited. */
+static int take_kept(pc_conn *c, uint64_t rid, proto_doc *res)
+{
+	for (struct kept **pk = &c->kept_head, *prev = NULL; *pk;
+	     prev = *pk, pk = &(*pk)->next) {
+		struct kept *k = *pk;
+
+		if (proto_decode_max(res, k->data, k->len, PC_MAX_MSG) != PROTO_OK)
+			continue;
+		if (!is_response(res, rid)) {
+			proto_doc_free(res);
+			continue;
+		}
+		*pk = k->next;
+		if (c->kept_tail == k)
+			c->kept_tail = prev;
+		free(k);
+		return 1;
+	}
+	return 0;
+}
+
+int pc_await(pc_conn *c, uint64_t rid, proto_doc *res, int timeout_ms)
 {
 	int64_t deadline = deadline_of(timeout_ms);
 
 	release(c);
-	if (pc_send(c, o))
-		return -1;
+	if (take_kept(c, rid, res))
+		return 1;
 	for (;;) {
 		const uint8_t *data;
 		size_t len;
@@ -1094,6 +1116,15 @@ int pc_request(pc_conn *c, const proto_out *o, uint64_t rid, proto_doc *res,
 		if (keep(c, data, len))
 			return -1;
 	}
+}
+
+int pc_request(pc_conn *c, const proto_out *o, uint64_t rid, proto_doc *res,
+	       int timeout_ms)
+{
+	release(c);
+	if (pc_send(c, o))
+		return -1;
+	return pc_await(c, rid, res, timeout_ms);
 }
 
 int pc_hello(pc_conn *c, const char *token, const char *const *chs,

@@ -42,6 +42,11 @@ int pc_close_code(const pc_conn *c);
 int pc_request(pc_conn *c, const proto_out *o, uint64_t rid, proto_doc *res,
 	       int timeout_ms);
 
+/* Wait for the response to a request sent before (with pc_send()): lets a
+ * caller put several requests on the wire at once and collect their answers
+ * in any order. Same results as pc_request(). */
+int pc_await(pc_conn *c, uint64_t rid, proto_doc *res, int timeout_ms);
+
 /* Convenience: hello with token (and optional resume); 1 when the server
  * answered ok:true (res filled), 0/-1 as above, -2 when it answered
  * ok:false (res filled). */

@@ -235,16 +235,16 @@ pc_conn *h_connect(hsrv *s, const char *user, const char *ws,
 
 static uint64_t next_rid = 1;
 
-int h_req(pc_conn *c, proto_doc *res, const char *op, unsigned npairs, ...)
+/* Encodes op with npairs (key, type, value) from ap and sends it: the rid,
+ * or 0 when it could not be sent. */
+static uint64_t post_v(pc_conn *c, const char *op, unsigned npairs, va_list ap)
 {
 	proto_out o;
-	va_list ap;
 	uint64_t rid = __atomic_fetch_add(&next_rid, 1, __ATOMIC_RELAXED);
 	int rc;
 
 	proto_out_init(&o, 0, 256);
 	proto_enc_req(&o, op, rid, npairs);
-	va_start(ap, npairs);
 	for (unsigned i = 0; i < npairs; i++) {
 		const char *key = va_arg(ap, const char *);
 		int type = va_arg(ap, int);
@@ -278,11 +278,38 @@ int h_req(pc_conn *c, proto_doc *res, const char *op, unsigned npairs, ...)
 			die("h_req: bad type");
 		}
 	}
-	va_end(ap);
-	rc = pc_request(c, &o, rid, res, H_TIMEOUT);
+	rc = pc_send(c, &o);
 	proto_out_free(&o);
-	return rc;
+	return rc ? 0 : rid;
 }
+
+uint64_t h_post(pc_conn *c, const char *op, unsigned npairs, ...)
+{
+	va_list ap;
+	uint64_t rid;
+
+	va_start(ap, npairs);
+	rid = post_v(c, op, npairs, ap);
+	va_end(ap);
+	return rid;
+}
+
+int h_await(pc_conn *c, uint64_t rid, proto_doc *res)
+{
+	return rid ? pc_await(c, rid, res, H_TIMEOUT) : -1;
+}
+
+int h_req(pc_conn *c, proto_doc *res, const char *op, unsigned npairs, ...)
+{
+	va_list ap;
+	uint64_t rid;
+
+	va_start(ap, npairs);
+	rid = post_v(c, op, npairs, ap);
+	va_end(ap);
+	return h_await(c, rid, res);
+}
+
 
 bool h_ok(const proto_doc *res)
 {

@@ -50,6 +50,11 @@ pc_conn *h_connect_raw(hsrv *s); /* no hello */
  * (array of str). Returns 1 with the response in res (caller frees),
  * 0 timeout, -1 closed. */
 int h_req(pc_conn *c, proto_doc *res, const char *op, unsigned npairs, ...);
+/* The same in two steps, to put several requests on the wire before any
+ * answer: h_post sends (returns the rid, 0 if it could not), h_await waits
+ * for that rid's answer (other frames are kept for h_next). */
+uint64_t h_post(pc_conn *c, const char *op, unsigned npairs, ...);
+int h_await(pc_conn *c, uint64_t rid, proto_doc *res);
 bool h_ok(const proto_doc *res);              /* ok:true */
 const char *h_code(const proto_doc *res);     /* "code" as a static copy */
 uint64_t h_u(const msgpack_object *map, const char *key); /* 0 if absent */
