@@ -667,12 +667,16 @@ static void test_resume_during_live_stream(void **st)
 		pc_close(b);
 		if (resumes % 8 == 3 && p.sent + 700 < LIVE_N) {
 			/* stay away for more than 500 events: a gap, while
-			 * the channel keeps going */
-			uint64_t dl = now_ms() + 10000;
+			 * the channel keeps going. alice waits for each ack,
+			 * so on a slow disk 560 sends take a while: the
+			 * deadline only stops a pump that died. */
+			uint64_t dl = now_ms() + 120000;
 
-			while ((uint64_t)p.sent < last + 560 && !p.err &&
-			       now_ms() < dl)
+			while ((uint64_t)p.sent < last + 560 && !p.err) {
+				if (now_ms() > dl)
+					fail_msg("alice stuck at %d", p.sent);
 				usleep(2000);
+			}
 		} else {
 			usleep((useconds_t)(rand() % 20000));
 		}
