@@ -380,18 +380,12 @@ int h_next(pc_conn *c, proto_doc *out, int timeout_ms)
 
 int h_expect(pc_conn *c, const char *t, proto_doc *out, int timeout_ms)
 {
-	struct timespec ts;
-	uint64_t end;
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	end = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 +
-	      (uint64_t)timeout_ms;
 	for (;;) {
-		uint64_t now;
+		uint64_t now = now_ms();
 		int rc;
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 		if (now >= end)
 			return 0;
 		rc = pc_recv(c, out, (int)(end - now));
@@ -401,6 +395,14 @@ int h_expect(pc_conn *c, const char *t, proto_doc *out, int timeout_ms)
 			return 1;
 		proto_doc_free(out);
 	}
+}
+
+uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 int h_drain(pc_conn *c, int ms)

@@ -70,4 +70,7 @@ int h_next(pc_conn *c, proto_doc *out, int timeout_ms);
 /* Drain frames for ms milliseconds; returns how many were dropped */
 int h_drain(pc_conn *c, int ms);
 
+/* CLOCK_MONOTONIC in ms */
+uint64_t now_ms(void);
+
 #endif

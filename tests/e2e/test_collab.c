@@ -31,14 +31,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(unsigned ms) { usleep(ms * 1000u); }
 
 /* Copy of the string at key (h_s() has one static buffer). */

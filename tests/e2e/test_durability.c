@@ -38,14 +38,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void join(pc_conn *c, const char *ch)
 {
 	proto_doc res;

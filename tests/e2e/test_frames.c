@@ -36,14 +36,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* The request must be answered ok:true; the response is freed. */
 static void req_ok(pc_conn *c, const char *op)
 {

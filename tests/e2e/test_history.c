@@ -23,14 +23,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Copy of the string at key (h_s() has one static buffer). */
 static void str_at(const msgpack_object *m, const char *key, char *out)
 {

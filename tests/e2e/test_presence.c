@@ -25,14 +25,6 @@
 #define PFLAGS "--shards 2 --away-ms 800 --presence-grace-ms 500 " \
 	       "--presence-coalesce-ms 0"
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static pc_conn *conn(hsrv *s, const char *user, const char *ws)
 {
 	pc_conn *c = h_connect(s, user, ws, NULL);

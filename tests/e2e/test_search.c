@@ -28,14 +28,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 #define REQ_OK(c, res, ...)                                           \
 	do {                                                          \
 		assert_int_equal(h_req((c), (res), __VA_ARGS__), 1);  \
