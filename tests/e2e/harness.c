@@ -405,6 +405,14 @@ uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+void sleep_until(uint64_t t)
+{
+	uint64_t now;
+
+	while ((now = now_ms()) < t)
+		usleep((useconds_t)(t - now) * 1000);
+}
+
 int h_drain(pc_conn *c, int ms)
 {
 	proto_doc d;

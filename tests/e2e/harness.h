@@ -72,5 +72,6 @@ int h_drain(pc_conn *c, int ms);
 
 /* CLOCK_MONOTONIC in ms */
 uint64_t now_ms(void);
+void sleep_until(uint64_t t); /* until now_ms() >= t */
 
 #endif
