@@ -72,6 +72,12 @@
 				     batches are dropped and re-read from
 				     the store (invariant 1) */
 #define CATCHUP_WAIT_MS 2000      /* a query waits this long for catch-up */
+/* At shutdown, index what was fed for this long at most; the next start's
+ * catch-up reads the rest back from the store (tests/storage builds a
+ * second test_search with 0). */
+#ifndef STOP_DRAIN_MS
+#define STOP_DRAIN_MS 2000
+#endif
 #define MIN_PREFIX 2              /* characters before a '*' */
 /* The channel filter (see run_query): in FTS5 (c tokens) for at most
  * SET_TOKENS channels holding at most SET_SHARE_PCT of all events, else
@@ -213,6 +219,7 @@ struct search {
 	int efd_idx __attribute__((aligned(64))); /* wake the indexer */
 	int efd_q;             /* wake the query thread */
 	int stop;              /* atomic */
+	uint64_t stop_by;      /* mono ms: written before stop is set */
 	int qstop;             /* atomic */
 	int failing;           /* atomic: the last indexer transaction failed */
 	uint64_t events;       /* atomic: sum of chans.pos, about (written by
@@ -785,8 +792,21 @@ static int chan_reset(search *sx, struct chent *ce)
 struct catchup {
 	search *sx;
 	int rc;
+	bool cut;              /* stopped for shutdown, the rest left */
 	uint64_t events;
 };
+
+/* Shutting down, and past the time allowed to drain: leave the rest to the
+ * next start's catch-up (indexing follows the store, so nothing is lost).
+ * Without a store there is nothing to catch up from: everything fed is
+ * indexed before the indexer leaves. */
+static bool past_stop(search *sx)
+{
+	/* Acquire: pairs with search_close's release store; stop_by is
+	 * written before it. */
+	return sx->st && __atomic_load_n(&sx->stop, __ATOMIC_ACQUIRE) &&
+	       mono_ms() >= sx->stop_by;
+}
 
 static int catchup_one(void *arg, const char *idp, size_t n)
 {
@@ -799,6 +819,10 @@ static int catchup_one(void *arg, const char *idp, size_t n)
 
 	if (n == 0 || n > STORE_ID_MAX)
 		return 0;
+	if (past_stop(sx)) {
+		c->cut = true;
+		return 1;
+	}
 	memcpy(id, idp, n);
 	id[n] = 0;
 	if (store_get_chstat(sx->st, id, &cs))
@@ -829,7 +853,7 @@ static int catchup_all(search *sx)
 
 	if (!sx->st)
 		return 0;
-	if (store_scan_channels(sx->st, catchup_one, &c) && !c.rc)
+	if (store_scan_channels(sx->st, catchup_one, &c) && !c.rc && !c.cut)
 		c.rc = -EIO;
 	if (c.rc)
 		txn_abort(sx);
@@ -840,7 +864,9 @@ static int catchup_all(search *sx)
 				"in %llu ms%s\n",
 			(unsigned long long)c.events,
 			(unsigned long long)(mono_ms() - t0),
-			c.rc ? " (failed; will retry)" : "");
+			c.rc  ? " (failed; will retry)"
+			: c.cut ? " (stopped: shutting down)"
+				: "");
 	return c.rc;
 }
 
@@ -894,7 +920,7 @@ static void batch_return(struct feed *f, struct fbatch *b)
 static void index_lists(search *sx, struct fbatch **lists)
 {
 	uint64_t *ndone = calloc(sx->nshards, sizeof(*ndone));
-	size_t bytes = 0;
+	size_t bytes = 0, left = 0;
 	int rc = 0;
 
 	for (unsigned i = 0; i < sx->nshards; i++) {
@@ -902,6 +928,10 @@ static void index_lists(search *sx, struct fbatch **lists)
 			const uint8_t *p = b->data, *end = b->data + b->len;
 
 			next = b->next;
+			if (left || past_stop(sx)) {
+				left += b->len; /* the catch-up's, next start */
+				p = end;
+			}
 			while (p < end && !rc) {
 				uint32_t n;
 
@@ -925,6 +955,9 @@ static void index_lists(search *sx, struct fbatch **lists)
 	} else {
 		txn_commit(sx);
 	}
+	if (left)
+		fprintf(stderr, "search: stopping; %zu bytes of events left to "
+				"the next start's catch-up\n", left);
 	__atomic_fetch_sub(&sx->pending, bytes, __ATOMIC_RELAXED);
 	pthread_mutex_lock(&sx->mu);
 	for (unsigned i = 0; i < sx->nshards && ndone; i++)
@@ -1658,6 +1691,7 @@ void search_close(search *sx)
 	/* Events fed but never flushed (a shard stopped mid-turn) go too. */
 	for (unsigned i = 0; i < sx->nshards; i++)
 		search_feed_flush(sx, i);
+	sx->stop_by = mono_ms() + STOP_DRAIN_MS;
 	__atomic_store_n(&sx->stop, 1, __ATOMIC_RELEASE);
 	wake(sx->efd_idx);
 	pthread_join(sx->indexer, NULL);

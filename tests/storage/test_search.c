@@ -778,6 +778,45 @@ static void test_close_flushes(void **state)
 	tdir_remove(&t);
 }
 
+/* Stopping with events fed and not yet indexed: the indexer has
+ * STOP_DRAIN_MS for them, then leaves the rest to the next start, which
+ * reads them back from the store. This binary is built twice: as
+ * test_search (2 s: all of them make it in) and as test_search_nodrain
+ * (0: none of them do, and shutdown does not wait for them). */
+static void test_stop_leaves_rest(void **state)
+{
+	struct tdir t;
+	store *st;
+	search *sx;
+
+	(void)state;
+	tdir_make(&t);
+	st = store_ok(t.db);
+	store_msgs(st, "a", 1, 5, "omega");
+	sx = open_ok(t.idx, st);
+	assert_int_equal(count(sx, "omega"), 5);
+	/* durable, fed, never flushed: search_close pushes them */
+	store_msgs(st, "a", 6, 8, "omega");
+	feed_from_store(sx, st, "a", 6, 8);
+	search_close(sx);
+
+	/* what the index itself holds (no store: no catch-up) */
+	sx = open_ok(t.idx, NULL);
+#ifdef TEST_NODRAIN
+	assert_int_equal(count(sx, "omega"), 5);
+#else
+	assert_int_equal(count(sx, "omega"), 8);
+#endif
+	search_close(sx);
+	/* and with the store: the start catches up, nothing is missing */
+	sx = open_ok(t.idx, st);
+	assert_int_equal(count(sx, "omega"), 8);
+	assert_string_equal(hits(sx, "text8"), "a:8");
+	search_close(sx);
+	store_close(st);
+	tdir_remove(&t);
+}
+
 /* A done() that holds the query thread until released. */
 struct gate {
 	sem_t entered, release;
@@ -864,6 +903,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_reset),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_close_flushes),
+		cmocka_unit_test(test_stop_leaves_rest),
 		cmocka_unit_test(test_queue_bound),
 	};
 	struct CMUnitTest pick[sizeof(all) / sizeof(all[0])];
