@@ -679,6 +679,18 @@ static int decode(proto_doc *doc, proto_event *ev, const void *f, size_t n)
 	return 0;
 }
 
+/* Shutting down, and past the time allowed to drain: leave the rest to the
+ * next start's catch-up (indexing follows the store, so nothing is lost).
+ * Without a store there is nothing to catch up from: everything fed is
+ * indexed before the indexer leaves. */
+static bool past_stop(search *sx)
+{
+	/* Acquire: pairs with search_close's release store; stop_by is
+	 * written before it. */
+	return sx->st && __atomic_load_n(&sx->stop, __ATOMIC_ACQUIRE) &&
+	       mono_ms() >= sx->stop_by;
+}
+
 /* Index channel ce's events from the store's log, up to seq upto. */
 struct backfill {
 	search *sx;
@@ -720,6 +732,8 @@ static int backfill(search *sx, struct chent *ce, uint64_t upto)
 	while (!b.rc && more && ce->pos < upto) {
 		uint64_t from = ce->pos;
 
+		if (past_stop(sx))
+			return -ECANCELED; /* ce->pos: as far as it got */
 		if (store_scan_events(sx->st, id, from, 256, backfill_one, &b,
 				      &more))
 			return -EIO;
@@ -796,18 +810,6 @@ struct catchup {
 	uint64_t events;
 };
 
-/* Shutting down, and past the time allowed to drain: leave the rest to the
- * next start's catch-up (indexing follows the store, so nothing is lost).
- * Without a store there is nothing to catch up from: everything fed is
- * indexed before the indexer leaves. */
-static bool past_stop(search *sx)
-{
-	/* Acquire: pairs with search_close's release store; stop_by is
-	 * written before it. */
-	return sx->st && __atomic_load_n(&sx->stop, __ATOMIC_ACQUIRE) &&
-	       mono_ms() >= sx->stop_by;
-}
-
 static int catchup_one(void *arg, const char *idp, size_t n)
 {
 	struct catchup *c = arg;
@@ -841,6 +843,11 @@ static int catchup_one(void *arg, const char *idp, size_t n)
 	if (!c->rc && ce->pos < cs.last_seq)
 		c->rc = backfill(sx, ce, cs.last_seq);
 	c->events += sx->txn_events - before;
+	if (c->rc == -ECANCELED) {
+		c->rc = 0; /* what it did is kept */
+		c->cut = true;
+		return 1;
+	}
 	if (!c->rc && (sx->txn_events >= CATCHUP_TXN || sx->cn >= 4096))
 		c->rc = txn_commit(sx);
 	return c->rc ? 1 : 0;
@@ -941,6 +948,12 @@ static void index_lists(search *sx, struct fbatch **lists)
 				if (!rc && sx->txn_events >= TXN_EVENTS)
 					rc = txn_commit(sx);
 				p += 4 + n;
+			}
+			if (rc == -ECANCELED) {
+				/* a backfill met the shutdown deadline: keep
+				 * what is done, leave this event on */
+				rc = 0;
+				left += (size_t)(end - p) + 1;
 			}
 			bytes += b->len;
 			if (ndone)

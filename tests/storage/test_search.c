@@ -817,6 +817,40 @@ static void test_stop_leaves_rest(void **state)
 	tdir_remove(&t);
 }
 
+/* Stopping during the catch-up at open (a long log, never indexed): with
+ * no time to drain, the indexer stops between two reads of the log and
+ * keeps what it did; the next start goes on from there. */
+static void test_stop_cuts_catchup(void **state)
+{
+	enum { N = 50000 };
+	struct tdir t;
+	store *st;
+	search *sx;
+
+	(void)state;
+	tdir_make(&t);
+	st = store_ok(t.db);
+	for (uint64_t from = 1; from <= N; from += 5000)
+		store_msgs(st, "a", from, from + 4999, "omega");
+	sx = open_ok(t.idx, st);
+	usleep(100 * 1000); /* the catch-up is under way (it takes 300 ms
+			     * and more) */
+	search_close(sx);
+#ifdef TEST_NODRAIN
+	sx = open_ok(t.idx, NULL);
+	assert_string_equal(hits(sx, "text50000"), "");
+	search_close(sx);
+#endif
+	sx = open_ok(t.idx, st);
+	search_sync(sx); /* the catch-up may take longer than a query waits */
+	assert_string_equal(hits(sx, "text50000"), "a:50000");
+	assert_string_equal(hits(sx, "text1"), "a:1");
+	assert_string_equal(hits(sx, "text25000"), "a:25000");
+	search_close(sx);
+	store_close(st);
+	tdir_remove(&t);
+}
+
 /* A done() that holds the query thread until released. */
 struct gate {
 	sem_t entered, release;
@@ -904,6 +938,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_close_flushes),
 		cmocka_unit_test(test_stop_leaves_rest),
+		cmocka_unit_test(test_stop_cuts_catchup),
 		cmocka_unit_test(test_queue_bound),
 	};
 	struct CMUnitTest pick[sizeof(all) / sizeof(all[0])];
