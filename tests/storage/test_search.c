@@ -833,8 +833,8 @@ static void test_stop_cuts_catchup(void **state)
 	for (uint64_t from = 1; from <= N; from += 5000)
 		store_msgs(st, "a", from, from + 4999, "omega");
 	sx = open_ok(t.idx, st);
-	usleep(100 * 1000); /* the catch-up is under way (it takes 300 ms
-			     * and more) */
+	usleep(30 * 1000); /* the catch-up is under way (it takes 300 ms
+			    * and more) */
 	search_close(sx);
 #ifdef TEST_NODRAIN
 	sx = open_ok(t.idx, NULL);
