@@ -345,10 +345,16 @@ void chan_reply_durable(struct shard_state *ss, const struct m_req *r);
 void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
 		  const char *user, const uint8_t *frame, size_t len);
 
-/* search_op.c: the `search` op, answered later through c's shard */
+/* search_op.c: the `search` op, answered later through c's shard. A
+ * WebSocket session passes its count of searches in flight (NULL over
+ * HTTP): past SEARCH_PER_CONN the next one is RATE_LIMITED, so one
+ * connection cannot fill the shared query queue; each answer, once on
+ * c's shard, gives its slot back with sess_search_done(). */
+#define SEARCH_PER_CONN 8
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,
-	       const msgpack_object *map);
+	       const msgpack_object *map, uint16_t *inflight);
+void sess_search_done(rt_conn_id conn);
 
 /* auth.c */
 struct auth_claims {

@@ -22,13 +22,15 @@ struct pending {
 	rt_conn_id conn;
 	uint64_t rid;
 	bool has_rid;
+	bool counted; /* holds one of the session's SEARCH_PER_CONN */
 };
 
 /* The encoded answer on its way to the connection's shard. */
 struct m_search_res {
 	struct m_call c; /* first: the mailbox sees an M_CALL */
 	rt_conn_id conn;
-	size_t len;
+	bool counted;
+	size_t len;    /* 0: nothing to send (a fire-and-forget that worked) */
 	uint8_t data[];
 };
 
@@ -68,7 +70,9 @@ static void deliver(struct shard_state *ss, struct m_call *m)
 	rt_conn *c = rt_conn_find(rt_self(), r->conn);
 
 	(void)ss;
-	if (c)
+	if (r->counted)
+		sess_search_done(r->conn);
+	if (c && r->len)
 		rt_conn_send_bytes(c, r->data, r->len);
 	free(r);
 }
@@ -98,12 +102,10 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	struct m_search_res *m;
 	proto_out o;
 
-	if (status == 0 && !p->has_rid) {
-		free(p); /* fire-and-forget: nothing to say */
-		return;
-	}
 	proto_out_init(&o, 0, 1024);
-	if (status == 0) {
+	if (status == 0 && !p->has_rid) {
+		/* fire-and-forget: nothing to say (but the slot to give back) */
+	} else if (status == 0) {
 		proto_enc_res_ok(&o, p->rid, 1);
 		proto_pk_cstr(&o.pk, "hits");
 		msgpack_pack_array(&o.pk, n);
@@ -131,6 +133,7 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	m = msg_new(sizeof(*m) + o.len, M_CALL);
 	m->c.fn = deliver;
 	m->conn = p->conn;
+	m->counted = p->counted;
 	m->len = o.len;
 	memcpy(m->data, o.data, o.len);
 	proto_out_free(&o);
@@ -141,7 +144,7 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,
-	       const msgpack_object *map)
+	       const msgpack_object *map, uint16_t *inflight)
 {
 	struct chlist l = { 0 };
 	struct pending *p;
@@ -170,6 +173,12 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 		FAIL("BAD_REQUEST", "ch must be a channel id");
 	if (!srv.sx)
 		FAIL("UNAVAILABLE", "search is off on this server");
+	if (inflight && *inflight >= SEARCH_PER_CONN) {
+		reply_err(c, has_rid, rid, "search", "RATE_LIMITED",
+			  "too many searches in flight on this connection "
+			  "(at most 8)", BUSY_RETRY_MS);
+		goto out;
+	}
 
 	if (chrc == 0) {
 		store_channel rec;
@@ -200,6 +209,7 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	p->conn = rt_conn_get_id(c);
 	p->rid = rid;
 	p->has_rid = has_rid;
+	p->counted = inflight != NULL;
 	{
 		const char **ids = malloc((l.n ? l.n : 1) * sizeof(*ids));
 
@@ -213,6 +223,8 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 				  p);
 		free(ids);
 	}
+	if (rc == 0 && inflight)
+		(*inflight)++; /* done() will post the slot back */
 	if (rc == -EBUSY) {
 		free(p);
 		reply_err(c, has_rid, rid, "search", "RATE_LIMITED",

@@ -88,6 +88,7 @@ struct session {
 	uint32_t nwatch;
 	uint64_t watch_gen;
 	struct gather *gathers;
+	uint16_t searching; /* search_op's answers still to come */
 };
 
 /* Pre-hello deadline queue: connections in accept order. */
@@ -392,6 +393,14 @@ void sess_on_watch_res(struct shard_state *ss, struct m_watch *m)
 	gather_answer(ss, se, g);
 	free(g->e);
 	free(g);
+}
+
+void sess_search_done(rt_conn_id conn)
+{
+	struct session *se = find_sess(rt_self(), conn);
+
+	if (se && se->searching)
+		se->searching--;
 }
 
 void sess_on_presence(struct shard_state *ss, struct m_presence *m)
@@ -1558,7 +1567,8 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	case OP_EDITS: op_edits(r); break;
 	case OP_PRESENCE_WATCH: op_presence_watch(r); break;
 	case OP_SEARCH:
-		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid, r->map);
+		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid, r->map,
+			  r->se ? &r->se->searching : NULL);
 		break;
 	default: forward(r); break;
 	}

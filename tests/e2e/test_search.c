@@ -562,6 +562,100 @@ static void test_bad_args(void **st)
 	finish(&s);
 }
 
+/* Put n searches for q on the wire in one write; rid[i] for each (0 for
+ * fire-and-forget). */
+static void queue_searches(pc_conn *c, const char *q, unsigned n,
+			   uint64_t rid0, uint64_t *rid)
+{
+	proto_out o;
+
+	proto_out_init(&o, 0, 256);
+	for (unsigned i = 0; i < n; i++) {
+		rid[i] = rid0 ? rid0 + i : 0;
+		proto_out_reset(&o);
+		proto_enc_req(&o, "search", rid[i], 1);
+		proto_pk_cstr(&o.pk, "q");
+		proto_pk_cstr(&o.pk, q);
+		assert_int_equal(pc_queue(c, 2, o.data, o.len), 0);
+	}
+	proto_out_free(&o);
+	while (pc_pending(c))
+		assert_true(pc_flush(c) >= 0);
+}
+
+/* One connection has at most 8 searches in flight: the ones past that are
+ * RATE_LIMITED with retry_ms (the query queue is shared by everyone).
+ * Slots come back with the answers, fire-and-forget ones included, and
+ * another connection of the same user has slots of its own. */
+static void test_per_connection_cap(void **st)
+{
+	enum { N = 40 };
+	const uint64_t RID0 = 1ull << 40; /* clear of h_req's rids */
+	hsrv s;
+	pc_conn *a, *a2;
+	char ch[65];
+	uint64_t rid[N];
+	unsigned ok = 0, limited = 0;
+	proto_doc res;
+	struct hits h;
+
+	(void)st;
+	h_start(&s, FAST);
+	a = conn(&s, "alice", "acme");
+	a2 = conn(&s, "alice", "acme");
+	create(a, "x", "public", ch);
+	send_ok(a, ch, "a needle in the haystack");
+	search_until(a, "needle", NULL, 0, 1, &h);
+
+	/* 40 at once: the first 8 go, the rest are refused at once */
+	queue_searches(a, "needle", N, RID0, rid);
+	search_ok(a2, "needle", NULL, 0, &h); /* a2 has slots of its own */
+	assert_int_equal(h.n, 1);
+	for (unsigned i = 0; i < N; i++) {
+		assert_int_equal(h_await(a, rid[i], &res), 1);
+		if (h_ok(&res)) {
+			ok++;
+		} else {
+			assert_string_equal(h_code(&res), "RATE_LIMITED");
+			assert_int_equal(h_u(&res.root, "retry_ms"), 100);
+			limited++;
+		}
+		proto_doc_free(&res);
+	}
+	print_message("40 searches at once: %u answered, %u RATE_LIMITED\n",
+		      ok, limited);
+	assert_true(ok >= 8);
+	assert_true(limited >= 1);
+
+	/* fire-and-forget ones give their slots back too: after 16 of them
+	 * (and one answered search behind them, so all are done), 8 at once
+	 * all go */
+	queue_searches(a, "needle", 16, 0, rid);
+	for (int tries = 0;; tries++) {
+		/* as a client would: wait retry_ms while the 8 that went in
+		 * are under way; the one that goes is answered after them */
+		assert_int_equal(h_req(a, &res, "search", 1, "q", 's',
+				       "needle"), 1);
+		if (h_ok(&res))
+			break;
+		assert_string_equal(h_code(&res), "RATE_LIMITED");
+		assert_true(tries < 50);
+		usleep((useconds_t)h_u(&res.root, "retry_ms") * 1000);
+		proto_doc_free(&res);
+	}
+	proto_doc_free(&res);
+	queue_searches(a, "needle", 8, RID0 + 100, rid);
+	for (unsigned i = 0; i < 8; i++) {
+		assert_int_equal(h_await(a, rid[i], &res), 1);
+		if (!h_ok(&res))
+			fail_msg("search %u of 8: %s", i, h_code(&res));
+		proto_doc_free(&res);
+	}
+	pc_close(a);
+	pc_close(a2);
+	finish(&s);
+}
+
 static void test_no_search(void **st)
 {
 	hsrv s;
@@ -680,6 +774,7 @@ int main(void)
 		cmocka_unit_test(test_query),
 		cmocka_unit_test(test_edit_delete),
 		cmocka_unit_test(test_bad_args),
+		cmocka_unit_test(test_per_connection_cap),
 		cmocka_unit_test(test_no_search),
 		cmocka_unit_test(test_kill9),
 	};
