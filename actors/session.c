@@ -840,6 +840,12 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	pack_limits(pk);
 	proto_pk_cstr(pk, "channels");
 	msgpack_pack_array(pk, n);
+	/* One point in time for the whole answer (pack_channel's own pin is
+	 * then -EBUSY and left alone): one snapshot instead of one per
+	 * channel, and the last_seq each channel is told is the one its
+	 * live stream starts from. */
+	bool pinned = store_read_pin(srv.st) == 0;
+
 	for (uint32_t i = 0; i < n; i++) {
 		store_chstat st = { 0 };
 
@@ -849,6 +855,8 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 		store_get_chstat(srv.st, recs[i].id, &st);
 		lasts[i] = st.last_seq;
 	}
+	if (pinned)
+		store_read_unpin(srv.st);
 	if (se->hello_has_rid)
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
 	se->state = S_READY;
