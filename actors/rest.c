@@ -211,21 +211,28 @@ static int query_uint(const char *q, const char *name, uint64_t *v)
 	return 0;
 }
 
-static bool known_query(const char *q)
+static const char *const query_names[] = { "before", "after", "limit",
+					   "thread" };
+
+/* Every parameter is one of query_names, each at most once: 0; else a
+ * message for the 400. */
+static const char *query_check(const char *q)
 {
-	static const char *const names[] = { "before", "after", "limit",
-					     "thread" };
+	unsigned seen[4] = { 0 };
 
 	for (const char *p = q; p && *p; p = strchr(p, '&'), p = p ? p + 1 : p) {
-		bool ok = false;
+		size_t i = 0;
 
-		for (size_t i = 0; i < 4 && !ok; i++)
-			ok = !strncmp(p, names[i], strlen(names[i])) &&
-			     p[strlen(names[i])] == '=';
-		if (!ok)
-			return false;
+		while (i < 4 && !(!strncmp(p, query_names[i],
+					   strlen(query_names[i])) &&
+				  p[strlen(query_names[i])] == '='))
+			i++;
+		if (i == 4)
+			return "the parameters are before, after, limit and thread";
+		if (seen[i]++)
+			return "each parameter may be given once";
 	}
-	return true;
+	return NULL;
 }
 
 static void run(struct shard_state *ss, const rt_http_req *req,
@@ -329,8 +336,8 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 			 rt_http_resp *resp, const struct auth_claims *cl,
 			 const char *ch)
 {
-	static const char *const names[] = { "before", "after", "limit",
-					     "thread" };
+	const char *const *names = query_names;
+	const char *why;
 	uint64_t v[4];
 	int found[4];
 	unsigned n = 1;
@@ -345,9 +352,8 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 		}
 		n += found[i] > 0;
 	}
-	if (!known_query(req->query)) {
-		error(resp, "BAD_REQUEST",
-		      "the parameters are before, after, limit and thread", 0);
+	if ((why = query_check(req->query))) {
+		error(resp, "BAD_REQUEST", why, 0);
 		return;
 	}
 	proto_out_init(&o, 0, 256);

@@ -352,6 +352,11 @@ static void test_get_pages_history(void **state)
 	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	snprintf(p, sizeof(p), "%s?colour=red", w.path);
 	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
+	/* ambiguous: which limit? */
+	snprintf(p, sizeof(p), "%s?limit=2&limit=3", w.path);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
+	snprintf(p, sizeof(p), "%s?before=5&limit=2&before=6", w.path);
+	refused(&w.s, "GET", p, w.tb, NULL, 400, "BAD_REQUEST");
 	world_down(&w);
 }
 
