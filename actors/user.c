@@ -149,8 +149,10 @@ static bool rate_take(struct user *u, uint64_t *retry_ms)
 	double rate = srv.lim.rate_per_s, wait;
 
 	refill(u, rt_now_ms());
-	if (u->tokens >= 1.0) {
-		u->tokens -= 1.0;
+	/* within rounding of a whole token is one: a client that waited the
+	 * retry_ms it was told is not refused again for a last ULP */
+	if (u->tokens >= 1.0 - 1e-9) {
+		u->tokens = u->tokens > 1.0 ? u->tokens - 1.0 : 0.0;
 		return true;
 	}
 	wait = (1.0 - u->tokens) * 1000.0 / rate;

@@ -933,6 +933,7 @@ static void index_lists(search *sx, struct fbatch **lists)
 	for (unsigned i = 0; i < sx->nshards; i++) {
 		for (struct fbatch *b = lists[i], *next; b; b = next) {
 			const uint8_t *p = b->data, *end = b->data + b->len;
+			const uint8_t *p_ev = p;
 
 			next = b->next;
 			if (left || past_stop(sx)) {
@@ -942,6 +943,7 @@ static void index_lists(search *sx, struct fbatch **lists)
 			while (p < end && !rc) {
 				uint32_t n;
 
+				p_ev = p;
 				memcpy(&n, p, 4);
 				if (!(rc = txn_begin(sx)))
 					rc = ingest(sx, p + 4, n);
@@ -951,9 +953,10 @@ static void index_lists(search *sx, struct fbatch **lists)
 			}
 			if (rc == -ECANCELED) {
 				/* a backfill met the shutdown deadline: keep
-				 * what is done, leave this event on */
+				 * what is done, leave this event on (p is
+				 * past it: count it back in) */
 				rc = 0;
-				left += (size_t)(end - p) + 1;
+				left += (size_t)(end - p_ev);
 			}
 			bytes += b->len;
 			if (ndone)
@@ -1225,7 +1228,10 @@ static bool wait_caught_up(search *sx)
 		dl.tv_nsec -= 1000000000L;
 	}
 	pthread_mutex_lock(&sx->mu);
+	/* shutting down: the queries left are answered UNAVAILABLE at once,
+	 * not after a wait each (search_close broadcasts) */
 	while (!sx->caught_up &&
+	       !__atomic_load_n(&sx->qstop, __ATOMIC_ACQUIRE) &&
 	       pthread_cond_timedwait(&sx->cv, &sx->mu, &dl) == 0)
 		;
 	ok = sx->caught_up;
@@ -1699,6 +1705,9 @@ void search_close(search *sx)
 	/* Release: pairs with the threads' acquire loads; every push and
 	 * submit before this is seen by their last take. */
 	__atomic_store_n(&sx->qstop, 1, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&sx->mu);
+	pthread_cond_broadcast(&sx->cv); /* a query waiting for catch-up */
+	pthread_mutex_unlock(&sx->mu);
 	wake(sx->efd_q);
 	pthread_join(sx->querier, NULL);
 	/* Events fed but never flushed (a shard stopped mid-turn) go too. */

@@ -851,6 +851,41 @@ static void test_stop_cuts_catchup(void **state)
 	tdir_remove(&t);
 }
 
+/* Queries waiting for the catch-up when the index closes are answered
+ * "catching up" (-EAGAIN) at once, not after CATCHUP_WAIT_MS each: with 8
+ * of them waiting, shutdown used to wait 16 s on them, and the catch-up
+ * went on meanwhile (and here finished, so they were answered with hits). */
+static void test_close_answers_waiting_queries(void **state)
+{
+	enum { N = 50000, Q = 8 };
+	struct tdir t;
+	store *st;
+	search *sx;
+	static struct qres r[Q];
+
+	(void)state;
+	tdir_make(&t);
+	st = store_ok(t.db);
+	for (uint64_t from = 1; from <= N; from += 5000)
+		store_msgs(st, "a", from, from + 4999, "omega");
+	sx = open_ok(t.idx, st);
+	for (int i = 0; i < Q; i++) {
+		memset(&r[i], 0, sizeof(r[i]));
+		sem_init(&r[i].sem, 0, 0);
+		assert_int_equal(search_query(sx, "omega", 5, ALL, 3, 10, qdone,
+					      &r[i]), 0);
+	}
+	search_close(sx);
+	for (int i = 0; i < Q; i++) {
+		while (sem_wait(&r[i].sem) && errno == EINTR)
+			;
+		sem_destroy(&r[i].sem);
+		assert_int_equal(r[i].status, -EAGAIN);
+	}
+	store_close(st);
+	tdir_remove(&t);
+}
+
 /* A done() that holds the query thread until released. */
 struct gate {
 	sem_t entered, release;
@@ -939,6 +974,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_close_flushes),
 		cmocka_unit_test(test_stop_leaves_rest),
 		cmocka_unit_test(test_stop_cuts_catchup),
+		cmocka_unit_test(test_close_answers_waiting_queries),
 		cmocka_unit_test(test_queue_bound),
 	};
 	struct CMUnitTest pick[sizeof(all) / sizeof(all[0])];
