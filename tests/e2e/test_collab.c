@@ -1504,12 +1504,14 @@ static void test_mentions_after_rejoin(void **st)
 
 /* ---- typing -------------------------------------------------------------- */
 
-static void expect_typing(pc_conn *c, const char *ch, const char *user)
+#define expect_typing(c, ch, user) expect_typing_at(c, ch, user, __LINE__)
+static void expect_typing_at(pc_conn *c, const char *ch, const char *user,
+			     int line)
 {
 	proto_doc d;
 
 	if (h_expect(c, "typing", &d, H_TIMEOUT) != 1)
-		fail_msg("no typing frame for %s", user);
+		fail_msg("line %d: no typing frame for %s", line, user);
 	assert_string_equal(h_s(&d.root, "ch"), ch);
 	assert_string_equal(h_s(&d.root, "user"), user);
 	proto_doc_free(&d);
@@ -1579,6 +1581,10 @@ static void test_typing(void **st)
 
 		create(a1, "random", "public", ch2);
 		join(b, ch2);
+		/* bob's device follows ch2 once it has an event (the join's
+		 * answer comes before its subscription is in place) */
+		send_ok(a1, ch2, "hi", "r-1", 0, NULL, 1);
+		skip_evs(b, ch2, 1, 1);
 		typing(a1, ch2);
 		expect_typing(b, ch2, "alice");
 		expect_quiet(b, "typing", ch, 200);
@@ -1676,6 +1682,11 @@ static void test_typing_large_channel(void **st)
 	 * shards) hear of bob typing; a non-member does not */
 	for (int i = 0; i < ONLINE; i++)
 		u[i] = conn(&s, ids[i * (N / ONLINE) + 7], "acme");
+	/* their devices follow the channel once they have an event (hello's
+	 * answer may come before the subscriptions are in place) */
+	send_ok(a, ch, "welcome", "a-2", 0, NULL, 2);
+	for (int i = 0; i < ONLINE; i++)
+		skip_evs(u[i], ch, 2, 2);
 	typing(b, ch);
 	for (int i = 0; i < ONLINE; i++)
 		expect_typing(u[i], ch, "bob");
