@@ -778,6 +778,14 @@ static void test_close_flushes(void **state)
 	tdir_remove(&t);
 }
 
+/* n (a multiple of 5,000) messages "text<seq> omega" in channel a, never
+ * fed: opening starts a catch-up of a few hundred ms over them. */
+static void store_long_log(store *st, uint64_t n)
+{
+	for (uint64_t from = 1; from <= n; from += 5000)
+		store_msgs(st, "a", from, from + 4999, "omega");
+}
+
 /* Stopping with events fed and not yet indexed: the indexer has
  * STOP_DRAIN_MS for them, then leaves the rest to the next start, which
  * reads them back from the store. This binary is built twice: as
@@ -830,8 +838,7 @@ static void test_stop_cuts_catchup(void **state)
 	(void)state;
 	tdir_make(&t);
 	st = store_ok(t.db);
-	for (uint64_t from = 1; from <= N; from += 5000)
-		store_msgs(st, "a", from, from + 4999, "omega");
+	store_long_log(st, N);
 	sx = open_ok(t.idx, st);
 	usleep(30 * 1000); /* the catch-up is under way (it takes 300 ms
 			    * and more) */
@@ -866,8 +873,7 @@ static void test_close_answers_waiting_queries(void **state)
 	(void)state;
 	tdir_make(&t);
 	st = store_ok(t.db);
-	for (uint64_t from = 1; from <= N; from += 5000)
-		store_msgs(st, "a", from, from + 4999, "omega");
+	store_long_log(st, N);
 	sx = open_ok(t.idx, st);
 	for (int i = 0; i < Q; i++) {
 		memset(&r[i], 0, sizeof(r[i]));
