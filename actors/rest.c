@@ -336,7 +336,6 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 			 rt_http_resp *resp, const struct auth_claims *cl,
 			 const char *ch)
 {
-	const char *const *names = query_names;
 	const char *why;
 	uint64_t v[4];
 	int found[4];
@@ -344,7 +343,7 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 	proto_out o;
 
 	for (int i = 0; i < 4; i++) {
-		found[i] = query_uint(req->query, names[i], &v[i]);
+		found[i] = query_uint(req->query, query_names[i], &v[i]);
 		if (found[i] < 0) {
 			error(resp, "BAD_REQUEST",
 			      "before, after, limit and thread are numbers", 0);
@@ -363,7 +362,7 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 	for (int i = 0; i < 4; i++) {
 		if (found[i] <= 0)
 			continue;
-		proto_pk_cstr(&o.pk, names[i]);
+		proto_pk_cstr(&o.pk, query_names[i]);
 		msgpack_pack_uint64(&o.pk, v[i]);
 	}
 	resp->status = 0;
