@@ -102,10 +102,10 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	struct m_search_res *m;
 	proto_out o;
 
+	/* a fire-and-forget search that worked says nothing: an empty
+	 * answer, posted only to give the slot back */
 	proto_out_init(&o, 0, 1024);
-	if (status == 0 && !p->has_rid) {
-		/* fire-and-forget: nothing to say (but the slot to give back) */
-	} else if (status == 0) {
+	if (status == 0 && p->has_rid) {
 		proto_enc_res_ok(&o, p->rid, 1);
 		proto_pk_cstr(&o.pk, "hits");
 		msgpack_pack_array(&o.pk, n);
@@ -122,7 +122,7 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 			proto_pk_cstr(&o.pk, "body");
 			proto_pk_str(&o.pk, hits[i].body, hits[i].body_len);
 		}
-	} else {
+	} else if (status != 0) {
 		const char *msg, *code = status_code(status, &msg);
 
 		if (p->has_rid)
