@@ -7,7 +7,8 @@
  *
  * libwebsockets in Debian 12 is built without multi-thread service, so each
  * shard has a context of its own and binds its own SO_REUSEPORT listener;
- * the kernel spreads new connections over the shards.
+ * the kernel spreads new connections over the shards. The port is claimed
+ * for this process first (claim_port): no other process may join it.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -19,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +37,7 @@ volatile int rt__drain_requested;
 static __thread struct rt_shard *self;
 static rt_config config;
 static int bound_port;
+static int port_lock = -1; /* see claim_port() */
 
 unsigned rt_nshards(void) { return rt__nshards; }
 void rt__set_self(struct rt_shard *s) { self = s; }
@@ -73,25 +77,32 @@ void rt__shard_wake(unsigned dst)
 	}
 }
 
-static int open_listener(const char *host, int port, const char **err)
+static int parse_host(const char *host, struct sockaddr_in *sa,
+		      const char **err)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_port = htons((uint16_t)port) };
-	int fd, one = 1;
-
 	if (!strcmp(host, "localhost"))
 		host = "127.0.0.1";
-	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+	if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) {
 		*err = "--listen: host must be an IPv4 address";
 		return -1;
 	}
+	return 0;
+}
+
+/* One shard's listener. SO_REUSEPORT lets the shards share the port (the
+ * kernel spreads connections over them); claim_port() has made sure before
+ * that nobody else is on it. */
+static int open_listener(const struct sockaddr_in *sa, const char **err)
+{
+	int fd, one = 1;
+
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)))
 		goto fail_close;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)))
+	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)))
 		goto fail_close;
 	if (listen(fd, 4096))
 		goto fail_close;
@@ -100,6 +111,63 @@ fail_close:
 	close(fd);
 fail:
 	*err = strerror(errno);
+	return -1;
+}
+
+/*
+ * The port must be ours alone. SO_REUSEPORT, which the shards need to
+ * share it, also lets a second process of the same user join the group:
+ * the kernel would then split new connections between two servers (two
+ * data directories: users land in either at random). Two checks close
+ * that:
+ *  - a probe bound WITHOUT SO_REUSEPORT fails on a port that anyone
+ *    listens on, SO_REUSEPORT or not (SO_REUSEADDR only lets it past
+ *    TIME_WAIT leftovers of our own previous run);
+ *  - the probe is closed before the shards bind, so two parleyds started
+ *    at the same instant could both pass it: each first takes a lock, an
+ *    abstract Unix socket named after the address (per network namespace,
+ *    like the port; the kernel drops it when the process dies, kill -9
+ *    included), and the second one fails there.
+ * Port 0 asks the probe for a free port, which the shards then share.
+ * Returns the lock's fd (kept open for the process's life) or -1.
+ */
+static int claim_port(struct sockaddr_in *sa, const char **err)
+{
+	struct sockaddr_un un = { .sun_family = AF_UNIX };
+	struct sockaddr_in got;
+	socklen_t gl = sizeof(got);
+	char ip[INET_ADDRSTRLEN];
+	int lock, probe, one = 1, n;
+
+	probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		goto fail;
+	setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(probe, (const struct sockaddr *)sa, sizeof(*sa)) ||
+	    getsockname(probe, (struct sockaddr *)&got, &gl)) {
+		close(probe);
+		goto fail;
+	}
+	sa->sin_port = got.sin_port;
+	inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof(ip));
+	/* sun_path[0] == '\0': the abstract namespace, no file left behind */
+	n = snprintf(un.sun_path + 1, sizeof(un.sun_path) - 1,
+		     "parleyd-listen/%s:%u", ip, ntohs(sa->sin_port));
+	lock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lock < 0) {
+		close(probe);
+		goto fail;
+	}
+	if (bind(lock, (const struct sockaddr *)&un,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n))) {
+		close(lock);
+		close(probe);
+		goto fail;
+	}
+	close(probe);
+	return lock;
+fail:
+	*err = errno == EADDRINUSE ? "address already in use" : strerror(errno);
 	return -1;
 }
 
@@ -212,8 +280,7 @@ static void *shard_main(void *arg)
 
 int rt_start(const rt_config *cfg, const char **err)
 {
-	struct sockaddr_in sa;
-	socklen_t sl = sizeof(sa);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
 	unsigned i;
 
 	config = *cfg;
@@ -228,21 +295,21 @@ int rt_start(const rt_config *cfg, const char **err)
 	rt__mailbox_init(rt__nshards);
 	lws_set_log_level(LLL_ERR, NULL);
 
-	/* Bind every listener before any thread runs: a port in use fails
-	 * here, synchronously, and port 0 gets one port for all shards. */
+	/* Claim the port, then bind every listener before any thread runs:
+	 * a port in use fails here, synchronously. */
+	if (parse_host(config.host, &sa, err))
+		return -1;
+	sa.sin_port = htons((uint16_t)config.port);
+	port_lock = claim_port(&sa, err);
+	if (port_lock < 0)
+		return -1;
+	bound_port = ntohs(sa.sin_port);
 	for (i = 0; i < rt__nshards; i++) {
-		int port = i == 0 ? config.port : bound_port;
-
 		rt__shards[i].id = i;
 		rt__shards[i].cfg = &config;
-		rt__shards[i].listen_fd = open_listener(config.host, port, err);
+		rt__shards[i].listen_fd = open_listener(&sa, err);
 		if (rt__shards[i].listen_fd < 0)
 			goto fail;
-		if (i == 0) {
-			getsockname(rt__shards[0].listen_fd,
-				    (struct sockaddr *)&sa, &sl);
-			bound_port = ntohs(sa.sin_port);
-		}
 	}
 	for (i = 0; i < rt__nshards; i++)
 		pthread_create(&rt__shards[i].thread, NULL, shard_main,
@@ -251,6 +318,8 @@ int rt_start(const rt_config *cfg, const char **err)
 fail:
 	while (i--)
 		close(rt__shards[i].listen_fd);
+	close(port_lock);
+	port_lock = -1;
 	return -1;
 }
 
