@@ -207,7 +207,7 @@ enum stage {
  * seconds: the top finite bucket must hold them. */
 #define ST_NB 53
 extern const char *const stage_names[ST__COUNT];
-uint64_t stage_bound_us(unsigned i);
+double stage_bound_us(unsigned i);
 
 /* rt_buf kinds: what the transport's on_sent reports */
 enum { BUF_ACK = 1, BUF_EVENT = 2 };
@@ -235,7 +235,8 @@ struct shard_state {
 	/* counters for /metrics: written by this shard, read relaxed */
 	uint64_t events, deliveries, acks, requests, bad_frames, rate_limited,
 		auth_failures, chans_loaded;
-	uint64_t lat_commit[16]; /* request -> durable, bucket i: < 2^i*64 us */
+	uint64_t lat_commit[16]; /* request -> durable, bucket i: <= 2^i*64 us */
+	uint64_t lat_commit_sum_us; /* their sum, for _sum */
 	uint64_t st_hist[ST__COUNT][ST_NB + 1];
 	uint64_t st_sum_us[ST__COUNT];
 	uint64_t cur_t_rx, cur_t_chan; /* the request chan_on_req is handling */

@@ -382,9 +382,10 @@ static void record_latency(struct shard_state *ss, uint64_t t0)
 	uint64_t us = rt_mono_us() - t0;
 	unsigned b = 0;
 
-	while (b < 15 && us >= (64ull << b))
+	while (b < 15 && us > (64ull << b))
 		b++;
 	__atomic_fetch_add(&ss->lat_commit[b], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&ss->lat_commit_sum_us, us, __ATOMIC_RELAXED);
 }
 
 static void run_effect(struct shard_state *ss, struct effect *e, bool ok)

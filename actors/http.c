@@ -51,9 +51,11 @@ static void gauge(struct sbuf *b, const char *name, const char *help,
 	    name, (unsigned long long)v);
 }
 
-/* A log2 histogram: bucket i counts values < base << i (last: the rest). */
+/* A log2 histogram: bucket i counts values <= base << i (last: the
+ * rest); sum is the total of the values, in the same unit as base. */
 static void histogram(struct sbuf *b, const char *name, const char *help,
-		      const uint64_t *h, unsigned n, double base, double scale)
+		      const uint64_t *h, unsigned n, double base, double scale,
+		      uint64_t sum)
 {
 	uint64_t cum = 0;
 
@@ -61,12 +63,13 @@ static void histogram(struct sbuf *b, const char *name, const char *help,
 	for (unsigned i = 0; i < n; i++) {
 		cum += h[i];
 		if (i + 1 < n)
-			put(b, "%s_bucket{le=\"%g\"} %llu\n", name,
+			put(b, "%s_bucket{le=\"%.9g\"} %llu\n", name,
 			    base * (double)(1u << i) * scale,
 			    (unsigned long long)cum);
 	}
-	put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_count %llu\n", name,
-	    (unsigned long long)cum, name, (unsigned long long)cum);
+	put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n",
+	    name, (unsigned long long)cum, name, (double)sum * scale, name,
+	    (unsigned long long)cum);
 }
 
 /* parley_stage_seconds{stage=...}: the shards' stage histograms summed. */
@@ -91,8 +94,8 @@ static void stages(struct sbuf *b)
 		}
 		for (unsigned j = 0; j < ST_NB; j++) {
 			cum += h[j];
-			put(b, "parley_stage_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n",
-			    stage_names[st], (double)stage_bound_us(j) * 1e-6,
+			put(b, "parley_stage_seconds_bucket{stage=\"%s\",le=\"%.9g\"} %llu\n",
+			    stage_names[st], stage_bound_us(j) * 1e-6,
 			    (unsigned long long)cum);
 		}
 		cum += h[ST_NB];
@@ -108,7 +111,7 @@ static char *metrics(size_t *len)
 {
 	struct sbuf b = { malloc(8192), 0, 8192 };
 	uint64_t ev = 0, del = 0, acks = 0, req = 0, bad = 0, rl = 0, af = 0,
-		 chans = 0;
+		 chans = 0, lat_sum = 0;
 	uint64_t lat[16] = { 0 };
 	rt_stats rs;
 	store_stats st;
@@ -131,6 +134,7 @@ static char *metrics(size_t *len)
 		chans += LD(chans_loaded);
 		for (int j = 0; j < 16; j++)
 			lat[j] += LD(lat_commit[j]);
+		lat_sum += LD(lat_commit_sum_us);
 #undef LD
 	}
 	gauge(&b, "parley_connections", "Open WebSocket connections", rs.conns_open);
@@ -161,12 +165,12 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_store_records_total", "Records in those writes", st.records);
 	counter(&b, "parley_store_failures_total", "Shard batches whose write failed", st.failures);
 	histogram(&b, "parley_commit_seconds", "Time in one synced RocksDB write",
-		  st.hist_us, 16, 16, 1e-6);
+		  st.hist_us, 16, 16, 1e-6, st.commit_us_sum);
 	histogram(&b, "parley_commit_batches", "Shard batches per synced write",
-		  st.hist_batch, 16, 1, 1);
+		  st.hist_batch, 16, 1, 1, st.batches);
 	histogram(&b, "parley_request_durable_seconds",
 		  "From request decoded to its response (after the WAL sync)",
-		  lat, 16, 64, 1e-6);
+		  lat, 16, 64, 1e-6, lat_sum);
 	stages(&b);
 	gauge(&b, "parley_storage_failed", "1 after a failed commit",
 	      (uint64_t)__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED));

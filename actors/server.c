@@ -237,9 +237,13 @@ const char *const stage_names[ST__COUNT] = {
 	[ST_DELIVER_TOTAL] = "deliver_total",
 };
 
-uint64_t stage_bound_us(unsigned i)
+/* A double: the odd bounds are not whole microseconds (1.5 us), and
+ * truncating them printed le="1e-06" twice. */
+double stage_bound_us(unsigned i)
 {
-	return i & 1 ? 3ull << (i / 2) >> 1 : 1ull << (i / 2);
+	double p = (double)(1ull << (i / 2));
+
+	return i & 1 ? 1.5 * p : p;
 }
 
 /* The smallest i with us <= stage_bound_us(i): two buckets per power of

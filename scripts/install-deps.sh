@@ -29,7 +29,7 @@ pkgs=(
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev
-	python3-websockets python3-msgpack
+	python3-websockets python3-msgpack python3-prometheus-client
 )
 if [ "$bench" = 1 ]; then
 	pkgs+=(nats-server redis-server gnuplot)

@@ -671,7 +671,7 @@ static unsigned bucket_us(uint64_t us)
 {
 	unsigned i = 0;
 
-	while (i < 15 && us >= (16ull << i))
+	while (i < 15 && us > (16ull << i))
 		i++;
 	return i;
 }

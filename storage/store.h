@@ -217,7 +217,7 @@ typedef struct store_stats {
 	uint64_t records;        /* records they held */
 	uint64_t commit_us_sum;  /* time in rocksdb_write */
 	uint64_t failures;       /* batches completed with -EIO */
-	uint64_t hist_us[16];    /* commit latency histogram, bucket i: < 2^i * 16 us, last: rest */
+	uint64_t hist_us[16];    /* commit latency histogram, bucket i: <= 2^i * 16 us, last: rest */
 	uint64_t hist_batch[16]; /* shard batches per synced write, bucket i: <= 2^i, last: rest */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
