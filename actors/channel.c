@@ -906,7 +906,7 @@ static int dup_ts(void *arg, uint64_t seq, const void *v, size_t len)
 	proto_doc d;
 
 	(void)seq;
-	if (proto_decode(&d, v, len) == PROTO_OK) {
+	if (proto_decode_max(&d, v, len, PROTO_MAX_STATE) == PROTO_OK) {
 		proto_get_uint(&d.root, "ts", arg);
 		proto_doc_free(&d);
 	}
@@ -1245,7 +1245,7 @@ static bool load_target(struct chan *c, const struct m_req *r,
 		fail(r, "NOT_FOUND", "no such message");
 		return false;
 	}
-	if (rc || proto_decode(&t->ev, ev, len) != PROTO_OK) {
+	if (rc || proto_decode_max(&t->ev, ev, len, PROTO_MAX_STATE) != PROTO_OK) {
 		free(ev);
 		fail(r, "UNAVAILABLE", "storage unavailable");
 		return false;
@@ -1398,7 +1398,7 @@ static void scrub_event(struct shard_state *ss, struct chan *c, uint64_t seq,
 	proto_event e;
 	proto_str men[64];
 
-	if (proto_decode(&d, frame, len) != PROTO_OK)
+	if (proto_decode_max(&d, frame, len, PROTO_MAX_STATE) != PROTO_OK)
 		return;
 	if (proto_dec_event(&d.root, &e, men, 64) == 0) {
 		e.body = (proto_str){ "", 0 };
@@ -1646,7 +1646,8 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	uint64_t now = rt_mono_us();
 
 	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
-	if (proto_decode(&doc, r->frame, r->len) != PROTO_OK) {
+	if (proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame) !=
+	    PROTO_OK) {
 		fail(r, "INTERNAL", "request did not decode twice");
 		free(r);
 		return;

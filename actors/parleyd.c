@@ -235,6 +235,13 @@ int main(int argc, char **argv)
 		default: usage(stderr); return 2;
 		}
 	}
+	/* A body the frame cannot carry could never be sent. */
+	if (srv.lim.max_body > srv.lim.max_frame) {
+		fprintf(stderr, "parleyd: --max-body (%u) must not exceed "
+			"--max-frame (%u)\n", srv.lim.max_body,
+			srv.lim.max_frame);
+		return 2;
+	}
 	if (optind < argc) {
 		fprintf(stderr, "parleyd: unexpected argument %s\n", argv[optind]);
 		usage(stderr);

@@ -267,7 +267,8 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 	const char *s;
 	uint32_t n;
 
-	if (proto_decode(&d, m->frame, m->len) != PROTO_OK) {
+	if (proto_decode_max(&d, m->frame, m->len, srv.lim.max_frame) !=
+	    PROTO_OK) {
 		reply_err_remote(m, "INTERNAL", "request did not decode twice",
 				 0);
 		p_free_if_idle(ss, p);

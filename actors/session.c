@@ -1206,7 +1206,7 @@ static void op_edits(struct req *r)
 		fail(r, "UNAVAILABLE", "storage unavailable");
 		return;
 	}
-	if (rc || proto_decode(&d, ev, len) != PROTO_OK) {
+	if (rc || proto_decode_max(&d, ev, len, PROTO_MAX_STATE) != PROTO_OK) {
 		free(ev);
 		fail(r, "NOT_FOUND", "no such message");
 		return;
@@ -1522,7 +1522,7 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	uint32_t opn;
 	int rc;
 
-	rc = proto_decode(&doc, r->frame, r->len);
+	rc = proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame);
 	if (rc != PROTO_OK) {
 		if (r->se)
 			bad_frame(ss, r->se, proto_strerror(rc));
@@ -1610,7 +1610,7 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 		/* hello is being admitted: what follows it waits its turn */
 		struct held *h, **tail = &se->held;
 
-		if (se->held_bytes + n > 4 * PROTO_MAX_FRAME) {
+		if (se->held_bytes + n > 4 * (size_t)srv.lim.max_frame) {
 			rt_conn_close(se->conn, 1008, "too much before hello");
 			return;
 		}

@@ -22,7 +22,12 @@
  * Waking: a consumer about to sleep "arms" its mailbox. The first producer
  * to find it armed disarms it (fetch-and-store) and pays for the wake-up
  * (lws_cancel_service: one pipe write); every later producer sees it
- * disarmed and pays nothing, so a burst of posts costs one wake-up.
+ * disarmed and pays nothing, so a burst of posts costs one wake-up. A
+ * message parked on overflow wakes nobody: its ring is full, and the post
+ * that filled it woke the consumer if it slept (a consumer never sleeps on
+ * a non-empty ring); the parked message moves once the consumer has made
+ * room, from the producer's next turn (a shard with overflow does not
+ * sleep), and that enqueue wakes the consumer again if it is armed by then.
  */
 #include <ck_pr.h>
 #include <ck_ring.h>
@@ -60,10 +65,13 @@ struct mailbox {
 	struct ring *from;    /* [nshards] SPSC: from[s] written only by shard s */
 	struct ring ext;      /* MPSC: other threads */
 	unsigned next;        /* consumer's round-robin start */
-	/* written by the consumer (arm) and by producers (disarm) */
+	/* written by the consumer (arm) and by producers (disarm, and the
+	 * count of wake-ups they paid for: it lives here, on the line they
+	 * write anyway, and not among the shard's owner-only fields, where
+	 * producers' writes falsely shared the line the owner works on) */
 	unsigned armed CK_CC_CACHELINE;
-	char pad[64 - sizeof(unsigned)];
-} CK_CC_CACHELINE;
+	uint64_t wakeups;
+} CK_CC_CACHELINE; /* so the next mailbox starts on a line of its own */
 
 static struct mailbox *boxes;
 static unsigned nboxes;
@@ -85,6 +93,7 @@ void rt__mailbox_init(unsigned n)
 		ring_init(&boxes[i].ext, EXT_RING);
 		boxes[i].next = 0;
 		boxes[i].armed = 0;
+		boxes[i].wakeups = 0;
 	}
 }
 
@@ -101,6 +110,19 @@ void rt__mailbox_fini(void)
 	nboxes = 0;
 }
 
+static void wake(unsigned dst)
+{
+	__atomic_fetch_add(&boxes[dst].wakeups, 1, __ATOMIC_RELAXED);
+	rt__shard_wake(dst);
+}
+
+uint64_t rt__mailbox_wakeups(unsigned shard)
+{
+	return boxes && shard < nboxes
+		       ? __atomic_load_n(&boxes[shard].wakeups, __ATOMIC_RELAXED)
+		       : 0;
+}
+
 static void after_enqueue(unsigned dst)
 {
 	/* The enqueue published the slot with a store fence; the
@@ -108,7 +130,7 @@ static void after_enqueue(unsigned dst)
 	 * our entry became visible is seen here, and one that arms later
 	 * sees the entry in its re-check. */
 	if (ck_pr_fas_uint(&boxes[dst].armed, 0) == 1)
-		rt__shard_wake(dst);
+		wake(dst);
 }
 
 void rt_post(unsigned dst, rt_msg *m)
@@ -127,20 +149,20 @@ void rt_post(unsigned dst, rt_msg *m)
 			after_enqueue(dst);
 			return;
 		}
-		/* Full (or already overflowing): park it behind the others. */
+		/* Full (or already overflowing): park it behind the others.
+		 * No wake-up (see the top of this file). */
 		if (self->ovf_tail[dst])
 			self->ovf_tail[dst]->next = m;
 		else
 			self->ovf_head[dst] = m;
 		self->ovf_tail[dst] = m;
 		self->has_overflow = true;
-		rt__shard_wake(dst);
 		return;
 	}
 	/* Not a shard (a sync thread): wait for room. The consumer is a
 	 * shard, which never waits on a sync thread, so this always ends. */
 	while (!ck_ring_enqueue_mpsc(&boxes[dst].ext.r, boxes[dst].ext.buf, m)) {
-		rt__shard_wake(dst);
+		wake(dst);
 		sched_yield();
 	}
 	after_enqueue(dst);
@@ -194,13 +216,21 @@ int rt__mailbox_drain(rt_shard *s, unsigned max)
 	struct mailbox *b = &boxes[s->id];
 	unsigned n = 0, share = max / (nboxes + 1) + 1;
 
-	/* Round-robin over the sources, a share each, so one busy producer
-	 * cannot starve the others; then whatever budget is left. */
-	n += drain_ring(s, &b->ext, true, share);
-	for (unsigned i = 0; i < nboxes && n < max; i++) {
-		unsigned src = (b->next + i) % nboxes;
+	/* First pass: round-robin over the sources, a share each, so one
+	 * busy producer cannot starve the others. Second pass: the budget the
+	 * quiet sources left goes to the busy ones, in the same order, so a
+	 * burst from one shard is not spread over several turns while the
+	 * budget would have taken it in one. */
+	for (int pass = 0; pass < 2 && n < max; pass++) {
+		unsigned take = pass ? max : share;
 
-		n += drain_ring(s, &b->from[src], false, share);
+		n += drain_ring(s, &b->ext, true, take < max - n ? take : max - n);
+		for (unsigned i = 0; i < nboxes && n < max; i++) {
+			unsigned src = (b->next + i) % nboxes;
+
+			n += drain_ring(s, &b->from[src], false,
+					take < max - n ? take : max - n);
+		}
 	}
 	b->next = (b->next + 1) % nboxes;
 	return (int)n;

@@ -71,10 +71,8 @@ void rt__shard_wake(unsigned dst)
 	 * producer only wakes an armed mailbox. */
 	struct lws_context *ctx = __atomic_load_n(&s->ctx, __ATOMIC_ACQUIRE);
 
-	if (ctx) {
-		__atomic_fetch_add(&s->wakeups, 1, __ATOMIC_RELAXED);
+	if (ctx)
 		lws_cancel_service(ctx);
-	}
 }
 
 static int parse_host(const char *host, struct sockaddr_in *sa,
@@ -346,7 +344,7 @@ void rt_get_stats(rt_stats *o)
 		SUM(conns_open); SUM(conns_total); SUM(frames_in);
 		SUM(frames_out); SUM(bytes_out); SUM(writes);
 		SUM(closed_slow); SUM(closed_too_large); SUM(mailbox_msgs);
-		SUM(wakeups);
 #undef SUM
+		o->wakeups += rt__mailbox_wakeups(i);
 	}
 }

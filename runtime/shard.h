@@ -46,7 +46,7 @@ struct rt_shard {
 
 	/* counters, written by this thread, read relaxed by /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
-		writes, closed_slow, closed_too_large, mailbox_msgs, wakeups;
+		writes, closed_slow, closed_too_large, mailbox_msgs;
 };
 
 extern struct rt_shard *rt__shards;
@@ -62,5 +62,8 @@ uint32_t rt__transport_count(struct rt_shard *s);
 void rt__http_tick(struct rt_shard *s); /* pending HTTP answers time out */
 /* End of a loop turn: write what this turn queued, one write per connection. */
 void rt__transport_flush(struct rt_shard *s);
+/* Wake-ups producers paid for to shard's mailbox (counted there: the
+ * producers write that line anyway). */
+uint64_t rt__mailbox_wakeups(unsigned shard);
 
 #endif

@@ -326,6 +326,8 @@ const char *h_s(const msgpack_object *map, const char *key)
 
 	if (proto_get_str(map, key, &s, &n))
 		return "";
+	if (n > PROTO_MAX_BODY)
+		n = PROTO_MAX_BODY; /* a copy of the start (larger --max-body) */
 	memcpy(buf, s, n);
 	buf[n] = 0;
 	return buf;

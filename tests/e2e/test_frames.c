@@ -634,6 +634,64 @@ static void test_configured_frame_and_body_limits(void **st)
 	h_cleanup(&s);
 }
 
+/* --max-frame above the 64 KiB default: what hello advertises is what the
+ * decoder takes (it used to cap every frame at 64 KiB, so a 150 KB send
+ * that the flags allowed got BAD_FRAME), the message is stored and read
+ * back, and only a frame over the flag is closed with 1009. */
+static void test_frame_limit_above_default(void **st)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	proto_doc res;
+	const msgpack_object *msgs;
+	char ch[65];
+	size_t big = 150000, over = 270000;
+	char *body = malloc(over + 1);
+
+	(void)st;
+	h_start(&s, "--max-frame 262144 --max-body 200000");
+	a = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(a);
+	assert_int_equal(h_create(a, "big", "public", ch), 0);
+	memset(body, 'w', over);
+	body[big] = 0;
+	assert_int_equal(h_req(a, &res, "send", 3, "ch", 's', ch, "body", 's',
+			       body, "cmid", 's', "big1"), 1);
+	if (!h_ok(&res))
+		fprintf(stderr, "150 KB send: %s\n", h_code(&res));
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+	assert_int_equal(h_req(a, &res, "history", 2, "ch", 's', ch, "limit",
+			       'u', (uint64_t)10), 1);
+	assert_true(h_ok(&res));
+	msgs = proto_get(&res.root, "msgs");
+	assert_non_null(msgs);
+	assert_int_equal(msgs->via.array.size, 1);
+	{
+		const char *got;
+		uint32_t gotn;
+
+		assert_int_equal(proto_get_str(&msgs->via.array.ptr[0], "body",
+					       &got, &gotn), 0);
+		assert_int_equal(gotn, big);
+	}
+	proto_doc_free(&res);
+
+	b = h_connect(&s, "alice", "acme", NULL);
+	assert_non_null(b);
+	body[big] = 'w';
+	body[over] = 0;
+	assert_true(h_post(b, "send", 3, "ch", 's', ch, "body", 's', body,
+			   "cmid", 's', "big2") > 0);
+	expect_closed(b, 1009, H_TIMEOUT);
+	req_ok(a, "hb");
+	free(body);
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
 /* ---- bad requests -------------------------------------------------------- */
 
 static void test_unknown_op(void **st)
@@ -1226,6 +1284,7 @@ int main(void)
 		cmocka_unit_test(test_fragmented_messages),
 		cmocka_unit_test(test_text_frame_too_large),
 		cmocka_unit_test(test_configured_frame_and_body_limits),
+		cmocka_unit_test(test_frame_limit_above_default),
 		cmocka_unit_test(test_unknown_op),
 		cmocka_unit_test(test_bad_arguments),
 		cmocka_unit_test(test_body_too_large),

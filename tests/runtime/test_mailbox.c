@@ -172,12 +172,74 @@ static void test_arm_then_post_disarms(void **st)
 	assert_true(rt__mailbox_arm(&rt__shards[0]));
 }
 
+static void post_from(unsigned src, unsigned dst, uint32_t count)
+{
+	rt__set_self(&rt__shards[src]);
+	for (uint32_t i = 0; i < count; i++) {
+		struct tmsg *t = malloc(sizeof(*t));
+
+		t->producer = src;
+		t->n = i;
+		rt_post(dst, &t->h);
+	}
+	rt__set_self(NULL);
+}
+
+/* What one producer's burst leaves of the budget after the round-robin
+ * shares goes to it in the same drain: 3,000 messages from one shard,
+ * budget 4,096, come out in one call (the first pass alone gave it
+ * 4096 / 3 + 1 = 1,366). Several sources still share a small budget. */
+static void test_drain_uses_leftover_budget(void **st)
+{
+	(void)st;
+	setup_shards(2);
+	post_from(1, 0, 3000);
+	assert_int_equal(rt__mailbox_drain(&rt__shards[0], 4096), 3000);
+	assert_int_equal(received, 3000);
+	assert_int_equal(rt_mailbox_depth(0), 0);
+
+	/* Two sources, 1,000 each, budget 900: both get turns, 900 taken. */
+	memset(next_expected, 0, sizeof(next_expected));
+	post_from(1, 0, 1000);
+	post_from(0, 0, 1000);
+	assert_int_equal(rt__mailbox_drain(&rt__shards[0], 900), 900);
+	assert_true(next_expected[0] > 0 && next_expected[1] > 0);
+	assert_int_equal(rt_mailbox_depth(0), 1100);
+	while (rt_mailbox_depth(0))
+		rt__mailbox_drain(&rt__shards[0], 4096);
+	assert_int_equal(order_errors, 0);
+}
+
+/* A sleeping (armed) consumer is woken once by a burst, also when the
+ * burst overflows its ring into the producer's overflow list: 10,000
+ * posts, 1 wake-up (every parked message used to wake it again). The
+ * parked messages arrive, in order, once the producer flushes. */
+static void test_overflow_wakes_once(void **st)
+{
+	(void)st;
+	setup_shards(2);
+	assert_true(rt__mailbox_arm(&rt__shards[0]));
+	post_from(1, 0, 10000);
+	assert_true(rt__shards[1].has_overflow);
+	assert_int_equal(rt__mailbox_wakeups(0), 1);
+	while (received < 10000) {
+		rt__mailbox_drain(&rt__shards[0], 4096);
+		rt__set_self(&rt__shards[1]);
+		rt__mailbox_flush_overflow(&rt__shards[1]);
+		rt__set_self(NULL);
+	}
+	assert_int_equal(order_errors, 0);
+	assert_false(rt__shards[1].has_overflow);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_producers_lose_nothing_and_keep_order, teardown),
 		cmocka_unit_test_teardown(test_shard_overflow_keeps_order, teardown),
 		cmocka_unit_test_teardown(test_arm_then_post_disarms, teardown),
+		cmocka_unit_test_teardown(test_drain_uses_leftover_budget, teardown),
+		cmocka_unit_test_teardown(test_overflow_wakes_once, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
