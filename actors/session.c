@@ -1564,25 +1564,6 @@ static void forward(struct req *r)
 	rt_post(user_shard(m->ws, m->user), &m->h);
 }
 
-/* A search in one channel that the user may not see: answered (true) as for
- * a channel that does not exist, before search_op, which would tell a
- * private channel (FORBIDDEN) from a missing one. */
-static bool search_ch_refused(struct req *r)
-{
-	store_channel rec;
-	store_member mem;
-	const char *s;
-	uint32_t n;
-	char ch[ID_CAP];
-	bool member;
-
-	if (proto_get_str(r->map, "ch", &s, &n) || !proto_id_valid(s, n))
-		return false; /* none, or search_op says what is wrong */
-	memcpy(ch, s, n);
-	ch[n] = 0;
-	return !can_read(r, ch, &rec, &mem, &member);
-}
-
 /* ---- frames ----------------------------------------------------------------- */
 
 /* More than bad_frames bad frames in any bad_window_ms closes with 1008:
@@ -1679,8 +1660,6 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	case OP_EDITS: op_edits(r); break;
 	case OP_PRESENCE_WATCH: op_presence_watch(r); break;
 	case OP_SEARCH:
-		if (search_ch_refused(r))
-			break;
 		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid, r->map,
 			  r->se ? &r->se->searching : NULL);
 		break;
