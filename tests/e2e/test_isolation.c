@@ -182,10 +182,15 @@ static void same_answer(const proto_doc *a, const proto_doc *b,
 			continue;
 		na++;
 		v = proto_get(&b->root, key);
-		if (!v || !msgpack_object_equal(ma->ptr[i].val, *v))
-			fail_msg("%s: answers differ in \"%s\" (%s / %s vs %s)",
-				 what, key, h_code(a), h_s(&a->root, "msg"),
-				 h_s(&b->root, "msg"));
+		if (!v || !msgpack_object_equal(ma->ptr[i].val, *v)) {
+			char ca[64], ma_[256];
+
+			/* h_code and h_s share one static buffer */
+			snprintf(ca, sizeof(ca), "%s", h_code(a));
+			snprintf(ma_, sizeof(ma_), "%s", h_s(&a->root, "msg"));
+			fail_msg("%s: answers differ in \"%s\" (%s \"%s\" vs "
+				 "%s)", what, key, ca, ma_, h_code(b));
+		}
 	}
 	for (uint32_t i = 0; i < b->root.via.map.size; i++) {
 		const msgpack_object *k = &b->root.via.map.ptr[i].key;
