@@ -1342,30 +1342,33 @@ static void dm_id_v1(const char *ws, char *const *m, uint32_t n, char *out)
  * set ('\0' after each: ids never hold one), keyed by a key derived from
  * the server's secret. The same set always names the same channel, and
  * without the secret nobody can tell which id two users' DM has. */
-static void dm_id_v2(const char *ws, char *const *m, uint32_t n, char *out)
+static bool dm_id_v2(const char *ws, char *const *m, uint32_t n, char *out)
 {
 	static const char label[] = "parley dm id v2";
 	uint8_t k[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
 	unsigned kl = 0, ml = 0;
-	size_t len = strlen(ws) + 1, o = 0;
+	size_t len = strlen(ws) + 1, o = len;
 	uint8_t *buf;
+	bool ok;
 
 	for (uint32_t i = 0; i < n; i++)
 		len += strlen(m[i]) + 1;
 	buf = malloc(len);
-	memcpy(buf, ws, strlen(ws) + 1);
-	o = strlen(ws) + 1;
+	memcpy(buf, ws, o);
 	for (uint32_t i = 0; i < n; i++) {
 		memcpy(buf + o, m[i], strlen(m[i]) + 1);
 		o += strlen(m[i]) + 1;
 	}
-	HMAC(EVP_sha256(), srv.key, (int)srv.key_len, (const uint8_t *)label,
-	     sizeof(label) - 1, k, &kl);
-	HMAC(EVP_sha256(), k, (int)kl, buf, len, mac, &ml);
+	ok = HMAC(EVP_sha256(), srv.key, (int)srv.key_len,
+		  (const uint8_t *)label, sizeof(label) - 1, k, &kl) &&
+	     HMAC(EVP_sha256(), k, (int)kl, buf, len, mac, &ml) && ml >= 16;
 	free(buf);
+	if (!ok)
+		return false;
 	memcpy(out, "D2-", 3);
 	for (int i = 0; i < 16; i++)
 		sprintf(out + 3 + 2 * i, "%02x", mac[i]);
+	return true;
 }
 
 /* Is id a DM of ws whose members are exactly m? 0 yes, -ENOENT no, -EIO. */
@@ -1399,16 +1402,21 @@ static bool dm_id(struct req *r, char *out)
 	char (*ids)[ID_CAP];
 	char **m;
 	uint32_t n = dm_members(r, &ids, &m);
+	bool keyed = true;
 	int rc;
 
 	dm_id_v1(r->ws, m, n, out);
 	rc = dm_is(out, r->ws, m, n);
 	if (rc == -ENOENT)
-		dm_id_v2(r->ws, m, n, out);
+		keyed = dm_id_v2(r->ws, m, n, out);
 	free(ids);
 	free(m);
 	if (rc && rc != -ENOENT) {
 		fail(r, "UNAVAILABLE", "storage unavailable");
+		return false;
+	}
+	if (!keyed) {
+		fail(r, "INTERNAL", "cannot make the DM id");
 		return false;
 	}
 	return true;
