@@ -771,12 +771,17 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	}
 }
 
-/* The channel as the user may see it, or NULL (answered). */
+/* The channel as the user may see it, or NULL (answered). A private
+ * channel or DM the user is not a member of does not exist for them: the
+ * answer is word for word the one for an id never made, so nobody learns
+ * which private channels and DMs exist. Public channels are visible to the
+ * whole workspace (and answer FORBIDDEN where membership is needed). */
 static struct chan *visible(struct shard_state *ss, struct m_req *r)
 {
 	struct chan *c = chan_get(ss, r->ch);
 
-	if (!c || strcmp(c->rec.ws, r->ws)) {
+	if (!c || strcmp(c->rec.ws, r->ws) ||
+	    (c->rec.kind != STORE_PUBLIC && !member_of(c, r->user))) {
 		fail(r, "NOT_FOUND", "no such channel");
 		return NULL;
 	}

@@ -193,6 +193,9 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 		if (rc)
 			FAIL("UNAVAILABLE", "storage unavailable");
 		rc = store_get_member(srv.st, ch, user, &mem);
+		/* a private channel or DM one is not in does not exist */
+		if (rc == -ENOENT && rec.kind != STORE_PUBLIC)
+			FAIL("NOT_FOUND", "no such channel");
 		if (rc == -ENOENT)
 			FAIL("FORBIDDEN", "not a member of this channel");
 		if (rc)

@@ -26,6 +26,9 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "actors/actors.h"
 
 enum sess_state { S_NEW, S_ATTACHING, S_READY };
@@ -589,27 +592,30 @@ static bool arg_ch(struct req *r, char *ch)
 }
 
 /* For reads: the channel must exist in the user's workspace; a private or
- * DM channel only for its members. */
+ * DM channel only for its members. One the user may not see does not
+ * exist for them: the same answer, word for word, as an id never made
+ * (the channel actor's visible() says the same). */
 static bool can_read(struct req *r, const char *ch, store_channel *rec,
 		     store_member *mem, bool *member)
 {
 	int rc = store_get_channel(srv.st, ch, rec);
 
-	if (rc == -ENOENT || (rc == 0 && strcmp(rec->ws, r->ws))) {
-		fail(r, "NOT_FOUND", "no such channel");
-		return false;
-	}
-	if (rc) {
+	if (rc && rc != -ENOENT) {
 		fail(r, "UNAVAILABLE", "storage unavailable");
 		return false;
 	}
-	rc = store_get_member(srv.st, ch, r->user, mem);
-	*member = rc == 0;
-	if (!*member && rec->kind != STORE_PUBLIC) {
-		fail(r, "FORBIDDEN", "not a member of this channel");
-		return false;
+	if (rc == 0 && !strcmp(rec->ws, r->ws)) {
+		rc = store_get_member(srv.st, ch, r->user, mem);
+		if (rc && rc != -ENOENT) {
+			fail(r, "UNAVAILABLE", "storage unavailable");
+			return false;
+		}
+		*member = rc == 0;
+		if (*member || rec->kind == STORE_PUBLIC)
+			return true;
 	}
-	return true;
+	fail(r, "NOT_FOUND", "no such channel");
+	return false;
 }
 
 static const char *kind_name(uint8_t k)
@@ -1291,39 +1297,129 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* DM id: "D" + 16 hex of a hash of the workspace and the sorted member set,
- * so the same set always names the same channel. */
-static void dm_id(struct req *r, char *out)
+/* The members of a dm.open: the caller and the users it names, sorted,
+ * each once. Returns their count; ids holds the strings, m points at them. */
+static uint32_t dm_members(struct req *r, char (**ids)[ID_CAP], char ***m)
 {
 	const msgpack_object_array *a;
-	char (*ids)[ID_CAP];
-	char **sorted;
-	uint64_t h = 1469598103934665603ULL;
-	uint32_t n = 0;
+	uint32_t n = 0, k = 0;
 
 	proto_get_array(r->map, "users", &a);
-	ids = calloc(a->size + 1, ID_CAP);
-	sorted = calloc(a->size + 1, sizeof(*sorted));
-	strcpy(ids[n++], r->user);
+	*ids = calloc(a->size + 1, ID_CAP);
+	*m = calloc(a->size + 1, sizeof(**m));
+	strcpy((*ids)[n++], r->user);
 	for (uint32_t i = 0; i < a->size; i++) {
-		memcpy(ids[n], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
+		memcpy((*ids)[n], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
 		n++;
 	}
 	for (uint32_t i = 0; i < n; i++)
-		sorted[i] = ids[i];
-	qsort(sorted, n, sizeof(*sorted), cmp_str);
-	for (const char *p = r->ws; *p; p++)
+		(*m)[i] = (*ids)[i];
+	qsort(*m, n, sizeof(**m), cmp_str);
+	for (uint32_t i = 0; i < n; i++)
+		if (!k || strcmp((*m)[i], (*m)[k - 1]))
+			(*m)[k++] = (*m)[i]; /* a set: duplicates count once */
+	return k;
+}
+
+/* The id DMs had before ids were keyed: "D" + 16 hex of an FNV-1a hash of
+ * the workspace and the member set, which anyone could compute. Only ever
+ * looked up now, so that a DM made by an older server keeps its channel. */
+static void dm_id_v1(const char *ws, char *const *m, uint32_t n, char *out)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (const char *p = ws; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	for (uint32_t i = 0; i < n; i++) {
-		if (i && !strcmp(sorted[i], sorted[i - 1]))
-			continue; /* a set: duplicates count once */
 		h = (h ^ 0) * 1099511628211ULL;
-		for (const char *p = sorted[i]; *p; p++)
+		for (const char *p = m[i]; *p; p++)
 			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	}
 	snprintf(out, ID_CAP, "D%016llx", (unsigned long long)h);
+}
+
+/* DM id: "D2-" + 32 hex of HMAC-SHA256 over the workspace and the member
+ * set ('\0' after each: ids never hold one), keyed by a key derived from
+ * the server's secret. The same set always names the same channel, and
+ * without the secret nobody can tell which id two users' DM has. */
+static bool dm_id_v2(const char *ws, char *const *m, uint32_t n, char *out)
+{
+	static const char label[] = "parley dm id v2";
+	uint8_t k[EVP_MAX_MD_SIZE], mac[EVP_MAX_MD_SIZE];
+	unsigned kl = 0, ml = 0;
+	size_t len = strlen(ws) + 1, o = len;
+	uint8_t *buf;
+	bool ok;
+
+	for (uint32_t i = 0; i < n; i++)
+		len += strlen(m[i]) + 1;
+	buf = malloc(len);
+	memcpy(buf, ws, o);
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(buf + o, m[i], strlen(m[i]) + 1);
+		o += strlen(m[i]) + 1;
+	}
+	ok = HMAC(EVP_sha256(), srv.key, (int)srv.key_len,
+		  (const uint8_t *)label, sizeof(label) - 1, k, &kl) &&
+	     HMAC(EVP_sha256(), k, (int)kl, buf, len, mac, &ml) && ml >= 16;
+	free(buf);
+	if (!ok)
+		return false;
+	memcpy(out, "D2-", 3);
+	for (int i = 0; i < 16; i++)
+		sprintf(out + 3 + 2 * i, "%02x", mac[i]);
+	return true;
+}
+
+/* Is id a DM of ws whose members are exactly m? 0 yes, -ENOENT no, -EIO. */
+static int dm_is(const char *id, const char *ws, char *const *m, uint32_t n)
+{
+	struct idvec iv = { 0 };
+	store_channel rec;
+	int rc = store_get_channel(srv.st, id, &rec);
+
+	if (rc)
+		return rc;
+	if (rec.kind != STORE_DM || strcmp(rec.ws, ws))
+		return -ENOENT;
+	if (store_scan_members(srv.st, id, "", n + 1, collect_id, &iv, NULL)) {
+		free(iv.v);
+		return -EIO;
+	}
+	rc = iv.n == n ? 0 : -ENOENT;
+	for (uint32_t i = 0; rc == 0 && i < n; i++)
+		if (strcmp(iv.v[i], m[i])) /* both in byte order */
+			rc = -ENOENT;
+	free(iv.v);
+	return rc;
+}
+
+/* The channel of a dm.open: the DM an older server made for this member
+ * set if there is one, else the keyed id. False (and answered) if storage
+ * cannot tell. */
+static bool dm_id(struct req *r, char *out)
+{
+	char (*ids)[ID_CAP];
+	char **m;
+	uint32_t n = dm_members(r, &ids, &m);
+	bool keyed = true;
+	int rc;
+
+	dm_id_v1(r->ws, m, n, out);
+	rc = dm_is(out, r->ws, m, n);
+	if (rc == -ENOENT)
+		keyed = dm_id_v2(r->ws, m, n, out);
 	free(ids);
-	free(sorted);
+	free(m);
+	if (rc && rc != -ENOENT) {
+		fail(r, "UNAVAILABLE", "storage unavailable");
+		return false;
+	}
+	if (!keyed) {
+		fail(r, "INTERNAL", "cannot make the DM id");
+		return false;
+	}
+	return true;
 }
 
 static bool validate_write(struct req *r, char *ch)
@@ -1353,10 +1449,7 @@ static bool validate_write(struct req *r, char *ch)
 		return true;
 	}
 	case OP_DM_OPEN:
-		if (!arg_users(r, srv.lim.max_dm - 1))
-			return false;
-		dm_id(r, ch);
-		return true;
+		return arg_users(r, srv.lim.max_dm - 1) && dm_id(r, ch);
 	case OP_CH_INVITE:
 		return arg_ch(r, ch) && arg_users(r, 1000);
 	case OP_SEND: {

@@ -1,12 +1,15 @@
 /*
  * Authentication, as a client sees it: a valid hello returns the user, the
  * workspace, hb_ms, the limits and the user's channels. Every kind of bad
- * token (another secret, alg none, HS384/HS512 with the right secret,
- * expired beyond the 30 s skew, nbf in the future beyond it, missing sub,
- * ws or exp, ids with bad characters or too long, garbage) gets ok:false
+ * token (another secret, alg none, HS384/HS512 with the right secret, an
+ * alg spelled other than exactly "HS256" such as "hs256", a `crit` header,
+ * expired beyond the 30 s skew, nbf in the future beyond it, a fraction
+ * counting, an nbf or exp that is not a number, missing sub, ws or exp,
+ * ids with bad characters or too long, garbage) gets ok:false
  * UNAUTHORIZED and then close 4001, while tokens inside the skew are
- * accepted. Other requests before hello are UNAUTHORIZED and leave the
- * connection usable; a second hello is BAD_REQUEST, a malformed resume
+ * accepted, and so are exp values up to the last int64 or a huge float
+ * (no overflow in the comparison). Other requests before hello are
+ * UNAUTHORIZED and leave the connection usable; a second hello is BAD_REQUEST, a malformed resume
  * too (hello may then be tried again); requests sent right behind a hello,
  * without waiting for its answer, are served; a bad token in a hello
  * without rid is an err frame naming hello, then 4001; no hello within the
@@ -27,6 +30,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "tests/e2e/harness.h"
 
@@ -471,6 +476,210 @@ static void test_nbf_in_future(void **st)
 {
 	(void)st;
 	run_case(case_nbf);
+}
+
+/* ---- hand-made tokens: any header, any claims ---------------------------- */
+
+static void b64url(const unsigned char *in, size_t n, char *out)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t o = 0;
+	uint32_t acc = 0;
+	unsigned bits = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		acc = (acc << 8) | in[i];
+		bits += 8;
+		while (bits >= 6) {
+			bits -= 6;
+			out[o++] = a[(acc >> bits) & 63];
+		}
+	}
+	if (bits)
+		out[o++] = a[(acc << (6 - bits)) & 63];
+	out[o] = 0;
+}
+
+/* header.claims signed with HMAC-SHA256 and key, whatever they say. */
+static char *mint_raw(const unsigned char *key, size_t keylen,
+		      const char *header, const char *claims)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned maclen = 0;
+	size_t hl = strlen(header), cl = strlen(claims);
+	char *tok = malloc(2 * (hl + cl) + 128);
+	size_t n;
+
+	b64url((const unsigned char *)header, hl, tok);
+	n = strlen(tok);
+	tok[n++] = '.';
+	b64url((const unsigned char *)claims, cl, tok + n);
+	n = strlen(tok);
+	assert_non_null(HMAC(EVP_sha256(), key, (int)keylen,
+			     (const unsigned char *)tok, n, mac, &maclen));
+	tok[n++] = '.';
+	b64url(mac, maclen, tok + n);
+	return tok;
+}
+
+#define HS256 "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+
+/* One hand-made token: accepted as alice@acme, or refused (4001). */
+static void raw_case(hsrv *s, const unsigned char *key, size_t kl,
+		     const char *header, const char *claims, bool accepted)
+{
+	char *tok = mint_raw(key, kl, header, claims);
+
+	if (accepted)
+		expect_accepted(s, tok, "alice", "acme");
+	else
+		expect_rejected(s, tok);
+	free(tok);
+}
+
+/* Claims for alice@acme with exp and optional more ("" or ",..."). */
+static const char *claims_exp(const char *exp, const char *more)
+{
+	static char buf[512];
+
+	snprintf(buf, sizeof(buf),
+		 "{\"sub\":\"alice\",\"ws\":\"acme\",\"exp\":%s%s}", exp, more);
+	return buf;
+}
+
+/* A NumericDate relative to now, written with a fraction: now+d+0.5 */
+static const char *half(int64_t d)
+{
+	static char bufs[4][64];
+	static unsigned i;
+	char *b = bufs[i++ % 4];
+	int64_t t = now_s() + d;
+
+	if (t >= 0)
+		snprintf(b, 64, "%lld.5", (long long)t);
+	else
+		snprintf(b, 64, "-%lld.5", (long long)-t - 1);
+	return b;
+}
+
+static void case_alg_spelling(hsrv *s, const unsigned char *key, size_t kl)
+{
+	char exp[32], tok_claims[512];
+
+	snprintf(exp, sizeof(exp), "%lld", (long long)(now_s() + 3600));
+	snprintf(tok_claims, sizeof(tok_claims), "%s", claims_exp(exp, ""));
+	/* hand-made and right: accepted (what the rest varies is the alg) */
+	raw_case(s, key, kl, HS256, tok_claims, true);
+	raw_case(s, key, kl, "{\"alg\":\"HS256\"}", tok_claims, true);
+	/* other spellings of HS256, signed with HMAC-SHA256 and the secret */
+	raw_case(s, key, kl, "{\"alg\":\"hs256\",\"typ\":\"JWT\"}", tok_claims,
+		 false);
+	raw_case(s, key, kl, "{\"alg\":\"Hs256\"}", tok_claims, false);
+	raw_case(s, key, kl, "{\"alg\":\"hS256\"}", tok_claims, false);
+	/* no alg, or not a string */
+	raw_case(s, key, kl, "{\"typ\":\"JWT\"}", tok_claims, false);
+	raw_case(s, key, kl, "{\"alg\":256}", tok_claims, false);
+}
+
+static void test_alg_spelled_exactly(void **st)
+{
+	(void)st;
+	run_case(case_alg_spelling);
+}
+
+static void case_crit(hsrv *s, const unsigned char *key, size_t kl)
+{
+	char exp[32], tok_claims[512];
+
+	snprintf(exp, sizeof(exp), "%lld", (long long)(now_s() + 3600));
+	snprintf(tok_claims, sizeof(tok_claims), "%s",
+		 claims_exp(exp, ",\"nbf2\":1"));
+	raw_case(s, key, kl,
+		 "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"crit\":[\"nbf2\"]}",
+		 tok_claims, false);
+	raw_case(s, key, kl, "{\"alg\":\"HS256\",\"crit\":[\"exp\"]}",
+		 tok_claims, false);
+	raw_case(s, key, kl, "{\"alg\":\"HS256\",\"crit\":[]}", tok_claims,
+		 false);
+	/* the same token without crit is fine */
+	raw_case(s, key, kl, HS256, tok_claims, true);
+}
+
+static void test_crit_header_refused(void **st)
+{
+	(void)st;
+	run_case(case_crit);
+}
+
+static void case_nbf_kinds(hsrv *s, const unsigned char *key, size_t kl)
+{
+	char exp[32], more[128];
+
+	snprintf(exp, sizeof(exp), "%lld", (long long)(now_s() + 3600));
+	/* a fraction counts: valid in 100.5 s is beyond the skew */
+	snprintf(more, sizeof(more), ",\"nbf\":%s", half(100));
+	raw_case(s, key, kl, HS256, claims_exp(exp, more), false);
+	snprintf(more, sizeof(more), ",\"nbf\":%s", half(3600));
+	raw_case(s, key, kl, HS256, claims_exp(exp, more), false);
+	snprintf(more, sizeof(more), ",\"nbf\":%s", half(-101)); /* -100.5 */
+	raw_case(s, key, kl, HS256, claims_exp(exp, more), true);
+	snprintf(more, sizeof(more), ",\"nbf\":%s", half(5)); /* in skew */
+	raw_case(s, key, kl, HS256, claims_exp(exp, more), true);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":1e300"), false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":-1e300"), true);
+	raw_case(s, key, kl, HS256,
+		 claims_exp(exp, ",\"nbf\":9223372036854775807"), false);
+	raw_case(s, key, kl, HS256,
+		 claims_exp(exp, ",\"nbf\":-9223372036854775808"), true);
+	/* anything but a number refuses the token, even a past time */
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":\"0\""), false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":\"1000\""),
+		 false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":true"), false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":null"), false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":[0]"), false);
+	raw_case(s, key, kl, HS256, claims_exp(exp, ",\"nbf\":{}"), false);
+}
+
+static void test_nbf_float_and_types(void **st)
+{
+	(void)st;
+	run_case(case_nbf_kinds);
+}
+
+static void case_exp_extremes(hsrv *s, const unsigned char *key, size_t kl)
+{
+	/* the far future, up to the last int64 (exp + skew overflowed) */
+	raw_case(s, key, kl, HS256, claims_exp("9223372036854775807", ""),
+		 true);
+	raw_case(s, key, kl, HS256, claims_exp("9223372036854775790", ""),
+		 true);
+	raw_case(s, key, kl, HS256, claims_exp("1e300", ""), true);
+	raw_case(s, key, kl, HS256, claims_exp(half(100), ""), true);
+	/* expired 100.5 s ago; long ago; never valid */
+	raw_case(s, key, kl, HS256, claims_exp(half(-101), ""), false);
+	raw_case(s, key, kl, HS256, claims_exp("1.5", ""), false);
+	raw_case(s, key, kl, HS256, claims_exp("-9223372036854775808", ""),
+		 false);
+	raw_case(s, key, kl, HS256, claims_exp("-1e300", ""), false);
+	raw_case(s, key, kl, HS256, claims_exp("0", ""), false);
+	/* not a number */
+	raw_case(s, key, kl, HS256, claims_exp("\"9999999999\"", ""), false);
+	raw_case(s, key, kl, HS256, claims_exp("null", ""), false);
+	/* iat is not checked: any value, however big, is left alone */
+	raw_case(s, key, kl, HS256,
+		 claims_exp(half(100), ",\"iat\":9223372036854775807"), true);
+	/* a far-future exp with a far-future nbf is still not valid yet */
+	raw_case(s, key, kl, HS256,
+		 claims_exp("9223372036854775807",
+			    ",\"nbf\":9223372036854775807"),
+		 false);
+}
+
+static void test_exp_extremes(void **st)
+{
+	(void)st;
+	run_case(case_exp_extremes);
 }
 
 static void case_missing_claims(hsrv *s, const unsigned char *key, size_t kl)
@@ -1118,6 +1327,10 @@ int main(void)
 		cmocka_unit_test(test_hs512_with_right_secret),
 		cmocka_unit_test(test_expired),
 		cmocka_unit_test(test_nbf_in_future),
+		cmocka_unit_test(test_alg_spelled_exactly),
+		cmocka_unit_test(test_crit_header_refused),
+		cmocka_unit_test(test_nbf_float_and_types),
+		cmocka_unit_test(test_exp_extremes),
 		cmocka_unit_test(test_missing_claims),
 		cmocka_unit_test(test_sub_invalid_characters),
 		cmocka_unit_test(test_garbage_token),

@@ -3,8 +3,9 @@
  * learn of the new channel; bad names and kinds are refused), ch.join of a
  * public channel (the joiner's other devices and the members online are
  * told, events follow, joining twice changes nothing), what non-members may
- * not do (join, read or write a private channel, write a public one,
- * invite), ch.invite, ch.leave (the leaver hears no more), workspace
+ * not do (a private channel or DM does not exist for them: NOT_FOUND for
+ * joining, reading, writing, inviting; a public one they may read but
+ * not write to nor invite to: FORBIDDEN), ch.invite, ch.leave (the leaver hears no more), workspace
  * isolation, ch.list, ch.members paging, and DMs: dm.open gives one
  * channel per set of members whoever opens it, announces it to the others,
  * holds at most 250 members, is scoped to its workspace and cannot be
@@ -490,19 +491,19 @@ static void test_non_members_refused(void **st)
 	send_ok(a, priv, 1);
 	send_ok(a, pub, 1);
 
-	/* A private channel: closed to dave in every way. */
-	REQ_FAIL("FORBIDDEN", d, "ch.join", 1, "ch", 's', priv);
-	REQ_FAIL("FORBIDDEN", d, "history", 1, "ch", 's', priv);
-	REQ_FAIL("FORBIDDEN", d, "events", 3, "ch", 's', priv, "after", 'u',
+	/* A private channel: does not exist for dave, in every way. */
+	REQ_FAIL("NOT_FOUND", d, "ch.join", 1, "ch", 's', priv);
+	REQ_FAIL("NOT_FOUND", d, "history", 1, "ch", 's', priv);
+	REQ_FAIL("NOT_FOUND", d, "events", 3, "ch", 's', priv, "after", 'u',
 		 (uint64_t)0, "limit", 'u', (uint64_t)10);
-	REQ_FAIL("FORBIDDEN", d, "ch.members", 1, "ch", 's', priv);
-	REQ_FAIL("FORBIDDEN", d, "send", 3, "ch", 's', priv, "body", 's',
+	REQ_FAIL("NOT_FOUND", d, "ch.members", 1, "ch", 's', priv);
+	REQ_FAIL("NOT_FOUND", d, "send", 3, "ch", 's', priv, "body", 's',
 		 "let me in", "cmid", 's', "d1");
-	REQ_FAIL("FORBIDDEN", d, "ch.invite", 2, "ch", 's', priv, "users", 'S',
+	REQ_FAIL("NOT_FOUND", d, "ch.invite", 2, "ch", 's', priv, "users", 'S',
 		 dave);
-	REQ_FAIL("FORBIDDEN", d, "ch.invite", 2, "ch", 's', priv, "users", 'S',
+	REQ_FAIL("NOT_FOUND", d, "ch.invite", 2, "ch", 's', priv, "users", 'S',
 		 erin);
-	REQ_FAIL("FORBIDDEN", d, "read", 2, "ch", 's', priv, "seq", 'u',
+	REQ_FAIL("NOT_FOUND", d, "read", 2, "ch", 's', priv, "seq", 'u',
 		 (uint64_t)1);
 
 	/* A public channel: dave may read it but not write or invite. */
@@ -591,9 +592,10 @@ static void test_invite(void **st)
 	expect_quiet(a, "member", ch, 300);
 	expect_quiet(b1, "member", ch, 0);
 
-	/* A non-member may not invite (not even itself) */
+	/* A non-member may not invite (not even itself): for it the
+	 * private channel does not exist */
 	d = conn(&s, "dave", "acme");
-	REQ_FAIL("FORBIDDEN", d, "ch.invite", 2, "ch", 's', ch, "users", 'S',
+	REQ_FAIL("NOT_FOUND", d, "ch.invite", 2, "ch", 's', ch, "users", 'S',
 		 erin);
 	assert_int_equal(all_members(a, ch, 1000, members, 8), 3);
 	assert_string_equal(members[0], "alice");
@@ -732,8 +734,8 @@ static void test_leave(void **st)
 	REQ_OK(b1, &res, "ch.leave", 1, "ch", 's', priv);
 	proto_doc_free(&res);
 	expect_member(b1, priv, "bob", "leave");
-	REQ_FAIL("FORBIDDEN", b1, "history", 1, "ch", 's', priv);
-	REQ_FAIL("FORBIDDEN", b1, "ch.join", 1, "ch", 's', priv);
+	REQ_FAIL("NOT_FOUND", b1, "history", 1, "ch", 's', priv);
+	REQ_FAIL("NOT_FOUND", b1, "ch.join", 1, "ch", 's', priv);
 	send_ok(a, priv, 1);
 	expect_quiet(b1, "ev", priv, 300);
 
@@ -1187,12 +1189,13 @@ static void test_dm_same_set_same_channel(void **st)
 	REQ_OK(a, &res, "ch.members", 1, "ch", 's', ab);
 	assert_int_equal(arr_at(&res.root, "members")->size, 2);
 	proto_doc_free(&res);
-	/* carol is no member of alice and bob's DM */
-	REQ_FAIL("FORBIDDEN", c, "history", 1, "ch", 's', ab);
-	REQ_FAIL("FORBIDDEN", c, "send", 3, "ch", 's', ab, "body", 's', "hi",
+	/* carol is no member of alice and bob's DM: for her it does not
+	 * exist */
+	REQ_FAIL("NOT_FOUND", c, "history", 1, "ch", 's', ab);
+	REQ_FAIL("NOT_FOUND", c, "send", 3, "ch", 's', ab, "body", 's', "hi",
 		 "cmid", 's', "c1");
-	REQ_FAIL("FORBIDDEN", c, "ch.join", 1, "ch", 's', ab);
-	REQ_FAIL("FORBIDDEN", c, "ch.members", 1, "ch", 's', ab);
+	REQ_FAIL("NOT_FOUND", c, "ch.join", 1, "ch", 's', ab);
+	REQ_FAIL("NOT_FOUND", c, "ch.members", 1, "ch", 's', ab);
 
 	pc_close(a);
 	pc_close(b);

@@ -665,10 +665,10 @@ static void test_edit(void **st)
 	}
 	proto_doc_free(&res);
 
-	/* In a private channel, a non-member is refused too */
+	/* A private channel does not exist for a non-member */
 	create(a1, "secret", "private", priv);
 	send_ok(a1, priv, "private words", "p-1", 0, NULL, 1);
-	REQ_FAIL("FORBIDDEN", b, "edit", 3, "ch", 's', priv, "target", 'u',
+	REQ_FAIL("NOT_FOUND", b, "edit", 3, "ch", 's', priv, "target", 'u',
 		 (uint64_t)1, "body", 's', "bob");
 
 	pc_close(a1);

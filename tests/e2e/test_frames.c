@@ -1225,12 +1225,13 @@ static void test_fire_and_forget_error(void **st)
 	h_drain(a, 200); /* the member notices of the new channels (a late
 			  * one is skipped below) */
 
-	/* bob is no member of either: FORBIDDEN, as an err frame for send. */
+	/* bob is no member of either, as an err frame for send: the private
+	 * one does not exist for him, the public one is FORBIDDEN. */
 	proto_out_init(&o, 0, 128);
 	proto_enc_send(&o, 0, priv, "let me in", 9, "b1", 0, NULL, 0);
 	assert_int_equal(pc_send(b, &o), 0);
 	proto_out_free(&o);
-	expect_err(b, "FORBIDDEN", "send");
+	expect_err(b, "NOT_FOUND", "send");
 	proto_out_init(&o, 0, 128);
 	proto_enc_send(&o, 0, pub, "let me in", 9, "b2", 0, NULL, 0);
 	assert_int_equal(pc_send(b, &o), 0);

@@ -406,11 +406,12 @@ static void test_refusals(void **state)
 	snprintf(hs, sizeof(hs), "Bearer eyJhbGciOiJub25lIn0.e30.");
 	refused(&w.s, "GET", w.path, hs, NULL, 401, "UNAUTHORIZED");
 
-	/* 403: a private channel the user is not in (read and write) */
-	refused(&w.s, "GET", w.ppath, w.tb, NULL, 403, "FORBIDDEN");
+	/* 404: a private channel the user is not in (read and write) does
+	 * not exist for it */
+	refused(&w.s, "GET", w.ppath, w.tb, NULL, 404, "NOT_FOUND");
 	refused(&w.s, "POST", w.ppath, w.tb,
-		"{\"body\":\"x\",\"cmid\":\"c\"}", 403, "FORBIDDEN");
-	/* ... and a public one it has not joined: reading yes, writing no */
+		"{\"body\":\"x\",\"cmid\":\"c\"}", 404, "NOT_FOUND");
+	/* 403: a public channel it has not joined: reading yes, writing no */
 	http(&w.s, "GET", w.path, w.tc, NULL, &r);
 	assert_int_equal(r.status, 200);
 	hres_free(&r);

@@ -279,7 +279,7 @@ static void test_scope(void **st)
 	/* the ch argument */
 	search_until(a, "pineapple", pub, 0, 1, &h);
 	assert_string_equal(h.h[0].ch, pub);
-	search_fail(a, "FORBIDDEN", "pineapple", bobs, 0);
+	search_fail(a, "NOT_FOUND", "pineapple", bobs, 0); /* private */
 	search_fail(a, "FORBIDDEN", "pineapple", open, 0); /* public: join first */
 	search_fail(a, "NOT_FOUND", "pineapple", other, 0); /* other ws */
 	search_fail(a, "NOT_FOUND", "pineapple", "no-such-channel", 0);
