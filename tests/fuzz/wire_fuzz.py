@@ -512,7 +512,9 @@ class Conn:
                        "response to rid %d, which was not asked for (or twice): %r"
                        % (rid, _short(m)))
             return
-        p.pop(0)
+        # a rid sent twice (a duplicated key, a flipped bit) is answered
+        # for the request that must have an answer first
+        p.remove(True) if True in p else p.pop()
         if not p:
             del self.pending[rid]
         self.answered[rid] = m
