@@ -328,6 +328,7 @@ class Conn:
         self.hello_sent = False
         self.big_sent = False
         self.rfc_sent = False
+        self.rfc_kinds = set()
         self.text_bad_utf8 = False
         self.bytes_sent = 0
         self.last_seq = {}
@@ -599,6 +600,10 @@ class Conn:
         if self.state != "done":
             self.fz.finding("close", self, "no EOF within %d s after our close" % WAIT)
             self._end(reset="timeout")
+
+
+RFC_KINDS = ["RSV1 set", "opcode 3", "unmasked", "ping of 126 bytes",
+             "continuation without a start", "new message inside a fragmented one"]
 
 
 def _short(m, n=300):
@@ -971,6 +976,8 @@ class Fuzzer:
             h.append("1009: a message over %d bytes sent" % MAX_FRAME)
         if c.hello_sent:
             h.append("4001: a hello sent (bad token?)")
+        if c.rfc_sent:
+            h.append("1002: RFC 6455 violations sent (%s)" % ", ".join(sorted(c.rfc_kinds)))
         if c.role == "unauth":
             h.append("4001: unauthenticated for %.1f s" % (time.time() - c.t_open))
         return "; ".join(h) or "nothing the client did asks for a close"
@@ -1218,7 +1225,8 @@ class Fuzzer:
             data = frame(0, payload)                        # continuation, no start
         else:
             data = frame(2, payload, fin=False) + frame(2, payload)  # new msg mid-fragment
-        frames[-1] = "rfc#%d " % k + frames[-1]
+        c.rfc_kinds.add(RFC_KINDS[k])
+        frames[-1] = "rfc#%d (%s) " % (k, RFC_KINDS[k]) + frames[-1]
         c.log[-1] = (c.log[-1][0], frames[-1])
         self.stats["frames"] += 1
         c._send_raw(data)
