@@ -1340,11 +1340,18 @@ class Fuzzer:
         except SystemExit:
             pass
         except (RuntimeError, OSError) as e:
+            # a server that died may take a moment to be reaped
+            try:
+                self.server.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+            where = "batch %s" % self.batch[0] if self.batch else "setup or the end"
             if not self.server.alive():
-                self.finding("crash", None, "parleyd exited (status %s):\n%s" % (
-                    self.server.proc.returncode, self.server.log_tail()))
+                self.finding("crash", None, "parleyd exited (status %s) during %s (%s: %s):\n%s"
+                             % (self.server.proc.returncode, where, type(e).__name__, e,
+                                self.server.log_tail()))
             else:
-                self.finding("setup", None, "%s: %s" % (type(e).__name__, e))
+                self.finding("error", None, "during %s: %s: %s" % (where, type(e).__name__, e))
         finally:
             rep = self.server.sanitizer_report()
             if rep:
