@@ -337,6 +337,8 @@ class Conn:
         self.rbuf = b""
         self.checked_end = False
         self.t_open = time.time()
+        self.writing = False      # a frame is partly written
+        self.ctl = []             # control frames to send once it is out
         self.log = []             # (batch, frame description), the latest last
         self.optional = set()     # rids that may still be answered, or not
         self.sock = socket.create_connection(("127.0.0.1", fz.port), timeout=WAIT)
@@ -537,17 +539,35 @@ class Conn:
 
     # -- sending
 
-    def _send_raw(self, data, force=False):
-        """Send all of data (reading meanwhile). False once it cannot."""
+    def _send_raw(self, data, force=False, pace=0):
+        """Send all of data, one or more whole frames (reading meanwhile).
+        False once it cannot. A close or ping that arrives meanwhile is
+        answered after data, never inside a frame. pace: bytes per write,
+        with a short wait between writes (a slow client)."""
         if self.state == "done" or (self.state == "closing" and not force):
             return False
+        if self.writing:                 # a control frame while a frame is out
+            self.ctl.append(data)
+            return True
+        self.writing = True
+        try:
+            ok = self._write(data, pace)
+        finally:
+            self.writing = False
+        while ok and self.ctl:
+            ok = self._write(self.ctl.pop(0), 0)
+        return ok
+
+    def _write(self, data, pace):
         view = memoryview(data)
         deadline = time.time() + WAIT
-        while view:
+        while view and self.state != "done":
             try:
-                n = self.sock.send(view)
+                n = self.sock.send(view[:pace] if pace else view)
                 view = view[n:]
                 self.bytes_sent += n
+                if pace and view:
+                    self.pump(0.005)
                 continue
             except BlockingIOError:
                 pass
@@ -563,9 +583,7 @@ class Conn:
             except (OSError, ValueError):
                 pass
             self.pump(0)
-            if self.state == "done":
-                return False
-        return True
+        return self.state != "done"
 
     def request(self, obj, required=True, what=None):
         """Send a well-formed request map with an expected rid."""
@@ -1196,13 +1214,8 @@ class Fuzzer:
         else:
             data = frame(op, payload, key=key)
             self.stats["frames"] += 1
-        if kind == "oversized" and r.random() < 0.5:
-            # the payload in pieces, as a slow client would write it
-            for i in range(0, len(data), 16384):
-                if not c._send_raw(data[i:i + 16384]):
-                    return
-            return
-        c._send_raw(data)
+        # an oversized message sometimes in pieces, as a slow client writes
+        c._send_raw(data, pace=16384 if kind == "oversized" and r.random() < 0.5 else 0)
 
     def send_rfc(self, c, g, payload, frames):
         r = g.r
