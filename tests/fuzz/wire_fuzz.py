@@ -1135,6 +1135,49 @@ class Fuzzer:
             self.slots[i] = c
         return c
 
+    def prelude(self):
+        """Fixed batches first, so that every run meets the defects the
+        random ones found: a client that keeps writing after the server
+        decided to close (1008, 1009, 4001) must still get the close code."""
+        hb = pack({"op": "hb"})
+        bad_hello = pack({"op": "hello", "rid": 1, "token": "a.b.c"})
+        scenarios = [
+            ("1008", "auth", [("text", b"not msgpack")] * (BAD_LIMIT + 1)),
+            ("1009", "auth", [("binary", b"\x80" + b"\x00" * MAX_FRAME)]),
+            ("4001", "unauth", [("binary", bad_hello)]),
+        ]
+        for code, role, msgs in scenarios:
+            label = "prelude-%s" % code
+            c = self.connect(label, role, "fz3" if role == "auth" else None, "wa")
+            frames = []
+            self.batch = (label, label, frames)
+            for kind, payload in msgs + [("binary", hb)] * 5:
+                desc = "%s %d bytes: %s" % (kind, len(payload), payload[:48].hex())
+                frames.append(desc)
+                c.log.append((label, desc))
+                if kind == "text":
+                    c.bad_sent += 1
+                elif len(payload) > MAX_FRAME:
+                    c.big_sent = True
+                else:
+                    self.expect_request(c, payload)
+                self.stats["messages"] += 1
+                self.stats["frames"] += 1
+                if not c._send_raw(frame(1 if kind == "text" else 2, payload,
+                                         key=b"\x0f\x1e\x2d\x3c")):
+                    break
+                # a client busy writing, not reading yet: what follows
+                # arrives after the server's decision to close (a pacing,
+                # not a timing assertion)
+                time.sleep(0.01)
+            deadline = time.time() + WAIT
+            while c.state != "done" and time.time() < deadline:
+                c.pump(0.2)
+            if c.state != "done":
+                self.stats["prelude not closed"] += 1
+                c.close()
+        self.batch = None
+
     def run_batch(self, bi):
         rng = random.Random("%d:%d" % (self.seed, bi))
         slot = rng.randrange(6)
@@ -1342,6 +1385,7 @@ class Fuzzer:
             self.setup()
             self.slots = [None] * 6
             self.slot_gen = [0] * 6
+            self.prelude()
             if a.only is not None:
                 self.run_batch(a.only)
             else:
@@ -1441,7 +1485,8 @@ class Fuzzer:
             if f["frames"]:
                 log("the connection's last %d messages, oldest first (batch: "
                     "message); replay one batch alone with PARLEY_FUZZ_SEED=%d "
-                    "PARLEY_FUZZ_ONLY=batch:" % (len(f["frames"]), self.seed))
+                    "PARLEY_FUZZ_ONLY=batch (the prelude batches run first in "
+                    "every run):" % (len(f["frames"]), self.seed))
                 for b, d in f["frames"]:
                     log("  %5s: %s" % (b, d))
 
