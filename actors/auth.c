@@ -263,7 +263,7 @@ out:
 	return tok;
 }
 
-/* The secret file holds the raw secret bytes (trailing newline ignored).
+/* The secret file holds the raw secret bytes (trailing whitespace ignored).
  * create: make a 32-byte random secret (hex, mode 0600) if missing. */
 int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		     bool create)
@@ -293,7 +293,10 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		return -1;
 	n = read(fd, key, cap);
 	close(fd);
-	while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r'))
+	/* the contract: the file's bytes less trailing whitespace */
+	while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r' ||
+			 key[n - 1] == ' ' || key[n - 1] == '\t' ||
+			 key[n - 1] == '\v' || key[n - 1] == '\f'))
 		n--;
 	if (n <= 0)
 		return -1;

@@ -33,6 +33,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "actors/actors.h"
 #include "tests/e2e/harness.h"
 
 #define SKEW_S 30
@@ -1250,6 +1251,39 @@ static void test_device_slots_freed_by_abrupt_close(void **st)
 
 /* ---- workspaces ---------------------------------------------------------- */
 
+/* The HMAC key is the secret file's bytes less ALL trailing whitespace
+ * (the contract), not only a line end: a file that an editor left with
+ * "  \t\r\n" at its end takes tokens signed with the bare secret. */
+static void test_secret_trailing_whitespace(void **st)
+{
+	static const char bare[] = "e2e-test-secret-0123456789abcdef";
+	hsrv s;
+	FILE *f;
+	char *tok;
+	pc_conn *c;
+	proto_doc res;
+
+	(void)st;
+	h_start(&s, "");
+	assert_int_equal(h_stop(&s), 0);
+	f = fopen(s.secret, "w");
+	assert_non_null(f);
+	fprintf(f, "%s  \t\r\n", bare);
+	fclose(f);
+	h_restart(&s);
+	tok = auth_mint((const uint8_t *)bare, strlen(bare), "alice", "acme",
+			now_s() + 600, NULL);
+	c = h_connect_raw(&s);
+	assert_non_null(c);
+	assert_int_equal(h_req(c, &res, "hello", 1, "token", 's', tok), 1);
+	assert_true(h_ok(&res));
+	proto_doc_free(&res);
+	free(tok);
+	pc_close(c);
+	assert_int_equal(h_stop(&s), 0);
+	h_cleanup(&s);
+}
+
 static void test_workspace_isolation(void **st)
 {
 	hsrv s;
@@ -1342,6 +1376,7 @@ int main(void)
 		cmocka_unit_test(test_hello_timeout),
 		cmocka_unit_test(test_device_limit),
 		cmocka_unit_test(test_device_slots_freed_by_abrupt_close),
+		cmocka_unit_test(test_secret_trailing_whitespace),
 		cmocka_unit_test(test_workspace_isolation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
