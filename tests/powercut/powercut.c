@@ -46,6 +46,13 @@
  *                (MANIFEST synced), "dirsync" (a directory synced), "sync"
  *                (any file synced).
  *
+ *   PC_FAIL_WAL  N: the N-th fsync/fdatasync of a WAL file fails with EIO
+ *                (and every later one: a disk that failed stays failed),
+ *                the bytes written before it staying in the file, as they
+ *                stay in the page cache of a real disk that failed a sync.
+ *                tests/powercut/test_outcome.c: a send answered UNAVAILABLE
+ *                may then be in the log after a restart.
+ *
  * The real fsync is not called: the model is the shadow, and the test only
  * ever kills the process, never the machine.
  */
@@ -113,6 +120,8 @@ static char data[PATH_MAX];
 static size_t data_len;
 static char shadow[PATH_MAX];
 static bool drop_wal;
+/* PC_FAIL_WAL: the WAL sync that fails first (0: none), and the count. */
+static long fail_wal, wal_syncs;
 static size_t wbs;
 static char kill_kind[16];
 static long kill_n;
@@ -496,6 +505,7 @@ __attribute__((constructor)) static void powercut_init(void)
 	else
 		snprintf(shadow, sizeof(shadow), "%s.pcshadow", data);
 	drop_wal = (e = getenv("PC_DROP_WAL")) && atoi(e) > 0;
+	fail_wal = (e = getenv("PC_FAIL_WAL")) ? atol(e) : 0;
 	wbs = (e = getenv("PC_WBS")) ? strtoull(e, NULL, 10) : 0;
 	if ((e = getenv("PC_KILL")) && sscanf(e, "%15[a-z]:%ld", kill_kind,
 					      &kill_n) != 2)
@@ -786,6 +796,11 @@ static int do_sync(int fd)
 		return 0;
 	pthread_mutex_lock(&mu);
 	t = &fds[fd];
+	if (t->kind == 1 && t->wal && fail_wal > 0 && ++wal_syncs >= fail_wal) {
+		pthread_mutex_unlock(&mu);
+		errno = EIO;
+		return -1;
+	}
 	if (t->kind == 1) {
 		if (!(drop_wal && t->wal))
 			synced(fd, t);
