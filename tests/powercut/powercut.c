@@ -44,7 +44,8 @@
  *                .sst file created: a flush or compaction has begun), "wal"
  *                (a new WAL file created: a memtable switch), "manifest"
  *                (MANIFEST synced), "dirsync" (a directory synced), "sync"
- *                (any file synced).
+ *                (any file synced), "walsync" (just BEFORE a WAL file's
+ *                sync: its newest bytes are written, not durable).
  *
  *   PC_FAIL_WAL  N: the N-th fsync/fdatasync of a WAL file fails with EIO
  *                (and every later one: a disk that failed stays failed),
@@ -794,6 +795,10 @@ static int do_sync(int fd)
 
 	if (!on || fd < 0 || fd >= MAX_FD || !fds[fd].kind)
 		return 0;
+	/* "walsync": the cut lands after the WAL's bytes are written and
+	 * before their sync, so a torn round has an unsynced tail to tear */
+	if (fds[fd].kind == 1 && fds[fd].wal)
+		event("walsync", "before a WAL sync");
 	pthread_mutex_lock(&mu);
 	t = &fds[fd];
 	if (t->kind == 1 && t->wal && fail_wal > 0 && ++wal_syncs >= fail_wal) {

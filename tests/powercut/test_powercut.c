@@ -708,12 +708,13 @@ static long env_long(const char *name, long def)
  * delay). */
 static const char *plan_cut(int r, char *buf, size_t cap)
 {
-	switch (r % 6) {
+	switch (r % 7) {
 	case 1: snprintf(buf, cap, "sst:%d", 1 + (int)(rnd() % 6)); break;
 	case 2: snprintf(buf, cap, "wal:%d", 2 + (int)(rnd() % 6)); break;
 	case 3: snprintf(buf, cap, "manifest:%d", 1 + (int)(rnd() % 5)); break;
 	case 4: snprintf(buf, cap, "dirsync:%d", 1 + (int)(rnd() % 6)); break;
 	case 5: snprintf(buf, cap, "sync:%d", 1 + (int)(rnd() % 1500)); break;
+	case 6: snprintf(buf, cap, "walsync:%d", 1 + (int)(rnd() % 60)); break;
 	default: return NULL;
 	}
 	return buf;
@@ -913,7 +914,9 @@ static void test_power_cuts(void **st)
 		struct conn cs[NSEND];
 		uint64_t m[NCH], acks, last_m = 0;
 		unsigned tf = 0, g = 0, ndup, nnew;
-		bool self, torn = rnd() % 2;
+		/* a cut before a WAL sync leaves a tail to tear: always */
+		bool self, torn = rnd() % 2 ||
+				  (kill_at && !strncmp(kill_at, "walsync", 7));
 		char cut[128], next_plan[32];
 		const char *next_kill;
 		pc_conn *c;
