@@ -174,9 +174,9 @@ typedef struct rt_config {
 
 /* The slow-consumer bound (docs/protocol.md, Limits): while more than
  * max_outbuf bytes wait on a connection, no further request is read from
- * it; it is closed with 4008 when more than max_outbuf bytes have waited
- * RT_OUTBUF_STALL_MS without the client taking one, or when what waits
- * passes RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more. */
+ * it; it is closed with 4008 when the kernel refuses its bytes and takes
+ * none for RT_OUTBUF_STALL_MS, or when what waits passes
+ * RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more. */
 #define RT_OUTBUF_STALL_MS 10000
 #define RT_OUTBUF_MAX_FACTOR 8
 

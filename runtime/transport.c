@@ -21,11 +21,13 @@
  *
  * Slow consumers (see docs/protocol.md, Limits): while more than max_outbuf
  * bytes wait, no further request is read from the connection (the rest of
- * what was read waits in `stash`); a connection with more than max_outbuf
- * bytes waiting that takes no byte for RT_OUTBUF_STALL_MS, or whose
- * waiting bytes pass RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel
- * refuses more, is closed with 4008. A client that keeps reading is not
- * closed for pipelining large answers.
+ * what was read waits in `stash`), so what a client's own requests queue
+ * stays near max_outbuf. A connection is closed with 4008 when the kernel
+ * has refused bytes (its buffers toward the client are full) and takes
+ * none for RT_OUTBUF_STALL_MS, or when what waits passes
+ * RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more (output
+ * the client did not ask for, fan-out, arriving faster than it reads). A
+ * client that keeps reading is not closed for pipelining large answers.
  *
  * Closing (ours or the peer's): what is queued, then the close frame, then
  * shutdown(SHUT_WR); the socket is then read and discarded until the peer
@@ -58,7 +60,7 @@
 #define HEAD_MAX (16 * 1024)   /* request head: beyond, 431 */
 #define HEAD_MS 10000          /* a head not complete by then: 408 */
 #define LINGER_MS 2000         /* reading after our close, at most */
-#define CLOSE_FLUSH_MS 2000    /* closing, no write progress: drop it */
+#define CLOSE_FLUSH_MS 10000   /* closing, no write progress: drop it */
 
 enum { ST_HEAD, ST_OPEN, ST_CLOSING, ST_LINGER };
 
@@ -384,8 +386,7 @@ int rt_conn_send(rt_conn *c, rt_buf *b)
 		size_t q = rt_conn_queued(c) + b->len;
 
 		if (q > RT_OUTBUF_MAX_FACTOR * max ||
-		    (q > max &&
-		     mono_ms() - c->progress_ms >= RT_OUTBUF_STALL_MS)) {
+		    mono_ms() - c->progress_ms >= RT_OUTBUF_STALL_MS) {
 			slow_close(c);
 			return -1;
 		}
@@ -1342,7 +1343,6 @@ static const char *http_method(struct lws *wsi)
 void rt__transport_tick(struct rt_shard *s)
 {
 	uint64_t now_ms = mono_ms();
-	size_t max = s->cfg->max_outbuf;
 
 	for (rt_conn *c = s->watch, *next; c; c = next) {
 		next = c->wnext; /* c may go; nothing else does */
@@ -1361,7 +1361,7 @@ void rt__transport_tick(struct rt_shard *s)
 				conn_abort(c);
 			break;
 		case ST_OPEN:
-			if (c->wpend && rt_conn_queued(c) > max &&
+			if (c->wpend &&
 			    now_ms - c->progress_ms >= RT_OUTBUF_STALL_MS)
 				slow_close(c);
 			break;
