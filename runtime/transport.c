@@ -67,14 +67,16 @@ enum { ST_HEAD, ST_OPEN, ST_CLOSING, ST_LINGER };
 /* A connection. WebSocket ones (ws) are ours: calloc'd on accept, freed
  * after their poll handle closed. HTTP ones live in libwebsockets'
  * per-session memory (allocated with the wsi, freed after
- * LWS_CALLBACK_CLOSED_HTTP) and use only the fields marked HTTP. Only the
- * owning shard's thread touches either. */
+ * LWS_CALLBACK_CLOSED_HTTP) and use only the fields marked HTTP, which
+ * share their memory with the WebSocket ones (ws says which are live).
+ * Only the owning shard's thread touches either. */
 struct rt_conn {
 	struct rt_shard *shard;
 	rt_conn_id id;          /* 0 until it has a slot */
 	void *user;
 	bool ws;
-	/* ---- ours: request head, then WebSocket ---- */
+	union {
+	struct { /* ---- ours: request head, then WebSocket ---- */
 	uint8_t state;          /* ST_* */
 	uint8_t ev;             /* poll events asked for */
 	bool dirty;             /* on the shard's list of connections to write */
@@ -107,7 +109,8 @@ struct rt_conn {
 	bool fin;
 	uint8_t ctllen;
 	uint8_t ctl[125];       /* a control frame's payload */
-	/* ---- HTTP (lws) ---- */
+	};
+	struct { /* ---- HTTP (lws) ---- */
 	struct lws *wsi;
 	bool close_now;
 	char *http_uri;
@@ -121,6 +124,8 @@ struct rt_conn {
 	const char *http_method;
 	uint64_t http_t0_ms;
 	rt_http_resp resp;
+	};
+	};
 };
 
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
@@ -132,6 +137,8 @@ void *rt_conn_user(rt_conn *c) { return c->user; }
 void rt_conn_set_user(rt_conn *c, void *u) { c->user = u; }
 size_t rt_conn_queued(const rt_conn *c)
 {
+	if (!c->ws)
+		return 0;
 	return c->qbytes + (c->wpend ? c->wpend_len - c->wpend_off : 0);
 }
 
