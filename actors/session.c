@@ -755,7 +755,7 @@ static void pack_limits(msgpack_packer *pk)
 {
 	const struct limits *l = &srv.lim;
 
-	msgpack_pack_map(pk, 9);
+	msgpack_pack_map(pk, 11);
 	proto_pk_cstr(pk, "frame");
 	msgpack_pack_uint32(pk, l->max_frame);
 	proto_pk_cstr(pk, "body");
@@ -774,6 +774,10 @@ static void pack_limits(msgpack_packer *pk)
 	msgpack_pack_uint32(pk, l->rate_burst);
 	proto_pk_cstr(pk, "outbuf");
 	msgpack_pack_uint64(pk, l->max_outbuf);
+	proto_pk_cstr(pk, "outbuf_max");
+	msgpack_pack_uint64(pk, RT_OUTBUF_MAX_FACTOR * l->max_outbuf);
+	proto_pk_cstr(pk, "outbuf_stall_ms");
+	msgpack_pack_uint32(pk, RT_OUTBUF_STALL_MS);
 }
 
 static void replay_held(struct shard_state *ss, struct session *se)

@@ -165,12 +165,20 @@ typedef struct rt_config {
 	const char *host; /* listen address */
 	int port;
 	size_t max_frame;     /* larger incoming messages: close 1009 */
-	size_t max_outbuf;    /* unsent bytes per connection: close 4008 */
+	size_t max_outbuf;    /* unsent bytes per connection: see below */
 	unsigned tick_ms;
 	unsigned drain_ms;    /* after this, connections are closed (1001) */
 	bool pin;             /* pin shard i to cpu i % ncpu */
 	const rt_hooks *hooks;
 } rt_config;
+
+/* The slow-consumer bound (docs/protocol.md, Limits): while more than
+ * max_outbuf bytes wait on a connection, no further request is read from
+ * it; it is closed with 4008 when the kernel refuses its bytes and takes
+ * none for RT_OUTBUF_STALL_MS, or when what waits passes
+ * RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more. */
+#define RT_OUTBUF_STALL_MS 10000
+#define RT_OUTBUF_MAX_FACTOR 8
 
 /* Bind the listeners (so the caller can print the address and fail early),
  * then start the shard threads. 0, or -1 with *err (static text). */

@@ -209,7 +209,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 
 	if (config.hooks->on_tick)
 		config.hooks->on_tick(s, now);
-	rt__http_tick(s);
+	rt__transport_tick(s);
 	if (__atomic_load_n(&rt__drain_requested, __ATOMIC_ACQUIRE) && !s->draining) {
 		s->draining = true;
 		s->drain_first = true;

@@ -33,7 +33,9 @@ struct rt_shard {
 	uint32_t *free_slots;        /* stack of free slot indexes */
 	uint32_t nfree;
 	uint32_t gen;
-	uint8_t *wbuf;               /* coalescing write buffer (LWS_PRE + cap) */
+	uint8_t *wbuf;               /* coalescing write buffer (cap bytes) */
+	uint8_t *rbuf;               /* socket reads of WebSocket connections */
+	struct rt_conn *watch;       /* connections the tick checks */
 	size_t wbuf_cap;
 	rt_conn_id *dirty;           /* connections with output queued this turn */
 	uint32_t ndirty, cap_dirty;
@@ -59,7 +61,9 @@ int rt__transport_init(struct rt_shard *s);
 void rt__transport_fini(struct rt_shard *s);
 void rt__transport_drain(struct rt_shard *s, bool force);
 uint32_t rt__transport_count(struct rt_shard *s);
-void rt__http_tick(struct rt_shard *s); /* pending HTTP answers time out */
+/* every tick: handshake and close deadlines, stalled writers, pending
+ * HTTP answers that time out */
+void rt__transport_tick(struct rt_shard *s);
 /* End of a loop turn: write what this turn queued, one write per connection. */
 void rt__transport_flush(struct rt_shard *s);
 /* Wake-ups producers paid for to shard's mailbox (counted there: the

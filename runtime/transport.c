@@ -1,23 +1,39 @@
 /*
- * Transport: the libwebsockets side of a shard. Accepts on the shard's own
- * listener, runs the HTTP and WebSocket protocol callbacks, reassembles
- * incoming messages (up to max_frame; beyond: close 1009) and hands each one
- * to the actors' on_frame hook; queues outgoing payload buffers per
- * connection and writes them out.
+ * Transport: the sockets of a shard. Accepts on the shard's own listener
+ * and reads each new connection's request head itself (on the shard's
+ * libuv loop). A WebSocket upgrade of /ws is answered here, and the
+ * connection then speaks RFC 6455 through this file's own framing: frames
+ * are checked (masking, reserved bits, opcodes, control frames, close
+ * codes, UTF-8), messages are reassembled (up to max_frame; beyond: close
+ * 1009) and handed to the actors' on_frame hook; output is queued per
+ * connection and written at the end of the loop turn. Any other request is
+ * handed, unread (the head is only peeked at), to libwebsockets, which runs the
+ * plain HTTP side (REST, /metrics, /healthz) through callback() below.
+ * libwebsockets' own WebSocket parser is not used: Debian's 4.1 accepts
+ * unmasked frames, answers some closes with 1005, sends 1009 twice.
  *
  * Writing: frames queued on a connection during a loop turn are written at
  * the end of that turn, with their WebSocket headers back to back, in ONE
  * send() straight to the socket: one syscall per connection per turn, not
- * one per frame, and no round trip through poll() for POLLOUT. Only what
- * the kernel does not take is handed to libwebsockets (lws_write), which
- * keeps it and finishes it when the socket is writable; until its
- * WRITEABLE callback says so, nothing else is written around it, so the
- * bytes stay in order with anything lws sends itself (pongs, close).
- * Bytes queued while the kernel refuses more are bounded (max_outbuf):
- * past it the connection is a slow consumer and is closed with 4008 (the
- * client resumes, nothing is lost). What a single turn queues for a
- * connection the kernel still takes from does not count: a healthy reader
- * is not cut for a burst or for one large answer.
+ * one per frame. What the kernel does not take is kept (wpend) and written
+ * when the socket is writable; nothing is written around it, so frames
+ * never interleave.
+ *
+ * Slow consumers (see docs/protocol.md, Limits): while more than max_outbuf
+ * bytes wait, no further request is read from the connection (the rest of
+ * what was read waits in `stash`), so what a client's own requests queue
+ * stays near max_outbuf. A connection is closed with 4008 when the kernel
+ * has refused bytes (its buffers toward the client are full) and takes
+ * none for RT_OUTBUF_STALL_MS, or when what waits passes
+ * RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more (output
+ * the client did not ask for, fan-out, arriving faster than it reads). A
+ * client that keeps reading is not closed for pipelining large answers.
+ *
+ * Closing (ours or the peer's): what is queued, then the close frame, then
+ * shutdown(SHUT_WR); the socket is then read and discarded until the peer
+ * closes or LINGER_MS pass, and only then closed. close() with unread input
+ * sends a reset, and a reset makes the peer's kernel drop what it has not
+ * yet delivered: the close code and the last answers.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -27,34 +43,76 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "runtime/shard.h"
 
 #include <uv.h>
 
 #define WBUF_CAP (256 * 1024)
+#define RBUF_CAP (64 * 1024)
 #define HTTP_BODY_MAX (1024 * 1024)
+#define HEAD_MAX (16 * 1024)   /* request head: beyond, 431 */
+#define HEAD_MS 10000          /* a head not complete by then: 408 */
+#define LINGER_MS 2000         /* reading after our close, at most */
+#define CLOSE_FLUSH_MS 10000   /* closing, no write progress: drop it */
 
-/* Lives in libwebsockets' per-session memory (allocated with the wsi, freed
- * after LWS_CALLBACK_CLOSED). Only the owning shard's thread touches it. */
+enum { ST_HEAD, ST_OPEN, ST_CLOSING, ST_LINGER };
+
+/* A connection. WebSocket ones (ws) are ours: calloc'd on accept, freed
+ * after their poll handle closed. HTTP ones live in libwebsockets'
+ * per-session memory (allocated with the wsi, freed after
+ * LWS_CALLBACK_CLOSED_HTTP) and use only the fields marked HTTP, which
+ * share their memory with the WebSocket ones (ws says which are live).
+ * Only the owning shard's thread touches either. */
 struct rt_conn {
-	struct lws *wsi;
 	struct rt_shard *shard;
-	rt_conn_id id;
+	rt_conn_id id;          /* 0 until it has a slot */
 	void *user;
-	rt_buf **q;        /* output ring */
+	bool ws;
+	union {
+	struct { /* ---- ours: request head, then WebSocket ---- */
+	uint8_t state;          /* ST_* */
+	uint8_t ev;             /* poll events asked for */
+	bool dirty;             /* on the shard's list of connections to write */
+	bool paused;            /* not reading: too much output waits */
+	bool watched;           /* on the shard's watch list (tick checks) */
+	bool close_sent;        /* our close frame is in wpend or on the wire */
+	bool finished;          /* on_close ran, the slot is free */
+	uint16_t close_code;
+	int fd;
+	uv_poll_t poll;         /* poll.data = this connection */
+	struct rt_conn *wprev, *wnext; /* watch list */
+	uint64_t deadline_ms;   /* ST_HEAD, ST_LINGER */
+	uint64_t progress_ms;   /* last time the kernel took bytes from us */
+	rt_buf **q;             /* output ring */
 	uint32_t qhead, qlen, qcap;
 	size_t qbytes;
-	uint8_t *rx;       /* reassembly of a fragmented message */
+	uint8_t *wpend;         /* what the kernel did not take (malloc'd) */
+	size_t wpend_len, wpend_off;
+	uint8_t *pong;          /* [len, payload...] of a pong to send */
+	uint8_t *stash;         /* read but not parsed (paused), malloc'd */
+	size_t stash_len;
+	uint8_t *rx;            /* message reassembly */
 	size_t rxlen, rxcap;
-	uint16_t close_code;
-	bool ws, closing, close_now, rx_binary, rx_too_large;
-	bool dirty;        /* on the shard's list of connections to write */
-	bool lws_owns;     /* lws holds unsent bytes: wait for WRITEABLE */
-	bool close_sent;   /* our close frame is on the wire */
-	/* HTTP request in progress */
+	/* frame parser */
+	uint64_t plen;          /* payload bytes left in the current frame */
+	uint8_t hdr[14], hdrlen, hdrneed;
+	uint8_t op;             /* current frame's opcode */
+	uint8_t msg_op;         /* 1/2 while a fragmented message is open */
+	uint8_t mpos;           /* payload offset mod 4, for the mask */
+	bool fin;
+	uint8_t ctllen;
+	uint8_t ctl[125];       /* a control frame's payload */
+	};
+	struct { /* ---- HTTP (lws) ---- */
+	struct lws *wsi;
+	bool close_now;
 	char *http_uri;
 	uint8_t *http_body;
 	size_t http_body_len;
@@ -66,12 +124,23 @@ struct rt_conn {
 	const char *http_method;
 	uint64_t http_t0_ms;
 	rt_http_resp resp;
+	};
+	};
 };
+
+static void conn_poll_cb(uv_poll_t *h, int status, int events);
+
+static uint64_t mono_ms(void) { return rt_mono_us() / 1000; }
 
 rt_conn_id rt_conn_get_id(const rt_conn *c) { return c->id; }
 void *rt_conn_user(rt_conn *c) { return c->user; }
 void rt_conn_set_user(rt_conn *c, void *u) { c->user = u; }
-size_t rt_conn_queued(const rt_conn *c) { return c->qbytes; }
+size_t rt_conn_queued(const rt_conn *c)
+{
+	if (!c->ws)
+		return 0;
+	return c->qbytes + (c->wpend ? c->wpend_len - c->wpend_off : 0);
+}
 
 const char *rt_conn_peer(rt_conn *c)
 {
@@ -79,9 +148,10 @@ const char *rt_conn_peer(rt_conn *c)
 	struct sockaddr_in sa;
 	socklen_t sl = sizeof(sa);
 	char ip[INET_ADDRSTRLEN] = "?";
+	int fd = c->ws ? c->fd : lws_get_socket_fd(c->wsi);
 
-	if (getpeername(lws_get_socket_fd(c->wsi), (struct sockaddr *)&sa,
-			&sl) == 0)
+	memset(&sa, 0, sizeof(sa));
+	if (getpeername(fd, (struct sockaddr *)&sa, &sl) == 0)
 		inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof(ip));
 	snprintf(buf, sizeof(buf), "%s:%u", ip, ntohs(sa.sin_port));
 	return buf;
@@ -143,6 +213,135 @@ static void q_clear(rt_conn *c)
 	c->qbytes = 0;
 }
 
+/* ---- the watch list: what the tick looks at ---------------------------- */
+
+/* Connections with a deadline or a stall to check: a head being read, a
+ * linger, output the kernel refused, reading paused, a close in progress.
+ * Idle connections are not on it, so the tick costs nothing for them. */
+static void watch(rt_conn *c, bool on)
+{
+	struct rt_shard *s = c->shard;
+
+	if (on == c->watched)
+		return;
+	c->watched = on;
+	if (on) {
+		c->wprev = NULL;
+		c->wnext = s->watch;
+		if (s->watch)
+			s->watch->wprev = c;
+		s->watch = c;
+	} else {
+		if (c->wprev)
+			c->wprev->wnext = c->wnext;
+		else
+			s->watch = c->wnext;
+		if (c->wnext)
+			c->wnext->wprev = c->wprev;
+		c->wprev = c->wnext = NULL;
+	}
+}
+
+static void watch_update(rt_conn *c)
+{
+	watch(c, c->state != ST_OPEN || c->wpend || c->paused);
+}
+
+/* Ask libuv for what the connection waits for now: input unless paused or
+ * lingering is done, output while the kernel refused some (or to resume a
+ * paused reader on the next turn). */
+static void set_events(rt_conn *c)
+{
+	uint8_t ev = 0;
+	size_t max = c->shard->cfg->max_outbuf;
+
+	if (!c->paused)
+		ev |= UV_READABLE;
+	if (c->wpend || (c->paused && rt_conn_queued(c) <= max / 2 &&
+			 c->state == ST_OPEN))
+		ev |= UV_WRITABLE;
+	if (ev != c->ev) {
+		c->ev = ev;
+		if (ev)
+			uv_poll_start(&c->poll, ev, conn_poll_cb);
+		else
+			uv_poll_stop(&c->poll);
+	}
+	watch_update(c);
+}
+
+static void free_conn_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+/* The end of one of our connections: the socket is closed, the memory
+ * goes once libuv let go of the handle. */
+static void conn_destroy(rt_conn *c)
+{
+	watch(c, false);
+	q_clear(c);
+	free(c->q);
+	free(c->rx);
+	free(c->wpend);
+	free(c->pong);
+	free(c->stash);
+	c->q = NULL;
+	c->rx = c->wpend = c->pong = c->stash = NULL;
+	/* uv_close stops the watcher at once (before the fd is closed and
+	 * its number reused); only the callback waits for the next turn. */
+	uv_close((uv_handle_t *)&c->poll, free_conn_cb);
+	close(c->fd);
+}
+
+/* The WebSocket is over for the layer above: on_close, the slot is free.
+ * The socket may still linger. */
+static void ws_finish(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+
+	if (c->finished || !c->id)
+		return;
+	c->finished = true;
+	s->cfg->hooks->on_close(s, c);
+	slot_del(s, c);
+	c->id = 0;
+	s->conns_open--;
+}
+
+/* Broken, or out of time: no close handshake, closed now. */
+static void conn_abort(rt_conn *c)
+{
+	char sink[4096];
+
+	ws_finish(c);
+	/* Unread input would turn the close into a reset. */
+	for (int i = 0; i < 16; i++)
+		if (recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT) <= 0)
+			break;
+	conn_destroy(c);
+}
+
+/* Everything is written (the close frame or an HTTP refusal last): send
+ * FIN and read until the peer closes. */
+static void conn_linger(rt_conn *c)
+{
+	ws_finish(c);
+	q_clear(c);
+	free(c->rx);
+	free(c->stash);
+	free(c->pong);
+	c->rx = c->stash = c->pong = NULL;
+	c->rxlen = c->rxcap = c->stash_len = 0;
+	shutdown(c->fd, SHUT_WR);
+	c->state = ST_LINGER;
+	c->paused = false;
+	c->deadline_ms = mono_ms() + LINGER_MS;
+	set_events(c);
+}
+
+/* ---- output --------------------------------------------------------------- */
+
 static void http_reply(struct lws *wsi, rt_conn *c);
 
 /* A frame for an HTTP connection: the layer above turns it into the
@@ -159,23 +358,45 @@ static int http_answer(rt_conn *c, const uint8_t *data, size_t len)
 	return 0;
 }
 
+static void mark_dirty(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+
+	if (c->dirty || c->wpend || !c->id)
+		return; /* a blocked connection is written when writable */
+	if (s->ndirty == s->cap_dirty) {
+		s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 256;
+		s->dirty = realloc(s->dirty, s->cap_dirty * sizeof(*s->dirty));
+	}
+	s->dirty[s->ndirty++] = c->id;
+	c->dirty = true;
+}
+
+static void slow_close(rt_conn *c)
+{
+	c->shard->closed_slow++;
+	q_clear(c); /* not taken: dropped; the client resumes */
+	rt_conn_close(c, 4008, "slow consumer");
+}
+
 int rt_conn_send(rt_conn *c, rt_buf *b)
 {
 	if (!c->ws)
 		return http_answer(c, b->data, b->len);
-	if (c->closing)
+	if (c->state != ST_OPEN)
 		return -1;
-	/* Only bytes queued while the kernel refuses more count against a
-	 * consumer: what one turn queues (a burst of fan-outs drained from
-	 * the mailbox together, one large answer) is written at turn end,
-	 * and a reader that keeps up takes it. */
-	if (c->lws_owns && c->qbytes + b->len > c->shard->cfg->max_outbuf) {
-		/* Slow consumer: drop what it has not taken and close. */
-		c->shard->closed_slow++;
-		q_clear(c);
-		rt_conn_close(c, 4008, "slow consumer");
-		c->close_now = true;
-		return -1;
+	/* Only while the kernel refuses bytes (wpend) does the bound apply:
+	 * what one turn queues for a connection that took everything last
+	 * time is written at turn end. */
+	if (c->wpend) {
+		size_t max = c->shard->cfg->max_outbuf;
+		size_t q = rt_conn_queued(c) + b->len;
+
+		if (q > RT_OUTBUF_MAX_FACTOR * max ||
+		    mono_ms() - c->progress_ms >= RT_OUTBUF_STALL_MS) {
+			slow_close(c);
+			return -1;
+		}
 	}
 	if (c->qlen == c->qcap) {
 		uint32_t ncap = c->qcap ? c->qcap * 2 : 8;
@@ -192,17 +413,7 @@ int rt_conn_send(rt_conn *c, rt_buf *b)
 	c->q[(c->qhead + c->qlen) & (c->qcap - 1)] = b;
 	c->qlen++;
 	c->qbytes += b->len;
-	if (!c->dirty && !c->lws_owns) {
-		struct rt_shard *s = c->shard;
-
-		if (s->ndirty == s->cap_dirty) {
-			s->cap_dirty = s->cap_dirty ? 2 * s->cap_dirty : 256;
-			s->dirty = realloc(s->dirty,
-					   s->cap_dirty * sizeof(*s->dirty));
-		}
-		s->dirty[s->ndirty++] = c->id;
-		c->dirty = true;
-	}
+	mark_dirty(c);
 	return 0;
 }
 
@@ -217,19 +428,26 @@ int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len)
 
 void rt_conn_close(rt_conn *c, uint16_t code, const char *reason)
 {
+	(void)reason;
 	if (!c->ws)
 		return; /* an HTTP answer ends its own exchange */
-	if (c->closing)
+	if (c->state != ST_OPEN)
 		return;
-	c->closing = true;
+	c->state = ST_CLOSING;
 	c->close_code = code;
-	(void)reason;
-	lws_callback_on_writable(c->wsi);
+	c->paused = false;
+	free(c->stash);
+	c->stash = NULL;
+	c->stash_len = 0;
+	c->progress_ms = mono_ms(); /* CLOSE_FLUSH_MS counts from here */
+	mark_dirty(c);
+	if (c->wpend)
+		watch_update(c);
 }
 
-static size_t ws_header(uint8_t *p, size_t len)
+static size_t ws_header(uint8_t *p, uint8_t b0, size_t len)
 {
-	p[0] = 0x82; /* FIN, binary */
+	p[0] = b0;
 	if (len < 126) {
 		p[1] = (uint8_t)len;
 		return 2;
@@ -246,14 +464,21 @@ static size_t ws_header(uint8_t *p, size_t len)
 	return 10;
 }
 
-/* Copies as many queued frames as fit into the shard's write buffer, with
- * their headers; returns the length (the bytes start at *start). */
-static size_t fill_write(struct rt_shard *s, rt_conn *c, uint8_t **out)
+/* Copies a pending pong and as many queued frames as fit into the shard's
+ * write buffer, with their headers; returns the length. */
+static size_t fill_write(struct rt_shard *s, rt_conn *c)
 {
-	uint8_t *start = s->wbuf + LWS_PRE, *p = start;
+	uint8_t *start = s->wbuf, *p = start;
 	unsigned nframes = 0;
 	uint64_t now = 0;
 
+	if (c->pong) {
+		p += ws_header(p, 0x8a, c->pong[0]);
+		memcpy(p, c->pong + 1, c->pong[0]);
+		p += c->pong[0];
+		free(c->pong);
+		c->pong = NULL;
+	}
 	while (c->qlen) {
 		rt_buf *b = c->q[c->qhead];
 		size_t need = 10 + (size_t)b->len;
@@ -263,10 +488,10 @@ static size_t fill_write(struct rt_shard *s, rt_conn *c, uint8_t **out)
 				break;
 			/* One frame larger than the buffer: grow it. */
 			s->wbuf_cap = need;
-			s->wbuf = realloc(s->wbuf, LWS_PRE + need);
-			start = p = s->wbuf + LWS_PRE;
+			s->wbuf = realloc(s->wbuf, need);
+			start = p = s->wbuf;
 		}
-		p += ws_header(p, b->len);
+		p += ws_header(p, 0x82, b->len);
 		memcpy(p, b->data, b->len);
 		p += b->len;
 		c->qbytes -= b->len;
@@ -282,60 +507,111 @@ static size_t fill_write(struct rt_shard *s, rt_conn *c, uint8_t **out)
 	}
 	s->frames_out += nframes;
 	s->bytes_out += (uint64_t)(p - start);
-	*out = start;
 	return (size_t)(p - start);
 }
 
-/* Write the queue: as much as fits in one buffer per send(), straight to
- * the socket, until it is empty or the kernel takes less than offered;
- * then lws keeps the rest and we wait for WRITEABLE. 0, or -1 when the
- * connection is broken. */
-static int flush_queue(struct rt_shard *s, rt_conn *c)
+/* One send(); what the kernel does not take becomes wpend. 0, or -1 when
+ * the connection is broken. */
+static int send_some(rt_conn *c, const uint8_t *p, size_t len)
 {
-	while (c->qlen && !c->lws_owns) {
-		uint8_t *start;
-		size_t len;
-		ssize_t n;
-		int rc = 0;
+	ssize_t n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 
-		len = fill_write(s, c, &start);
-		if (!len)
-			return 0;
-		n = send(lws_get_socket_fd(c->wsi), start, len,
-			 MSG_DONTWAIT | MSG_NOSIGNAL);
+	c->shard->writes++;
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -1;
+		n = 0;
+	}
+	if (n > 0)
+		c->progress_ms = mono_ms();
+	if ((size_t)n < len) {
+		c->wpend_len = len - (size_t)n;
+		c->wpend_off = 0;
+		c->wpend = malloc(c->wpend_len);
+		if (!c->wpend)
+			return -1;
+		memcpy(c->wpend, p + n, c->wpend_len);
+	}
+	return 0;
+}
+
+/* The close frame: never 1005/1006/1015 (they say "no code" and must not
+ * be sent); an empty payload instead. */
+static size_t close_frame(uint8_t *f, uint16_t code)
+{
+	bool none = code < 1000 || code == 1005 || code == 1006 ||
+		    code == 1015 || code >= 5000;
+
+	f[0] = 0x88;
+	if (none) {
+		f[1] = 0;
+		return 2;
+	}
+	f[1] = 2;
+	f[2] = (uint8_t)(code >> 8);
+	f[3] = (uint8_t)code;
+	return 4;
+}
+
+/* Write what waits, in order: the kernel's leftover, then the pong and the
+ * queue, then (closing) the close frame; then, all written and closing,
+ * linger. 0, or -1 when broken (the caller aborts). */
+static int conn_write(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+
+	if (c->wpend) {
+		ssize_t n = send(c->fd, c->wpend + c->wpend_off,
+				 c->wpend_len - c->wpend_off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		s->writes++;
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR)
 				return -1;
 			n = 0;
 		}
-		s->writes++;
-		if ((size_t)n < len) {
-			/* lws keeps the rest (start + n has LWS_PRE bytes of
-			 * our buffer before it) and asks for POLLOUT. */
-			rc = lws_write(c->wsi, start + n, len - (size_t)n,
-				       LWS_WRITE_RAW);
-			c->lws_owns = true;
-			lws_callback_on_writable(c->wsi);
-		}
-		if (rc < 0)
+		if (n > 0)
+			c->progress_ms = mono_ms();
+		c->wpend_off += (size_t)n;
+		if (c->wpend_off < c->wpend_len)
+			return 0;
+		free(c->wpend);
+		c->wpend = NULL;
+	}
+	while (c->pong || c->qlen) {
+		size_t len = fill_write(s, c);
+
+		if (send_some(c, s->wbuf, len))
 			return -1;
+		if (c->wpend)
+			return 0;
+	}
+	if (c->state == ST_CLOSING) {
+		if (!c->close_sent) {
+			uint8_t f[4];
+
+			c->close_sent = true;
+			if (send_some(c, f, close_frame(f, c->close_code)))
+				return -1;
+			if (c->wpend)
+				return 0;
+		}
+		conn_linger(c);
 	}
 	return 0;
 }
 
-/* The close frame, written by us: on its libuv loop lws shuts the socket
- * without sending the one lws_close_reason() asked for. Not when lws
- * still holds part of a frame: the close must not land inside it. */
-static void send_close(rt_conn *c, uint16_t code)
+/* Write c now; abort it when broken. */
+static void conn_flush(rt_conn *c)
 {
-	uint8_t f[4] = { 0x88, 2, (uint8_t)(code >> 8), (uint8_t)code };
-
-	if (c->lws_owns || !code || c->close_sent)
+	if (conn_write(c)) {
+		conn_abort(c);
 		return;
-	c->close_sent = true;
-	(void)!send(lws_get_socket_fd(c->wsi), f, sizeof(f),
-		    MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	if (c->state == ST_OPEN || c->state == ST_CLOSING)
+		set_events(c);
 }
 
 void rt__transport_flush(struct rt_shard *s)
@@ -347,17 +623,642 @@ void rt__transport_flush(struct rt_shard *s)
 		if (!c)
 			continue;
 		c->dirty = false;
-		if (c->closing || c->lws_owns)
-			continue; /* the WRITEABLE callback handles these */
-		if (flush_queue(s, c)) {
-			/* broken: let lws find out and close it */
-			q_clear(c);
-			c->close_now = true;
-			c->closing = true;
-			lws_callback_on_writable(c->wsi);
-		}
+		if (c->wpend)
+			continue; /* written when the socket is writable */
+		conn_flush(c);
 	}
 	s->ndirty = 0;
+}
+
+/* ---- input: frames ------------------------------------------------------ */
+
+/* RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static bool utf8_valid(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		uint8_t b = p[i];
+		size_t k;
+		uint32_t cp;
+
+		if (b < 0x80) {
+			i++;
+			continue;
+		}
+		if (b >= 0xc2 && b <= 0xdf) {
+			k = 1;
+			cp = b & 0x1f;
+		} else if (b >= 0xe0 && b <= 0xef) {
+			k = 2;
+			cp = b & 0x0f;
+		} else if (b >= 0xf0 && b <= 0xf4) {
+			k = 3;
+			cp = b & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i <= k)
+			return false;
+		for (size_t j = 1; j <= k; j++) {
+			if ((p[i + j] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i + j] & 0x3f);
+		}
+		if ((k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += k + 1;
+	}
+	return true;
+}
+
+/* Fail the connection (RFC 6455 7.1.7): close with code, read nothing
+ * more. What is queued still goes first. */
+static void ws_fail(rt_conn *c, uint16_t code)
+{
+	if (code == 1009)
+		c->shard->closed_too_large++;
+	rt_conn_close(c, code, NULL);
+}
+
+/* A close code a peer may send (RFC 6455 7.4, IANA registry): 1000-1003,
+ * 1007-1014, 3000-4999. 1004-1006 and 1015 are reserved or "no code"
+ * markers that never appear on the wire. */
+static bool close_code_ok(unsigned code)
+{
+	return (code >= 1000 && code <= 1003) ||
+	       (code >= 1007 && code <= 1014) ||
+	       (code >= 3000 && code <= 4999);
+}
+
+static void on_control(rt_conn *c)
+{
+	switch (c->op) {
+	case 0x9: /* ping: pong with the same payload (the latest ping) */
+		if (!c->pong)
+			c->pong = malloc(1 + 125);
+		if (!c->pong)
+			return;
+		c->pong[0] = c->ctllen;
+		memcpy(c->pong + 1, c->ctl, c->ctllen);
+		mark_dirty(c);
+		return;
+	case 0xa: /* pong: nothing to do */
+		return;
+	case 0x8: {
+		unsigned code;
+
+		if (c->ctllen == 0) {
+			rt_conn_close(c, 1000, NULL);
+			return;
+		}
+		if (c->ctllen == 1) {
+			ws_fail(c, 1002);
+			return;
+		}
+		code = (unsigned)c->ctl[0] << 8 | c->ctl[1];
+		if (!close_code_ok(code)) {
+			ws_fail(c, 1002);
+			return;
+		}
+		if (!utf8_valid(c->ctl + 2, c->ctllen - 2u)) {
+			ws_fail(c, 1007);
+			return;
+		}
+		rt_conn_close(c, (uint16_t)code, NULL); /* echo it */
+		return;
+	}
+	}
+}
+
+/* A whole message: to the layer above. Text must be UTF-8 (else 1007);
+ * the layer above answers text with BAD_FRAME (binary = false). */
+static void on_message(rt_conn *c, const uint8_t *p, size_t len, bool binary)
+{
+	struct rt_shard *s = c->shard;
+
+	if (!binary && !utf8_valid(p, len)) {
+		ws_fail(c, 1007);
+		return;
+	}
+	s->frames_in++;
+	s->cfg->hooks->on_frame(s, c, p, len, binary);
+}
+
+static void unmask(rt_conn *c, uint8_t *p, size_t n)
+{
+	const uint8_t *m = c->hdr + c->hdrneed - 4;
+
+	for (size_t i = 0; i < n; i++)
+		p[i] ^= m[(c->mpos + i) & 3];
+	c->mpos = (uint8_t)((c->mpos + n) & 3);
+}
+
+/* The header is complete: check it. 0, or -1 when the connection failed. */
+static int frame_start(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+	uint8_t b0 = c->hdr[0], b1 = c->hdr[1];
+	uint64_t len = b1 & 0x7f;
+
+	if (len == 126) {
+		len = (uint64_t)c->hdr[2] << 8 | c->hdr[3];
+	} else if (len == 127) {
+		len = 0;
+		for (int i = 0; i < 8; i++)
+			len = len << 8 | c->hdr[2 + i];
+		if (len >> 63) {
+			ws_fail(c, 1002);
+			return -1;
+		}
+	}
+	c->fin = b0 & 0x80;
+	c->op = b0 & 0x0f;
+	c->plen = len;
+	c->mpos = 0;
+	if (c->op >= 8) {
+		c->ctllen = 0;
+		return 0; /* checked on its first byte */
+	}
+	if (c->op == 0 ? !c->msg_op : c->msg_op) {
+		/* a continuation of nothing, or a new message inside one */
+		ws_fail(c, 1002);
+		return -1;
+	}
+	if (c->op)
+		c->msg_op = c->op;
+	if (c->rxlen + len > s->cfg->max_frame) {
+		ws_fail(c, 1009);
+		return -1;
+	}
+	return 0;
+}
+
+/* The first two bytes say how long the header is; check what can be
+ * checked on them. */
+static int header_first(rt_conn *c)
+{
+	uint8_t b0 = c->hdr[0], b1 = c->hdr[1], op = b0 & 0x0f;
+
+	if (b0 & 0x70 || !(b1 & 0x80) || (op > 2 && op < 8) || op > 10 ||
+	    (op >= 8 && (!(b0 & 0x80) || (b1 & 0x7f) > 125))) {
+		/* reserved bits, unmasked, unknown opcode, a control frame
+		 * fragmented or over 125 bytes */
+		ws_fail(c, 1002);
+		return -1;
+	}
+	c->hdrneed = 2 + ((b1 & 0x7f) == 126 ? 2 : (b1 & 0x7f) == 127 ? 8 : 0) + 4;
+	return 0;
+}
+
+/* Parses p[0..n) (the shard's read buffer or a stash: unmasked in place).
+ * Returns how many bytes it used: fewer than n when it paused (too much
+ * output waits) or the connection stopped reading frames. */
+static size_t ws_parse(rt_conn *c, uint8_t *p, size_t n)
+{
+	struct rt_shard *s = c->shard;
+	size_t i = 0;
+
+	while (i < n && c->state == ST_OPEN) {
+		if (c->hdrlen < 2 || c->hdrlen < c->hdrneed) {
+			c->hdr[c->hdrlen++] = p[i++];
+			if (c->hdrlen == 2 && header_first(c))
+				break;
+			if (c->hdrlen < 2 || c->hdrlen < c->hdrneed)
+				continue;
+			if (frame_start(c))
+				break;
+		}
+		/* payload */
+		size_t take = c->plen < n - i ? (size_t)c->plen : n - i;
+
+		if (c->op >= 8) {
+			unmask(c, p + i, take);
+			memcpy(c->ctl + c->ctllen, p + i, take);
+			c->ctllen = (uint8_t)(c->ctllen + take);
+		} else if (c->fin && c->op && c->rxlen == 0 && take == c->plen) {
+			/* a whole message in this buffer: no copy */
+			unmask(c, p + i, take);
+			c->msg_op = 0;
+			c->hdrlen = c->hdrneed = 0;
+			c->plen = 0;
+			i += take;
+			on_message(c, p + i - take, take, c->op == 2);
+			goto next;
+		} else if (take) {
+			if (c->rxlen + c->plen > c->rxcap) {
+				/* reassembly, sized for this frame */
+				size_t ncap = c->rxlen + (size_t)c->plen;
+				uint8_t *nb = realloc(c->rx, ncap);
+
+				if (!nb) {
+					ws_fail(c, 1011);
+					break;
+				}
+				c->rx = nb;
+				c->rxcap = ncap;
+			}
+			unmask(c, p + i, take);
+			memcpy(c->rx + c->rxlen, p + i, take);
+			c->rxlen += take;
+		}
+		i += take;
+		c->plen -= take;
+		if (c->plen)
+			continue;
+		/* the frame is complete */
+		c->hdrlen = c->hdrneed = 0;
+		if (c->op >= 8) {
+			on_control(c);
+			continue;
+		}
+		if (!c->fin)
+			continue;
+		{
+			bool binary = c->msg_op == 2;
+			uint8_t *m = c->rx;
+			size_t len = c->rxlen;
+
+			c->msg_op = 0;
+			c->rx = NULL;
+			c->rxlen = c->rxcap = 0;
+			on_message(c, m, len, binary);
+			free(m);
+		}
+next:
+		/* Backpressure: while more than max_outbuf waits, read no
+		 * further request. */
+		if (c->state == ST_OPEN &&
+		    rt_conn_queued(c) > s->cfg->max_outbuf) {
+			c->paused = true;
+			break;
+		}
+	}
+	return i;
+}
+
+/* Parse what the paused reader kept, then read the socket again. */
+static void ws_resume(rt_conn *c)
+{
+	uint8_t *st = c->stash;
+	size_t n = c->stash_len, used;
+
+	c->paused = false;
+	c->stash = NULL;
+	c->stash_len = 0;
+	if (st) {
+		used = ws_parse(c, st, n);
+		if (c->paused && used < n) {
+			c->stash = malloc(n - used);
+			if (c->stash) {
+				memcpy(c->stash, st + used, n - used);
+				c->stash_len = n - used;
+			}
+		}
+		free(st);
+	}
+}
+
+/* ---- the request head and the handshake --------------------------------- */
+
+/* An answer to a request head we will not take further: written, then
+ * FIN, then the linger reads what else the client sends. */
+static int head_refuse(rt_conn *c, int status, const char *text,
+		       const char *extra)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof(buf),
+			 "HTTP/1.1 %d %s\r\n"
+			 "Content-Type: text/plain\r\n"
+			 "Content-Length: %zu\r\n"
+			 "Connection: close\r\n"
+			 "%s\r\n%s\n",
+			 status, text, strlen(text) + 1, extra ? extra : "",
+			 text);
+
+	c->state = ST_CLOSING;
+	c->close_sent = true; /* no close frame: this is HTTP */
+	c->progress_ms = mono_ms();
+	if (send_some(c, (const uint8_t *)buf, (size_t)n)) {
+		conn_abort(c);
+		return -1;
+	}
+	if (c->wpend)
+		set_events(c); /* finished when writable */
+	else
+		conn_linger(c);
+	return 0;
+}
+
+/* Is tok one of the comma-separated tokens of v[0..n)? */
+static bool has_token(const char *v, size_t n, const char *tok)
+{
+	size_t tl = strlen(tok), i = 0;
+
+	while (i < n) {
+		size_t b, e;
+
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		b = i;
+		while (i < n && v[i] != ',')
+			i++;
+		e = i;
+		while (e > b && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+			e--;
+		if (e - b == tl && !strncasecmp(v + b, tok, tl))
+			return true;
+	}
+	return false;
+}
+
+struct head {
+	const char *path;        /* not NUL-terminated */
+	size_t path_len;
+	bool get, http11;
+	bool upgrade_ws, conn_upgrade;
+	const char *key, *version;
+	size_t key_len, version_len;
+	int nkeys;
+	bool proto_offered, proto_ours;
+};
+
+/* Reads the request line and the headers the handshake needs. h points
+ * into p, which holds the head up to its empty line. */
+static void head_parse(const char *p, size_t n, struct head *h)
+{
+	const char *end = p + n, *eol = memchr(p, '\n', n), *sp, *q;
+
+	memset(h, 0, sizeof(*h));
+	if (!eol)
+		return;
+	/* METHOD SP target SP HTTP/1.1 */
+	sp = memchr(p, ' ', (size_t)(eol - p));
+	if (!sp)
+		return;
+	h->get = sp - p == 3 && !memcmp(p, "GET", 3);
+	h->path = sp + 1;
+	q = memchr(h->path, ' ', (size_t)(eol - h->path));
+	if (!q)
+		return;
+	h->http11 = eol - q >= 9 && !memcmp(q + 1, "HTTP/1.1", 8);
+	for (h->path_len = 0; h->path + h->path_len < q &&
+	     h->path[h->path_len] != '?'; h->path_len++)
+		;
+	for (p = eol + 1; p < end; p = eol + 1) {
+		const char *colon, *v, *ve;
+		size_t nl;
+
+		eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (!colon)
+			continue;
+		nl = (size_t)(colon - p);
+		v = colon + 1;
+		ve = eol;
+		while (v < ve && (*v == ' ' || *v == '\t'))
+			v++;
+		while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
+				  ve[-1] == '\t'))
+			ve--;
+#define IS(name) (nl == sizeof(name) - 1 && !strncasecmp(p, name, nl))
+		if (IS("upgrade")) {
+			h->upgrade_ws |= has_token(v, (size_t)(ve - v), "websocket");
+		} else if (IS("connection")) {
+			h->conn_upgrade |= has_token(v, (size_t)(ve - v), "upgrade");
+		} else if (IS("sec-websocket-key")) {
+			h->key = v;
+			h->key_len = (size_t)(ve - v);
+			h->nkeys++;
+		} else if (IS("sec-websocket-version")) {
+			h->version = v;
+			h->version_len = (size_t)(ve - v);
+		} else if (IS("sec-websocket-protocol")) {
+			h->proto_offered = true;
+			h->proto_ours |= has_token(v, (size_t)(ve - v), "parley.v1");
+		}
+#undef IS
+	}
+}
+
+/* The key is the base64 of 16 bytes: 22 characters and "==". */
+static bool key_ok(const struct head *h)
+{
+	static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+	if (h->nkeys != 1 || h->key_len != 24 || h->key[22] != '=' ||
+	    h->key[23] != '=')
+		return false;
+	for (int i = 0; i < 22; i++)
+		if (!h->key[i] || !strchr(b64, h->key[i]))
+			return false;
+	return true;
+}
+
+/* Hands a connection that is not a WebSocket upgrade of ours to
+ * libwebsockets: the head was only peeked at, so lws reads it from the
+ * socket itself, as if it had accepted the connection. */
+static void head_to_lws(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+	int fd = c->fd;
+
+	watch(c, false);
+	/* Stops watching fd at once (lws watches it next), closes nothing. */
+	uv_close((uv_handle_t *)&c->poll, free_conn_cb);
+	if (!lws_adopt_socket_vhost(s->vh, fd))
+		close(fd);
+}
+
+/* The head is complete: p[0..hl), peeked, still in the socket. */
+static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
+{
+	struct rt_shard *s = c->shard;
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	struct head h;
+	char cat[24 + sizeof(guid)], acc[32], resp[256];
+	uint8_t digest[SHA_DIGEST_LENGTH];
+	int n, one = 1;
+
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	head_parse((const char *)p, hl, &h);
+	if (!h.upgrade_ws) {
+		head_to_lws(c);
+		return -1; /* not ours any more */
+	}
+	if (h.path_len != 3 || memcmp(h.path, "/ws", 3))
+		return head_refuse(c, 404, "Not Found", NULL);
+	if (!h.get || !h.http11)
+		return head_refuse(c, 400, "Bad Request", NULL);
+	if (s->draining)
+		return head_refuse(c, 503, "Service Unavailable", NULL);
+	if (h.version_len != 2 || memcmp(h.version, "13", 2))
+		return head_refuse(c, 426, "Upgrade Required",
+				   "Sec-WebSocket-Version: 13\r\n");
+	if (!h.conn_upgrade || !key_ok(&h))
+		return head_refuse(c, 400, "Bad Request", NULL);
+	if (h.proto_offered && !h.proto_ours)
+		return head_refuse(c, 400, "Bad Request", NULL);
+
+	memcpy(cat, h.key, 24);
+	memcpy(cat + 24, guid, sizeof(guid) - 1);
+	SHA1((const unsigned char *)cat, 24 + sizeof(guid) - 1, digest);
+	EVP_EncodeBlock((unsigned char *)acc, digest, sizeof(digest));
+	n = snprintf(resp, sizeof(resp),
+		     "HTTP/1.1 101 Switching Protocols\r\n"
+		     "Upgrade: websocket\r\n"
+		     "Connection: Upgrade\r\n"
+		     "Sec-WebSocket-Accept: %s\r\n"
+		     "%s\r\n",
+		     acc,
+		     h.proto_ours ? "Sec-WebSocket-Protocol: parley.v1\r\n" : "");
+	/* Take the head out of the socket; frames behind it stay there and
+	 * are read as such. */
+	if (recv(c->fd, s->rbuf, hl, MSG_DONTWAIT) != (ssize_t)hl ||
+	    send_some(c, (const uint8_t *)resp, (size_t)n)) {
+		conn_abort(c);
+		return -1;
+	}
+	c->state = ST_OPEN;
+	c->progress_ms = mono_ms();
+	slot_add(s, c);
+	s->conns_open++;
+	s->conns_total++;
+	s->cfg->hooks->on_open(s, c);
+	set_events(c);
+	return 0;
+}
+
+/* Looks at the request head without taking it out of the socket, so that
+ * an HTTP request goes to lws untouched. SO_RCVLOWAT keeps epoll quiet
+ * until more than what was seen has arrived. -1 when c is gone (or
+ * handed to lws). */
+static int head_input(rt_conn *c)
+{
+	uint8_t *p = c->shard->rbuf;
+	ssize_t n = recv(c->fd, p, HEAD_MAX, MSG_PEEK | MSG_DONTWAIT);
+	int low;
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		      errno == EINTR))
+		return 0;
+	if (n <= 0) {
+		conn_abort(c);
+		return -1;
+	}
+	for (size_t i = 0; i + 4 <= (size_t)n; i++)
+		if (!memcmp(p + i, "\r\n\r\n", 4))
+			return head_done(c, p, i + 4);
+	if (n >= HEAD_MAX) {
+		low = 1;
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low));
+		return head_refuse(c, 431, "Request Header Fields Too Large",
+				   NULL);
+	}
+	low = (int)n + 1;
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &low, sizeof(low));
+	return 0;
+}
+
+/* After our close: read and drop until the peer closes. */
+static void linger_input(rt_conn *c)
+{
+	char *sink = (char *)c->shard->rbuf;
+
+	for (int i = 0; i < 4; i++) {
+		ssize_t n = recv(c->fd, sink, RBUF_CAP, MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == EINTR))
+			return;
+		if (n <= 0) {
+			conn_destroy(c); /* the peer closed: so do we */
+			return;
+		}
+	}
+}
+
+static void conn_poll_cb(uv_poll_t *hd, int status, int events)
+{
+	rt_conn *c = hd->data;
+	size_t max = c->shard->cfg->max_outbuf;
+
+	if (status < 0)
+		events = UV_READABLE | UV_WRITABLE; /* recv/send will say */
+	if (c->state == ST_HEAD) {
+		if (events & UV_READABLE)
+			head_input(c);
+		return;
+	}
+	if (c->state == ST_LINGER) {
+		if (c->wpend && (events & UV_WRITABLE)) {
+			if (conn_write(c)) {
+				conn_abort(c);
+				return;
+			}
+			set_events(c);
+		}
+		if (events & UV_READABLE)
+			linger_input(c);
+		return;
+	}
+	if (events & UV_WRITABLE) {
+		if (conn_write(c)) {
+			conn_abort(c);
+			return;
+		}
+		if (c->state == ST_LINGER) {
+			if (events & UV_READABLE)
+				linger_input(c);
+			return;
+		}
+		if (c->state == ST_OPEN && c->paused && !c->wpend &&
+		    rt_conn_queued(c) <= max / 2)
+			ws_resume(c);
+		if (c->state == ST_CLOSING && !c->wpend) {
+			/* a close decided while resuming: write it now */
+			if (conn_write(c)) {
+				conn_abort(c);
+				return;
+			}
+			if (c->state == ST_LINGER)
+				return;
+		}
+	}
+	if ((events & UV_READABLE) && !c->paused) {
+		struct rt_shard *s = c->shard;
+		ssize_t n = recv(c->fd, s->rbuf, RBUF_CAP, MSG_DONTWAIT);
+
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+			      errno == EINTR)) {
+			/* nothing */
+		} else if (n <= 0) {
+			if (c->state == ST_CLOSING && n == 0 && !c->close_sent) {
+				/* half-closed: it may still read our close */
+				c->paused = true;
+			} else {
+				conn_abort(c);
+				return;
+			}
+		} else if (c->state == ST_OPEN) {
+			size_t used = ws_parse(c, s->rbuf, (size_t)n);
+
+			if (c->paused && used < (size_t)n) {
+				c->stash = malloc((size_t)n - used);
+				if (!c->stash) {
+					conn_abort(c);
+					return;
+				}
+				memcpy(c->stash, s->rbuf + used,
+				       (size_t)n - used);
+				c->stash_len = (size_t)n - used;
+			}
+		}
+	}
+	set_events(c);
 }
 
 static void on_accept(struct rt_shard *s)
@@ -366,6 +1267,7 @@ static void on_accept(struct rt_shard *s)
 		int one = 1;
 		int fd = accept4(s->listen_fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		rt_conn *c;
 
 		if (fd < 0) {
 			if (errno == EINTR)
@@ -376,10 +1278,23 @@ static void on_accept(struct rt_shard *s)
 			return;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		if (!lws_adopt_socket_vhost(s->vh, fd))
+		c = calloc(1, sizeof(*c));
+		if (!c || uv_poll_init(s->loop, &c->poll, fd)) {
+			free(c);
 			close(fd);
+			continue;
+		}
+		c->poll.data = c;
+		c->shard = s;
+		c->ws = true;
+		c->fd = fd;
+		c->state = ST_HEAD;
+		c->deadline_ms = mono_ms() + HEAD_MS;
+		set_events(c);
 	}
 }
+
+/* ---- HTTP: libwebsockets ---------------------------------------------- */
 
 static void http_reply(struct lws *wsi, rt_conn *c)
 {
@@ -430,10 +1345,40 @@ static const char *http_method(struct lws *wsi)
  * lws' own timeout_secs (20), which would drop the socket without a word. */
 #define HTTP_ANSWER_MS 15000
 
-void rt__http_tick(struct rt_shard *s)
+/* Every tick: deadlines of heads and lingers, stalled writers, closes
+ * that do not finish; then pending HTTP answers that time out. */
+void rt__transport_tick(struct rt_shard *s)
 {
-	uint64_t now_ms = rt_mono_us() / 1000;
+	uint64_t now_ms = mono_ms();
 
+	for (rt_conn *c = s->watch, *next; c; c = next) {
+		next = c->wnext; /* c may go; nothing else does */
+		switch (c->state) {
+		case ST_HEAD:
+			if (now_ms >= c->deadline_ms) {
+				int one = 1;
+
+				setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT,
+					   &one, sizeof(one));
+				head_refuse(c, 408, "Request Timeout", NULL);
+			}
+			break;
+		case ST_LINGER:
+			if (now_ms >= c->deadline_ms)
+				conn_abort(c);
+			break;
+		case ST_OPEN:
+			if (c->wpend &&
+			    now_ms - c->progress_ms >= RT_OUTBUF_STALL_MS)
+				slow_close(c);
+			break;
+		case ST_CLOSING:
+			if (c->wpend &&
+			    now_ms - c->progress_ms >= CLOSE_FLUSH_MS)
+				conn_abort(c);
+			break;
+		}
+	}
 	if (!s->http_pending)
 		return;
 	for (uint32_t i = 0; i < s->nslots; i++) {
@@ -571,97 +1516,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		/* A mailbox wake-up: the loop drains after lws_service. */
 		return 0;
 
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
-		char uri[64];
-
-		if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0 ||
-		    strcmp(uri, "/ws"))
-			return 1; /* only /ws upgrades */
-		if (s->draining)
-			return 1;
-		return 0;
-	}
-
-	case LWS_CALLBACK_ESTABLISHED:
-		memset(c, 0, sizeof(*c));
-		c->wsi = wsi;
-		c->shard = s;
-		c->ws = true;
-		slot_add(s, c);
-		s->conns_open++;
-		s->conns_total++;
-		s->cfg->hooks->on_open(s, c);
-		return 0;
-
-	case LWS_CALLBACK_RECEIVE: {
-		bool first = lws_is_first_fragment(wsi);
-		bool last = lws_is_final_fragment(wsi) &&
-			    lws_remaining_packet_payload(wsi) == 0;
-
-		if (c->closing)
-			return 0;
-		if (first)
-			c->rx_binary = lws_frame_is_binary(wsi);
-		if (first && last && c->rxlen == 0 && len <= s->cfg->max_frame) {
-			s->frames_in++;
-			s->cfg->hooks->on_frame(s, c, in, len, c->rx_binary);
-			break;
-		}
-		if (c->rxlen + len + lws_remaining_packet_payload(wsi) >
-		    s->cfg->max_frame) {
-			s->closed_too_large++;
-			free(c->rx);
-			c->rx = NULL;
-			c->rxlen = c->rxcap = 0;
-			send_close(c, 1009);
-			lws_close_reason(wsi, 1009,
-					 (unsigned char *)"frame too large", 15);
-			return -1;
-		}
-		if (c->rxlen + len > c->rxcap) {
-			c->rxcap = c->rxlen + len + lws_remaining_packet_payload(wsi);
-			c->rx = realloc(c->rx, c->rxcap);
-		}
-		memcpy(c->rx + c->rxlen, in, len);
-		c->rxlen += len;
-		if (last) {
-			s->frames_in++;
-			s->cfg->hooks->on_frame(s, c, c->rx, c->rxlen,
-						c->rx_binary);
-			free(c->rx);
-			c->rx = NULL;
-			c->rxlen = c->rxcap = 0;
-		}
-		break;
-	}
-
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-		/* lws calls this only once what it kept is written */
-		c->lws_owns = false;
-		if (c->close_now || (c->closing && !c->qlen)) {
-			q_clear(c);
-			send_close(c, c->close_code);
-			lws_close_reason(wsi, c->close_code, NULL, 0);
-			return -1;
-		}
-		if (flush_queue(s, c))
-			return -1;
-		if (c->closing && !c->qlen)
-			lws_callback_on_writable(wsi);
-		break;
-
-	case LWS_CALLBACK_CLOSED:
-		if (!c || !c->ws)
-			break;
-		s->cfg->hooks->on_close(s, c);
-		slot_del(s, c);
-		q_clear(c);
-		free(c->q);
-		free(c->rx);
-		c->q = NULL;
-		c->rx = NULL;
-		s->conns_open--;
-		break;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		/* An upgrade on a keep-alive HTTP connection lws already
+		 * owns: refused (WebSockets are ours, from the first byte). */
+		return 1;
 
 	case LWS_CALLBACK_HTTP: {
 		char num[24];
@@ -789,13 +1647,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 }
 
 /*
- * rx_buffer_size 512: libwebsockets keeps a receive buffer of this size for
- * every WebSocket connection for its whole life, so it is most of what an
- * idle connection costs (4096 made an idle connection 7.2 KB of RSS, 512
- * makes it 3.3 KB). Larger messages arrive in pieces and are reassembled
- * in rt_conn.rx. Smaller still (128) put every send through reassembly and
- * cost acks/s. tx_packet_size must be set: at 0, lws caps each send() at
- * rx_buffer_size, which split every coalesced write into small pieces.
+ * lws runs only plain HTTP now: its WebSocket buffers (rx_buffer_size)
+ * are never allocated. tx_packet_size must be set: at 0, lws caps each
+ * send() at rx_buffer_size.
  */
 static struct lws_protocols protocols[] = {
 	{ "parley.v1", callback, sizeof(struct rt_conn), 512, 0, NULL, WBUF_CAP },
@@ -858,7 +1712,10 @@ int rt__transport_init(struct rt_shard *s)
 	if (!s->vh)
 		goto fail_ctx;
 	s->wbuf_cap = WBUF_CAP;
-	s->wbuf = malloc(LWS_PRE + s->wbuf_cap);
+	s->wbuf = malloc(s->wbuf_cap);
+	s->rbuf = malloc(RBUF_CAP);
+	if (!s->wbuf || !s->rbuf)
+		goto fail_buf;
 	fd.filefd = s->listen_fd;
 	s->listen_wsi = lws_adopt_descriptor_vhost(s->vh, LWS_ADOPT_RAW_FILE_DESC,
 						   fd, "parley-listen", NULL);
@@ -869,6 +1726,7 @@ int rt__transport_init(struct rt_shard *s)
 	return 0;
 fail_buf:
 	free(s->wbuf);
+	free(s->rbuf);
 fail_ctx:
 	lws_context_destroy(s->ctx);
 	s->ctx = NULL;
@@ -890,19 +1748,15 @@ void rt__transport_drain(struct rt_shard *s, bool force)
 		return;
 	}
 	/* The loop may stop right after this: write what is queued and the
-	 * close frame now rather than in a WRITEABLE callback that may not
-	 * come. */
+	 * close frame now rather than at a turn end that may not come. */
 	for (uint32_t i = 0; i < s->nslots; i++) {
 		rt_conn *c = s->slots[i];
 
-		if (!c)
+		if (!c || !c->ws || c->state != ST_OPEN)
 			continue;
-		if (!c->closing && c->ws) {
-			if (flush_queue(s, c) == 0)
-				send_close(c, 1001);
-			c->close_code = 1001;
-		}
 		rt_conn_close(c, 1001, "going away");
+		if (!c->wpend)
+			conn_flush(c);
 	}
 }
 
@@ -911,8 +1765,19 @@ void rt__transport_fini(struct rt_shard *s)
 	struct lws_context *ctx = s->ctx;
 
 	__atomic_store_n(&s->ctx, NULL, __ATOMIC_RELEASE);
+	/* Our connections: the open ones (on_close runs), then heads and
+	 * lingers. Their memory goes when loop_close runs the closes. */
+	for (uint32_t i = 0; i < s->nslots; i++) {
+		rt_conn *c = s->slots[i];
+
+		if (c && c->ws)
+			conn_abort(c);
+	}
+	while (s->watch)
+		conn_abort(s->watch);
 	lws_context_destroy(ctx);
 	loop_close(s);
+	free(s->rbuf);
 	free(s->wbuf);
 	free(s->slots);
 	free(s->free_slots);
