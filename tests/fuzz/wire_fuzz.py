@@ -342,7 +342,7 @@ class Conn:
         self.log = []             # (batch, frame description), the latest last
         self.optional = set()     # rids that may still be answered, or not
         self.sock = socket.create_connection(("127.0.0.1", fz.port), timeout=WAIT)
-        key = b64u(os.urandom(16)) + "=="
+        key = base64.b64encode(os.urandom(16)).decode()  # RFC 6455: plain base64
         req = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: parley.v1"
