@@ -668,11 +668,10 @@ static bool tracked_file(int fd)
 	return on && fd >= 0 && fd < MAX_FD && fds[fd].kind == 1;
 }
 
-ssize_t write(int fd, const void *buf, size_t len)
+/* After a write at the file offset (write, writev): n bytes ending at the
+ * offset now. */
+static ssize_t wrote_at_offset(int fd, ssize_t n)
 {
-	resolve_all();
-	ssize_t n = real_write(fd, buf, len);
-
 	if (n > 0 && tracked_file(fd)) {
 		off_t end = lseek(fd, 0, SEEK_CUR);
 
@@ -684,20 +683,16 @@ ssize_t write(int fd, const void *buf, size_t len)
 	return n;
 }
 
+ssize_t write(int fd, const void *buf, size_t len)
+{
+	resolve_all();
+	return wrote_at_offset(fd, real_write(fd, buf, len));
+}
+
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
 	resolve_all();
-	ssize_t n = real_writev(fd, iov, cnt);
-
-	if (n > 0 && tracked_file(fd)) {
-		off_t end = lseek(fd, 0, SEEK_CUR);
-
-		if (end < 0)
-			untrack(fd); /* closed behind our back, now a pipe */
-		else
-			wrote(fd, end >= n ? (uint64_t)(end - n) : 0, n);
-	}
-	return n;
+	return wrote_at_offset(fd, real_writev(fd, iov, cnt));
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "tests/e2e/harness.h"
+#include "tests/powercut/preload.h"
 
 #define NSENDS 400
 #define FAST "--shards 2 --send-rate 1000000 --send-burst 1000000"
@@ -35,18 +36,8 @@ struct sent {
 
 static void set_env(const char *fail_at)
 {
-	setenv("LD_PRELOAD", POWERCUT_LIB, 1);
+	pc_preload();
 	setenv("PC_FAIL_WAL", fail_at, 1);
-#ifdef __SANITIZE_ADDRESS__
-	{
-		const char *a = getenv("ASAN_OPTIONS");
-		char buf[1024];
-
-		snprintf(buf, sizeof(buf), "%s%sverify_asan_link_order=0",
-			 a ? a : "", a && *a ? ":" : "");
-		setenv("ASAN_OPTIONS", buf, 1);
-	}
-#endif
 }
 
 static void clear_env(void)

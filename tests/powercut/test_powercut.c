@@ -47,6 +47,7 @@
 #include <cmocka.h>
 
 #include "tests/e2e/harness.h"
+#include "tests/powercut/preload.h"
 
 #ifndef POWERCUT_LIB
 #error "POWERCUT_LIB must name powercut.so"
@@ -320,24 +321,13 @@ static void power_cut(hsrv *s, bool torn, unsigned *torn_files,
 /* The environment of the next parleyd: the preload, and how it is cut. */
 static void set_model_env(bool drop_wal, const char *kill_at)
 {
-	setenv("LD_PRELOAD", POWERCUT_LIB, 1);
+	pc_preload();
 	setenv("PC_WBS", WBS, 1);
 	setenv("PC_DROP_WAL", drop_wal ? "1" : "0", 1);
 	if (kill_at)
 		setenv("PC_KILL", kill_at, 1);
 	else
 		unsetenv("PC_KILL");
-#ifdef __SANITIZE_ADDRESS__
-	/* The preloaded library comes before the ASan runtime. */
-	{
-		const char *a = getenv("ASAN_OPTIONS");
-		char buf[1024];
-
-		snprintf(buf, sizeof(buf), "%s%sverify_asan_link_order=0",
-			 a ? a : "", a && *a ? ":" : "");
-		setenv("ASAN_OPTIONS", buf, 1);
-	}
-#endif
 }
 
 static void clear_model_env(void)
@@ -794,6 +784,18 @@ static void seed_rng(void)
 	print_message("powercut: seed %ld (PARLEY_POWERCUT_SEED)\n", seed);
 }
 
+/* The end of a test: the model off, data and shadow removed. */
+static void finish(hsrv *s)
+{
+	char sh[PATH_MAX];
+
+	clear_model_env();
+	shadow_of(s, sh, sizeof(sh));
+	rm_rf(sh);
+	h_cleanup(s);
+	free_rounds();
+}
+
 /* ---- tests -------------------------------------------------------------- */
 
 /* The control: WAL syncs dropped, acknowledged sends must be lost. Up to 3
@@ -840,15 +842,7 @@ static void test_control_loses_acked(void **st)
 	/* Without WAL syncs the model must lose acknowledged sends. */
 	assert_true(t.lost > 0);
 	h_kill9(&s);
-	clear_model_env();
-	{
-		char sh[PATH_MAX];
-
-		shadow_of(&s, sh, sizeof(sh));
-		rm_rf(sh);
-	}
-	h_cleanup(&s);
-	free_rounds();
+	finish(&s);
 }
 
 /* A power cut soon after the very first start, the model on from the
@@ -889,8 +883,7 @@ static void test_first_start_cut(void **st)
 	assert_int_equal(t.lost, 0);
 	pc_close(c);
 	assert_int_equal(h_stop(&s), 0);
-	h_cleanup(&s);
-	free_rounds();
+	finish(&s);
 }
 
 static void test_power_cuts(void **st)
@@ -997,15 +990,7 @@ static void test_power_cuts(void **st)
 	assert_true(r >= 3);
 	assert_true(acks_total > 0);
 	assert_int_equal(h_stop(&s), 0);
-	clear_model_env();
-	{
-		char sh[PATH_MAX];
-
-		shadow_of(&s, sh, sizeof(sh));
-		rm_rf(sh);
-	}
-	h_cleanup(&s);
-	free_rounds();
+	finish(&s);
 }
 
 int main(void)
