@@ -51,6 +51,11 @@ struct server {
 	struct search *sx; /* full-text index; NULL with --no-search */
 	uint8_t key[512];
 	size_t key_len;
+	/* DM ids' key: DATA/dm.key, made on first start. Not the JWT secret,
+	 * so that rotating that secret (an operator's routine) keeps every
+	 * DM under its id. */
+	uint8_t dm_key[512];
+	size_t dm_key_len;
 	struct limits lim;
 	uint64_t started_ms;
 	int storage_failed; /* atomic: a commit failed; /healthz says so */

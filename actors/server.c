@@ -350,6 +350,13 @@ int server_run(const struct server_opts *o)
 			strerror(errno));
 		return 1;
 	}
+	snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
+	if (auth_load_secret(path, srv.dm_key, sizeof(srv.dm_key),
+			     &srv.dm_key_len, true)) {
+		fprintf(stderr, "parleyd: cannot read %s: %s\n", path,
+			strerror(errno));
+		return 1;
+	}
 	snprintf(path, sizeof(path), "%s/db", o->data_dir);
 	if (store_open(&srv.st, path, o->ranges, o->shards, &err)) {
 		fprintf(stderr, "parleyd: storage: %s\n", err ? err : "?");

@@ -1344,8 +1344,10 @@ static void dm_id_v1(const char *ws, char *const *m, uint32_t n, char *out)
 
 /* DM id: "D2-" + 32 hex of HMAC-SHA256 over the workspace and the member
  * set ('\0' after each: ids never hold one), keyed by a key derived from
- * the server's secret. The same set always names the same channel, and
- * without the secret nobody can tell which id two users' DM has. */
+ * the server's DM key (DATA/dm.key, random, made on first start; not the
+ * JWT secret, which operators rotate). The same set always names the same
+ * channel, and without the key nobody can tell which id two users' DM
+ * has. */
 static bool dm_id_v2(const char *ws, char *const *m, uint32_t n, char *out)
 {
 	static const char label[] = "parley dm id v2";
@@ -1363,7 +1365,7 @@ static bool dm_id_v2(const char *ws, char *const *m, uint32_t n, char *out)
 		memcpy(buf + o, m[i], strlen(m[i]) + 1);
 		o += strlen(m[i]) + 1;
 	}
-	ok = HMAC(EVP_sha256(), srv.key, (int)srv.key_len,
+	ok = HMAC(EVP_sha256(), srv.dm_key, (int)srv.dm_key_len,
 		  (const uint8_t *)label, sizeof(label) - 1, k, &kl) &&
 	     HMAC(EVP_sha256(), k, (int)kl, buf, len, mac, &ml) && ml >= 16;
 	free(buf);

@@ -8,10 +8,10 @@
  * msg, the same HTTP body. A public channel stays visible (readable, and
  * FORBIDDEN for writing without joining).
  *
- * DM ids are keyed with the server's secret: not the unkeyed hash older
- * servers used (which anyone could compute from the member ids), the same
- * for the same members in any order, different on a server with another
- * secret. A DM made by an older server under its unkeyed id (written here
+ * DM ids are keyed with the data directory's dm.key: not the unkeyed hash
+ * older servers used (which anyone could compute from the member ids), the
+ * same for the same members in any order, the same after the JWT secret is
+ * rotated, different on another server (another dm.key). A DM made by an older server under its unkeyed id (written here
  * into the data directory the way that server wrote it) is the channel
  * dm.open answers after the upgrade, with its history.
  */
@@ -498,11 +498,21 @@ static void test_dm_ids_keyed(void **st)
 	assert_string_equal(ab, ba);
 	pc_close(a2);
 
-	/* Another server, another secret: another id for the same DM. */
+	/* The JWT secret rotated: every DM keeps its id (they are keyed by
+	 * the data directory's dm.key, not by the secret). */
+	assert_int_equal(h_stop(&s), 0);
+	set_secret(&s, "a-rotated-jwt-secret-0123456789abcdef");
+	h_restart(&s);
+	a2 = conn(&s, "alice", "acme");
+	dm_open(a2, bob, ba);
+	assert_string_equal(ab, ba);
+	dm_open(a2, bc, cba);
+	assert_string_equal(abc, cba);
+	pc_close(a2);
+
+	/* Another server (another data directory, another dm.key), the same
+	 * secret even: another id for the same DM. */
 	h_start(&t, FAST);
-	h_kill9(&t); /* nothing in it yet: only its secret changes */
-	set_secret(&t, "a-different-secret-for-the-second-server");
-	h_restart(&t);
 	a2 = conn(&t, "alice", "acme");
 	dm_open(a2, bob, other);
 	assert_string_not_equal(other, ab);
