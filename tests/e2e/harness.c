@@ -5,14 +5,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <cmocka.h>
 
 #include "actors/actors.h"
 #include "tests/e2e/harness.h"
@@ -425,4 +428,228 @@ int h_drain(pc_conn *c, int ms)
 		n++;
 	}
 	return n;
+}
+
+/* ---- for cmocka tests ------------------------------------------------------ */
+
+/* Fail the running test at the caller's file and line. cmocka's _fail()
+ * longjmps out of the test. */
+#define FAIL_AT(file, line, ...)              \
+	do {                                  \
+		print_error(__VA_ARGS__);     \
+		print_error("\n");            \
+		_fail((file), (line));        \
+	} while (0)
+
+static const char *rc_what(int rc)
+{
+	return rc == 0 ? "timed out" : "connection closed";
+}
+
+pc_conn *h_connect_ok(hsrv *s, const char *user, const char *ws)
+{
+	pc_conn *c = h_connect(s, user, ws, NULL);
+
+	if (!c)
+		fail_msg("could not connect and hello as %s@%s", user, ws);
+	return c;
+}
+
+void h_finish(hsrv *s)
+{
+	int st = h_stop(s);
+
+	if (st != 0)
+		fail_msg("parleyd exited with %d on SIGTERM", st);
+	h_cleanup(s);
+}
+
+void h_req_ok_at(const char *file, int line, pc_conn *c, proto_doc *res,
+		 const char *op, unsigned npairs, ...)
+{
+	va_list ap;
+	uint64_t rid;
+	int rc;
+
+	va_start(ap, npairs);
+	rid = post_v(c, op, npairs, ap);
+	va_end(ap);
+	rc = h_await(c, rid, res);
+	if (rc != 1)
+		FAIL_AT(file, line, "%s: no answer (%s)", op, rc_what(rc));
+	if (!h_ok(res)) {
+		char code[65];
+
+		snprintf(code, sizeof(code), "%s", h_code(res));
+		FAIL_AT(file, line, "%s: expected ok, got %s: %s", op, code,
+			h_s(&res->root, "msg"));
+	}
+}
+
+void h_req_fail_at(const char *file, int line, const char *code, pc_conn *c,
+		   const char *op, unsigned npairs, ...)
+{
+	va_list ap;
+	proto_doc res;
+	uint64_t rid;
+	int rc;
+
+	va_start(ap, npairs);
+	rid = post_v(c, op, npairs, ap);
+	va_end(ap);
+	rc = h_await(c, rid, &res);
+	if (rc != 1)
+		FAIL_AT(file, line, "%s: no answer (%s)", op, rc_what(rc));
+	if (h_ok(&res)) {
+		proto_doc_free(&res);
+		FAIL_AT(file, line, "%s: expected %s, got ok", op, code);
+	}
+	if (strcmp(h_code(&res), code)) {
+		char got[65];
+
+		snprintf(got, sizeof(got), "%s", h_code(&res));
+		proto_doc_free(&res);
+		FAIL_AT(file, line, "%s: expected %s, got %s", op, code, got);
+	}
+	proto_doc_free(&res);
+}
+
+void h_create_ok(pc_conn *c, const char *name, const char *kind, char *out)
+{
+	proto_doc res;
+	const msgpack_object_map *mp;
+	msgpack_object ch = { .type = MSGPACK_OBJECT_MAP };
+
+	h_req_ok(c, &res, "ch.create", 2, "name", 's', name, "kind", 's',
+		 kind);
+	if (proto_get_map(&res.root, "ch", &mp))
+		fail_msg("ch.create %s: no ch in the answer", name);
+	ch.via.map = *mp;
+	snprintf(out, 65, "%.64s", h_s(&ch, "id"));
+	assert_true(out[0] != 0);
+	assert_string_equal(h_s(&ch, "name"), name);
+	assert_string_equal(h_s(&ch, "kind"), kind);
+	proto_doc_free(&res);
+}
+
+void h_join_ok(pc_conn *c, const char *ch)
+{
+	proto_doc res;
+
+	h_req_ok(c, &res, "ch.join", 1, "ch", 's', ch);
+	proto_doc_free(&res);
+}
+
+/* One barrier round: read {ch, seq:0}, frames before its answer to seen. */
+static int barrier_round(pc_conn *c, const char *ch,
+			 void (*seen)(const proto_doc *d, void *arg), void *arg)
+{
+	uint64_t rid = h_post(c, "read", 2, "ch", 's', ch, "seq", 'u',
+			      (uint64_t)0);
+	uint64_t end = now_ms() + H_TIMEOUT;
+
+	if (!rid)
+		return -1;
+	for (;;) {
+		uint64_t now = now_ms();
+		proto_doc d;
+		int rc;
+
+		if (now >= end)
+			return 0;
+		rc = pc_recv(c, &d, (int)(end - now));
+		if (rc != 1)
+			return rc;
+		if (!strcmp(h_s(&d.root, "t"), "res") &&
+		    h_u(&d.root, "rid") == rid) {
+			/* ok, FORBIDDEN, NOT_FOUND: the channel actor's */
+			bool from_chan = h_ok(&d) ||
+					 !strcmp(h_code(&d), "FORBIDDEN") ||
+					 !strcmp(h_code(&d), "NOT_FOUND");
+
+			if (!from_chan) {
+				char code[65];
+
+				snprintf(code, sizeof(code), "%s", h_code(&d));
+				proto_doc_free(&d);
+				fail_msg("barrier on %s answered %s: not a "
+					 "barrier", ch, code);
+			}
+			proto_doc_free(&d);
+			return 1;
+		}
+		if (seen)
+			seen(&d, arg);
+		proto_doc_free(&d);
+	}
+}
+
+int h_barrier(pc_conn *c, const char *ch,
+	      void (*seen)(const proto_doc *d, void *arg), void *arg)
+{
+	int rc = barrier_round(c, ch, seen, arg);
+
+	return rc == 1 ? barrier_round(c, ch, seen, arg) : rc;
+}
+
+struct none {
+	const char *t, *ch;
+	char bad[4096]; /* the first unwanted frame, printed */
+};
+
+static bool wanted_not(const struct none *n, const proto_doc *d)
+{
+	return (!n->t || !strcmp(h_s(&d->root, "t"), n->t)) &&
+	       (!n->ch || !strcmp(h_s(&d->root, "ch"), n->ch));
+}
+
+static void none_seen(const proto_doc *d, void *arg)
+{
+	struct none *n = arg;
+
+	if (!n->bad[0] && wanted_not(n, d))
+		msgpack_object_print_buffer(n->bad, sizeof(n->bad), d->root);
+}
+
+void h_expect_none_at(const char *file, int line, pc_conn *c, const char *t,
+		      const char *ch, const char *via)
+{
+	struct none n = { .t = t, .ch = ch };
+	int rc = h_barrier(c, via, none_seen, &n);
+
+	if (n.bad[0])
+		FAIL_AT(file, line, "unexpected frame (before the barrier on "
+			"%s): %s", via, n.bad);
+	if (rc != 1)
+		FAIL_AT(file, line, "barrier on %s: %s (close code %d)", via,
+			rc_what(rc), rc ? pc_close_code(c) : 0);
+}
+
+void h_expect_none_for_at(const char *file, int line, pc_conn *c,
+			  const char *t, const char *ch, int ms)
+{
+	struct none n = { .t = t, .ch = ch };
+	uint64_t end = now_ms() + (uint64_t)ms;
+
+	if (ms <= 0)
+		FAIL_AT(file, line, "h_expect_none_for: %d ms watches nothing",
+			ms);
+	for (;;) {
+		uint64_t now = now_ms();
+		proto_doc d;
+		int rc;
+
+		if (now >= end)
+			return;
+		rc = pc_recv(c, &d, (int)(end - now));
+		if (rc == -1)
+			FAIL_AT(file, line, "connection closed (code %d)",
+				pc_close_code(c));
+		if (rc != 1)
+			return;
+		none_seen(&d, &n);
+		proto_doc_free(&d);
+		if (n.bad[0])
+			FAIL_AT(file, line, "unexpected frame: %s", n.bad);
+	}
 }

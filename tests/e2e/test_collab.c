@@ -103,60 +103,6 @@ static bool has_text(const msgpack_object *o, const char *needle)
 	}
 }
 
-#define REQ_OK(c, res, ...)                                           \
-	do {                                                          \
-		assert_int_equal(h_req((c), (res), __VA_ARGS__), 1);  \
-		if (!h_ok(res)) {                                     \
-			char code_[65];                               \
-								      \
-			snprintf(code_, sizeof(code_), "%s",          \
-				 h_code(res));                        \
-			fail_msg("line %d: expected ok, got %s: %s",  \
-				 __LINE__, code_,                     \
-				 h_s(&(res)->root, "msg"));           \
-		}                                                     \
-	} while (0)
-
-#define REQ_FAIL(code, c, ...)                                        \
-	do {                                                          \
-		proto_doc r_;                                         \
-		assert_int_equal(h_req((c), &r_, __VA_ARGS__), 1);    \
-		if (h_ok(&r_))                                        \
-			fail_msg("line %d: expected %s, got ok",      \
-				 __LINE__, (code));                   \
-		if (strcmp(h_code(&r_), (code)))                      \
-			fail_msg("line %d: expected %s, got %s",      \
-				 __LINE__, (code), h_code(&r_));      \
-		proto_doc_free(&r_);                                  \
-	} while (0)
-
-static pc_conn *conn(hsrv *s, const char *user, const char *ws)
-{
-	pc_conn *c = h_connect(s, user, ws, NULL);
-
-	assert_non_null(c);
-	return c;
-}
-
-static void finish(hsrv *s)
-{
-	assert_int_equal(h_stop(s), 0);
-	h_cleanup(s);
-}
-
-static void create(pc_conn *c, const char *name, const char *kind, char *out)
-{
-	assert_int_equal(h_create(c, name, kind, out), 0);
-}
-
-static void join(pc_conn *c, const char *ch)
-{
-	proto_doc res;
-
-	REQ_OK(c, &res, "ch.join", 1, "ch", 's', ch);
-	proto_doc_free(&res);
-}
-
 /* send with optional thread (0 = none) and mentions (NULL = none), which
  * must be stored as want_seq; returns its ts. */
 static uint64_t send_ok(pc_conn *c, const char *ch, const char *body,
@@ -167,18 +113,18 @@ static uint64_t send_ok(pc_conn *c, const char *ch, const char *body,
 	uint64_t ts;
 
 	if (thread && mentions)
-		REQ_OK(c, &res, "send", 5, "ch", 's', ch, "body", 's', body,
-		       "cmid", 's', cmid, "thread", 'u', thread, "mentions",
-		       'S', mentions);
+		h_req_ok(c, &res, "send", 5, "ch", 's', ch, "body", 's', body,
+		         "cmid", 's', cmid, "thread", 'u', thread, "mentions",
+		         'S', mentions);
 	else if (thread)
-		REQ_OK(c, &res, "send", 4, "ch", 's', ch, "body", 's', body,
-		       "cmid", 's', cmid, "thread", 'u', thread);
+		h_req_ok(c, &res, "send", 4, "ch", 's', ch, "body", 's', body,
+		         "cmid", 's', cmid, "thread", 'u', thread);
 	else if (mentions)
-		REQ_OK(c, &res, "send", 4, "ch", 's', ch, "body", 's', body,
-		       "cmid", 's', cmid, "mentions", 'S', mentions);
+		h_req_ok(c, &res, "send", 4, "ch", 's', ch, "body", 's', body,
+		         "cmid", 's', cmid, "mentions", 'S', mentions);
 	else
-		REQ_OK(c, &res, "send", 3, "ch", 's', ch, "body", 's', body,
-		       "cmid", 's', cmid);
+		h_req_ok(c, &res, "send", 3, "ch", 's', ch, "body", 's', body,
+		         "cmid", 's', cmid);
 	if (h_u(&res.root, "seq") != want_seq)
 		fail_msg("send %s: seq %llu, expected %llu", cmid,
 			 (unsigned long long)h_u(&res.root, "seq"),
@@ -193,8 +139,8 @@ static void edit_ok(pc_conn *c, const char *ch, uint64_t target,
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "edit", 3, "ch", 's', ch, "target", 'u', target,
-	       "body", 's', body);
+	h_req_ok(c, &res, "edit", 3, "ch", 's', ch, "target", 'u', target,
+	         "body", 's', body);
 	assert_int_equal(h_u(&res.root, "seq"), want_seq);
 	proto_doc_free(&res);
 }
@@ -204,7 +150,7 @@ static void delete_ok(pc_conn *c, const char *ch, uint64_t target,
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "delete", 2, "ch", 's', ch, "target", 'u', target);
+	h_req_ok(c, &res, "delete", 2, "ch", 's', ch, "target", 'u', target);
 	assert_int_equal(h_u(&res.root, "seq"), want_seq);
 	proto_doc_free(&res);
 }
@@ -215,8 +161,8 @@ static void react_ok(pc_conn *c, const char *ch, uint64_t target,
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "react", 4, "ch", 's', ch, "target", 'u', target,
-	       "emoji", 's', emoji, "on", 'b', (int)on);
+	h_req_ok(c, &res, "react", 4, "ch", 's', ch, "target", 'u', target,
+	         "emoji", 's', emoji, "on", 'b', (int)on);
 	assert_null(proto_get(&res.root, "noop"));
 	assert_int_equal(h_u(&res.root, "seq"), want_seq);
 	proto_doc_free(&res);
@@ -228,8 +174,8 @@ static void react_noop(pc_conn *c, const char *ch, uint64_t target,
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "react", 4, "ch", 's', ch, "target", 'u', target,
-	       "emoji", 's', emoji, "on", 'b', (int)on);
+	h_req_ok(c, &res, "react", 4, "ch", 's', ch, "target", 'u', target,
+	         "emoji", 's', emoji, "on", 'b', (int)on);
 	assert_true(bool_at(&res.root, "noop"));
 	assert_null(proto_get(&res.root, "seq"));
 	proto_doc_free(&res);
@@ -261,33 +207,6 @@ static void skip_evs(pc_conn *c, const char *ch, uint64_t from_seq,
 		assert_int_equal(h_expect(c, "ev", &d, H_TIMEOUT), 1);
 		assert_string_equal(h_s(&d.root, "ch"), ch);
 		assert_int_equal(h_u(&d.root, "seq"), seq);
-		proto_doc_free(&d);
-	}
-}
-
-/* No frame of type t about ch (NULL: any channel) reaches c within ms. */
-static void expect_quiet(pc_conn *c, const char *t, const char *ch, int ms)
-{
-	uint64_t end = now_ms() + (uint64_t)ms;
-
-	for (;;) {
-		uint64_t now = now_ms();
-		proto_doc d;
-		char ft[65], fch[65];
-		int rc;
-
-		if (now >= end)
-			return;
-		rc = h_next(c, &d, (int)(end - now));
-		if (rc == -1)
-			fail_msg("connection closed (code %d)",
-				 pc_close_code(c));
-		if (rc != 1)
-			return;
-		str_at(&d.root, "t", ft);
-		str_at(&d.root, "ch", fch);
-		if (!strcmp(ft, t) && (!ch || !strcmp(fch, ch)))
-			FAIL_SHOWING(&d.root, "unexpected %s frame", ft);
 		proto_doc_free(&d);
 	}
 }
@@ -344,11 +263,11 @@ static void history(pc_conn *c, const char *ch, uint64_t thread,
 		    proto_doc *res)
 {
 	if (thread)
-		REQ_OK(c, res, "history", 3, "ch", 's', ch, "thread", 'u',
-		       thread, "limit", 'u', (uint64_t)200);
+		h_req_ok(c, res, "history", 3, "ch", 's', ch, "thread", 'u',
+		         thread, "limit", 'u', (uint64_t)200);
 	else
-		REQ_OK(c, res, "history", 2, "ch", 's', ch, "limit", 'u',
-		       (uint64_t)200);
+		h_req_ok(c, res, "history", 2, "ch", 's', ch, "limit", 'u',
+		         (uint64_t)200);
 }
 
 /* Message seq in that history has exactly want_users (comma-separated,
@@ -420,7 +339,7 @@ static void list_counts(pc_conn *c, const char *ch, uint64_t last_seq,
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "ch.list", 0);
+	h_req_ok(c, &res, "ch.list", 0);
 	check_counts(find_ch(&res, ch), last_seq, read_seq, unread, mentions);
 	proto_doc_free(&res);
 }
@@ -431,7 +350,7 @@ static uint64_t last_seq(pc_conn *c, const char *ch)
 	proto_doc res;
 	uint64_t v;
 
-	REQ_OK(c, &res, "ch.list", 0);
+	h_req_ok(c, &res, "ch.list", 0);
 	v = h_u(find_ch(&res, ch), "last_seq");
 	proto_doc_free(&res);
 	return v;
@@ -456,7 +375,7 @@ static void read_to(pc_conn *c, const char *ch, uint64_t seq)
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "read", 2, "ch", 's', ch, "seq", 'u', seq);
+	h_req_ok(c, &res, "read", 2, "ch", 's', ch, "seq", 'u', seq);
 	proto_doc_free(&res);
 }
 
@@ -474,8 +393,8 @@ static void expect_read(pc_conn *c, const char *ch, uint64_t seq)
 /* The raw event log of ch (all of it, up to 1000). */
 static void events(pc_conn *c, const char *ch, uint64_t after, proto_doc *res)
 {
-	REQ_OK(c, res, "events", 3, "ch", 's', ch, "after", 'u', after,
-	       "limit", 'u', (uint64_t)1000);
+	h_req_ok(c, res, "events", 3, "ch", 's', ch, "after", 'u', after,
+	         "limit", 'u', (uint64_t)1000);
 }
 
 /* ---- edit ---------------------------------------------------------------- */
@@ -508,13 +427,13 @@ static void test_edit(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a1 = conn(&s, "alice", "acme");
-	a2 = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	e = conn(&s, "eve", "other");
-	create(a1, "general", "public", ch);
-	join(b, ch);
+	a1 = h_connect_ok(&s, "alice", "acme");
+	a2 = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	e = h_connect_ok(&s, "eve", "other");
+	h_create_ok(a1, "general", "public", ch);
+	h_join_ok(b, ch);
 	send_ok(a1, ch, "hello", "a-1", 0, NULL, 1);
 	send_ok(b, ch, "from bob", "b-2", 0, NULL, 2);
 	send_ok(a1, ch, "a reply", "a-3", 1, NULL, 3);
@@ -552,43 +471,43 @@ static void test_edit(void **st)
 	proto_doc_free(&res);
 
 	/* Refused, each taking no seq and sending nothing */
-	REQ_FAIL("FORBIDDEN", b, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 's', "bob was here");
-	REQ_FAIL("FORBIDDEN", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)2, "body", 's', "alice was here");
+	h_req_fail("FORBIDDEN", b, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 's', "bob was here");
+	h_req_fail("FORBIDDEN", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)2, "body", 's', "alice was here");
 	/* carol may read the public channel but is no member */
-	REQ_FAIL("FORBIDDEN", c, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 's', "carol");
+	h_req_fail("FORBIDDEN", c, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 's', "carol");
 	/* targets that are no message */
-	REQ_FAIL("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)4, "body", 's', "an edit of an edit");
-	REQ_FAIL("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)6, "body", 's', "the future");
-	REQ_FAIL("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1000000, "body", 's', "far future");
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)0, "body", 's', "zero");
+	h_req_fail("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)4, "body", 's', "an edit of an edit");
+	h_req_fail("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)6, "body", 's', "the future");
+	h_req_fail("NOT_FOUND", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1000000, "body", 's', "far future");
+	h_req_fail("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)0, "body", 's', "zero");
 	/* too large; missing or ill-typed arguments */
 	big = malloc(16 * 1024 + 2);
 	memset(big, 'x', 16 * 1024 + 1);
 	big[16 * 1024 + 1] = 0;
-	REQ_FAIL("TOO_LARGE", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 's', big);
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 2, "ch", 's', ch, "body", 's',
-		 "no target");
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 2, "target", 'u', (uint64_t)1,
-		 "body", 's', "no channel");
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 's',
-		 "1", "body", 's', "target as text");
-	REQ_FAIL("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 'u', (uint64_t)7);
+	h_req_fail("TOO_LARGE", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 's', big);
+	h_req_fail("BAD_REQUEST", a1, "edit", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
+	h_req_fail("BAD_REQUEST", a1, "edit", 2, "ch", 's', ch, "body", 's',
+		   "no target");
+	h_req_fail("BAD_REQUEST", a1, "edit", 2, "target", 'u', (uint64_t)1,
+		   "body", 's', "no channel");
+	h_req_fail("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 's',
+		   "1", "body", 's', "target as text");
+	h_req_fail("BAD_REQUEST", a1, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 'u', (uint64_t)7);
 	/* another workspace's channel, and one that does not exist */
-	REQ_FAIL("NOT_FOUND", e, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 's', "eve");
-	REQ_FAIL("NOT_FOUND", a1, "edit", 3, "ch", 's', "Cnosuchchannel",
-		 "target", 'u', (uint64_t)1, "body", 's', "nowhere");
+	h_req_fail("NOT_FOUND", e, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 's', "eve");
+	h_req_fail("NOT_FOUND", a1, "edit", 3, "ch", 's', "Cnosuchchannel",
+		   "target", 'u', (uint64_t)1, "body", 's', "nowhere");
 	/* fire-and-forget: the refusal comes as an err frame naming the op */
 	{
 		proto_out o;
@@ -609,7 +528,7 @@ static void test_edit(void **st)
 		assert_string_equal(h_s(&d.root, "op"), "edit");
 		proto_doc_free(&d);
 	}
-	expect_quiet(b, "ev", ch, 300);
+	h_expect_none(b, "ev", ch);
 
 	/* exactly 16 KiB is allowed */
 	big[16 * 1024] = 0;
@@ -641,8 +560,8 @@ static void test_edit(void **st)
 
 	/* A deleted message cannot be edited */
 	delete_ok(b, ch, 2, 9);
-	REQ_FAIL("NOT_FOUND", b, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)2, "body", 's', "back from the dead");
+	h_req_fail("NOT_FOUND", b, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)2, "body", 's', "back from the dead");
 
 	/* The log holds exactly what was acknowledged, gap-free */
 	events(a1, ch, 0, &res);
@@ -666,17 +585,17 @@ static void test_edit(void **st)
 	proto_doc_free(&res);
 
 	/* A private channel does not exist for a non-member */
-	create(a1, "secret", "private", priv);
+	h_create_ok(a1, "secret", "private", priv);
 	send_ok(a1, priv, "private words", "p-1", 0, NULL, 1);
-	REQ_FAIL("NOT_FOUND", b, "edit", 3, "ch", 's', priv, "target", 'u',
-		 (uint64_t)1, "body", 's', "bob");
+	h_req_fail("NOT_FOUND", b, "edit", 3, "ch", 's', priv, "target", 'u',
+		   (uint64_t)1, "body", 's', "bob");
 
 	pc_close(a1);
 	pc_close(a2);
 	pc_close(b);
 	pc_close(c);
 	pc_close(e);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- edits: every version ------------------------------------------------ */
@@ -688,7 +607,7 @@ static void check_versions(pc_conn *c, const char *ch, uint64_t target,
 	proto_doc res;
 	const msgpack_object_array *v;
 
-	REQ_OK(c, &res, "edits", 2, "ch", 's', ch, "target", 'u', target);
+	h_req_ok(c, &res, "edits", 2, "ch", 's', ch, "target", 'u', target);
 	v = arr_at(&res.root, "versions");
 	assert_int_equal(v->size, n);
 	for (uint32_t i = 0; i < n; i++) {
@@ -711,10 +630,10 @@ static void test_edits_versions(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	ts[0] = send_ok(a, ch, v[0], "a-1", 0, NULL, 1);
 	send_ok(b, ch, "bob's", "b-2", 0, NULL, 2);
 	skip_evs(b, ch, 1, 2);
@@ -738,28 +657,28 @@ static void test_edits_versions(void **st)
 	check_versions(a, ch, 6, rv, rts, 2);
 
 	/* The author only; targets that are no message */
-	REQ_FAIL("FORBIDDEN", b, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
-	REQ_FAIL("FORBIDDEN", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)2);
-	REQ_FAIL("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)3);
-	REQ_FAIL("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)99);
-	REQ_FAIL("BAD_REQUEST", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)0);
-	REQ_FAIL("BAD_REQUEST", a, "edits", 1, "ch", 's', ch);
+	h_req_fail("FORBIDDEN", b, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
+	h_req_fail("FORBIDDEN", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)2);
+	h_req_fail("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)3);
+	h_req_fail("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)99);
+	h_req_fail("BAD_REQUEST", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)0);
+	h_req_fail("BAD_REQUEST", a, "edits", 1, "ch", 's', ch);
 
 	/* Deleted: no versions any more */
 	delete_ok(a, ch, 1, 8);
-	REQ_FAIL("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
+	h_req_fail("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
 	/* the reply is untouched */
 	check_versions(a, ch, 6, rv, rts, 2);
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- delete -------------------------------------------------------------- */
@@ -775,12 +694,12 @@ static void test_delete(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
-	join(c, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
+	h_join_ok(c, ch);
 	send_ok(a, ch, "the launch code is hunter2", "a-1", 0, NULL, 1);
 	send_ok(b, ch, "keep it quiet", "b-2", 0, NULL, 2);
 	edit_ok(a, ch, 1, "the launch code is now swordfish", 3);
@@ -793,18 +712,18 @@ static void test_delete(void **st)
 	check_reactions(a, ch, 0, 1, THUMBS, "bob", 2);
 
 	/* The author only */
-	REQ_FAIL("FORBIDDEN", b, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
-	REQ_FAIL("FORBIDDEN", a, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)2);
-	REQ_FAIL("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)3);
-	REQ_FAIL("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)50);
-	REQ_FAIL("BAD_REQUEST", a, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)0);
-	REQ_FAIL("BAD_REQUEST", a, "delete", 1, "ch", 's', ch);
-	expect_quiet(b, "ev", ch, 200);
+	h_req_fail("FORBIDDEN", b, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
+	h_req_fail("FORBIDDEN", a, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)2);
+	h_req_fail("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)3);
+	h_req_fail("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)50);
+	h_req_fail("BAD_REQUEST", a, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)0);
+	h_req_fail("BAD_REQUEST", a, "delete", 1, "ch", 's', ch);
+	h_expect_none(b, "ev", ch);
 
 	delete_ok(a, ch, 1, 8);
 	next_ev(b, ch, 8, "delete", "alice", &d);
@@ -852,17 +771,17 @@ static void test_delete(void **st)
 	proto_doc_free(&res);
 
 	/* Nothing more may be done to it */
-	REQ_FAIL("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
-	REQ_FAIL("NOT_FOUND", a, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "body", 's', "again");
-	REQ_FAIL("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
-	REQ_FAIL("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', THUMBS, "on", 'b', 0);
-	REQ_FAIL("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1);
-	expect_quiet(c, "ev", ch, 200);
+	h_req_fail("NOT_FOUND", a, "delete", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
+	h_req_fail("NOT_FOUND", a, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "body", 's', "again");
+	h_req_fail("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
+	h_req_fail("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', THUMBS, "on", 'b', 0);
+	h_req_fail("NOT_FOUND", a, "edits", 2, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1);
+	h_expect_none(c, "ev", ch);
 
 	/* The numbering goes on */
 	send_ok(c, ch, "what happened?", "c-9", 0, NULL, 9);
@@ -883,7 +802,7 @@ static void test_delete(void **st)
 	pc_close(a);
 	pc_close(b);
 	pc_close(c);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* An edit and a delete sent back to back, the delete before the edit is
@@ -900,10 +819,10 @@ static void test_delete_right_after_edit(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	for (int i = 0; i < K; i++) {
 		char body[64], cmid[32];
 		proto_out o;
@@ -973,7 +892,7 @@ static void test_delete_right_after_edit(void **st)
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- react --------------------------------------------------------------- */
@@ -999,14 +918,14 @@ static void test_react(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	d = conn(&s, "dave", "acme");
-	e = conn(&s, "eve", "other");
-	create(a, "general", "public", ch);
-	join(b, ch);
-	join(c, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	d = h_connect_ok(&s, "dave", "acme");
+	e = h_connect_ok(&s, "eve", "other");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
+	h_join_ok(c, ch);
 	send_ok(a, ch, "lunch?", "a-1", 0, NULL, 1);
 	send_ok(a, ch, "in a thread", "a-2", 1, NULL, 2);
 	skip_evs(a, ch, 1, 2);
@@ -1035,8 +954,8 @@ static void test_react(void **st)
 	/* removing what one lacks: a no-op */
 	react_noop(b, ch, 1, TADA, false);
 	react_noop(a, ch, 1, "\xe2\x9d\xa4", false);
-	expect_quiet(a, "ev", ch, 300);
-	expect_quiet(b, "ev", ch, 0);
+	h_expect_none(a, "ev", ch);
+	h_expect_none(b, "ev", ch);
 	check_reactions(a, ch, 0, 1, THUMBS, "bob,alice,carol", 2);
 
 	/* Removing: an event with on=false; the order of the rest stays */
@@ -1069,31 +988,31 @@ static void test_react(void **st)
 	memset(e65, 'e', 65);
 	e65[65] = 0;
 	react_ok(b, ch, 1, e64, true, 14);
-	REQ_FAIL("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', e65, "on", 'b', 1);
-	REQ_FAIL("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', "", "on", 'b', 1);
+	h_req_fail("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', e65, "on", 'b', 1);
+	h_req_fail("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', "", "on", 'b', 1);
 	/* on is required, and a bool */
-	REQ_FAIL("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', TADA);
-	REQ_FAIL("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', TADA, "on", 'u', (uint64_t)1);
-	REQ_FAIL("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "emoji", 's',
-		 TADA, "on", 'b', 1);
-	REQ_FAIL("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "on", 'b', 1);
+	h_req_fail("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', TADA);
+	h_req_fail("BAD_REQUEST", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', TADA, "on", 'u', (uint64_t)1);
+	h_req_fail("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "emoji", 's',
+		   TADA, "on", 'b', 1);
+	h_req_fail("BAD_REQUEST", b, "react", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "on", 'b', 1);
 	/* members only; another workspace's channel does not exist */
-	REQ_FAIL("FORBIDDEN", d, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
-	REQ_FAIL("NOT_FOUND", e, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
+	h_req_fail("FORBIDDEN", d, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
+	h_req_fail("NOT_FOUND", e, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)1, "emoji", 's', TADA, "on", 'b', 1);
 	/* on messages only */
-	REQ_FAIL("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)3, "emoji", 's', TADA, "on", 'b', 1);
-	REQ_FAIL("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
-		 (uint64_t)15, "emoji", 's', TADA, "on", 'b', 1);
+	h_req_fail("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)3, "emoji", 's', TADA, "on", 'b', 1);
+	h_req_fail("NOT_FOUND", b, "react", 4, "ch", 's', ch, "target", 'u',
+		   (uint64_t)15, "emoji", 's', TADA, "on", 'b', 1);
 	skip_evs(a, ch, 14, 14);
-	expect_quiet(a, "ev", ch, 300);
+	h_expect_none(a, "ev", ch);
 
 	/* The log has every change, in order */
 	{
@@ -1119,7 +1038,7 @@ static void test_react(void **st)
 	pc_close(c);
 	pc_close(d);
 	pc_close(e);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- changes are channel events: resume and the log ---------------------- */
@@ -1142,14 +1061,14 @@ static void test_many_reactions(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	create(a, "general", "public", ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "general", "public", ch);
 	send_ok(a, ch, "react to me", "a-1", 0, NULL, 1);
 	want[0] = 0;
 	for (int i = 0; i < USERS; i++) {
 		snprintf(id[i], sizeof(id[i]), "u%02d-%060d", i, 0);
-		u[i] = conn(&s, id[i], "acme");
-		join(u[i], ch);
+		u[i] = h_connect_ok(&s, id[i], "acme");
+		h_join_ok(u[i], ch);
 		snprintf(want + strlen(want), sizeof(want) - strlen(want),
 			 "%s%s", i ? "," : "", id[i]);
 	}
@@ -1181,7 +1100,7 @@ static void test_many_reactions(void **st)
 	for (int i = 0; i < USERS; i++)
 		pc_close(u[i]);
 	pc_close(a);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Regression: a reply whose state was still on its way to disk (a react
@@ -1198,8 +1117,8 @@ static void test_reply_to_pending_reply(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	create(a, "general", "public", ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "general", "public", ch);
 	send_ok(a, ch, "root", "a-1", 0, NULL, 1);
 	send_ok(a, ch, "reply", "a-2", 1, NULL, 2);
 	for (int i = 0; i < 20; i++) {
@@ -1224,9 +1143,9 @@ static void test_reply_to_pending_reply(void **st)
 		seq++;
 		/* ... then a reply to the reply, in the same breath */
 		snprintf(cmid, sizeof(cmid), "rr-%d", i);
-		REQ_FAIL("NOT_FOUND", a, "send", 4, "ch", 's', ch, "body", 's',
-			 "nested", "cmid", 's', cmid, "thread", 'u',
-			 (uint64_t)2);
+		h_req_fail("NOT_FOUND", a, "send", 4, "ch", 's', ch, "body",
+			   's', "nested", "cmid", 's', cmid, "thread", 'u',
+			   (uint64_t)2);
 	}
 	/* the root's thread has the one reply and nothing else */
 	history(a, ch, 1, &res);
@@ -1240,7 +1159,7 @@ static void test_reply_to_pending_reply(void **st)
 	react_ok(a, ch, 2, TADA, true, seq);
 	assert_int_equal(last_seq(a, ch), seq);
 	pc_close(a);
-	finish(&s);
+	h_finish(&s);
 }
 
 static pc_conn *resume(hsrv *s, const char *user, const char *ch,
@@ -1268,10 +1187,10 @@ static void test_changes_resume(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	send_ok(a, ch, "one", "a-1", 0, NULL, 1);
 	send_ok(b, ch, "two", "b-2", 0, NULL, 2);
 	send_ok(a, ch, "three", "a-3", 0, NULL, 3);
@@ -1309,7 +1228,7 @@ static void test_changes_resume(void **st)
 	next_ev(b, ch, 9, "edit", "alice", &d);
 	assert_int_equal(h_u(&d.root, "target"), 7);
 	proto_doc_free(&d);
-	expect_quiet(b, "ev", ch, 300);
+	h_expect_none(b, "ev", ch);
 
 	/* Live again after the catch-up */
 	react_ok(a, ch, 7, TADA, true, 10);
@@ -1344,11 +1263,11 @@ static void test_changes_resume(void **st)
 		assert_int_equal(h_u(&d.root, "seq"), seq);
 		proto_doc_free(&d);
 	}
-	expect_quiet(b, "ev", ch, 200);
+	h_expect_none(b, "ev", ch);
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- read state ---------------------------------------------------------- */
@@ -1365,13 +1284,13 @@ static void test_read_state(void **st)
 
 	(void)st;
 	h_start(&s, "--shards 2");
-	a = conn(&s, "alice", "acme");
-	b1 = conn(&s, "bob", "acme");
-	b2 = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	create(a, "general", "public", ch);
-	join(b1, ch);
-	join(c, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b1 = h_connect_ok(&s, "bob", "acme");
+	b2 = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b1, ch);
+	h_join_ok(c, ch);
 	send_ok(a, ch, "welcome", "a-1", 0, NULL, 1);
 	read_to(b1, ch, 1);
 	expect_read(b2, ch, 1);
@@ -1415,12 +1334,12 @@ static void test_read_state(void **st)
 	read_to(b2, ch, 5);
 	list_counts(b1, ch, 14, 5, 4, 2);
 	list_counts(b2, ch, 14, 5, 4, 2);
-	expect_quiet(b1, "read", ch, 300);
-	expect_quiet(b2, "read", ch, 0);
+	h_expect_none(b1, "read", ch);
+	h_expect_none(b2, "read", ch);
 	read_to(b2, ch, 7);
 	expect_read(b1, ch, 7);
 	list_counts(b1, ch, 14, 7, 2, 1);
-	expect_quiet(b2, "read", ch, 0);
+	h_expect_none(b2, "read", ch);
 
 	/* The counts survive kill -9 exactly */
 	pc_close(a);
@@ -1432,7 +1351,7 @@ static void test_read_state(void **st)
 	b1 = hello_counts(&s, "bob", ch, 14, 7, 2, 1);
 	c = hello_counts(&s, "carol", ch, 14, ANY, 2, 0);
 	a = hello_counts(&s, "alice", ch, 14, ANY, 0, 0);
-	b2 = conn(&s, "bob", "acme");
+	b2 = h_connect_ok(&s, "bob", "acme");
 	list_counts(b2, ch, 14, 7, 2, 1);
 	read_to(b2, ch, 6);
 	list_counts(b1, ch, 14, 7, 2, 1);
@@ -1458,7 +1377,7 @@ static void test_read_state(void **st)
 	pc_close(b1);
 	pc_close(b2);
 	pc_close(c);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* A user mentioned, who leaves and comes back, then is mentioned again:
@@ -1473,20 +1392,20 @@ static void test_mentions_after_rejoin(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	send_ok(a, ch, "hi @bob", "a-1", 0, m_bob, 1);
 	send_ok(a, ch, "hey @bob", "a-2", 0, m_bob, 2);
 	send_ok(a, ch, "yo @bob", "a-3", 0, m_bob, 3);
 	list_counts(b, ch, 3, 0, 3, 3);
 	read_to(b, ch, 3);
 	list_counts(b, ch, 3, 3, 0, 0);
-	REQ_OK(b, &res, "ch.leave", 1, "ch", 's', ch);
+	h_req_ok(b, &res, "ch.leave", 1, "ch", 's', ch);
 	proto_doc_free(&res);
 	send_ok(a, ch, "while bob is away @bob", "a-4", 0, m_bob, 4);
-	join(b, ch);
+	h_join_ok(b, ch);
 	list_counts(b, ch, 4, 4, 0, 0);
 	send_ok(a, ch, "welcome back @bob", "a-5", 0, m_bob, 5);
 	list_counts(b, ch, 5, 4, 1, 1);
@@ -1499,7 +1418,7 @@ static void test_mentions_after_rejoin(void **st)
 	h_restart(&s);
 	b = hello_counts(&s, "bob", ch, 6, 4, 2, 2);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- typing -------------------------------------------------------------- */
@@ -1521,7 +1440,7 @@ static void typing(pc_conn *c, const char *ch)
 {
 	proto_doc res;
 
-	REQ_OK(c, &res, "typing", 1, "ch", 's', ch);
+	h_req_ok(c, &res, "typing", 1, "ch", 's', ch);
 	proto_doc_free(&res);
 }
 
@@ -1535,15 +1454,15 @@ static void test_typing(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a1 = conn(&s, "alice", "acme");
-	a2 = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	d = conn(&s, "dave", "acme");
-	e = conn(&s, "eve", "other");
-	create(a1, "general", "public", ch);
-	join(b, ch);
-	join(c, ch);
+	a1 = h_connect_ok(&s, "alice", "acme");
+	a2 = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	d = h_connect_ok(&s, "dave", "acme");
+	e = h_connect_ok(&s, "eve", "other");
+	h_create_ok(a1, "general", "public", ch);
+	h_join_ok(b, ch);
+	h_join_ok(c, ch);
 	/* everyone's devices follow the channel once they have an event */
 	send_ok(a1, ch, "hi", "a-1", 0, NULL, 1);
 	skip_evs(a1, ch, 1, 1);
@@ -1562,44 +1481,44 @@ static void test_typing(void **st)
 	/* A second one within 3 s: nothing */
 	typing(a2, ch);
 	typing(a1, ch);
-	expect_quiet(b, "typing", ch, 400);
-	expect_quiet(c, "typing", ch, 0);
-	expect_quiet(a1, "typing", ch, 0);
-	expect_quiet(a2, "typing", ch, 0);
-	expect_quiet(d, "typing", NULL, 0);
+	h_expect_none(b, "typing", ch);
+	h_expect_none(c, "typing", ch);
+	h_expect_none(a1, "typing", ch);
+	h_expect_none(a2, "typing", ch);
+	h_expect_none_any(d, "typing", ch);
 
 	/* Per user: bob may type while alice's window is open */
 	typing(b, ch);
 	expect_typing(a1, ch, "bob");
 	expect_typing(a2, ch, "bob");
 	expect_typing(c, ch, "bob");
-	expect_quiet(b, "typing", ch, 200);
+	h_expect_none(b, "typing", ch);
 
 	/* Per channel: alice's window in ch does not cover another one */
 	{
 		char ch2[65];
 
-		create(a1, "random", "public", ch2);
-		join(b, ch2);
+		h_create_ok(a1, "random", "public", ch2);
+		h_join_ok(b, ch2);
 		/* bob's device follows ch2 once it has an event (the join's
 		 * answer comes before its subscription is in place) */
 		send_ok(a1, ch2, "hi", "r-1", 0, NULL, 1);
 		skip_evs(b, ch2, 1, 1);
 		typing(a1, ch2);
 		expect_typing(b, ch2, "alice");
-		expect_quiet(b, "typing", ch, 200);
-		expect_quiet(c, "typing", ch2, 0);
+		h_expect_none(b, "typing", ch);
+		h_expect_none(c, "typing", ch2);
 	}
 
 	/* Not stored: no seq was taken */
 	list_counts(a1, ch, 1, ANY, 0, 0);
 
 	/* Refused */
-	REQ_FAIL("FORBIDDEN", d, "typing", 1, "ch", 's', ch);
-	REQ_FAIL("NOT_FOUND", e, "typing", 1, "ch", 's', ch);
-	REQ_FAIL("NOT_FOUND", a1, "typing", 1, "ch", 's', "Cnosuchchannel");
-	REQ_FAIL("BAD_REQUEST", a1, "typing", 0);
-	expect_quiet(b, "typing", ch, 200);
+	h_req_fail("FORBIDDEN", d, "typing", 1, "ch", 's', ch);
+	h_req_fail("NOT_FOUND", e, "typing", 1, "ch", 's', ch);
+	h_req_fail("NOT_FOUND", a1, "typing", 1, "ch", 's', "Cnosuchchannel");
+	h_req_fail("BAD_REQUEST", a1, "typing", 0);
+	h_expect_none(b, "typing", ch);
 
 	/* After 3 s, another broadcast */
 	while (now_ms() < t0 + 3100)
@@ -1608,8 +1527,8 @@ static void test_typing(void **st)
 	t0 = now_ms();
 	expect_typing(b, ch, "alice");
 	expect_typing(c, ch, "alice");
-	expect_quiet(a1, "typing", ch, 200);
-	expect_quiet(a2, "typing", ch, 0);
+	h_expect_none(a1, "typing", ch);
+	h_expect_none(a2, "typing", ch);
 
 	/* fire-and-forget works too (no answer) */
 	while (now_ms() < t0 + 3100)
@@ -1625,8 +1544,8 @@ static void test_typing(void **st)
 		proto_out_free(&o);
 	}
 	expect_typing(b, ch, "alice");
-	expect_quiet(a1, "res", NULL, 200);
-	REQ_OK(a1, &res, "ch.list", 0);
+	h_expect_none_any(a1, "res", ch);
+	h_req_ok(a1, &res, "ch.list", 0);
 	proto_doc_free(&res);
 
 	pc_close(a1);
@@ -1635,7 +1554,7 @@ static void test_typing(void **st)
 	pc_close(c);
 	pc_close(d);
 	pc_close(e);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* In a channel of 25,000 (most of them offline), typing still reaches
@@ -1652,23 +1571,23 @@ static void test_typing_large_channel(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	out = conn(&s, "outsider", "acme");
-	create(a, "town-hall", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	out = h_connect_ok(&s, "outsider", "acme");
+	h_create_ok(a, "town-hall", "public", ch);
+	h_join_ok(b, ch);
 	for (int i = 0; i < N; i++)
 		snprintf(ids[i], 16, "u%05d", i);
 	for (int off = 0; off < N; off += BATCH) {
 		for (int i = 0; i < BATCH; i++)
 			users[i] = ids[off + i];
 		users[BATCH] = NULL;
-		REQ_OK(a, &res, "ch.invite", 2, "ch", 's', ch, "users", 'S',
-		       users);
+		h_req_ok(a, &res, "ch.invite", 2, "ch", 's', ch, "users", 'S',
+		         users);
 		proto_doc_free(&res);
 	}
-	REQ_OK(b, &res, "ch.members", 2, "ch", 's', ch, "limit", 'u',
-	       (uint64_t)1000);
+	h_req_ok(b, &res, "ch.members", 2, "ch", 's', ch, "limit", 'u',
+	         (uint64_t)1000);
 	assert_int_equal(arr_at(&res.root, "members")->size, 1000);
 	assert_true(bool_at(&res.root, "more"));
 	proto_doc_free(&res);
@@ -1677,11 +1596,11 @@ static void test_typing_large_channel(void **st)
 	skip_evs(b, ch, 1, 1);
 	typing(a, ch);
 	expect_typing(b, ch, "alice");
-	expect_quiet(a, "typing", ch, 200);
+	h_expect_none(a, "typing", ch);
 	/* invited users who come online (their connections spread over the
 	 * shards) hear of bob typing; a non-member does not */
 	for (int i = 0; i < ONLINE; i++)
-		u[i] = conn(&s, ids[i * (N / ONLINE) + 7], "acme");
+		u[i] = h_connect_ok(&s, ids[i * (N / ONLINE) + 7], "acme");
 	/* their devices follow the channel once they have an event (hello's
 	 * answer may come before the subscriptions are in place) */
 	send_ok(a, ch, "welcome", "a-2", 0, NULL, 2);
@@ -1691,12 +1610,12 @@ static void test_typing_large_channel(void **st)
 	for (int i = 0; i < ONLINE; i++)
 		expect_typing(u[i], ch, "bob");
 	expect_typing(a, ch, "bob");
-	expect_quiet(out, "typing", NULL, 200);
+	h_expect_none_any(out, "typing", ch);
 	/* and one of them typing reaches the others */
 	typing(u[3], ch);
 	expect_typing(a, ch, ids[3 * (N / ONLINE) + 7]);
 	expect_typing(u[0], ch, ids[3 * (N / ONLINE) + 7]);
-	expect_quiet(u[3], "typing", ch, 200);
+	h_expect_none(u[3], "typing", ch);
 	for (int i = 0; i < ONLINE; i++)
 		pc_close(u[i]);
 
@@ -1705,7 +1624,7 @@ static void test_typing_large_channel(void **st)
 	pc_close(out);
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- durability ---------------------------------------------------------- */
@@ -1721,10 +1640,12 @@ static void snapshot(pc_conn *c, const char *ch, char **out)
 	history(c, ch, 1, &res);
 	out[1] = dump(&res.root);
 	proto_doc_free(&res);
-	REQ_OK(c, &res, "edits", 2, "ch", 's', ch, "target", 'u', (uint64_t)1);
+	h_req_ok(c, &res, "edits", 2, "ch", 's', ch, "target", 'u',
+		 (uint64_t)1);
 	out[2] = dump(&res.root);
 	proto_doc_free(&res);
-	REQ_OK(c, &res, "edits", 2, "ch", 's', ch, "target", 'u', (uint64_t)5);
+	h_req_ok(c, &res, "edits", 2, "ch", 's', ch, "target", 'u',
+		 (uint64_t)5);
 	out[3] = dump(&res.root);
 	proto_doc_free(&res);
 	events(c, ch, 0, &res);
@@ -1754,10 +1675,10 @@ static void test_changes_survive_kill9(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	send_ok(a, ch, "one", "a-1", 0, NULL, 1);
 	send_ok(a, ch, "two (to go)", "a-2", 0, NULL, 2);
 	send_ok(b, ch, "three", "b-3", 0, NULL, 3);
@@ -1782,8 +1703,8 @@ static void test_changes_survive_kill9(void **st)
 	pc_close(b);
 	h_kill9(&s);
 	h_restart(&s);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
 	snapshot(a, ch, after);
 	for (int i = 0; i < 5; i++) {
 		if (strcmp(from_ok(before[i]), from_ok(after[i]))) {
@@ -1827,8 +1748,8 @@ static void test_changes_survive_kill9(void **st)
 		proto_doc r;
 		const msgpack_object_array *vs;
 
-		REQ_OK(a, &r, "edits", 2, "ch", 's', ch, "target", 'u',
-		       (uint64_t)1);
+		h_req_ok(a, &r, "edits", 2, "ch", 's', ch, "target", 'u',
+		         (uint64_t)1);
 		vs = arr_at(&r.root, "versions");
 		assert_int_equal(vs->size, 3);
 		for (uint32_t i = 0; i < 3; i++)
@@ -1845,14 +1766,14 @@ static void test_changes_survive_kill9(void **st)
 	react_noop(b, ch, 1, THUMBS, true);
 	react_noop(b, ch, 3, THUMBS, false);
 	edit_ok(b, ch, 3, "three, edited", 18);
-	REQ_FAIL("NOT_FOUND", a, "edit", 3, "ch", 's', ch, "target", 'u',
-		 (uint64_t)2, "body", 's', "undead");
+	h_req_fail("NOT_FOUND", a, "edit", 3, "ch", 's', ch, "target", 'u',
+		   (uint64_t)2, "body", 's', "undead");
 	react_ok(a, ch, 1, THUMBS, false, 19);
 	check_reactions(b, ch, 0, 1, THUMBS, "bob", 1);
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* ---- rate limit ---------------------------------------------------------- */
@@ -1882,10 +1803,10 @@ static void test_rate_limit(void **st)
 
 	(void)st;
 	h_start(&s, "--shards 2 --send-rate 1 --send-burst 2");
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "general", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "general", "public", ch);
+	h_join_ok(b, ch);
 	send_ok(a, ch, "one", "a-1", 0, NULL, 1);
 	sleep_ms(1100); /* the bucket is full again (2) */
 
@@ -1964,7 +1885,7 @@ static void test_rate_limit(void **st)
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 int main(void)

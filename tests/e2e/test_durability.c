@@ -38,15 +38,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void join(pc_conn *c, const char *ch)
-{
-	proto_doc res;
-
-	assert_int_equal(h_req(c, &res, "ch.join", 1, "ch", 's', ch), 1);
-	assert_true(h_ok(&res));
-	proto_doc_free(&res);
-}
-
 struct sent {
 	bool ok;
 	uint64_t seq, ts;
@@ -220,7 +211,7 @@ static void test_idempotent_send(void **st)
 	assert_non_null(a);
 	assert_non_null(b);
 	assert_int_equal(h_create(a, "idem", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 
 	r1 = send_ok(a, ch, "first", "x");
 	assert_int_equal(r1.seq, 1);
@@ -343,7 +334,7 @@ static void test_idempotent_concurrent(void **st)
 	a2 = h_connect(&s, "alice", "acme", NULL);
 	b = h_connect(&s, "bob", "acme", NULL);
 	assert_int_equal(h_create(a1, "race", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	for (int i = 0; i < NC; i++) {
 		const struct { pc_conn *c; uint64_t rid; } q[3] = {
 			{ a1, 1000 + 2 * (uint64_t)i },
@@ -604,7 +595,7 @@ static void restart_keeps_everything(bool kill)
 	assert_int_equal(h_create(a, "general", "public", gen), 0);
 	assert_int_equal(h_create(a, "secret", "private", priv), 0);
 	assert_int_equal(h_create(c, "random", "public", rnd), 0);
-	join(b, gen);
+	h_join_ok(b, gen);
 	assert_int_equal(h_req(a, &res, "ch.invite", 2, "ch", 's', priv,
 			       "users", 'S', bob_only), 1);
 	assert_true(h_ok(&res));
@@ -776,7 +767,7 @@ static void test_acked_changes_survive_kill9(void **st)
 
 	/* ch.join */
 	b = after_kill(&s, "bob", NULL);
-	join(b, pub);
+	h_join_ok(b, pub);
 	pc_close(b);
 	b = after_kill(&s, "bob", &hello);
 	assert_true(in_channels(&hello, "channels", pub, NULL));
@@ -1221,7 +1212,7 @@ static void test_kill9_under_load(void **st)
 	connect_senders(&s);
 	assert_int_equal(h_create(snd[0].c, "firehose", "public", ch), 0);
 	for (int u = 1; u < NSEND; u++)
-		join(snd[u].c, ch);
+		h_join_ok(snd[u].c, ch);
 
 	for (int it = 0; it < MAXITER; it++) {
 		uint64_t acks, nacked, nfresh, infl, sent = 0, refused = 0;
@@ -1328,7 +1319,7 @@ static void test_sigterm_goaway(void **st)
 		assert_non_null(c[i]);
 	}
 	assert_int_equal(h_create(c[0], "lobby", "public", ch), 0);
-	join(c[2], ch);
+	h_join_ok(c[2], ch);
 	/* Sends in flight when SIGTERM comes: each is answered (then it is
 	 * durable) or not at all, never lost after an ok. */
 	for (int i = 0; i < NQ; i++) {
@@ -1634,7 +1625,7 @@ static void test_http_health_metrics(void **st)
 	free(r.body);
 
 	assert_int_equal(h_create(a, "stats", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	for (int i = 0; i < 7; i++) {
 		char cmid[8];
 
@@ -1712,7 +1703,7 @@ static void test_idle_channel_unloads_and_reloads(void **st)
 	a = h_connect(&s, "alice", "acme", NULL);
 	b = h_connect(&s, "bob", "acme", NULL);
 	assert_int_equal(h_create(a, "idle", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	for (int i = 1; i <= 3; i++) {
 		char cmid[8];
 

@@ -131,15 +131,6 @@ static int request_drop(pc_conn *c, proto_out *o, uint64_t rid,
 	}
 }
 
-static void join(pc_conn *c, const char *ch)
-{
-	proto_doc res;
-
-	assert_int_equal(h_req(c, &res, "ch.join", 1, "ch", 's', ch), 1);
-	assert_true(h_ok(&res));
-	proto_doc_free(&res);
-}
-
 /* ---- bad frames ---------------------------------------------------------- */
 
 static void test_text_frame(void **st)
@@ -945,8 +936,8 @@ static void test_slow_consumer(void **st)
 	assert_non_null(slow);
 	assert_non_null(fast);
 	assert_int_equal(h_create(a, "firehose", "public", ch), 0);
-	join(slow, ch);
-	join(fast, ch);
+	h_join_ok(slow, ch);
+	h_join_ok(fast, ch);
 	/* From here on, slow never reads. */
 
 	body = malloc(SLOW_BODY + 1);

@@ -38,14 +38,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-static pc_conn *conn(hsrv *s, const char *user, const char *ws)
-{
-	pc_conn *c = h_connect(s, user, ws, NULL);
-
-	assert_non_null(c);
-	return c;
-}
-
 static const char *ch_id(const proto_doc *res)
 {
 	const msgpack_object *ch = proto_get(&res->root, "ch");
@@ -301,10 +293,10 @@ static void test_hidden_channels_answer_like_missing(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	d = conn(&s, "dave", "acme");
-	x = conn(&s, "dave", "other");
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	d = h_connect_ok(&s, "dave", "acme");
+	x = h_connect_ok(&s, "dave", "other");
 	assert_int_equal(h_create(a, "plans", "private", priv), 0);
 	assert_int_equal(h_create(a, "lobby", "public", pub), 0);
 	assert_int_equal(h_send(a, priv, "the secret plan", "a1"), 1);
@@ -381,7 +373,7 @@ static void test_rest_hidden_is_404_like_missing(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
 	assert_int_equal(h_create(a, "plans", "private", priv), 0);
 	assert_int_equal(h_send(a, priv, "the secret plan", "a1"), 1);
 	dm_open(a, bob, dm);
@@ -467,9 +459,9 @@ static void test_dm_ids_keyed(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
 	dm_open(a, bob, ab);
 	dm_open(b, alice, ba);
 	assert_string_equal(ab, ba); /* same members, either side */
@@ -493,7 +485,7 @@ static void test_dm_ids_keyed(void **st)
 	pc_close(c);
 	assert_int_equal(h_stop(&s), 0);
 	h_restart(&s);
-	a2 = conn(&s, "alice", "acme");
+	a2 = h_connect_ok(&s, "alice", "acme");
 	dm_open(a2, bob, ba);
 	assert_string_equal(ab, ba);
 	pc_close(a2);
@@ -503,7 +495,7 @@ static void test_dm_ids_keyed(void **st)
 	assert_int_equal(h_stop(&s), 0);
 	set_secret(&s, "a-rotated-jwt-secret-0123456789abcdef");
 	h_restart(&s);
-	a2 = conn(&s, "alice", "acme");
+	a2 = h_connect_ok(&s, "alice", "acme");
 	dm_open(a2, bob, ba);
 	assert_string_equal(ab, ba);
 	dm_open(a2, bc, cba);
@@ -513,7 +505,7 @@ static void test_dm_ids_keyed(void **st)
 	/* Another server (another data directory, another dm.key), the same
 	 * secret even: another id for the same DM. */
 	h_start(&t, FAST);
-	a2 = conn(&t, "alice", "acme");
+	a2 = h_connect_ok(&t, "alice", "acme");
 	dm_open(a2, bob, other);
 	assert_string_not_equal(other, ab);
 	pc_close(a2);
@@ -602,15 +594,15 @@ static void test_dm_from_before_keyed_ids(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
 	pc_close(a);
 	assert_int_equal(h_stop(&s), 0);
 	old_dm_id("acme", ab_set, 2, old);
 	write_old_dm(&s, "acme", ab_set, 2, old, "from the old days");
 	h_restart(&s);
 
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
 	dm_open(a, bob, got);
 	assert_string_equal(got, old);
 	dm_open(b, alice, got);
@@ -633,7 +625,7 @@ static void test_dm_from_before_keyed_ids(void **st)
 	/* and still after another restart */
 	assert_int_equal(h_stop(&s), 0);
 	h_restart(&s);
-	a = conn(&s, "alice", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
 	dm_open(a, bob, got);
 	assert_string_equal(got, old);
 	assert_int_equal(history_len(a, old), 2);

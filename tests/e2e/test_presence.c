@@ -25,20 +25,6 @@
 #define PFLAGS "--shards 2 --away-ms 800 --presence-grace-ms 500 " \
 	       "--presence-coalesce-ms 0"
 
-static pc_conn *conn(hsrv *s, const char *user, const char *ws)
-{
-	pc_conn *c = h_connect(s, user, ws, NULL);
-
-	assert_non_null(c);
-	return c;
-}
-
-static void finish(hsrv *s)
-{
-	assert_int_equal(h_stop(s), 0);
-	h_cleanup(s);
-}
-
 /* watch users (NULL-terminated) and return the answer's presence map */
 static void watch(pc_conn *c, const char **users, proto_doc *res)
 {
@@ -167,8 +153,8 @@ static void test_watch_answers_current_states(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	/* the online status is told at once; the watch sees it */
 	usleep(100 * 1000);
 	watch(w, users, &res);
@@ -181,7 +167,7 @@ static void test_watch_answers_current_states(void **state)
 	proto_doc_free(&res);
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_away_on_silence_and_back(void **state)
@@ -197,9 +183,9 @@ static void test_away_on_silence_and_back(void **state)
 	 * when a slow machine stalls one of them by a second */
 	h_start(&s, "--shards 2 --away-ms 2000 --presence-grace-ms 500 "
 		    "--presence-coalesce-ms 0");
-	bob1 = conn(&s, "bob", "acme");
-	bob2 = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob1 = h_connect_ok(&s, "bob", "acme");
+	bob2 = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	proto_doc_free(&res);
 	/* heartbeats keep bob online past the away window: a user is as
@@ -228,7 +214,7 @@ static void test_away_on_silence_and_back(void **state)
 	pc_close(bob1);
 	pc_close(bob2);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_chosen_statuses(void **state)
@@ -240,8 +226,8 @@ static void test_chosen_statuses(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	proto_doc_free(&res);
 	set_status(bob, "dnd");
@@ -271,7 +257,7 @@ static void test_chosen_statuses(void **state)
 	proto_doc_free(&res);
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_offline_after_last_device(void **state)
@@ -285,9 +271,9 @@ static void test_offline_after_last_device(void **state)
 	(void)state;
 	h_start(&s, "--shards 2 --away-ms 5000 --presence-grace-ms 500 "
 		    "--presence-coalesce-ms 0");
-	bob1 = conn(&s, "bob", "acme");
-	bob2 = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob1 = h_connect_ok(&s, "bob", "acme");
+	bob2 = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	assert_status(&res, "bob", "online");
 	proto_doc_free(&res);
@@ -305,7 +291,7 @@ static void test_offline_after_last_device(void **state)
 	assert_true(since + 50 >= wall);
 	assert_true(since + 400 <= wall_ms());
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_fast_reconnect_does_not_flap(void **state)
@@ -318,19 +304,19 @@ static void test_fast_reconnect_does_not_flap(void **state)
 	(void)state;
 	h_start(&s, "--shards 2 --presence-grace-ms 1500 "
 		    "--presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	proto_doc_free(&res);
 	pc_close(bob);
 	usleep(100 * 1000);
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	/* no offline, no online: nothing at all */
 	assert_null(next_presence(w, "bob", 2500, NULL));
 	pc_close(bob);
 	expect_presence(w, "bob", "offline", 3000);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_only_watchers_are_told(void **state)
@@ -345,9 +331,9 @@ static void test_only_watchers_are_told(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
-	other = conn(&s, "dave", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
+	other = h_connect_ok(&s, "dave", "acme");
 	/* dave shares a channel with bob but does not watch him */
 	assert_int_equal(h_create(bob, "general", "public", ch), 0);
 	assert_int_equal(h_req(other, &res, "ch.join", 1, "ch", 's', ch), 1);
@@ -372,7 +358,7 @@ static void test_only_watchers_are_told(void **state)
 	pc_close(bob);
 	pc_close(other);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_watch_refusals(void **state)
@@ -386,7 +372,7 @@ static void test_watch_refusals(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2");
-	w = conn(&s, "alice", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	for (int i = 0; i < 501; i++) {
 		snprintf(ids[i], 16, "u%d", i);
 		many[i] = ids[i];
@@ -412,7 +398,7 @@ static void test_watch_refusals(void **state)
 	assert_true(h_ok(&res));
 	proto_doc_free(&res);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 	free(many);
 	free(ids);
 }
@@ -426,8 +412,8 @@ static void test_workspaces_are_apart(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "globex");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "globex");
 	/* globex's bob is not acme's bob */
 	watch(w, users, &res);
 	assert_status(&res, "bob", "offline");
@@ -436,7 +422,7 @@ static void test_workspaces_are_apart(void **state)
 	assert_null(next_presence(w, "bob", 500, NULL));
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_invisible_survives_kill9(void **state)
@@ -451,13 +437,13 @@ static void test_invisible_survives_kill9(void **state)
 	 * bob away before the last check */
 	h_start(&s, "--shards 2 --presence-grace-ms 500 "
 		    "--presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	set_status(bob, "invisible"); /* acknowledged: durable */
 	h_kill9(&s);
 	pc_close(bob);
 	h_restart(&s);
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	usleep(200 * 1000);
 	watch(w, users, &res);
 	assert_status(&res, "bob", "offline");
@@ -467,7 +453,7 @@ static void test_invisible_survives_kill9(void **state)
 	expect_presence(w, "bob", "online", 2000);
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_watcher_leaving_is_forgotten(void **state)
@@ -479,9 +465,9 @@ static void test_watcher_leaving_is_forgotten(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	for (int i = 0; i < 20; i++) {
-		w = conn(&s, "alice", "acme");
+		w = h_connect_ok(&s, "alice", "acme");
 		watch(w, users, &res);
 		proto_doc_free(&res);
 		pc_close(w);
@@ -489,7 +475,7 @@ static void test_watcher_leaving_is_forgotten(void **state)
 	/* bob's changes go nowhere now, and nothing breaks */
 	set_status(bob, "dnd");
 	set_status(bob, "online");
-	w = conn(&s, "alice", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	assert_status(&res, "bob", "online");
 	proto_doc_free(&res);
@@ -497,7 +483,7 @@ static void test_watcher_leaving_is_forgotten(void **state)
 	expect_presence(w, "bob", "dnd", 2000);
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* With the server's default timings: a user who arrives is told online
@@ -514,17 +500,17 @@ static void test_defaults_arrival_and_leaving(void **state)
 
 	(void)state;
 	h_start(&s, "--shards 2");
-	w = conn(&s, "alice", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	assert_status(&res, "bob", "offline");
 	proto_doc_free(&res);
 	t = now_ms();
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	expect_presence(w, "bob", "online", 2000);
 	assert_true(now_ms() - t < 2000);
 	pc_close(bob);
 	usleep(300 * 1000);
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	assert_null(next_presence(w, "bob", 2500, NULL));
 	t = now_ms();
 	pc_close(bob);
@@ -532,7 +518,7 @@ static void test_defaults_arrival_and_leaving(void **state)
 	assert_true(now_ms() - t >= 1700);
 	assert_true(now_ms() - t < 3000);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Changes within the coalescing window are told as one: a status set and
@@ -549,8 +535,8 @@ static void test_changes_coalesce(void **state)
 	(void)state;
 	h_start(&s, "--shards 2 --presence-coalesce-ms 1000 "
 		    "--away-ms 60000");
-	bob = conn(&s, "bob", "acme");
-	w = conn(&s, "alice", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	/* wait until bob's arrival is told and done (1 s after it): a watch
 	 * answers what watchers were told */
 	{
@@ -578,7 +564,7 @@ static void test_changes_coalesce(void **state)
 	assert_null(next_presence(w, "bob", 1500, NULL));
 	pc_close(bob);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* kill -9: a chosen dnd is kept; the users whose connections died with
@@ -594,26 +580,26 @@ static void test_dnd_and_offline_after_kill9(void **state)
 	(void)state;
 	h_start(&s, "--shards 2 --presence-grace-ms 500 "
 		    "--presence-coalesce-ms 0");
-	bob = conn(&s, "bob", "acme");
-	carol = conn(&s, "carol", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
+	carol = h_connect_ok(&s, "carol", "acme");
 	set_status(bob, "dnd");
 	h_kill9(&s);
 	pc_close(bob);
 	pc_close(carol);
 	h_restart(&s);
-	w = conn(&s, "alice", "acme");
+	w = h_connect_ok(&s, "alice", "acme");
 	watch(w, users, &res);
 	assert_status(&res, "bob", "offline");
 	assert_status(&res, "carol", "offline");
 	proto_doc_free(&res);
-	bob = conn(&s, "bob", "acme");
+	bob = h_connect_ok(&s, "bob", "acme");
 	expect_presence(w, "bob", "dnd", 2000);
-	carol = conn(&s, "carol", "acme");
+	carol = h_connect_ok(&s, "carol", "acme");
 	expect_presence(w, "carol", "online", 2000);
 	pc_close(bob);
 	pc_close(carol);
 	pc_close(w);
-	finish(&s);
+	h_finish(&s);
 }
 
 int main(void)

@@ -28,15 +28,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static void join(pc_conn *c, const char *ch)
-{
-	proto_doc res;
-
-	assert_int_equal(h_req(c, &res, "ch.join", 1, "ch", 's', ch), 1);
-	assert_true(h_ok(&res));
-	proto_doc_free(&res);
-}
-
 static void invite(pc_conn *c, const char *ch, const char *user)
 {
 	const char *users[] = { user, NULL };
@@ -178,7 +169,7 @@ static void basic(bool restart)
 	assert_non_null(a);
 	assert_non_null(b);
 	assert_int_equal(h_create(a, "general", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	send_n(a, ch, "a", 1, (int)k, 1);
 	for (uint64_t i = 1; i <= k; i++)
 		expect_ev(b, ch, i, NULL);
@@ -246,7 +237,7 @@ static void test_resume_after_kill9(void **st)
 	a = h_connect(&s, "alice", "acme", NULL);
 	b = h_connect(&s, "bob", "acme", NULL);
 	assert_int_equal(h_create(a, "general", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	send_n(a, ch, "a", 1, 3, 1);
 	for (uint64_t i = 1; i <= 3; i++)
 		expect_ev(b, ch, i, NULL);
@@ -338,7 +329,7 @@ static void test_resume_gap(void **st)
 	a = h_connect(&s, "alice", "acme", NULL);
 	b = h_connect(&s, "bob", "acme", NULL);
 	assert_int_equal(h_create(a, "busy", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	send_n(a, ch, "x", 1, K, 1);
 	for (uint64_t i = 1; i <= K; i++)
 		expect_ev(b, ch, i, NULL);
@@ -428,8 +419,8 @@ static void test_resume_many_channels(void **st)
 	assert_int_equal(h_create(c, "q-private", "private", cq), 0);
 	assert_int_equal(h_create(x, "elsewhere", "public", cx), 0);
 	assert_int_equal(h_create(a, "l-left", "public", cl), 0);
-	join(b, ca);
-	join(b, cl);
+	h_join_ok(b, ca);
+	h_join_ok(b, cl);
 	invite(a, cb, "bob");
 	{
 		const char *users[] = { "bob", NULL };
@@ -628,7 +619,7 @@ static void test_resume_during_live_stream(void **st)
 	watch = h_connect(&s, "bob", "acme", NULL); /* never leaves */
 	assert_non_null(watch);
 	assert_int_equal(h_create(a, "stream", "public", ch), 0);
-	join(b, ch);
+	h_join_ok(b, ch);
 	pc_close(a);
 	/* let the join reach the watcher too */
 	{

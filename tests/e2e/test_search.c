@@ -29,55 +29,6 @@
 
 /* ---- helpers ------------------------------------------------------------- */
 
-#define REQ_OK(c, res, ...)                                           \
-	do {                                                          \
-		assert_int_equal(h_req((c), (res), __VA_ARGS__), 1);  \
-		if (!h_ok(res)) {                                     \
-			char code_[65];                               \
-								      \
-			snprintf(code_, sizeof(code_), "%s",          \
-				 h_code(res));                        \
-			fail_msg("expected ok, got %s: %s", code_,    \
-				 h_s(&(res)->root, "msg"));           \
-		}                                                     \
-	} while (0)
-
-#define REQ_FAIL(code, c, ...)                                        \
-	do {                                                          \
-		proto_doc r_;                                         \
-		assert_int_equal(h_req((c), &r_, __VA_ARGS__), 1);    \
-		assert_false(h_ok(&r_));                              \
-		assert_string_equal(h_code(&r_), (code));             \
-		proto_doc_free(&r_);                                  \
-	} while (0)
-
-static pc_conn *conn(hsrv *s, const char *user, const char *ws)
-{
-	pc_conn *c = h_connect(s, user, ws, NULL);
-
-	assert_non_null(c);
-	return c;
-}
-
-static void finish(hsrv *s)
-{
-	assert_int_equal(h_stop(s), 0);
-	h_cleanup(s);
-}
-
-static void create(pc_conn *c, const char *name, const char *kind, char *out)
-{
-	assert_int_equal(h_create(c, name, kind, out), 0);
-}
-
-static void join(pc_conn *c, const char *ch)
-{
-	proto_doc res;
-
-	REQ_OK(c, &res, "ch.join", 1, "ch", 's', ch);
-	proto_doc_free(&res);
-}
-
 /* A send; the next one comes in a later millisecond, so that order by
  * time is order of sending even across shards. */
 static uint64_t send_ok(pc_conn *c, const char *ch, const char *body)
@@ -230,22 +181,23 @@ static void test_scope(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	c = conn(&s, "carol", "acme");
-	e = conn(&s, "alice", "evil"); /* same user id, other workspace */
-	create(a, "general", "public", pub);
-	create(a, "alice-private", "private", priv);
-	create(b, "bob-private", "private", bobs);
-	create(c, "carols-open", "public", open);
-	create(e, "general", "public", other);
-	join(b, pub);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	c = h_connect_ok(&s, "carol", "acme");
+	/* the same user id, in another workspace */
+	e = h_connect_ok(&s, "alice", "evil");
+	h_create_ok(a, "general", "public", pub);
+	h_create_ok(a, "alice-private", "private", priv);
+	h_create_ok(b, "bob-private", "private", bobs);
+	h_create_ok(c, "carols-open", "public", open);
+	h_create_ok(e, "general", "public", other);
+	h_join_ok(b, pub);
 	{
 		proto_doc res;
 		const char *users[] = { "bob", NULL };
 		const msgpack_object_map *m;
 
-		REQ_OK(a, &res, "dm.open", 1, "users", 'S', users);
+		h_req_ok(a, &res, "dm.open", 1, "users", 'S', users);
 		assert_int_equal(proto_get_map(&res.root, "ch", &m), 0);
 		msgpack_object o = { .type = MSGPACK_OBJECT_MAP, .via.map = *m };
 		snprintf(dm, sizeof(dm), "%s", h_s(&o, "id"));
@@ -286,14 +238,14 @@ static void test_scope(void **st)
 	search_fail(e, "NOT_FOUND", "pineapple", pub, 0);
 
 	/* joining brings the channel's past in; leaving takes it away */
-	join(a, open);
+	h_join_ok(a, open);
 	search_until(a, "pineapple", NULL, 0, 4, &h);
 	assert_true(has(&h, open, 1));
 	search_until(a, "pineapple", open, 0, 1, &h);
 	{
 		proto_doc res;
 
-		REQ_OK(a, &res, "ch.leave", 1, "ch", 's', open);
+		h_req_ok(a, &res, "ch.leave", 1, "ch", 's', open);
 		proto_doc_free(&res);
 	}
 	search_until(a, "pineapple", NULL, 0, 3, &h);
@@ -304,7 +256,7 @@ static void test_scope(void **st)
 	pc_close(b);
 	pc_close(c);
 	pc_close(e);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Words, prefixes, phrases; every field; limit and order; threads. */
@@ -319,10 +271,10 @@ static void test_query(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "team", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "team", "public", ch);
+	h_join_ok(b, ch);
 	seq = send_ok(a, ch, "The deployment of the Quick Brown service");
 	send_ok(b, ch, "brown bread, quick lunch");
 	send_ok(a, ch, "Réunion au café demain");
@@ -378,9 +330,9 @@ static void test_query(void **st)
 	{
 		proto_doc res;
 
-		REQ_OK(b, &res, "send", 4, "ch", 's', ch, "body", 's',
-		       "a threaded zebra reply", "cmid", 's', "t1", "thread",
-		       'u', root);
+		h_req_ok(b, &res, "send", 4, "ch", 's', ch, "body", 's',
+		         "a threaded zebra reply", "cmid", 's', "t1", "thread",
+		         'u', root);
 		proto_doc_free(&res);
 	}
 	search_until(a, "zebra", NULL, 0, 1, &h);
@@ -409,7 +361,7 @@ static void test_query(void **st)
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Hits follow edits and deletes. */
@@ -424,16 +376,16 @@ static void test_edit_delete(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	b = conn(&s, "bob", "acme");
-	create(a, "edits", "public", ch);
-	join(b, ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	b = h_connect_ok(&s, "bob", "acme");
+	h_create_ok(a, "edits", "public", ch);
+	h_join_ok(b, ch);
 	s1 = send_ok(a, ch, "the original giraffe text");
 	s2 = send_ok(a, ch, "a doomed giraffe message");
 	search_until(b, "giraffe", NULL, 0, 2, &h);
 
-	REQ_OK(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', s1, "body",
-	       's', "the corrected okapi text");
+	h_req_ok(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', s1, "body",
+	         's', "the corrected okapi text");
 	proto_doc_free(&res);
 	search_until(b, "okapi", NULL, 0, 1, &h);
 	assert_int_equal(h.h[0].seq, s1);
@@ -443,18 +395,18 @@ static void test_edit_delete(void **st)
 	search_ok(b, "original", NULL, 0, &h);
 	assert_int_equal(h.n, 0);
 
-	REQ_OK(a, &res, "delete", 2, "ch", 's', ch, "target", 'u', s2);
+	h_req_ok(a, &res, "delete", 2, "ch", 's', ch, "target", 'u', s2);
 	proto_doc_free(&res);
 	search_until(b, "giraffe", NULL, 0, 0, &h);
 	search_ok(b, "doomed", NULL, 0, &h);
 	assert_int_equal(h.n, 0);
 
 	/* an edited message, then deleted */
-	REQ_OK(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', s1, "body",
-	       's', "second thought okapi");
+	h_req_ok(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', s1, "body",
+	         's', "second thought okapi");
 	proto_doc_free(&res);
 	search_until(b, "thought", NULL, 0, 1, &h);
-	REQ_OK(a, &res, "delete", 2, "ch", 's', ch, "target", 'u', s1);
+	h_req_ok(a, &res, "delete", 2, "ch", 's', ch, "target", 'u', s1);
 	proto_doc_free(&res);
 	search_until(b, "okapi", NULL, 0, 0, &h);
 	search_ok(b, "thought", NULL, 0, &h);
@@ -462,7 +414,7 @@ static void test_edit_delete(void **st)
 
 	pc_close(a);
 	pc_close(b);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_bad_args(void **st)
@@ -475,41 +427,41 @@ static void test_bad_args(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	create(a, "x", "public", ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "x", "public", ch);
 	send_ok(a, ch, "something findable");
 
-	REQ_FAIL("BAD_REQUEST", a, "search", 0);
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 'u', (uint64_t)5);
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', "");
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', " ,;!?  ");
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', "\"\"");
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', "*");
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 'u',
-		 (uint64_t)0);
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 'u',
-		 (uint64_t)101);
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 's',
-		 "10");
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "x", "ch", 'u',
-		 (uint64_t)1);
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "x", "ch", 's',
-		 "bad id!");
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's',
-		 "a b c d e f g h i j k l m n o p q");
+	h_req_fail("BAD_REQUEST", a, "search", 0);
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 'u', (uint64_t)5);
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', "");
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', " ,;!?  ");
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', "\"\"");
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', "*");
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 'u',
+		   (uint64_t)0);
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 'u',
+		   (uint64_t)101);
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "x", "limit", 's',
+		   "10");
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "x", "ch", 'u',
+		   (uint64_t)1);
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "x", "ch", 's',
+		   "bad id!");
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's',
+		   "a b c d e f g h i j k l m n o p q");
 	memset(big, 'w', 1025);
 	big[1025] = 0;
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', big);
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', big);
 	/* arguments are checked before the channel */
-	REQ_FAIL("BAD_REQUEST", a, "search", 2, "q", 's', "", "ch", 's',
-		 "no-such-channel");
+	h_req_fail("BAD_REQUEST", a, "search", 2, "q", 's', "", "ch", 's',
+		   "no-such-channel");
 	{
 		proto_doc res;
 
-		REQ_OK(a, &res, "search", 2, "q", 's', "x", "limit", 'u',
-		       (uint64_t)100);
+		h_req_ok(a, &res, "search", 2, "q", 's', "x", "limit", 'u',
+		         (uint64_t)100);
 		proto_doc_free(&res);
-		REQ_OK(a, &res, "search", 1, "q", 's', "findable");
+		h_req_ok(a, &res, "search", 1, "q", 's', "findable");
 		proto_doc_free(&res);
 	}
 
@@ -555,11 +507,11 @@ static void test_bad_args(void **st)
 		pc_conn *raw = h_connect_raw(&s);
 
 		assert_non_null(raw);
-		REQ_FAIL("UNAUTHORIZED", raw, "search", 1, "q", 's', "x");
+		h_req_fail("UNAUTHORIZED", raw, "search", 1, "q", 's', "x");
 		pc_close(raw);
 	}
 	pc_close(a);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Put n searches for q on the wire in one write; rid[i] for each (0 for
@@ -601,9 +553,9 @@ static void test_per_connection_cap(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	a2 = conn(&s, "alice", "acme");
-	create(a, "x", "public", ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	a2 = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "x", "public", ch);
 	send_ok(a, ch, "a needle in the haystack");
 	search_until(a, "needle", NULL, 0, 1, &h);
 
@@ -653,7 +605,7 @@ static void test_per_connection_cap(void **st)
 	}
 	pc_close(a);
 	pc_close(a2);
-	finish(&s);
+	h_finish(&s);
 }
 
 static void test_no_search(void **st)
@@ -664,15 +616,15 @@ static void test_no_search(void **st)
 
 	(void)st;
 	h_start(&s, FAST " --no-search");
-	a = conn(&s, "alice", "acme");
-	create(a, "x", "public", ch);
+	a = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "x", "public", ch);
 	send_ok(a, ch, "something");
 	search_fail(a, "UNAVAILABLE", "something", NULL, 0);
 	search_fail(a, "UNAVAILABLE", "something", ch, 0);
 	/* arguments are still checked first */
-	REQ_FAIL("BAD_REQUEST", a, "search", 1, "q", 's', "");
+	h_req_fail("BAD_REQUEST", a, "search", 1, "q", 's', "");
 	pc_close(a);
-	finish(&s);
+	h_finish(&s);
 }
 
 /* Acked messages (and edits, deletes) are found after kill -9 and a
@@ -690,18 +642,18 @@ static void test_kill9(void **st)
 
 	(void)st;
 	h_start(&s, FAST);
-	a = conn(&s, "alice", "acme");
-	create(a, "durable", "public", ch);
-	create(a, "late", "public", ch2);
+	a = h_connect_ok(&s, "alice", "acme");
+	h_create_ok(a, "durable", "public", ch);
+	h_create_ok(a, "late", "public", ch2);
 	send_ok(a, ch, "an early penguin");
 	send_ok(a, ch, "a penguin to be edited");
 	send_ok(a, ch, "a penguin to be deleted");
 	search_until(a, "penguin", NULL, 0, 3, &h);
-	REQ_OK(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', (uint64_t)2,
-	       "body", 's', "an edited puffin");
+	h_req_ok(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', (uint64_t)2,
+	         "body", 's', "an edited puffin");
 	proto_doc_free(&res);
-	REQ_OK(a, &res, "delete", 2, "ch", 's', ch, "target", 'u',
-	       (uint64_t)3);
+	h_req_ok(a, &res, "delete", 2, "ch", 's', ch, "target", 'u',
+	         (uint64_t)3);
 	proto_doc_free(&res);
 	/* a burst, acked; the kill comes right after the last ack */
 	for (unsigned i = 1; i <= N; i++) {
@@ -710,18 +662,18 @@ static void test_kill9(void **st)
 	}
 	/* an edit and a delete acked just before the kill: the index may
 	 * not have them yet, the log does */
-	REQ_OK(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', seqs[N - 1],
-	       "body", 's', "a late walrus");
+	h_req_ok(a, &res, "edit", 3, "ch", 's', ch, "target", 'u', seqs[N - 1],
+	         "body", 's', "a late walrus");
 	proto_doc_free(&res);
-	REQ_OK(a, &res, "delete", 2, "ch", 's', ch, "target", 'u',
-	       seqs[N - 3]);
+	h_req_ok(a, &res, "delete", 2, "ch", 's', ch, "target", 'u',
+	         seqs[N - 3]);
 	proto_doc_free(&res);
 	send_ok(a, ch, "the last osprey of the first channel");
 	send_ok(a, ch2, "the very last albatross");
 	h_kill9(&s);
 	pc_close(a);
 	h_restart(&s);
-	a = conn(&s, "alice", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
 	search_until(a, "albatross", NULL, 0, 1, &h);
 	assert_string_equal(h.h[0].ch, ch2);
 	search_until(a, "osprey", NULL, 0, 1, &h);
@@ -759,12 +711,12 @@ static void test_kill9(void **st)
 	pc_close(a);
 	assert_int_equal(h_stop(&s), 0);
 	h_restart(&s);
-	a = conn(&s, "alice", "acme");
+	a = h_connect_ok(&s, "alice", "acme");
 	search_until(a, "heron", NULL, 0, 1, &h);
 	search_until(a, "albatross", NULL, 0, 1, &h);
 	search_until(a, "penguin", NULL, 0, 1, &h);
 	pc_close(a);
-	finish(&s);
+	h_finish(&s);
 }
 
 int main(void)
