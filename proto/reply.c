@@ -386,7 +386,133 @@ void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
 		kv_cstr(pk, v[i].ch, level_names[v[i].level]);
 }
 
+/* ---- stored state ------------------------------------------------------- */
+
+int proto_reactions_apply(const proto_msg *m, proto_str user, proto_str emoji,
+			  bool on, unsigned max_kinds, proto_out *out,
+			  bool *changed)
+{
+	proto_doc d;
+	const msgpack_object_kv *kv = NULL;
+	uint32_t n = 0, keep = 0;
+	int found = -1, has = 0;
+	msgpack_packer *pk = &out->pk;
+	bool decoded = m->reactions && m->reactions_len;
+
+	*changed = false;
+	if (decoded) {
+		/* the map alone is one document (a map at the top) */
+		if (proto_decode_max(&d, m->reactions, m->reactions_len,
+				     PROTO_MAX_STATE) != PROTO_OK)
+			return -2;
+		kv = d.root.via.map.ptr;
+		n = d.root.via.map.size;
+		for (uint32_t i = 0; i < n; i++) {
+			if (kv[i].val.type != MSGPACK_OBJECT_ARRAY)
+				goto bad;
+			for (uint32_t j = 0; j < kv[i].val.via.array.size; j++)
+				if (kv[i].val.via.array.ptr[j].type !=
+				    MSGPACK_OBJECT_STR)
+					goto bad;
+		}
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (kv[i].key.via.str.size == emoji.n &&
+		    !memcmp(kv[i].key.via.str.ptr, emoji.s, emoji.n))
+			found = (int)i;
+	}
+	if (found >= 0) {
+		const msgpack_object_array *a = &kv[found].val.via.array;
+
+		for (uint32_t j = 0; j < a->size; j++)
+			has |= a->ptr[j].via.str.size == user.n &&
+			       !memcmp(a->ptr[j].via.str.ptr, user.s, user.n);
+	}
+	if ((on && has) || (!on && !has))
+		goto out;
+	if (on && found < 0 && n >= max_kinds) {
+		if (decoded)
+			proto_doc_free(&d);
+		return -1;
+	}
+	*changed = true;
+	for (uint32_t i = 0; i < n; i++)
+		keep += !(i == (uint32_t)found && !on &&
+			  kv[i].val.via.array.size == 1);
+	msgpack_pack_map(pk, keep + (found < 0));
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object_array *a = &kv[i].val.via.array;
+		bool mine = i == (uint32_t)found;
+
+		if (mine && !on && a->size == 1)
+			continue;
+		proto_pk_str(pk, kv[i].key.via.str.ptr, kv[i].key.via.str.size);
+		msgpack_pack_array(pk, a->size + (mine ? (on ? 1 : -1) : 0));
+		for (uint32_t j = 0; j < a->size; j++) {
+			if (mine && !on && a->ptr[j].via.str.size == user.n &&
+			    !memcmp(a->ptr[j].via.str.ptr, user.s, user.n))
+				continue;
+			proto_pk_str(pk, a->ptr[j].via.str.ptr,
+				     a->ptr[j].via.str.size);
+		}
+		if (mine && on)
+			proto_pk_str(pk, user.s, user.n);
+	}
+	if (found < 0) {
+		proto_pk_str(pk, emoji.s, emoji.n);
+		msgpack_pack_array(pk, 1);
+		proto_pk_str(pk, user.s, user.n);
+	}
+out:
+	if (decoded)
+		proto_doc_free(&d);
+	return 0;
+bad:
+	proto_doc_free(&d);
+	return -2;
+}
+
 /* ---- requests ------------------------------------------------------------ */
+
+void proto_enc_send_req(proto_out *o, uint64_t rid, const char *ch,
+			proto_str body, proto_str cmid, bool has_thread,
+			uint64_t thread, bool has_mentions,
+			const proto_str *mentions, uint32_t nmentions)
+{
+	msgpack_packer *pk = &o->pk;
+
+	proto_enc_req(o, "send", rid, 3 + has_thread + has_mentions);
+	kv_cstr(pk, "ch", ch);
+	kv_pstr(pk, "body", body);
+	kv_pstr(pk, "cmid", cmid);
+	if (has_thread)
+		kv_uint(pk, "thread", thread);
+	if (has_mentions) {
+		proto_pk_cstr(pk, "mentions");
+		msgpack_pack_array(pk, nmentions);
+		for (uint32_t i = 0; i < nmentions; i++)
+			proto_pk_str(pk, mentions[i].s, mentions[i].n);
+	}
+}
+
+void proto_enc_history_req(proto_out *o, uint64_t rid, const char *ch,
+			   const struct proto_history_q *q)
+{
+	msgpack_packer *pk = &o->pk;
+
+	proto_enc_req(o, "history", rid,
+		      1 + q->has_before + q->has_after + q->has_limit +
+			      q->has_thread);
+	kv_cstr(pk, "ch", ch);
+	if (q->has_before)
+		kv_uint(pk, "before", q->before);
+	if (q->has_after)
+		kv_uint(pk, "after", q->after);
+	if (q->has_limit)
+		kv_uint(pk, "limit", q->limit);
+	if (q->has_thread)
+		kv_uint(pk, "thread", q->thread);
+}
 
 /* The pairs of a request's arguments, counted (pk NULL) or packed. */
 struct args {

@@ -187,7 +187,35 @@ typedef struct proto_chlevel {
 void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
 			     const proto_chlevel *v, uint32_t n);
 
+/* ---- stored state ------------------------------------------------------- */
+
+/* A message's reactions map (emoji -> [user...], as proto_msg carries it,
+ * encoded) with user's emoji turned on or off, written into out (appending
+ * one map). Kinds stay in the order they first appeared, users in the
+ * order they reacted; a kind nobody has any more goes. *changed: whether
+ * that changed anything (if not, out is untouched). Returns 0, -1 when the
+ * change would make more than max_kinds kinds (out untouched), or -2 when
+ * m->reactions does not decode as such a map. An empty result is the
+ * one-byte empty map (0x80): the caller leaves "reactions" out then. */
+int proto_reactions_apply(const proto_msg *m, proto_str user, proto_str emoji,
+			  bool on, unsigned max_kinds, proto_out *out,
+			  bool *changed);
+
 /* ---- requests ------------------------------------------------------------ */
+
+/* The REST front's requests (rest.c), from the JSON and query values it
+ * took; the session decodes them like any frame. Key order: as below. */
+void proto_enc_send_req(proto_out *o, uint64_t rid, const char *ch,
+			proto_str body, proto_str cmid, bool has_thread,
+			uint64_t thread, bool has_mentions,
+			const proto_str *mentions, uint32_t nmentions);
+struct proto_history_q {
+	bool has_before, has_after, has_limit, has_thread;
+	uint64_t before, after, limit, thread; /* as given, unchecked */
+};
+/* {"op":"history","rid","ch"[,before][,after][,limit][,thread]} */
+void proto_enc_history_req(proto_out *o, uint64_t rid, const char *ch,
+			   const struct proto_history_q *q);
 
 /* Any decoded request, as a client (or the REST front) sends it: "op",
  * "rid" when has_rid, then the arguments in the contract's order, optional

@@ -1518,6 +1518,237 @@ static void test_reply_next(void **state)
 	proto_out_free(&a);
 }
 
+/* channel.c's react_apply as it was, for the bytes */
+static int ref_react_apply(const proto_msg *m, const char *user,
+			   proto_str emoji, bool on, proto_out *out,
+			   bool *changed)
+{
+	proto_doc d;
+	const msgpack_object_kv *kv = NULL;
+	uint32_t n = 0, keep = 0;
+	size_t ulen = strlen(user);
+	int found = -1, has = 0;
+
+	*changed = false;
+	if (m->reactions && m->reactions_len) {
+		proto_out w;
+
+		proto_out_init(&w, 0, m->reactions_len + 16);
+		proto_pk_raw(&w.pk, m->reactions, m->reactions_len);
+		if (proto_decode_max(&d, w.data, w.len, PROTO_MAX_STATE)) {
+			proto_out_free(&w);
+			return -2;
+		}
+		proto_out_free(&w);
+		kv = d.root.via.map.ptr;
+		n = d.root.via.map.size;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		if (kv[i].key.via.str.size == emoji.n &&
+		    !memcmp(kv[i].key.via.str.ptr, emoji.s, emoji.n))
+			found = (int)i;
+	}
+	if (found >= 0) {
+		const msgpack_object_array *a = &kv[found].val.via.array;
+
+		for (uint32_t j = 0; j < a->size; j++)
+			has |= a->ptr[j].via.str.size == ulen &&
+			       !memcmp(a->ptr[j].via.str.ptr, user, ulen);
+	}
+	if ((on && has) || (!on && !has)) {
+		if (n)
+			proto_doc_free(&d);
+		return 0;
+	}
+	if (on && found < 0 && n >= 3) {
+		proto_doc_free(&d);
+		return -1;
+	}
+	*changed = true;
+	for (uint32_t i = 0; i < n; i++)
+		keep += !(i == (uint32_t)found && !on &&
+			  kv[i].val.via.array.size == 1);
+	msgpack_pack_map(&out->pk, keep + (found < 0));
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object_array *a = &kv[i].val.via.array;
+		bool mine = i == (uint32_t)found;
+
+		if (mine && !on && a->size == 1)
+			continue;
+		proto_pk_str(&out->pk, kv[i].key.via.str.ptr,
+			     kv[i].key.via.str.size);
+		msgpack_pack_array(&out->pk, a->size + (mine ? (on ? 1 : -1) : 0));
+		for (uint32_t j = 0; j < a->size; j++) {
+			if (mine && !on && a->ptr[j].via.str.size == ulen &&
+			    !memcmp(a->ptr[j].via.str.ptr, user, ulen))
+				continue;
+			proto_pk_str(&out->pk, a->ptr[j].via.str.ptr,
+				     a->ptr[j].via.str.size);
+		}
+		if (mine && on)
+			proto_pk_str(&out->pk, user, ulen);
+	}
+	if (found < 0) {
+		proto_pk_str(&out->pk, emoji.s, emoji.n);
+		msgpack_pack_array(&out->pk, 1);
+		proto_pk_str(&out->pk, user, ulen);
+	}
+	if (n)
+		proto_doc_free(&d);
+	return 0;
+}
+
+/* A sequence of reactions applied to one message, with max 3 kinds: each
+ * step's bytes, changed flag and result are the old code's, and the map
+ * says what it should. */
+static void test_reactions(void **state)
+{
+	static const struct {
+		const char *user, *emoji;
+		bool on;
+		int rc;
+		bool changed;
+	} steps[] = {
+		{ "al", "+1", false, 0, false }, /* off what is not there */
+		{ "al", "+1", true, 0, true },
+		{ "al", "+1", true, 0, false },	 /* already */
+		{ "bo", "+1", true, 0, true },
+		{ "bo", "ok", true, 0, true },
+		{ "al", "x", true, 0, true },
+		{ "al", "y", true, -1, false },	 /* a 4th kind */
+		{ "bo", "+1", true, 0, false },
+		{ "al", "+1", false, 0, true },	 /* bo stays on +1 */
+		{ "bo", "ok", false, 0, true },	 /* ok goes */
+		{ "al", "y", true, 0, true },	 /* room again */
+		{ "bo", "+1", false, 0, true },
+		{ "al", "x", false, 0, true },
+		{ "al", "y", false, 0, true },	 /* nobody: empty map */
+	};
+	uint8_t state_buf[512];
+	size_t state_len = 0;
+
+	(void)state;
+	for (unsigned i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		proto_msg m = { .reactions = state_len > 1 ? state_buf : NULL,
+				.reactions_len = state_len > 1 ? state_len : 0 };
+		proto_out a, b;
+		bool ca = true, cb = true;
+		int ra, rb;
+
+		both_init(&a, &b);
+		ra = proto_reactions_apply(&m, ps(steps[i].user),
+					   ps(steps[i].emoji), steps[i].on, 3,
+					   &a, &ca);
+		rb = ref_react_apply(&m, steps[i].user, ps(steps[i].emoji),
+				     steps[i].on, &b, &cb);
+		if (ra != steps[i].rc || ca != steps[i].changed)
+			fail_msg("step %u: rc %d changed %d, want %d %d", i, ra,
+				 ca, steps[i].rc, steps[i].changed);
+		assert_int_equal(ra, rb);
+		assert_int_equal(ca, cb);
+		expect_same(&a, &b, "reactions");
+		if (ca) {
+			assert_true(a.len <= sizeof(state_buf));
+			memcpy(state_buf, a.data, a.len);
+			state_len = a.len;
+		} else {
+			assert_int_equal(a.len, 0);
+		}
+		both_free(&a, &b);
+	}
+	assert_int_equal(state_len, 1); /* 0x80 */
+	assert_int_equal(state_buf[0], 0x80);
+
+	/* one mid-way state checked by its decoded content */
+	{
+		proto_msg m = { 0 };
+		proto_out a, b2;
+		proto_doc d;
+		bool c;
+
+		proto_out_init(&a, 0, 64);
+		proto_out_init(&b2, 0, 64);
+		proto_reactions_apply(&m, ps("al"), ps("+1"), true, 50, &a, &c);
+		m.reactions = a.data;
+		m.reactions_len = a.len;
+		proto_reactions_apply(&m, ps("bo"), ps("+1"), true, 50, &b2, &c);
+		assert_int_equal(proto_decode(&d, b2.data, b2.len), PROTO_OK);
+		assert_int_equal(d.root.via.map.size, 1);
+		assert_int_equal(d.root.via.map.ptr[0].val.via.array.size, 2);
+		assert_pstr(((proto_str){
+				    d.root.via.map.ptr[0].val.via.array.ptr[1]
+					    .via.str.ptr,
+				    2 }),
+			    "bo");
+		proto_doc_free(&d);
+		/* a broken state is -2, not a crash */
+		m.reactions = "¡x";
+		m.reactions_len = 4;
+		proto_out_reset(&a);
+		assert_int_equal(proto_reactions_apply(&m, ps("al"), ps("x"),
+						       true, 50, &a, &c),
+				 -2);
+		proto_out_free(&a);
+		proto_out_free(&b2);
+	}
+}
+
+/* rest.c's two requests, as it packed them */
+static void test_rest_requests(void **state)
+{
+	proto_out a, b;
+	proto_str men[2] = { { "bob", 3 }, { "eve", 3 } };
+	struct proto_history_q q = { .has_after = true, .after = 0,
+				     .has_thread = true, .thread = 7 };
+
+	(void)state;
+	both_init(&a, &b);
+	proto_enc_send_req(&a, 1, "gen", ps("hi"), ps("c1"), true, 4, true,
+			   men, 2);
+	proto_enc_req(&b, "send", 1, 5);
+	proto_pk_cstr(&b.pk, "ch");
+	proto_pk_cstr(&b.pk, "gen");
+	proto_pk_cstr(&b.pk, "body");
+	proto_pk_str(&b.pk, "hi", 2);
+	proto_pk_cstr(&b.pk, "cmid");
+	proto_pk_str(&b.pk, "c1", 2);
+	proto_pk_cstr(&b.pk, "thread");
+	msgpack_pack_uint64(&b.pk, 4);
+	proto_pk_cstr(&b.pk, "mentions");
+	msgpack_pack_array(&b.pk, 2);
+	proto_pk_str(&b.pk, "bob", 3);
+	proto_pk_str(&b.pk, "eve", 3);
+	expect_same(&a, &b, "send_req");
+	both_free(&a, &b);
+
+	both_init(&a, &b);
+	proto_enc_send_req(&a, 1, "gen", ps(""), ps("c1"), false, 0, true, men,
+			   0);
+	proto_enc_req(&b, "send", 1, 4);
+	proto_pk_cstr(&b.pk, "ch");
+	proto_pk_cstr(&b.pk, "gen");
+	proto_pk_cstr(&b.pk, "body");
+	proto_pk_str(&b.pk, "", 0);
+	proto_pk_cstr(&b.pk, "cmid");
+	proto_pk_str(&b.pk, "c1", 2);
+	proto_pk_cstr(&b.pk, "mentions");
+	msgpack_pack_array(&b.pk, 0);
+	expect_same(&a, &b, "send_req, empty mentions");
+	both_free(&a, &b);
+
+	both_init(&a, &b);
+	proto_enc_history_req(&a, 1, "gen", &q);
+	proto_enc_req(&b, "history", 1, 3);
+	proto_pk_cstr(&b.pk, "ch");
+	proto_pk_cstr(&b.pk, "gen");
+	proto_pk_cstr(&b.pk, "after");
+	msgpack_pack_uint64(&b.pk, 0);
+	proto_pk_cstr(&b.pk, "thread");
+	msgpack_pack_uint64(&b.pk, 7);
+	expect_same(&a, &b, "history_req");
+	both_free(&a, &b);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 static int teardown(void **state)
@@ -1547,6 +1778,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_reply_small),
 		cmocka_unit_test(test_reply_lists),
 		cmocka_unit_test(test_reply_next),
+		cmocka_unit_test(test_reactions),
+		cmocka_unit_test(test_rest_requests),
 	};
 	const char *g = argc > 1 ? argv[1] : NULL;
 	int failed = 0;
