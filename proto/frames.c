@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/kv.h"
 #include "proto/proto.h"
 
 /* ---- output buffer ------------------------------------------------------ */
@@ -91,45 +92,6 @@ void proto_pk_cstr(msgpack_packer *pk, const char *s)
 void proto_pk_raw(msgpack_packer *pk, const void *v, size_t n)
 {
 	pk->callback(pk->data, v, n);
-}
-
-/* ---- key/value helpers -------------------------------------------------- */
-
-static void kv_cstr(msgpack_packer *pk, const char *k, const char *v)
-{
-	proto_pk_cstr(pk, k);
-	proto_pk_cstr(pk, v);
-}
-
-static void kv_pstr(msgpack_packer *pk, const char *k, proto_str v)
-{
-	proto_pk_cstr(pk, k);
-	proto_pk_str(pk, v.s, v.n);
-}
-
-static void kv_uint(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	proto_pk_cstr(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static void kv_bool(msgpack_packer *pk, const char *k, bool v)
-{
-	proto_pk_cstr(pk, k);
-	if (v)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
-}
-
-static void kv_mentions(msgpack_packer *pk, const proto_str *m, unsigned n)
-{
-	unsigned i;
-
-	proto_pk_cstr(pk, "mentions");
-	msgpack_pack_array(pk, n);
-	for (i = 0; i < n; i++)
-		proto_pk_str(pk, m[i].s, m[i].n);
 }
 
 /* ---- server frames ------------------------------------------------------ */

@@ -1,7 +1,8 @@
 /*
  * test_codec: proto_decode() against every class of malformed input, the
  * typed accessors, every encoder of frames.c through its decoder, and a
- * fuzz loop. Run by ctest one group at a time (the first argument names it:
+ * fuzz loop that also runs every accepted doc through the request decoder
+ * (req.h), its copy and its encoder. Run by ctest one group at a time (the first argument names it:
  * malformed, access, roundtrip, fuzz); with no argument, all groups.
  *
  * Every input is copied into a heap block of exactly its size, so that
@@ -19,6 +20,9 @@
 #include <string.h>
 
 #include "proto/proto.h"
+#include "proto/reply.h"
+#include "proto/req.h"
+#include "jpack.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -1306,6 +1310,62 @@ static uint8_t rnd_byte(void)
 	return (uint8_t)rnd();
 }
 
+/* What the session will do with every frame: decode it as a request; then
+ * what the mailbox does: copy it, and (tests only) encode the copy. A
+ * valid request's copy encodes to the same bytes as the request, and those
+ * bytes decode to a valid request again. */
+static unsigned long req_valid, req_refused;
+
+static void exercise_req(const proto_doc *doc)
+{
+	static struct proto_limits lim;
+	struct proto_req r, c;
+	const char *why = NULL;
+	size_t need;
+	void *tail;
+	int rc;
+
+	if (!lim.ops)
+		lim = proto_limits_default();
+	rc = proto_req_decode(&doc->root, &lim, &r, &why);
+	assert_true(rc >= PROTO_C_OK && rc < PROTO_C__COUNT);
+	if (rc)
+		req_refused++;
+	else
+		req_valid++;
+	if (rc) {
+		assert_non_null(why);
+		assert_true(rc == PROTO_C_BAD_REQUEST ||
+			    rc == PROTO_C_TOO_LARGE);
+	}
+	need = proto_req_copy(&r, NULL, 0, NULL);
+	tail = malloc(need ? need : 1);
+	assert_non_null(tail);
+	assert_int_equal(proto_req_copy(&r, tail, need, &c), need);
+	if (rc == PROTO_C_OK) {
+		proto_out a, b;
+		proto_doc again;
+		struct proto_req r2;
+
+		proto_out_init(&a, 0, 64);
+		proto_out_init(&b, 0, 64);
+		proto_req_encode(&a, &r);
+		proto_req_encode(&b, &c);
+		assert_int_equal(a.len, b.len);
+		assert_memory_equal(a.data, b.data, a.len);
+		assert_int_equal(proto_decode(&again, a.data, a.len),
+				 PROTO_OK);
+		assert_int_equal(proto_req_decode(&again.root, &lim, &r2,
+						  &why),
+				 PROTO_C_OK);
+		assert_int_equal(r2.op, r.op);
+		proto_doc_free(&again);
+		proto_out_free(&a);
+		proto_out_free(&b);
+	}
+	free(tail);
+}
+
 /* Touch everything a server would look at in an accepted doc. */
 static void exercise(const proto_doc *doc)
 {
@@ -1340,6 +1400,7 @@ static void exercise(const proto_doc *doc)
 		proto_enc_event(&o, &ev);
 		proto_out_free(&o);
 	}
+	exercise_req(doc);
 	if (proto_dec_msg(&doc->root, &msg, ment, 4) == 0) {
 		proto_out o;
 		proto_doc again;
@@ -1387,6 +1448,29 @@ static void build_corpus(proto_out *c, size_t *off, size_t *len, size_t *nc)
 	ADD(proto_enc_gap(c, "g", 1, 2));
 	ADD(proto_enc_hello(c, 1, "tok", chs, seqs, 1));
 	ADD(proto_enc_send(c, 2, "g", "body", 4, "cm", 0, NULL, 0));
+	/* requests, so that many mutants reach the request decoder's
+	 * argument checks */
+	ADD(jpack(c, "{\"op\":\"history\",\"rid\":3,\"ch\":\"g\","
+		     "\"before\":9,\"limit\":20,\"thread\":2}"));
+	ADD(jpack(c, "{\"op\":\"ch.members\",\"ch\":\"g\",\"after\":"
+		     "\"bob\",\"limit\":5}"));
+	ADD(jpack(c, "{\"op\":\"react\",\"rid\":1,\"ch\":\"g\","
+		     "\"target\":4,\"emoji\":\"x\",\"on\":true}"));
+	ADD(jpack(c, "{\"op\":\"presence.watch\",\"users\":[\"a\","
+		     "\"b\"]}"));
+	ADD(jpack(c, "{\"op\":\"search\",\"q\":\"hi\",\"ch\":\"g\","
+		     "\"limit\":3}"));
+	ADD(jpack(c, "{\"op\":\"push.register\",\"app\":\"a\","
+		     "\"pushkey\":\"k\",\"platform\":\"p\",\"data\":"
+		     "{\"x\":[1,\"y\"]}}"));
+	ADD(jpack(c, "{\"op\":\"ch.set\",\"ch\":\"g\",\"name\":\"n\","
+		     "\"archived\":false,\"post\":\"all\"}"));
+	ADD(jpack(c, "{\"op\":\"dm.open\",\"rid\":2,\"users\":[\"b\","
+		     "\"c\"]}"));
+	ADD(jpack(c, "{\"op\":\"edit\",\"ch\":\"g\",\"target\":1,"
+		     "\"body\":\"b\"}"));
+	ADD(jpack(c, "{\"op\":\"notify.set\",\"level\":\"all\","
+		     "\"ch\":\"g\"}"));
 	ADD(build_everything(c));
 	ADD(nested(c, PROTO_MAX_DEPTH, false));
 	ADD(nested(c, PROTO_MAX_DEPTH, true));
@@ -1402,7 +1486,7 @@ static void test_fuzz(void **state)
 				   0x7061726c6579ull; /* "parley" */
 	unsigned long iters = env_iters ? strtoul(env_iters, NULL, 0) :
 					  200000;
-	size_t off[16], len[16], nc, maxlen = 0;
+	size_t off[32], len[32], nc, maxlen = 0;
 	unsigned long i, accepted = 0, by_status[PROTO_E_NOMEM + 1] = { 0 };
 	proto_out corpus;
 	uint8_t *work;
@@ -1493,6 +1577,8 @@ static void test_fuzz(void **state)
 			proto_doc_free(&doc);
 		}
 	}
+	printf("fuzz: requests: %lu valid, %lu refused\n", req_valid,
+	       req_refused);
 	printf("fuzz: %lu accepted;", accepted);
 	for (i = 1; i <= PROTO_E_NOMEM; i++)
 		if (by_status[i])
