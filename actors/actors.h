@@ -49,9 +49,6 @@ void user_tick(struct shard_state *ss, uint64_t now);
 void chan_on_req(struct shard_state *ss, struct m_req *m);
 void chan_on_sub(struct shard_state *ss, struct m_sub *m);
 void chan_on_unsub(struct shard_state *ss, struct m_unsub *m);
-void chan_on_commit(struct shard_state *ss, struct m_commit *m);
-void chan_turn_end(struct shard_state *ss);
-bool chan_idle(struct shard_state *ss);
 void chan_tick(struct shard_state *ss, uint64_t now);
 
 /* presence.c: one presence actor per user, on the user's shard (beside its
@@ -73,9 +70,6 @@ void presence_on_timer(struct shard_state *ss, uint64_t now);
 void sess_on_watch_res(struct shard_state *ss, struct m_watch *m);
 void sess_on_presence(struct shard_state *ss, struct m_presence *m);
 
-/* channel.c: send the response in ss->out to r's connection once this
- * turn's batch is durable (for requests that write outside a channel). */
-void chan_reply_durable(struct shard_state *ss, const struct m_req *r);
 
 /* session.c: a request from an authenticated source that is not a
  * WebSocket session (REST): decoded and run like a frame of a session

@@ -113,6 +113,7 @@ struct m_req {
 	uint8_t stage; /* 0: to the user actor, 1: to the channel actor */
 	uint64_t t_rx_us; /* when the frame arrived (latency metrics) */
 	uint64_t t0_us;   /* when the session posted it */
+	uint64_t t_chan_us; /* when the channel actor took it (0: before) */
 	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
 	uint32_t len;
 	uint8_t frame[]; /* the request as received */
@@ -241,7 +242,6 @@ struct shard_state {
 	uint64_t lat_commit_sum_us; /* their sum, for _sum */
 	uint64_t st_hist[ST__COUNT][ST_NB + 1];
 	uint64_t st_sum_us[ST__COUNT];
-	uint64_t cur_t_rx, cur_t_chan; /* the request chan_on_req is handling */
 };
 
 /* Count one sample of stage st on this shard (only its own thread writes). */

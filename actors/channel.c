@@ -32,97 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "actors/actors.h"
+#include "actors/chan.h"
+#include "actors/commit.h"
 #include "storage/search.h"
-
-struct member {
-	char user[ID_CAP];
-	store_member m;
-	/* Mentions of this user in the channel so far (the count the next
-	 * mention key carries), MENTION_UNKNOWN until first needed. */
-	uint64_t mention_cum;
-};
-
-#define MENTION_UNKNOWN UINT64_MAX
-
-struct waiter {
-	rt_conn_id conn;
-	uint64_t rid;
-	bool has_rid;
-};
-
-/* A send whose batch is not durable yet: a retry with the same cmid waits
- * for it instead of making a second event. */
-struct pcmid {
-	char key[ID_CAP + PROTO_MAX_CMID + 1]; /* user \0 cmid */
-	size_t klen;
-	uint64_t seq, ts;
-	struct waiter *w;
-	uint32_t nw;
-};
-
-/* The newest state of a message changed by a batch not yet durable (a
- * thread root's reply count, an edit, a reaction): later changes build on
- * it, not on storage. */
-struct ov {
-	uint8_t key[8];
-	uint64_t seq, root; /* the message, and its thread root (0: none) */
-	uint8_t *bytes;
-	size_t len;
-	uint32_t pending;
-	/* edits of this message in batches not yet durable: a delete must
-	 * blank their events too, and storage does not have them yet */
-	struct pedit { uint64_t seq, ts, cum; } *pedits;
-	uint32_t npedits;
-};
-
-static void ov_free(struct ov *o)
-{
-	free(o->bytes);
-	free(o->pedits);
-	free(o);
-}
-
-struct chan {
-	char id[ID_CAP];
-	store_channel rec;
-	uint64_t next_seq, durable_seq, msgs, nmembers;
-	smap members;          /* user -> struct member */
-	smap cmids;            /* pending sends: user\0cmid -> struct pcmid */
-	smap ov;               /* seq8 -> struct ov */
-	smap typing;           /* user -> last broadcast ms (in the pointer) */
-	uint32_t online[RT_MAX_SHARDS];
-	uint32_t pending;      /* effects not yet run */
-	bool broken;
-	bool stat_dirty;       /* 'S' to write at the end of this turn */
-	struct chan *dirty_next;
-	uint64_t touched_ms;   /* last request or subscription (eviction) */
-};
-
-enum fx_kind { FX_REPLY, FX_EVENT, FX_POST, FX_BCAST, FX_CMID, FX_OV };
-
-struct effect {
-	uint8_t kind;
-	uint8_t op;
-	bool has_rid;
-	struct chan *ch;
-	rt_conn_id conn;
-	uint64_t rid;
-	uint64_t seq;     /* FX_EVENT: its seq; FX_POST: destination shard */
-	uint64_t t0_us;
-	uint64_t t_rx, t_chan; /* stage stamps of the request that made it */
-	rt_buf *buf;
-	rt_msg *msg;
-	void *p;
-	char skip[ID_CAP];
-};
-
-struct commit {
-	unsigned shard;
-	uint64_t t_handed, t_synced; /* stage stamps */
-	struct effect *fx;
-	size_t n;
-};
 
 /* ---- loading ---------------------------------------------------------------- */
 
@@ -138,7 +50,7 @@ static int collect_member(void *arg, const char *id, size_t len)
 	return 0;
 }
 
-static int chan_reload(struct chan *c)
+int chan_reload(struct chan *c)
 {
 	store_chstat st = { 0 };
 	int rc = store_get_chstat(srv.st, c->id, &st);
@@ -246,68 +158,11 @@ void chan_tick(struct shard_state *ss, uint64_t now)
 		loaded_changed(ss);
 }
 
-static struct member *member_of(struct chan *c, const char *user)
-{
-	return smap_get(&c->members, user, strlen(user));
-}
-
-/* ---- effects ---------------------------------------------------------------- */
-
-static void flush_stats(struct shard_state *ss);
-
-static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
-			     struct chan *c)
-{
-	struct effect *e;
-
-	if (ss->nfx == ss->capfx) {
-		ss->capfx = ss->capfx ? ss->capfx * 2 : 64;
-		ss->fx = realloc(ss->fx, ss->capfx * sizeof(*ss->fx));
-	}
-	if (!ss->nfx)
-		ss->batch_t0 = rt_mono_us();
-	e = &ss->fx[ss->nfx++];
-	memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	e->t_rx = ss->cur_t_rx;
-	e->t_chan = ss->cur_t_chan;
-	e->ch = c;
-	if (c)
-		c->pending++;
-	return e;
-}
-
-/* The ok response for r, encoded now, sent once durable. The caller packs
- * nextra pairs into ss->out after this returns... so encode first, then
- * call fx_reply(). */
-static void fx_reply(struct shard_state *ss, struct chan *c,
-		     const struct m_req *r)
-{
-	struct effect *e = fx_add(ss, FX_REPLY, c);
-
-	e->conn = r->conn;
-	e->rid = r->rid;
-	e->has_rid = r->has_rid;
-	e->op = r->op;
-	e->t0_us = r->t0_us;
-	e->buf = r->has_rid ? rt_buf_new(ss->out.data, ss->out.len) : NULL;
-	if (e->buf) {
-		e->buf->kind = BUF_ACK;
-		e->buf->t_req_us = r->t_rx_us;
-	}
-}
-
-void chan_reply_durable(struct shard_state *ss, const struct m_req *r)
-{
-	fx_reply(ss, NULL, r);
-}
-
 static void fx_user_chan(struct shard_state *ss, struct chan *c,
 			 const char *user, uint8_t action, uint64_t after,
 			 rt_conn_id except)
 {
 	struct m_user_chan *m = msg_new(sizeof(*m), M_USER_CHAN);
-	struct effect *e = fx_add(ss, FX_POST, c);
 
 	strcpy(m->ws, c->rec.ws);
 	strcpy(m->user, user);
@@ -321,232 +176,18 @@ static void fx_user_chan(struct shard_state *ss, struct chan *c,
 	else
 		proto_enc_member(&ss->out, c->id, user, action_names[action]);
 	m->frame = rt_buf_new(ss->out.data, ss->out.len);
-	e->msg = &m->h;
-	e->seq = user_shard(c->rec.ws, user);
+	fx_post(ss, c, user_shard(c->rec.ws, user), &m->h);
 }
 
 /* A member frame for everyone online in a channel of at most 1,000. */
 static void fx_member_bcast(struct shard_state *ss, struct chan *c,
 			    const char *user, uint8_t action)
 {
-	struct effect *e;
-
 	if (c->nmembers > 1000)
 		return;
-	e = fx_add(ss, FX_BCAST, c);
 	proto_out_reset(&ss->out);
 	proto_enc_member(&ss->out, c->id, user, action_names[action]);
-	e->buf = rt_buf_new(ss->out.data, ss->out.len);
-	strcpy(e->skip, user);
-}
-
-static void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
-{
-	for (unsigned s = 0; s < rt_nshards(); s++) {
-		struct m_fanout *f;
-
-		if (!c->online[s])
-			continue;
-		f = msg_new(sizeof(*f), M_FANOUT);
-		strcpy(f->ch, c->id);
-		f->seq = seq;
-		rt_buf_ref(b, 1);
-		f->buf = b;
-		if (skip)
-			strcpy(f->skip_user, skip);
-		rt_post(s, &f->h);
-	}
-}
-
-static void reply_now(struct shard_state *ss, const struct m_req *r)
-{
-	if (r->has_rid)
-		send_to_conn(r->conn, &ss->out);
-}
-
-/* The answer to a request that changes nothing ("already a member", the
- * DM that exists). It reports state; if some of that state is still in a
- * batch on its way to disk, the answer waits behind it (an effect of the
- * next commit), so nothing is acknowledged before it is durable. */
-static void reply_state(struct shard_state *ss, struct chan *c,
-			const struct m_req *r)
-{
-	if (c->pending)
-		fx_reply(ss, c, r);
-	else
-		reply_now(ss, r);
-}
-
-static void record_latency(struct shard_state *ss, uint64_t t0)
-{
-	uint64_t us = rt_mono_us() - t0;
-	unsigned b = 0;
-
-	while (b < 15 && us > (64ull << b))
-		b++;
-	__atomic_fetch_add(&ss->lat_commit[b], 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&ss->lat_commit_sum_us, us, __ATOMIC_RELAXED);
-}
-
-static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
-{
-	switch (e->kind) {
-	case FX_REPLY:
-		if (ok && e->buf) {
-			e->buf->t_post_us = rt_mono_us();
-			send_buf_to_conn(e->conn, e->buf);
-			e->buf = NULL;
-			ss->acks++;
-			record_latency(ss, e->t0_us);
-		} else if (!ok) {
-			struct m_req r = { .conn = e->conn, .rid = e->rid,
-					   .has_rid = e->has_rid, .op = e->op };
-
-			reply_err_remote(&r, "UNAVAILABLE",
-					 "storage failed; not stored", 0);
-		}
-		break;
-	case FX_EVENT:
-		if (ok) {
-			e->ch->durable_seq = e->seq;
-			ss->events++;
-			e->buf->t_post_us = rt_mono_us();
-			fanout(e->ch, e->seq, e->buf, NULL);
-			if (srv.sx)
-				search_feed(srv.sx, ss->id, e->buf->data,
-					    e->buf->len);
-		}
-		break;
-	case FX_POST:
-		if (ok)
-			rt_post((unsigned)e->seq, e->msg);
-		else
-			msg_free(e->msg);
-		e->msg = NULL;
-		break;
-	case FX_BCAST:
-		if (ok)
-			fanout(e->ch, 0, e->buf, e->skip);
-		break;
-	case FX_CMID: {
-		struct pcmid *p = e->p;
-
-		for (uint32_t i = 0; i < p->nw; i++) {
-			struct shard_state *s = ss;
-			struct m_req r = { .conn = p->w[i].conn,
-					   .rid = p->w[i].rid,
-					   .has_rid = p->w[i].has_rid,
-					   .op = OP_SEND };
-
-			if (!ok) {
-				reply_err_remote(&r, "UNAVAILABLE",
-						 "storage failed; not stored", 0);
-				continue;
-			}
-			proto_out_reset(&s->out);
-			proto_enc_res_ok(&s->out, r.rid, 3);
-			proto_pk_cstr(&s->out.pk, "seq");
-			msgpack_pack_uint64(&s->out.pk, p->seq);
-			proto_pk_cstr(&s->out.pk, "ts");
-			msgpack_pack_uint64(&s->out.pk, p->ts);
-			proto_pk_cstr(&s->out.pk, "dup");
-			msgpack_pack_true(&s->out.pk);
-			reply_now(s, &r);
-		}
-		smap_del(&e->ch->cmids, p->key, p->klen);
-		free(p->w);
-		free(p);
-		break;
-	}
-	case FX_OV: {
-		struct ov *o = e->p;
-
-		if (--o->pending == 0) {
-			smap_del(&e->ch->ov, o->key, 8);
-			ov_free(o);
-		}
-		break;
-	}
-	}
-	if (e->buf)
-		rt_buf_unref(e->buf);
-	if (e->ch)
-		e->ch->pending--;
-}
-
-static void commit_done(void *ctx, int status)
-{
-	struct commit *c = ctx;
-	struct m_commit *m = msg_new(sizeof(*m), M_COMMIT);
-
-	/* On storage's sync thread: just hand it back to the shard. */
-	c->t_synced = rt_mono_us();
-	m->c = c;
-	m->status = status;
-	rt_post(c->shard, &m->h);
-}
-
-void chan_turn_end(struct shard_state *ss)
-{
-	struct commit *c;
-
-	flush_stats(ss);
-	if (srv.sx)
-		search_feed_flush(srv.sx, ss->id);
-	if (!ss->nfx && !store_batch_count(ss->batch))
-		return;
-	c = malloc(sizeof(*c));
-	c->shard = ss->id;
-	c->fx = ss->fx;
-	c->n = ss->nfx;
-	c->t_handed = rt_mono_us();
-	for (size_t i = 0; i < c->n; i++)
-		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan)
-			stage_add(ss, ST_TO_COMMIT,
-				  c->t_handed - c->fx[i].t_chan);
-	ss->fx = NULL;
-	ss->nfx = ss->capfx = 0;
-	ss->commits_inflight++;
-	store_commit(srv.st, ss->id, ss->batch, commit_done, c);
-	ss->batch = store_batch_new(srv.st);
-}
-
-void chan_on_commit(struct shard_state *ss, struct m_commit *m)
-{
-	struct commit *c = m->c;
-	bool ok = m->status == 0;
-
-	uint64_t now = rt_mono_us();
-
-	if (!ok)
-		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
-	for (size_t i = 0; i < c->n; i++) {
-		struct chan *ch = c->fx[i].ch;
-
-		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan) {
-			stage_add(ss, ST_WAL_SYNC, c->t_synced - c->t_handed);
-			stage_add(ss, ST_AFTER_SYNC, now - c->t_synced);
-		}
-
-		/* Whatever a failed batch held (an event, a read marker, a
-		 * membership), memory may be ahead of disk for its channel. */
-		if (!ok && ch)
-			ch->broken = true;
-		run_effect(ss, &c->fx[i], ok);
-		/* Invariant 4: once nothing of a failed batch is pending,
-		 * start again from what storage has. */
-		if (ch && ch->broken && !ch->pending)
-			chan_reload(ch);
-	}
-	ss->commits_inflight--;
-	free(c->fx);
-	free(c);
-}
-
-bool chan_idle(struct shard_state *ss)
-{
-	return !ss->commits_inflight && !ss->nfx &&
-	       !store_batch_count(ss->batch);
+	fx_bcast(ss, c, rt_buf_new(ss->out.data, ss->out.len), user);
 }
 
 /* ---- subscriptions ---------------------------------------------------------- */
@@ -630,32 +271,6 @@ static void pack_ch(msgpack_packer *pk, const struct chan *c)
 	proto_pk_cstr(pk, c->rec.name);
 	proto_pk_cstr(pk, "kind");
 	proto_pk_cstr(pk, kinds[c->rec.kind]);
-}
-
-/* The channel's 'S' record changed: it is written once, at the end of the
- * turn, with the counters as they are then (everything this turn did is in
- * this turn's batch), however many sends and joins the turn held. */
-static void put_stat(struct shard_state *ss, struct chan *c)
-{
-	if (c->stat_dirty)
-		return;
-	c->stat_dirty = true;
-	c->dirty_next = ss->chan_dirty;
-	ss->chan_dirty = c;
-}
-
-static void flush_stats(struct shard_state *ss)
-{
-	struct chan *c = ss->chan_dirty;
-
-	ss->chan_dirty = NULL;
-	for (; c; c = c->dirty_next) {
-		store_chstat st = { .last_seq = c->next_seq - 1,
-				    .msgs = c->msgs, .members = c->nmembers };
-
-		store_put_chstat(ss->batch, c->id, &st);
-		c->stat_dirty = false;
-	}
 }
 
 static struct member *add_member(struct shard_state *ss, struct chan *c,
@@ -980,7 +595,7 @@ static void ov_set(struct shard_state *ss, struct chan *c, struct ov *o,
 	o->len = out->len;
 	store_put_msg(ss->batch, c->id, o->root, o->seq, o->bytes, o->len);
 	o->pending++;
-	fx_add(ss, FX_OV, c)->p = o;
+	fx_ov(ss, c, o);
 }
 
 /* An overlay entry nothing changed (a refused request): drop it unless a
@@ -1137,9 +752,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	p->ts = ts;
 	smap_put(&c->cmids, p->key, p->klen, p);
 
-	struct effect *fe = fx_add(ss, FX_EVENT, c);
-	fe->seq = seq;
-	fe->buf = ev;
+	fx_event(ss, c, seq, ev);
 
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 2);
@@ -1148,7 +761,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	proto_pk_cstr(&ss->out.pk, "ts");
 	msgpack_pack_uint64(&ss->out.pk, ts);
 	fx_reply(ss, c, r);
-	fx_add(ss, FX_CMID, c)->p = p;
+	fx_cmid(ss, c, p);
 }
 
 static void op_read(struct shard_state *ss, struct m_req *r,
@@ -1283,7 +896,6 @@ fail:
 static void change_event(struct shard_state *ss, struct chan *c,
 			 const struct m_req *r, proto_event *e)
 {
-	struct effect *fe;
 	rt_buf *ev;
 
 	proto_out_reset(&ss->out);
@@ -1295,9 +907,7 @@ static void change_event(struct shard_state *ss, struct chan *c,
 	 * seq is one read, however many changes follow a message */
 	store_put_event(ss->batch, c->id, e->seq, ev->data, ev->len, c->msgs);
 	put_stat(ss, c);
-	fe = fx_add(ss, FX_EVENT, c);
-	fe->seq = e->seq;
-	fe->buf = ev;
+	fx_event(ss, c, e->seq, ev);
 
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 1);
@@ -1657,8 +1267,7 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 		free(r);
 		return;
 	}
-	ss->cur_t_rx = r->t_rx_us;
-	ss->cur_t_chan = now;
+	r->t_chan_us = now;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
 	    r->op != OP_TYPING) {
 		fail(r, "UNAVAILABLE", "storage is failing");
@@ -1679,7 +1288,6 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	default: fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
-	ss->cur_t_rx = ss->cur_t_chan = 0;
 	proto_doc_free(&doc);
 	free(r);
 }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "actors/commit.h"
 #include "actors/rest.h"
 #include "storage/search.h"
 
@@ -55,7 +56,7 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	case M_DETACH: user_on_detach(ss, (struct m_attach *)m); break;
 	case M_USER_CHAN: user_on_chan(ss, (struct m_user_chan *)m); break;
 	case M_CONN_CHAN: sess_on_conn_chan(ss, (struct m_user_chan *)m); break;
-	case M_COMMIT: chan_on_commit(ss, (struct m_commit *)m); break;
+	case M_COMMIT: commit_on_commit(ss, (struct m_commit *)m); break;
 	case M_HB: presence_on_hb(ss, (struct m_attach *)m); break;
 	case M_WATCH: presence_on_watch(ss, (struct m_watch *)m); break;
 	case M_WATCH_RES: sess_on_watch_res(ss, (struct m_watch *)m); break;
@@ -71,7 +72,7 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	msg_free(m);
 }
 
-static void on_turn_end(rt_shard *s) { chan_turn_end(rt_shard_user(s)); }
+static void on_turn_end(rt_shard *s) { commit_turn_end(rt_shard_user(s)); }
 static void on_tick(rt_shard *s, uint64_t now)
 {
 	sess_tick(rt_shard_user(s), now);
@@ -109,7 +110,7 @@ static bool on_drain(rt_shard *s, bool first)
 
 	if (first)
 		sess_goaway_all(ss);
-	return chan_idle(ss);
+	return commit_idle(ss);
 }
 
 static const rt_hooks hooks = {
