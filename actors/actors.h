@@ -45,7 +45,8 @@ void user_on_detach(struct shard_state *ss, struct m_attach *m);
 void user_on_chan(struct shard_state *ss, struct m_user_chan *m);
 void user_tick(struct shard_state *ss, uint64_t now);
 
-/* channel.c */
+/* the channel actor: channel.c (M_REQ), chan_sub.c (M_SUB, M_UNSUB),
+ * chan_load.c (eviction tick); its M_COMMIT is commit.c's (commit.h) */
 void chan_on_req(struct shard_state *ss, struct m_req *m);
 void chan_on_sub(struct shard_state *ss, struct m_sub *m);
 void chan_on_unsub(struct shard_state *ss, struct m_unsub *m);

@@ -85,7 +85,32 @@ static inline struct member *member_of(struct chan *c, const char *user)
 	return smap_get(&c->members, user, strlen(user));
 }
 
-/* loading: the channel's state from storage again (invariant 4) */
+/* chan_load.c */
+struct chan *chan_get(struct shard_state *ss, const char *id); /* or load */
+struct chan *chan_new(struct shard_state *ss, const store_channel *rec);
+/* the channel's state from storage again (invariant 4) */
 int chan_reload(struct chan *c);
+/* an error answer to r, from the channel's shard */
+void chan_fail(const struct m_req *r, const char *code, const char *msg);
+/* r's channel as r's user may see it, or NULL (answered NOT_FOUND) */
+struct chan *chan_visible(struct shard_state *ss, struct m_req *r);
+bool chan_member_or_fail(struct chan *c, const struct m_req *r);
+struct member *chan_add_member(struct shard_state *ss, struct chan *c,
+			       const char *user);
+void chan_move_marker(struct shard_state *ss, struct chan *c,
+		      struct member *mb, uint64_t seq);
+
+/* chan_msg.c */
+int chan_state_decode(proto_doc *d, const void *bytes, size_t len);
+struct ov *chan_msg_state(struct chan *c, uint64_t root, uint64_t seq);
+void chan_ov_set(struct shard_state *ss, struct chan *c, struct ov *o,
+		 const proto_out *out);
+void chan_ov_release(struct chan *c, struct ov *o);
+void chan_op_edit(struct shard_state *ss, struct m_req *r,
+		  const msgpack_object *map);
+void chan_op_delete(struct shard_state *ss, struct m_req *r,
+		    const msgpack_object *map);
+void chan_op_react(struct shard_state *ss, struct m_req *r,
+		   const msgpack_object *map);
 
 #endif
