@@ -218,6 +218,12 @@ enum { BUF_ACK = 1, BUF_EVENT = 2 };
 struct effect;
 struct session;
 
+/* Pre-hello deadline queue (session.c): connections in accept order. */
+struct newbie {
+	rt_conn_id id;
+	uint64_t deadline;
+};
+
 struct shard_state {
 	unsigned id;
 	store_batch *batch;     /* this turn's writes */
@@ -233,6 +239,10 @@ struct shard_state {
 	uint32_t npdue, cappdue;
 	smap subs;              /* channel -> local subscriptions */
 	struct session *sessions; /* all sessions of this shard */
+	struct newbie *nq;        /* ring: sessions still to say hello */
+	uint32_t nq_head, nq_len, nq_cap;
+	uint64_t chan_next_scan;  /* chan_tick: next eviction scan (ms) */
+	uint64_t user_next_sweep; /* user_tick: next idle-user sweep (ms) */
 	proto_out out;          /* scratch encoder */
 
 	/* counters for /metrics: written by this shard, read relaxed */

@@ -111,14 +111,13 @@ static void chan_free(struct chan *c)
 
 void chan_tick(struct shard_state *ss, uint64_t now)
 {
-	static __thread uint64_t next_scan;
 	uint64_t every = srv.lim.chan_idle_ms / 2;
 	struct chan **gone;
 	uint32_t n = 0;
 
-	if (now < next_scan || !ss->chans.n)
+	if (now < ss->chan_next_scan || !ss->chans.n)
 		return;
-	next_scan = now + (every < 100 ? 100 : every > 5000 ? 5000 : every);
+	ss->chan_next_scan = now + (every < 100 ? 100 : every > 5000 ? 5000 : every);
 	gone = malloc(ss->chans.n * sizeof(*gone));
 	smap_foreach(&ss->chans, it) {
 		if (evictable(it->val, now))

@@ -28,9 +28,6 @@
 
 #include "actors/session.h"
 
-static __thread struct newbie *nq;
-static __thread uint32_t nq_head, nq_len, nq_cap;
-
 /* ---- lifecycle ------------------------------------------------------------- */
 
 void sess_open(struct shard_state *ss, rt_conn *c)
@@ -46,21 +43,21 @@ void sess_open(struct shard_state *ss, rt_conn *c)
 	ss->sessions = se;
 	rt_conn_set_user(c, se);
 
-	if (nq_len == nq_cap) {
-		uint32_t ncap = nq_cap ? nq_cap * 2 : 256;
+	if (ss->nq_len == ss->nq_cap) {
+		uint32_t ncap = ss->nq_cap ? ss->nq_cap * 2 : 256;
 		struct newbie *n = malloc(ncap * sizeof(*n));
 
-		for (uint32_t i = 0; i < nq_len; i++)
-			n[i] = nq[(nq_head + i) % nq_cap];
-		free(nq);
-		nq = n;
-		nq_head = 0;
-		nq_cap = ncap;
+		for (uint32_t i = 0; i < ss->nq_len; i++)
+			n[i] = ss->nq[(ss->nq_head + i) % ss->nq_cap];
+		free(ss->nq);
+		ss->nq = n;
+		ss->nq_head = 0;
+		ss->nq_cap = ncap;
 	}
-	nq[(nq_head + nq_len) % nq_cap] = (struct newbie){
+	ss->nq[(ss->nq_head + ss->nq_len) % ss->nq_cap] = (struct newbie){
 		se->id, se->opened_ms + srv.lim.hello_ms
 	};
-	nq_len++;
+	ss->nq_len++;
 }
 
 void sess_close(struct shard_state *ss, rt_conn *c)
@@ -106,25 +103,23 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 	rt_conn_set_user(c, NULL);
 }
 
-/* The shard is stopping: its thread-local deadline queue goes with it. */
+/* The shard is stopping: its deadline queue goes with it. */
 void sess_shard_stop(struct shard_state *ss)
 {
-	(void)ss;
-	free(nq);
-	nq = NULL;
-	nq_head = nq_len = nq_cap = 0;
+	free(ss->nq);
+	ss->nq = NULL;
+	ss->nq_head = ss->nq_len = ss->nq_cap = 0;
 }
 
 void sess_tick(struct shard_state *ss, uint64_t now)
 {
-	(void)ss;
-	while (nq_len && nq[nq_head].deadline <= now) {
-		struct session *se = find_sess(rt_self(), nq[nq_head].id);
+	while (ss->nq_len && ss->nq[ss->nq_head].deadline <= now) {
+		struct session *se = find_sess(rt_self(), ss->nq[ss->nq_head].id);
 
 		if (se && se->state != S_READY)
 			rt_conn_close(se->conn, 4001, "hello timeout");
-		nq_head = (nq_head + 1) % nq_cap;
-		nq_len--;
+		ss->nq_head = (ss->nq_head + 1) % ss->nq_cap;
+		ss->nq_len--;
 	}
 }
 

@@ -76,12 +76,6 @@ struct session {
 	uint16_t searching; /* search_op's answers still to come */
 };
 
-/* Pre-hello deadline queue: connections in accept order. */
-struct newbie {
-	rt_conn_id id;
-	uint64_t deadline;
-};
-
 static inline struct session *sess_of(rt_conn *c) { return rt_conn_user(c); }
 
 static inline struct session *find_sess(rt_shard *s, rt_conn_id id)

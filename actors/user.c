@@ -81,13 +81,12 @@ static void refill(struct user *u, uint64_t now)
  * (so closing every connection, or using REST, cannot reset the rate). */
 void user_tick(struct shard_state *ss, uint64_t now)
 {
-	static __thread uint64_t next;
 	struct user **gone = NULL;
 	uint32_t n = 0, cap = 0;
 
-	if (now < next)
+	if (now < ss->user_next_sweep)
 		return;
-	next = now + 1000;
+	ss->user_next_sweep = now + 1000;
 	smap_foreach(&ss->users, it) {
 		struct user *u = it->val;
 
