@@ -108,6 +108,7 @@ void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
 {
 	struct shard_state *ss = shard_state();
 
+	ASSERT_CONN_HERE(rt_conn_get_id(c));
 	proto_out_reset(&ss->out);
 	if (has_rid)
 		proto_enc_res_err(&ss->out, rid, code, msg, retry_ms);

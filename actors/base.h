@@ -17,6 +17,7 @@
 #ifndef PARLEY_BASE_H
 #define PARLEY_BASE_H
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -253,6 +254,23 @@ struct shard_state {
 	uint64_t st_hist[ST__COUNT][ST_NB + 1];
 	uint64_t st_sum_us[ST__COUNT];
 };
+
+/* ---- ownership asserts (see the top of this file) --------------------- */
+
+/* This thread is shard ss's. */
+#define ASSERT_ON_SHARD(ss) \
+	assert(rt_self() && rt_shard_id(rt_self()) == (ss)->id)
+/* Connection id is touched on its own shard, this one. */
+#define ASSERT_CONN_HERE(id) \
+	assert(rt_self() && rt_conn_shard(id) == rt_shard_id(rt_self()))
+/* Channel ch's actor runs here: on its own shard, which is ss. */
+#define ASSERT_CHAN_HERE(ss, ch) \
+	assert(chan_shard(ch) == (ss)->id && rt_self() && \
+	       rt_shard_id(rt_self()) == (ss)->id)
+/* User (ws, user)'s actors (user, presence) run here. */
+#define ASSERT_USER_HERE(ss, ws, user) \
+	assert(user_shard(ws, user) == (ss)->id && rt_self() && \
+	       rt_shard_id(rt_self()) == (ss)->id)
 
 /* Count one sample of stage st on this shard (only its own thread writes). */
 void stage_add(struct shard_state *ss, unsigned st, uint64_t us);

@@ -74,6 +74,8 @@ struct chan {
 	smap typing;           /* user -> last broadcast ms (in the pointer) */
 	uint32_t online[RT_MAX_SHARDS];
 	uint32_t pending;      /* effects not yet run */
+	uint32_t pending_events; /* of them, events: next_seq == durable_seq +
+				  * pending_events + 1 unless broken */
 	bool broken;
 	bool stat_dirty;       /* 'S' to write at the end of this turn */
 	struct chan *dirty_next;

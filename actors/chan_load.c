@@ -30,6 +30,8 @@ int chan_reload(struct chan *c)
 	store_chstat st = { 0 };
 	int rc = store_get_chstat(srv.st, c->id, &st);
 
+	/* reloaded only with nothing in flight (invariant 4) */
+	assert(!c->pending && !c->pending_events);
 	if (rc && rc != -ENOENT)
 		return rc;
 	c->next_seq = st.last_seq + 1;
@@ -53,8 +55,10 @@ static void loaded_changed(struct shard_state *ss)
 
 struct chan *chan_get(struct shard_state *ss, const char *id)
 {
-	struct chan *c = smap_get(&ss->chans, id, strlen(id));
+	struct chan *c;
 
+	ASSERT_CHAN_HERE(ss, id);
+	c = smap_get(&ss->chans, id, strlen(id));
 	if (c) {
 		c->touched_ms = rt_now_ms();
 		return c;
@@ -75,6 +79,7 @@ struct chan *chan_new(struct shard_state *ss, const store_channel *rec)
 {
 	struct chan *c = calloc(1, sizeof(*c));
 
+	ASSERT_CHAN_HERE(ss, rec->id);
 	strcpy(c->id, rec->id);
 	c->rec = *rec;
 	c->next_seq = 1;

@@ -66,7 +66,10 @@ void chan_on_sub(struct shard_state *ss, struct m_sub *m)
 
 void chan_on_unsub(struct shard_state *ss, struct m_unsub *m)
 {
-	struct chan *c = smap_get(&ss->chans, m->ch, strlen(m->ch));
+	struct chan *c;
+
+	ASSERT_CHAN_HERE(ss, m->ch);
+	c = smap_get(&ss->chans, m->ch, strlen(m->ch));
 
 	if (c && c->online[m->h.from])
 		c->online[m->h.from]--;

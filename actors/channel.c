@@ -545,6 +545,7 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	proto_doc doc;
 	uint64_t now = rt_mono_us();
 
+	ASSERT_CHAN_HERE(ss, r->ch);
 	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
 	if (proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame) !=
 	    PROTO_OK) {

@@ -63,6 +63,8 @@ static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
 {
 	struct effect *e;
 
+	ASSERT_ON_SHARD(ss);
+	assert(!c || chan_shard(c->id) == ss->id);
 	if (ss->nfx == ss->capfx) {
 		ss->capfx = ss->capfx ? ss->capfx * 2 : 64;
 		ss->fx = realloc(ss->fx, ss->capfx * sizeof(*ss->fx));
@@ -100,6 +102,12 @@ void fx_event(struct shard_state *ss, struct chan *c, uint64_t seq,
 {
 	struct effect *e = fx_add(ss, FX_EVENT, c);
 
+	/* seqs strictly +1: this event is the one after the durable ones
+	 * and those still on their way (a failed commit breaks the chain
+	 * until the channel reloads) */
+	assert(seq + 1 == c->next_seq);
+	assert(c->broken || seq == c->durable_seq + c->pending_events + 1);
+	c->pending_events++;
 	e->u.event.seq = seq;
 	e->u.event.buf = buf;
 }
@@ -263,7 +271,12 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 		run_reply(ss, e, ok);
 		break;
 	case FX_EVENT:
+		assert(c->pending_events > 0);
+		c->pending_events--;
 		if (ok) {
+			/* durable one by one, in order */
+			assert(c->broken || e->u.event.seq == c->durable_seq + 1);
+			assert(e->u.event.seq < c->next_seq);
 			c->durable_seq = e->u.event.seq;
 			ss->events++;
 			e->u.event.buf->t_post_us = rt_mono_us();
@@ -345,6 +358,9 @@ void commit_on_commit(struct shard_state *ss, struct m_commit *m)
 	bool ok = m->status == 0;
 	uint64_t now = rt_mono_us();
 
+	/* M_COMMIT comes back to the shard that made the batch */
+	ASSERT_ON_SHARD(ss);
+	assert(c->shard == ss->id);
 	if (!ok)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
 	for (size_t i = 0; i < c->n; i++) {

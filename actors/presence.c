@@ -77,6 +77,7 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 	struct presence *p;
 	store_presence sp = { .status = PS_ONLINE };
 
+	ASSERT_USER_HERE(ss, ws, user);
 	memcpy(k, ws, a);
 	k[a] = 0;
 	memcpy(k + a + 1, user, b);

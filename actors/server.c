@@ -31,9 +31,75 @@ static void on_stop(rt_shard *s)
 	sess_shard_stop(rt_shard_user(s));
 }
 
+#ifndef NDEBUG
+/* Is this shard the home of what m is for? A mailbox is drained by its
+ * owner: each message goes to the shard of the actor or connection it
+ * names (M_FANOUT: any shard with subscribers; M_CALL: any; M_COMMIT:
+ * commit.c checks its own). */
+static bool msg_home(unsigned id, const rt_msg *m)
+{
+	switch (m->type) {
+	case M_REQ: {
+		const struct m_req *r = (const struct m_req *)m;
+
+		return r->stage == 0 ? user_shard(r->ws, r->user) == id
+				     : chan_shard(r->ch) == id;
+	}
+	case M_DELIVER:
+		return rt_conn_shard(((const struct m_deliver *)m)->conn) == id;
+	case M_SUB:
+		return chan_shard(((const struct m_sub *)m)->ch) == id;
+	case M_UNSUB:
+		return chan_shard(((const struct m_unsub *)m)->ch) == id;
+	case M_SUBACK:
+		return rt_conn_shard(((const struct m_suback *)m)->conn) == id;
+	case M_ATTACH:
+	case M_DETACH:
+	case M_HB: {
+		const struct m_attach *a = (const struct m_attach *)m;
+
+		return user_shard(a->ws, a->user) == id;
+	}
+	case M_ATTACH_RES:
+		return rt_conn_shard(((const struct m_attach *)m)->conn) == id;
+	case M_USER_CHAN: {
+		const struct m_user_chan *u = (const struct m_user_chan *)m;
+
+		return user_shard(u->ws, u->user) == id;
+	}
+	case M_CONN_CHAN:
+		return rt_conn_shard(((const struct m_user_chan *)m)->conn) == id;
+	case M_WATCH: {
+		const struct m_watch *w = (const struct m_watch *)m;
+
+		for (uint32_t i = 0; i < w->n; i++)
+			if (user_shard(w->ws, w->e[i].user) != id)
+				return false;
+		return true;
+	}
+	case M_WATCH_RES:
+		return rt_conn_shard(((const struct m_watch *)m)->conn) == id;
+	case M_PRESENCE: {
+		const struct m_presence *p = (const struct m_presence *)m;
+
+		for (uint32_t i = 0; i < p->n; i++)
+			if (rt_conn_shard(p->conns[i]) != id)
+				return false;
+		return true;
+	}
+	default:
+		return true;
+	}
+}
+#endif
+
 static void on_msg(rt_shard *s, rt_msg *m)
 {
 	struct shard_state *ss = rt_shard_user(s);
+
+	/* drained by its owner, on the owner's thread */
+	assert(rt_self() == s && ss->id == rt_shard_id(s));
+	assert(msg_home(ss->id, m));
 
 	switch (m->type) {
 	case M_REQ: {

@@ -153,9 +153,11 @@ void sess_on_conn_chan(struct shard_state *ss, struct m_user_chan *m)
 
 void sess_on_deliver(struct shard_state *ss, struct m_deliver *m)
 {
-	rt_conn *c = rt_conn_find(rt_self(), m->conn);
+	rt_conn *c;
 
 	(void)ss;
+	ASSERT_CONN_HERE(m->conn);
+	c = rt_conn_find(rt_self(), m->conn);
 	if (!c)
 		return;
 	if (m->buf)

@@ -34,6 +34,7 @@ void sess_open(struct shard_state *ss, rt_conn *c)
 {
 	struct session *se = calloc(1, sizeof(*se));
 
+	ASSERT_CONN_HERE(rt_conn_get_id(c));
 	se->conn = c;
 	se->id = rt_conn_get_id(c);
 	se->opened_ms = rt_now_ms();
@@ -64,6 +65,7 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 {
 	struct session *se = sess_of(c);
 
+	ASSERT_CONN_HERE(rt_conn_get_id(c));
 	if (!se)
 		return;
 	while (se->nsubs)
@@ -452,6 +454,7 @@ void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
 			 .ws = ws, .user = user, .frame = d, .len = n,
 			 .t_rx_us = rt_mono_us() };
 
+	ASSERT_CONN_HERE(r.id);
 	handle(ss, &r, true);
 }
 
@@ -464,6 +467,7 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 
 	if (!se)
 		return;
+	ASSERT_CONN_HERE(se->id);
 	r.id = se->id;
 	r.ws = se->ws;
 	r.user = se->user;

@@ -80,8 +80,10 @@ static inline struct session *sess_of(rt_conn *c) { return rt_conn_user(c); }
 
 static inline struct session *find_sess(rt_shard *s, rt_conn_id id)
 {
-	rt_conn *c = rt_conn_find(s, id);
+	rt_conn *c;
 
+	ASSERT_CONN_HERE(id);
+	c = rt_conn_find(s, id);
 	return c ? sess_of(c) : NULL;
 }
 

@@ -46,7 +46,10 @@ static struct user *user_get(struct shard_state *ss, const char *ws,
 {
 	char k[2 * ID_CAP];
 	size_t kl = make_key(k, ws, user);
-	struct user *u = smap_get(&ss->users, k, kl);
+	struct user *u;
+
+	ASSERT_USER_HERE(ss, ws, user);
+	u = smap_get(&ss->users, k, kl);
 
 	if (u || !create)
 		return u;
