@@ -24,7 +24,7 @@
 
 /* ---- the actors' entry points -------------------------------------------- */
 
-/* session.c */
+/* the session (session.h): session.c */
 void sess_open(struct shard_state *ss, rt_conn *c);
 void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 		size_t n, bool binary);
@@ -32,10 +32,11 @@ void sess_close(struct shard_state *ss, rt_conn *c);
 void sess_tick(struct shard_state *ss, uint64_t now);
 void sess_shard_stop(struct shard_state *ss);
 void sess_goaway_all(struct shard_state *ss);
+void sess_on_attach_res(struct shard_state *ss, struct m_attach *m);
+/* sess_sub.c */
 void sess_on_deliver(struct shard_state *ss, struct m_deliver *m);
 void sess_on_fanout(struct shard_state *ss, struct m_fanout *m);
 void sess_on_suback(struct shard_state *ss, struct m_suback *m);
-void sess_on_attach_res(struct shard_state *ss, struct m_attach *m);
 void sess_on_conn_chan(struct shard_state *ss, struct m_user_chan *m);
 
 /* user.c */
@@ -57,8 +58,7 @@ void chan_tick(struct shard_state *ss, uint64_t now);
  * the connections watching it. */
 extern const char *const pstatus_names[];
 int presence_status_parse(const char *s, uint32_t n); /* -1: not settable */
-
-
+/* (its messages, M_WATCH, M_WATCH_RES, M_PRESENCE: base.h) */
 void presence_on_device(struct shard_state *ss, const char *ws,
 			const char *user, rt_conn_id conn, bool attach);
 void presence_on_hb(struct shard_state *ss, struct m_attach *m);
@@ -67,10 +67,9 @@ void presence_on_watch(struct shard_state *ss, struct m_watch *m);
 void presence_tick(struct shard_state *ss, uint64_t now);
 /* the shard's timer: tell the changes that fell due */
 void presence_on_timer(struct shard_state *ss, uint64_t now);
-/* session.c: the other ends */
+/* sess_watch.c: the other ends */
 void sess_on_watch_res(struct shard_state *ss, struct m_watch *m);
 void sess_on_presence(struct shard_state *ss, struct m_presence *m);
-
 
 /* session.c: a request from an authenticated source that is not a
  * WebSocket session (REST): decoded and run like a frame of a session
@@ -82,7 +81,7 @@ void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
  * WebSocket session passes its count of searches in flight (NULL over
  * HTTP): past SEARCH_PER_CONN the next one is RATE_LIMITED, so one
  * connection cannot fill the shared query queue; each answer, once on
- * c's shard, gives its slot back with sess_search_done(). */
+ * c's shard, gives its slot back with sess_search_done() (sess_watch.c). */
 #define SEARCH_PER_CONN 8
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,

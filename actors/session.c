@@ -10,7 +10,9 @@
  *
  * It decodes and validates every request. Reads (history, events, lists)
  * are answered here, straight from storage's synced data; anything that
- * changes state goes to the user actor, then the channel actor.
+ * changes state goes to the user actor, then the channel actor. This file
+ * holds lifecycle, hello and frames; the rest is in the sess_*.c files
+ * (session.h lists them).
  *
  * Subscriptions: a connection listens to each of its user's channels. A
  * subscription starts inactive: the channel actor answers M_SUB with the
