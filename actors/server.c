@@ -217,6 +217,18 @@ int server_run(const struct server_opts *o)
 	int sig;
 	bool created = false;
 
+	/* Signals go to this thread only: block them before any thread
+	 * exists (threads inherit the mask), then sigwait below. Before
+	 * store_open too: RocksDB's (and the search index's) threads start
+	 * there, and a SIGTERM that came before this thread reached sigwait
+	 * went to one of them and killed the process (e2e_auth saw it under
+	 * ASan: a stop right after the start exited by signal, not 0). */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
 	if (mkdir(o->data_dir, 0700) == 0)
 		created = true;
 	else if (errno != EEXIST) {
@@ -271,14 +283,6 @@ int server_run(const struct server_opts *o)
 		return 1;
 	}
 	srv.started_ms = rt_now_ms();
-
-	/* Signals go to this thread only: block them before any shard
-	 * thread exists (threads inherit the mask), then sigwait below. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.nshards = o->shards;
