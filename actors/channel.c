@@ -4,14 +4,12 @@
  * encodes each event once, and puts everything the event changes into the
  * shard's batch for this loop turn.
  *
- * Accepts:
- *   M_REQ     ch.create, dm.open, ch.join, ch.leave, ch.invite, send, read,
- *             typing (already validated by the session, rate-limited by the
- *             user actor)
- *   M_SUB     a connection wants the events after some seq: answered with
- *             the catch-up (or a gap notice) up to the durable seq
- *   M_UNSUB   it no longer does
- *   M_COMMIT  a batch of this shard is durable: run its effects in order
+ * This file: its requests. Accepts M_REQ ch.create, dm.open, ch.join,
+ * ch.leave, ch.invite, send, read, typing (already validated by the
+ * session, rate-limited by the user actor); edit, delete and react are
+ * dispatched to chan_msg.c. The rest of the actor (chan.h): chan_load.c
+ * (memory, checks), chan_sub.c (M_SUB, M_UNSUB), commit.c (M_COMMIT: a
+ * batch of this shard is durable, its effects run in order).
  *
  * Invariants:
  *   1. next_seq - 1 >= durable_seq: seqs are assigned at request time, in
@@ -32,282 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "actors/actors.h"
-#include "storage/search.h"
-
-struct member {
-	char user[ID_CAP];
-	store_member m;
-	/* Mentions of this user in the channel so far (the count the next
-	 * mention key carries), MENTION_UNKNOWN until first needed. */
-	uint64_t mention_cum;
-};
-
-#define MENTION_UNKNOWN UINT64_MAX
-
-struct waiter {
-	rt_conn_id conn;
-	uint64_t rid;
-	bool has_rid;
-};
-
-/* A send whose batch is not durable yet: a retry with the same cmid waits
- * for it instead of making a second event. */
-struct pcmid {
-	char key[ID_CAP + PROTO_MAX_CMID + 1]; /* user \0 cmid */
-	size_t klen;
-	uint64_t seq, ts;
-	struct waiter *w;
-	uint32_t nw;
-};
-
-/* The newest state of a message changed by a batch not yet durable (a
- * thread root's reply count, an edit, a reaction): later changes build on
- * it, not on storage. */
-struct ov {
-	uint8_t key[8];
-	uint64_t seq, root; /* the message, and its thread root (0: none) */
-	uint8_t *bytes;
-	size_t len;
-	uint32_t pending;
-	/* edits of this message in batches not yet durable: a delete must
-	 * blank their events too, and storage does not have them yet */
-	struct pedit { uint64_t seq, ts, cum; } *pedits;
-	uint32_t npedits;
-};
-
-static void ov_free(struct ov *o)
-{
-	free(o->bytes);
-	free(o->pedits);
-	free(o);
-}
-
-struct chan {
-	char id[ID_CAP];
-	store_channel rec;
-	uint64_t next_seq, durable_seq, msgs, nmembers;
-	smap members;          /* user -> struct member */
-	smap cmids;            /* pending sends: user\0cmid -> struct pcmid */
-	smap ov;               /* seq8 -> struct ov */
-	smap typing;           /* user -> last broadcast ms (in the pointer) */
-	uint32_t online[RT_MAX_SHARDS];
-	uint32_t pending;      /* effects not yet run */
-	bool broken;
-	bool stat_dirty;       /* 'S' to write at the end of this turn */
-	struct chan *dirty_next;
-	uint64_t touched_ms;   /* last request or subscription (eviction) */
-};
-
-enum fx_kind { FX_REPLY, FX_EVENT, FX_POST, FX_BCAST, FX_CMID, FX_OV };
-
-struct effect {
-	uint8_t kind;
-	uint8_t op;
-	bool has_rid;
-	struct chan *ch;
-	rt_conn_id conn;
-	uint64_t rid;
-	uint64_t seq;     /* FX_EVENT: its seq; FX_POST: destination shard */
-	uint64_t t0_us;
-	uint64_t t_rx, t_chan; /* stage stamps of the request that made it */
-	rt_buf *buf;
-	rt_msg *msg;
-	void *p;
-	char skip[ID_CAP];
-};
-
-struct commit {
-	unsigned shard;
-	uint64_t t_handed, t_synced; /* stage stamps */
-	struct effect *fx;
-	size_t n;
-};
-
-/* ---- loading ---------------------------------------------------------------- */
-
-static int collect_member(void *arg, const char *id, size_t len)
-{
-	struct chan *c = arg;
-	struct member *m = calloc(1, sizeof(*m));
-
-	memcpy(m->user, id, len < ID_CAP ? len : ID_CAP - 1);
-	store_get_member(srv.st, c->id, m->user, &m->m);
-	m->mention_cum = MENTION_UNKNOWN;
-	smap_put(&c->members, m->user, strlen(m->user), m);
-	return 0;
-}
-
-static int chan_reload(struct chan *c)
-{
-	store_chstat st = { 0 };
-	int rc = store_get_chstat(srv.st, c->id, &st);
-
-	if (rc && rc != -ENOENT)
-		return rc;
-	c->next_seq = st.last_seq + 1;
-	c->durable_seq = st.last_seq;
-	c->msgs = st.msgs;
-	smap_foreach(&c->members, it) free(it->val);
-	smap_free(&c->members);
-	if (store_scan_members(srv.st, c->id, "", 0xffffffffu, collect_member,
-			       c, NULL))
-		return -EIO;
-	c->nmembers = c->members.n;
-	c->broken = false;
-	return 0;
-}
-
-static void loaded_changed(struct shard_state *ss)
-{
-	__atomic_store_n(&ss->chans_loaded, (uint64_t)ss->chans.n,
-			 __ATOMIC_RELAXED);
-}
-
-static struct chan *chan_get(struct shard_state *ss, const char *id)
-{
-	struct chan *c = smap_get(&ss->chans, id, strlen(id));
-
-	if (c) {
-		c->touched_ms = rt_now_ms();
-		return c;
-	}
-	c = calloc(1, sizeof(*c));
-	strcpy(c->id, id);
-	if (store_get_channel(srv.st, id, &c->rec) || chan_reload(c)) {
-		free(c);
-		return NULL;
-	}
-	c->touched_ms = rt_now_ms();
-	smap_put(&ss->chans, c->id, strlen(c->id), c);
-	loaded_changed(ss);
-	return c;
-}
-
-static struct chan *chan_new(struct shard_state *ss, const store_channel *rec)
-{
-	struct chan *c = calloc(1, sizeof(*c));
-
-	strcpy(c->id, rec->id);
-	c->rec = *rec;
-	c->next_seq = 1;
-	c->touched_ms = rt_now_ms();
-	smap_put(&ss->chans, c->id, strlen(c->id), c);
-	loaded_changed(ss);
-	return c;
-}
-
-/* A channel actor may leave memory when nothing of it is in flight and
- * nobody listens: everything it knows is in storage (invariant 1 of
- * storage) and comes back on the next touch. Its subscriber counts are the
- * one thing storage does not have, hence "nobody listens". */
-static bool evictable(const struct chan *c, uint64_t now)
-{
-	if (c->pending || c->cmids.n || c->ov.n || c->stat_dirty ||
-	    now - c->touched_ms < srv.lim.chan_idle_ms)
-		return false;
-	for (unsigned s = 0; s < rt_nshards(); s++)
-		if (c->online[s])
-			return false;
-	return true;
-}
-
-static void chan_free(struct chan *c)
-{
-	smap_foreach(&c->members, it) free(it->val);
-	smap_free(&c->members);
-	smap_free(&c->cmids);
-	smap_free(&c->ov);
-	smap_free(&c->typing);
-	free(c);
-}
-
-void chan_tick(struct shard_state *ss, uint64_t now)
-{
-	static __thread uint64_t next_scan;
-	uint64_t every = srv.lim.chan_idle_ms / 2;
-	struct chan **gone;
-	uint32_t n = 0;
-
-	if (now < next_scan || !ss->chans.n)
-		return;
-	next_scan = now + (every < 100 ? 100 : every > 5000 ? 5000 : every);
-	gone = malloc(ss->chans.n * sizeof(*gone));
-	smap_foreach(&ss->chans, it) {
-		if (evictable(it->val, now))
-			gone[n++] = it->val;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		smap_del(&ss->chans, gone[i]->id, strlen(gone[i]->id));
-		chan_free(gone[i]);
-	}
-	free(gone);
-	if (n)
-		loaded_changed(ss);
-}
-
-static struct member *member_of(struct chan *c, const char *user)
-{
-	return smap_get(&c->members, user, strlen(user));
-}
-
-/* ---- effects ---------------------------------------------------------------- */
-
-static void flush_stats(struct shard_state *ss);
-
-static struct effect *fx_add(struct shard_state *ss, uint8_t kind,
-			     struct chan *c)
-{
-	struct effect *e;
-
-	if (ss->nfx == ss->capfx) {
-		ss->capfx = ss->capfx ? ss->capfx * 2 : 64;
-		ss->fx = realloc(ss->fx, ss->capfx * sizeof(*ss->fx));
-	}
-	if (!ss->nfx)
-		ss->batch_t0 = rt_mono_us();
-	e = &ss->fx[ss->nfx++];
-	memset(e, 0, sizeof(*e));
-	e->kind = kind;
-	e->t_rx = ss->cur_t_rx;
-	e->t_chan = ss->cur_t_chan;
-	e->ch = c;
-	if (c)
-		c->pending++;
-	return e;
-}
-
-/* The ok response for r, encoded now, sent once durable. The caller packs
- * nextra pairs into ss->out after this returns... so encode first, then
- * call fx_reply(). */
-static void fx_reply(struct shard_state *ss, struct chan *c,
-		     const struct m_req *r)
-{
-	struct effect *e = fx_add(ss, FX_REPLY, c);
-
-	e->conn = r->conn;
-	e->rid = r->rid;
-	e->has_rid = r->has_rid;
-	e->op = r->op;
-	e->t0_us = r->t0_us;
-	e->buf = r->has_rid ? rt_buf_new(ss->out.data, ss->out.len) : NULL;
-	if (e->buf) {
-		e->buf->kind = BUF_ACK;
-		e->buf->t_req_us = r->t_rx_us;
-	}
-}
-
-void chan_reply_durable(struct shard_state *ss, const struct m_req *r)
-{
-	fx_reply(ss, NULL, r);
-}
+#include "actors/chan.h"
+#include "actors/commit.h"
 
 static void fx_user_chan(struct shard_state *ss, struct chan *c,
 			 const char *user, uint8_t action, uint64_t after,
 			 rt_conn_id except)
 {
 	struct m_user_chan *m = msg_new(sizeof(*m), M_USER_CHAN);
-	struct effect *e = fx_add(ss, FX_POST, c);
 
 	strcpy(m->ws, c->rec.ws);
 	strcpy(m->user, user);
@@ -321,303 +51,22 @@ static void fx_user_chan(struct shard_state *ss, struct chan *c,
 	else
 		proto_enc_member(&ss->out, c->id, user, action_names[action]);
 	m->frame = rt_buf_new(ss->out.data, ss->out.len);
-	e->msg = &m->h;
-	e->seq = user_shard(c->rec.ws, user);
+	fx_post(ss, c, user_shard(c->rec.ws, user), &m->h);
 }
 
 /* A member frame for everyone online in a channel of at most 1,000. */
 static void fx_member_bcast(struct shard_state *ss, struct chan *c,
 			    const char *user, uint8_t action)
 {
-	struct effect *e;
-
 	if (c->nmembers > 1000)
 		return;
-	e = fx_add(ss, FX_BCAST, c);
 	proto_out_reset(&ss->out);
 	proto_enc_member(&ss->out, c->id, user, action_names[action]);
-	e->buf = rt_buf_new(ss->out.data, ss->out.len);
-	strcpy(e->skip, user);
-}
-
-static void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
-{
-	for (unsigned s = 0; s < rt_nshards(); s++) {
-		struct m_fanout *f;
-
-		if (!c->online[s])
-			continue;
-		f = msg_new(sizeof(*f), M_FANOUT);
-		strcpy(f->ch, c->id);
-		f->seq = seq;
-		rt_buf_ref(b, 1);
-		f->buf = b;
-		if (skip)
-			strcpy(f->skip_user, skip);
-		rt_post(s, &f->h);
-	}
-}
-
-static void reply_now(struct shard_state *ss, const struct m_req *r)
-{
-	if (r->has_rid)
-		send_to_conn(r->conn, &ss->out);
-}
-
-/* The answer to a request that changes nothing ("already a member", the
- * DM that exists). It reports state; if some of that state is still in a
- * batch on its way to disk, the answer waits behind it (an effect of the
- * next commit), so nothing is acknowledged before it is durable. */
-static void reply_state(struct shard_state *ss, struct chan *c,
-			const struct m_req *r)
-{
-	if (c->pending)
-		fx_reply(ss, c, r);
-	else
-		reply_now(ss, r);
-}
-
-static void record_latency(struct shard_state *ss, uint64_t t0)
-{
-	uint64_t us = rt_mono_us() - t0;
-	unsigned b = 0;
-
-	while (b < 15 && us > (64ull << b))
-		b++;
-	__atomic_fetch_add(&ss->lat_commit[b], 1, __ATOMIC_RELAXED);
-	__atomic_fetch_add(&ss->lat_commit_sum_us, us, __ATOMIC_RELAXED);
-}
-
-static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
-{
-	switch (e->kind) {
-	case FX_REPLY:
-		if (ok && e->buf) {
-			e->buf->t_post_us = rt_mono_us();
-			send_buf_to_conn(e->conn, e->buf);
-			e->buf = NULL;
-			ss->acks++;
-			record_latency(ss, e->t0_us);
-		} else if (!ok) {
-			struct m_req r = { .conn = e->conn, .rid = e->rid,
-					   .has_rid = e->has_rid, .op = e->op };
-
-			reply_err_remote(&r, "UNAVAILABLE",
-					 "storage failed; not stored", 0);
-		}
-		break;
-	case FX_EVENT:
-		if (ok) {
-			e->ch->durable_seq = e->seq;
-			ss->events++;
-			e->buf->t_post_us = rt_mono_us();
-			fanout(e->ch, e->seq, e->buf, NULL);
-			if (srv.sx)
-				search_feed(srv.sx, ss->id, e->buf->data,
-					    e->buf->len);
-		}
-		break;
-	case FX_POST:
-		if (ok)
-			rt_post((unsigned)e->seq, e->msg);
-		else
-			msg_free(e->msg);
-		e->msg = NULL;
-		break;
-	case FX_BCAST:
-		if (ok)
-			fanout(e->ch, 0, e->buf, e->skip);
-		break;
-	case FX_CMID: {
-		struct pcmid *p = e->p;
-
-		for (uint32_t i = 0; i < p->nw; i++) {
-			struct shard_state *s = ss;
-			struct m_req r = { .conn = p->w[i].conn,
-					   .rid = p->w[i].rid,
-					   .has_rid = p->w[i].has_rid,
-					   .op = OP_SEND };
-
-			if (!ok) {
-				reply_err_remote(&r, "UNAVAILABLE",
-						 "storage failed; not stored", 0);
-				continue;
-			}
-			proto_out_reset(&s->out);
-			proto_enc_res_ok(&s->out, r.rid, 3);
-			proto_pk_cstr(&s->out.pk, "seq");
-			msgpack_pack_uint64(&s->out.pk, p->seq);
-			proto_pk_cstr(&s->out.pk, "ts");
-			msgpack_pack_uint64(&s->out.pk, p->ts);
-			proto_pk_cstr(&s->out.pk, "dup");
-			msgpack_pack_true(&s->out.pk);
-			reply_now(s, &r);
-		}
-		smap_del(&e->ch->cmids, p->key, p->klen);
-		free(p->w);
-		free(p);
-		break;
-	}
-	case FX_OV: {
-		struct ov *o = e->p;
-
-		if (--o->pending == 0) {
-			smap_del(&e->ch->ov, o->key, 8);
-			ov_free(o);
-		}
-		break;
-	}
-	}
-	if (e->buf)
-		rt_buf_unref(e->buf);
-	if (e->ch)
-		e->ch->pending--;
-}
-
-static void commit_done(void *ctx, int status)
-{
-	struct commit *c = ctx;
-	struct m_commit *m = msg_new(sizeof(*m), M_COMMIT);
-
-	/* On storage's sync thread: just hand it back to the shard. */
-	c->t_synced = rt_mono_us();
-	m->c = c;
-	m->status = status;
-	rt_post(c->shard, &m->h);
-}
-
-void chan_turn_end(struct shard_state *ss)
-{
-	struct commit *c;
-
-	flush_stats(ss);
-	if (srv.sx)
-		search_feed_flush(srv.sx, ss->id);
-	if (!ss->nfx && !store_batch_count(ss->batch))
-		return;
-	c = malloc(sizeof(*c));
-	c->shard = ss->id;
-	c->fx = ss->fx;
-	c->n = ss->nfx;
-	c->t_handed = rt_mono_us();
-	for (size_t i = 0; i < c->n; i++)
-		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan)
-			stage_add(ss, ST_TO_COMMIT,
-				  c->t_handed - c->fx[i].t_chan);
-	ss->fx = NULL;
-	ss->nfx = ss->capfx = 0;
-	ss->commits_inflight++;
-	store_commit(srv.st, ss->id, ss->batch, commit_done, c);
-	ss->batch = store_batch_new(srv.st);
-}
-
-void chan_on_commit(struct shard_state *ss, struct m_commit *m)
-{
-	struct commit *c = m->c;
-	bool ok = m->status == 0;
-
-	uint64_t now = rt_mono_us();
-
-	if (!ok)
-		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
-	for (size_t i = 0; i < c->n; i++) {
-		struct chan *ch = c->fx[i].ch;
-
-		if (c->fx[i].kind == FX_REPLY && c->fx[i].t_chan) {
-			stage_add(ss, ST_WAL_SYNC, c->t_synced - c->t_handed);
-			stage_add(ss, ST_AFTER_SYNC, now - c->t_synced);
-		}
-
-		/* Whatever a failed batch held (an event, a read marker, a
-		 * membership), memory may be ahead of disk for its channel. */
-		if (!ok && ch)
-			ch->broken = true;
-		run_effect(ss, &c->fx[i], ok);
-		/* Invariant 4: once nothing of a failed batch is pending,
-		 * start again from what storage has. */
-		if (ch && ch->broken && !ch->pending)
-			chan_reload(ch);
-	}
-	ss->commits_inflight--;
-	free(c->fx);
-	free(c);
-}
-
-bool chan_idle(struct shard_state *ss)
-{
-	return !ss->commits_inflight && !ss->nfx &&
-	       !store_batch_count(ss->batch);
-}
-
-/* ---- subscriptions ---------------------------------------------------------- */
-
-struct catchup {
-	rt_buf **v;
-	uint32_t n;
-};
-
-static int collect_event(void *arg, uint64_t seq, const void *v, size_t len)
-{
-	struct catchup *cu = arg;
-
-	(void)seq;
-	cu->v[cu->n++] = rt_buf_new(v, len);
-	return 0;
-}
-
-void chan_on_sub(struct shard_state *ss, struct m_sub *m)
-{
-	struct chan *c = chan_get(ss, m->ch);
-	unsigned from = rt_conn_shard(m->conn);
-	struct catchup cu = { 0 };
-	struct m_suback *a;
-	uint64_t L, missing = 0;
-	bool denied;
-
-	denied = !c || strcmp(c->rec.ws, m->ws) || !member_of(c, m->user);
-	if (c)
-		c->online[from]++; /* counted even when denied: see M_UNSUB */
-	L = c ? c->durable_seq : 0;
-	if (!denied && m->after < L)
-		missing = L - m->after;
-	if (missing > srv.lim.resume_max) {
-		proto_out_reset(&ss->out);
-		proto_enc_gap(&ss->out, m->ch, m->after, L);
-		cu.v = calloc(1, sizeof(*cu.v));
-		cu.v[cu.n++] = rt_buf_new(ss->out.data, ss->out.len);
-	} else if (missing) {
-		cu.v = calloc(missing, sizeof(*cu.v));
-		store_scan_events(srv.st, m->ch, m->after, (unsigned)missing,
-				  collect_event, &cu, NULL);
-	}
-	a = msg_new(sizeof(*a) + cu.n * sizeof(rt_buf *), M_SUBACK);
-	strcpy(a->ch, m->ch);
-	a->conn = m->conn;
-	a->denied = denied;
-	/* A position past the channel's end (a confused client) is clamped:
-	 * otherwise the next events up to it would be skipped silently. */
-	a->last_seq = L;
-	a->n = cu.n;
-	if (cu.n)
-		memcpy(a->frames, cu.v, cu.n * sizeof(rt_buf *));
-	free(cu.v);
-	rt_post(from, &a->h);
-}
-
-void chan_on_unsub(struct shard_state *ss, struct m_unsub *m)
-{
-	struct chan *c = smap_get(&ss->chans, m->ch, strlen(m->ch));
-
-	if (c && c->online[m->h.from])
-		c->online[m->h.from]--;
+	fx_bcast(ss, c, rt_buf_new(ss->out.data, ss->out.len), user);
 }
 
 /* ---- requests ----------------------------------------------------------- */
 
-static void fail(const struct m_req *r, const char *code, const char *msg)
-{
-	reply_err_remote(r, code, msg, 0);
-}
 
 static void pack_ch(msgpack_packer *pk, const struct chan *c)
 {
@@ -632,56 +81,7 @@ static void pack_ch(msgpack_packer *pk, const struct chan *c)
 	proto_pk_cstr(pk, kinds[c->rec.kind]);
 }
 
-/* The channel's 'S' record changed: it is written once, at the end of the
- * turn, with the counters as they are then (everything this turn did is in
- * this turn's batch), however many sends and joins the turn held. */
-static void put_stat(struct shard_state *ss, struct chan *c)
-{
-	if (c->stat_dirty)
-		return;
-	c->stat_dirty = true;
-	c->dirty_next = ss->chan_dirty;
-	ss->chan_dirty = c;
-}
 
-static void flush_stats(struct shard_state *ss)
-{
-	struct chan *c = ss->chan_dirty;
-
-	ss->chan_dirty = NULL;
-	for (; c; c = c->dirty_next) {
-		store_chstat st = { .last_seq = c->next_seq - 1,
-				    .msgs = c->msgs, .members = c->nmembers };
-
-		store_put_chstat(ss->batch, c->id, &st);
-		c->stat_dirty = false;
-	}
-}
-
-static struct member *add_member(struct shard_state *ss, struct chan *c,
-				 const char *user)
-{
-	struct member *mb = calloc(1, sizeof(*mb));
-
-	strcpy(mb->user, user);
-	mb->mention_cum = 0; /* a (re)joined member starts with none */
-	mb->m.read_seq = c->next_seq - 1;
-	mb->m.joined_seq = c->next_seq - 1;
-	mb->m.joined_ms = rt_now_ms();
-	smap_put(&c->members, mb->user, strlen(mb->user), mb);
-	c->nmembers++;
-	store_put_member(ss->batch, c->rec.ws, c->id, user, &mb->m);
-	return mb;
-}
-
-/* The read marker of mb moves to seq. Mention keys stay: unread mentions
- * are the newest key's count minus the count at the marker. */
-static void move_marker(struct shard_state *ss, struct chan *c,
-			struct member *mb, uint64_t seq)
-{
-	mb->m.read_seq = seq;
-	store_put_marker(ss->batch, c->id, mb->user, &mb->m);
-}
 
 static void op_create(struct shard_state *ss, struct m_req *r,
 		      const msgpack_object *map)
@@ -692,7 +92,7 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	uint32_t n;
 
 	if (chan_get(ss, r->ch)) {
-		fail(r, "CONFLICT", "channel id taken; try again");
+		chan_fail(r, "CONFLICT", "channel id taken; try again");
 		return;
 	}
 	memset(&rec, 0, sizeof(rec));
@@ -706,7 +106,7 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	rec.created_ms = rt_now_ms();
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
-	add_member(ss, c, r->user);
+	chan_add_member(ss, c, r->user);
 	put_stat(ss, c);
 
 	proto_out_reset(&ss->out);
@@ -728,7 +128,7 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	if (c) {
 		if (c->rec.kind != STORE_DM || strcmp(c->rec.ws, r->ws) ||
 		    !member_of(c, r->user)) {
-			fail(r, "CONFLICT", "DM id collision");
+			chan_fail(r, "CONFLICT", "DM id collision");
 			return;
 		}
 		proto_out_reset(&ss->out);
@@ -746,14 +146,14 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	rec.created_ms = rt_now_ms();
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
-	add_member(ss, c, r->user);
+	chan_add_member(ss, c, r->user);
 	for (uint32_t i = 0; i < a->size; i++) {
 		char u[ID_CAP];
 
 		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
 		u[a->ptr[i].via.str.size] = 0;
 		if (!member_of(c, u))
-			add_member(ss, c, u);
+			chan_add_member(ss, c, u);
 	}
 	put_stat(ss, c);
 
@@ -771,31 +171,15 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	}
 }
 
-/* The channel as the user may see it, or NULL (answered). A private
- * channel or DM the user is not a member of does not exist for them: the
- * answer is word for word the one for an id never made, so nobody learns
- * which private channels and DMs exist. Public channels are visible to the
- * whole workspace (and answer FORBIDDEN where membership is needed). */
-static struct chan *visible(struct shard_state *ss, struct m_req *r)
-{
-	struct chan *c = chan_get(ss, r->ch);
-
-	if (!c || strcmp(c->rec.ws, r->ws) ||
-	    (c->rec.kind != STORE_PUBLIC && !member_of(c, r->user))) {
-		fail(r, "NOT_FOUND", "no such channel");
-		return NULL;
-	}
-	return c;
-}
 
 static void op_join(struct shard_state *ss, struct m_req *r)
 {
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 
 	if (!c)
 		return;
 	if (c->rec.kind != STORE_PUBLIC) {
-		fail(r, "FORBIDDEN", "not a public channel");
+		chan_fail(r, "FORBIDDEN", "not a public channel");
 		return;
 	}
 	proto_out_reset(&ss->out);
@@ -809,10 +193,10 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	if (c->nmembers >= srv.lim.max_members) {
-		fail(r, "CONFLICT", "channel is full");
+		chan_fail(r, "CONFLICT", "channel is full");
 		return;
 	}
-	add_member(ss, c, r->user);
+	chan_add_member(ss, c, r->user);
 	put_stat(ss, c);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_JOIN, c->next_seq - 1, 0);
@@ -821,14 +205,14 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 
 static void op_leave(struct shard_state *ss, struct m_req *r)
 {
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 	struct member *mb;
 
 	if (!c)
 		return;
 	mb = member_of(c, r->user);
 	if (mb && c->rec.kind == STORE_DM) {
-		fail(r, "FORBIDDEN", "a DM cannot be left");
+		chan_fail(r, "FORBIDDEN", "a DM cannot be left");
 		return;
 	}
 	proto_out_reset(&ss->out);
@@ -854,17 +238,17 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		      const msgpack_object *map)
 {
 	const msgpack_object_array *a;
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 	uint32_t added = 0;
 
 	if (!c)
 		return;
 	if (!member_of(c, r->user)) {
-		fail(r, "FORBIDDEN", "not a member of this channel");
+		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
 	if (c->rec.kind == STORE_DM) {
-		fail(r, "FORBIDDEN", "a DM's members are fixed; open another");
+		chan_fail(r, "FORBIDDEN", "a DM's members are fixed; open another");
 		return;
 	}
 	proto_get_array(map, "users", &a);
@@ -880,7 +264,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		fresh += !seen;
 	}
 	if (c->nmembers + fresh > srv.lim.max_members) {
-		fail(r, "CONFLICT", "channel would be too large");
+		chan_fail(r, "CONFLICT", "channel would be too large");
 		return;
 	}
 	for (uint32_t i = 0; i < a->size; i++) {
@@ -890,7 +274,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		u[a->ptr[i].via.str.size] = 0;
 		if (member_of(c, u))
 			continue;
-		add_member(ss, c, u);
+		chan_add_member(ss, c, u);
 		fx_user_chan(ss, c, u, ACT_INVITE, c->next_seq - 1, 0);
 		fx_member_bcast(ss, c, u, ACT_INVITE);
 		added++;
@@ -935,68 +319,14 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 	reply_now(ss, r);
 }
 
-static int state_decode(proto_doc *d, const void *bytes, size_t len)
-{
-	return proto_decode_max(d, bytes, len, PROTO_MAX_STATE);
-}
 
-/* The state of message seq (in thread root, 0: top-level): the overlay if
- * a pending batch changed it, else storage; NULL if there is none. The
- * caller changes it with ov_set(). */
-static struct ov *msg_state(struct chan *c, uint64_t root, uint64_t seq)
-{
-	uint8_t k[8];
-	struct ov *o;
-	void *bytes;
-	size_t len;
 
-	for (int i = 0; i < 8; i++)
-		k[i] = (uint8_t)(seq >> (56 - 8 * i));
-	o = smap_get(&c->ov, k, 8);
-	if (o)
-		/* seqs are unique in a channel, so the entry is message seq;
-		 * asked for a top-level message, a reply is not one */
-		return o->root == root ? o : NULL;
-	if (store_get_msg(srv.st, c->id, root, seq, &bytes, &len))
-		return NULL;
-	o = calloc(1, sizeof(*o));
-	memcpy(o->key, k, 8);
-	o->seq = seq;
-	o->root = root;
-	o->bytes = bytes;
-	o->len = len;
-	smap_put(&c->ov, (const char *)o->key, 8, o);
-	return o;
-}
 
-/* o's new state is out's bytes: kept in the overlay until this turn's
- * batch, which writes it, is durable. */
-static void ov_set(struct shard_state *ss, struct chan *c, struct ov *o,
-		   const proto_out *out)
-{
-	free(o->bytes);
-	o->bytes = malloc(out->len);
-	memcpy(o->bytes, out->data, out->len);
-	o->len = out->len;
-	store_put_msg(ss->batch, c->id, o->root, o->seq, o->bytes, o->len);
-	o->pending++;
-	fx_add(ss, FX_OV, c)->p = o;
-}
-
-/* An overlay entry nothing changed (a refused request): drop it unless a
- * batch still needs it. */
-static void ov_release(struct chan *c, struct ov *o)
-{
-	if (o->pending)
-		return;
-	smap_del(&c->ov, o->key, 8);
-	ov_free(o);
-}
 
 static void op_send(struct shard_state *ss, struct m_req *r,
 		    const msgpack_object *map)
 {
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 	const msgpack_object_array *ma = NULL;
 	proto_str mentions[64];
 	unsigned nm = 0;
@@ -1014,7 +344,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 		return;
 	me = member_of(c, r->user);
 	if (!me) {
-		fail(r, "FORBIDDEN", "not a member of this channel");
+		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
 	proto_get_str(map, "body", &body, &blen);
@@ -1046,9 +376,9 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	}
 
 	if (thread) {
-		root = thread < c->next_seq ? msg_state(c, 0, thread) : NULL;
+		root = thread < c->next_seq ? chan_msg_state(c, 0, thread) : NULL;
 		if (!root) {
-			fail(r, "NOT_FOUND", "thread root is not a top-level message");
+			chan_fail(r, "NOT_FOUND", "thread root is not a top-level message");
 			return;
 		}
 	}
@@ -1092,22 +422,22 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 		proto_str rm[64];
 		proto_msg rmsg;
 
-		if (state_decode(&d, root->bytes, root->len) == PROTO_OK) {
+		if (chan_state_decode(&d, root->bytes, root->len) == PROTO_OK) {
 			if (proto_dec_msg(&d.root, &rmsg, rm, 64) == 0) {
 				rmsg.replies++;
 				rmsg.last_reply = seq;
 				proto_out_reset(&ss->out);
 				proto_enc_msg(&ss->out, &rmsg);
-				ov_set(ss, c, root, &ss->out);
+				chan_ov_set(ss, c, root, &ss->out);
 			}
 			proto_doc_free(&d);
 		}
-		ov_release(c, root);
+		chan_ov_release(c, root);
 	}
 
 	store_put_cmid(ss->batch, c->id, r->user, cmid, clen, seq);
 	/* Sending moves the sender's read marker to its own message. */
-	move_marker(ss, c, me, seq);
+	chan_move_marker(ss, c, me, seq);
 	for (unsigned i = 0; i < nm; i++) {
 		char u[ID_CAP];
 		struct member *mm;
@@ -1137,9 +467,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	p->ts = ts;
 	smap_put(&c->cmids, p->key, p->klen, p);
 
-	struct effect *fe = fx_add(ss, FX_EVENT, c);
-	fe->seq = seq;
-	fe->buf = ev;
+	fx_event(ss, c, seq, ev);
 
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, r->rid, 2);
@@ -1148,13 +476,13 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	proto_pk_cstr(&ss->out.pk, "ts");
 	msgpack_pack_uint64(&ss->out.pk, ts);
 	fx_reply(ss, c, r);
-	fx_add(ss, FX_CMID, c)->p = p;
+	fx_cmid(ss, c, p);
 }
 
 static void op_read(struct shard_state *ss, struct m_req *r,
 		    const msgpack_object *map)
 {
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 	struct member *me;
 	uint64_t seq;
 
@@ -1162,7 +490,7 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		return;
 	me = member_of(c, r->user);
 	if (!me) {
-		fail(r, "FORBIDDEN", "not a member of this channel");
+		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
 	proto_get_uint(map, "seq", &seq);
@@ -1176,14 +504,14 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		reply_state(ss, c, r); /* never backwards */
 		return;
 	}
-	move_marker(ss, c, me, seq);
+	chan_move_marker(ss, c, me, seq);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_FRAME, seq, r->conn);
 }
 
 static void op_typing(struct shard_state *ss, struct m_req *r)
 {
-	struct chan *c = visible(ss, r);
+	struct chan *c = chan_visible(ss, r);
 	struct member *me;
 	uint64_t now = rt_now_ms(), last;
 	rt_buf *b;
@@ -1192,7 +520,7 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 		return;
 	me = member_of(c, r->user);
 	if (!me) {
-		fail(r, "FORBIDDEN", "not a member of this channel");
+		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
 	proto_out_reset(&ss->out);
@@ -1212,456 +540,23 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 	rt_buf_unref(b);
 }
 
-/* ---- changes to a message: edit, delete, react ------------------------- */
-
-/* What a change targets: a durable `msg` event of this channel that is not
- * deleted. Answers the request and returns NULL if there is none (or, with
- * author_only, if r's user did not write it). */
-struct target {
-	uint64_t seq, cum;
-	struct ov *st;
-	proto_doc ev;     /* the msg event as stored */
-	proto_event e;
-	proto_str men[64];
-	bool has_ev;
-};
-
-static void target_free(struct target *t)
-{
-	if (t->has_ev)
-		proto_doc_free(&t->ev);
-	t->has_ev = false;
-}
-
-static bool load_target(struct chan *c, const struct m_req *r,
-			const msgpack_object *map, bool author_only,
-			struct target *t)
-{
-	void *ev = NULL;
-	size_t len;
-	int rc;
-
-	memset(t, 0, sizeof(*t));
-	proto_get_uint(map, "target", &t->seq);
-	rc = t->seq && t->seq <= c->durable_seq
-		     ? store_get_event(srv.st, c->id, t->seq, &ev, &len, &t->cum)
-		     : -ENOENT;
-	if (rc == -ENOENT) {
-		fail(r, "NOT_FOUND", "no such message");
-		return false;
-	}
-	if (rc || proto_decode_max(&t->ev, ev, len, PROTO_MAX_STATE) != PROTO_OK) {
-		free(ev);
-		fail(r, "UNAVAILABLE", "storage unavailable");
-		return false;
-	}
-	free(ev);
-	t->has_ev = true;
-	if (proto_dec_event(&t->ev.root, &t->e, t->men, 64) ||
-	    !(t->e.k.n == 3 && !memcmp(t->e.k.s, "msg", 3))) {
-		fail(r, "NOT_FOUND", "target is not a message");
-		goto fail;
-	}
-	if (author_only && (t->e.from.n != strlen(r->user) ||
-			    memcmp(t->e.from.s, r->user, t->e.from.n))) {
-		fail(r, "FORBIDDEN", "only the author may do that");
-		goto fail;
-	}
-	t->st = msg_state(c, t->e.thread, t->seq);
-	if (!t->st) {
-		fail(r, "UNAVAILABLE", "storage unavailable");
-		goto fail;
-	}
-	return true;
-fail:
-	target_free(t);
-	return false;
-}
-
-/* The channel event of a change: encoded once, put in the batch, delivered
- * once durable; the answer {seq} too. */
-static void change_event(struct shard_state *ss, struct chan *c,
-			 const struct m_req *r, proto_event *e)
-{
-	struct effect *fe;
-	rt_buf *ev;
-
-	proto_out_reset(&ss->out);
-	proto_enc_event(&ss->out, e);
-	ev = rt_buf_new(ss->out.data, ss->out.len);
-	ev->kind = BUF_EVENT;
-	ev->t_req_us = r->t_rx_us;
-	/* the running msg count rides along, so an unread count at this
-	 * seq is one read, however many changes follow a message */
-	store_put_event(ss->batch, c->id, e->seq, ev->data, ev->len, c->msgs);
-	put_stat(ss, c);
-	fe = fx_add(ss, FX_EVENT, c);
-	fe->seq = e->seq;
-	fe->buf = ev;
-
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, e->seq);
-	fx_reply(ss, c, r);
-}
-
-static proto_event change_of(struct chan *c, const struct m_req *r,
-			     const char *k, uint64_t target)
-{
-	proto_event e = {
-		.ch = { c->id, (uint32_t)strlen(c->id) },
-		.seq = c->next_seq++,
-		.k = { k, (uint32_t)strlen(k) },
-		.ts = rt_now_ms(),
-		.from = { r->user, (uint32_t)strlen(r->user) },
-		.target = target,
-	};
-	return e;
-}
-
-/* Decode the target's current state into m (strings point into d). */
-static bool state_of(struct target *t, proto_doc *d, proto_msg *m,
-		     proto_str *men)
-{
-	if (state_decode(d, t->st->bytes, t->st->len) != PROTO_OK)
-		return false;
-	if (proto_dec_msg(&d->root, m, men, 64)) {
-		proto_doc_free(d);
-		return false;
-	}
-	return true;
-}
-
-static bool member_or_fail(struct chan *c, const struct m_req *r)
-{
-	if (member_of(c, r->user))
-		return true;
-	fail(r, "FORBIDDEN", "not a member of this channel");
-	return false;
-}
-
-static void op_edit(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
-{
-	struct chan *c = visible(ss, r);
-	struct target t;
-	proto_doc d;
-	proto_msg m;
-	proto_str men[64];
-	proto_event e;
-	const char *body;
-	uint32_t blen;
-
-	if (!c || !member_or_fail(c, r) || !load_target(c, r, map, true, &t))
-		return;
-	if (!state_of(&t, &d, &m, men)) {
-		fail(r, "INTERNAL", "stored message does not decode");
-		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
-	proto_get_str(map, "body", &body, &blen);
-	e = change_of(c, r, "edit", t.seq);
-	e.body = (proto_str){ body, blen };
-
-	/* the version this edit makes, for `edits` */
-	proto_out_reset(&ss->out);
-	msgpack_pack_map(&ss->out.pk, 2);
-	proto_pk_cstr(&ss->out.pk, "body");
-	proto_pk_str(&ss->out.pk, body, blen);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, e.ts);
-	store_put_version(ss->batch, c->id, t.seq, e.seq, ss->out.data,
-			  ss->out.len);
-
-	m.body = e.body;
-	m.edited = e.ts;
-	proto_out_reset(&ss->out);
-	proto_enc_msg(&ss->out, &m);
-	ov_set(ss, c, t.st, &ss->out);
-	t.st->pedits = realloc(t.st->pedits,
-			       (t.st->npedits + 1) * sizeof(*t.st->pedits));
-	t.st->pedits[t.st->npedits++] =
-		(struct pedit){ e.seq, e.ts, c->msgs };
-	proto_doc_free(&d);
-	change_event(ss, c, r, &e);
-out:
-	ov_release(c, t.st);
-	target_free(&t);
-}
-
-/* Rewrite the stored event at seq with an empty body (a deleted message's
- * text leaves the log too, not only the history view). */
-static void scrub_event(struct shard_state *ss, struct chan *c, uint64_t seq,
-			const void *frame, size_t len, uint64_t cum)
-{
-	proto_doc d;
-	proto_event e;
-	proto_str men[64];
-
-	if (proto_decode_max(&d, frame, len, PROTO_MAX_STATE) != PROTO_OK)
-		return;
-	if (proto_dec_event(&d.root, &e, men, 64) == 0) {
-		e.body = (proto_str){ "", 0 };
-		proto_out_reset(&ss->out);
-		proto_enc_event(&ss->out, &e);
-		store_put_event(ss->batch, c->id, seq, ss->out.data,
-				ss->out.len, cum);
-	}
-	proto_doc_free(&d);
-}
-
-struct scrub {
-	struct shard_state *ss;
-	struct chan *c;
-};
-
-static int scrub_version(void *arg, uint64_t seq, const void *v, size_t len)
-{
-	struct scrub *sc = arg;
-	void *ev;
-	size_t n;
-	uint64_t cum;
-
-	(void)v;
-	(void)len;
-	if (store_get_event(srv.st, sc->c->id, seq, &ev, &n, &cum) == 0) {
-		scrub_event(sc->ss, sc->c, seq, ev, n, cum);
-		free(ev);
-	}
-	return 0;
-}
-
-static void op_delete(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
-{
-	struct chan *c = visible(ss, r);
-	struct scrub sc = { ss, c };
-	struct target t;
-	proto_doc d;
-	proto_msg m;
-	proto_str men[64];
-	proto_event e;
-
-	if (!c || !member_or_fail(c, r) || !load_target(c, r, map, true, &t))
-		return;
-	if (!state_of(&t, &d, &m, men)) {
-		fail(r, "INTERNAL", "stored message does not decode");
-		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
-	e = change_of(c, r, "delete", t.seq);
-	m.body = (proto_str){ "", 0 };
-	m.deleted = true;
-	m.reactions = NULL;
-	m.reactions_len = 0;
-	m.nmentions = 0;
-	proto_out_reset(&ss->out);
-	proto_enc_msg(&ss->out, &m);
-	ov_set(ss, c, t.st, &ss->out);
-	proto_doc_free(&d);
-
-	/* the text goes from the log and the versions as well */
-	store_scan_versions(srv.st, c->id, t.seq, scrub_version, &sc);
-	for (uint32_t i = 0; i < t.st->npedits; i++) {
-		proto_event pe = {
-			.ch = { c->id, (uint32_t)strlen(c->id) },
-			.seq = t.st->pedits[i].seq,
-			.k = { "edit", 4 },
-			.ts = t.st->pedits[i].ts,
-			.from = t.e.from,
-			.target = t.seq,
-			.body = { "", 0 },
-		};
-
-		proto_out_reset(&ss->out);
-		proto_enc_event(&ss->out, &pe);
-		store_put_event(ss->batch, c->id, pe.seq, ss->out.data,
-				ss->out.len, t.st->pedits[i].cum);
-	}
-	store_del_versions(ss->batch, c->id, t.seq);
-	t.e.body = (proto_str){ "", 0 };
-	proto_out_reset(&ss->out);
-	proto_enc_event(&ss->out, &t.e);
-	store_put_event(ss->batch, c->id, t.seq, ss->out.data, ss->out.len,
-			t.cum);
-	change_event(ss, c, r, &e);
-out:
-	ov_release(c, t.st);
-	target_free(&t);
-}
-
-#define MAX_EMOJI_KINDS 50
-
-/* The reactions map of a message with user's emoji turned on or off, into
- * out; *changed says whether that changed anything. -1: too many kinds. */
-static int react_apply(const proto_msg *m, const char *user, proto_str emoji,
-		       bool on, proto_out *out, bool *changed)
-{
-	proto_doc d;
-	const msgpack_object_kv *kv = NULL;
-	uint32_t n = 0, keep = 0;
-	size_t ulen = strlen(user);
-	int found = -1, has = 0;
-
-	*changed = false;
-	if (m->reactions && m->reactions_len) {
-		/* wrap the map so the codec sees one document */
-		proto_out w;
-
-		proto_out_init(&w, 0, m->reactions_len + 16);
-		proto_pk_raw(&w.pk, m->reactions, m->reactions_len);
-		if (state_decode(&d, w.data, w.len) != PROTO_OK) {
-			proto_out_free(&w);
-			return -2;
-		}
-		proto_out_free(&w);
-		kv = d.root.via.map.ptr;
-		n = d.root.via.map.size;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		if (kv[i].key.via.str.size == emoji.n &&
-		    !memcmp(kv[i].key.via.str.ptr, emoji.s, emoji.n))
-			found = (int)i;
-	}
-	if (found >= 0) {
-		const msgpack_object_array *a = &kv[found].val.via.array;
-
-		for (uint32_t j = 0; j < a->size; j++)
-			has |= a->ptr[j].via.str.size == ulen &&
-			       !memcmp(a->ptr[j].via.str.ptr, user, ulen);
-	}
-	if ((on && has) || (!on && !has)) {
-		if (n)
-			proto_doc_free(&d);
-		return 0;
-	}
-	if (on && found < 0 && n >= MAX_EMOJI_KINDS) {
-		proto_doc_free(&d);
-		return -1;
-	}
-	*changed = true;
-	/* kinds in the order they first appeared; users in the order they
-	 * reacted; a kind nobody has any more goes */
-	for (uint32_t i = 0; i < n; i++)
-		keep += !(i == (uint32_t)found && !on &&
-			  kv[i].val.via.array.size == 1);
-	msgpack_pack_map(&out->pk, keep + (found < 0));
-	for (uint32_t i = 0; i < n; i++) {
-		const msgpack_object_array *a = &kv[i].val.via.array;
-		bool mine = i == (uint32_t)found;
-
-		if (mine && !on && a->size == 1)
-			continue;
-		proto_pk_str(&out->pk, kv[i].key.via.str.ptr,
-			     kv[i].key.via.str.size);
-		msgpack_pack_array(&out->pk, a->size + (mine ? (on ? 1 : -1) : 0));
-		for (uint32_t j = 0; j < a->size; j++) {
-			if (mine && !on && a->ptr[j].via.str.size == ulen &&
-			    !memcmp(a->ptr[j].via.str.ptr, user, ulen))
-				continue;
-			proto_pk_str(&out->pk, a->ptr[j].via.str.ptr,
-				     a->ptr[j].via.str.size);
-		}
-		if (mine && on)
-			proto_pk_str(&out->pk, user, ulen);
-	}
-	if (found < 0) {
-		proto_pk_str(&out->pk, emoji.s, emoji.n);
-		msgpack_pack_array(&out->pk, 1);
-		proto_pk_str(&out->pk, user, ulen);
-	}
-	if (n)
-		proto_doc_free(&d);
-	return 0;
-}
-
-static void op_react(struct shard_state *ss, struct m_req *r,
-		     const msgpack_object *map)
-{
-	proto_out rx;
-	struct chan *c = visible(ss, r);
-	struct target t;
-	proto_doc d;
-	proto_msg m;
-	proto_str men[64], emoji;
-	proto_event e;
-	bool on = false, changed;
-	int rc;
-
-	if (!c || !member_or_fail(c, r) || !load_target(c, r, map, false, &t))
-		return;
-	proto_out_init(&rx, 0, 256);
-	if (!state_of(&t, &d, &m, men)) {
-		fail(r, "INTERNAL", "stored message does not decode");
-		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
-	proto_get_str(map, "emoji", &emoji.s, &emoji.n);
-	proto_get_bool(map, "on", &on);
-	rc = react_apply(&m, r->user, emoji, on, &rx, &changed);
-	if (rc) {
-		proto_doc_free(&d);
-		fail(r, rc == -1 ? "CONFLICT" : "INTERNAL",
-		     rc == -1 ? "too many different reactions on this message"
-			      : "stored reactions do not decode");
-		goto out;
-	}
-	if (!changed) {
-		/* already so: no event, and the answer says it */
-		proto_doc_free(&d);
-		proto_out_reset(&ss->out);
-		proto_enc_res_ok(&ss->out, r->rid, 1);
-		proto_pk_cstr(&ss->out.pk, "noop");
-		msgpack_pack_true(&ss->out.pk);
-		reply_state(ss, c, r);
-		goto out;
-	}
-	m.reactions = rx.len > 1 ? rx.data : NULL; /* 0x80: nobody */
-	m.reactions_len = rx.len > 1 ? rx.len : 0;
-	proto_out_reset(&ss->out);
-	proto_enc_msg(&ss->out, &m);
-	ov_set(ss, c, t.st, &ss->out);
-	proto_doc_free(&d);
-	e = change_of(c, r, "react", t.seq);
-	e.emoji = emoji;
-	e.on = on;
-	change_event(ss, c, r, &e);
-out:
-	proto_out_free(&rx);
-	ov_release(c, t.st);
-	target_free(&t);
-}
-
 void chan_on_req(struct shard_state *ss, struct m_req *r)
 {
 	proto_doc doc;
 	uint64_t now = rt_mono_us();
 
+	ASSERT_CHAN_HERE(ss, r->ch);
 	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
 	if (proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame) !=
 	    PROTO_OK) {
-		fail(r, "INTERNAL", "request did not decode twice");
+		chan_fail(r, "INTERNAL", "request did not decode twice");
 		free(r);
 		return;
 	}
-	ss->cur_t_rx = r->t_rx_us;
-	ss->cur_t_chan = now;
+	r->t_chan_us = now;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
 	    r->op != OP_TYPING) {
-		fail(r, "UNAVAILABLE", "storage is failing");
+		chan_fail(r, "UNAVAILABLE", "storage is failing");
 		goto out;
 	}
 	switch (r->op) {
@@ -1673,13 +568,12 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	case OP_SEND: op_send(ss, r, &doc.root); break;
 	case OP_READ: op_read(ss, r, &doc.root); break;
 	case OP_TYPING: op_typing(ss, r); break;
-	case OP_EDIT: op_edit(ss, r, &doc.root); break;
-	case OP_DELETE: op_delete(ss, r, &doc.root); break;
-	case OP_REACT: op_react(ss, r, &doc.root); break;
-	default: fail(r, "BAD_REQUEST", "unknown op"); break;
+	case OP_EDIT: chan_op_edit(ss, r, &doc.root); break;
+	case OP_DELETE: chan_op_delete(ss, r, &doc.root); break;
+	case OP_REACT: chan_op_react(ss, r, &doc.root); break;
+	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
-	ss->cur_t_rx = ss->cur_t_chan = 0;
 	proto_doc_free(&doc);
 	free(r);
 }

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "actors/actors.h"
+#include "actors/commit.h"
 
 const char *const pstatus_names[] = { "offline", "online", "away", "dnd",
 				      "invisible" };
@@ -77,6 +77,7 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 	struct presence *p;
 	store_presence sp = { .status = PS_ONLINE };
 
+	ASSERT_USER_HERE(ss, ws, user);
 	memcpy(k, ws, a);
 	k[a] = 0;
 	memcpy(k + a + 1, user, b);
@@ -281,7 +282,7 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 	store_put_presence(ss->batch, m->ws, m->user, &sp);
 	proto_out_reset(&ss->out);
 	proto_enc_res_ok(&ss->out, m->rid, 0);
-	chan_reply_durable(ss, m);
+	fx_reply(ss, NULL, m);
 	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);
 	p_free_if_idle(ss, p);

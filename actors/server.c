@@ -1,8 +1,9 @@
 /*
- * server: wires the actors into the runtime. parleyd's main() calls
+ * server: the dispatcher, the top of actors/. parleyd's main() calls
  * server_run(), which opens storage, starts the shards with the hooks below
- * and waits for SIGTERM; each hook dispatches to the session, user or
- * channel actor that the event belongs to.
+ * and waits for SIGTERM; each hook dispatches to the session, user,
+ * channel or presence actor that the event belongs to. Nothing in actors/
+ * calls back into this file: the helpers the actors share are in base.c.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,145 +16,13 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "actors/commit.h"
 #include "actors/rest.h"
 #include "storage/search.h"
 
-struct server srv;
-static struct shard_state *states[RT_MAX_SHARDS];
-
-const char *const op_names[OP__COUNT] = {
-	"hello", "hb", "ch.create", "dm.open", "ch.join", "ch.leave",
-	"ch.invite", "ch.list", "ch.members", "send", "history", "events",
-	"typing", "read", "edit", "edits", "delete", "react", "presence.set",
-	"presence.watch", "search",
-};
-const char *const action_names[] = { "join", "leave", "invite", "read" };
-
-static unsigned hash_mod(const char *a, const char *b)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	for (const char *p = a; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-	if (b) {
-		h = (h ^ 0) * 1099511628211ULL;
-		for (const char *p = b; *p; p++)
-			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-	}
-	return (unsigned)((h ^ (h >> 29)) % rt_nshards());
-}
-
-unsigned chan_shard(const char *ch) { return hash_mod(ch, NULL); }
-unsigned user_shard(const char *ws, const char *user) { return hash_mod(ws, user); }
-
-struct shard_state *shard_state(void) { return rt_shard_user(rt_self()); }
-struct shard_state *shard_state_of(unsigned i) { return states[i]; }
-
-void *msg_new(size_t size, uint16_t type)
-{
-	rt_msg *m = calloc(1, size);
-
-	if (!m)
-		abort();
-	m->type = type;
-	return m;
-}
-
-void msg_free(rt_msg *m)
-{
-	switch (m->type) {
-	case M_DELIVER:
-		if (((struct m_deliver *)m)->buf)
-			rt_buf_unref(((struct m_deliver *)m)->buf);
-		break;
-	case M_FANOUT:
-		rt_buf_unref(((struct m_fanout *)m)->buf);
-		break;
-	case M_SUBACK: {
-		struct m_suback *a = (struct m_suback *)m;
-
-		for (uint32_t i = 0; i < a->n; i++)
-			if (a->frames[i])
-				rt_buf_unref(a->frames[i]);
-		break;
-	}
-	case M_PRESENCE:
-		rt_buf_unref(((struct m_presence *)m)->buf);
-		break;
-	case M_USER_CHAN:
-	case M_CONN_CHAN:
-		if (((struct m_user_chan *)m)->frame)
-			rt_buf_unref(((struct m_user_chan *)m)->frame);
-		break;
-	default:
-		break;
-	}
-	free(m);
-}
-
-void send_buf_to_conn(rt_conn_id conn, rt_buf *b)
-{
-	rt_shard *self = rt_self();
-
-	if (self && rt_conn_shard(conn) == rt_shard_id(self)) {
-		rt_conn *c = rt_conn_find(self, conn);
-
-		if (c)
-			rt_conn_send(c, b);
-		rt_buf_unref(b);
-		return;
-	}
-	struct m_deliver *d = msg_new(sizeof(*d), M_DELIVER);
-	d->conn = conn;
-	d->buf = b;
-	rt_post(rt_conn_shard(conn), &d->h);
-}
-
-void send_to_conn(rt_conn_id conn, const proto_out *o)
-{
-	send_buf_to_conn(conn, rt_buf_new(o->data, o->len));
-}
-
-void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
-	       const char *code, const char *msg, uint64_t retry_ms)
-{
-	struct shard_state *ss = shard_state();
-
-	proto_out_reset(&ss->out);
-	if (has_rid)
-		proto_enc_res_err(&ss->out, rid, code, msg, retry_ms);
-	else
-		proto_enc_err(&ss->out, code, msg, op, op ? strlen(op) : 0,
-			      retry_ms);
-	rt_conn_send_bytes(c, ss->out.data, ss->out.len);
-}
-
-void reply_err_remote(const struct m_req *r, const char *code, const char *msg,
-		      uint64_t retry_ms)
-{
-	struct shard_state *ss = shard_state();
-	const char *op = op_names[r->op];
-
-	proto_out_reset(&ss->out);
-	if (r->has_rid)
-		proto_enc_res_err(&ss->out, r->rid, code, msg, retry_ms);
-	else
-		proto_enc_err(&ss->out, code, msg, op, strlen(op), retry_ms);
-	send_to_conn(r->conn, &ss->out);
-}
-
 /* ---- hooks ----------------------------------------------------------------- */
 
-static void on_start(rt_shard *s)
-{
-	struct shard_state *ss = calloc(1, sizeof(*ss));
-
-	ss->id = rt_shard_id(s);
-	ss->batch = store_batch_new(srv.st);
-	proto_out_init(&ss->out, 0, 4096);
-	rt_shard_set_user(s, ss);
-	__atomic_store_n(&states[ss->id], ss, __ATOMIC_RELEASE);
-}
+static void on_start(rt_shard *s) { shard_state_new(s); }
 
 static void on_stop(rt_shard *s)
 {
@@ -162,9 +31,75 @@ static void on_stop(rt_shard *s)
 	sess_shard_stop(rt_shard_user(s));
 }
 
+#ifndef NDEBUG
+/* Is this shard the home of what m is for? A mailbox is drained by its
+ * owner: each message goes to the shard of the actor or connection it
+ * names (M_FANOUT: any shard with subscribers; M_CALL: any; M_COMMIT:
+ * commit.c checks its own). */
+static bool msg_home(unsigned id, const rt_msg *m)
+{
+	switch (m->type) {
+	case M_REQ: {
+		const struct m_req *r = (const struct m_req *)m;
+
+		return r->stage == 0 ? user_shard(r->ws, r->user) == id
+				     : chan_shard(r->ch) == id;
+	}
+	case M_DELIVER:
+		return rt_conn_shard(((const struct m_deliver *)m)->conn) == id;
+	case M_SUB:
+		return chan_shard(((const struct m_sub *)m)->ch) == id;
+	case M_UNSUB:
+		return chan_shard(((const struct m_unsub *)m)->ch) == id;
+	case M_SUBACK:
+		return rt_conn_shard(((const struct m_suback *)m)->conn) == id;
+	case M_ATTACH:
+	case M_DETACH:
+	case M_HB: {
+		const struct m_attach *a = (const struct m_attach *)m;
+
+		return user_shard(a->ws, a->user) == id;
+	}
+	case M_ATTACH_RES:
+		return rt_conn_shard(((const struct m_attach *)m)->conn) == id;
+	case M_USER_CHAN: {
+		const struct m_user_chan *u = (const struct m_user_chan *)m;
+
+		return user_shard(u->ws, u->user) == id;
+	}
+	case M_CONN_CHAN:
+		return rt_conn_shard(((const struct m_user_chan *)m)->conn) == id;
+	case M_WATCH: {
+		const struct m_watch *w = (const struct m_watch *)m;
+
+		for (uint32_t i = 0; i < w->n; i++)
+			if (user_shard(w->ws, w->e[i].user) != id)
+				return false;
+		return true;
+	}
+	case M_WATCH_RES:
+		return rt_conn_shard(((const struct m_watch *)m)->conn) == id;
+	case M_PRESENCE: {
+		const struct m_presence *p = (const struct m_presence *)m;
+
+		for (uint32_t i = 0; i < p->n; i++)
+			if (rt_conn_shard(p->conns[i]) != id)
+				return false;
+		return true;
+	}
+	default:
+		return true;
+	}
+}
+#endif
+
 static void on_msg(rt_shard *s, rt_msg *m)
 {
 	struct shard_state *ss = rt_shard_user(s);
+
+	/* drained by its owner, on the owner's thread */
+	assert(rt_self() == s && ss->id == rt_shard_id(s));
+	assert(msg_home(ss->id, m));
 
 	switch (m->type) {
 	case M_REQ: {
@@ -187,7 +122,7 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	case M_DETACH: user_on_detach(ss, (struct m_attach *)m); break;
 	case M_USER_CHAN: user_on_chan(ss, (struct m_user_chan *)m); break;
 	case M_CONN_CHAN: sess_on_conn_chan(ss, (struct m_user_chan *)m); break;
-	case M_COMMIT: chan_on_commit(ss, (struct m_commit *)m); break;
+	case M_COMMIT: commit_on_commit(ss, (struct m_commit *)m); break;
 	case M_HB: presence_on_hb(ss, (struct m_attach *)m); break;
 	case M_WATCH: presence_on_watch(ss, (struct m_watch *)m); break;
 	case M_WATCH_RES: sess_on_watch_res(ss, (struct m_watch *)m); break;
@@ -203,7 +138,7 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	msg_free(m);
 }
 
-static void on_turn_end(rt_shard *s) { chan_turn_end(rt_shard_user(s)); }
+static void on_turn_end(rt_shard *s) { commit_turn_end(rt_shard_user(s)); }
 static void on_tick(rt_shard *s, uint64_t now)
 {
 	sess_tick(rt_shard_user(s), now);
@@ -224,58 +159,6 @@ static void on_frame(rt_shard *s, rt_conn *c, const uint8_t *d, size_t n,
 	sess_frame(rt_shard_user(s), c, d, n, binary);
 }
 
-/* ---- per-stage latency ------------------------------------------------------ */
-
-const char *const stage_names[ST__COUNT] = {
-	[ST_DECODE] = "decode",
-	[ST_TO_CHANNEL] = "to_channel",
-	[ST_TO_COMMIT] = "to_commit",
-	[ST_WAL_SYNC] = "wal_sync",
-	[ST_AFTER_SYNC] = "after_sync",
-	[ST_ACK_WRITE] = "ack_write",
-	[ST_FANOUT_WRITE] = "fanout_write",
-	[ST_ACK_TOTAL] = "ack_total",
-	[ST_DELIVER_TOTAL] = "deliver_total",
-};
-
-/* A double: the odd bounds are not whole microseconds (1.5 us), and
- * truncating them printed le="1e-06" twice. */
-double stage_bound_us(unsigned i)
-{
-	double p = (double)(1ull << (i / 2));
-
-	return i & 1 ? 1.5 * p : p;
-}
-
-/* The smallest i with us <= stage_bound_us(i): two buckets per power of
- * two, found from the top bit and the one below it. */
-static unsigned stage_bucket(uint64_t us)
-{
-	unsigned e, i;
-
-	if (us <= 1)
-		return 0;
-	e = 63u - (unsigned)__builtin_clzll(us);
-	if (us == 1ull << e)
-		i = 2 * e;
-	else if (us <= 3ull << e >> 1)
-		i = 2 * e + 1;
-	else
-		i = 2 * e + 2;
-	return i < ST_NB ? i : ST_NB;
-}
-
-void stage_add(struct shard_state *ss, unsigned st, uint64_t us)
-{
-	uint64_t *h = &ss->st_hist[st][stage_bucket(us)];
-
-	/* Only this shard writes: a relaxed store, no locked add; /metrics
-	 * reads from another shard with relaxed loads. */
-	__atomic_store_n(h, *h + 1, __ATOMIC_RELAXED);
-	__atomic_store_n(&ss->st_sum_us[st], ss->st_sum_us[st] + us,
-			 __ATOMIC_RELAXED);
-}
-
 static void on_sent(rt_shard *s, const rt_buf *b, uint64_t now)
 {
 	struct shard_state *ss = rt_shard_user(s);
@@ -293,7 +176,7 @@ static bool on_drain(rt_shard *s, bool first)
 
 	if (first)
 		sess_goaway_all(ss);
-	return chan_idle(ss);
+	return commit_idle(ss);
 }
 
 static const rt_hooks hooks = {
@@ -333,6 +216,18 @@ int server_run(const struct server_opts *o)
 	rt_config cfg;
 	int sig;
 	bool created = false;
+
+	/* Signals go to this thread only: block them before any thread
+	 * exists (threads inherit the mask), then sigwait below. Before
+	 * store_open too: RocksDB's (and the search index's) threads start
+	 * there, and a SIGTERM that came before this thread reached sigwait
+	 * went to one of them and killed the process (e2e_auth saw it under
+	 * ASan: a stop right after the start exited by signal, not 0). */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
 
 	if (mkdir(o->data_dir, 0700) == 0)
 		created = true;
@@ -388,14 +283,6 @@ int server_run(const struct server_opts *o)
 		return 1;
 	}
 	srv.started_ms = rt_now_ms();
-
-	/* Signals go to this thread only: block them before any shard
-	 * thread exists (threads inherit the mask), then sigwait below. */
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.nshards = o->shards;

@@ -46,7 +46,10 @@ static struct user *user_get(struct shard_state *ss, const char *ws,
 {
 	char k[2 * ID_CAP];
 	size_t kl = make_key(k, ws, user);
-	struct user *u = smap_get(&ss->users, k, kl);
+	struct user *u;
+
+	ASSERT_USER_HERE(ss, ws, user);
+	u = smap_get(&ss->users, k, kl);
 
 	if (u || !create)
 		return u;
@@ -81,13 +84,12 @@ static void refill(struct user *u, uint64_t now)
  * (so closing every connection, or using REST, cannot reset the rate). */
 void user_tick(struct shard_state *ss, uint64_t now)
 {
-	static __thread uint64_t next;
 	struct user **gone = NULL;
 	uint32_t n = 0, cap = 0;
 
-	if (now < next)
+	if (now < ss->user_next_sweep)
 		return;
-	next = now + 1000;
+	ss->user_next_sweep = now + 1000;
 	smap_foreach(&ss->users, it) {
 		struct user *u = it->val;
 

@@ -1,0 +1,334 @@
+/*
+ * sess_read: the requests a session answers itself, straight from
+ * storage's synced data: ch.list, ch.members, history, events, edits; and
+ * hb (a heartbeat, told to the user's presence actor).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/session.h"
+
+/* ---- reads ----------------------------------------------------------------- */
+
+void sess_op_ch_list(struct req *r)
+{
+	struct idvec mine = { 0 }, pub = { 0 };
+	msgpack_packer *pk = &r->ss->out.pk;
+	store_channel *recs;
+	bool *member;
+	uint32_t n = 0;
+
+	store_scan_user_channels(srv.st, r->ws, r->user, sess_collect_id, &mine);
+	store_scan_public(srv.st, r->ws, sess_collect_id, &pub);
+	recs = calloc(mine.n + pub.n + 1, sizeof(*recs));
+	member = calloc(mine.n + pub.n + 1, sizeof(*member));
+	for (uint32_t i = 0; i < mine.n; i++)
+		if (store_get_channel(srv.st, mine.v[i], &recs[n]) == 0)
+			member[n++] = true;
+	for (uint32_t i = 0; i < pub.n; i++) {
+		bool dup = false;
+
+		for (uint32_t j = 0; j < mine.n && !dup; j++)
+			dup = !strcmp(mine.v[j], pub.v[i]);
+		if (!dup && store_get_channel(srv.st, pub.v[i], &recs[n]) == 0)
+			member[n++] = false;
+	}
+	if (r->has_rid) {
+		proto_out_reset(&r->ss->out);
+		proto_enc_res_ok(&r->ss->out, r->rid, 1);
+		proto_pk_cstr(pk, "channels");
+		msgpack_pack_array(pk, n);
+		/* one point in time for the whole list (pack_channel's own
+		 * pin is then -EBUSY and left alone) */
+		bool pinned = store_read_pin(srv.st) == 0;
+
+		for (uint32_t i = 0; i < n; i++)
+			sess_pack_channel(pk, &recs[i], r->user, true, member[i]);
+		if (pinned)
+			store_read_unpin(srv.st);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+	}
+	free(recs);
+	free(member);
+	free(mine.v);
+	free(pub.v);
+}
+
+static int opt_limit(struct req *r, const char *key, uint64_t def,
+		     uint64_t max, uint64_t *out)
+{
+	int rc = proto_get_uint(r->map, key, out);
+
+	if (rc == PROTO_F_MISSING) {
+		*out = def;
+		return 0;
+	}
+	if (rc || *out < 1 || *out > max) {
+		char msg[64];
+
+		snprintf(msg, sizeof(msg), "%s must be 1-%llu", key,
+			 (unsigned long long)max);
+		sess_fail(r, "BAD_REQUEST", msg);
+		return -1;
+	}
+	return 0;
+}
+
+void sess_op_ch_members(struct req *r)
+{
+	char ch[ID_CAP], after[ID_CAP] = "";
+	store_channel rec;
+	store_member mem;
+	struct idvec iv = { 0 };
+	const char *s;
+	uint32_t sn;
+	uint64_t limit;
+	bool member;
+	int more = 0, rc;
+
+	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 1000, 1000, &limit))
+		return;
+	rc = proto_get_str(r->map, "after", &s, &sn);
+	if (rc == PROTO_F_TYPE || (rc == 0 && sn && !proto_id_valid(s, sn))) {
+		sess_fail(r, "BAD_REQUEST", "after must be a user id");
+		return;
+	}
+	if (rc == 0) {
+		memcpy(after, s, sn);
+		after[sn] = 0;
+	}
+	if (!sess_can_read(r, ch, &rec, &mem, &member))
+		return;
+	if (store_scan_members(srv.st, ch, after, (unsigned)limit, sess_collect_id,
+			       &iv, &more)) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		goto out;
+	}
+	if (r->has_rid) {
+		msgpack_packer *pk = &r->ss->out.pk;
+
+		proto_out_reset(&r->ss->out);
+		proto_enc_res_ok(&r->ss->out, r->rid, 2);
+		proto_pk_cstr(pk, "members");
+		msgpack_pack_array(pk, iv.n);
+		for (uint32_t i = 0; i < iv.n; i++)
+			proto_pk_cstr(pk, iv.v[i]);
+		proto_pk_cstr(pk, "more");
+		if (more)
+			msgpack_pack_true(pk);
+		else
+			msgpack_pack_false(pk);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+	}
+out:
+	free(iv.v);
+}
+
+struct rawvec {
+	struct { void *p; size_t n; } *v;
+	uint32_t n, cap;
+};
+
+static int collect_raw(void *arg, uint64_t seq, const void *v, size_t len)
+{
+	struct rawvec *rv = arg;
+
+	(void)seq;
+	if (rv->n == rv->cap) {
+		rv->cap = rv->cap ? rv->cap * 2 : 16;
+		rv->v = realloc(rv->v, rv->cap * sizeof(*rv->v));
+	}
+	rv->v[rv->n].p = malloc(len);
+	memcpy(rv->v[rv->n].p, v, len);
+	rv->v[rv->n].n = len;
+	rv->n++;
+	return 0;
+}
+
+static void send_raw_list(struct req *r, const char *key, struct rawvec *rv,
+			  bool reverse, int more)
+{
+	msgpack_packer *pk = &r->ss->out.pk;
+
+	if (r->has_rid) {
+		proto_out_reset(&r->ss->out);
+		proto_enc_res_ok(&r->ss->out, r->rid, 2);
+		proto_pk_cstr(pk, key);
+		msgpack_pack_array(pk, rv->n);
+		for (uint32_t i = 0; i < rv->n; i++) {
+			uint32_t j = reverse ? rv->n - 1 - i : i;
+
+			proto_pk_raw(pk, rv->v[j].p, rv->v[j].n);
+		}
+		proto_pk_cstr(pk, "more");
+		if (more)
+			msgpack_pack_true(pk);
+		else
+			msgpack_pack_false(pk);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+	}
+	for (uint32_t i = 0; i < rv->n; i++)
+		free(rv->v[i].p);
+	free(rv->v);
+}
+
+void sess_op_history(struct req *r)
+{
+	char ch[ID_CAP];
+	store_channel rec;
+	store_member mem;
+	struct rawvec rv = { 0 };
+	uint64_t before = 0, after = 0, limit, thread = 0;
+	int rb, ra, rt, more = 0, rc;
+	bool member;
+
+	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 50, 200, &limit))
+		return;
+	rb = proto_get_uint(r->map, "before", &before);
+	ra = proto_get_uint(r->map, "after", &after);
+	rt = proto_get_uint(r->map, "thread", &thread);
+	if (rb == PROTO_F_TYPE || ra == PROTO_F_TYPE || rt == PROTO_F_TYPE ||
+	    (rb == 0 && ra == 0) || (rt == 0 && thread == 0)) {
+		sess_fail(r, "BAD_REQUEST",
+		     "before/after/thread must be seqs, not both before and after");
+		return;
+	}
+	if (!sess_can_read(r, ch, &rec, &mem, &member))
+		return;
+	if (ra == 0)
+		rc = store_scan_msgs(srv.st, ch, thread, after, 1,
+				     (unsigned)limit, collect_raw, &rv, &more);
+	else
+		rc = store_scan_msgs(srv.st, ch, thread, rb == 0 ? before : 0,
+				     -1, (unsigned)limit, collect_raw, &rv,
+				     &more);
+	if (rc) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		r->has_rid = false; /* answered: just free what was read */
+	}
+	send_raw_list(r, "msgs", &rv, ra != 0, more);
+}
+
+void sess_op_events(struct req *r)
+{
+	char ch[ID_CAP];
+	store_channel rec;
+	store_member mem;
+	struct rawvec rv = { 0 };
+	uint64_t after, limit;
+	int more = 0;
+	bool member;
+
+	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 100, 1000, &limit))
+		return;
+	if (proto_get_uint(r->map, "after", &after)) {
+		sess_fail(r, "BAD_REQUEST", "after must be a seq");
+		return;
+	}
+	if (!sess_can_read(r, ch, &rec, &mem, &member))
+		return;
+	if (store_scan_events(srv.st, ch, after, (unsigned)limit, collect_raw,
+			      &rv, &more)) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		r->has_rid = false; /* answered: just free what was read */
+	}
+	send_raw_list(r, "evs", &rv, false, more);
+}
+
+void sess_op_edits(struct req *r)
+{
+	char ch[ID_CAP];
+	store_channel rec;
+	store_member mem;
+	struct rawvec rv = { 0 };
+	proto_doc d;
+	proto_event e;
+	proto_str men[64];
+	proto_msg m;
+	void *ev = NULL, *st = NULL;
+	size_t len, stlen;
+	uint64_t target;
+	bool member, deleted = false;
+	int rc;
+
+	if (!sess_arg_ch(r, ch) || !sess_arg_target(r, &target) ||
+	    !sess_can_read(r, ch, &rec, &mem, &member))
+		return;
+	rc = store_get_event(srv.st, ch, target, &ev, &len, NULL);
+	if (rc && rc != -ENOENT) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		return;
+	}
+	if (rc || proto_decode_max(&d, ev, len, PROTO_MAX_STATE) != PROTO_OK) {
+		free(ev);
+		sess_fail(r, "NOT_FOUND", "no such message");
+		return;
+	}
+	if (proto_dec_event(&d.root, &e, men, 64) || e.k.n != 3 ||
+	    memcmp(e.k.s, "msg", 3)) {
+		sess_fail(r, "NOT_FOUND", "target is not a message");
+		goto out;
+	}
+	if (e.from.n != strlen(r->user) || memcmp(e.from.s, r->user, e.from.n)) {
+		sess_fail(r, "FORBIDDEN", "only the author may see the versions");
+		goto out;
+	}
+	if (store_get_msg(srv.st, ch, e.thread, target, &st, &stlen) == 0) {
+		proto_doc sd;
+		proto_str sm[64];
+
+		if (proto_decode_max(&sd, st, stlen, PROTO_MAX_STATE) ==
+		    PROTO_OK) {
+			if (proto_dec_msg(&sd.root, &m, sm, 64) == 0)
+				deleted = m.deleted;
+			proto_doc_free(&sd);
+		}
+		free(st);
+	}
+	if (deleted) {
+		sess_fail(r, "NOT_FOUND", "message was deleted");
+		goto out;
+	}
+	if (store_scan_versions(srv.st, ch, target, collect_raw, &rv)) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		r->has_rid = false;
+	}
+	if (r->has_rid) {
+		msgpack_packer *pk = &r->ss->out.pk;
+
+		proto_out_reset(&r->ss->out);
+		proto_enc_res_ok(&r->ss->out, r->rid, 1);
+		proto_pk_cstr(pk, "versions");
+		msgpack_pack_array(pk, rv.n + 1);
+		msgpack_pack_map(pk, 2);
+		proto_pk_cstr(pk, "body");
+		proto_pk_str(pk, e.body.s, e.body.n);
+		proto_pk_cstr(pk, "ts");
+		msgpack_pack_uint64(pk, e.ts);
+		for (uint32_t i = 0; i < rv.n; i++)
+			proto_pk_raw(pk, rv.v[i].p, rv.v[i].n);
+		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+	}
+	for (uint32_t i = 0; i < rv.n; i++)
+		free(rv.v[i].p);
+	free(rv.v);
+out:
+	proto_doc_free(&d);
+	free(ev);
+}
+
+/* A heartbeat keeps the device active for its user's presence actor. */
+void sess_op_hb(struct req *r)
+{
+	sess_ok_empty(r);
+	if (r->se && r->se->attached) {
+		struct m_attach *m = msg_new(sizeof(*m), M_HB);
+
+		m->conn = r->id;
+		strcpy(m->ws, r->ws);
+		strcpy(m->user, r->user);
+		rt_post(user_shard(r->ws, r->user), &m->h);
+	}
+}

@@ -1,0 +1,146 @@
+/*
+ * sess_util: what a session's requests share: error and empty answers,
+ * the channel and target arguments, the read check (may this user see this
+ * channel), channel summaries, and collecting ids from a scan.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "actors/session.h"
+
+/* ---- request helpers ---------------------------------------------------- */
+
+void sess_fail(struct req *r, const char *code, const char *msg)
+{
+	reply_err(r->conn, r->has_rid, r->rid, op_names[r->op], code, msg,
+		  0);
+}
+
+void sess_ok_empty(struct req *r)
+{
+	if (!r->has_rid)
+		return;
+	proto_out_reset(&r->ss->out);
+	proto_enc_res_ok(&r->ss->out, r->rid, 0);
+	rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+}
+
+/* A required channel id argument; false (and answered) if bad. */
+bool sess_arg_ch(struct req *r, char *ch)
+{
+	const char *s;
+	uint32_t n;
+
+	if (proto_get_str(r->map, "ch", &s, &n) || !proto_id_valid(s, n)) {
+		sess_fail(r, "BAD_REQUEST", "ch must be a channel id");
+		return false;
+	}
+	memcpy(ch, s, n);
+	ch[n] = 0;
+	return true;
+}
+
+/* For reads: the channel must exist in the user's workspace; a private or
+ * DM channel only for its members. One the user may not see does not
+ * exist for them: the same answer, word for word, as an id never made
+ * (the channel actor's visible() says the same). */
+bool sess_can_read(struct req *r, const char *ch, store_channel *rec,
+		     store_member *mem, bool *member)
+{
+	int rc = store_get_channel(srv.st, ch, rec);
+
+	if (rc && rc != -ENOENT) {
+		sess_fail(r, "UNAVAILABLE", "storage unavailable");
+		return false;
+	}
+	if (rc == 0 && !strcmp(rec->ws, r->ws)) {
+		rc = store_get_member(srv.st, ch, r->user, mem);
+		if (rc && rc != -ENOENT) {
+			sess_fail(r, "UNAVAILABLE", "storage unavailable");
+			return false;
+		}
+		*member = rc == 0;
+		if (*member || rec->kind == STORE_PUBLIC)
+			return true;
+	}
+	sess_fail(r, "NOT_FOUND", "no such channel");
+	return false;
+}
+
+static const char *kind_name(uint8_t k)
+{
+	return k == STORE_PUBLIC ? "public" : k == STORE_PRIVATE ? "private" : "dm";
+}
+
+/* Channel summary {id,name,kind,last_seq,read_seq,unread,mentions[,member]} */
+void sess_pack_channel(msgpack_packer *pk, const store_channel *rec,
+			 const char *user, bool with_member, bool member)
+{
+	store_chstat st = { 0 };
+	store_member m = { 0 };
+	uint64_t at = 0, men = 0;
+
+	/* one point in time: a commit landing between these reads would
+	 * count a mention whose message last_seq and unread do not have */
+	bool pinned = store_read_pin(srv.st) == 0;
+
+	store_get_chstat(srv.st, rec->id, &st);
+	if (member && store_get_member(srv.st, rec->id, user, &m) == 0) {
+		store_msgs_at(srv.st, rec->id, m.read_seq, &at);
+		store_count_mentions(srv.st, rec->id, user, m.read_seq, &men);
+	}
+	if (pinned)
+		store_read_unpin(srv.st);
+	msgpack_pack_map(pk, with_member ? 8 : 7);
+	proto_pk_cstr(pk, "id");
+	proto_pk_cstr(pk, rec->id);
+	proto_pk_cstr(pk, "name");
+	proto_pk_cstr(pk, rec->name);
+	proto_pk_cstr(pk, "kind");
+	proto_pk_cstr(pk, kind_name(rec->kind));
+	proto_pk_cstr(pk, "last_seq");
+	msgpack_pack_uint64(pk, st.last_seq);
+	proto_pk_cstr(pk, "read_seq");
+	msgpack_pack_uint64(pk, m.read_seq);
+	proto_pk_cstr(pk, "unread");
+	msgpack_pack_uint64(pk, member && st.msgs > at ? st.msgs - at : 0);
+	proto_pk_cstr(pk, "mentions");
+	msgpack_pack_uint64(pk, men);
+	if (with_member) {
+		proto_pk_cstr(pk, "member");
+		if (member)
+			msgpack_pack_true(pk);
+		else
+			msgpack_pack_false(pk);
+	}
+}
+
+/* ---- collecting ids from scans ------------------------------------------ */
+
+int sess_collect_id(void *arg, const char *id, size_t len)
+{
+	struct idvec *iv = arg;
+
+	if (len >= ID_CAP)
+		return 0;
+	if (iv->n == iv->cap) {
+		iv->cap = iv->cap ? iv->cap * 2 : 16;
+		iv->v = realloc(iv->v, iv->cap * sizeof(*iv->v));
+	}
+	memcpy(iv->v[iv->n], id, len);
+	iv->v[iv->n][len] = 0;
+	iv->n++;
+	return 0;
+}
+
+/* A required message seq argument ("target"); false (and answered) if bad. */
+bool sess_arg_target(struct req *r, uint64_t *seq)
+{
+	if (proto_get_uint(r->map, "target", seq) || *seq == 0) {
+		sess_fail(r, "BAD_REQUEST", "target must be a message seq");
+		return false;
+	}
+	return true;
+}
