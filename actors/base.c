@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "actors/base.h"
+#include "runtime/hash.h"
 
 struct server srv;
 static struct shard_state *states[RT_MAX_SHARDS];
@@ -20,14 +21,11 @@ const char *const action_names[] = { "join", "leave", "invite", "read" };
 
 static unsigned hash_mod(const char *a, const char *b)
 {
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = rt_fnv1a_str(RT_FNV_OFFSET, a);
 
-	for (const char *p = a; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	if (b) {
-		h = (h ^ 0) * 1099511628211ULL;
-		for (const char *p = b; *p; p++)
-			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+		h = rt_fnv1a_step(h, "", 1); /* the NUL between the two */
+		h = rt_fnv1a_str(h, b);
 	}
 	return (unsigned)((h ^ (h >> 29)) % rt_nshards());
 }

@@ -13,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "runtime/hash.h"
 #include "actors/session.h"
 
 /* ---- writes: validated here, carried out by the channel actor ------------- */
@@ -66,19 +67,17 @@ static uint32_t dm_members(struct req *r, char (**ids)[ID_CAP], char ***m)
 	return k;
 }
 
-/* The id DMs had before ids were keyed: "D" + 16 hex of an FNV-1a hash of
- * the workspace and the member set, which anyone could compute. Only ever
- * looked up now, so that a DM made by an older server keeps its channel. */
+/* FORMAT: the id DMs had before ids were keyed: "D" + 16 hex of an FNV-1a
+ * hash of the workspace and the member set ('\0' before each member),
+ * which anyone could compute. Only ever looked up now, so that a DM made
+ * by an older server keeps its channel: never change it. */
 static void dm_id_v1(const char *ws, char *const *m, uint32_t n, char *out)
 {
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = rt_fnv1a_str(RT_FNV_OFFSET, ws);
 
-	for (const char *p = ws; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	for (uint32_t i = 0; i < n; i++) {
-		h = (h ^ 0) * 1099511628211ULL;
-		for (const char *p = m[i]; *p; p++)
-			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+		h = rt_fnv1a_step(h, "", 1);
+		h = rt_fnv1a_str(h, m[i]);
 	}
 	snprintf(out, ID_CAP, "D%016llx", (unsigned long long)h);
 }

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/hash.h"
+
 struct smap_slot {
 	const char *key; /* NULL = empty; TOMB = deleted */
 	uint32_t klen;
@@ -27,11 +29,8 @@ typedef struct smap {
 
 static inline uint32_t smap_hash(const void *k, size_t n)
 {
-	const uint8_t *p = k;
-	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	uint64_t h = rt_fnv1a(k, n);
 
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 1099511628211ULL;
 	return (uint32_t)(h ^ (h >> 32));
 }
 

@@ -62,6 +62,7 @@
 #include <unistd.h>
 
 #include "proto/proto.h"
+#include "runtime/hash.h"
 #include "storage/search.h"
 
 #define IDCAP (STORE_ID_MAX + 1)
@@ -274,11 +275,7 @@ static char *dupf(const char *fmt, const char *a, const char *b)
 
 static uint64_t fnv(const char *s)
 {
-	uint64_t h = 1469598103934665603ull;
-
-	while (*s)
-		h = (h ^ (uint8_t)*s++) * 1099511628211ull;
-	return h;
+	return rt_fnv1a_str(RT_FNV_OFFSET, s);
 }
 
 static int step_done(sqlite3_stmt *s)

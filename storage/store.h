@@ -210,6 +210,10 @@ int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,
  * counted. Called once by store_open; exposed for tests. */
 int store_recover(store *s, uint64_t *channels, uint64_t *repaired);
 
+/* The history column family (of nranges) that holds channel ch's events:
+ * an on-disk format (FNV-1a of the id, runtime/hash.h). */
+unsigned store_range_of(const char *ch, unsigned nranges);
+
 /* Metrics (any thread, relaxed counters). */
 typedef struct store_stats {
 	uint64_t commits;        /* synced writes */

@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include "storage/store.h"
+#include "runtime/hash.h"
 #include "tests/e2e/harness.h"
 
 #define FAST "--shards 2 --send-rate 100000 --send-burst 100000"
@@ -421,16 +422,13 @@ static void old_dm_id(const char *ws, const char **members, unsigned n,
 		      char *out)
 {
 	const char *m[256];
-	uint64_t h = 1469598103934665603ULL;
+	uint64_t h = rt_fnv1a_str(RT_FNV_OFFSET, ws);
 
 	memcpy(m, members, n * sizeof(*m));
 	qsort(m, n, sizeof(*m), cmp_str);
-	for (const char *p = ws; *p; p++)
-		h = (h ^ (uint8_t)*p) * 1099511628211ULL;
 	for (unsigned i = 0; i < n; i++) {
-		h = (h ^ 0) * 1099511628211ULL;
-		for (const char *p = m[i]; *p; p++)
-			h = (h ^ (uint8_t)*p) * 1099511628211ULL;
+		h = rt_fnv1a_step(h, "", 1);
+		h = rt_fnv1a_str(h, m[i]);
 	}
 	snprintf(out, 65, "D%016llx", (unsigned long long)h);
 }
