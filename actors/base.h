@@ -23,6 +23,7 @@
 
 #include "actors/smap.h"
 #include "proto/proto.h"
+#include "proto/reply.h"
 #include "runtime/rt.h"
 #include "storage/store.h"
 

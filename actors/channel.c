@@ -68,17 +68,14 @@ static void fx_member_bcast(struct shard_state *ss, struct chan *c,
 /* ---- requests ----------------------------------------------------------- */
 
 
-static void pack_ch(msgpack_packer *pk, const struct chan *c)
+/* The answer {ch:{id,name,kind}} of ch.create and dm.open, in ss->out. */
+static void enc_chan_ok(struct shard_state *ss, const struct m_req *r,
+			const struct chan *c)
 {
-	static const char *const kinds[] = { "public", "private", "dm" };
+	proto_chref ref = { c->id, c->rec.name, c->rec.kind };
 
-	msgpack_pack_map(pk, 3);
-	proto_pk_cstr(pk, "id");
-	proto_pk_cstr(pk, c->id);
-	proto_pk_cstr(pk, "name");
-	proto_pk_cstr(pk, c->rec.name);
-	proto_pk_cstr(pk, "kind");
-	proto_pk_cstr(pk, kinds[c->rec.kind]);
+	proto_out_reset(&ss->out);
+	proto_enc_chan_ok(&ss->out, r->rid, &ref);
 }
 
 
@@ -109,10 +106,7 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	chan_add_member(ss, c, r->user);
 	put_stat(ss, c);
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
+	enc_chan_ok(ss, r, c);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_JOIN, 0, 0);
 }
@@ -131,10 +125,7 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 			chan_fail(r, "CONFLICT", "DM id collision");
 			return;
 		}
-		proto_out_reset(&ss->out);
-		proto_enc_res_ok(&ss->out, r->rid, 1);
-		proto_pk_cstr(&ss->out.pk, "ch");
-		pack_ch(&ss->out.pk, c);
+		enc_chan_ok(ss, r, c);
 		reply_state(ss, c, r);
 		return;
 	}
@@ -157,10 +148,7 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	}
 	put_stat(ss, c);
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
+	enc_chan_ok(ss, r, c);
 	fx_reply(ss, c, r);
 	smap_foreach(&c->members, it) {
 		struct member *mb = it->val;
@@ -183,11 +171,9 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 2);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
-	proto_pk_cstr(&ss->out.pk, "last_seq");
-	msgpack_pack_uint64(&ss->out.pk, c->next_seq - 1);
+	proto_enc_join_ok(&ss->out, r->rid,
+			  &(proto_chref){ c->id, c->rec.name, c->rec.kind },
+			  c->next_seq - 1);
 	if (member_of(c, r->user)) {
 		reply_state(ss, c, r);
 		return;
@@ -216,7 +202,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (!mb) {
 		reply_state(ss, c, r);
 		return;
@@ -229,7 +215,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	store_del_member(ss->batch, c->rec.ws, c->id, r->user);
 	put_stat(ss, c);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_LEAVE, 0, 0);
 }
@@ -280,7 +266,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		added++;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (!added) {
 		reply_state(ss, c, r);
 		return;
@@ -309,13 +295,7 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 	store_scan_events(srv.st, c->id, seq - 1, 1, dup_ts, &ts, NULL);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 3);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, seq);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, ts);
-	proto_pk_cstr(&ss->out.pk, "dup");
-	msgpack_pack_true(&ss->out.pk);
+	proto_enc_send_ok(&ss->out, r->rid, seq, ts, true);
 	reply_now(ss, r);
 }
 
@@ -470,11 +450,7 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	fx_event(ss, c, seq, ev);
 
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 2);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, seq);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, ts);
+	proto_enc_send_ok(&ss->out, r->rid, seq, ts, false);
 	fx_reply(ss, c, r);
 	fx_cmid(ss, c, p);
 }
@@ -499,7 +475,7 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 	if (seq > c->durable_seq)
 		seq = c->durable_seq;
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (seq <= me->m.read_seq) {
 		reply_state(ss, c, r); /* never backwards */
 		return;
@@ -524,7 +500,7 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	reply_now(ss, r);
 	/* At most one broadcast per user per channel per 3 s. The map's
 	 * key is the member's own id string; the value is the time. */

@@ -281,7 +281,7 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 	sp.status = p->chosen;
 	store_put_presence(ss->batch, m->ws, m->user, &sp);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, m->rid, 0);
+	proto_enc_ok(&ss->out, m->rid);
 	fx_reply(ss, NULL, m);
 	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);

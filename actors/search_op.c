@@ -106,29 +106,21 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	 * answer, posted only to give the slot back */
 	proto_out_init(&o, 0, 1024);
 	if (status == 0 && p->has_rid) {
-		proto_enc_res_ok(&o, p->rid, 1);
-		proto_pk_cstr(&o.pk, "hits");
-		msgpack_pack_array(&o.pk, n);
-		for (unsigned i = 0; i < n; i++) {
-			msgpack_pack_map(&o.pk, 5);
-			proto_pk_cstr(&o.pk, "ch");
-			proto_pk_cstr(&o.pk, hits[i].ch);
-			proto_pk_cstr(&o.pk, "seq");
-			msgpack_pack_uint64(&o.pk, hits[i].seq);
-			proto_pk_cstr(&o.pk, "from");
-			proto_pk_cstr(&o.pk, hits[i].from);
-			proto_pk_cstr(&o.pk, "ts");
-			msgpack_pack_uint64(&o.pk, hits[i].ts);
-			proto_pk_cstr(&o.pk, "body");
-			proto_pk_str(&o.pk, hits[i].body, hits[i].body_len);
-		}
+		proto_hit *v = malloc((n + 1) * sizeof(*v));
+
+		if (!v)
+			abort();
+		for (unsigned i = 0; i < n; i++)
+			v[i] = (proto_hit){ hits[i].ch, hits[i].seq,
+					    hits[i].from, hits[i].ts,
+					    hits[i].body, hits[i].body_len };
+		proto_enc_search_ok(&o, p->rid, v, n, false);
+		free(v);
 	} else if (status != 0) {
 		const char *msg, *code = status_code(status, &msg);
 
-		if (p->has_rid)
-			proto_enc_res_err(&o, p->rid, code, msg, 0);
-		else
-			proto_enc_err(&o, code, msg, "search", 6, 0);
+		proto_enc_fail(&o, p->has_rid, p->rid, "search", 6, code, msg,
+			       0);
 	}
 	m = msg_new(sizeof(*m) + o.len, M_CALL);
 	m->c.fn = deliver;

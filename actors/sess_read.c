@@ -15,7 +15,6 @@
 void sess_op_ch_list(struct req *r)
 {
 	struct idvec mine = { 0 }, pub = { 0 };
-	msgpack_packer *pk = &r->ss->out.pk;
 	store_channel *recs;
 	bool *member;
 	uint32_t n = 0;
@@ -36,19 +35,19 @@ void sess_op_ch_list(struct req *r)
 			member[n++] = false;
 	}
 	if (r->has_rid) {
-		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 1);
-		proto_pk_cstr(pk, "channels");
-		msgpack_pack_array(pk, n);
-		/* one point in time for the whole list (pack_channel's own
+		proto_chinfo *v = malloc((n + 1) * sizeof(*v));
+		/* one point in time for the whole list (sess_chinfo's own
 		 * pin is then -EBUSY and left alone) */
 		bool pinned = store_read_pin(srv.st) == 0;
 
 		for (uint32_t i = 0; i < n; i++)
-			sess_pack_channel(pk, &recs[i], r->user, true, member[i]);
+			sess_chinfo(&v[i], &recs[i], r->user, true, member[i]);
 		if (pinned)
 			store_read_unpin(srv.st);
+		proto_out_reset(&r->ss->out);
+		proto_enc_ch_list_ok(&r->ss->out, r->rid, v, n);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+		free(v);
 	}
 	free(recs);
 	free(member);
@@ -107,19 +106,9 @@ void sess_op_ch_members(struct req *r)
 		goto out;
 	}
 	if (r->has_rid) {
-		msgpack_packer *pk = &r->ss->out.pk;
-
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 2);
-		proto_pk_cstr(pk, "members");
-		msgpack_pack_array(pk, iv.n);
-		for (uint32_t i = 0; i < iv.n; i++)
-			proto_pk_cstr(pk, iv.v[i]);
-		proto_pk_cstr(pk, "more");
-		if (more)
-			msgpack_pack_true(pk);
-		else
-			msgpack_pack_false(pk);
+		proto_enc_members_ok(&r->ss->out, r->rid, (const char *)iv.v,
+				     ID_CAP, iv.n, more != 0);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 out:
@@ -127,7 +116,7 @@ out:
 }
 
 struct rawvec {
-	struct { void *p; size_t n; } *v;
+	proto_raw *v;
 	uint32_t n, cap;
 };
 
@@ -140,38 +129,37 @@ static int collect_raw(void *arg, uint64_t seq, const void *v, size_t len)
 		rv->cap = rv->cap ? rv->cap * 2 : 16;
 		rv->v = realloc(rv->v, rv->cap * sizeof(*rv->v));
 	}
-	rv->v[rv->n].p = malloc(len);
-	memcpy(rv->v[rv->n].p, v, len);
+	void *p = malloc(len);
+
+	memcpy(p, v, len);
+	rv->v[rv->n].p = p;
 	rv->v[rv->n].n = len;
 	rv->n++;
 	return 0;
 }
 
-static void send_raw_list(struct req *r, const char *key, struct rawvec *rv,
+static void rawvec_free(struct rawvec *rv)
+{
+	for (uint32_t i = 0; i < rv->n; i++)
+		free((void *)rv->v[i].p);
+	free(rv->v);
+}
+
+/* history (msgs; reverse: read newest first) or events (evs) */
+static void send_raw_list(struct req *r, bool history, struct rawvec *rv,
 			  bool reverse, int more)
 {
-	msgpack_packer *pk = &r->ss->out.pk;
-
 	if (r->has_rid) {
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 2);
-		proto_pk_cstr(pk, key);
-		msgpack_pack_array(pk, rv->n);
-		for (uint32_t i = 0; i < rv->n; i++) {
-			uint32_t j = reverse ? rv->n - 1 - i : i;
-
-			proto_pk_raw(pk, rv->v[j].p, rv->v[j].n);
-		}
-		proto_pk_cstr(pk, "more");
-		if (more)
-			msgpack_pack_true(pk);
+		if (history)
+			proto_enc_history_ok(&r->ss->out, r->rid, rv->v, rv->n,
+					     reverse, more != 0);
 		else
-			msgpack_pack_false(pk);
+			proto_enc_events_ok(&r->ss->out, r->rid, rv->v, rv->n,
+					    more != 0);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
-	for (uint32_t i = 0; i < rv->n; i++)
-		free(rv->v[i].p);
-	free(rv->v);
+	rawvec_free(rv);
 }
 
 void sess_op_history(struct req *r)
@@ -208,7 +196,7 @@ void sess_op_history(struct req *r)
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
 	}
-	send_raw_list(r, "msgs", &rv, ra != 0, more);
+	send_raw_list(r, true, &rv, ra != 0, more);
 }
 
 void sess_op_events(struct req *r)
@@ -234,7 +222,7 @@ void sess_op_events(struct req *r)
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
 	}
-	send_raw_list(r, "evs", &rv, false, more);
+	send_raw_list(r, false, &rv, false, more);
 }
 
 void sess_op_edits(struct req *r)
@@ -296,24 +284,12 @@ void sess_op_edits(struct req *r)
 		r->has_rid = false;
 	}
 	if (r->has_rid) {
-		msgpack_packer *pk = &r->ss->out.pk;
-
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 1);
-		proto_pk_cstr(pk, "versions");
-		msgpack_pack_array(pk, rv.n + 1);
-		msgpack_pack_map(pk, 2);
-		proto_pk_cstr(pk, "body");
-		proto_pk_str(pk, e.body.s, e.body.n);
-		proto_pk_cstr(pk, "ts");
-		msgpack_pack_uint64(pk, e.ts);
-		for (uint32_t i = 0; i < rv.n; i++)
-			proto_pk_raw(pk, rv.v[i].p, rv.v[i].n);
+		proto_enc_edits_ok(&r->ss->out, r->rid, e.body, e.ts, rv.v,
+				   rv.n);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
-	for (uint32_t i = 0; i < rv.n; i++)
-		free(rv.v[i].p);
-	free(rv.v);
+	rawvec_free(&rv);
 out:
 	proto_doc_free(&d);
 	free(ev);

@@ -92,23 +92,18 @@ uint32_t sess_watch_set(struct session *se, char (*users)[ID_CAP],
 static void gather_answer(struct shard_state *ss, struct session *se,
 			  struct gather *g)
 {
-	msgpack_packer *pk = &ss->out.pk;
+	proto_pstate *v;
 
 	if (!g->has_rid)
 		return;
+	v = malloc((g->n + 1) * sizeof(*v));
+	for (uint32_t i = 0; i < g->n; i++)
+		v[i] = (proto_pstate){ g->e[i].user, g->e[i].status,
+				       g->e[i].since };
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, g->rid, 1);
-	proto_pk_cstr(pk, "presence");
-	msgpack_pack_map(pk, g->n);
-	for (uint32_t i = 0; i < g->n; i++) {
-		proto_pk_cstr(pk, g->e[i].user);
-		msgpack_pack_map(pk, 2);
-		proto_pk_cstr(pk, "status");
-		proto_pk_cstr(pk, pstatus_names[g->e[i].status]);
-		proto_pk_cstr(pk, "since");
-		msgpack_pack_uint64(pk, g->e[i].since);
-	}
+	proto_enc_presence_watch_ok(&ss->out, g->rid, v, g->n);
 	rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
+	free(v);
 }
 
 void sess_on_watch_res(struct shard_state *ss, struct m_watch *m)

@@ -202,33 +202,23 @@ static void op_hello(struct req *r)
 	rt_post(user_shard(se->ws, se->user), &m->h);
 }
 
-static void pack_limits(msgpack_packer *pk)
+static void hello_limits(proto_hello_limits *hl)
 {
 	const struct limits *l = &srv.lim;
 
-	msgpack_pack_map(pk, 11);
-	proto_pk_cstr(pk, "frame");
-	msgpack_pack_uint32(pk, l->max_frame);
-	proto_pk_cstr(pk, "body");
-	msgpack_pack_uint32(pk, l->max_body);
-	proto_pk_cstr(pk, "name");
-	msgpack_pack_uint32(pk, l->max_name);
-	proto_pk_cstr(pk, "members");
-	msgpack_pack_uint32(pk, l->max_members);
-	proto_pk_cstr(pk, "dm");
-	msgpack_pack_uint32(pk, l->max_dm);
-	proto_pk_cstr(pk, "devices");
-	msgpack_pack_uint32(pk, l->max_devices);
-	proto_pk_cstr(pk, "send_per_s");
-	msgpack_pack_uint32(pk, l->rate_per_s);
-	proto_pk_cstr(pk, "send_burst");
-	msgpack_pack_uint32(pk, l->rate_burst);
-	proto_pk_cstr(pk, "outbuf");
-	msgpack_pack_uint64(pk, l->max_outbuf);
-	proto_pk_cstr(pk, "outbuf_max");
-	msgpack_pack_uint64(pk, RT_OUTBUF_MAX_FACTOR * l->max_outbuf);
-	proto_pk_cstr(pk, "outbuf_stall_ms");
-	msgpack_pack_uint32(pk, RT_OUTBUF_STALL_MS);
+	*hl = (proto_hello_limits){
+		.frame = l->max_frame,
+		.body = l->max_body,
+		.name = l->max_name,
+		.members = l->max_members,
+		.dm = l->max_dm,
+		.devices = l->max_devices,
+		.send_per_s = l->rate_per_s,
+		.send_burst = l->rate_burst,
+		.outbuf = l->max_outbuf,
+		.outbuf_max = RT_OUTBUF_MAX_FACTOR * l->max_outbuf,
+		.outbuf_stall_ms = RT_OUTBUF_STALL_MS,
+	};
 }
 
 static void replay_held(struct shard_state *ss, struct session *se)
@@ -253,7 +243,8 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 {
 	struct session *se = find_sess(rt_self(), m->conn);
 	struct idvec iv = { 0 };
-	msgpack_packer *pk = &ss->out.pk;
+	proto_hello_limits hl;
+	proto_chinfo *v;
 	store_channel *recs;
 	uint64_t *lasts;
 	uint32_t n = 0;
@@ -270,13 +261,9 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	}
 	if (!m->ok) {
 		proto_out_reset(&ss->out);
-		if (se->hello_has_rid)
-			proto_enc_res_err(&ss->out, se->hello_rid, "FORBIDDEN",
-					  "too many connections for this user", 0);
-		else
-			proto_enc_err(&ss->out, "FORBIDDEN",
-				      "too many connections for this user",
-				      "hello", 5, 0);
+		proto_enc_fail(&ss->out, se->hello_has_rid, se->hello_rid,
+			       "hello", 5, "FORBIDDEN",
+			       "too many connections for this user", 0);
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
 		rt_conn_close(se->conn, 4029, "too many connections");
 		return;
@@ -285,23 +272,12 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	store_scan_user_channels(srv.st, se->ws, se->user, sess_collect_id, &iv);
 	recs = calloc(iv.n ? iv.n : 1, sizeof(*recs));
 	lasts = calloc(iv.n ? iv.n : 1, sizeof(*lasts));
+	v = calloc(iv.n ? iv.n : 1, sizeof(*v));
 	for (uint32_t i = 0; i < iv.n; i++)
 		if (store_get_channel(srv.st, iv.v[i], &recs[n]) == 0)
 			n++;
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, se->hello_rid, 5);
-	proto_pk_cstr(pk, "user");
-	proto_pk_cstr(pk, se->user);
-	proto_pk_cstr(pk, "ws");
-	proto_pk_cstr(pk, se->ws);
-	proto_pk_cstr(pk, "hb_ms");
-	msgpack_pack_uint32(pk, srv.lim.hb_ms);
-	proto_pk_cstr(pk, "limits");
-	pack_limits(pk);
-	proto_pk_cstr(pk, "channels");
-	msgpack_pack_array(pk, n);
-	/* One point in time for the whole answer (pack_channel's own pin is
+	/* One point in time for the whole answer (sess_chinfo's own pin is
 	 * then -EBUSY and left alone): one snapshot instead of one per
 	 * channel, and the last_seq each channel is told is the one its
 	 * live stream starts from. */
@@ -312,12 +288,17 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 
 		/* The position the client is told is where its live stream
 		 * starts, unless it resumes from an older one. */
-		sess_pack_channel(pk, &recs[i], se->user, false, true);
+		sess_chinfo(&v[i], &recs[i], se->user, false, true);
 		store_get_chstat(srv.st, recs[i].id, &st);
 		lasts[i] = st.last_seq;
 	}
 	if (pinned)
 		store_read_unpin(srv.st);
+	hello_limits(&hl);
+	proto_out_reset(&ss->out);
+	proto_enc_hello_ok(&ss->out, se->hello_rid, se->user, se->ws, NULL,
+			   srv.lim.hb_ms, &hl, v, n);
+	free(v);
 	if (se->hello_has_rid)
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
 	se->state = S_READY;

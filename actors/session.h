@@ -114,8 +114,8 @@ bool sess_arg_ch(struct req *r, char *ch);
 bool sess_arg_target(struct req *r, uint64_t *seq);
 bool sess_can_read(struct req *r, const char *ch, store_channel *rec,
 		   store_member *mem, bool *member);
-void sess_pack_channel(msgpack_packer *pk, const store_channel *rec,
-		       const char *user, bool with_member, bool member);
+void sess_chinfo(proto_chinfo *ci, const store_channel *rec, const char *user,
+		 bool with_member, bool member);
 int sess_collect_id(void *arg, const char *id, size_t len); /* idvec */
 
 /* sess_sub.c */
