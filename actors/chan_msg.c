@@ -91,15 +91,14 @@ static void target_free(struct target *t)
 }
 
 static bool load_target(struct chan *c, const struct m_req *r,
-			const msgpack_object *map, bool author_only,
-			struct target *t)
+			uint64_t target, bool author_only, struct target *t)
 {
 	void *ev = NULL;
 	size_t len;
 	int rc;
 
 	memset(t, 0, sizeof(*t));
-	proto_get_uint(map, "target", &t->seq);
+	t->seq = target;
 	rc = t->seq && t->seq <= c->durable_seq
 		     ? store_get_event(srv.st, c->id, t->seq, &ev, &len, &t->cum)
 		     : -ENOENT;
@@ -186,19 +185,18 @@ static bool state_of(struct target *t, proto_doc *d, proto_msg *m,
 }
 
 
-void chan_op_edit(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+void chan_op_edit(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_edit *a = &r->q.a.edit;
 	struct chan *c = chan_visible(ss, r);
 	struct target t;
 	proto_doc d;
 	proto_msg m;
 	proto_str men[64];
 	proto_event e;
-	const char *body;
-	uint32_t blen;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, true, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, a->target, true, &t))
 		return;
 	if (!state_of(&t, &d, &m, men)) {
 		chan_fail(r, "INTERNAL", "stored message does not decode");
@@ -209,9 +207,8 @@ void chan_op_edit(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "NOT_FOUND", "message was deleted");
 		goto out;
 	}
-	proto_get_str(map, "body", &body, &blen);
 	e = change_of(c, r, "edit", t.seq);
-	e.body = (proto_str){ body, blen };
+	e.body = a->body;
 
 	/* the version this edit makes, for `edits` */
 	proto_out_reset(&ss->out);
@@ -277,8 +274,7 @@ static int scrub_version(void *arg, uint64_t seq, const void *v, size_t len)
 	return 0;
 }
 
-void chan_op_delete(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+void chan_op_delete(struct shard_state *ss, struct m_req *r)
 {
 	struct chan *c = chan_visible(ss, r);
 	struct scrub sc = { ss, c };
@@ -288,7 +284,8 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r,
 	proto_str men[64];
 	proto_event e;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, true, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, r->q.a.target.target, true, &t))
 		return;
 	if (!state_of(&t, &d, &m, men)) {
 		chan_fail(r, "INTERNAL", "stored message does not decode");
@@ -342,20 +339,21 @@ out:
 
 #define MAX_EMOJI_KINDS 50
 
-void chan_op_react(struct shard_state *ss, struct m_req *r,
-		     const msgpack_object *map)
+void chan_op_react(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_react *a = &r->q.a.react;
 	proto_out rx;
 	struct chan *c = chan_visible(ss, r);
 	struct target t;
 	proto_doc d;
 	proto_msg m;
-	proto_str men[64], emoji;
+	proto_str men[64], emoji = a->emoji;
 	proto_event e;
-	bool on = false, changed;
+	bool on = a->on, changed;
 	int rc;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, false, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, a->target, false, &t))
 		return;
 	proto_out_init(&rx, 0, 256);
 	if (!state_of(&t, &d, &m, men)) {
@@ -367,8 +365,6 @@ void chan_op_react(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "NOT_FOUND", "message was deleted");
 		goto out;
 	}
-	proto_get_str(map, "emoji", &emoji.s, &emoji.n);
-	proto_get_bool(map, "on", &on);
 	rc = proto_reactions_apply(&m,
 				   (proto_str){ r->user,
 						(uint32_t)strlen(r->user) },

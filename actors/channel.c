@@ -80,13 +80,11 @@ static void enc_chan_ok(struct shard_state *ss, const struct m_req *r,
 
 
 
-static void op_create(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+static void op_create(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_ch_create *a = &r->q.a.create;
 	store_channel rec;
 	struct chan *c;
-	const char *s;
-	uint32_t n;
 
 	if (chan_get(ss, r->ch)) {
 		chan_fail(r, "CONFLICT", "channel id taken; try again");
@@ -96,10 +94,9 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	strcpy(rec.id, r->ch);
 	strcpy(rec.ws, r->ws);
 	strcpy(rec.creator, r->user);
-	proto_get_str(map, "name", &s, &n);
-	memcpy(rec.name, s, n < sizeof(rec.name) ? n : sizeof(rec.name) - 1);
-	proto_get_str(map, "kind", &s, &n);
-	rec.kind = n == 6 ? STORE_PUBLIC : STORE_PRIVATE;
+	memcpy(rec.name, a->name.s,
+	       a->name.n < sizeof(rec.name) ? a->name.n : sizeof(rec.name) - 1);
+	rec.kind = a->kind == PROTO_KIND_PUBLIC ? STORE_PUBLIC : STORE_PRIVATE;
 	rec.created_ms = rt_now_ms();
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
@@ -111,14 +108,12 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	fx_user_chan(ss, c, r->user, ACT_JOIN, 0, 0);
 }
 
-static void op_dm_open(struct shard_state *ss, struct m_req *r,
-		       const msgpack_object *map)
+static void op_dm_open(struct shard_state *ss, struct m_req *r)
 {
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q.a.users.users;
 	struct chan *c = chan_get(ss, r->ch);
 	store_channel rec;
 
-	proto_get_array(map, "users", &a);
 	if (c) {
 		if (c->rec.kind != STORE_DM || strcmp(c->rec.ws, r->ws) ||
 		    !member_of(c, r->user)) {
@@ -138,11 +133,9 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	chan_add_member(ss, c, r->user);
-	for (uint32_t i = 0; i < a->size; i++) {
-		char u[ID_CAP];
+	for (uint32_t i = 0; i < a->n; i++) {
+		const char *u = a->v[i].via.str.ptr; /* copied: NUL-ended */
 
-		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-		u[a->ptr[i].via.str.size] = 0;
 		if (!member_of(c, u))
 			chan_add_member(ss, c, u);
 	}
@@ -220,10 +213,9 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	fx_user_chan(ss, c, r->user, ACT_LEAVE, 0, 0);
 }
 
-static void op_invite(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+static void op_invite(struct shard_state *ss, struct m_req *r)
 {
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q.a.users.users;
 	struct chan *c = chan_visible(ss, r);
 	uint32_t added = 0;
 
@@ -237,27 +229,24 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "a DM's members are fixed; open another");
 		return;
 	}
-	proto_get_array(map, "users", &a);
 	/* Only newcomers count against the size limit, each once. */
 	uint32_t fresh = 0;
-	for (uint32_t i = 0; i < a->size; i++) {
-		const msgpack_object_str *u = &a->ptr[i].via.str;
+	for (uint32_t i = 0; i < a->n; i++) {
+		const msgpack_object_str *u = &a->v[i].via.str;
 		bool seen = smap_get(&c->members, u->ptr, u->size) != NULL;
 
 		for (uint32_t j = 0; j < i && !seen; j++)
-			seen = a->ptr[j].via.str.size == u->size &&
-			       !memcmp(a->ptr[j].via.str.ptr, u->ptr, u->size);
+			seen = a->v[j].via.str.size == u->size &&
+			       !memcmp(a->v[j].via.str.ptr, u->ptr, u->size);
 		fresh += !seen;
 	}
 	if (c->nmembers + fresh > srv.lim.max_members) {
 		chan_fail(r, "CONFLICT", "channel would be too large");
 		return;
 	}
-	for (uint32_t i = 0; i < a->size; i++) {
-		char u[ID_CAP];
+	for (uint32_t i = 0; i < a->n; i++) {
+		const char *u = a->v[i].via.str.ptr; /* copied: NUL-ended */
 
-		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-		u[a->ptr[i].via.str.size] = 0;
 		if (member_of(c, u))
 			continue;
 		chan_add_member(ss, c, u);
@@ -303,16 +292,15 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 
 
-static void op_send(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+static void op_send(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_send *a = &r->q.a.send;
 	struct chan *c = chan_visible(ss, r);
-	const msgpack_object_array *ma = NULL;
 	proto_str mentions[64];
 	unsigned nm = 0;
-	const char *body, *cmid;
-	uint32_t blen, clen;
-	uint64_t thread = 0, seq, ts, dupseq;
+	const char *body = a->body.s, *cmid = a->cmid.s;
+	uint32_t blen = a->body.n, clen = a->cmid.n;
+	uint64_t thread = a->thread, seq, ts, dupseq;
 	struct member *me;
 	struct pcmid *p;
 	struct ov *root = NULL;
@@ -327,16 +315,8 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	proto_get_str(map, "body", &body, &blen);
-	proto_get_str(map, "cmid", &cmid, &clen);
-	proto_get_uint(map, "thread", &thread);
-	if (proto_get_array(map, "mentions", &ma) == 0) {
-		for (uint32_t i = 0; i < ma->size && nm < 64; i++) {
-			mentions[nm].s = ma->ptr[i].via.str.ptr;
-			mentions[nm].n = ma->ptr[i].via.str.size;
-			nm++;
-		}
-	}
+	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++)
+		mentions[nm++] = proto_strs_at(&a->mentions, i);
 
 	/* Idempotency: the same cmid from the same sender is one event. */
 	klen = strlen(r->user);
@@ -455,12 +435,11 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	fx_cmid(ss, c, p);
 }
 
-static void op_read(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+static void op_read(struct shard_state *ss, struct m_req *r)
 {
 	struct chan *c = chan_visible(ss, r);
 	struct member *me;
-	uint64_t seq;
+	uint64_t seq = r->q.a.seq.seq;
 
 	if (!c)
 		return;
@@ -469,7 +448,6 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	proto_get_uint(map, "seq", &seq);
 	/* No further than what is durable: nobody can have seen more, and a
 	 * marker on an event still in flight would outlive a failed commit. */
 	if (seq > c->durable_seq)
@@ -516,19 +494,15 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 	rt_buf_unref(b);
 }
 
+/* r->q is the request as the session decoded and checked it (its strings
+ * in r's tail): nothing here decodes a frame. */
 void chan_on_req(struct shard_state *ss, struct m_req *r)
 {
-	proto_doc doc;
 	uint64_t now = rt_mono_us();
 
 	ASSERT_CHAN_HERE(ss, r->ch);
+	assert(r->q.op == r->op);
 	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
-	if (proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame) !=
-	    PROTO_OK) {
-		chan_fail(r, "INTERNAL", "request did not decode twice");
-		free(r);
-		return;
-	}
 	r->t_chan_us = now;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
 	    r->op != OP_TYPING) {
@@ -536,20 +510,19 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 		goto out;
 	}
 	switch (r->op) {
-	case OP_CH_CREATE: op_create(ss, r, &doc.root); break;
-	case OP_DM_OPEN: op_dm_open(ss, r, &doc.root); break;
+	case OP_CH_CREATE: op_create(ss, r); break;
+	case OP_DM_OPEN: op_dm_open(ss, r); break;
 	case OP_CH_JOIN: op_join(ss, r); break;
 	case OP_CH_LEAVE: op_leave(ss, r); break;
-	case OP_CH_INVITE: op_invite(ss, r, &doc.root); break;
-	case OP_SEND: op_send(ss, r, &doc.root); break;
-	case OP_READ: op_read(ss, r, &doc.root); break;
+	case OP_CH_INVITE: op_invite(ss, r); break;
+	case OP_SEND: op_send(ss, r); break;
+	case OP_READ: op_read(ss, r); break;
 	case OP_TYPING: op_typing(ss, r); break;
-	case OP_EDIT: chan_op_edit(ss, r, &doc.root); break;
-	case OP_DELETE: chan_op_delete(ss, r, &doc.root); break;
-	case OP_REACT: chan_op_react(ss, r, &doc.root); break;
+	case OP_EDIT: chan_op_edit(ss, r); break;
+	case OP_DELETE: chan_op_delete(ss, r); break;
+	case OP_REACT: chan_op_react(ss, r); break;
 	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
-	proto_doc_free(&doc);
 	free(r);
 }

@@ -55,52 +55,22 @@ void sess_op_ch_list(struct req *r)
 	free(pub.v);
 }
 
-static int opt_limit(struct req *r, const char *key, uint64_t def,
-		     uint64_t max, uint64_t *out)
-{
-	int rc = proto_get_uint(r->map, key, out);
-
-	if (rc == PROTO_F_MISSING) {
-		*out = def;
-		return 0;
-	}
-	if (rc || *out < 1 || *out > max) {
-		char msg[64];
-
-		snprintf(msg, sizeof(msg), "%s must be 1-%llu", key,
-			 (unsigned long long)max);
-		sess_fail(r, "BAD_REQUEST", msg);
-		return -1;
-	}
-	return 0;
-}
-
 void sess_op_ch_members(struct req *r)
 {
+	const struct proto_a_ch_members *a = &r->q->a.members;
 	char ch[ID_CAP], after[ID_CAP] = "";
 	store_channel rec;
 	store_member mem;
 	struct idvec iv = { 0 };
-	const char *s;
-	uint32_t sn;
-	uint64_t limit;
 	bool member;
-	int more = 0, rc;
+	int more = 0;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 1000, 1000, &limit))
-		return;
-	rc = proto_get_str(r->map, "after", &s, &sn);
-	if (rc == PROTO_F_TYPE || (rc == 0 && sn && !proto_id_valid(s, sn))) {
-		sess_fail(r, "BAD_REQUEST", "after must be a user id");
-		return;
-	}
-	if (rc == 0) {
-		memcpy(after, s, sn);
-		after[sn] = 0;
-	}
+	sess_id_copy(ch, a->ch);
+	if (a->after.s)
+		sess_id_copy(after, a->after);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (store_scan_members(srv.st, ch, after, (unsigned)limit, sess_collect_id,
+	if (store_scan_members(srv.st, ch, after, a->limit, sess_collect_id,
 			       &iv, &more)) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		goto out;
@@ -164,60 +134,45 @@ static void send_raw_list(struct req *r, bool history, struct rawvec *rv,
 
 void sess_op_history(struct req *r)
 {
+	const struct proto_a_history *a = &r->q->a.history;
 	char ch[ID_CAP];
 	store_channel rec;
 	store_member mem;
 	struct rawvec rv = { 0 };
-	uint64_t before = 0, after = 0, limit, thread = 0;
-	int rb, ra, rt, more = 0, rc;
+	int more = 0, rc;
 	bool member;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 50, 200, &limit))
-		return;
-	rb = proto_get_uint(r->map, "before", &before);
-	ra = proto_get_uint(r->map, "after", &after);
-	rt = proto_get_uint(r->map, "thread", &thread);
-	if (rb == PROTO_F_TYPE || ra == PROTO_F_TYPE || rt == PROTO_F_TYPE ||
-	    (rb == 0 && ra == 0) || (rt == 0 && thread == 0)) {
-		sess_fail(r, "BAD_REQUEST",
-		     "before/after/thread must be seqs, not both before and after");
-		return;
-	}
+	sess_id_copy(ch, a->ch);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (ra == 0)
-		rc = store_scan_msgs(srv.st, ch, thread, after, 1,
-				     (unsigned)limit, collect_raw, &rv, &more);
+	/* before is 0 when absent: from the newest */
+	if (a->has_after)
+		rc = store_scan_msgs(srv.st, ch, a->thread, a->after, 1,
+				     a->limit, collect_raw, &rv, &more);
 	else
-		rc = store_scan_msgs(srv.st, ch, thread, rb == 0 ? before : 0,
-				     -1, (unsigned)limit, collect_raw, &rv,
-				     &more);
+		rc = store_scan_msgs(srv.st, ch, a->thread, a->before, -1,
+				     a->limit, collect_raw, &rv, &more);
 	if (rc) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
 	}
-	send_raw_list(r, true, &rv, ra != 0, more);
+	send_raw_list(r, true, &rv, !a->has_after, more);
 }
 
 void sess_op_events(struct req *r)
 {
+	const struct proto_a_events *a = &r->q->a.events;
 	char ch[ID_CAP];
 	store_channel rec;
 	store_member mem;
 	struct rawvec rv = { 0 };
-	uint64_t after, limit;
 	int more = 0;
 	bool member;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 100, 1000, &limit))
-		return;
-	if (proto_get_uint(r->map, "after", &after)) {
-		sess_fail(r, "BAD_REQUEST", "after must be a seq");
-		return;
-	}
+	sess_id_copy(ch, a->ch);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (store_scan_events(srv.st, ch, after, (unsigned)limit, collect_raw,
+	if (store_scan_events(srv.st, ch, a->after, a->limit, collect_raw,
 			      &rv, &more)) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
@@ -237,12 +192,12 @@ void sess_op_edits(struct req *r)
 	proto_msg m;
 	void *ev = NULL, *st = NULL;
 	size_t len, stlen;
-	uint64_t target;
+	uint64_t target = r->q->a.target.target;
 	bool member, deleted = false;
 	int rc;
 
-	if (!sess_arg_ch(r, ch) || !sess_arg_target(r, &target) ||
-	    !sess_can_read(r, ch, &rec, &mem, &member))
+	sess_id_copy(ch, r->q->a.target.ch);
+	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
 	rc = store_get_event(srv.st, ch, target, &ev, &len, NULL);
 	if (rc && rc != -ENOENT) {

@@ -14,7 +14,7 @@
 
 void sess_fail(struct req *r, const char *code, const char *msg)
 {
-	reply_err(r->conn, r->has_rid, r->rid, op_names[r->op], code, msg,
+	reply_err(r->conn, r->has_rid, r->rid, proto_op_name(r->op), code, msg,
 		  0);
 }
 
@@ -25,21 +25,6 @@ void sess_ok_empty(struct req *r)
 	proto_out_reset(&r->ss->out);
 	proto_enc_ok(&r->ss->out, r->rid);
 	rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
-}
-
-/* A required channel id argument; false (and answered) if bad. */
-bool sess_arg_ch(struct req *r, char *ch)
-{
-	const char *s;
-	uint32_t n;
-
-	if (proto_get_str(r->map, "ch", &s, &n) || !proto_id_valid(s, n)) {
-		sess_fail(r, "BAD_REQUEST", "ch must be a channel id");
-		return false;
-	}
-	memcpy(ch, s, n);
-	ch[n] = 0;
-	return true;
 }
 
 /* For reads: the channel must exist in the user's workspace; a private or
@@ -118,14 +103,4 @@ int sess_collect_id(void *arg, const char *id, size_t len)
 	iv->v[iv->n][len] = 0;
 	iv->n++;
 	return 0;
-}
-
-/* A required message seq argument ("target"); false (and answered) if bad. */
-bool sess_arg_target(struct req *r, uint64_t *seq)
-{
-	if (proto_get_uint(r->map, "target", seq) || *seq == 0) {
-		sess_fail(r, "BAD_REQUEST", "target must be a message seq");
-		return false;
-	}
-	return true;
 }
