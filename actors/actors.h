@@ -56,8 +56,6 @@ void chan_tick(struct shard_state *ss, uint64_t now);
 /* presence.c: one presence actor per user, on the user's shard (beside its
  * user actor): devices and their heartbeats, the status the user chose,
  * the connections watching it. */
-extern const char *const pstatus_names[];
-int presence_status_parse(const char *s, uint32_t n); /* -1: not settable */
 /* (its messages, M_WATCH, M_WATCH_RES, M_PRESENCE: base.h) */
 void presence_on_device(struct shard_state *ss, const char *ws,
 			const char *user, rt_conn_id conn, bool attach);
@@ -85,7 +83,7 @@ void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
 #define SEARCH_PER_CONN 8
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,
-	       const msgpack_object *map, uint16_t *inflight);
+	       const struct proto_a_search *a, uint16_t *inflight);
 void sess_search_done(rt_conn_id conn);
 
 /* auth.c */

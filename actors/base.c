@@ -11,12 +11,6 @@
 struct server srv;
 static struct shard_state *states[RT_MAX_SHARDS];
 
-const char *const op_names[OP__COUNT] = {
-	"hello", "hb", "ch.create", "dm.open", "ch.join", "ch.leave",
-	"ch.invite", "ch.list", "ch.members", "send", "history", "events",
-	"typing", "read", "edit", "edits", "delete", "react", "presence.set",
-	"presence.watch", "search",
-};
 const char *const action_names[] = { "join", "leave", "invite", "read" };
 
 static unsigned hash_mod(const char *a, const char *b)
@@ -108,11 +102,8 @@ void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
 
 	ASSERT_CONN_HERE(rt_conn_get_id(c));
 	proto_out_reset(&ss->out);
-	if (has_rid)
-		proto_enc_res_err(&ss->out, rid, code, msg, retry_ms);
-	else
-		proto_enc_err(&ss->out, code, msg, op, op ? strlen(op) : 0,
-			      retry_ms);
+	proto_enc_fail(&ss->out, has_rid, rid, op, op ? strlen(op) : 0, code,
+		       msg, retry_ms);
 	rt_conn_send_bytes(c, ss->out.data, ss->out.len);
 }
 
@@ -120,13 +111,11 @@ void reply_err_remote(const struct m_req *r, const char *code, const char *msg,
 		      uint64_t retry_ms)
 {
 	struct shard_state *ss = shard_state();
-	const char *op = op_names[r->op];
+	const char *op = proto_op_name(r->op);
 
 	proto_out_reset(&ss->out);
-	if (r->has_rid)
-		proto_enc_res_err(&ss->out, r->rid, code, msg, retry_ms);
-	else
-		proto_enc_err(&ss->out, code, msg, op, strlen(op), retry_ms);
+	proto_enc_fail(&ss->out, r->has_rid, r->rid, op, strlen(op), code, msg,
+		       retry_ms);
 	send_to_conn(r->conn, &ss->out);
 }
 

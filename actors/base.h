@@ -23,6 +23,7 @@
 
 #include "actors/smap.h"
 #include "proto/proto.h"
+#include "proto/reply.h"
 #include "runtime/rt.h"
 #include "storage/store.h"
 
@@ -66,13 +67,15 @@ unsigned user_shard(const char *ws, const char *user);
 
 /* ---- operations ---------------------------------------------------------- */
 
+/* The ops the server carries out: the first OP__COUNT of enum proto_op
+ * (proto/req.h), in its order (session.c asserts it); proto_op_name()
+ * names them. */
 enum op {
 	OP_HELLO, OP_HB, OP_CH_CREATE, OP_DM_OPEN, OP_CH_JOIN, OP_CH_LEAVE,
 	OP_CH_INVITE, OP_CH_LIST, OP_CH_MEMBERS, OP_SEND, OP_HISTORY,
 	OP_EVENTS, OP_TYPING, OP_READ, OP_EDIT, OP_EDITS, OP_DELETE,
 	OP_REACT, OP_PRESENCE_SET, OP_PRESENCE_WATCH, OP_SEARCH, OP__COUNT
 };
-extern const char *const op_names[OP__COUNT];
 
 /* ---- mailbox messages ---------------------------------------------------- */
 
@@ -116,8 +119,11 @@ struct m_req {
 	uint64_t t0_us;   /* when the session posted it */
 	uint64_t t_chan_us; /* when the channel actor took it (0: before) */
 	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
-	uint32_t len;
-	uint8_t frame[]; /* the request as received */
+	/* The request, decoded once by the session (proto_req_decode) and
+	 * deep-copied with proto_req_copy: its strings and lists live in
+	 * tail (NUL-terminated). No actor past the session sees the frame. */
+	struct proto_req q;
+	uint64_t tail[]; /* 8-byte aligned, as proto_req_copy wants */
 };
 
 struct m_deliver {

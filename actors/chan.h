@@ -108,11 +108,8 @@ struct ov *chan_msg_state(struct chan *c, uint64_t root, uint64_t seq);
 void chan_ov_set(struct shard_state *ss, struct chan *c, struct ov *o,
 		 const proto_out *out);
 void chan_ov_release(struct chan *c, struct ov *o);
-void chan_op_edit(struct shard_state *ss, struct m_req *r,
-		  const msgpack_object *map);
-void chan_op_delete(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map);
-void chan_op_react(struct shard_state *ss, struct m_req *r,
-		   const msgpack_object *map);
+void chan_op_edit(struct shard_state *ss, struct m_req *r);
+void chan_op_delete(struct shard_state *ss, struct m_req *r);
+void chan_op_react(struct shard_state *ss, struct m_req *r);
 
 #endif

@@ -91,15 +91,14 @@ static void target_free(struct target *t)
 }
 
 static bool load_target(struct chan *c, const struct m_req *r,
-			const msgpack_object *map, bool author_only,
-			struct target *t)
+			uint64_t target, bool author_only, struct target *t)
 {
 	void *ev = NULL;
 	size_t len;
 	int rc;
 
 	memset(t, 0, sizeof(*t));
-	proto_get_uint(map, "target", &t->seq);
+	t->seq = target;
 	rc = t->seq && t->seq <= c->durable_seq
 		     ? store_get_event(srv.st, c->id, t->seq, &ev, &len, &t->cum)
 		     : -ENOENT;
@@ -154,9 +153,7 @@ static void change_event(struct shard_state *ss, struct chan *c,
 	fx_event(ss, c, e->seq, ev);
 
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, e->seq);
+	proto_enc_seq_ok(&ss->out, r->rid, e->seq);
 	fx_reply(ss, c, r);
 }
 
@@ -188,19 +185,18 @@ static bool state_of(struct target *t, proto_doc *d, proto_msg *m,
 }
 
 
-void chan_op_edit(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+void chan_op_edit(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_edit *a = &r->q.a.edit;
 	struct chan *c = chan_visible(ss, r);
 	struct target t;
 	proto_doc d;
 	proto_msg m;
 	proto_str men[64];
 	proto_event e;
-	const char *body;
-	uint32_t blen;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, true, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, a->target, true, &t))
 		return;
 	if (!state_of(&t, &d, &m, men)) {
 		chan_fail(r, "INTERNAL", "stored message does not decode");
@@ -211,17 +207,12 @@ void chan_op_edit(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "NOT_FOUND", "message was deleted");
 		goto out;
 	}
-	proto_get_str(map, "body", &body, &blen);
 	e = change_of(c, r, "edit", t.seq);
-	e.body = (proto_str){ body, blen };
+	e.body = a->body;
 
 	/* the version this edit makes, for `edits` */
 	proto_out_reset(&ss->out);
-	msgpack_pack_map(&ss->out.pk, 2);
-	proto_pk_cstr(&ss->out.pk, "body");
-	proto_pk_str(&ss->out.pk, body, blen);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, e.ts);
+	proto_enc_version(&ss->out, e.body, e.ts);
 	store_put_version(ss->batch, c->id, t.seq, e.seq, ss->out.data,
 			  ss->out.len);
 
@@ -283,8 +274,7 @@ static int scrub_version(void *arg, uint64_t seq, const void *v, size_t len)
 	return 0;
 }
 
-void chan_op_delete(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+void chan_op_delete(struct shard_state *ss, struct m_req *r)
 {
 	struct chan *c = chan_visible(ss, r);
 	struct scrub sc = { ss, c };
@@ -294,7 +284,8 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r,
 	proto_str men[64];
 	proto_event e;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, true, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, r->q.a.target.target, true, &t))
 		return;
 	if (!state_of(&t, &d, &m, men)) {
 		chan_fail(r, "INTERNAL", "stored message does not decode");
@@ -348,103 +339,21 @@ out:
 
 #define MAX_EMOJI_KINDS 50
 
-/* The reactions map of a message with user's emoji turned on or off, into
- * out; *changed says whether that changed anything. -1: too many kinds. */
-static int react_apply(const proto_msg *m, const char *user, proto_str emoji,
-		       bool on, proto_out *out, bool *changed)
+void chan_op_react(struct shard_state *ss, struct m_req *r)
 {
-	proto_doc d;
-	const msgpack_object_kv *kv = NULL;
-	uint32_t n = 0, keep = 0;
-	size_t ulen = strlen(user);
-	int found = -1, has = 0;
-
-	*changed = false;
-	if (m->reactions && m->reactions_len) {
-		/* wrap the map so the codec sees one document */
-		proto_out w;
-
-		proto_out_init(&w, 0, m->reactions_len + 16);
-		proto_pk_raw(&w.pk, m->reactions, m->reactions_len);
-		if (chan_state_decode(&d, w.data, w.len) != PROTO_OK) {
-			proto_out_free(&w);
-			return -2;
-		}
-		proto_out_free(&w);
-		kv = d.root.via.map.ptr;
-		n = d.root.via.map.size;
-	}
-	for (uint32_t i = 0; i < n; i++) {
-		if (kv[i].key.via.str.size == emoji.n &&
-		    !memcmp(kv[i].key.via.str.ptr, emoji.s, emoji.n))
-			found = (int)i;
-	}
-	if (found >= 0) {
-		const msgpack_object_array *a = &kv[found].val.via.array;
-
-		for (uint32_t j = 0; j < a->size; j++)
-			has |= a->ptr[j].via.str.size == ulen &&
-			       !memcmp(a->ptr[j].via.str.ptr, user, ulen);
-	}
-	if ((on && has) || (!on && !has)) {
-		if (n)
-			proto_doc_free(&d);
-		return 0;
-	}
-	if (on && found < 0 && n >= MAX_EMOJI_KINDS) {
-		proto_doc_free(&d);
-		return -1;
-	}
-	*changed = true;
-	/* kinds in the order they first appeared; users in the order they
-	 * reacted; a kind nobody has any more goes */
-	for (uint32_t i = 0; i < n; i++)
-		keep += !(i == (uint32_t)found && !on &&
-			  kv[i].val.via.array.size == 1);
-	msgpack_pack_map(&out->pk, keep + (found < 0));
-	for (uint32_t i = 0; i < n; i++) {
-		const msgpack_object_array *a = &kv[i].val.via.array;
-		bool mine = i == (uint32_t)found;
-
-		if (mine && !on && a->size == 1)
-			continue;
-		proto_pk_str(&out->pk, kv[i].key.via.str.ptr,
-			     kv[i].key.via.str.size);
-		msgpack_pack_array(&out->pk, a->size + (mine ? (on ? 1 : -1) : 0));
-		for (uint32_t j = 0; j < a->size; j++) {
-			if (mine && !on && a->ptr[j].via.str.size == ulen &&
-			    !memcmp(a->ptr[j].via.str.ptr, user, ulen))
-				continue;
-			proto_pk_str(&out->pk, a->ptr[j].via.str.ptr,
-				     a->ptr[j].via.str.size);
-		}
-		if (mine && on)
-			proto_pk_str(&out->pk, user, ulen);
-	}
-	if (found < 0) {
-		proto_pk_str(&out->pk, emoji.s, emoji.n);
-		msgpack_pack_array(&out->pk, 1);
-		proto_pk_str(&out->pk, user, ulen);
-	}
-	if (n)
-		proto_doc_free(&d);
-	return 0;
-}
-
-void chan_op_react(struct shard_state *ss, struct m_req *r,
-		     const msgpack_object *map)
-{
+	const struct proto_a_react *a = &r->q.a.react;
 	proto_out rx;
 	struct chan *c = chan_visible(ss, r);
 	struct target t;
 	proto_doc d;
 	proto_msg m;
-	proto_str men[64], emoji;
+	proto_str men[64], emoji = a->emoji;
 	proto_event e;
-	bool on = false, changed;
+	bool on = a->on, changed;
 	int rc;
 
-	if (!c || !chan_member_or_fail(c, r) || !load_target(c, r, map, false, &t))
+	if (!c || !chan_member_or_fail(c, r) ||
+	    !load_target(c, r, a->target, false, &t))
 		return;
 	proto_out_init(&rx, 0, 256);
 	if (!state_of(&t, &d, &m, men)) {
@@ -456,9 +365,10 @@ void chan_op_react(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "NOT_FOUND", "message was deleted");
 		goto out;
 	}
-	proto_get_str(map, "emoji", &emoji.s, &emoji.n);
-	proto_get_bool(map, "on", &on);
-	rc = react_apply(&m, r->user, emoji, on, &rx, &changed);
+	rc = proto_reactions_apply(&m,
+				   (proto_str){ r->user,
+						(uint32_t)strlen(r->user) },
+				   emoji, on, MAX_EMOJI_KINDS, &rx, &changed);
 	if (rc) {
 		proto_doc_free(&d);
 		chan_fail(r, rc == -1 ? "CONFLICT" : "INTERNAL",
@@ -470,9 +380,7 @@ void chan_op_react(struct shard_state *ss, struct m_req *r,
 		/* already so: no event, and the answer says it */
 		proto_doc_free(&d);
 		proto_out_reset(&ss->out);
-		proto_enc_res_ok(&ss->out, r->rid, 1);
-		proto_pk_cstr(&ss->out.pk, "noop");
-		msgpack_pack_true(&ss->out.pk);
+		proto_enc_react_ok(&ss->out, r->rid, 0);
 		reply_state(ss, c, r);
 		goto out;
 	}

@@ -68,28 +68,23 @@ static void fx_member_bcast(struct shard_state *ss, struct chan *c,
 /* ---- requests ----------------------------------------------------------- */
 
 
-static void pack_ch(msgpack_packer *pk, const struct chan *c)
+/* The answer {ch:{id,name,kind}} of ch.create and dm.open, in ss->out. */
+static void enc_chan_ok(struct shard_state *ss, const struct m_req *r,
+			const struct chan *c)
 {
-	static const char *const kinds[] = { "public", "private", "dm" };
+	proto_chref ref = { c->id, c->rec.name, c->rec.kind };
 
-	msgpack_pack_map(pk, 3);
-	proto_pk_cstr(pk, "id");
-	proto_pk_cstr(pk, c->id);
-	proto_pk_cstr(pk, "name");
-	proto_pk_cstr(pk, c->rec.name);
-	proto_pk_cstr(pk, "kind");
-	proto_pk_cstr(pk, kinds[c->rec.kind]);
+	proto_out_reset(&ss->out);
+	proto_enc_chan_ok(&ss->out, r->rid, &ref);
 }
 
 
 
-static void op_create(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+static void op_create(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_ch_create *a = &r->q.a.create;
 	store_channel rec;
 	struct chan *c;
-	const char *s;
-	uint32_t n;
 
 	if (chan_get(ss, r->ch)) {
 		chan_fail(r, "CONFLICT", "channel id taken; try again");
@@ -99,42 +94,33 @@ static void op_create(struct shard_state *ss, struct m_req *r,
 	strcpy(rec.id, r->ch);
 	strcpy(rec.ws, r->ws);
 	strcpy(rec.creator, r->user);
-	proto_get_str(map, "name", &s, &n);
-	memcpy(rec.name, s, n < sizeof(rec.name) ? n : sizeof(rec.name) - 1);
-	proto_get_str(map, "kind", &s, &n);
-	rec.kind = n == 6 ? STORE_PUBLIC : STORE_PRIVATE;
+	memcpy(rec.name, a->name.s,
+	       a->name.n < sizeof(rec.name) ? a->name.n : sizeof(rec.name) - 1);
+	rec.kind = a->kind == PROTO_KIND_PUBLIC ? STORE_PUBLIC : STORE_PRIVATE;
 	rec.created_ms = rt_now_ms();
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	chan_add_member(ss, c, r->user);
 	put_stat(ss, c);
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
+	enc_chan_ok(ss, r, c);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_JOIN, 0, 0);
 }
 
-static void op_dm_open(struct shard_state *ss, struct m_req *r,
-		       const msgpack_object *map)
+static void op_dm_open(struct shard_state *ss, struct m_req *r)
 {
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q.a.users.users;
 	struct chan *c = chan_get(ss, r->ch);
 	store_channel rec;
 
-	proto_get_array(map, "users", &a);
 	if (c) {
 		if (c->rec.kind != STORE_DM || strcmp(c->rec.ws, r->ws) ||
 		    !member_of(c, r->user)) {
 			chan_fail(r, "CONFLICT", "DM id collision");
 			return;
 		}
-		proto_out_reset(&ss->out);
-		proto_enc_res_ok(&ss->out, r->rid, 1);
-		proto_pk_cstr(&ss->out.pk, "ch");
-		pack_ch(&ss->out.pk, c);
+		enc_chan_ok(ss, r, c);
 		reply_state(ss, c, r);
 		return;
 	}
@@ -147,20 +133,15 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r,
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	chan_add_member(ss, c, r->user);
-	for (uint32_t i = 0; i < a->size; i++) {
-		char u[ID_CAP];
+	for (uint32_t i = 0; i < a->n; i++) {
+		const char *u = a->v[i].via.str.ptr; /* copied: NUL-ended */
 
-		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-		u[a->ptr[i].via.str.size] = 0;
 		if (!member_of(c, u))
 			chan_add_member(ss, c, u);
 	}
 	put_stat(ss, c);
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 1);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
+	enc_chan_ok(ss, r, c);
 	fx_reply(ss, c, r);
 	smap_foreach(&c->members, it) {
 		struct member *mb = it->val;
@@ -183,11 +164,9 @@ static void op_join(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 2);
-	proto_pk_cstr(&ss->out.pk, "ch");
-	pack_ch(&ss->out.pk, c);
-	proto_pk_cstr(&ss->out.pk, "last_seq");
-	msgpack_pack_uint64(&ss->out.pk, c->next_seq - 1);
+	proto_enc_join_ok(&ss->out, r->rid,
+			  &(proto_chref){ c->id, c->rec.name, c->rec.kind },
+			  c->next_seq - 1);
 	if (member_of(c, r->user)) {
 		reply_state(ss, c, r);
 		return;
@@ -216,7 +195,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (!mb) {
 		reply_state(ss, c, r);
 		return;
@@ -229,15 +208,14 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	store_del_member(ss->batch, c->rec.ws, c->id, r->user);
 	put_stat(ss, c);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_LEAVE, 0, 0);
 }
 
-static void op_invite(struct shard_state *ss, struct m_req *r,
-		      const msgpack_object *map)
+static void op_invite(struct shard_state *ss, struct m_req *r)
 {
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q.a.users.users;
 	struct chan *c = chan_visible(ss, r);
 	uint32_t added = 0;
 
@@ -251,27 +229,24 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "a DM's members are fixed; open another");
 		return;
 	}
-	proto_get_array(map, "users", &a);
 	/* Only newcomers count against the size limit, each once. */
 	uint32_t fresh = 0;
-	for (uint32_t i = 0; i < a->size; i++) {
-		const msgpack_object_str *u = &a->ptr[i].via.str;
+	for (uint32_t i = 0; i < a->n; i++) {
+		const msgpack_object_str *u = &a->v[i].via.str;
 		bool seen = smap_get(&c->members, u->ptr, u->size) != NULL;
 
 		for (uint32_t j = 0; j < i && !seen; j++)
-			seen = a->ptr[j].via.str.size == u->size &&
-			       !memcmp(a->ptr[j].via.str.ptr, u->ptr, u->size);
+			seen = a->v[j].via.str.size == u->size &&
+			       !memcmp(a->v[j].via.str.ptr, u->ptr, u->size);
 		fresh += !seen;
 	}
 	if (c->nmembers + fresh > srv.lim.max_members) {
 		chan_fail(r, "CONFLICT", "channel would be too large");
 		return;
 	}
-	for (uint32_t i = 0; i < a->size; i++) {
-		char u[ID_CAP];
+	for (uint32_t i = 0; i < a->n; i++) {
+		const char *u = a->v[i].via.str.ptr; /* copied: NUL-ended */
 
-		memcpy(u, a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-		u[a->ptr[i].via.str.size] = 0;
 		if (member_of(c, u))
 			continue;
 		chan_add_member(ss, c, u);
@@ -280,7 +255,7 @@ static void op_invite(struct shard_state *ss, struct m_req *r,
 		added++;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (!added) {
 		reply_state(ss, c, r);
 		return;
@@ -309,13 +284,7 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 	store_scan_events(srv.st, c->id, seq - 1, 1, dup_ts, &ts, NULL);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 3);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, seq);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, ts);
-	proto_pk_cstr(&ss->out.pk, "dup");
-	msgpack_pack_true(&ss->out.pk);
+	proto_enc_send_ok(&ss->out, r->rid, seq, ts, true);
 	reply_now(ss, r);
 }
 
@@ -323,16 +292,15 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 
 
-static void op_send(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+static void op_send(struct shard_state *ss, struct m_req *r)
 {
+	const struct proto_a_send *a = &r->q.a.send;
 	struct chan *c = chan_visible(ss, r);
-	const msgpack_object_array *ma = NULL;
 	proto_str mentions[64];
 	unsigned nm = 0;
-	const char *body, *cmid;
-	uint32_t blen, clen;
-	uint64_t thread = 0, seq, ts, dupseq;
+	const char *body = a->body.s, *cmid = a->cmid.s;
+	uint32_t blen = a->body.n, clen = a->cmid.n;
+	uint64_t thread = a->thread, seq, ts, dupseq;
 	struct member *me;
 	struct pcmid *p;
 	struct ov *root = NULL;
@@ -347,16 +315,8 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	proto_get_str(map, "body", &body, &blen);
-	proto_get_str(map, "cmid", &cmid, &clen);
-	proto_get_uint(map, "thread", &thread);
-	if (proto_get_array(map, "mentions", &ma) == 0) {
-		for (uint32_t i = 0; i < ma->size && nm < 64; i++) {
-			mentions[nm].s = ma->ptr[i].via.str.ptr;
-			mentions[nm].n = ma->ptr[i].via.str.size;
-			nm++;
-		}
-	}
+	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++)
+		mentions[nm++] = proto_strs_at(&a->mentions, i);
 
 	/* Idempotency: the same cmid from the same sender is one event. */
 	klen = strlen(r->user);
@@ -470,21 +430,16 @@ static void op_send(struct shard_state *ss, struct m_req *r,
 	fx_event(ss, c, seq, ev);
 
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 2);
-	proto_pk_cstr(&ss->out.pk, "seq");
-	msgpack_pack_uint64(&ss->out.pk, seq);
-	proto_pk_cstr(&ss->out.pk, "ts");
-	msgpack_pack_uint64(&ss->out.pk, ts);
+	proto_enc_send_ok(&ss->out, r->rid, seq, ts, false);
 	fx_reply(ss, c, r);
 	fx_cmid(ss, c, p);
 }
 
-static void op_read(struct shard_state *ss, struct m_req *r,
-		    const msgpack_object *map)
+static void op_read(struct shard_state *ss, struct m_req *r)
 {
 	struct chan *c = chan_visible(ss, r);
 	struct member *me;
-	uint64_t seq;
+	uint64_t seq = r->q.a.seq.seq;
 
 	if (!c)
 		return;
@@ -493,13 +448,12 @@ static void op_read(struct shard_state *ss, struct m_req *r,
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	proto_get_uint(map, "seq", &seq);
 	/* No further than what is durable: nobody can have seen more, and a
 	 * marker on an event still in flight would outlive a failed commit. */
 	if (seq > c->durable_seq)
 		seq = c->durable_seq;
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	if (seq <= me->m.read_seq) {
 		reply_state(ss, c, r); /* never backwards */
 		return;
@@ -524,7 +478,7 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, r->rid, 0);
+	proto_enc_ok(&ss->out, r->rid);
 	reply_now(ss, r);
 	/* At most one broadcast per user per channel per 3 s. The map's
 	 * key is the member's own id string; the value is the time. */
@@ -540,19 +494,15 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 	rt_buf_unref(b);
 }
 
+/* r->q is the request as the session decoded and checked it (its strings
+ * in r's tail): nothing here decodes a frame. */
 void chan_on_req(struct shard_state *ss, struct m_req *r)
 {
-	proto_doc doc;
 	uint64_t now = rt_mono_us();
 
 	ASSERT_CHAN_HERE(ss, r->ch);
+	assert(r->q.op == r->op);
 	stage_add(ss, ST_TO_CHANNEL, now - r->t0_us);
-	if (proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame) !=
-	    PROTO_OK) {
-		chan_fail(r, "INTERNAL", "request did not decode twice");
-		free(r);
-		return;
-	}
 	r->t_chan_us = now;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED) &&
 	    r->op != OP_TYPING) {
@@ -560,20 +510,19 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 		goto out;
 	}
 	switch (r->op) {
-	case OP_CH_CREATE: op_create(ss, r, &doc.root); break;
-	case OP_DM_OPEN: op_dm_open(ss, r, &doc.root); break;
+	case OP_CH_CREATE: op_create(ss, r); break;
+	case OP_DM_OPEN: op_dm_open(ss, r); break;
 	case OP_CH_JOIN: op_join(ss, r); break;
 	case OP_CH_LEAVE: op_leave(ss, r); break;
-	case OP_CH_INVITE: op_invite(ss, r, &doc.root); break;
-	case OP_SEND: op_send(ss, r, &doc.root); break;
-	case OP_READ: op_read(ss, r, &doc.root); break;
+	case OP_CH_INVITE: op_invite(ss, r); break;
+	case OP_SEND: op_send(ss, r); break;
+	case OP_READ: op_read(ss, r); break;
 	case OP_TYPING: op_typing(ss, r); break;
-	case OP_EDIT: chan_op_edit(ss, r, &doc.root); break;
-	case OP_DELETE: chan_op_delete(ss, r, &doc.root); break;
-	case OP_REACT: chan_op_react(ss, r, &doc.root); break;
+	case OP_EDIT: chan_op_edit(ss, r); break;
+	case OP_DELETE: chan_op_delete(ss, r); break;
+	case OP_REACT: chan_op_react(ss, r); break;
 	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
-	proto_doc_free(&doc);
 	free(r);
 }

@@ -248,13 +248,7 @@ static void run_cmid(struct shard_state *ss, struct chan *c, struct pcmid *p,
 			continue;
 		}
 		proto_out_reset(&ss->out);
-		proto_enc_res_ok(&ss->out, r.rid, 3);
-		proto_pk_cstr(&ss->out.pk, "seq");
-		msgpack_pack_uint64(&ss->out.pk, p->seq);
-		proto_pk_cstr(&ss->out.pk, "ts");
-		msgpack_pack_uint64(&ss->out.pk, p->ts);
-		proto_pk_cstr(&ss->out.pk, "dup");
-		msgpack_pack_true(&ss->out.pk);
+		proto_enc_send_ok(&ss->out, r.rid, p->seq, p->ts, true);
 		reply_now(ss, &r);
 	}
 	smap_del(&c->cmids, p->key, p->klen);

@@ -29,9 +29,6 @@
 
 #include "actors/commit.h"
 
-const char *const pstatus_names[] = { "offline", "online", "away", "dnd",
-				      "invisible" };
-
 struct pdev {
 	rt_conn_id conn;
 	uint64_t beat_ms; /* last heartbeat (or attach) */
@@ -54,15 +51,6 @@ struct presence {
 	uint32_t klen;
 	char key[];         /* ws \0 user */
 };
-
-int presence_status_parse(const char *s, uint32_t n)
-{
-	for (int i = PS_ONLINE; i <= PS_INVISIBLE; i++)
-		if (strlen(pstatus_names[i]) == n &&
-		    !memcmp(pstatus_names[i], s, n))
-			return i;
-	return -1;
-}
 
 static const char *user_of(const struct presence *p)
 {
@@ -131,7 +119,7 @@ static void publish(struct shard_state *ss, struct presence *p)
 	if (!p->nw)
 		return;
 	proto_out_reset(&ss->out);
-	proto_enc_presence(&ss->out, user, pstatus_names[p->shown], p->since);
+	proto_enc_presence(&ss->out, user, proto_pstatus_names[p->shown], p->since);
 	b = rt_buf_new(ss->out.data, ss->out.len);
 	for (uint32_t i = 0; i < p->nw; i++)
 		per[rt_conn_shard(p->w[i])]++;
@@ -264,24 +252,13 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 	struct presence *p = p_get(ss, m->ws, m->user, true);
 	uint64_t now = rt_now_ms();
 	store_presence sp = { .seen_ms = p->seen_ms };
-	proto_doc d;
-	const char *s;
-	uint32_t n;
 
-	if (proto_decode_max(&d, m->frame, m->len, srv.lim.max_frame) !=
-	    PROTO_OK) {
-		reply_err_remote(m, "INTERNAL", "request did not decode twice",
-				 0);
-		p_free_if_idle(ss, p);
-		return;
-	}
-	proto_get_str(&d.root, "status", &s, &n);
-	p->chosen = (uint8_t)presence_status_parse(s, n);
-	proto_doc_free(&d);
+	/* decoded and checked by the session: never offline */
+	p->chosen = m->q.a.pset.status;
 	sp.status = p->chosen;
 	store_put_presence(ss->batch, m->ws, m->user, &sp);
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, m->rid, 0);
+	proto_enc_ok(&ss->out, m->rid);
 	fx_reply(ss, NULL, m);
 	reevaluate(ss, p, now);
 	fire_if_due(ss, p, now);

@@ -249,7 +249,8 @@ static void post_message(struct shard_state *ss, const rt_http_req *req,
 	json_error_t jerr;
 	json_t *j, *body, *cmid, *thread, *mentions;
 	proto_out o;
-	unsigned n;
+	proto_str *men = NULL;
+	uint32_t nmen = 0;
 
 	j = json_loadb((const char *)req->body, req->body_len,
 		       JSON_REJECT_DUPLICATES, &jerr);
@@ -302,29 +303,26 @@ static void post_message(struct shard_state *ss, const rt_http_req *req,
 			goto out;
 		}
 	}
-	n = 3 + (thread != NULL) + (mentions != NULL);
-	proto_out_init(&o, 0, json_string_length(body) + 256);
-	proto_enc_req(&o, "send", 1, n);
-	proto_pk_cstr(&o.pk, "ch");
-	proto_pk_cstr(&o.pk, ch);
-	proto_pk_cstr(&o.pk, "body");
-	proto_pk_str(&o.pk, json_string_value(body), json_string_length(body));
-	proto_pk_cstr(&o.pk, "cmid");
-	proto_pk_str(&o.pk, json_string_value(cmid), json_string_length(cmid));
-	if (thread) {
-		proto_pk_cstr(&o.pk, "thread");
-		msgpack_pack_uint64(&o.pk, (uint64_t)json_integer_value(thread));
-	}
 	if (mentions) {
-		proto_pk_cstr(&o.pk, "mentions");
-		msgpack_pack_array(&o.pk, (uint32_t)json_array_size(mentions));
-		for (size_t i = 0; i < json_array_size(mentions); i++) {
+		nmen = (uint32_t)json_array_size(mentions);
+		men = calloc(nmen + 1, sizeof(*men));
+		for (uint32_t i = 0; i < nmen; i++) {
 			json_t *u = json_array_get(mentions, i);
 
-			proto_pk_str(&o.pk, json_string_value(u),
-				     json_string_length(u));
+			men[i] = (proto_str){ json_string_value(u),
+					      (uint32_t)json_string_length(u) };
 		}
 	}
+	proto_out_init(&o, 0, json_string_length(body) + 256);
+	proto_enc_send_req(&o, 1, ch,
+			   (proto_str){ json_string_value(body),
+					(uint32_t)json_string_length(body) },
+			   (proto_str){ json_string_value(cmid),
+					(uint32_t)json_string_length(cmid) },
+			   thread != NULL,
+			   thread ? (uint64_t)json_integer_value(thread) : 0,
+			   mentions != NULL, men, nmen);
+	free(men);
 	resp->status = 0; /* the answer comes once it is durable */
 	run(ss, req, cl, WAIT_SEND, &o);
 	proto_out_free(&o);
@@ -339,7 +337,7 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 	const char *why;
 	uint64_t v[4];
 	int found[4];
-	unsigned n = 1;
+	struct proto_history_q q;
 	proto_out o;
 
 	for (int i = 0; i < 4; i++) {
@@ -349,22 +347,20 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 			      "before, after, limit and thread are numbers", 0);
 			return;
 		}
-		n += found[i] > 0;
 	}
 	if ((why = query_check(req->query))) {
 		error(resp, "BAD_REQUEST", why, 0);
 		return;
 	}
+	/* in query_names' order */
+	q = (struct proto_history_q){
+		.has_before = found[0] > 0, .before = v[0],
+		.has_after = found[1] > 0, .after = v[1],
+		.has_limit = found[2] > 0, .limit = v[2],
+		.has_thread = found[3] > 0, .thread = v[3],
+	};
 	proto_out_init(&o, 0, 256);
-	proto_enc_req(&o, "history", 1, n);
-	proto_pk_cstr(&o.pk, "ch");
-	proto_pk_cstr(&o.pk, ch);
-	for (int i = 0; i < 4; i++) {
-		if (found[i] <= 0)
-			continue;
-		proto_pk_cstr(&o.pk, query_names[i]);
-		msgpack_pack_uint64(&o.pk, v[i]);
-	}
+	proto_enc_history_req(&o, 1, ch, &q);
 	resp->status = 0;
 	run(ss, req, cl, WAIT_HISTORY, &o);
 	proto_out_free(&o);

@@ -14,7 +14,6 @@
 #include "actors/actors.h"
 #include "storage/search.h"
 
-#define DEFAULT_LIMIT 20
 #define BUSY_RETRY_MS 100 /* retry_ms when the query queue is full */
 
 /* What the query thread needs to answer: where, and how. */
@@ -106,29 +105,21 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	 * answer, posted only to give the slot back */
 	proto_out_init(&o, 0, 1024);
 	if (status == 0 && p->has_rid) {
-		proto_enc_res_ok(&o, p->rid, 1);
-		proto_pk_cstr(&o.pk, "hits");
-		msgpack_pack_array(&o.pk, n);
-		for (unsigned i = 0; i < n; i++) {
-			msgpack_pack_map(&o.pk, 5);
-			proto_pk_cstr(&o.pk, "ch");
-			proto_pk_cstr(&o.pk, hits[i].ch);
-			proto_pk_cstr(&o.pk, "seq");
-			msgpack_pack_uint64(&o.pk, hits[i].seq);
-			proto_pk_cstr(&o.pk, "from");
-			proto_pk_cstr(&o.pk, hits[i].from);
-			proto_pk_cstr(&o.pk, "ts");
-			msgpack_pack_uint64(&o.pk, hits[i].ts);
-			proto_pk_cstr(&o.pk, "body");
-			proto_pk_str(&o.pk, hits[i].body, hits[i].body_len);
-		}
+		proto_hit *v = malloc((n + 1) * sizeof(*v));
+
+		if (!v)
+			abort();
+		for (unsigned i = 0; i < n; i++)
+			v[i] = (proto_hit){ hits[i].ch, hits[i].seq,
+					    hits[i].from, hits[i].ts,
+					    hits[i].body, hits[i].body_len };
+		proto_enc_search_ok(&o, p->rid, v, n, false);
+		free(v);
 	} else if (status != 0) {
 		const char *msg, *code = status_code(status, &msg);
 
-		if (p->has_rid)
-			proto_enc_res_err(&o, p->rid, code, msg, 0);
-		else
-			proto_enc_err(&o, code, msg, "search", 6, 0);
+		proto_enc_fail(&o, p->has_rid, p->rid, "search", 6, code, msg,
+			       0);
 	}
 	m = msg_new(sizeof(*m) + o.len, M_CALL);
 	m->c.fn = deliver;
@@ -144,14 +135,11 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 
 void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const char *user, bool has_rid, uint64_t rid,
-	       const msgpack_object *map, uint16_t *inflight)
+	       const struct proto_a_search *a, uint16_t *inflight)
 {
 	struct chlist l = { 0 };
 	struct pending *p;
-	const char *q, *chs;
-	uint32_t qn, chn;
-	uint64_t limit = DEFAULT_LIMIT;
-	int rc, chrc;
+	int rc;
 
 	(void)ss;
 #define FAIL(code, msg)                                                   \
@@ -159,18 +147,7 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 		reply_err(c, has_rid, rid, "search", code, msg, 0);       \
 		goto out;                                                 \
 	} while (0)
-	if (proto_get_str(map, "q", &q, &qn) || qn == 0)
-		FAIL("BAD_REQUEST", "q must be a non-empty string");
-	if (qn > SEARCH_MAX_Q)
-		FAIL("BAD_REQUEST", "q is too long (at most 1024 bytes)");
-	rc = proto_get_uint(map, "limit", &limit);
-	if (rc == PROTO_F_MISSING)
-		limit = DEFAULT_LIMIT;
-	else if (rc || limit < 1 || limit > SEARCH_MAX_LIMIT)
-		FAIL("BAD_REQUEST", "limit must be 1-100");
-	chrc = proto_get_str(map, "ch", &chs, &chn);
-	if (chrc == PROTO_F_TYPE || (chrc == 0 && !proto_id_valid(chs, chn)))
-		FAIL("BAD_REQUEST", "ch must be a channel id");
+	/* q, limit and ch were checked by proto_req_decode */
 	if (!srv.sx)
 		FAIL("UNAVAILABLE", "search is off on this server");
 	if (inflight && *inflight >= SEARCH_PER_CONN) {
@@ -180,13 +157,13 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 		goto out;
 	}
 
-	if (chrc == 0) {
+	if (a->ch.s) {
 		store_channel rec;
 		store_member mem;
 		char ch[ID_CAP];
 
-		memcpy(ch, chs, chn);
-		ch[chn] = 0;
+		memcpy(ch, a->ch.s, a->ch.n);
+		ch[a->ch.n] = 0;
 		rc = store_get_channel(srv.st, ch, &rec);
 		if (rc == -ENOENT || (rc == 0 && strcmp(rec.ws, ws)))
 			FAIL("NOT_FOUND", "no such channel");
@@ -200,7 +177,7 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 			FAIL("FORBIDDEN", "not a member of this channel");
 		if (rc)
 			FAIL("UNAVAILABLE", "storage unavailable");
-		collect_ch(&l, ch, chn);
+		collect_ch(&l, ch, a->ch.n);
 	} else if (store_scan_user_channels(srv.st, ws, user, collect_ch,
 					    &l)) {
 		FAIL("UNAVAILABLE", "storage unavailable");
@@ -222,8 +199,8 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 		}
 		for (unsigned i = 0; i < l.n; i++)
 			ids[i] = l.v[i];
-		rc = search_query(srv.sx, q, qn, ids, l.n, (unsigned)limit, done,
-				  p);
+		rc = search_query(srv.sx, a->q.s, a->q.n, ids, l.n, a->limit,
+				  done, p);
 		free(ids);
 	}
 	if (rc == 0 && inflight)

@@ -15,7 +15,6 @@
 void sess_op_ch_list(struct req *r)
 {
 	struct idvec mine = { 0 }, pub = { 0 };
-	msgpack_packer *pk = &r->ss->out.pk;
 	store_channel *recs;
 	bool *member;
 	uint32_t n = 0;
@@ -36,19 +35,19 @@ void sess_op_ch_list(struct req *r)
 			member[n++] = false;
 	}
 	if (r->has_rid) {
-		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 1);
-		proto_pk_cstr(pk, "channels");
-		msgpack_pack_array(pk, n);
-		/* one point in time for the whole list (pack_channel's own
+		proto_chinfo *v = malloc((n + 1) * sizeof(*v));
+		/* one point in time for the whole list (sess_chinfo's own
 		 * pin is then -EBUSY and left alone) */
 		bool pinned = store_read_pin(srv.st) == 0;
 
 		for (uint32_t i = 0; i < n; i++)
-			sess_pack_channel(pk, &recs[i], r->user, true, member[i]);
+			sess_chinfo(&v[i], &recs[i], r->user, true, member[i]);
 		if (pinned)
 			store_read_unpin(srv.st);
+		proto_out_reset(&r->ss->out);
+		proto_enc_ch_list_ok(&r->ss->out, r->rid, v, n);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
+		free(v);
 	}
 	free(recs);
 	free(member);
@@ -56,70 +55,30 @@ void sess_op_ch_list(struct req *r)
 	free(pub.v);
 }
 
-static int opt_limit(struct req *r, const char *key, uint64_t def,
-		     uint64_t max, uint64_t *out)
-{
-	int rc = proto_get_uint(r->map, key, out);
-
-	if (rc == PROTO_F_MISSING) {
-		*out = def;
-		return 0;
-	}
-	if (rc || *out < 1 || *out > max) {
-		char msg[64];
-
-		snprintf(msg, sizeof(msg), "%s must be 1-%llu", key,
-			 (unsigned long long)max);
-		sess_fail(r, "BAD_REQUEST", msg);
-		return -1;
-	}
-	return 0;
-}
-
 void sess_op_ch_members(struct req *r)
 {
+	const struct proto_a_ch_members *a = &r->q->a.members;
 	char ch[ID_CAP], after[ID_CAP] = "";
 	store_channel rec;
 	store_member mem;
 	struct idvec iv = { 0 };
-	const char *s;
-	uint32_t sn;
-	uint64_t limit;
 	bool member;
-	int more = 0, rc;
+	int more = 0;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 1000, 1000, &limit))
-		return;
-	rc = proto_get_str(r->map, "after", &s, &sn);
-	if (rc == PROTO_F_TYPE || (rc == 0 && sn && !proto_id_valid(s, sn))) {
-		sess_fail(r, "BAD_REQUEST", "after must be a user id");
-		return;
-	}
-	if (rc == 0) {
-		memcpy(after, s, sn);
-		after[sn] = 0;
-	}
+	sess_id_copy(ch, a->ch);
+	if (a->after.s)
+		sess_id_copy(after, a->after);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (store_scan_members(srv.st, ch, after, (unsigned)limit, sess_collect_id,
+	if (store_scan_members(srv.st, ch, after, a->limit, sess_collect_id,
 			       &iv, &more)) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		goto out;
 	}
 	if (r->has_rid) {
-		msgpack_packer *pk = &r->ss->out.pk;
-
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 2);
-		proto_pk_cstr(pk, "members");
-		msgpack_pack_array(pk, iv.n);
-		for (uint32_t i = 0; i < iv.n; i++)
-			proto_pk_cstr(pk, iv.v[i]);
-		proto_pk_cstr(pk, "more");
-		if (more)
-			msgpack_pack_true(pk);
-		else
-			msgpack_pack_false(pk);
+		proto_enc_members_ok(&r->ss->out, r->rid, (const char *)iv.v,
+				     ID_CAP, iv.n, more != 0);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
 out:
@@ -127,7 +86,7 @@ out:
 }
 
 struct rawvec {
-	struct { void *p; size_t n; } *v;
+	proto_raw *v;
 	uint32_t n, cap;
 };
 
@@ -140,101 +99,85 @@ static int collect_raw(void *arg, uint64_t seq, const void *v, size_t len)
 		rv->cap = rv->cap ? rv->cap * 2 : 16;
 		rv->v = realloc(rv->v, rv->cap * sizeof(*rv->v));
 	}
-	rv->v[rv->n].p = malloc(len);
-	memcpy(rv->v[rv->n].p, v, len);
+	void *p = malloc(len);
+
+	memcpy(p, v, len);
+	rv->v[rv->n].p = p;
 	rv->v[rv->n].n = len;
 	rv->n++;
 	return 0;
 }
 
-static void send_raw_list(struct req *r, const char *key, struct rawvec *rv,
+static void rawvec_free(struct rawvec *rv)
+{
+	for (uint32_t i = 0; i < rv->n; i++)
+		free((void *)rv->v[i].p);
+	free(rv->v);
+}
+
+/* history (msgs; reverse: read newest first) or events (evs) */
+static void send_raw_list(struct req *r, bool history, struct rawvec *rv,
 			  bool reverse, int more)
 {
-	msgpack_packer *pk = &r->ss->out.pk;
-
 	if (r->has_rid) {
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 2);
-		proto_pk_cstr(pk, key);
-		msgpack_pack_array(pk, rv->n);
-		for (uint32_t i = 0; i < rv->n; i++) {
-			uint32_t j = reverse ? rv->n - 1 - i : i;
-
-			proto_pk_raw(pk, rv->v[j].p, rv->v[j].n);
-		}
-		proto_pk_cstr(pk, "more");
-		if (more)
-			msgpack_pack_true(pk);
+		if (history)
+			proto_enc_history_ok(&r->ss->out, r->rid, rv->v, rv->n,
+					     reverse, more != 0);
 		else
-			msgpack_pack_false(pk);
+			proto_enc_events_ok(&r->ss->out, r->rid, rv->v, rv->n,
+					    more != 0);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
-	for (uint32_t i = 0; i < rv->n; i++)
-		free(rv->v[i].p);
-	free(rv->v);
+	rawvec_free(rv);
 }
 
 void sess_op_history(struct req *r)
 {
+	const struct proto_a_history *a = &r->q->a.history;
 	char ch[ID_CAP];
 	store_channel rec;
 	store_member mem;
 	struct rawvec rv = { 0 };
-	uint64_t before = 0, after = 0, limit, thread = 0;
-	int rb, ra, rt, more = 0, rc;
+	int more = 0, rc;
 	bool member;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 50, 200, &limit))
-		return;
-	rb = proto_get_uint(r->map, "before", &before);
-	ra = proto_get_uint(r->map, "after", &after);
-	rt = proto_get_uint(r->map, "thread", &thread);
-	if (rb == PROTO_F_TYPE || ra == PROTO_F_TYPE || rt == PROTO_F_TYPE ||
-	    (rb == 0 && ra == 0) || (rt == 0 && thread == 0)) {
-		sess_fail(r, "BAD_REQUEST",
-		     "before/after/thread must be seqs, not both before and after");
-		return;
-	}
+	sess_id_copy(ch, a->ch);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (ra == 0)
-		rc = store_scan_msgs(srv.st, ch, thread, after, 1,
-				     (unsigned)limit, collect_raw, &rv, &more);
+	/* before is 0 when absent: from the newest */
+	if (a->has_after)
+		rc = store_scan_msgs(srv.st, ch, a->thread, a->after, 1,
+				     a->limit, collect_raw, &rv, &more);
 	else
-		rc = store_scan_msgs(srv.st, ch, thread, rb == 0 ? before : 0,
-				     -1, (unsigned)limit, collect_raw, &rv,
-				     &more);
+		rc = store_scan_msgs(srv.st, ch, a->thread, a->before, -1,
+				     a->limit, collect_raw, &rv, &more);
 	if (rc) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
 	}
-	send_raw_list(r, "msgs", &rv, ra != 0, more);
+	send_raw_list(r, true, &rv, !a->has_after, more);
 }
 
 void sess_op_events(struct req *r)
 {
+	const struct proto_a_events *a = &r->q->a.events;
 	char ch[ID_CAP];
 	store_channel rec;
 	store_member mem;
 	struct rawvec rv = { 0 };
-	uint64_t after, limit;
 	int more = 0;
 	bool member;
 
-	if (!sess_arg_ch(r, ch) || opt_limit(r, "limit", 100, 1000, &limit))
-		return;
-	if (proto_get_uint(r->map, "after", &after)) {
-		sess_fail(r, "BAD_REQUEST", "after must be a seq");
-		return;
-	}
+	sess_id_copy(ch, a->ch);
 	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
-	if (store_scan_events(srv.st, ch, after, (unsigned)limit, collect_raw,
+	if (store_scan_events(srv.st, ch, a->after, a->limit, collect_raw,
 			      &rv, &more)) {
 		sess_fail(r, "UNAVAILABLE", "storage unavailable");
 		r->has_rid = false; /* answered: just free what was read */
 	}
-	send_raw_list(r, "evs", &rv, false, more);
+	send_raw_list(r, false, &rv, false, more);
 }
 
 void sess_op_edits(struct req *r)
@@ -249,12 +192,12 @@ void sess_op_edits(struct req *r)
 	proto_msg m;
 	void *ev = NULL, *st = NULL;
 	size_t len, stlen;
-	uint64_t target;
+	uint64_t target = r->q->a.target.target;
 	bool member, deleted = false;
 	int rc;
 
-	if (!sess_arg_ch(r, ch) || !sess_arg_target(r, &target) ||
-	    !sess_can_read(r, ch, &rec, &mem, &member))
+	sess_id_copy(ch, r->q->a.target.ch);
+	if (!sess_can_read(r, ch, &rec, &mem, &member))
 		return;
 	rc = store_get_event(srv.st, ch, target, &ev, &len, NULL);
 	if (rc && rc != -ENOENT) {
@@ -296,24 +239,12 @@ void sess_op_edits(struct req *r)
 		r->has_rid = false;
 	}
 	if (r->has_rid) {
-		msgpack_packer *pk = &r->ss->out.pk;
-
 		proto_out_reset(&r->ss->out);
-		proto_enc_res_ok(&r->ss->out, r->rid, 1);
-		proto_pk_cstr(pk, "versions");
-		msgpack_pack_array(pk, rv.n + 1);
-		msgpack_pack_map(pk, 2);
-		proto_pk_cstr(pk, "body");
-		proto_pk_str(pk, e.body.s, e.body.n);
-		proto_pk_cstr(pk, "ts");
-		msgpack_pack_uint64(pk, e.ts);
-		for (uint32_t i = 0; i < rv.n; i++)
-			proto_pk_raw(pk, rv.v[i].p, rv.v[i].n);
+		proto_enc_edits_ok(&r->ss->out, r->rid, e.body, e.ts, rv.v,
+				   rv.n);
 		rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
 	}
-	for (uint32_t i = 0; i < rv.n; i++)
-		free(rv.v[i].p);
-	free(rv.v);
+	rawvec_free(&rv);
 out:
 	proto_doc_free(&d);
 	free(ev);

@@ -14,7 +14,7 @@
 
 void sess_fail(struct req *r, const char *code, const char *msg)
 {
-	reply_err(r->conn, r->has_rid, r->rid, op_names[r->op], code, msg,
+	reply_err(r->conn, r->has_rid, r->rid, proto_op_name(r->op), code, msg,
 		  0);
 }
 
@@ -23,23 +23,8 @@ void sess_ok_empty(struct req *r)
 	if (!r->has_rid)
 		return;
 	proto_out_reset(&r->ss->out);
-	proto_enc_res_ok(&r->ss->out, r->rid, 0);
+	proto_enc_ok(&r->ss->out, r->rid);
 	rt_conn_send_bytes(r->conn, r->ss->out.data, r->ss->out.len);
-}
-
-/* A required channel id argument; false (and answered) if bad. */
-bool sess_arg_ch(struct req *r, char *ch)
-{
-	const char *s;
-	uint32_t n;
-
-	if (proto_get_str(r->map, "ch", &s, &n) || !proto_id_valid(s, n)) {
-		sess_fail(r, "BAD_REQUEST", "ch must be a channel id");
-		return false;
-	}
-	memcpy(ch, s, n);
-	ch[n] = 0;
-	return true;
 }
 
 /* For reads: the channel must exist in the user's workspace; a private or
@@ -69,14 +54,10 @@ bool sess_can_read(struct req *r, const char *ch, store_channel *rec,
 	return false;
 }
 
-static const char *kind_name(uint8_t k)
-{
-	return k == STORE_PUBLIC ? "public" : k == STORE_PRIVATE ? "private" : "dm";
-}
-
-/* Channel summary {id,name,kind,last_seq,read_seq,unread,mentions[,member]} */
-void sess_pack_channel(msgpack_packer *pk, const store_channel *rec,
-			 const char *user, bool with_member, bool member)
+/* Channel summary {id,name,kind,last_seq,read_seq,unread,mentions[,member]}
+ * into ci (id and name point into rec). */
+void sess_chinfo(proto_chinfo *ci, const store_channel *rec, const char *user,
+		 bool with_member, bool member)
 {
 	store_chstat st = { 0 };
 	store_member m = { 0 };
@@ -93,28 +74,17 @@ void sess_pack_channel(msgpack_packer *pk, const store_channel *rec,
 	}
 	if (pinned)
 		store_read_unpin(srv.st);
-	msgpack_pack_map(pk, with_member ? 8 : 7);
-	proto_pk_cstr(pk, "id");
-	proto_pk_cstr(pk, rec->id);
-	proto_pk_cstr(pk, "name");
-	proto_pk_cstr(pk, rec->name);
-	proto_pk_cstr(pk, "kind");
-	proto_pk_cstr(pk, kind_name(rec->kind));
-	proto_pk_cstr(pk, "last_seq");
-	msgpack_pack_uint64(pk, st.last_seq);
-	proto_pk_cstr(pk, "read_seq");
-	msgpack_pack_uint64(pk, m.read_seq);
-	proto_pk_cstr(pk, "unread");
-	msgpack_pack_uint64(pk, member && st.msgs > at ? st.msgs - at : 0);
-	proto_pk_cstr(pk, "mentions");
-	msgpack_pack_uint64(pk, men);
-	if (with_member) {
-		proto_pk_cstr(pk, "member");
-		if (member)
-			msgpack_pack_true(pk);
-		else
-			msgpack_pack_false(pk);
-	}
+	*ci = (proto_chinfo){
+		.id = rec->id,
+		.name = rec->name,
+		.kind = rec->kind,
+		.last_seq = st.last_seq,
+		.read_seq = m.read_seq,
+		.unread = member && st.msgs > at ? st.msgs - at : 0,
+		.mentions = men,
+		.has_member = with_member,
+		.member = member,
+	};
 }
 
 /* ---- collecting ids from scans ------------------------------------------ */
@@ -133,14 +103,4 @@ int sess_collect_id(void *arg, const char *id, size_t len)
 	iv->v[iv->n][len] = 0;
 	iv->n++;
 	return 0;
-}
-
-/* A required message seq argument ("target"); false (and answered) if bad. */
-bool sess_arg_target(struct req *r, uint64_t *seq)
-{
-	if (proto_get_uint(r->map, "target", seq) || *seq == 0) {
-		sess_fail(r, "BAD_REQUEST", "target must be a message seq");
-		return false;
-	}
-	return true;
 }

@@ -92,23 +92,18 @@ uint32_t sess_watch_set(struct session *se, char (*users)[ID_CAP],
 static void gather_answer(struct shard_state *ss, struct session *se,
 			  struct gather *g)
 {
-	msgpack_packer *pk = &ss->out.pk;
+	proto_pstate *v;
 
 	if (!g->has_rid)
 		return;
+	v = malloc((g->n + 1) * sizeof(*v));
+	for (uint32_t i = 0; i < g->n; i++)
+		v[i] = (proto_pstate){ g->e[i].user, g->e[i].status,
+				       g->e[i].since };
 	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, g->rid, 1);
-	proto_pk_cstr(pk, "presence");
-	msgpack_pack_map(pk, g->n);
-	for (uint32_t i = 0; i < g->n; i++) {
-		proto_pk_cstr(pk, g->e[i].user);
-		msgpack_pack_map(pk, 2);
-		proto_pk_cstr(pk, "status");
-		proto_pk_cstr(pk, pstatus_names[g->e[i].status]);
-		proto_pk_cstr(pk, "since");
-		msgpack_pack_uint64(pk, g->e[i].since);
-	}
+	proto_enc_presence_watch_ok(&ss->out, g->rid, v, g->n);
 	rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
+	free(v);
 }
 
 void sess_on_watch_res(struct shard_state *ss, struct m_watch *m)
@@ -179,29 +174,16 @@ void sess_on_presence(struct shard_state *ss, struct m_presence *m)
 void sess_op_presence_watch(struct req *r)
 {
 	struct session *se = r->se;
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q->a.users.users;
 	char (*users)[ID_CAP];
 	struct gather *g;
 	uint32_t n = 0;
 
-	if (proto_get_array(r->map, "users", &a) || a->size > srv.lim.max_watch) {
-		sess_fail(r, "BAD_REQUEST", "users must be a list of at most 500 "
-				       "user ids");
-		return;
-	}
-	for (uint32_t i = 0; i < a->size; i++) {
-		if (a->ptr[i].type != MSGPACK_OBJECT_STR ||
-		    !proto_id_valid(a->ptr[i].via.str.ptr,
-				    a->ptr[i].via.str.size)) {
-			sess_fail(r, "BAD_REQUEST", "users must be a list of user ids");
-			return;
-		}
-	}
-	users = calloc(a->size + 1, ID_CAP);
-	for (uint32_t i = 0; i < a->size; i++)
-		memcpy(users[i], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-	qsort(users, a->size, ID_CAP, cmp_id);
-	for (uint32_t i = 0; i < a->size; i++)
+	users = calloc(a->n + 1, ID_CAP);
+	for (uint32_t i = 0; i < a->n; i++)
+		sess_id_copy(users[i], proto_strs_at(a, i));
+	qsort(users, a->n, ID_CAP, cmp_id);
+	for (uint32_t i = 0; i < a->n; i++)
 		if (!n || strcmp(users[i], users[n - 1]))
 			memmove(users[n++], users[i], ID_CAP);
 

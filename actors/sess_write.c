@@ -18,26 +18,6 @@
 
 /* ---- writes: validated here, carried out by the channel actor ------------- */
 
-static bool arg_users(struct req *r, unsigned max)
-{
-	const msgpack_object_array *a;
-
-	if (proto_get_array(r->map, "users", &a) || a->size < 1 ||
-	    a->size > max) {
-		sess_fail(r, "BAD_REQUEST", "users must be a list of user ids");
-		return false;
-	}
-	for (uint32_t i = 0; i < a->size; i++) {
-		if (a->ptr[i].type != MSGPACK_OBJECT_STR ||
-		    !proto_id_valid(a->ptr[i].via.str.ptr,
-				    a->ptr[i].via.str.size)) {
-			sess_fail(r, "BAD_REQUEST", "users must be a list of user ids");
-			return false;
-		}
-	}
-	return true;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -47,17 +27,14 @@ static int cmp_str(const void *a, const void *b)
  * each once. Returns their count; ids holds the strings, m points at them. */
 static uint32_t dm_members(struct req *r, char (**ids)[ID_CAP], char ***m)
 {
-	const msgpack_object_array *a;
+	const proto_strs *a = &r->q->a.users.users;
 	uint32_t n = 0, k = 0;
 
-	proto_get_array(r->map, "users", &a);
-	*ids = calloc(a->size + 1, ID_CAP);
-	*m = calloc(a->size + 1, sizeof(**m));
+	*ids = calloc(a->n + 1, ID_CAP);
+	*m = calloc(a->n + 1, sizeof(**m));
 	strcpy((*ids)[n++], r->user);
-	for (uint32_t i = 0; i < a->size; i++) {
-		memcpy((*ids)[n], a->ptr[i].via.str.ptr, a->ptr[i].via.str.size);
-		n++;
-	}
+	for (uint32_t i = 0; i < a->n; i++)
+		sess_id_copy((*ids)[n++], proto_strs_at(a, i));
 	for (uint32_t i = 0; i < n; i++)
 		(*m)[i] = (*ids)[i];
 	qsort(*m, n, sizeof(**m), cmp_str);
@@ -168,126 +145,48 @@ static bool dm_id(struct req *r, char *out)
 	return true;
 }
 
-static bool validate_write(struct req *r, char *ch)
+/* The channel a write goes to (the arguments were checked when the
+ * request was decoded): a new id for ch.create, the DM's for dm.open, ""
+ * for presence.set. False (and answered) if it cannot be had. */
+static bool write_ch(struct req *r, char *ch)
 {
-	const char *s;
-	uint32_t n;
-	uint64_t u;
+	const struct proto_req *q = r->q;
 
 	switch (r->op) {
 	case OP_CH_CREATE: {
 		uint64_t rnd;
 
-		if (proto_get_str(r->map, "name", &s, &n) || n < 1 ||
-		    n > srv.lim.max_name) {
-			sess_fail(r, "BAD_REQUEST", "name must be 1-80 bytes");
-			return false;
-		}
-		if (proto_get_str(r->map, "kind", &s, &n) ||
-		    !((n == 6 && !memcmp(s, "public", 6)) ||
-		      (n == 7 && !memcmp(s, "private", 7)))) {
-			sess_fail(r, "BAD_REQUEST", "kind must be public or private");
-			return false;
-		}
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			rnd = rt_mono_us() ^ r->id;
 		snprintf(ch, ID_CAP, "C%016llx", (unsigned long long)rnd);
 		return true;
 	}
 	case OP_DM_OPEN:
-		return arg_users(r, srv.lim.max_dm - 1) && dm_id(r, ch);
+		return dm_id(r, ch);
 	case OP_CH_INVITE:
-		return sess_arg_ch(r, ch) && arg_users(r, 1000);
-	case OP_SEND: {
-		const msgpack_object_array *a;
-		int rc;
-
-		if (!sess_arg_ch(r, ch))
-			return false;
-		if (proto_get_str(r->map, "body", &s, &n)) {
-			sess_fail(r, "BAD_REQUEST", "body must be a string");
-			return false;
-		}
-		if (n > srv.lim.max_body) {
-			sess_fail(r, "TOO_LARGE", "body too large");
-			return false;
-		}
-		if (proto_get_str(r->map, "cmid", &s, &n) || n < 1 ||
-		    n > PROTO_MAX_CMID) {
-			sess_fail(r, "BAD_REQUEST", "cmid must be 1-64 bytes");
-			return false;
-		}
-		rc = proto_get_uint(r->map, "thread", &u);
-		if (rc == PROTO_F_TYPE || (rc == 0 && u == 0)) {
-			sess_fail(r, "BAD_REQUEST", "thread must be a seq");
-			return false;
-		}
-		rc = proto_get_array(r->map, "mentions", &a);
-		if (rc == PROTO_F_TYPE ||
-		    (rc == 0 && a->size > srv.lim.max_mentions)) {
-			sess_fail(r, "BAD_REQUEST", "mentions must be a list of user ids");
-			return false;
-		}
-		for (uint32_t i = 0; rc == 0 && i < a->size; i++) {
-			if (a->ptr[i].type != MSGPACK_OBJECT_STR ||
-			    !proto_id_valid(a->ptr[i].via.str.ptr,
-					    a->ptr[i].via.str.size)) {
-				sess_fail(r, "BAD_REQUEST",
-				     "mentions must be a list of user ids");
-				return false;
-			}
-		}
+		sess_id_copy(ch, q->a.users.ch);
 		return true;
-	}
+	case OP_SEND:
+		sess_id_copy(ch, q->a.send.ch);
+		return true;
 	case OP_READ:
-		if (!sess_arg_ch(r, ch))
-			return false;
-		if (proto_get_uint(r->map, "seq", &u)) {
-			sess_fail(r, "BAD_REQUEST", "seq must be an unsigned integer");
-			return false;
-		}
+		sess_id_copy(ch, q->a.seq.ch);
 		return true;
 	case OP_CH_JOIN:
 	case OP_CH_LEAVE:
 	case OP_TYPING:
-		return sess_arg_ch(r, ch);
+		sess_id_copy(ch, q->a.ch.ch);
+		return true;
 	case OP_EDIT:
-		if (!sess_arg_ch(r, ch) || !sess_arg_target(r, &u))
-			return false;
-		if (proto_get_str(r->map, "body", &s, &n)) {
-			sess_fail(r, "BAD_REQUEST", "body must be a string");
-			return false;
-		}
-		if (n > srv.lim.max_body) {
-			sess_fail(r, "TOO_LARGE", "body too large");
-			return false;
-		}
+		sess_id_copy(ch, q->a.edit.ch);
 		return true;
 	case OP_DELETE:
-		return sess_arg_ch(r, ch) && sess_arg_target(r, &u);
-	case OP_REACT: {
-		bool on;
-
-		if (!sess_arg_ch(r, ch) || !sess_arg_target(r, &u))
-			return false;
-		if (proto_get_str(r->map, "emoji", &s, &n) || n < 1 ||
-		    n > PROTO_MAX_EMOJI) {
-			sess_fail(r, "BAD_REQUEST", "emoji must be 1-64 bytes");
-			return false;
-		}
-		if (proto_get_bool(r->map, "on", &on)) {
-			sess_fail(r, "BAD_REQUEST", "on must be a boolean");
-			return false;
-		}
+		sess_id_copy(ch, q->a.target.ch);
 		return true;
-	}
+	case OP_REACT:
+		sess_id_copy(ch, q->a.react.ch);
+		return true;
 	case OP_PRESENCE_SET:
-		if (proto_get_str(r->map, "status", &s, &n) ||
-		    presence_status_parse(s, n) < 0) {
-			sess_fail(r, "BAD_REQUEST",
-			     "status must be online, away, dnd or invisible");
-			return false;
-		}
 		return true;
 	default:
 		return false;
@@ -298,10 +197,15 @@ void sess_forward(struct req *r)
 {
 	char ch[ID_CAP] = "";
 	struct m_req *m;
+	size_t need;
 
-	if (!validate_write(r, ch))
+	if (!write_ch(r, ch))
 		return;
-	m = msg_new(sizeof(*m) + r->len, M_REQ);
+	/* the decoded request, deep-copied into the message's tail: one
+	 * allocation, as the frame's copy was */
+	need = proto_req_copy(r->q, NULL, 0, NULL);
+	m = msg_new(sizeof(*m) + need, M_REQ);
+	proto_req_copy(r->q, m->tail, need, &m->q);
 	m->conn = r->id;
 	m->rid = r->rid;
 	m->has_rid = r->has_rid;
@@ -313,8 +217,5 @@ void sess_forward(struct req *r)
 	strcpy(m->ws, r->ws);
 	strcpy(m->user, r->user);
 	strcpy(m->ch, ch);
-	m->len = (uint32_t)r->len;
-	memcpy(m->frame, r->frame, r->len);
 	rt_post(user_shard(m->ws, m->user), &m->h);
 }
-

@@ -142,52 +142,44 @@ void sess_goaway_all(struct shard_state *ss)
 
 /* ---- hello ------------------------------------------------------------------ */
 
-static void op_hello(struct req *r)
+/* rc, why: what proto_req_decode said of the arguments; answered after
+ * "already authenticated", and a bad resume entry only once the token
+ * checked out (a bad token wins). */
+static void op_hello(struct req *r, int rc, const char *why)
 {
 	struct session *se = r->se;
+	const struct proto_a_hello *a = &r->q->a.hello;
 	struct auth_claims cl;
-	const char *tok, *why = "bad token";
-	uint32_t tn;
-	const msgpack_object_map *res = NULL;
-	int rc;
 
 	if (se->state != S_NEW) {
 		sess_fail(r, "BAD_REQUEST", "already authenticated");
 		return;
 	}
-	rc = proto_get_map(r->map, "resume", &res);
-	if (rc == PROTO_F_TYPE || (res && res->size > 100000)) {
-		sess_fail(r, "BAD_REQUEST", "resume must be a map of channel -> seq");
+	if (rc) {
+		sess_fail(r, proto_code_name(rc), why);
 		return;
 	}
-	if (proto_get_str(r->map, "token", &tok, &tn) ||
-	    auth_verify(srv.key, srv.key_len, tok, tn,
+	why = "bad token";
+	if (!a->token.s ||
+	    auth_verify(srv.key, srv.key_len, a->token.s, a->token.n,
 			(int64_t)(rt_now_ms() / 1000), &cl, &why)) {
 		r->ss->auth_failures++;
 		sess_fail(r, "UNAUTHORIZED", why);
 		rt_conn_close(se->conn, 4001, why);
 		return;
 	}
-	if (res && res->size) {
-		se->resume = calloc(res->size, sizeof(*se->resume));
-		for (uint32_t i = 0; i < res->size; i++) {
-			const msgpack_object *k = &res->ptr[i].key,
-					     *v = &res->ptr[i].val;
-
-			if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-			    !proto_id_valid(k->via.str.ptr, k->via.str.size)) {
-				free(se->resume);
-				se->resume = NULL;
-				se->nresume = 0;
-				sess_fail(r, "BAD_REQUEST",
-				     "resume must be a map of channel -> seq");
-				return;
-			}
-			memcpy(se->resume[se->nresume].ch, k->via.str.ptr,
-			       k->via.str.size);
-			se->resume[se->nresume].seq = v->via.u64;
-			se->nresume++;
+	if (a->resume_bad) {
+		sess_fail(r, "BAD_REQUEST", PROTO_MSG_RESUME);
+		return;
+	}
+	if (a->resume.n) {
+		se->resume = calloc(a->resume.n, sizeof(*se->resume));
+		for (uint32_t i = 0; i < a->resume.n; i++) {
+			sess_id_copy(se->resume[i].ch,
+				     proto_resume_ch(&a->resume, i));
+			se->resume[i].seq = proto_resume_seq(&a->resume, i);
 		}
+		se->nresume = a->resume.n;
 	}
 	strcpy(se->ws, cl.ws);
 	strcpy(se->user, cl.sub);
@@ -202,33 +194,23 @@ static void op_hello(struct req *r)
 	rt_post(user_shard(se->ws, se->user), &m->h);
 }
 
-static void pack_limits(msgpack_packer *pk)
+static void hello_limits(proto_hello_limits *hl)
 {
 	const struct limits *l = &srv.lim;
 
-	msgpack_pack_map(pk, 11);
-	proto_pk_cstr(pk, "frame");
-	msgpack_pack_uint32(pk, l->max_frame);
-	proto_pk_cstr(pk, "body");
-	msgpack_pack_uint32(pk, l->max_body);
-	proto_pk_cstr(pk, "name");
-	msgpack_pack_uint32(pk, l->max_name);
-	proto_pk_cstr(pk, "members");
-	msgpack_pack_uint32(pk, l->max_members);
-	proto_pk_cstr(pk, "dm");
-	msgpack_pack_uint32(pk, l->max_dm);
-	proto_pk_cstr(pk, "devices");
-	msgpack_pack_uint32(pk, l->max_devices);
-	proto_pk_cstr(pk, "send_per_s");
-	msgpack_pack_uint32(pk, l->rate_per_s);
-	proto_pk_cstr(pk, "send_burst");
-	msgpack_pack_uint32(pk, l->rate_burst);
-	proto_pk_cstr(pk, "outbuf");
-	msgpack_pack_uint64(pk, l->max_outbuf);
-	proto_pk_cstr(pk, "outbuf_max");
-	msgpack_pack_uint64(pk, RT_OUTBUF_MAX_FACTOR * l->max_outbuf);
-	proto_pk_cstr(pk, "outbuf_stall_ms");
-	msgpack_pack_uint32(pk, RT_OUTBUF_STALL_MS);
+	*hl = (proto_hello_limits){
+		.frame = l->max_frame,
+		.body = l->max_body,
+		.name = l->max_name,
+		.members = l->max_members,
+		.dm = l->max_dm,
+		.devices = l->max_devices,
+		.send_per_s = l->rate_per_s,
+		.send_burst = l->rate_burst,
+		.outbuf = l->max_outbuf,
+		.outbuf_max = RT_OUTBUF_MAX_FACTOR * l->max_outbuf,
+		.outbuf_stall_ms = RT_OUTBUF_STALL_MS,
+	};
 }
 
 static void replay_held(struct shard_state *ss, struct session *se)
@@ -253,7 +235,8 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 {
 	struct session *se = find_sess(rt_self(), m->conn);
 	struct idvec iv = { 0 };
-	msgpack_packer *pk = &ss->out.pk;
+	proto_hello_limits hl;
+	proto_chinfo *v;
 	store_channel *recs;
 	uint64_t *lasts;
 	uint32_t n = 0;
@@ -270,13 +253,9 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	}
 	if (!m->ok) {
 		proto_out_reset(&ss->out);
-		if (se->hello_has_rid)
-			proto_enc_res_err(&ss->out, se->hello_rid, "FORBIDDEN",
-					  "too many connections for this user", 0);
-		else
-			proto_enc_err(&ss->out, "FORBIDDEN",
-				      "too many connections for this user",
-				      "hello", 5, 0);
+		proto_enc_fail(&ss->out, se->hello_has_rid, se->hello_rid,
+			       "hello", 5, "FORBIDDEN",
+			       "too many connections for this user", 0);
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
 		rt_conn_close(se->conn, 4029, "too many connections");
 		return;
@@ -285,23 +264,12 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	store_scan_user_channels(srv.st, se->ws, se->user, sess_collect_id, &iv);
 	recs = calloc(iv.n ? iv.n : 1, sizeof(*recs));
 	lasts = calloc(iv.n ? iv.n : 1, sizeof(*lasts));
+	v = calloc(iv.n ? iv.n : 1, sizeof(*v));
 	for (uint32_t i = 0; i < iv.n; i++)
 		if (store_get_channel(srv.st, iv.v[i], &recs[n]) == 0)
 			n++;
 
-	proto_out_reset(&ss->out);
-	proto_enc_res_ok(&ss->out, se->hello_rid, 5);
-	proto_pk_cstr(pk, "user");
-	proto_pk_cstr(pk, se->user);
-	proto_pk_cstr(pk, "ws");
-	proto_pk_cstr(pk, se->ws);
-	proto_pk_cstr(pk, "hb_ms");
-	msgpack_pack_uint32(pk, srv.lim.hb_ms);
-	proto_pk_cstr(pk, "limits");
-	pack_limits(pk);
-	proto_pk_cstr(pk, "channels");
-	msgpack_pack_array(pk, n);
-	/* One point in time for the whole answer (pack_channel's own pin is
+	/* One point in time for the whole answer (sess_chinfo's own pin is
 	 * then -EBUSY and left alone): one snapshot instead of one per
 	 * channel, and the last_seq each channel is told is the one its
 	 * live stream starts from. */
@@ -312,12 +280,17 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 
 		/* The position the client is told is where its live stream
 		 * starts, unless it resumes from an older one. */
-		sess_pack_channel(pk, &recs[i], se->user, false, true);
+		sess_chinfo(&v[i], &recs[i], se->user, false, true);
 		store_get_chstat(srv.st, recs[i].id, &st);
 		lasts[i] = st.last_seq;
 	}
 	if (pinned)
 		store_read_unpin(srv.st);
+	hello_limits(&hl);
+	proto_out_reset(&ss->out);
+	proto_enc_hello_ok(&ss->out, se->hello_rid, se->user, se->ws, NULL,
+			   srv.lim.hb_ms, &hl, v, n);
+	free(v);
 	if (se->hello_has_rid)
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
 	se->state = S_READY;
@@ -369,12 +342,25 @@ static void bad_frame(struct shard_state *ss, struct session *se,
 	reply_err(se->conn, false, 0, NULL, "BAD_FRAME", msg, 0);
 }
 
-static int op_lookup(const char *s, uint32_t n)
+/* enum op (base.h) is the start of enum proto_op: r->op = q.op */
+_Static_assert((int)OP_HELLO == (int)PROTO_OP_HELLO &&
+		       (int)OP_SEND == (int)PROTO_OP_SEND &&
+		       (int)OP_SEARCH == (int)PROTO_OP_SEARCH &&
+		       (int)OP__COUNT == (int)PROTO_OP_USERS_SEARCH,
+	       "enum op and enum proto_op disagree");
+
+/* What proto_req_decode checks against: the server's limits, and the ops
+ * it carries out (the contract's newer ones stay "unknown op"). */
+static struct proto_limits req_limits(void)
 {
-	for (int i = 0; i < OP__COUNT; i++)
-		if (strlen(op_names[i]) == n && !memcmp(op_names[i], s, n))
-			return i;
-	return -1;
+	return (struct proto_limits){
+		.max_body = srv.lim.max_body,
+		.max_name = srv.lim.max_name,
+		.max_dm = srv.lim.max_dm,
+		.max_mentions = srv.lim.max_mentions,
+		.max_watch = srv.lim.max_watch,
+		.ops = PROTO_OPS_SERVED,
+	};
 }
 
 /* Decode one request and run it: reads here, writes on to the actors.
@@ -382,9 +368,10 @@ static int op_lookup(const char *s, uint32_t n)
 static void handle(struct shard_state *ss, struct req *r, bool ready)
 {
 	rt_conn *c = r->conn;
+	struct proto_limits lim = req_limits();
+	struct proto_req q;
 	proto_doc doc;
-	const char *op;
-	uint32_t opn;
+	const char *why = NULL;
 	int rc;
 
 	rc = proto_decode_max(&doc, r->frame, r->len, srv.lim.max_frame);
@@ -397,31 +384,18 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 		return;
 	}
 	ss->requests++;
-	r->map = &doc.root;
-	rc = proto_get_uint(r->map, "rid", &r->rid);
-	r->has_rid = rc == 0;
-	if (rc == PROTO_F_TYPE) {
-		reply_err(c, false, 0, NULL, "BAD_REQUEST",
-			  "rid must be an unsigned integer", 0);
-		goto out;
-	}
-	if (proto_get_str(r->map, "op", &op, &opn)) {
-		reply_err(c, r->has_rid, r->rid, NULL, "BAD_REQUEST",
-			  "op must be a string", 0);
-		goto out;
-	}
-	if ((r->op = op_lookup(op, opn)) < 0) {
-		/* Echo the op the client sent (fire-and-forget errors name it). */
+	rc = proto_req_decode(&doc.root, &lim, &q, &why);
+	if (q.op == PROTO_OP_NONE) {
+		/* rid, op or an unknown op (named back in an err) */
 		proto_out_reset(&ss->out);
-		if (r->has_rid)
-			proto_enc_res_err(&ss->out, r->rid, "BAD_REQUEST",
-					  "unknown op", 0);
-		else
-			proto_enc_err(&ss->out, "BAD_REQUEST", "unknown op", op,
-				      opn, 0);
+		proto_enc_req_fail(&ss->out, &q, proto_code_name(rc), why, 0);
 		rt_conn_send_bytes(c, ss->out.data, ss->out.len);
 		goto out;
 	}
+	r->q = &q;
+	r->op = q.op;
+	r->rid = q.rid;
+	r->has_rid = q.has_rid;
 	if (!ready && r->op != OP_HELLO) {
 		sess_fail(r, "UNAUTHORIZED", "hello first");
 		goto out;
@@ -430,8 +404,15 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 		sess_fail(r, "BAD_REQUEST", "only over a WebSocket");
 		goto out;
 	}
+	if (r->op == OP_HELLO) {
+		op_hello(r, rc, why);
+		goto out;
+	}
+	if (rc) {
+		sess_fail(r, proto_code_name(rc), why);
+		goto out;
+	}
 	switch (r->op) {
-	case OP_HELLO: op_hello(r); break;
 	case OP_HB: sess_op_hb(r); break;
 	case OP_CH_LIST: sess_op_ch_list(r); break;
 	case OP_CH_MEMBERS: sess_op_ch_members(r); break;
@@ -440,8 +421,8 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	case OP_EDITS: sess_op_edits(r); break;
 	case OP_PRESENCE_WATCH: sess_op_presence_watch(r); break;
 	case OP_SEARCH:
-		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid, r->map,
-			  r->se ? &r->se->searching : NULL);
+		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid,
+			  &q.a.search, r->se ? &r->se->searching : NULL);
 		break;
 	default: sess_forward(r); break;
 	}

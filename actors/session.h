@@ -11,6 +11,8 @@
 #ifndef PARLEY_SESSION_H
 #define PARLEY_SESSION_H
 
+#include <string.h>
+
 #include "actors/actors.h"
 
 enum sess_state { S_NEW, S_ATTACHING, S_READY };
@@ -93,14 +95,23 @@ struct req {
 	rt_conn *conn;      /* where the answer goes */
 	rt_conn_id id;
 	const char *ws, *user;
-	const msgpack_object *map;
 	const uint8_t *frame;
 	size_t len;
+	/* the request, decoded once (proto_req_decode: every argument
+	 * checked; strings point into the frame's doc, not NUL-terminated) */
+	const struct proto_req *q;
 	uint64_t rid;
 	bool has_rid;
-	int op;
+	int op;           /* q->op: enum op and enum proto_op agree */
 	uint64_t t_rx_us; /* when the frame arrived */
 };
+
+/* A checked id argument (at most PROTO_MAX_ID bytes) into ch[ID_CAP]. */
+static inline void sess_id_copy(char *ch, proto_str s)
+{
+	memcpy(ch, s.s, s.n);
+	ch[s.n] = 0;
+}
 
 struct idvec {
 	char (*v)[ID_CAP];
@@ -110,12 +121,10 @@ struct idvec {
 /* sess_util.c */
 void sess_fail(struct req *r, const char *code, const char *msg);
 void sess_ok_empty(struct req *r);
-bool sess_arg_ch(struct req *r, char *ch);
-bool sess_arg_target(struct req *r, uint64_t *seq);
 bool sess_can_read(struct req *r, const char *ch, store_channel *rec,
 		   store_member *mem, bool *member);
-void sess_pack_channel(msgpack_packer *pk, const store_channel *rec,
-		       const char *user, bool with_member, bool member);
+void sess_chinfo(proto_chinfo *ci, const store_channel *rec, const char *user,
+		 bool with_member, bool member);
 int sess_collect_id(void *arg, const char *id, size_t len); /* idvec */
 
 /* sess_sub.c */
