@@ -61,7 +61,10 @@ static void track(pid_t pid, bool add)
 	}
 }
 
-static void spawn(hsrv *s)
+/* Starts parleyd; 0 when it is up. With may_fail, a parleyd that does
+ * not come up is reaped and its end returned (-1, or 128 + the signal
+ * that killed it) instead of aborting the test run. */
+static int spawn_try(hsrv *s, bool may_fail)
 {
 	int pfd[2];
 	char *argv[64];
@@ -114,9 +117,30 @@ static void spawn(hsrv *s)
 	}
 	close(pfd[0]);
 	char *colon = strstr(line, "127.0.0.1:");
-	if (!colon)
-		die("parleyd did not start");
+	if (!colon) {
+		int st = 0;
+
+		if (!may_fail)
+			die("parleyd did not start");
+		kill(s->pid, SIGKILL);
+		waitpid(s->pid, &st, 0);
+		track(s->pid, false);
+		s->pid = 0;
+		return WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL
+			       ? 128 + WTERMSIG(st) : -1;
+	}
 	s->port = atoi(colon + strlen("127.0.0.1:"));
+	return 0;
+}
+
+static void spawn(hsrv *s)
+{
+	spawn_try(s, false);
+}
+
+int h_restart_try(hsrv *s)
+{
+	return spawn_try(s, true);
 }
 
 void h_start(hsrv *s, const char *extra)

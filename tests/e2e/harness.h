@@ -33,6 +33,9 @@ void h_start_in(hsrv *s, const char *parent, const char *extra);
 int h_stop(hsrv *s);
 void h_kill9(hsrv *s);
 void h_restart(hsrv *s); /* after h_kill9 or h_stop(keep): same data */
+/* The same, for a start that may fail: 0 up, else how parleyd ended
+ * (128 + signal when a signal killed it, -1 otherwise). */
+int h_restart_try(hsrv *s);
 void h_cleanup(hsrv *s); /* rm -rf the data dir */
 
 char *h_token(hsrv *s, const char *user, const char *ws); /* free() it */
