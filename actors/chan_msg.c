@@ -185,6 +185,25 @@ static bool state_of(struct target *t, proto_doc *d, proto_msg *m,
 }
 
 
+/* state_of() for a change to a message: false (answered, nothing to
+ * free in d) when the stored state does not decode or the message was
+ * deleted. */
+static bool live_state_of(const struct m_req *r, struct target *t,
+			  proto_doc *d, proto_msg *m, proto_str *men)
+{
+	if (!state_of(t, d, m, men)) {
+		chan_fail(r, "INTERNAL", "stored message does not decode");
+		return false;
+	}
+	if (m->deleted) {
+		proto_doc_free(d);
+		chan_fail(r, "NOT_FOUND", "message was deleted");
+		return false;
+	}
+	return true;
+}
+
+
 void chan_op_edit(struct shard_state *ss, struct m_req *r)
 {
 	const struct proto_a_edit *a = &r->q.a.edit;
@@ -198,15 +217,8 @@ void chan_op_edit(struct shard_state *ss, struct m_req *r)
 	if (!c || !chan_member_or_fail(c, r) ||
 	    !load_target(c, r, a->target, true, &t))
 		return;
-	if (!state_of(&t, &d, &m, men)) {
-		chan_fail(r, "INTERNAL", "stored message does not decode");
+	if (!live_state_of(r, &t, &d, &m, men))
 		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		chan_fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
 	e = change_of(c, r, "edit", t.seq);
 	e.body = a->body;
 
@@ -287,15 +299,8 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r)
 	if (!c || !chan_member_or_fail(c, r) ||
 	    !load_target(c, r, r->q.a.target.target, true, &t))
 		return;
-	if (!state_of(&t, &d, &m, men)) {
-		chan_fail(r, "INTERNAL", "stored message does not decode");
+	if (!live_state_of(r, &t, &d, &m, men))
 		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		chan_fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
 	e = change_of(c, r, "delete", t.seq);
 	m.body = (proto_str){ "", 0 };
 	m.deleted = true;
@@ -356,15 +361,8 @@ void chan_op_react(struct shard_state *ss, struct m_req *r)
 	    !load_target(c, r, a->target, false, &t))
 		return;
 	proto_out_init(&rx, 0, 256);
-	if (!state_of(&t, &d, &m, men)) {
-		chan_fail(r, "INTERNAL", "stored message does not decode");
+	if (!live_state_of(r, &t, &d, &m, men))
 		goto out;
-	}
-	if (m.deleted) {
-		proto_doc_free(&d);
-		chan_fail(r, "NOT_FOUND", "message was deleted");
-		goto out;
-	}
 	rc = proto_reactions_apply(&m,
 				   (proto_str){ r->user,
 						(uint32_t)strlen(r->user) },
