@@ -126,7 +126,8 @@ typedef struct rt_http_resp {
 	char *body;               /* malloc'd; the transport frees it */
 	size_t body_len;
 	/* An answer to HEAD: Content-Length says body_len, no body is
-	 * written (body may be NULL). 204 and 304 never carry a body or a
+	 * written (body may be NULL). The transport also drops the body of
+	 * any answer to a HEAD request. 204 and 304 never carry a body or a
 	 * Content-Length, whatever body_len says. */
 	bool head;
 	char hname[32], hvalue[96]; /* one extra header, if hname[0] */

@@ -1363,6 +1363,10 @@ static void http_reply(struct lws *wsi, rt_conn *c)
 	rt_http_resp *r = &c->resp;
 	/* no body, and no length: it has none by definition (RFC 9110) */
 	bool bodiless = r->status == 204 || r->status == 304;
+	/* whoever answered, a HEAD gets the head only: a body would be
+	 * read as the start of the next answer on the connection */
+	bool head = r->head ||
+		    (c->http_method && !strcmp(c->http_method, "HEAD"));
 
 	if (lws_add_http_header_status(wsi, (unsigned)r->status, &p, end) ||
 	    (r->content_type && !bodiless &&
@@ -1380,7 +1384,7 @@ static void http_reply(struct lws *wsi, rt_conn *c)
 	    lws_finalize_write_http_header(wsi, start, &p, end)) {
 		c->close_now = true;
 	}
-	if (bodiless || r->head)
+	if (bodiless || head)
 		r->body_len = 0; /* the head is all that goes out */
 	lws_callback_on_writable(wsi);
 }
