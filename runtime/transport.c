@@ -1615,6 +1615,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		c->shard = s;
 		c->http_uri = strdup(in ? (const char *)in : "/");
 		c->http_method = http_method(wsi);
+		/* lws decodes %00 into the path: the C string would end early
+		 * and name another resource ("/x.html%00.js" as "/x.html") */
+		if (in && strnlen(in, len) != len) {
+			http_refuse(wsi, c, 400, "BAD_REQUEST",
+				    "NUL byte in the path", true);
+			return 0;
+		}
 		wants_body = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
 			     lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
 			     lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0;
