@@ -315,6 +315,7 @@ export class Client {
 			if (jump) this.view.jumpTo(jump);
 			else this.view.loadLatest();
 		}
+		this.ui.closeMenu();
 		this.ui.focusComposer();
 	}
 

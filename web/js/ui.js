@@ -139,7 +139,6 @@ export function layout(client) {
 			composer.placeholder = `Message ${ch.kind === 'dm' ? st.displayName(ch) : '#' + ch.name}`;
 			composer.setAttribute('aria-label', composer.placeholder);
 			document.title = `${st.displayName(ch)} · parley`;
-			app.classList.remove('side-open');
 		},
 		noChannel() {
 			clear($('#ch-title')).append('No conversations yet');
@@ -193,6 +192,10 @@ export function layout(client) {
 			const t = el('div.toast', text);
 			$('#toasts').append(t);
 			setTimeout(() => t.remove(), 6000);
+		},
+		closeMenu() {
+			app.classList.remove('side-open');
+			menu.setAttribute('aria-expanded', 'false');
 		},
 		focusComposer() {
 			if (!matchMedia('(max-width: 720px)').matches) composer.focus({ preventScroll: true });
