@@ -39,10 +39,13 @@ export class MsgList {
 		this.early = []; // events that came while the first page was loading
 		this.onScroll = () => this.scrolled();
 		this.sc.addEventListener('scroll', this.onScroll, { passive: true });
+		this.onKey = (e) => this.key(e);
+		this.sc.addEventListener('keydown', this.onKey);
 	}
 
 	destroy() {
 		this.sc.removeEventListener('scroll', this.onScroll);
+		this.sc.removeEventListener('keydown', this.onKey);
 		this.destroyed = true;
 	}
 
@@ -163,6 +166,26 @@ export class MsgList {
 			target.focus({ preventScroll: true });
 		}
 		return !!target;
+	}
+
+	// Keyboard: Up/Down move between messages (loading pages at the
+	// ends), Home/End to the first/last one shown.
+	key(e) {
+		const cur = e.target.closest?.('.msg[data-seq]');
+		if (!cur || e.target !== cur) return;
+		const all = [...this.list.querySelectorAll('.msg[data-seq]')];
+		const i = all.indexOf(cur);
+		let next = null;
+		if (e.key === 'ArrowUp') next = all[i - 1] || (this.loadOlder(), null);
+		else if (e.key === 'ArrowDown') next = all[i + 1] || (this.loadNewer(), null);
+		else if (e.key === 'Home') next = all[0];
+		else if (e.key === 'End') next = all[all.length - 1];
+		else return;
+		e.preventDefault();
+		if (next) {
+			next.focus({ preventScroll: true });
+			next.scrollIntoView({ block: 'nearest' });
+		}
 	}
 
 	scrolled() {
