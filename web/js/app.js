@@ -456,8 +456,9 @@ export class Client {
 			this.store.save();
 		} catch (e) {
 			o.inflight = false;
-			if (e.code === 'DISCONNECTED') return; // flushOutbox after the next hello
-			if (e.code === 'RATE_LIMITED' || e.code === 'UNAVAILABLE' || e.code === 'INTERNAL') {
+			// lost with the connection: flushOutbox after the next hello
+			if (e.code === 'DISCONNECTED' && this.conn.state !== 'open') return;
+			if (['DISCONNECTED', 'RATE_LIMITED', 'UNAVAILABLE', 'INTERNAL'].includes(e.code)) {
 				setTimeout(() => this.trySend(o, attempt + 1), Math.max(e.retry_ms || 0, backoff(attempt)));
 				return;
 			}

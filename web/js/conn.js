@@ -15,6 +15,8 @@
 import { encode, decode } from '../vendor/msgpack/index.mjs';
 import { backoff } from './util.js';
 
+const REQ_TIMEOUT_MS = 30000;
+
 export class ReqError extends Error {
 	constructor(code, msg, extra = {}) {
 		super(msg || code);
@@ -187,7 +189,17 @@ export class Conn extends EventTarget {
 				return;
 			}
 			const rid = ++this.rid;
-			this.pending.set(rid, { resolve, reject, op });
+			// an answer that never comes (it should not happen) must not
+			// stall the caller: after REQ_TIMEOUT_MS it fails like a lost
+			// connection (a send is then retried with its cmid)
+			const timer = setTimeout(() => {
+				if (this.pending.delete(rid)) reject(new ReqError('DISCONNECTED', `no answer to ${op}`));
+			}, REQ_TIMEOUT_MS);
+			this.pending.set(rid, {
+				op,
+				resolve: (v) => { clearTimeout(timer); resolve(v); },
+				reject: (e) => { clearTimeout(timer); reject(e); },
+			});
 			ws.send(encode({ op, rid, ...args }));
 		});
 	}

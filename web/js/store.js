@@ -13,6 +13,7 @@ export class Store {
 		const saved = JSON.parse(sessionStorage.getItem(this.key) || '{}');
 		this.seen = saved.seen || {}; // ch -> last event seq applied
 		this.outbox = saved.outbox || []; // {cmid, ch, body, thread, mentions, failed, seq}
+		for (const o of this.outbox) delete o.inflight; // a reload ended them
 		this.openCh = saved.openCh || null;
 		this.tab = saved.tab || Math.random().toString(36).slice(2, 8);
 		this.nextCmid = saved.nextCmid || 1;
@@ -27,7 +28,7 @@ export class Store {
 			this.key,
 			JSON.stringify({
 				seen: this.seen,
-				outbox: this.outbox,
+				outbox: this.outbox.map(({ inflight, ...o }) => o),
 				openCh: this.openCh,
 				tab: this.tab,
 				nextCmid: this.nextCmid,
