@@ -87,7 +87,10 @@ export function mintToken(secret, claims) {
 export class Server {
 	constructor(exe, { shards = 2, extra = [] } = {}) {
 		this.exe = exe;
-		this.args = ['--shards', String(shards), ...extra];
+		// PARLEY_WEB_PARLEYD_ARGS: more arguments for every parleyd, such as
+		// "--web-dir web" to try a client under development unbuilt.
+		const more = (process.env.PARLEY_WEB_PARLEYD_ARGS || '').split(/\s+/).filter(Boolean);
+		this.args = ['--shards', String(shards), ...extra, ...more];
 		this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parley-web-'));
 		this.secretFile = `${this.dir}.secret`;
 		this.secret = 'web-test-secret-' + crypto.randomBytes(12).toString('hex');
@@ -524,6 +527,15 @@ export function sidebarEntry(page, ch) {
 	return page.locator(`#sidebar [data-ch="${ch}"]`);
 }
 
+// badge(page, ch, kind): the text of the sidebar entry's .unread (or
+// .mentions) badge, trimmed; null when there is none. Does not wait.
+export function badge(page, ch, kind = 'unread') {
+	return page.evaluate(([ch, kind]) => {
+		const b = document.querySelector(`#sidebar [data-ch="${ch}"] .${kind}`);
+		return b ? b.textContent.trim() : null;
+	}, [ch, kind]);
+}
+
 // openChannel(page, ch): clicks its sidebar entry; waits until it is the
 // open one.
 export async function openChannel(page, ch) {
@@ -575,6 +587,43 @@ export async function seedWorkspace(server, { name = 'general' } = {}) {
 	const r = await alice.req('ch.create', { name, kind: 'public' });
 	await bob.req('ch.join', { ch: r.ch.id });
 	return { ch: r.ch.id, alice, bob };
+}
+
+// twoUsers(t, opts): seedWorkspace, then alice and bob each in a browser
+// context of their own, signed in, with the channel open. opts.viewport;
+// opts.channels: more public channels both join (names), ids in r.more.
+export async function twoUsers(t, { viewport = WIDE, channels = [] } = {}) {
+	const r = await t.step('seed: alice creates a public channel, bob joins', () => seedWorkspace(t.server));
+	r.more = {};
+	for (const name of channels) {
+		const c = await r.alice.req('ch.create', { name, kind: 'public' });
+		await r.bob.req('ch.join', { ch: c.ch.id });
+		r.more[name] = c.ch.id;
+	}
+	await t.step('alice and bob open their links', async () => {
+		r.A = await t.user('alice', { viewport });
+		r.B = await t.user('bob', { viewport });
+		await signedIn(r.A.page, 'alice');
+		await signedIn(r.B.page, 'bob');
+	});
+	await t.step('both open the channel', async () => {
+		await openChannel(r.A.page, r.ch);
+		await openChannel(r.B.page, r.ch);
+	});
+	return r;
+}
+
+// withBody(page, text, root): the .msg elements whose .body is exactly text.
+export function withBody(page, text, root = '#messages') {
+	return page.locator(`${root} .msg`).filter({
+		has: page.locator('.body', { hasText: new RegExp(`^\\s*${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`) }),
+	});
+}
+
+// countWithBody(page, text, root): how many rendered messages say text.
+export function countWithBody(page, text, root = '#messages') {
+	return page.evaluate(([root, text]) => [...document.querySelectorAll(`${root} .msg .body`)]
+		.filter((b) => b.textContent.trim() === text).length, [root, text]);
 }
 
 export { assert, encode, decode };
