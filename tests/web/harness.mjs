@@ -562,6 +562,19 @@ export function messages(page, root = '#messages') {
 	})), root);
 }
 
+// shownIn(page, sel, container): whether the element sel is on screen
+// inside the container (scrolled into its visible part), not just in the
+// DOM. Does not wait.
+export function shownIn(page, sel, container = '#messages') {
+	return page.evaluate(([sel, container]) => {
+		const e = document.querySelector(sel), c = document.querySelector(container);
+		if (!e || !c) return false;
+		const a = e.getBoundingClientRect(), b = c.getBoundingClientRect();
+		const top = Math.max(a.top, b.top, 0), bottom = Math.min(a.bottom, b.bottom, innerHeight);
+		return a.height > 0 && bottom - top >= Math.min(a.height, 10);
+	}, [sel, container]);
+}
+
 // msg(page, seq): the locator of the message with data-seq=seq.
 export function msg(page, seq, root = '#messages') {
 	return page.locator(`${root} .msg[data-seq="${seq}"]`);
