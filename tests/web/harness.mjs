@@ -603,8 +603,10 @@ export async function seedWorkspace(server, { name = 'general' } = {}) {
 }
 
 // twoUsers(t, opts): seedWorkspace, then alice and bob each in a browser
-// context of their own, signed in, with the channel open. opts.viewport;
-// opts.channels: more public channels both join (names), ids in r.more.
+// context of their own, signed in, with the channel open (r.ch; r.A and
+// r.B are the Users). opts.viewport; opts.channels: more public channels
+// both join (names), ids in r.more. The node clients that seeded are
+// closed (they would keep alice and bob online).
 export async function twoUsers(t, { viewport = WIDE, channels = [] } = {}) {
 	const r = await t.step('seed: alice creates a public channel, bob joins', () => seedWorkspace(t.server));
 	r.more = {};
@@ -613,6 +615,8 @@ export async function twoUsers(t, { viewport = WIDE, channels = [] } = {}) {
 		await r.bob.req('ch.join', { ch: c.ch.id });
 		r.more[name] = c.ch.id;
 	}
+	await r.alice.close();
+	await r.bob.close();
 	await t.step('alice and bob open their links', async () => {
 		r.A = await t.user('alice', { viewport });
 		r.B = await t.user('bob', { viewport });
