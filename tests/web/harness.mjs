@@ -214,7 +214,7 @@ export class Client {
 				const p = this.pending.get(m.rid);
 				this.pending.delete(m.rid);
 				if (m.ok) p.res(m);
-				else p.rej(Object.assign(new Error(`${p.op}: ${m.code} ${m.msg}`), { code: m.code }));
+				else p.rej(Object.assign(new Error(`${p.op}: ${m.code} ${m.msg}`), { code: m.code, retry_ms: m.retry_ms }));
 				return;
 			}
 			this.frames.push(m);
@@ -280,8 +280,18 @@ export class Client {
 		});
 	}
 
-	send(ch, body, extra = {}) {
-		return this.req('send', { ch, body, cmid: extra.cmid ?? crypto.randomUUID(), ...extra });
+	// send(ch, body, extra): a send; RATE_LIMITED is waited out and the send
+	// retried with the same cmid.
+	async send(ch, body, extra = {}) {
+		const args = { ch, body, cmid: crypto.randomUUID(), ...extra };
+		for (;;) {
+			try {
+				return await this.req('send', args);
+			} catch (e) {
+				if (e.code !== 'RATE_LIMITED') throw e;
+				await sleep(e.retry_ms || 100);
+			}
+		}
 	}
 
 	close() {
