@@ -35,7 +35,7 @@ pkgs=(
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev
 	python3-websockets python3-msgpack python3-prometheus-client
-	chromium fonts-dejavu-core
+	chromium fonts-dejavu-core fonts-noto-color-emoji
 )
 if [ "$bench" = 1 ]; then
 	pkgs+=(nats-server redis-server gnuplot)
