@@ -398,6 +398,10 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 	store_put_cmid(ss->batch, c->id, r->user, cmid, clen, seq);
 	/* Sending moves the sender's read marker to its own message. */
 	chan_move_marker(ss, c, me, seq);
+	/* Clients drop the sender's typing indicator when its message comes;
+	 * the next keystroke's typing must not then be held back by the 3 s
+	 * limit. */
+	smap_del(&c->typing, me->user, strlen(me->user));
 	for (unsigned i = 0; i < nm; i++) {
 		char u[ID_CAP];
 		struct member *mm;

@@ -1548,6 +1548,21 @@ static void test_typing(void **st)
 	h_req_ok(a1, &res, "ch.list", 0);
 	proto_doc_free(&res);
 
+	/* A message ends the typing window: the receivers drop the
+	 * indicator when the message comes, so typing right after it is
+	 * heard at once, not 3 s later. */
+	send_ok(a1, ch, "done typing", "a-2", 0, NULL, 2);
+	skip_evs(a1, ch, 2, 2);
+	skip_evs(a2, ch, 2, 2);
+	skip_evs(b, ch, 2, 2);
+	skip_evs(c, ch, 2, 2);
+	typing(a1, ch);
+	expect_typing(b, ch, "alice");
+	expect_typing(c, ch, "alice");
+	/* and the window is open again after that one */
+	typing(a2, ch);
+	h_expect_none(b, "typing", ch);
+
 	pc_close(a1);
 	pc_close(a2);
 	pc_close(b);

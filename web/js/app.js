@@ -1,2 +1,577 @@
-// parley web client: entry point (being written, issue 12).
-document.querySelector('#app').textContent = 'parley';
+// parley web client: start-up and the client that ties the connection,
+// the tab's store and the views together.
+//
+// The token comes in the URL fragment (#token=JWT, as `parleyd token --url`
+// prints it), is moved into the tab's sessionStorage and removed from the
+// address bar: it never appears in a URL sent to the server.
+
+import { Conn } from './conn.js';
+import { Store } from './store.js';
+import { MsgList } from './msglist.js';
+import { el, $, clear, jwtClaims, mentionsIn, backoff } from './util.js';
+import * as ui from './ui.js';
+
+const TOKEN_KEY = 'parley:token';
+const TYPING_SEND_MS = 3000;
+const TYPING_SHOW_MS = 6000;
+
+function takeToken() {
+	const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+	if (m) {
+		sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+		history.replaceState(null, '', location.pathname + location.search);
+	}
+	return sessionStorage.getItem(TOKEN_KEY);
+}
+
+// Why a token cannot be used, judged from its claims, or null.
+function tokenProblem(token) {
+	const c = jwtClaims(token);
+	if (!c || typeof c.sub !== 'string' || typeof c.ws !== 'string') return 'This is not a parley token.';
+	if (typeof c.exp === 'number' && c.exp * 1000 < Date.now() - 30000)
+		return `This token expired on ${new Date(c.exp * 1000).toLocaleString()}. Ask for a new link.`;
+	return null;
+}
+
+function boot(reason) {
+	const token = takeToken();
+	const problem = reason || (token ? tokenProblem(token) : null);
+	if (!token || problem) {
+		if (problem) sessionStorage.removeItem(TOKEN_KEY);
+		ui.signIn(problem, (t) => {
+			sessionStorage.setItem(TOKEN_KEY, t.trim());
+			boot();
+		});
+		return;
+	}
+	const claims = jwtClaims(token);
+	const client = new Client(token, claims);
+	window.parleyDebug = client;
+	client.start();
+}
+
+export class Client {
+	constructor(token, claims) {
+		this.me = claims.sub;
+		this.wsId = claims.ws;
+		this.store = new Store(this.me, this.wsId);
+		const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+		this.conn = new Conn({ url: `${proto}//${location.host}/ws`, token, resume: () => this.store.resume() });
+		this.view = null; // MsgList of the open channel
+		this.threadView = null;
+		this.catching = new Map(); // ch -> events queued while a gap is paged in
+		this.lastTyping = 0;
+		this.status = sessionStorage.getItem(`${this.store.key}:status`) || 'online';
+		this.watched = '';
+	}
+
+	start() {
+		this.ui = ui.layout(this);
+		const c = this.conn;
+		c.addEventListener('state', () => {
+			this.ui.connState();
+			this.pendingChanged();
+		});
+		c.addEventListener('hello', (e) => this.onHello(e.detail));
+		c.addEventListener('frame', (e) => this.onFrame(e.detail));
+		c.addEventListener('refused', (e) => {
+			sessionStorage.removeItem(TOKEN_KEY);
+			boot(e.detail.reason);
+		});
+		c.addEventListener('notice', (e) => this.toast(e.detail));
+		addEventListener('online', () => c.kick());
+		document.addEventListener('visibilitychange', () => this.maybeRead());
+		addEventListener('focus', () => this.maybeRead());
+		setInterval(() => this.ui.typing(), 1000);
+		c.start();
+	}
+
+	req(op, args) {
+		return this.conn.request(op, args);
+	}
+
+	toast(text) {
+		this.ui.toast(text);
+	}
+
+	// ---- the connection's life ------------------------------------------
+
+	async onHello(res) {
+		this.hello = res;
+		this.store.setChannels(res.channels, { replace: true });
+		this.ui.sidebar();
+		if (this.status !== 'online') this.conn.fire('presence.set', { status: this.status });
+		this.watched = '';
+		this.watchSoon();
+		this.loadDmMembers();
+		const open = this.store.openCh;
+		if (open && this.store.channels.has(open)) {
+			if (!this.view || this.view.ch !== open) this.openChannel(open);
+		} else {
+			const first = [...this.store.channels.values()].find((ch) => ch.kind !== 'dm') || this.store.channels.values().next().value;
+			if (first) this.openChannel(first.id);
+			else this.ui.noChannel();
+		}
+		this.flushOutbox();
+	}
+
+	async loadDmMembers() {
+		for (const ch of this.store.channels.values()) {
+			if (ch.kind !== 'dm' || ch.members) continue;
+			try {
+				const r = await this.req('ch.members', { ch: ch.id, limit: 250 });
+				ch.members = r.members;
+			} catch {
+				continue;
+			}
+		}
+		this.ui.sidebar();
+		if (this.view) this.ui.header();
+		this.watchSoon();
+	}
+
+	onFrame(f) {
+		switch (f.t) {
+		case 'ev':
+			this.onEvent(f);
+			break;
+		case 'gap':
+			this.catchUp(f.ch, f.after);
+			break;
+		case 'member':
+			this.onMember(f);
+			break;
+		case 'read': {
+			const ch = this.store.channels.get(f.ch);
+			if (!ch || f.seq <= ch.read_seq) break;
+			ch.read_seq = f.seq;
+			if (ch.read_seq >= ch.last_seq) {
+				ch.unread = 0;
+				ch.mentions = 0;
+			} else {
+				this.refreshCounts();
+			}
+			this.ui.sidebar();
+			break;
+		}
+		case 'typing': {
+			if (f.user === this.me) break;
+			const t = this.store.typing;
+			if (!t.has(f.ch)) t.set(f.ch, new Map());
+			t.get(f.ch).set(f.user, Date.now() + TYPING_SHOW_MS);
+			this.ui.typing();
+			break;
+		}
+		case 'presence':
+			this.store.presence.set(f.user, { status: f.status, since: f.since });
+			this.ui.presence(f.user);
+			break;
+		case 'err':
+			if (f.op !== 'hb' && f.op !== 'typing' && f.op !== 'read')
+				this.toast(`${f.op || 'request'}: ${f.msg || f.code}`);
+			break;
+		}
+	}
+
+	// Events of a channel, in seq order, each once; a hole is paged in with
+	// `events` first.
+	onEvent(ev) {
+		const q = this.catching.get(ev.ch);
+		if (q) {
+			q.push(ev);
+			return;
+		}
+		const seen = this.store.seen[ev.ch];
+		if (seen !== undefined && ev.seq <= seen) return;
+		if (seen !== undefined && ev.seq > seen + 1) {
+			this.catchUp(ev.ch, seen, [ev]);
+			return;
+		}
+		this.applyEvent(ev);
+	}
+
+	async catchUp(ch, after, queued = []) {
+		if (this.catching.has(ch)) return;
+		this.catching.set(ch, queued);
+		let from = Math.max(after, this.store.seen[ch] || 0);
+		for (let attempt = 0; ; ) {
+			try {
+				const r = await this.req('events', { ch, after: from, limit: 1000 });
+				for (const ev of r.evs) {
+					if (ev.seq > (this.store.seen[ch] || 0)) this.applyEvent({ t: 'ev', ...ev, ch });
+					from = ev.seq;
+				}
+				if (!r.more) break;
+			} catch (e) {
+				if (e.code === 'NOT_FOUND' || e.code === 'FORBIDDEN') break;
+				if (e.code === 'DISCONNECTED') {
+					// the resume of the next hello brings them
+					this.catching.delete(ch);
+					return;
+				}
+				await new Promise((ok) => setTimeout(ok, backoff(attempt++)));
+			}
+		}
+		const rest = this.catching.get(ch) || [];
+		this.catching.delete(ch);
+		for (const ev of rest) this.onEvent(ev);
+	}
+
+	applyEvent(ev) {
+		const st = this.store;
+		st.seen[ev.ch] = ev.seq;
+		if (!st.channels.has(ev.ch)) this.refreshCounts();
+		st.count(ev);
+		if (ev.k === 'msg' && ev.from === this.me) this.settle(ev.ch, ev.cmid, ev.seq);
+		if (this.view && this.view.ch === ev.ch) this.view.apply(ev);
+		if (this.threadView && this.threadView.ch === ev.ch) this.threadView.apply(ev);
+		if (ev.k === 'msg') {
+			const t = st.typing.get(ev.ch);
+			if (t && t.delete(ev.from)) this.ui.typing();
+		}
+		this.saveSoon();
+		this.ui.sidebarSoon();
+		this.maybeRead();
+	}
+
+	saveSoon() {
+		if (this.saveTimer) return;
+		this.saveTimer = setTimeout(() => {
+			this.saveTimer = null;
+			this.store.save();
+		}, 200);
+	}
+
+	// Unread counts after the read marker moved to the middle, or a channel
+	// appeared: ask the server (ch.list carries the counts).
+	refreshCounts() {
+		clearTimeout(this.countsTimer);
+		this.countsTimer = setTimeout(async () => {
+			try {
+				const r = await this.req('ch.list', {});
+				this.store.setChannels(r.channels, { replace: false });
+				this.ui.sidebar();
+				this.loadDmMembers();
+			} catch {
+				/* the next hello brings them */
+			}
+		}, 150);
+	}
+
+	onMember(f) {
+		const st = this.store;
+		if (f.user === this.me) {
+			if (f.action === 'leave' || f.action === 'kick') {
+				const was = st.channels.has(f.ch);
+				st.drop(f.ch);
+				this.ui.sidebar();
+				if (this.view && this.view.ch === f.ch) {
+					this.closeThread();
+					this.view.destroy();
+					this.view = null;
+					const next = st.channels.keys().next().value;
+					if (next) this.openChannel(next);
+					else this.ui.noChannel();
+				}
+				if (was && f.action === 'kick') this.toast('You were removed from a channel.');
+			} else {
+				this.refreshCounts();
+			}
+			return;
+		}
+		const ch = st.channels.get(f.ch);
+		if (ch && ch.kind === 'dm' && ch.members && (f.action === 'join' || f.action === 'invite')) {
+			if (!ch.members.includes(f.user)) ch.members.push(f.user);
+			this.ui.sidebar();
+		}
+	}
+
+	// ---- reading --------------------------------------------------------
+
+	openChannel(id, { jump } = {}) {
+		const st = this.store;
+		const ch = st.channels.get(id);
+		if (!ch) return;
+		if (!this.view || this.view.ch !== id || jump) {
+			this.closeThread();
+			if (this.view) this.view.destroy();
+			st.openCh = id;
+			st.save();
+			this.view = new MsgList(this, id, 0, $('#messages'), `Messages in ${st.displayName(ch)}`);
+			this.ui.header();
+			this.ui.sidebar();
+			this.ui.typing();
+			if (jump) this.view.jumpTo(jump);
+			else this.view.loadLatest();
+		}
+		this.ui.focusComposer();
+	}
+
+	// Moves the read marker when the newest message is on screen.
+	maybeRead() {
+		const v = this.view;
+		if (!v || document.visibilityState !== 'visible' || this.conn.state !== 'open') return;
+		const ch = this.store.channels.get(v.ch);
+		const seen = this.store.seen[v.ch] || 0;
+		if (!ch || seen <= ch.read_seq || !v.newestVisible()) return;
+		ch.read_seq = seen;
+		ch.unread = 0;
+		ch.mentions = 0;
+		this.conn.fire('read', { ch: v.ch, seq: seen });
+		this.ui.sidebarSoon();
+	}
+
+	async openThread(ch, root) {
+		if (this.threadView) this.threadView.destroy();
+		this.ui.showThread(true);
+		this.threadView = new MsgList(this, ch, root, $('#thread-messages'), 'Thread replies');
+		await this.threadView.loadLatest();
+		$('#thread-composer').focus();
+	}
+
+	closeThread() {
+		if (!this.threadView) return;
+		this.threadView.destroy();
+		this.threadView = null;
+		this.ui.showThread(false);
+	}
+
+	async jumpTo(chId, seq) {
+		if (!this.store.channels.has(chId)) return;
+		// a thread reply is shown in its thread
+		let root = 0;
+		try {
+			const r = await this.req('events', { ch: chId, after: seq - 1, limit: 1 });
+			if (r.evs[0] && r.evs[0].seq === seq && r.evs[0].thread) root = r.evs[0].thread;
+		} catch {
+			/* show the channel anyway */
+		}
+		this.openChannel(chId, { jump: root || seq });
+		if (root) {
+			await this.openThread(chId, root);
+			await this.threadView.jumpTo(seq);
+		}
+	}
+
+	async search(q) {
+		try {
+			const r = await this.req('search', { q, limit: 50 });
+			this.ui.searchResults(q, r.hits, r.partial);
+		} catch (e) {
+			this.ui.searchResults(q, null, false, e.message);
+		}
+	}
+
+	// ---- presence -------------------------------------------------------
+
+	// Watches the people in view: DM partners and the authors on screen.
+	watchSoon() {
+		clearTimeout(this.watchTimer);
+		this.watchTimer = setTimeout(() => this.watch(), 300);
+	}
+
+	async watch() {
+		if (this.conn.state !== 'open') return;
+		const users = new Set();
+		for (const ch of this.store.channels.values())
+			if (ch.kind === 'dm' && ch.members) for (const u of ch.members) if (u !== this.me) users.add(u);
+		for (const v of [this.view, this.threadView]) if (v) for (const m of v.msgs) if (m.from !== this.me) users.add(m.from);
+		const list = [...users].sort().slice(0, 500);
+		const key = list.join(',');
+		if (key === this.watched) return;
+		this.watched = key;
+		try {
+			const r = await this.req('presence.watch', { users: list });
+			for (const [u, p] of Object.entries(r.presence || {})) this.store.presence.set(u, p);
+			for (const u of list) this.ui.presence(u);
+		} catch {
+			this.watched = '';
+		}
+	}
+
+	presenceDot(user) {
+		return ui.presenceDot(this, user);
+	}
+
+	setStatus(status) {
+		this.status = status;
+		sessionStorage.setItem(`${this.store.key}:status`, status);
+		this.req('presence.set', { status }).catch((e) => this.toast(`Status: ${e.message}`));
+	}
+
+	// ---- sending --------------------------------------------------------
+
+	typed(ch) {
+		const now = Date.now();
+		if (now - this.lastTyping < TYPING_SEND_MS) return;
+		this.lastTyping = now;
+		this.conn.fire('typing', { ch });
+	}
+
+	// Shows the message at once; it is sent, and re-sent with the same cmid
+	// after every reconnect, until the server acknowledges it.
+	sendMsg(ch, body, thread) {
+		const o = { cmid: this.store.cmid(), ch, body, t: Date.now() };
+		if (thread) o.thread = thread;
+		const mentions = mentionsIn(body);
+		if (mentions.length) o.mentions = mentions;
+		this.store.outbox.push(o);
+		this.store.save();
+		this.lastTyping = 0;
+		this.pendingChanged(o);
+		this.trySend(o);
+	}
+
+	async trySend(o, attempt = 0) {
+		if (o.inflight || o.failed || this.conn.state !== 'open') return;
+		o.inflight = true;
+		const args = { ch: o.ch, body: o.body, cmid: o.cmid };
+		if (o.thread) args.thread = o.thread;
+		if (o.mentions) args.mentions = o.mentions;
+		try {
+			const r = await this.req('send', args);
+			o.inflight = false;
+			o.seq = r.seq;
+			if ((this.store.seen[o.ch] || 0) >= r.seq) this.settle(o.ch, o.cmid, r.seq);
+			this.store.save();
+		} catch (e) {
+			o.inflight = false;
+			if (e.code === 'DISCONNECTED') return; // flushOutbox after the next hello
+			if (e.code === 'RATE_LIMITED' || e.code === 'UNAVAILABLE' || e.code === 'INTERNAL') {
+				setTimeout(() => this.trySend(o, attempt + 1), Math.max(e.retry_ms || 0, backoff(attempt)));
+				return;
+			}
+			o.failed = e.message || e.code;
+			this.store.save();
+			this.pendingChanged(o);
+		}
+	}
+
+	flushOutbox() {
+		for (const o of this.store.outbox) {
+			if (o.seq && (this.store.seen[o.ch] || 0) >= o.seq) this.settle(o.ch, o.cmid, o.seq);
+			else this.trySend(o);
+		}
+		this.pendingChanged();
+	}
+
+	// The message with this cmid is in the channel: it leaves the outbox.
+	settle(ch, cmid, seq) {
+		const st = this.store;
+		const i = st.outbox.findIndex((o) => o.ch === ch && o.cmid === cmid);
+		if (i < 0) return;
+		st.outbox.splice(i, 1);
+		st.save();
+		this.pendingChanged();
+		void seq;
+	}
+
+	retrySend(cmid) {
+		const o = this.store.outbox.find((x) => x.cmid === cmid);
+		if (!o) return;
+		delete o.failed;
+		this.pendingChanged(o);
+		this.trySend(o);
+	}
+
+	discardSend(cmid) {
+		const st = this.store;
+		st.outbox = st.outbox.filter((x) => x.cmid !== cmid);
+		st.save();
+		this.pendingChanged();
+	}
+
+	pendingChanged() {
+		for (const v of [this.view, this.threadView]) if (v && v.loaded) v.renderPending();
+	}
+
+	// ---- changing messages ------------------------------------------------
+
+	async react(ch, seq, emoji, on) {
+		try {
+			await this.req('react', { ch, target: seq, emoji, on });
+		} catch (e) {
+			this.toast(`Reaction not saved: ${e.message}`);
+		}
+	}
+
+	async editMsg(ch, seq, body) {
+		try {
+			await this.req('edit', { ch, target: seq, body });
+			return true;
+		} catch (e) {
+			this.toast(`Edit not saved: ${e.message}`);
+			return false;
+		}
+	}
+
+	async deleteMsg(ch, seq) {
+		if (!(await ui.confirm('Delete this message? Everyone in the conversation will see it was deleted.'))) return;
+		try {
+			await this.req('delete', { ch, target: seq });
+		} catch (e) {
+			this.toast(`Not deleted: ${e.message}`);
+		}
+	}
+
+	async showEdits(ch, seq) {
+		try {
+			const r = await this.req('edits', { ch, target: seq });
+			ui.editHistory(r.versions);
+		} catch (e) {
+			this.toast(`Edit history: ${e.message}`);
+		}
+	}
+
+	canModerate() {
+		return false; // roles arrive with issue 13
+	}
+
+	// ---- making things ----------------------------------------------------
+
+	async createChannel(name, kind) {
+		const r = await this.req('ch.create', { name, kind });
+		this.store.setChannels([{ ...r.ch, last_seq: 0, read_seq: 0, unread: 0, mentions: 0 }], { replace: false });
+		this.ui.sidebar();
+		this.openChannel(r.ch.id);
+	}
+
+	async joinChannel(c) {
+		const r = await this.req('ch.join', { ch: c.id });
+		this.store.setChannels([{ ...r.ch, last_seq: r.last_seq, read_seq: r.last_seq, unread: 0, mentions: 0 }], { replace: false });
+		this.ui.sidebar();
+		this.openChannel(r.ch.id);
+	}
+
+	async openDm(users) {
+		const r = await this.req('dm.open', { users });
+		const ch = r.ch;
+		if (!this.store.channels.has(ch.id)) {
+			const list = await this.req('ch.list', {});
+			this.store.setChannels(list.channels, { replace: false });
+		}
+		const known = this.store.channels.get(ch.id);
+		if (known) known.members = [this.me, ...users.filter((u) => u !== this.me)];
+		this.ui.sidebar();
+		this.watchSoon();
+		this.openChannel(ch.id);
+	}
+
+	async leave(id) {
+		try {
+			await this.req('ch.leave', { ch: id });
+		} catch (e) {
+			this.toast(`Could not leave: ${e.message}`);
+		}
+	}
+
+	signOut() {
+		this.conn.stop();
+		sessionStorage.clear();
+		location.reload();
+	}
+}
+
+export { clear, el };
+
+boot();

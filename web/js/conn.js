@@ -1,0 +1,194 @@
+// The connection to parleyd: one WebSocket at a time, msgpack frames,
+// requests matched to answers by rid, heartbeats, and reconnection.
+//
+// Events (EventTarget):
+//   state    detail: 'connecting' | 'open' | 'offline'
+//   hello    detail: the hello result (after every successful hello)
+//   frame    detail: every server-initiated frame (ev, member, read,
+//            typing, presence, gap, err)
+//   refused  detail: {reason}: the token was refused; no reconnect
+//   notice   detail: text for the user (4029, 1008, ...)
+//
+// The caller supplies resume(): the map channel -> last seq seen, read
+// when each hello is sent.
+
+import { encode, decode } from '../vendor/msgpack/index.mjs';
+import { backoff } from './util.js';
+
+export class ReqError extends Error {
+	constructor(code, msg, extra = {}) {
+		super(msg || code);
+		this.code = code;
+		Object.assign(this, extra);
+	}
+}
+
+export class Conn extends EventTarget {
+	constructor({ url, token, resume }) {
+		super();
+		this.url = url;
+		this.token = token;
+		this.resume = resume;
+		this.ws = null;
+		this.state = 'offline';
+		this.rid = 0;
+		this.pending = new Map(); // rid -> {resolve, reject, op}
+		this.attempt = 0;
+		this.timer = null;
+		this.hbTimer = null;
+		this.stopped = false;
+		this.hello = null;
+	}
+
+	setState(s) {
+		if (this.state === s) return;
+		this.state = s;
+		this.emit('state', s);
+	}
+
+	emit(type, detail) {
+		this.dispatchEvent(new CustomEvent(type, { detail }));
+	}
+
+	start() {
+		this.stopped = false;
+		this.open();
+	}
+
+	stop() {
+		this.stopped = true;
+		clearTimeout(this.timer);
+		clearInterval(this.hbTimer);
+		if (this.ws) this.ws.close(1000);
+		this.ws = null;
+		this.setState('offline');
+	}
+
+	open() {
+		clearTimeout(this.timer);
+		if (this.stopped) return;
+		this.setState('connecting');
+		let ws;
+		try {
+			ws = new WebSocket(this.url, 'parley.v1');
+		} catch (e) {
+			this.retry();
+			return;
+		}
+		ws.binaryType = 'arraybuffer';
+		this.ws = ws;
+		this.goaway = null;
+		ws.onopen = () => this.sayHello(ws);
+		ws.onmessage = (e) => this.onMessage(ws, e.data);
+		ws.onclose = (e) => this.onClose(ws, e.code);
+		ws.onerror = () => {}; // onclose follows
+	}
+
+	async sayHello(ws) {
+		try {
+			const res = await this.request('hello', { token: this.token, resume: this.resume() }, ws);
+			if (ws !== this.ws) return;
+			this.hello = res;
+			this.attempt = 0;
+			clearInterval(this.hbTimer);
+			this.hbTimer = setInterval(() => this.fire('hb'), res.hb_ms || 5000);
+			this.setState('open');
+			this.emit('hello', res);
+		} catch (e) {
+			if (e.code === 'UNAUTHORIZED') this.refuse(e.message);
+			// anything else: the close that follows reconnects
+		}
+	}
+
+	refuse(reason) {
+		this.stopped = true;
+		clearInterval(this.hbTimer);
+		this.setState('offline');
+		this.emit('refused', { reason });
+	}
+
+	onMessage(ws, data) {
+		if (ws !== this.ws || !(data instanceof ArrayBuffer)) return;
+		let f;
+		try {
+			f = decode(new Uint8Array(data));
+		} catch {
+			return;
+		}
+		if (!f || typeof f !== 'object') return;
+		if (f.t === 'res') {
+			const p = this.pending.get(f.rid);
+			if (!p) return;
+			this.pending.delete(f.rid);
+			if (f.ok) p.resolve(f);
+			else p.reject(new ReqError(f.code, f.msg, { retry_ms: f.retry_ms }));
+			return;
+		}
+		if (f.t === 'goaway') {
+			this.goaway = f.retry_ms || 2000;
+			return;
+		}
+		this.emit('frame', f);
+	}
+
+	onClose(ws, code) {
+		if (ws !== this.ws) return;
+		this.ws = null;
+		clearInterval(this.hbTimer);
+		for (const [rid, p] of this.pending) {
+			p.reject(new ReqError('DISCONNECTED', 'connection lost'));
+			this.pending.delete(rid);
+		}
+		if (this.stopped) return;
+		this.setState('offline');
+		if (code === 4001) {
+			this.refuse('The server refused this token (expired, or signed with another secret).');
+			return;
+		}
+		if (code === 4029) {
+			this.emit('notice', 'You have too many devices connected (16). Close one; retrying in a minute.');
+			this.timer = setTimeout(() => this.open(), 60000 + Math.random() * 30000);
+			return;
+		}
+		if (code === 1008 || code === 1009)
+			this.emit('notice', `The server closed the connection (${code}); reconnecting.`);
+		this.retry();
+	}
+
+	retry() {
+		let ms;
+		if (this.goaway) {
+			// the server is draining: come back after retry_ms, spread out
+			ms = this.goaway + Math.random() * this.goaway;
+			this.goaway = null;
+		} else {
+			ms = backoff(this.attempt++);
+		}
+		this.retryAt = Date.now() + ms;
+		this.timer = setTimeout(() => this.open(), ms);
+		this.emit('state', 'offline');
+	}
+
+	// Reconnect now (the user asked, or the browser came back online).
+	kick() {
+		if (!this.stopped && !this.ws) this.open();
+	}
+
+	request(op, args = {}, ws = this.ws) {
+		return new Promise((resolve, reject) => {
+			if (!ws || ws.readyState !== WebSocket.OPEN || (op !== 'hello' && this.state !== 'open')) {
+				reject(new ReqError('DISCONNECTED', 'not connected'));
+				return;
+			}
+			const rid = ++this.rid;
+			this.pending.set(rid, { resolve, reject, op });
+			ws.send(encode({ op, rid, ...args }));
+		});
+	}
+
+	// A request without rid: no answer on success.
+	fire(op, args = {}) {
+		if (this.ws && this.ws.readyState === WebSocket.OPEN && this.state === 'open')
+			this.ws.send(encode({ op, ...args }));
+	}
+}

@@ -1,0 +1,115 @@
+// What the tab remembers: the user's channels with their counts, the last
+// event seq applied per channel (for resume), the outbox of sends not yet
+// acknowledged, and presence. Kept in sessionStorage, so a reload of the
+// tab resumes where it was, and a second tab starts on its own.
+
+const MAX_OUTBOX = 200;
+
+export class Store {
+	constructor(user, ws) {
+		this.user = user;
+		this.ws = ws;
+		this.key = `parley:${ws}:${user}`;
+		const saved = JSON.parse(sessionStorage.getItem(this.key) || '{}');
+		this.seen = saved.seen || {}; // ch -> last event seq applied
+		this.outbox = saved.outbox || []; // {cmid, ch, body, thread, mentions, failed, seq}
+		this.openCh = saved.openCh || null;
+		this.tab = saved.tab || Math.random().toString(36).slice(2, 8);
+		this.nextCmid = saved.nextCmid || 1;
+		this.channels = new Map(); // id -> {id, name, kind, last_seq, read_seq, unread, mentions, members}
+		this.counted = {}; // ch -> the seq up to which unread counts are the server's
+		this.presence = new Map(); // user -> {status, since}
+		this.typing = new Map(); // ch -> Map(user -> expiry ms)
+	}
+
+	save() {
+		sessionStorage.setItem(
+			this.key,
+			JSON.stringify({
+				seen: this.seen,
+				outbox: this.outbox,
+				openCh: this.openCh,
+				tab: this.tab,
+				nextCmid: this.nextCmid,
+			}),
+		);
+	}
+
+	cmid() {
+		return `w${this.tab}-${Date.now().toString(36)}-${this.nextCmid++}`;
+	}
+
+	// The hello (or ch.list) view of the user's channels. Counts from the
+	// server are authoritative up to each channel's last_seq.
+	setChannels(list, { replace }) {
+		const ids = new Set();
+		for (const c of list) {
+			if (c.member === false) continue;
+			ids.add(c.id);
+			const old = this.channels.get(c.id);
+			const ch = old || { members: null };
+			ch.id = c.id;
+			ch.name = c.name;
+			ch.kind = c.kind;
+			ch.last_seq = Math.max(c.last_seq, old ? old.last_seq : 0);
+			ch.read_seq = Math.max(c.read_seq, old ? old.read_seq : 0);
+			if (!old || c.last_seq >= old.last_seq) {
+				ch.unread = c.unread;
+				ch.mentions = c.mentions;
+				this.counted[c.id] = c.last_seq;
+			}
+			this.channels.set(c.id, ch);
+			if (this.seen[c.id] === undefined) this.seen[c.id] = c.last_seq;
+		}
+		if (replace) {
+			for (const id of [...this.channels.keys()]) if (!ids.has(id)) this.drop(id);
+		}
+		this.save();
+	}
+
+	drop(id) {
+		this.channels.delete(id);
+		delete this.seen[id];
+		delete this.counted[id];
+		if (this.openCh === id) this.openCh = null;
+		this.save();
+	}
+
+	// The resume map for hello: every channel this tab has followed.
+	resume() {
+		const r = {};
+		for (const [ch, seq] of Object.entries(this.seen)) if (seq > 0) r[ch] = seq;
+		return r;
+	}
+
+	// An event in order: counts and markers. Returns false for a duplicate.
+	count(ev) {
+		const ch = this.channels.get(ev.ch);
+		if (!ch) return true;
+		ch.last_seq = Math.max(ch.last_seq, ev.seq);
+		if (ev.k !== 'msg') return true;
+		if (ev.from === this.user) {
+			// sending moves the sender's read marker to the message
+			ch.read_seq = Math.max(ch.read_seq, ev.seq);
+			ch.unread = 0;
+			ch.mentions = 0;
+		} else if (ev.seq > (this.counted[ev.ch] || 0) && ev.seq > ch.read_seq) {
+			ch.unread++;
+			if (this.mentionsMe(ev)) ch.mentions++;
+		}
+		this.counted[ev.ch] = Math.max(this.counted[ev.ch] || 0, ev.seq);
+		return true;
+	}
+
+	mentionsMe(ev) {
+		const m = ev.mentions || [];
+		return m.includes(this.user) || m.includes('@channel') || m.includes('@here');
+	}
+
+	displayName(ch) {
+		if (ch.kind !== 'dm') return ch.name;
+		if (!ch.members) return 'Direct message';
+		const others = ch.members.filter((u) => u !== this.user);
+		return others.length ? others.join(', ') : `${this.user} (you)`;
+	}
+}
