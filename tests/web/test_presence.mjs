@@ -2,7 +2,7 @@
 // from the UI, each sees the other online, and bob sees alice go offline
 // once her page is closed.
 import {
-	run, assert, twoUsers, waitFor, sidebarEntry, TIMEOUT,
+	run, assert, twoUsers, waitFor, sidebarEntry, TIMEOUT, openChannel, send, withBody,
 } from './harness.mjs';
 
 run('presence', async (t) => {
@@ -44,5 +44,23 @@ run('presence', async (t) => {
 		r.A.pages = [];
 		await sidebarEntry(B, dm).locator('.presence[data-user="alice"][data-status="offline"]')
 			.waitFor({ timeout: TIMEOUT * 2 });
+	});
+
+	await t.step("bob posts in the channel: the dot by his own name says he is online", async () => {
+		await openChannel(B, r.ch);
+		await send(B, 'bob was here');
+		const mine = withBody(B, 'bob was here').and(B.locator('[data-seq]'));
+		await mine.waitFor();
+		// the dot of his message, or of the group it joins (same author)
+		const statuses = () => B.evaluate(() => [...document.querySelectorAll('#messages .presence[data-user="bob"]')]
+			.map((d) => d.getAttribute('data-status')));
+		try {
+			await waitFor("bob's own .presence[data-user=bob] online in #messages", async () => {
+				const l = await statuses();
+				return l.length > 0 && l.every((x) => x === 'online');
+			});
+		} catch (e) {
+			throw new Error(`${e.message}; data-status of his dots: ${JSON.stringify(await statuses())}`);
+		}
 	});
 });
