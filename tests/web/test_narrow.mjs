@@ -44,22 +44,31 @@ run('narrow', async (t) => {
 		await noSideways('signed in');
 	});
 
-	const entry = `#sidebar [data-ch="${r.other}"]`;
-	await t.step('the menu button brings the conversations on screen', async () => {
+	// The client opens one of the two on its own; alice goes to the other.
+	const current = await waitFor('an open conversation', async () => {
+		const c = A.locator('#sidebar [data-ch][aria-current="true"]');
+		return (await c.count()) === 1 ? c.getAttribute('data-ch') : false;
+	});
+	const target = current === r.ch ? r.other : r.ch;
+	const entry = `#sidebar [data-ch="${target}"]`;
+	const menu = '[aria-controls="sidebar"]';
+	const showSidebar = async () => {
 		if (!(await onScreen(A, entry))) {
-			const menu = '[aria-controls="sidebar"]';
 			assert.ok(await onScreen(A, menu), 'the conversations are off screen and no on-screen button controls #sidebar');
 			await A.locator(menu).click();
 		}
-		await waitFor('the #random entry on screen', () => onScreen(A, entry));
+		await waitFor('the conversation on screen', () => onScreen(A, entry));
+	};
+	await t.step('the menu button brings the conversations on screen', async () => {
+		await showSidebar();
 		await t.shot(A, 'alice_sidebar');
 	});
 
-	await t.step('alice opens #random from there; the composer is usable again', async () => {
+	await t.step('alice opens the other conversation from there; the composer is usable again', async () => {
 		await A.locator(entry).click();
 		await A.locator(`${entry}[aria-current="true"]`).waitFor({ state: 'attached' });
 		await waitFor('#composer on screen, not covered', () => onScreen(A, '#composer'));
-		await noSideways('in #random');
+		await noSideways('in the other conversation');
 	});
 
 	await t.step('she sends a message: it shows on her screen and reaches bob', async () => {
@@ -69,8 +78,14 @@ run('narrow', async (t) => {
 		await m.and(A.locator('[data-seq]')).waitFor();
 		const seq = await m.getAttribute('data-seq');
 		await waitFor('her message on screen', () => onScreen(A, `#messages .msg[data-seq="${seq}"] .body`));
-		await r.bob.waitFrame((f) => f.t === 'ev' && f.ch === r.other && f.body === text, 'the message');
+		await r.bob.waitFrame((f) => f.t === 'ev' && f.ch === target && f.body === text, 'the message');
 		await noSideways('after sending');
+	});
+
+	await t.step('tapping the conversation already open in the menu goes back to it too', async () => {
+		await showSidebar();
+		await A.locator(entry).click();
+		await waitFor('#composer on screen, not covered by the conversations', () => onScreen(A, '#composer'));
 	});
 	await r.bob.close();
 });
