@@ -5,6 +5,7 @@
  *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes,
  *                 and parley_stage_seconds: where a request's time goes
  *   /api/...      REST (rest.c)
+ *   GET|HEAD /, /PATH  the browser client's files (webfiles.c)
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include "actors/actors.h"
 #include "actors/rest.h"
+#include "actors/web.h"
 
 struct sbuf {
 	char *p;
@@ -201,6 +203,8 @@ void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 		resp->body = metrics(&resp->body_len);
 		return;
 	}
+	if (web_handle(req, resp))
+		return;
 	resp->status = 404;
 	resp->content_type = "text/plain";
 	resp->body = strdup("not found\n");

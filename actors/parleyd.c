@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "actors/web.h"
 
 static void usage(FILE *f)
 {
@@ -20,8 +21,10 @@ static void usage(FILE *f)
 "usage: parleyd [options]\n"
 "       parleyd token --user USER --workspace WS [--ttl SECONDS] [--name NAME]\n"
 "                     [--data DIR] [--jwt-secret-file FILE]\n"
+"                     [--url [--listen HOST:PORT] [--https]]\n"
 "\n"
-"parley: a real-time team-messaging server (msgpack over WebSocket on /ws).\n"
+"parley: a real-time team-messaging server (msgpack over WebSocket on /ws,\n"
+"the browser client on http://HOST:PORT/).\n"
 "\n"
 "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080)\n"
 "  --data DIR              data directory (default ./parley-data)\n"
@@ -47,7 +50,17 @@ static void usage(FILE *f)
 "  --presence-coalesce-ms MS  other presence changes are told within (100)\n"
 "  --no-search             do not keep the full-text index\n"
 "  --no-pin                do not pin shard threads to cores\n"
+"  --web-dir DIR           serve the browser client from DIR (read on each\n"
+"                          request: edit web/ and reload, no rebuild)\n"
+"                          instead of the copy compiled in\n"
 "  --help                  this text\n"
+"\n"
+"token: prints a token signed with the server's secret (created, as the\n"
+"server does, when DIR/jwt.secret does not exist yet). With --url it\n"
+"prints a link to the browser client that signs in with it,\n"
+"http://HOST:PORT/#token=TOKEN (HOST:PORT from --listen, the server's;\n"
+"default 127.0.0.1:8080; 0.0.0.0 and :: become loopback); --https for\n"
+"an https:// link, when a TLS proxy in front answers on HOST:PORT.\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
 "exit status 0.\n");
@@ -95,6 +108,33 @@ static unsigned long num(const char *flag, const char *v, unsigned long min,
 	return n;
 }
 
+/* "http://HOST:PORT" for a browser, from the server's --listen value:
+ * an address bound to all interfaces is reached on loopback. */
+static bool url_base(const char *listen, bool https, char *out, size_t cap)
+{
+	const char *colon = strrchr(listen, ':');
+	char host[256], *e;
+	unsigned long port;
+	int n;
+
+	if (!colon || colon == listen || (size_t)(colon - listen) >= sizeof(host))
+		return false;
+	memcpy(host, listen, (size_t)(colon - listen));
+	host[colon - listen] = '\0';
+	errno = 0;
+	port = strtoul(colon + 1, &e, 10);
+	if (errno || e == colon + 1 || *e || port == 0 || port > 65535)
+		return false;
+	if (!strcmp(host, "0.0.0.0") || !strcmp(host, "*"))
+		snprintf(host, sizeof(host), "127.0.0.1");
+	else if (!strcmp(host, "::") || !strcmp(host, "[::]"))
+		snprintf(host, sizeof(host), "[::1]");
+	n = snprintf(out, cap, strchr(host, ':') && host[0] != '[' ?
+			       "%s://[%s]:%lu" : "%s://%s:%lu",
+		     https ? "https" : "http", host, port);
+	return n > 0 && (size_t)n < cap;
+}
+
 static int cmd_token(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -104,13 +144,17 @@ static int cmd_token(int argc, char **argv)
 		{ "name", required_argument, 0, 'n' },
 		{ "data", required_argument, 0, 'd' },
 		{ "jwt-secret-file", required_argument, 0, 's' },
+		{ "url", no_argument, 0, 'U' },
+		{ "listen", required_argument, 0, 'l' },
+		{ "https", no_argument, 0, 'H' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	const char *user = NULL, *ws = NULL, *name = NULL, *data = "./parley-data",
-		   *secret = NULL;
+		   *secret = NULL, *listen = "127.0.0.1:8080";
+	bool url = false, https = false;
 	unsigned long ttl = 86400;
-	char path[4096];
+	char path[4096], base[300];
 	char *tok;
 	int c;
 
@@ -123,9 +167,21 @@ static int cmd_token(int argc, char **argv)
 		case 'n': name = optarg; break;
 		case 'd': data = optarg; break;
 		case 's': secret = optarg; break;
+		case 'U': url = true; break;
+		case 'l': listen = optarg; break;
+		case 'H': https = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "parleyd token: unexpected argument %s\n",
+			argv[optind]);
+		return 2;
+	}
+	if (url && !url_base(listen, https, base, sizeof(base))) {
+		fprintf(stderr, "parleyd token: --listen HOST:PORT\n");
+		return 2;
 	}
 	if (!user || !ws || !proto_id_valid(user, strlen(user)) ||
 	    !proto_id_valid(ws, strlen(ws))) {
@@ -149,7 +205,10 @@ static int cmd_token(int argc, char **argv)
 			(int64_t)time(NULL) + (int64_t)ttl, name);
 	if (!tok)
 		return 1;
-	printf("%s\n", tok);
+	if (url)
+		printf("%s/#token=%s\n", base, tok); /* base64url: no escaping */
+	else
+		printf("%s\n", tok);
 	free(tok);
 	return 0;
 }
@@ -179,6 +238,7 @@ int main(int argc, char **argv)
 		{ "presence-grace-ms", required_argument, 0, 15 },
 		{ "presence-coalesce-ms", required_argument, 0, 16 },
 		{ "no-search", no_argument, 0, 17 },
+		{ "web-dir", required_argument, 0, 18 },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
@@ -231,6 +291,17 @@ int main(int argc, char **argv)
 		case 15: srv.lim.grace_ms = (uint32_t)num("--presence-grace-ms", optarg, 0, 600000); break;
 		case 16: srv.lim.coalesce_ms = (uint32_t)num("--presence-coalesce-ms", optarg, 0, 60000); break;
 		case 17: o.no_search = true; break;
+		case 18: {
+			struct stat st;
+
+			if (stat(optarg, &st) || !S_ISDIR(st.st_mode)) {
+				fprintf(stderr, "parleyd: --web-dir %s: not a "
+					"directory\n", optarg);
+				return 2;
+			}
+			web_set_dir(optarg);
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -112,6 +112,7 @@ typedef struct rt_http_req {
 	const char *path;   /* without the query */
 	const char *query;  /* after '?', or "" */
 	const char *authorization; /* header value or "" */
+	const char *if_none_match; /* header value (repeats joined) or "" */
 	const uint8_t *body;
 	size_t body_len;
 } rt_http_req;
@@ -124,8 +125,26 @@ typedef struct rt_http_resp {
 	const char *content_type; /* static string */
 	char *body;               /* malloc'd; the transport frees it */
 	size_t body_len;
+	/* An answer to HEAD: Content-Length says body_len, no body is
+	 * written (body may be NULL). The transport also drops the body of
+	 * any answer to a HEAD request. 204 and 304 never carry a body or a
+	 * Content-Length, whatever body_len says. */
+	bool head;
 	char hname[32], hvalue[96]; /* one extra header, if hname[0] */
+	/* More headers, added with rt_http_add_header: "name: value\r\n"
+	 * lines, malloc'd, freed by the transport with the body. */
+	char *xhdrs;
+	size_t xhdrs_len;
 } rt_http_resp;
+
+/* All extra header lines of one answer together stay below this. */
+#define RT_HTTP_XHDRS_MAX 2048
+
+/* Add the header "name: value" to resp (any thread that owns resp).
+ * 0, or -1 (nothing added) when the name is not a token, the value holds
+ * a control character, or the headers would pass RT_HTTP_XHDRS_MAX. */
+int rt_http_add_header(rt_http_resp *resp, const char *name,
+		       const char *value);
 
 /* ---- hooks: how actors/ plugs in --------------------------------------- */
 

@@ -1296,21 +1296,96 @@ static void on_accept(struct rt_shard *s)
 
 /* ---- HTTP: libwebsockets ---------------------------------------------- */
 
+int rt_http_add_header(rt_http_resp *r, const char *name, const char *value)
+{
+	size_t nl = strlen(name), vl = strlen(value), need = nl + vl + 4;
+	char *x;
+
+	if (!nl)
+		return -1;
+	for (size_t i = 0; i < nl; i++)
+		if (name[i] <= ' ' || name[i] >= 0x7f || name[i] == ':')
+			return -1;
+	for (size_t i = 0; i < vl; i++)
+		if ((unsigned char)value[i] < ' ' || value[i] == 0x7f)
+			return -1;
+	if (r->xhdrs_len + need >= RT_HTTP_XHDRS_MAX)
+		return -1;
+	x = realloc(r->xhdrs, r->xhdrs_len + need + 1);
+	if (!x)
+		return -1;
+	sprintf(x + r->xhdrs_len, "%s: %s\r\n", name, value);
+	r->xhdrs = x;
+	r->xhdrs_len += need;
+	return 0;
+}
+
+/* The answer's body and extra headers are no longer needed. */
+static void resp_free(rt_http_resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+	free(r->xhdrs);
+	r->xhdrs = NULL;
+	r->xhdrs_len = 0;
+}
+
+/* The "name: value\r\n" lines of rt_http_add_header, into lws' head. */
+static int put_xhdrs(struct lws *wsi, const rt_http_resp *r, uint8_t **p,
+		     uint8_t *end)
+{
+	const char *s = r->xhdrs, *e = s ? s + r->xhdrs_len : NULL;
+
+	while (s && s < e) {
+		const char *colon = memchr(s, ':', (size_t)(e - s));
+		const char *eol = colon ? memchr(colon, '\r', (size_t)(e - colon))
+					: NULL;
+		char name[RT_HTTP_XHDRS_MAX];
+
+		if (!eol || colon + 2 > eol)
+			return -1;
+		memcpy(name, s, (size_t)(colon + 1 - s));
+		name[colon + 1 - s] = '\0';
+		if (lws_add_http_header_by_name(wsi, (const uint8_t *)name,
+						(const uint8_t *)colon + 2,
+						(int)(eol - colon - 2), p, end))
+			return -1;
+		s = eol + 2;
+	}
+	return 0;
+}
+
 static void http_reply(struct lws *wsi, rt_conn *c)
 {
-	uint8_t hbuf[LWS_PRE + 1024], *start = hbuf + LWS_PRE, *p = start,
+	uint8_t hbuf[LWS_PRE + 1024 + RT_HTTP_XHDRS_MAX],
+		*start = hbuf + LWS_PRE, *p = start,
 		*end = hbuf + sizeof(hbuf) - 1;
+	rt_http_resp *r = &c->resp;
+	/* no body, and no length: it has none by definition (RFC 9110) */
+	bool bodiless = r->status == 204 || r->status == 304;
+	/* whoever answered, a HEAD gets the head only: a body would be
+	 * read as the start of the next answer on the connection */
+	bool head = r->head ||
+		    (c->http_method && !strcmp(c->http_method, "HEAD"));
 
-	if (lws_add_http_common_headers(wsi, (unsigned)c->resp.status,
-					c->resp.content_type,
-					c->resp.body_len, &p, end) ||
-	    (c->resp.hname[0] &&
-	     lws_add_http_header_by_name(wsi, (const uint8_t *)c->resp.hname,
-					 (const uint8_t *)c->resp.hvalue,
-					 (int)strlen(c->resp.hvalue), &p, end)) ||
+	if (lws_add_http_header_status(wsi, (unsigned)r->status, &p, end) ||
+	    (r->content_type && !bodiless &&
+	     lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+					  (const uint8_t *)r->content_type,
+					  (int)strlen(r->content_type), &p,
+					  end)) ||
+	    (!bodiless &&
+	     lws_add_http_header_content_length(wsi, r->body_len, &p, end)) ||
+	    (r->hname[0] &&
+	     lws_add_http_header_by_name(wsi, (const uint8_t *)r->hname,
+					 (const uint8_t *)r->hvalue,
+					 (int)strlen(r->hvalue), &p, end)) ||
+	    put_xhdrs(wsi, r, &p, end) ||
 	    lws_finalize_write_http_header(wsi, start, &p, end)) {
 		c->close_now = true;
 	}
+	if (bodiless || head)
+		r->body_len = 0; /* the head is all that goes out */
 	lws_callback_on_writable(wsi);
 }
 
@@ -1419,7 +1494,7 @@ static void http_refuse(struct lws *wsi, rt_conn *c, int status,
 	int n = snprintf(body, sizeof(body), "{\"code\":\"%s\",\"msg\":\"%s\"}",
 			 code, msg);
 
-	free(c->resp.body);
+	resp_free(&c->resp);
 	memset(&c->resp, 0, sizeof(c->resp));
 	c->resp.status = status;
 	c->resp.content_type = "application/json";
@@ -1460,13 +1535,14 @@ static int http_query(struct lws *wsi, char *q, size_t cap)
 
 static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 {
-	char auth[1024] = "", query[1024];
+	char auth[1024] = "", query[1024], inm[1024] = "";
 	const char *path = c->http_uri ? c->http_uri : "/";
 	rt_http_req req = { .conn = c,
 			    .method = c->http_method ? c->http_method : "GET",
 			    .path = path,
 			    .query = query,
 			    .authorization = auth,
+			    .if_none_match = inm,
 			    .body = c->http_body,
 			    .body_len = c->http_body_len };
 
@@ -1483,7 +1559,13 @@ static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 			    "authorization header too long", false);
 		return;
 	}
+	/* Too long to hold: answered as if absent (a full 200, never a
+	 * wrong 304). */
+	if (lws_hdr_copy(wsi, inm, sizeof(inm),
+			 WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
+		inm[0] = '\0';
 	c->http_dispatched = true;
+	resp_free(&c->resp);
 	memset(&c->resp, 0, sizeof(c->resp));
 	c->resp.status = 404;
 	c->resp.content_type = "text/plain";
@@ -1533,6 +1615,13 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		c->shard = s;
 		c->http_uri = strdup(in ? (const char *)in : "/");
 		c->http_method = http_method(wsi);
+		/* lws decodes %00 into the path: the C string would end early
+		 * and name another resource ("/x.html%00.js" as "/x.html") */
+		if (in && strnlen(in, len) != len) {
+			http_refuse(wsi, c, 400, "BAD_REQUEST",
+				    "NUL byte in the path", true);
+			return 0;
+		}
 		wants_body = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0 ||
 			     lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI) > 0 ||
 			     lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI) > 0;
@@ -1613,8 +1702,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
 		free(buf);
 		http_done(c);
-		free(c->resp.body);
-		c->resp.body = NULL;
+		resp_free(&c->resp);
 		free(c->http_uri);
 		c->http_uri = NULL;
 		free(c->http_body);
@@ -1632,10 +1720,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (c && !c->ws) {
 			http_done(c);
-			free(c->resp.body);
+			resp_free(&c->resp);
 			free(c->http_uri);
 			free(c->http_body);
-			c->resp.body = NULL;
 			c->http_uri = NULL;
 			c->http_body = NULL;
 		}

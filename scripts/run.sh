@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts parley from a fresh checkout: installs the dependencies, builds the
-# release binary and execs build/parleyd. Arguments are passed to parleyd
+# release binary, prints sign-in links to the web client for two users
+# (alice and bob in workspace acme) and execs build/parleyd. Arguments are passed to parleyd
 # unchanged; with none, its defaults apply (listen 127.0.0.1:8080, data in
 # ./parley-data, JWT secret created there on first start). It runs from the
 # repository root, so relative paths in the arguments are relative to it.
@@ -46,10 +47,29 @@ esac
 tokopts=
 [ "$data" = ./parley-data ] || printf -v tokopts ' --data %q' "$data"
 [ -z "$secret" ] || printf -v tokopts '%s --jwt-secret-file %q' "$tokopts" "$secret"
+tokargs=(--listen "$connect")
+[ "$data" = ./parley-data ] || tokargs+=(--data "$data")
+[ -z "$secret" ] || tokargs+=(--jwt-secret-file "$secret")
+
+# Links for the browser: the token rides in the fragment, which browsers do
+# not send to the server. `token` creates the data directory and its secret
+# when they do not exist yet, as parleyd would on its first start.
+# A failure is printed by parleyd token; parleyd then says what is wrong too.
+link_alice=$(build/parleyd token --user alice --workspace acme --name Alice --url "${tokargs[@]}") ||
+	link_alice="(no link: see the error above)"
+link_bob=$(build/parleyd token --user bob --workspace acme --name Bob --url "${tokargs[@]}") ||
+	link_bob="(no link: see the error above)"
 
 cat <<EOF
 
 parley is starting: build/parleyd${*:+ $*}
+
+  Open this link in a browser to sign in as alice (workspace acme):
+    $link_alice
+  and this one in another tab or window as bob, to chat with alice:
+    $link_bob
+  (the links hold tokens valid for 24 hours: anyone with a link is that user)
+
   WebSocket:  ws://$connect/ws   (subprotocol parley.v1, binary msgpack frames)
   a token:    build/parleyd token --user alice --workspace acme$tokopts
               (signed with the server's secret, created if missing;

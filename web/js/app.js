@@ -14,6 +14,7 @@ import * as ui from './ui.js';
 const TOKEN_KEY = 'parley:token';
 const TYPING_SEND_MS = 3000;
 const TYPING_SHOW_MS = 6000;
+const IDLE_MS = 10 * 60 * 1000; // no input for this long: heartbeats stop, others see "away"
 
 function takeToken() {
 	const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
@@ -45,9 +46,7 @@ function boot(reason) {
 		return;
 	}
 	const claims = jwtClaims(token);
-	const client = new Client(token, claims);
-	window.parleyDebug = client;
-	client.start();
+	new Client(token, claims).start();
 }
 
 export class Client {
@@ -56,7 +55,13 @@ export class Client {
 		this.wsId = claims.ws;
 		this.store = new Store(this.me, this.wsId);
 		const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-		this.conn = new Conn({ url: `${proto}//${location.host}/ws`, token, resume: () => this.store.resume() });
+		this.conn = new Conn({
+			url: `${proto}//${location.host}/ws`,
+			token,
+			resume: () => this.store.resume(),
+			active: () => Date.now() - this.lastActivity < IDLE_MS,
+		});
+		this.lastActivity = Date.now();
 		this.view = null; // MsgList of the open channel
 		this.threadView = null;
 		this.catching = new Map(); // ch -> events queued while a gap is paged in
@@ -70,6 +75,7 @@ export class Client {
 		const c = this.conn;
 		c.addEventListener('state', () => {
 			this.ui.connState();
+			this.selfPresence();
 			this.pendingChanged();
 		});
 		c.addEventListener('hello', (e) => this.onHello(e.detail));
@@ -80,6 +86,11 @@ export class Client {
 		});
 		c.addEventListener('notice', (e) => this.toast(e.detail));
 		addEventListener('online', () => c.kick());
+		const awake = () => {
+			this.lastActivity = Date.now();
+		};
+		for (const t of ['keydown', 'pointerdown', 'pointermove', 'wheel', 'focus'])
+			addEventListener(t, awake, { passive: true, capture: true });
 		document.addEventListener('visibilitychange', () => this.maybeRead());
 		addEventListener('focus', () => this.maybeRead());
 		setInterval(() => this.ui.typing(), 1000);
@@ -393,8 +404,16 @@ export class Client {
 		return ui.presenceDot(this, user);
 	}
 
+	// The user's own dot: what others see, as far as this tab knows.
+	selfPresence() {
+		const s = this.conn.state !== 'open' || this.status === 'invisible' ? 'offline' : this.status;
+		this.store.presence.set(this.me, { status: s, since: Date.now() });
+		this.ui.presence(this.me);
+	}
+
 	setStatus(status) {
 		this.status = status;
+		this.selfPresence();
 		sessionStorage.setItem(`${this.store.key}:status`, status);
 		this.req('presence.set', { status }).catch((e) => this.toast(`Status: ${e.message}`));
 	}

@@ -24,8 +24,11 @@ export class ReqError extends Error {
 }
 
 export class Conn extends EventTarget {
-	constructor({ url, token, resume }) {
+	// active(): whether the person is there (heartbeats are sent only
+	// then, so an idle tab shows as away)
+	constructor({ url, token, resume, active = () => true }) {
 		super();
+		this.active = active;
 		this.url = url;
 		this.token = token;
 		this.resume = resume;
@@ -91,11 +94,14 @@ export class Conn extends EventTarget {
 			this.hello = res;
 			this.attempt = 0;
 			clearInterval(this.hbTimer);
-			this.hbTimer = setInterval(() => this.fire('hb'), res.hb_ms || 5000);
+			this.hbTimer = setInterval(() => {
+				if (this.active()) this.fire('hb');
+			}, res.hb_ms || 5000);
 			this.setState('open');
 			this.emit('hello', res);
 		} catch (e) {
-			if (e.code === 'UNAUTHORIZED') this.refuse(e.message);
+			if (e.code === 'UNAUTHORIZED')
+				this.refuse(`The server refused this token (${e.message}). Ask for a new link.`);
 			// anything else: the close that follows reconnects
 		}
 	}

@@ -197,7 +197,11 @@ export class MsgList {
 				break;
 			}
 		}
+		// the anchor may be re-rendered (its grouping changes): find it
+		// again by seq
+		const seq = anchor && anchor.dataset.seq;
 		fn();
+		if (seq) anchor = this.els.get(+seq);
 		if (stick && this.atLive) sc.scrollTop = sc.scrollHeight;
 		else if (anchor && anchor.isConnected) sc.scrollTop = anchor.offsetTop - off;
 	}

@@ -43,11 +43,12 @@ export function layout(client) {
 		el('form.search', { role: 'search', onsubmit: (e) => { e.preventDefault(); const q = search.value.trim(); if (q) client.search(q); } }, search),
 		el('span#conn', { role: 'status', 'aria-live': 'polite' }),
 		el('span#me', { dataset: { user: client.me }, title: `${client.me} in ${client.wsId}` },
-			el('span.avatar.small', avatarOf(client.me)), el('span.who', client.me), status),
-		el('button#btn-signout.link', { type: 'button', onclick: () => client.signOut() }, 'Sign out'));
+			el('span.avatar.small', avatarOf(client.me)), el('span.who', client.me)));
 
 	const side = el('nav#sidebar', { 'aria-label': 'Conversations' },
 		el('div.ws', client.wsId),
+		el('div.mine', presenceDot(client, client.me), el('span.who', client.me), status,
+			el('button#btn-signout.link', { type: 'button', onclick: () => client.signOut() }, 'Sign out')),
 		el('div.sect', el('h2', 'Channels'),
 			el('button#btn-browse.icon', { type: 'button', title: 'Browse channels', 'aria-label': 'Browse channels', onclick: () => browse(client) }, '⌕'),
 			el('button#btn-new-channel.icon', { type: 'button', title: 'Create a channel', 'aria-label': 'Create a channel', onclick: () => newChannel(client) }, '+')),
