@@ -193,7 +193,17 @@ export class Server {
 		return mintToken(secret, claims);
 	}
 
-	// The link `parleyd token --url` prints.
+	// The link `parleyd token --url` prints, asked of parleyd itself.
+	async tokenUrl(user, ws = 'acme') {
+		const { execFile } = await import('node:child_process');
+		return new Promise((res, rej) => execFile(this.exe, ['token', '--user', user, '--workspace', ws,
+			'--jwt-secret-file', this.secretFile, '--url', '--listen', `127.0.0.1:${this.port}`],
+		{ timeout: TIMEOUT }, (err, out, errOut) => err
+			? rej(new Error(`parleyd token --url failed: ${err.message} ${errOut}`))
+			: res(out.trim())));
+	}
+
+	// The same link, minted here.
 	url(token) {
 		return `${this.origin}/#token=${token}`;
 	}

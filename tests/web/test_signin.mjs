@@ -11,8 +11,13 @@ run('signin', async (t) => {
 		page.on('websocket', (ws) => urls.push(ws.url()));
 	};
 
-	const alice = await t.step('alice opens her link', () =>
-		t.user('alice', { before: watch }));
+	const link = await t.step('parleyd token --url prints her link', async () => {
+		const l = await s.tokenUrl('alice');
+		assert.match(l, new RegExp(`^http://127\\.0\\.0\\.1:${s.port}/#token=[\\w-]+\\.[\\w-]+\\.[\\w-]+$`), `odd link: ${l}`);
+		return l;
+	});
+	const alice = await t.step('alice opens that link', () =>
+		t.user('alice', { before: watch, url: link, token: link.split('#token=')[1] }));
 	await t.step('she is signed in: #me and #conn open', () => signedIn(alice.page, 'alice'));
 	assert.match(await alice.page.locator('#me').innerText(), /alice/, '#me does not show the user');
 
