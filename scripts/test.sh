@@ -4,7 +4,8 @@
 #                 and gnuplot too: the harness's smoke uses them)
 #   release       build/       all tests, the bench smoke included
 #   asan          build-asan/  all tests but the bench smoke, ASan + UBSan,
-#                 leaks fatal
+#                 leaks fatal (the browser tests too: a real client against
+#                 the ASan parleyd)
 #   tsan          build-tsan/  tests labelled "runtime" (mailboxes, shards,
 #                 presence and search threads)
 # Tests labelled "unit" run two at a time; the others (e2e: each starts a
@@ -85,6 +86,15 @@ ctest_phase() {
 	note "$name tests" "$ph_pass passed, $ph_fail failed ($((SECONDS - start)) s)"
 }
 
+# web_shots NAME DIR: the browser tests' screenshots of this phase stay in
+# DIR/web-shots/ (emptied before the phase, so none is stale); one summary
+# line says where.
+web_shots() {
+	local n
+	n=$(find "$2/web-shots" -name '*.png' 2>/dev/null | wc -l)
+	[ "$n" -eq 0 ] || note "$1 shots" "$n screenshots in ${2#"$root"/}/web-shots/"
+}
+
 # build_phase NAME FLAG: sets $dir on success; a failed build is 1 failed.
 build_phase() {
 	local name=$1 flag=$2 start=$SECONDS
@@ -112,7 +122,9 @@ fi
 wrap=()
 skip=
 if build_phase release --release; then
+	rm -rf "$dir/web-shots"
 	ctest_phase release "$dir"
+	web_shots release "$dir"
 fi
 
 # ---- ASan + UBSan: all tests but the bench smoke (it measures, and the
@@ -121,7 +133,9 @@ wrap=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "${san_wrap[@]}")
 skip=bench
 if build_phase asan --asan; then
+	rm -rf "$dir/web-shots"
 	ctest_phase asan "$dir"
+	web_shots asan "$dir"
 fi
 
 # ---- TSan: the runtime's tests only (suppressions: tests/tsan.supp, for
