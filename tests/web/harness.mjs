@@ -399,7 +399,7 @@ class Test {
 	// name, with one tab open on its sign-in link (unless open is false).
 	async user(name, { viewport = WIDE, token, url, before, open = true, server = this.server } = {}) {
 		if (!this.browser) await this._launch();
-		const ctx = await this.browser.newContext({ viewport });
+		const ctx = await this.browser.newContext({ viewport, reducedMotion: "reduce" });
 		ctx.setDefaultTimeout(TIMEOUT);
 		const u = new User(this, name, ctx, token ?? server.token(name));
 		this.users.push(u);
