@@ -7,6 +7,7 @@ import {
 } from './harness.mjs';
 
 const N = 600;
+const MAX_RENDERED = 300; // docs/web.md: the most messages a list renders
 
 run('scrollback', async (t) => {
 	const { ch, alice } = await t.step('seed: 600 messages from alice', async () => {
@@ -31,6 +32,8 @@ run('scrollback', async (t) => {
 		const list = await messages(B);
 		assert.ok(list.length > 0, `${when}: no message rendered`);
 		assertOrdered(list, when, { contiguous: true });
+		// the page stays fast however long the channel: a bounded window
+		assert.ok(list.length <= MAX_RENDERED, `${when}: ${list.length} messages rendered (at most ${MAX_RENDERED})`);
 		for (const m of list)
 			assert.equal(m.body.trim(), `scroll message ${m.seq}`, `${when}: message ${m.seq} shows another's text`);
 		return list;
@@ -67,6 +70,27 @@ run('scrollback', async (t) => {
 	await t.step('seq 1 is at the top of the list', async () => {
 		const list = await check('at the top');
 		assert.equal(list[0].seq, 1);
+	});
+
+	await t.step('scrolling back down pages newer messages in until the newest again', async () => {
+		let highest = Math.max(...(await check('at the top')).map((m) => m.seq));
+		let rounds = 0;
+		while (highest < N) {
+			rounds++;
+			assert.ok(rounds <= 100, `still no seq ${N} after ${rounds} scrolls down (highest ${highest})`);
+			const before = highest;
+			highest = await waitFor(`newer messages than ${before} after scrolling to the bottom`, async () => {
+				await B.locator('#messages').evaluate((el) => {
+					el.scrollTop = el.scrollHeight;
+					el.dispatchEvent(new Event('scroll'));
+				});
+				const list = await messages(B);
+				const high = Math.max(...list.map((m) => m.seq));
+				return high > before ? high : false;
+			});
+			await check(`after scroll down ${rounds}`);
+		}
+		await waitFor(`message ${N} on screen`, () => shownIn(B, `#messages .msg[data-seq="${N}"]`));
 	});
 	await alice.close();
 }, { server: { extra: ['--send-rate', '1000', '--send-burst', '1000'] } });
