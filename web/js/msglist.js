@@ -147,6 +147,7 @@ export class MsgList {
 
 	// Shows the window around seq, scrolled to it and highlighted.
 	async jumpTo(seq) {
+		this.highlight = seq;
 		await this.run(async () => {
 			const [a, b] = await Promise.all([
 				this.history({ before: seq + 1, limit: 25 }),
@@ -159,9 +160,7 @@ export class MsgList {
 			this.early = [];
 		});
 		const target = this.els.get(seq);
-		for (const e of this.sc.querySelectorAll('.highlight')) e.classList.remove('highlight');
 		if (target) {
-			target.classList.add('highlight');
 			target.scrollIntoView({ block: 'center' });
 			target.focus({ preventScroll: true });
 		}
@@ -279,7 +278,6 @@ export class MsgList {
 		if (!old) return;
 		const i = this.msgs.indexOf(m);
 		const e = this.render(m, this.msgs[i - 1] || null);
-		if (old.classList.contains('highlight')) e.classList.add('highlight');
 		const focused = old.contains(document.activeElement) && document.activeElement;
 		old.replaceWith(e);
 		this.els.set(m.seq, e);
@@ -365,8 +363,12 @@ export class MsgList {
 	render(m, prev, pending) {
 		const c = this.client;
 		const me = c.me;
+		const newDay = !pending && (!prev || dayOf(prev.ts) !== dayOf(m.ts));
+		const lit = !pending && m.seq === this.highlight;
 		const cont =
 			!pending &&
+			!newDay &&
+			!lit &&
 			prev &&
 			prev.from === m.from &&
 			!prev.deleted &&
@@ -374,6 +376,7 @@ export class MsgList {
 			!(this.thread && prev.seq === this.thread);
 		const cls = ['msg'];
 		if (cont) cls.push('cont');
+		if (lit) cls.push('highlight');
 		if (m.deleted) cls.push('deleted');
 		if (pending) cls.push('pending');
 		if (pending?.failed) cls.push('failed');
@@ -446,6 +449,7 @@ export class MsgList {
 		}
 		e.prepend(el('div.gutter', cont ? null : el('span.avatar', avatarOf(m.from))));
 		e.append(main);
+		if (newDay && !this.thread) e.prepend(el('div.day', { role: 'separator' }, el('span', dayLabel(m.ts))));
 		return e;
 	}
 
@@ -504,6 +508,39 @@ export class MsgList {
 		body.replaceWith(box);
 		box.focus();
 		box.setSelectionRange(box.value.length, box.value.length);
+	}
+}
+
+const dayOf = (ms) => new Date(ms).toDateString();
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' });
+
+function dayLabel(ms) {
+	const d = new Date(ms);
+	const now = new Date();
+	if (d.toDateString() === now.toDateString()) return 'Today';
+	if (d.toDateString() === new Date(now.getTime() - 864e5).toDateString()) return 'Yesterday';
+	return dayFmt.format(d) + (d.getFullYear() === now.getFullYear() ? '' : `, ${d.getFullYear()}`);
+}
+
+// Wraps the search terms found in node's text in <mark>.
+export function markTerms(node, q) {
+	const terms = q.toLowerCase().replace(/["*]/g, ' ').split(/\s+/).filter((t) => t.length > 0);
+	if (!terms.length) return;
+	const re = new RegExp(terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'gi');
+	const walk = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+	const texts = [];
+	while (walk.nextNode()) texts.push(walk.currentNode);
+	for (const t of texts) {
+		const parts = [];
+		let at = 0;
+		for (const m of t.data.matchAll(re)) {
+			if (m.index > at) parts.push(t.data.slice(at, m.index));
+			parts.push(el('mark', m[0]));
+			at = m.index + m[0].length;
+		}
+		if (!parts.length) continue;
+		if (at < t.data.length) parts.push(t.data.slice(at));
+		t.replaceWith(...parts);
 	}
 }
 

@@ -3,7 +3,7 @@
 // tests use are listed in docs/web.md.
 
 import { el, $, clear, timeOf, fullTime } from './util.js';
-import { avatarOf, formatBody } from './msglist.js';
+import { avatarOf, formatBody, markTerms } from './msglist.js';
 
 const STATUS_TEXT = { online: 'online', away: 'away', dnd: 'do not disturb', offline: 'offline' };
 
@@ -176,6 +176,7 @@ export function layout(client) {
 				const ch = st.channels.get(h.ch);
 				const body = el('div.body');
 				formatBody(body, h.body, client.me);
+				markTerms(body, q);
 				list.append(el('li', el('button.hit', {
 					type: 'button', dataset: { ch: h.ch, seq: h.seq },
 					onclick: () => {
@@ -333,7 +334,7 @@ async function browse(client) {
 		const open = r.channels.filter((c) => c.kind === 'public' && !c.member).sort((a, b) => a.name.localeCompare(b.name));
 		if (!open.length) list.append(el('li.empty', 'You are in every public channel.'));
 		for (const c of open) {
-			list.append(el('li', el('span.name', `# ${c.name}`), el('span.meta', `${c.last_seq} events`),
+			list.append(el('li', el('span.name', `# ${c.name}`),
 				el('button.primary', {
 					type: 'button', dataset: { join: c.id },
 					onclick: async () => {
