@@ -3,7 +3,7 @@
 // acknowledged, and presence. Kept in sessionStorage, so a reload of the
 // tab resumes where it was, and a second tab starts on its own.
 
-const MAX_OUTBOX = 200;
+import { randomId } from './util.js';
 
 export class Store {
 	constructor(user, ws) {
@@ -15,7 +15,9 @@ export class Store {
 		this.outbox = saved.outbox || []; // {cmid, ch, body, thread, mentions, failed, seq}
 		for (const o of this.outbox) delete o.inflight; // a reload ended them
 		this.openCh = saved.openCh || null;
-		this.tab = saved.tab || Math.random().toString(36).slice(2, 8);
+		// new on every page load: a duplicated tab (which copies
+		// sessionStorage) must not make the same cmids as its original
+		this.tab = randomId(8);
 		this.nextCmid = saved.nextCmid || 1;
 		this.channels = new Map(); // id -> {id, name, kind, last_seq, read_seq, unread, mentions, members}
 		this.counted = {}; // ch -> the seq up to which unread counts are the server's
@@ -30,7 +32,6 @@ export class Store {
 				seen: this.seen,
 				outbox: this.outbox.map(({ inflight, ...o }) => o),
 				openCh: this.openCh,
-				tab: this.tab,
 				nextCmid: this.nextCmid,
 			}),
 		);
