@@ -71,9 +71,11 @@ void sess_on_presence(struct shard_state *ss, struct m_presence *m);
 
 /* session.c: a request from an authenticated source that is not a
  * WebSocket session (REST): decoded and run like a frame of a session
- * that said hello as user@ws; answers go to c with rt_conn_send_bytes. */
+ * that said hello as user@ws (admin: with the admin role); answers go to
+ * c with rt_conn_send_bytes. */
 void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
-		  const char *user, const uint8_t *frame, size_t len);
+		  const char *user, bool admin, const uint8_t *frame,
+		  size_t len);
 
 /* search_op.c: the `search` op, answered later through c's shard. A
  * WebSocket session passes its count of searches in flight (NULL over
@@ -90,12 +92,14 @@ void sess_search_done(rt_conn_id conn);
 struct auth_claims {
 	char sub[ID_CAP], ws[ID_CAP], name[129];
 	int64_t exp, nbf;
+	bool admin; /* claim "role": "admin" (a workspace admin) */
 };
 int auth_verify(const uint8_t *key, size_t keylen, const char *token,
 		size_t toklen, int64_t now_s, struct auth_claims *out,
 		const char **why);
 char *auth_mint(const uint8_t *key, size_t keylen, const char *sub,
-		const char *ws, int64_t exp, const char *name);
+		const char *ws, int64_t exp, const char *name,
+		const char *role);
 int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		     bool create);
 

@@ -236,6 +236,8 @@ int auth_verify(const uint8_t *key, size_t keylen, const char *token,
 	if (json_is_string(j))
 		snprintf(out->name, sizeof(out->name), "%s",
 			 json_string_value(j));
+	j = json_object_get(claims, "role");
+	out->admin = json_is_string(j) && !strcmp(json_string_value(j), "admin");
 	rc = 0;
 out:
 	json_decref(head);
@@ -245,7 +247,7 @@ out:
 }
 
 char *auth_mint(const uint8_t *key, size_t keylen, const char *sub,
-		const char *ws, int64_t exp, const char *name)
+		const char *ws, int64_t exp, const char *name, const char *role)
 {
 	jwt_t *jwt = NULL;
 	char *tok = NULL;
@@ -255,6 +257,7 @@ char *auth_mint(const uint8_t *key, size_t keylen, const char *sub,
 	if (jwt_add_grant(jwt, "sub", sub) || jwt_add_grant(jwt, "ws", ws) ||
 	    jwt_add_grant_int(jwt, "exp", exp) ||
 	    (name && jwt_add_grant(jwt, "name", name)) ||
+	    (role && jwt_add_grant(jwt, "role", role)) ||
 	    jwt_set_alg(jwt, JWT_ALG_HS256, key, (int)keylen))
 		goto out;
 	tok = jwt_encode_str(jwt);

@@ -119,6 +119,7 @@ struct m_req {
 	uint64_t t0_us;   /* when the session posted it */
 	uint64_t t_chan_us; /* when the channel actor took it (0: before) */
 	char ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
+	bool admin; /* the requester is a workspace admin (token claim) */
 	/* The request, decoded once by the session (proto_req_decode) and
 	 * deep-copied with proto_req_copy: its strings and lists live in
 	 * tail (NUL-terminated). No actor past the session sees the frame. */

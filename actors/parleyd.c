@@ -19,7 +19,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 "usage: parleyd [options]\n"
-"       parleyd token --user USER --workspace WS [--ttl SECONDS] [--name NAME]\n"
+"       parleyd token --user USER --workspace WS [--ttl SECONDS] [--name NAME] [--admin]\n"
 "                     [--data DIR] [--jwt-secret-file FILE]\n"
 "                     [--url [--listen HOST:PORT] [--https]]\n"
 "\n"
@@ -61,6 +61,8 @@ static void usage(FILE *f)
 "http://HOST:PORT/#token=TOKEN (HOST:PORT from --listen, the server's;\n"
 "default 127.0.0.1:8080; 0.0.0.0 and :: become loopback); --https for\n"
 "an https:// link, when a TLS proxy in front answers on HOST:PORT.\n"
+"--name sets the display name claim; --admin the claim role=admin (a\n"
+"workspace admin: may moderate every channel of the workspace).\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
 "exit status 0.\n");
@@ -147,12 +149,13 @@ static int cmd_token(int argc, char **argv)
 		{ "url", no_argument, 0, 'U' },
 		{ "listen", required_argument, 0, 'l' },
 		{ "https", no_argument, 0, 'H' },
+		{ "admin", no_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};
 	const char *user = NULL, *ws = NULL, *name = NULL, *data = "./parley-data",
 		   *secret = NULL, *listen = "127.0.0.1:8080";
-	bool url = false, https = false;
+	bool url = false, https = false, admin = false;
 	unsigned long ttl = 86400;
 	char path[4096], base[300];
 	char *tok;
@@ -170,6 +173,7 @@ static int cmd_token(int argc, char **argv)
 		case 'U': url = true; break;
 		case 'l': listen = optarg; break;
 		case 'H': https = true; break;
+		case 'A': admin = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -202,7 +206,8 @@ static int cmd_token(int argc, char **argv)
 		return 1;
 	}
 	tok = auth_mint(srv.key, srv.key_len, user, ws,
-			(int64_t)time(NULL) + (int64_t)ttl, name);
+			(int64_t)time(NULL) + (int64_t)ttl, name,
+			admin ? "admin" : NULL);
 	if (!tok)
 		return 1;
 	if (url)
@@ -239,6 +244,7 @@ int main(int argc, char **argv)
 		{ "presence-coalesce-ms", required_argument, 0, 16 },
 		{ "no-search", no_argument, 0, 17 },
 		{ "web-dir", required_argument, 0, 18 },
+		{ "admin", no_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
 	};

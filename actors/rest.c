@@ -239,7 +239,8 @@ static void run(struct shard_state *ss, const rt_http_req *req,
 		const struct auth_claims *cl, uintptr_t wait, proto_out *o)
 {
 	rt_conn_set_user(req->conn, (void *)wait);
-	sess_request(ss, req->conn, cl->ws, cl->sub, o->data, o->len);
+	sess_request(ss, req->conn, cl->ws, cl->sub, cl->admin, o->data,
+		     o->len);
 }
 
 static void post_message(struct shard_state *ss, const rt_http_req *req,

@@ -217,5 +217,6 @@ void sess_forward(struct req *r)
 	strcpy(m->ws, r->ws);
 	strcpy(m->user, r->user);
 	strcpy(m->ch, ch);
+	m->admin = r->admin;
 	rt_post(user_shard(m->ws, m->user), &m->h);
 }

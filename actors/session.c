@@ -183,6 +183,7 @@ static void op_hello(struct req *r, int rc, const char *why)
 	}
 	strcpy(se->ws, cl.ws);
 	strcpy(se->user, cl.sub);
+	se->admin = cl.admin;
 	se->hello_rid = r->rid;
 	se->hello_has_rid = r->has_rid;
 	se->state = S_ATTACHING;
@@ -431,10 +432,11 @@ out:
 }
 
 void sess_request(struct shard_state *ss, rt_conn *c, const char *ws,
-		  const char *user, const uint8_t *d, size_t n)
+		  const char *user, bool admin, const uint8_t *d, size_t n)
 {
 	struct req r = { .ss = ss, .conn = c, .id = rt_conn_get_id(c),
-			 .ws = ws, .user = user, .frame = d, .len = n,
+			 .ws = ws, .user = user, .admin = admin,
+			 .frame = d, .len = n,
 			 .t_rx_us = rt_mono_us() };
 
 	ASSERT_CONN_HERE(r.id);
@@ -454,6 +456,7 @@ void sess_frame(struct shard_state *ss, rt_conn *c, const uint8_t *d,
 	r.id = se->id;
 	r.ws = se->ws;
 	r.user = se->user;
+	r.admin = se->admin;
 	if (se->state == S_ATTACHING) {
 		/* hello is being admitted: what follows it waits its turn */
 		struct held *h, **tail = &se->held;

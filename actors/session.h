@@ -60,6 +60,7 @@ struct session {
 	uint8_t state;
 	bool attached;
 	char ws[ID_CAP], user[ID_CAP];
+	bool admin;         /* the token's role claim is "admin" */
 	uint64_t hello_rid;
 	bool hello_has_rid;
 	struct resume_ent *resume;
@@ -95,6 +96,7 @@ struct req {
 	rt_conn *conn;      /* where the answer goes */
 	rt_conn_id id;
 	const char *ws, *user;
+	bool admin;         /* a workspace admin (the token's role claim) */
 	const uint8_t *frame;
 	size_t len;
 	/* the request, decoded once (proto_req_decode: every argument

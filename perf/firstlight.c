@@ -62,7 +62,7 @@ static pc_conn *connect_as(const char *user, int i, proto_doc *hello)
 {
 	char src[32];
 	char *tok = auth_mint(key, keylen, user, "bench",
-			      (int64_t)time(NULL) + 3600, NULL);
+			      (int64_t)time(NULL) + 3600, NULL, NULL);
 	pc_conn *c;
 	proto_doc res;
 

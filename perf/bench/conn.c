@@ -52,7 +52,7 @@ void user_name(uint32_t i, char *out, size_t cap)
 char *mint(const char *user)
 {
 	return auth_mint(bo.key, bo.keylen, user, bo.ws,
-			 (int64_t)time(NULL) + 24 * 3600, NULL);
+			 (int64_t)time(NULL) + 24 * 3600, NULL, NULL);
 }
 
 const char *src_ip(uint32_t i, char *buf)

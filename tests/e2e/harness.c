@@ -220,7 +220,7 @@ char *h_token_exp(hsrv *s, const char *user, const char *ws, int64_t exp)
 
 	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
 		die("read secret");
-	return auth_mint(key, len, user, ws, exp, NULL);
+	return auth_mint(key, len, user, ws, exp, NULL, NULL);
 }
 
 char *h_token(hsrv *s, const char *user, const char *ws)

@@ -1272,7 +1272,7 @@ static void test_secret_trailing_whitespace(void **st)
 	fclose(f);
 	h_restart(&s);
 	tok = auth_mint((const uint8_t *)bare, strlen(bare), "alice", "acme",
-			now_s() + 600, NULL);
+			now_s() + 600, NULL, NULL);
 	c = h_connect_raw(&s);
 	assert_non_null(c);
 	assert_int_equal(h_req(c, &res, "hello", 1, "token", 's', tok), 1);
