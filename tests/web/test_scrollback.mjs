@@ -90,7 +90,12 @@ run('scrollback', async (t) => {
 			});
 			await check(`after scroll down ${rounds}`);
 		}
-		await waitFor(`message ${N} on screen`, () => shownIn(B, `#messages .msg[data-seq="${N}"]`));
+		// loading keeps what the reader looks at still: the newest is
+		// below, one more scroll to the bottom shows it
+		await waitFor(`message ${N} on screen`, async () => {
+			await B.locator('#messages').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+			return shownIn(B, `#messages .msg[data-seq="${N}"]`);
+		});
 	});
 	await alice.close();
 }, { server: { extra: ['--send-rate', '1000', '--send-burst', '1000'] } });

@@ -394,12 +394,17 @@ export class MsgList {
 			el('span.author', m.from),
 			c.presenceDot(m.from),
 			el('time', { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts) }, timeOf(m.ts)),
-			m.edited && !m.deleted ? el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)') : null,
+			m.edited && !m.deleted && !cont ? el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)') : null,
 		);
 		const body = el('div.body');
 		if (m.deleted) body.textContent = 'This message was deleted.';
 		else formatBody(body, m.body, me);
 		const main = el('div.main', head, body);
+		// a grouped message has no header: its edit mark follows the text
+		if (cont && m.edited && !m.deleted) {
+			body.classList.add('inline');
+			main.append(' ', el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)'));
+		}
 
 		if (pending) {
 			const st = pending.failed

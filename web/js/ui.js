@@ -296,7 +296,7 @@ function setDot(d, p) {
 function dialog(id, title, body, { submit } = {}) {
 	document.getElementById(id)?.remove();
 	const err = el('p.error', { role: 'alert' });
-	const form = el('form', { method: 'dialog' }, el('h2', title), body, err,
+	const form = el('form', { method: 'dialog', novalidate: true }, el('h2', title), body, err,
 		el('div.buttons',
 			el('button', { type: 'button', value: 'cancel', onclick: () => d.close('cancel') }, submit ? 'Cancel' : 'Close'),
 			submit ? el('button.primary', { type: 'submit', value: 'ok' }, submit) : null));
@@ -316,6 +316,11 @@ function newChannel(client) {
 	const d = dialog('dlg-new-channel', 'Create a channel', [el('label', 'Name', name), el('label', 'Who can join', kind)], { submit: 'Create' });
 	d.form.addEventListener('submit', async (e) => {
 		e.preventDefault();
+		if (!name.value.trim()) {
+			d.showError('A channel needs a name.');
+			name.focus();
+			return;
+		}
 		try {
 			await client.createChannel(name.value.trim(), kind.value);
 			d.close('ok');
