@@ -53,6 +53,7 @@ export class Client {
 	constructor(token, claims) {
 		this.me = claims.sub;
 		this.wsId = claims.ws;
+		this.admin = claims.role === 'admin';
 		this.store = new Store(this.me, this.wsId);
 		const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
 		this.conn = new Conn({
@@ -109,6 +110,12 @@ export class Client {
 
 	async onHello(res) {
 		this.hello = res;
+		if (res.name) this.store.users.set(this.me, { name: res.name });
+		this.ui.names([this.me]);
+		if (this.wanted) {
+			// names asked for while offline
+			for (const u of this.wanted) if (!this.store.users.has(u)) this.wanted.delete(u), this.wantUser(u);
+		}
 		this.store.setChannels(res.channels, { replace: true });
 		this.ui.sidebar();
 		if (this.status !== 'online') this.conn.fire('presence.set', { status: this.status });
@@ -173,6 +180,14 @@ export class Client {
 			this.ui.typing();
 			break;
 		}
+		case 'chan':
+			// a channel's settings changed (name, topic, archived, post)
+			this.learnChannel({ ...f, id: f.ch });
+			if (f.archived !== undefined || f.post !== undefined) this.loadInfo(f.ch);
+			break;
+		case 'receipt':
+			this.onReceipt(f);
+			break;
 		case 'presence':
 			this.store.presence.set(f.user, { status: f.status, since: f.since });
 			this.ui.presence(f.user);
@@ -234,6 +249,7 @@ export class Client {
 		if (!st.channels.has(ev.ch)) this.refreshCounts();
 		st.count(ev);
 		if (ev.k === 'msg' && ev.from === this.me) this.settle(ev.ch, ev.cmid, ev.seq);
+		if (ev.k === 'msg' && ev.from !== this.me) this.delivered(ev.ch, ev.seq);
 		if (this.view && this.view.ch === ev.ch) this.view.apply(ev);
 		if (this.threadView && this.threadView.ch === ev.ch) this.threadView.apply(ev);
 		if (ev.k === 'msg') {
@@ -314,6 +330,8 @@ export class Client {
 			this.ui.typing();
 			if (jump) this.view.jumpTo(jump);
 			else this.view.loadLatest();
+			if (ch.kind !== 'dm') this.loadInfo(id);
+			else this.loadReceipts(id);
 		}
 		this.ui.closeMenu();
 		this.ui.focusComposer();
@@ -403,6 +421,130 @@ export class Client {
 
 	presenceDot(user) {
 		return ui.presenceDot(this, user);
+	}
+
+	// ---- receipts (DMs) ---------------------------------------------------
+
+	async loadReceipts(chId) {
+		try {
+			const r = await this.req('receipts', { ch: chId });
+			const map = new Map();
+			for (const [u, p] of Object.entries(r.receipts || {})) map.set(u, { delivered: p.delivered || 0, read: p.read || 0 });
+			this.store.receipts.set(chId, map);
+			this.receiptsChanged(chId);
+			this.delivered(chId, this.store.seen[chId] || 0);
+		} catch {
+			/* not served, or the DM went away */
+		}
+	}
+
+	onReceipt(f) {
+		const st = this.store;
+		if (!st.receipts.has(f.ch)) st.receipts.set(f.ch, new Map());
+		const map = st.receipts.get(f.ch);
+		const p = map.get(f.user) || { delivered: 0, read: 0 };
+		if (f.read !== undefined) p.read = Math.max(p.read, f.read);
+		if (f.delivered !== undefined) p.delivered = Math.max(p.delivered, f.delivered);
+		map.set(f.user, p);
+		this.receiptsChanged(f.ch);
+	}
+
+	receiptsChanged(chId) {
+		for (const v of [this.view, this.threadView]) {
+			if (!v || v.ch !== chId) continue;
+			for (const t of v.sc.querySelectorAll('.ticks[data-seq]')) {
+				const fresh = this.ticks(chId, +t.dataset.seq);
+				t.replaceWith(fresh);
+			}
+		}
+	}
+
+	// Where one of my messages in a DM is: sent, delivered to every other
+	// member, or read by every other member.
+	tickState(chId, seq) {
+		const map = this.store.receipts.get(chId);
+		const ch = this.store.channels.get(chId);
+		if (!map || !ch || ch.kind !== 'dm') return null;
+		const others = (ch.members || [...map.keys()]).filter((u) => u !== this.me);
+		if (!others.length) return null;
+		const at = (u, k) => Math.max(map.get(u)?.[k] || 0, k === 'delivered' ? map.get(u)?.read || 0 : 0);
+		const readBy = others.filter((u) => at(u, 'read') >= seq);
+		if (readBy.length === others.length) return { state: 'read', readBy };
+		if (others.every((u) => at(u, 'delivered') >= seq)) return { state: 'delivered', readBy };
+		return { state: 'sent', readBy };
+	}
+
+	ticks(chId, seq) {
+		const t = this.tickState(chId, seq);
+		if (!t) return null;
+		const ch = this.store.channels.get(chId);
+		const names = t.readBy.map((u) => this.userName(u));
+		const label = t.state === 'read'
+			? (ch.members?.length > 2 ? `Read by ${names.join(', ')}` : 'Read')
+			: t.state === 'delivered'
+				? (names.length ? `Delivered; read by ${names.join(', ')}` : 'Delivered')
+				: names.length ? `Sent; read by ${names.join(', ')}` : 'Sent';
+		return el('span.ticks', { dataset: { seq, state: t.state }, title: label, 'aria-label': label }, t.state === 'sent' ? '✓' : '✓✓');
+	}
+
+	// Tells the server this device has the DM's events up to seq (so the
+	// sender sees "delivered"); batched per channel.
+	delivered(chId, seq) {
+		const ch = this.store.channels.get(chId);
+		if (!ch || ch.kind !== 'dm') return;
+		this.deliver ||= new Map();
+		this.deliver.set(chId, Math.max(seq, this.deliver.get(chId) || 0));
+		if (this.deliverTimer) return;
+		this.deliverTimer = setTimeout(() => {
+			this.deliverTimer = null;
+			for (const [c, s] of this.deliver) this.conn.fire('delivered', { ch: c, seq: s });
+			this.deliver.clear();
+		}, 250);
+	}
+
+	// ---- people ---------------------------------------------------------
+
+	// A user's display name; an unknown one is looked up (users.get, in
+	// batches) and the page updated when it comes.
+	userName(user) {
+		const u = this.store.users.get(user);
+		if (!u) this.wantUser(user);
+		return u?.name || user;
+	}
+
+	wantUser(user) {
+		this.wanted ||= new Set();
+		if (this.wanted.has(user)) return;
+		this.wanted.add(user);
+		clearTimeout(this.usersTimer);
+		this.usersTimer = setTimeout(() => this.fetchUsers(), 30);
+	}
+
+	async fetchUsers() {
+		if (this.conn.state !== 'open') return; // the next hello asks again
+		const ids = [...this.wanted].filter((u) => !this.store.users.has(u)).slice(0, 500);
+		if (!ids.length) return;
+		try {
+			const r = await this.req('users.get', { users: ids });
+			this.learnUsers(r.users);
+			for (const u of ids) if (!this.store.users.has(u)) this.store.users.set(u, { name: u, unknown: true });
+		} catch (e) {
+			if (e.code === 'DISCONNECTED') {
+				for (const u of ids) this.wanted.delete(u);
+				return;
+			}
+			for (const u of ids) if (!this.store.users.has(u)) this.store.users.set(u, { name: u });
+		}
+		this.ui.names(ids);
+		if ([...this.wanted].some((u) => !this.store.users.has(u))) this.fetchUsers();
+	}
+
+	learnUsers(list) {
+		for (const u of list || []) {
+			this.store.users.set(u.id, { name: u.name || u.id, last_seen: u.last_seen });
+			if (u.status && u.id !== this.me && !this.store.presence.has(u.id))
+				this.store.presence.set(u.id, { status: u.status, since: u.last_seen });
+		}
 	}
 
 	// The user's own dot: what others see, as far as this tab knows.
@@ -544,8 +686,41 @@ export class Client {
 		}
 	}
 
-	canModerate() {
-		return false; // roles arrive with issue 13
+	// Owners of the channel and workspace admins moderate it.
+	canModerate(chId) {
+		const ch = this.store.channels.get(chId);
+		if (!ch || ch.kind === 'dm') return false;
+		return this.admin || !!ch.owners?.includes(this.me);
+	}
+
+	// Why the composer is closed in this channel, or null.
+	postBlocked(ch) {
+		if (ch.archived) return 'This channel is archived: it is read-only.';
+		if (ch.post === 'owners' && !this.canModerate(ch.id))
+			return 'Only owners post here; you can react and reply in threads.';
+		return null;
+	}
+
+	// ch.info: topic, archived, post and the owners of a channel.
+	async loadInfo(chId) {
+		try {
+			const r = await this.req('ch.info', { ch: chId });
+			this.learnChannel(r.ch);
+			return r.ch;
+		} catch {
+			return null;
+		}
+	}
+
+	learnChannel(c) {
+		const ch = this.store.channels.get(c.id);
+		if (!ch) return;
+		for (const k of ['name', 'topic', 'archived', 'post', 'owners']) if (k in c) ch[k] = c[k];
+		this.ui.sidebar();
+		if (this.view?.ch === c.id) {
+			this.ui.header();
+			for (const v of [this.view, this.threadView]) if (v) v.rerenderAll();
+		}
 	}
 
 	// ---- making things ----------------------------------------------------

@@ -284,6 +284,13 @@ export class MsgList {
 		if (focused === old) e.focus({ preventScroll: true });
 	}
 
+	// Everything again (who may moderate changed, receipts came).
+	rerenderAll() {
+		this.keepView(() => {
+			for (const m of this.msgs) this.rerender(m);
+		});
+	}
+
 	find(seq) {
 		const e = this.els.get(seq);
 		return e ? this.msgs.find((m) => m.seq === seq) : null;
@@ -384,26 +391,30 @@ export class MsgList {
 		const e = el('article', {
 			class: cls.join(' '),
 			tabindex: pending ? null : '0',
-			'aria-label': `${m.from}, ${timeOf(m.ts)}`,
+			'aria-label': `${c.userName(m.from)}, ${timeOf(m.ts)}`,
 		});
 		if (pending) e.dataset.cmid = pending.cmid;
 		else e.dataset.seq = m.seq;
 
 		const head = el(
 			'header',
-			el('span.author', m.from),
+			el('span.author', { dataset: { uname: m.from }, title: m.from }, c.userName(m.from)),
 			c.presenceDot(m.from),
 			el('time', { datetime: new Date(m.ts).toISOString(), title: fullTime(m.ts) }, timeOf(m.ts)),
+			!pending && !cont && m.from === me && !m.deleted ? c.ticks(this.ch, m.seq) : null,
 			m.edited && !m.deleted && !cont ? el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)') : null,
 		);
 		const body = el('div.body');
 		if (m.deleted) body.textContent = 'This message was deleted.';
 		else formatBody(body, m.body, me);
 		const main = el('div.main', head, body);
-		// a grouped message has no header: its edit mark follows the text
-		if (cont && m.edited && !m.deleted) {
+		// a grouped message has no header: its edit mark and receipt
+		// ticks follow the text
+		const tick = cont && m.from === me && !m.deleted && !pending ? c.ticks(this.ch, m.seq) : null;
+		if (cont && ((m.edited && !m.deleted) || tick)) {
 			body.classList.add('inline');
-			main.append(' ', el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)'));
+			if (m.edited && !m.deleted) main.append(' ', el('span.edited', { title: `edited ${fullTime(m.edited)}` }, '(edited)'));
+			if (tick) main.append(' ', tick);
 		}
 
 		if (pending) {
@@ -413,7 +424,7 @@ export class MsgList {
 					el('button.link', { type: 'button', onclick: () => c.discardSend(pending.cmid) }, 'Discard'))
 				: el('div.status', c.conn.state === 'open' ? 'Sending…' : 'Waiting for the connection…');
 			main.append(st);
-			e.append(el('div.gutter', el('span.avatar', avatarOf(m.from))), main);
+			e.append(el('div.gutter', avatarEl(c, m.from)), main);
 			return e;
 		}
 
@@ -428,7 +439,7 @@ export class MsgList {
 						class: mine ? 'reaction mine' : 'reaction',
 						dataset: { emoji },
 						'aria-pressed': mine ? 'true' : 'false',
-						title: users.join(', '),
+						title: users.map((u) => c.userName(u)).join(', '),
 						onclick: () => c.react(this.ch, m.seq, emoji, !mine),
 					}, `${emoji} ${users.length}`),
 				);
@@ -452,7 +463,7 @@ export class MsgList {
 			if (own || c.canModerate(this.ch)) act('delete', 'Delete', '🗑', () => c.deleteMsg(this.ch, m.seq));
 			e.append(acts);
 		}
-		e.prepend(el('div.gutter', cont ? null : el('span.avatar', avatarOf(m.from))));
+		e.prepend(el('div.gutter', cont ? null : avatarEl(c, m.from)));
 		e.append(main);
 		if (newDay && !this.thread) e.prepend(el('div.day', { role: 'separator' }, el('span', dayLabel(m.ts))));
 		return e;
@@ -547,6 +558,10 @@ export function markTerms(node, q) {
 		if (at < t.data.length) parts.push(t.data.slice(at));
 		t.replaceWith(...parts);
 	}
+}
+
+export function avatarEl(client, user) {
+	return el('span.avatar', { dataset: { uavatar: user } }, avatarOf(client.userName(user)));
 }
 
 export function avatarOf(user) {

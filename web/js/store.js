@@ -22,6 +22,8 @@ export class Store {
 		this.channels = new Map(); // id -> {id, name, kind, last_seq, read_seq, unread, mentions, members}
 		this.counted = {}; // ch -> the seq up to which unread counts are the server's
 		this.presence = new Map(); // user -> {status, since}
+		this.users = new Map(); // user -> {name, last_seen} (users.get)
+		this.receipts = new Map(); // DM -> Map(user -> {delivered, read})
 		this.typing = new Map(); // ch -> Map(user -> expiry ms)
 	}
 
@@ -108,10 +110,15 @@ export class Store {
 		return m.includes(this.user) || m.includes('@channel') || m.includes('@here');
 	}
 
+	// A user's display name, or the id while it is not known.
+	nameOf(user) {
+		return this.users.get(user)?.name || user;
+	}
+
 	displayName(ch) {
 		if (ch.kind !== 'dm') return ch.name;
 		if (!ch.members) return 'Direct message';
 		const others = ch.members.filter((u) => u !== this.user);
-		return others.length ? others.join(', ') : `${this.user} (you)`;
+		return others.length ? others.map((u) => this.nameOf(u)).join(', ') : `${this.nameOf(this.user)} (you)`;
 	}
 }

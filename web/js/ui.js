@@ -7,6 +7,17 @@ import { avatarOf, formatBody, markTerms } from './msglist.js';
 
 const STATUS_TEXT = { online: 'online', away: 'away', dnd: 'do not disturb', offline: 'offline' };
 
+const ago = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+
+export function agoText(ms) {
+	const s = Math.round((ms - Date.now()) / 1000);
+	if (s > -60) return 'just now';
+	if (s > -3600) return ago.format(Math.round(s / 60), 'minute');
+	if (s > -86400) return ago.format(Math.round(s / 3600), 'hour');
+	if (s > -7 * 86400) return ago.format(Math.round(s / 86400), 'day');
+	return `on ${new Date(ms).toLocaleDateString()}`;
+}
+
 export function signIn(problem, done) {
 	const app = clear($('#app'));
 	app.className = 'signin-page';
@@ -43,11 +54,12 @@ export function layout(client) {
 		el('form.search', { role: 'search', onsubmit: (e) => { e.preventDefault(); const q = search.value.trim(); if (q) client.search(q); } }, search),
 		el('span#conn', { role: 'status', 'aria-live': 'polite' }),
 		el('span#me', { dataset: { user: client.me }, title: `${client.me} in ${client.wsId}` },
-			el('span.avatar.small', avatarOf(client.me)), el('span.who', client.me)));
+			el('span.avatar.small', { dataset: { uavatar: client.me } }, avatarOf(client.me)),
+			el('span.who', { dataset: { uname: client.me } }, client.me)));
 
 	const side = el('nav#sidebar', { 'aria-label': 'Conversations' },
 		el('div.ws', client.wsId),
-		el('div.mine', presenceDot(client, client.me), el('span.who', client.me), status,
+		el('div.mine', presenceDot(client, client.me), el('span.who', { dataset: { uname: client.me } }, client.me), status,
 			el('button#btn-signout.link', { type: 'button', onclick: () => client.signOut() }, 'Sign out')),
 		el('div.sect', el('h2', 'Channels'),
 			el('button#btn-browse.icon', { type: 'button', title: 'Browse channels', 'aria-label': 'Browse channels', onclick: () => browse(client) }, '⌕'),
@@ -59,7 +71,10 @@ export function layout(client) {
 
 	const composer = el('textarea#composer', { rows: 1, placeholder: 'Message', 'aria-label': 'Message' });
 	const main = el('main#main',
-		el('div.ch-head', el('h1#ch-title'), el('button#btn-leave.link', { type: 'button', hidden: true }, 'Leave')),
+		el('div.ch-head',
+			el('div.ch-names', el('h1#ch-title'), el('span#ch-state'), el('div#ch-sub')),
+			el('button#btn-settings.icon', { type: 'button', hidden: true, title: 'Channel settings', 'aria-label': 'Channel settings', onclick: () => channelSettings(client, client.view?.ch) }, '⚙'),
+			el('button#btn-leave.link', { type: 'button', hidden: true }, 'Leave')),
 		el('div#messages', { role: 'log', 'aria-live': 'polite', tabindex: '-1' }),
 		el('div#typing', { 'aria-live': 'polite' }),
 		composeForm(client, composer, () => [client.view?.ch, 0]));
@@ -136,9 +151,37 @@ export function layout(client) {
 			const leave = $('#btn-leave');
 			leave.hidden = ch.kind === 'dm';
 			leave.onclick = () => client.leave(ch.id);
-			composer.placeholder = `Message ${ch.kind === 'dm' ? st.displayName(ch) : '#' + ch.name}`;
-			composer.setAttribute('aria-label', composer.placeholder);
+			$('#btn-settings').hidden = ch.kind === 'dm';
+			const state = clear($('#ch-state'));
+			if (ch.archived) state.append(el('span.tag.archived', 'Archived'));
+			if (ch.post === 'owners') state.append(el('span.tag.announce', { title: 'Only owners post; everyone can react and reply in threads' }, 'Announcements'));
+			api.subline();
+			const blocked = client.postBlocked(ch);
+			composer.disabled = !!blocked;
+			composer.placeholder = blocked || `Message ${ch.kind === 'dm' ? st.displayName(ch) : '#' + ch.name}`;
+			composer.setAttribute('aria-label', blocked ? 'Message (not allowed here)' : composer.placeholder);
+			$('#thread-composer').disabled = !!ch.archived;
+			$('#thread-composer').placeholder = ch.archived ? 'This channel is archived.' : 'Reply…';
 			document.title = `${st.displayName(ch)} · parley`;
+		},
+		// Under the title: the topic, or for a DM with one person their
+		// presence and last seen.
+		subline() {
+			const ch = st.channels.get(client.view?.ch);
+			const sub = $('#ch-sub');
+			if (!ch || !sub) return;
+			const other = ch.kind === 'dm' && ch.members?.length === 2 && ch.members.find((u) => u !== client.me);
+			if (other) {
+				const p = st.presence.get(other);
+				const seen = (p && p.status === 'offline' && p.since) || st.users.get(other)?.last_seen;
+				sub.textContent = !p || p.status === 'offline'
+					? (seen ? `Last seen ${agoText(seen)}` : 'Offline')
+					: STATUS_TEXT[p.status] ? STATUS_TEXT[p.status][0].toUpperCase() + STATUS_TEXT[p.status].slice(1) : p.status;
+				sub.dataset.user = other;
+			} else {
+				sub.textContent = ch.topic || '';
+				delete sub.dataset.user;
+			}
 		},
 		noChannel() {
 			clear($('#ch-title')).append('No conversations yet');
@@ -150,15 +193,27 @@ export function layout(client) {
 			const t = st.typing.get(ch);
 			const now = Date.now();
 			const who = [];
-			if (t) for (const [u, exp] of t) if (exp > now) who.push(u); else t.delete(u);
+			if (t) for (const [u, exp] of t) if (exp > now) who.push(client.userName(u)); else t.delete(u);
 			box.textContent = !who.length ? '' :
 				who.length === 1 ? `${who[0]} is typing…` :
 				who.length <= 3 ? `${who.join(', ')} are typing…` : 'Several people are typing…';
 			if (client.conn.state === 'offline') api.connState();
 		},
+		// Display names learnt: every place that shows one of these users.
+		names(ids) {
+			for (const u of ids) {
+				const name = st.nameOf(u);
+				for (const e of document.querySelectorAll(`[data-uname="${CSS.escape(u)}"]`)) e.textContent = name;
+				for (const e of document.querySelectorAll(`[data-uavatar="${CSS.escape(u)}"]`)) e.textContent = avatarOf(name);
+			}
+			renderSidebar(client);
+			api.header();
+			api.typing();
+		},
 		presence(user) {
 			const p = st.presence.get(user);
 			for (const d of document.querySelectorAll(`.presence[data-user="${CSS.escape(user)}"]`)) setDot(d, p);
+			if ($('#ch-sub')?.dataset.user === user) api.subline();
 		},
 		showThread(on) {
 			$('#thread').hidden = !on;
@@ -184,7 +239,7 @@ export function layout(client) {
 						client.jumpTo(h.ch, h.seq);
 					},
 				},
-				el('div.meta', el('span.author', h.from), ' in ', el('span.where', ch ? st.displayName(ch) : h.ch), ' · ', el('time', { title: fullTime(h.ts) }, timeOf(h.ts))),
+				el('div.meta', el('span.author', { dataset: { uname: h.from } }, client.userName(h.from)), ' in ', el('span.where', ch ? st.displayName(ch) : h.ch), ' · ', el('time', { title: fullTime(h.ts) }, timeOf(h.ts))),
 				body)));
 			}
 			if (hits && !hits.length) list.append(el('li.empty', 'Nothing found. Terms are ANDed; try fewer words, or word* for a prefix.'));
@@ -357,12 +412,72 @@ async function browse(client) {
 	}
 }
 
+// A DM with one person or a few: pick people by searching their names
+// or ids (users.search), or type ids separated by commas.
 function newDm(client) {
-	const users = el('input', { name: 'users', required: true, autocomplete: 'off', placeholder: 'bob, carol' });
-	const d = dialog('dlg-new-dm', 'Direct message', [el('label', 'With (user ids, separated by commas)', users)], { submit: 'Open' });
+	const picked = new Map(); // id -> name
+	const chips = el('div.chips', { 'aria-live': 'polite' });
+	const users = el('input', { name: 'users', autocomplete: 'off', placeholder: 'Search people by name or id', role: 'combobox', 'aria-expanded': 'false', 'aria-controls': 'dm-suggest', 'aria-autocomplete': 'list' });
+	const list = el('ul#dm-suggest.suggest', { role: 'listbox', 'aria-label': 'People' });
+	const d = dialog('dlg-new-dm', 'Direct message', [el('label', 'With', chips, users), list], { submit: 'Open' });
+	const drawChips = () => {
+		clear(chips);
+		for (const [id, name] of picked)
+			chips.append(el('span.chip', { dataset: { user: id } }, name === id ? id : `${name} (${id})`,
+				el('button', { type: 'button', 'aria-label': `Remove ${name}`, onclick: () => { picked.delete(id); drawChips(); users.focus(); } }, '×')));
+	};
+	const pick = (u) => {
+		picked.set(u.id, u.name || u.id);
+		client.store.users.set(u.id, { name: u.name || u.id, last_seen: u.last_seen });
+		users.value = '';
+		clear(list);
+		users.setAttribute('aria-expanded', 'false');
+		drawChips();
+		users.focus();
+	};
+	let seq = 0;
+	let timer = null;
+	users.addEventListener('input', () => {
+		clearTimeout(timer);
+		const q = users.value.trim();
+		if (!q || /[,\s]/.test(q)) {
+			clear(list);
+			return;
+		}
+		timer = setTimeout(async () => {
+			const mine = ++seq;
+			let r;
+			try {
+				r = await client.req('users.search', { q: q.slice(0, 64), limit: 8 });
+			} catch {
+				return; // typing ids still works
+			}
+			if (mine !== seq) return;
+			clear(list);
+			for (const u of r.users.filter((x) => x.id !== client.me && !picked.has(x.id))) {
+				list.append(el('li', { role: 'option' }, el('button', { type: 'button', dataset: { pick: u.id }, onclick: () => pick(u) },
+					presenceDot(client, u.id), el('span.name', u.name || u.id), u.name && u.name !== u.id ? el('span.meta', u.id) : null)));
+				if (u.status) client.store.presence.set(u.id, { status: u.status, since: 0 });
+			}
+			users.setAttribute('aria-expanded', String(!!list.children.length));
+		}, 120);
+	});
+	users.addEventListener('keydown', (e) => {
+		if (e.key === 'ArrowDown' && list.querySelector('button')) {
+			e.preventDefault();
+			list.querySelector('button').focus();
+		}
+	});
+	list.addEventListener('keydown', (e) => {
+		const items = [...list.querySelectorAll('button')];
+		const i = items.indexOf(document.activeElement);
+		if (e.key === 'ArrowDown' && items[i + 1]) { e.preventDefault(); items[i + 1].focus(); }
+		if (e.key === 'ArrowUp') { e.preventDefault(); (items[i - 1] || users).focus(); }
+	});
 	d.form.addEventListener('submit', async (e) => {
 		e.preventDefault();
-		const ids = [...new Set(users.value.split(/[\s,]+/).filter(Boolean))].filter((u) => u !== client.me);
+		const typed = users.value.split(/[\s,]+/).filter(Boolean);
+		const ids = [...new Set([...picked.keys(), ...typed])].filter((u) => u !== client.me);
 		if (!ids.length) {
 			d.showError('Name at least one other person.');
 			return;
@@ -374,6 +489,125 @@ function newDm(client) {
 			d.showError(err.message);
 		}
 	});
+}
+
+// Channel settings: what ch.info says; owners and admins change the name,
+// topic, archived and announcement mode, and manage members.
+async function channelSettings(client, chId) {
+	const st = client.store;
+	const ch = st.channels.get(chId);
+	if (!ch || ch.kind === 'dm') return;
+	const mod = client.canModerate(chId);
+	const name = el('input', { name: 'name', maxlength: 80, autocomplete: 'off', disabled: !mod });
+	const topic = el('input', { name: 'topic', maxlength: 250, autocomplete: 'off', disabled: !mod, placeholder: 'What this channel is about' });
+	const archived = el('input', { type: 'checkbox', name: 'archived', disabled: !mod });
+	const post = el('select', { name: 'post', disabled: !mod },
+		el('option', { value: 'all' }, 'Everyone can post'),
+		el('option', { value: 'owners' }, 'Only owners post (announcements)'));
+	const info = el('p.meta');
+	const members = el('ul.members', { role: 'list' });
+	const invite = el('input', { name: 'invite', autocomplete: 'off', placeholder: 'user ids, separated by commas' });
+	const d = dialog('dlg-channel', `#${ch.name}`, [
+		info,
+		el('label', 'Name', name),
+		el('label', 'Topic', topic),
+		el('label.check', archived, 'Archived (read-only)'),
+		el('label', 'Who can post', post),
+		el('h3', 'Members'),
+		members,
+		el('div.invite', invite, el('button', { type: 'button', onclick: () => doInvite() }, 'Invite')),
+	], { submit: mod ? 'Save' : null });
+	let cur = null;
+	const fill = (c) => {
+		cur = c;
+		name.value = c.name;
+		topic.value = c.topic || '';
+		archived.checked = !!c.archived;
+		post.value = c.post || 'all';
+		info.textContent = `${c.kind === 'private' ? 'Private' : 'Public'} channel · ${c.members} member${c.members === 1 ? '' : 's'} · ${mod ? (client.admin ? 'you are an admin' : 'you are an owner') : 'only owners change these'}`;
+	};
+	const drawMembers = async () => {
+		clear(members);
+		let r;
+		try {
+			r = await client.req('ch.members', { ch: chId, limit: 200 });
+		} catch (err) {
+			d.showError(err.message);
+			return;
+		}
+		const owners = new Set(cur?.owners || []);
+		for (const u of r.members) {
+			const row = el('li', { dataset: { member: u } },
+				presenceDot(client, u),
+				el('span.name', { dataset: { uname: u } }, client.userName(u)),
+				owners.has(u) ? el('span.role', 'owner') : null);
+			if (mod && u !== client.me) {
+				row.append(owners.has(u)
+					? el('button', { type: 'button', dataset: { act: 'member' }, onclick: () => setRole(u, 'member') }, 'Make member')
+					: el('button', { type: 'button', dataset: { act: 'owner' }, onclick: () => setRole(u, 'owner') }, 'Make owner'),
+				el('button.danger', { type: 'button', dataset: { act: 'kick' }, onclick: () => kick(u) }, 'Remove'));
+			}
+			members.append(row);
+		}
+		if (r.more) members.append(el('li.meta', 'and more…'));
+	};
+	const reload = async () => {
+		const c = await client.loadInfo(chId);
+		if (c) fill(c);
+		await drawMembers();
+	};
+	const setRole = async (u, role) => {
+		try {
+			await client.req('ch.role', { ch: chId, user: u, role });
+			await reload();
+		} catch (err) {
+			d.showError(err.code === 'CONFLICT' ? 'A channel keeps at least one owner.' : err.message);
+		}
+	};
+	const kick = async (u) => {
+		try {
+			await client.req('ch.kick', { ch: chId, users: [u] });
+			await reload();
+		} catch (err) {
+			d.showError(err.message);
+		}
+	};
+	const doInvite = async () => {
+		const ids = invite.value.split(/[\s,]+/).filter(Boolean);
+		if (!ids.length) return;
+		try {
+			await client.req('ch.invite', { ch: chId, users: ids });
+			invite.value = '';
+			await reload();
+		} catch (err) {
+			d.showError(err.message);
+		}
+	};
+	d.form.addEventListener('submit', async (e) => {
+		e.preventDefault();
+		if (!cur) return;
+		const args = { ch: chId };
+		if (name.value.trim() !== cur.name) args.name = name.value.trim();
+		if (topic.value.trim() !== (cur.topic || '')) args.topic = topic.value.trim();
+		if (archived.checked !== !!cur.archived) args.archived = archived.checked;
+		if (post.value !== (cur.post || 'all')) args.post = post.value;
+		if (Object.keys(args).length === 1) {
+			d.close('ok');
+			return;
+		}
+		try {
+			const r = await client.req('ch.set', args);
+			client.learnChannel(r.ch);
+			d.close('ok');
+		} catch (err) {
+			d.showError(err.code === 'CONFLICT' ? 'Another channel has this name.' : err.message);
+		}
+	});
+	try {
+		await reload();
+	} catch (err) {
+		d.showError(err.message);
+	}
 }
 
 export function confirm(text) {
