@@ -6,6 +6,7 @@
  *   chan_msg.c   a message's state (overlay) and its changes: edit,
  *                delete, react
  *   channel.c    the requests (M_REQ) and their dispatch
+ *   receipts.c   DMs: delivered and read positions (delivered, receipts)
  * The invariants are in channel.c's header comment.
  */
 #ifndef PARLEY_CHAN_H
