@@ -6,6 +6,7 @@
  *   chan_msg.c   a message's state (overlay) and its changes: edit,
  *                delete, react
  *   channel.c    the requests (M_REQ) and their dispatch
+ *   receipts.c   DMs: delivered and read positions (delivered, receipts)
  * The invariants are in channel.c's header comment.
  */
 #ifndef PARLEY_CHAN_H
@@ -22,6 +23,10 @@ struct member {
 	/* Mentions of this user in the channel so far (the count the next
 	 * mention key carries), MENTION_UNKNOWN until first needed. */
 	uint64_t mention_cum;
+	/* receipts.c (DMs): the highest seq a device of this user said it
+	 * has received, read from storage on first need (dlv_known) */
+	uint64_t dlv_seq;
+	bool dlv_known;
 };
 
 #define MENTION_UNKNOWN UINT64_MAX
@@ -111,5 +116,12 @@ void chan_ov_release(struct chan *c, struct ov *o);
 void chan_op_edit(struct shard_state *ss, struct m_req *r);
 void chan_op_delete(struct shard_state *ss, struct m_req *r);
 void chan_op_react(struct shard_state *ss, struct m_req *r);
+
+/* receipts.c: delivered and read positions in DMs */
+void chan_op_delivered(struct shard_state *ss, struct m_req *r);
+void chan_op_receipts(struct shard_state *ss, struct m_req *r);
+/* mb's read marker of c just moved (read, send): tell the others */
+void chan_receipt_read(struct shard_state *ss, struct chan *c,
+		       const struct member *mb);
 
 #endif

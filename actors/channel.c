@@ -432,6 +432,7 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 	smap_put(&c->cmids, p->key, p->klen, p);
 
 	fx_event(ss, c, seq, ev);
+	chan_receipt_read(ss, c, me); /* DMs: after the message it reads */
 
 	proto_out_reset(&ss->out);
 	proto_enc_send_ok(&ss->out, r->rid, seq, ts, false);
@@ -465,6 +466,7 @@ static void op_read(struct shard_state *ss, struct m_req *r)
 	chan_move_marker(ss, c, me, seq);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_FRAME, seq, r->conn);
+	chan_receipt_read(ss, c, me); /* DMs: the others get a receipt */
 }
 
 static void op_typing(struct shard_state *ss, struct m_req *r)
@@ -525,6 +527,8 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	case OP_EDIT: chan_op_edit(ss, r); break;
 	case OP_DELETE: chan_op_delete(ss, r); break;
 	case OP_REACT: chan_op_react(ss, r); break;
+	case PROTO_OP_DELIVERED: chan_op_delivered(ss, r); break;
+	case PROTO_OP_RECEIPTS: chan_op_receipts(ss, r); break;
 	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:

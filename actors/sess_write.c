@@ -170,7 +170,11 @@ static bool write_ch(struct req *r, char *ch)
 		sess_id_copy(ch, q->a.send.ch);
 		return true;
 	case OP_READ:
+	case PROTO_OP_DELIVERED:
 		sess_id_copy(ch, q->a.seq.ch);
+		return true;
+	case PROTO_OP_RECEIPTS:
+		sess_id_copy(ch, q->a.ch.ch);
 		return true;
 	case OP_CH_JOIN:
 	case OP_CH_LEAVE:

@@ -81,8 +81,13 @@ enum proto_op {
 };
 
 #define PROTO_OP_BIT(op) (1ull << (op))
-/* the ops the server carries out today: hello .. search */
-#define PROTO_OPS_SERVED (PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1)
+/* the ops the server carries out today: hello .. search, then the newer
+ * ones it serves */
+#define PROTO_OPS_SERVED ((PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1) \
+			  | PROTO_OPS_RECEIPTS)
+/* receipts (DMs) */
+#define PROTO_OPS_RECEIPTS (PROTO_OP_BIT(PROTO_OP_DELIVERED) | \
+			    PROTO_OP_BIT(PROTO_OP_RECEIPTS))
 #define PROTO_OPS_ALL    (PROTO_OP_BIT(PROTO_OP__COUNT) - 1)
 
 const char *proto_op_name(int op); /* "ch.create"; NULL if out of range */

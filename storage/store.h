@@ -23,6 +23,9 @@
  *   meta  'N' ch \0 user \0 seq8   -> u64 LE mentions of user in ch up to
  *                                     and including this one (a mention
  *                                     of user at seq)
+ *   meta  'R' ch \0 user           -> u64 LE delivered position of user in
+ *                                     DM ch (receipts; DMs only, whose
+ *                                     members never leave)
  *   hist  ch \0 'e' seq8           -> u64 LE msg events up to and including
  *                                     seq (for unread counts; 0 on events
  *                                     that are not messages), then the
@@ -225,5 +228,15 @@ typedef struct store_stats {
 	uint64_t hist_batch[16]; /* shard batches per synced write, bucket i: <= 2^i, last: rest */
 } store_stats;
 void store_get_stats(store *s, store_stats *out);
+
+/* ---- receipts: delivered positions in DMs --------------------------------
+ * 'R' ch \0 user -> u64 LE: the highest seq one of user's devices said it
+ * has received (op delivered). Written only for DM members, which never
+ * leave, so nothing deletes it. */
+void store_put_delivered(store_batch *b, const char *ch, const char *user,
+			 uint64_t seq);
+/* 0, -ENOENT (never reported: position 0), or -EIO */
+int store_get_delivered(store *s, const char *ch, const char *user,
+			uint64_t *out);
 
 #endif
