@@ -122,6 +122,8 @@ export class Client {
 		this.watched = '';
 		this.watchSoon();
 		this.loadDmMembers();
+		// DMs with news: this device now has them (shown as unread)
+		for (const c of res.channels) if (c.kind === 'dm' && c.unread) this.delivered(c.id, c.last_seq);
 		const open = this.store.openCh;
 		if (open && this.store.channels.has(open)) {
 			if (!this.view || this.view.ch !== open) this.openChannel(open);
@@ -279,6 +281,9 @@ export class Client {
 				this.store.setChannels(r.channels, { replace: false });
 				this.ui.sidebar();
 				this.loadDmMembers();
+				// a DM that came with events before we knew it
+				for (const ch of this.store.channels.values())
+					if (ch.kind === 'dm') this.delivered(ch.id, this.store.seen[ch.id]);
 			} catch {
 				/* the next hello brings them */
 			}
@@ -491,8 +496,11 @@ export class Client {
 	// sender sees "delivered"); batched per channel.
 	delivered(chId, seq) {
 		const ch = this.store.channels.get(chId);
-		if (!ch || ch.kind !== 'dm') return;
+		if (!ch || ch.kind !== 'dm' || !seq) return;
 		this.deliver ||= new Map();
+		this.deliveredSent ||= new Map();
+		if (seq <= (this.deliveredSent.get(chId) || 0)) return;
+		this.deliveredSent.set(chId, seq);
 		this.deliver.set(chId, Math.max(seq, this.deliver.get(chId) || 0));
 		if (this.deliverTimer) return;
 		this.deliverTimer = setTimeout(() => {
