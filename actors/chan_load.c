@@ -43,6 +43,8 @@ int chan_reload(struct chan *c)
 			       c, NULL))
 		return -EIO;
 	c->nmembers = c->members.n;
+	if (chan_roles_load(c)) /* owners, settings */
+		return -EIO;
 	c->broken = false;
 	return 0;
 }

@@ -87,6 +87,7 @@ static void op_create(struct shard_state *ss, struct m_req *r)
 	struct chan *c;
 
 	if (chan_get(ss, r->ch)) {
+		names_release_req(r);
 		chan_fail(r, "CONFLICT", "channel id taken; try again");
 		return;
 	}
@@ -101,6 +102,7 @@ static void op_create(struct shard_state *ss, struct m_req *r)
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	chan_add_member(ss, c, r->user);
+	chan_roles_on_create(ss, c, r); /* owner, topic, name registry */
 	put_stat(ss, c);
 
 	enc_chan_ok(ss, r, c);
@@ -201,6 +203,10 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	fx_member_bcast(ss, c, r->user, ACT_LEAVE);
+	if (mb->owner) { /* the role goes with the membership */
+		c->nowners--;
+		store_del_owner(ss->batch, c->id, mb->user);
+	}
 	smap_del(&c->typing, mb->user, strlen(mb->user)); /* keyed by mb */
 	smap_del(&c->members, mb->user, strlen(mb->user));
 	free(mb);
@@ -315,6 +321,8 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
+	if (!chan_may_post(c, r, !thread)) /* archived, announcements */
+		return;
 	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++)
 		mentions[nm++] = proto_strs_at(&a->mentions, i);
 
@@ -525,6 +533,10 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	case OP_EDIT: chan_op_edit(ss, r); break;
 	case OP_DELETE: chan_op_delete(ss, r); break;
 	case OP_REACT: chan_op_react(ss, r); break;
+	case PROTO_OP_CH_INFO: chan_op_info(ss, r); break;
+	case PROTO_OP_CH_SET: chan_op_set(ss, r); break;
+	case PROTO_OP_CH_ROLE: chan_op_role(ss, r); break;
+	case PROTO_OP_CH_KICK: chan_op_kick(ss, r); break;
 	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:
