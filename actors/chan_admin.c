@@ -26,6 +26,9 @@
  * gives each name without an 'L' key to the first channel found holding
  * it, in channel id order; other channels that share it keep their name
  * (hello, ch.list show both), but a new create or rename to it is CONFLICT.
+ * A public or private channel without a 'G' record (every new one gets
+ * one) was made before roles: the same pass writes its 'G' record and
+ * makes its creator, if still a member, its owner.
  *
  * Roles: 'O' ch \0 user marks an owner (struct member.owner in memory);
  * settings (topic, archived, post) are the 'G' record (struct chan.cfg).
@@ -258,7 +261,7 @@ struct migrate {
 	smap seen; /* ws \0 lname put in this run */
 	char **keys;
 	uint32_t nkeys;
-	uint64_t added;
+	uint64_t added, owned;
 	int rc;
 };
 
@@ -266,6 +269,8 @@ static int migrate_one(void *arg, const char *id, size_t len)
 {
 	struct migrate *mg = arg;
 	store_channel rec;
+	store_chcfg cfg;
+	store_member mbr;
 	char lname[LNAME_CAP], key[ID_CAP + LNAME_CAP], got[ID_CAP];
 	size_t kl;
 	int rc;
@@ -275,6 +280,19 @@ static int migrate_one(void *arg, const char *id, size_t len)
 		return 0;
 	if (rec.kind == STORE_DM || !rec.name[0])
 		return 0;
+	/* no settings record: made before roles; its creator, if still a
+	 * member, becomes its owner (once: the record is written now) */
+	rc = store_get_chcfg(srv.st, rec.id, &cfg);
+	if (rc == -ENOENT) {
+		memset(&cfg, 0, sizeof(cfg));
+		store_put_chcfg(mg->b, rec.id, &cfg);
+		if (store_get_member(srv.st, rec.id, rec.creator, &mbr) == 0)
+			store_put_owner(mg->b, rec.id, rec.creator);
+		mg->owned++;
+	} else if (rc) {
+		mg->rc = rc;
+		return 1;
+	}
 	lower(lname, rec.name, strlen(rec.name));
 	kl = name_key(key, rec.ws, lname);
 	if (smap_get(&mg->seen, key, kl))
@@ -335,8 +353,9 @@ int names_migrate(void)
 		;
 	sem_destroy(&w.sem);
 	if (!w.status)
-		fprintf(stderr, "parleyd: name registry: %llu channel names "
-			"registered\n", (unsigned long long)mg.added);
+		fprintf(stderr, "parleyd: %llu channel names registered, %llu "
+			"channels given roles\n", (unsigned long long)mg.added,
+			(unsigned long long)mg.owned);
 	return w.status;
 }
 
@@ -393,8 +412,9 @@ void chan_roles_on_create(struct shard_state *ss, struct chan *c,
 	if (a->topic.s && a->topic.n) {
 		memcpy(c->cfg.topic, a->topic.s, a->topic.n);
 		c->cfg.topic[a->topic.n] = 0;
-		store_put_chcfg(ss->batch, c->id, &c->cfg);
 	}
+	/* always: a channel without it is one from before roles */
+	store_put_chcfg(ss->batch, c->id, &c->cfg);
 	lower(lname, c->rec.name, strlen(c->rec.name));
 	store_put_name(ss->batch, c->rec.ws, lname, c->id);
 	names_done_fx(ss, c, r);

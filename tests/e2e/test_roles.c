@@ -25,8 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <semaphore.h>
 #include <cmocka.h>
 
+#include "storage/store.h"
 #include "tests/e2e/harness.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -844,6 +846,102 @@ static void test_moderator_delete(void **st)
 	h_finish(&s);
 }
 
+/* ---- data from before the registry --------------------------------------- */
+
+static void put_done(void *ctx, int status)
+{
+	*(int *)((char *)ctx + sizeof(sem_t)) = status;
+	sem_post((sem_t *)ctx);
+}
+
+/* Channels written straight into a stopped server's storage, as a server
+ * without the name registry left them: no 'L' key, names shared. */
+static void put_legacy_channel(store *st, const char *id, const char *ws,
+			       const char *name, const char *user)
+{
+	struct {
+		sem_t sem;
+		int status;
+	} w;
+	store_batch *b = store_batch_new(st);
+	store_channel rec = { .kind = STORE_PUBLIC, .created_ms = 1 };
+	store_chstat cs = { .members = 1 };
+	store_member m = { 0 };
+
+	snprintf(rec.id, sizeof(rec.id), "%s", id);
+	snprintf(rec.ws, sizeof(rec.ws), "%s", ws);
+	snprintf(rec.name, sizeof(rec.name), "%s", name);
+	snprintf(rec.creator, sizeof(rec.creator), "%s", user);
+	store_put_channel(b, &rec);
+	store_put_chstat(b, id, &cs);
+	store_put_member(b, ws, id, user, &m);
+	sem_init(&w.sem, 0, 0);
+	w.status = -1;
+	assert_int_equal(store_commit(st, 0, b, put_done, &w), 0);
+	sem_wait(&w.sem);
+	sem_destroy(&w.sem);
+	assert_int_equal(w.status, 0);
+}
+
+static void test_names_from_before_the_registry(void **st)
+{
+	hsrv s;
+	pc_conn *a;
+	store *db;
+	char *err = NULL, path[300], other[65];
+	proto_doc hello, res;
+	const msgpack_object_array *arr = NULL;
+	unsigned n = 0;
+
+	(void)st;
+	h_start(&s, "--shards 2");
+	assert_int_equal(h_stop(&s), 0);
+	snprintf(path, sizeof(path), "%s/db", s.dir);
+	assert_int_equal(store_open(&db, path, 4, 1, &err), 0);
+	put_legacy_channel(db, "B-one", "w1", "Dup", "a");
+	put_legacy_channel(db, "B-two", "w1", "dup", "a");
+	put_legacy_channel(db, "B-three", "w1", "solo", "a");
+	store_close(db);
+	h_restart(&s);
+
+	/* both keep their names; the first in id order holds the name now */
+	a = h_connect(&s, "a", "w1", &hello);
+	assert_non_null(a);
+	assert_int_equal(proto_get_array(&hello.root, "channels", &arr), 0);
+	for (uint32_t i = 0; i < arr->size; i++) {
+		const char *nm = h_s(&arr->ptr[i], "name");
+
+		n += !strcmp(nm, "Dup") || !strcmp(nm, "dup");
+	}
+	assert_int_equal(n, 2);
+	proto_doc_free(&hello);
+	create_conflict(a, "DUP", "public", "B-one");
+	create_conflict(a, "Solo", "private", "B-three");
+	/* the creator of a channel from before roles is its owner */
+	{
+		char own[256];
+
+		owners_of(a, "B-two", own, sizeof(own));
+		assert_string_equal(own, "a");
+	}
+	/* renaming the other one away leaves the holder's name taken */
+	h_req_ok(a, &res, "ch.set", 2, "ch", 's', "B-two", "name", 's',
+		 "dup-archive");
+	proto_doc_free(&res);
+	create_conflict(a, "dup", "public", "B-one");
+	create_conflict(a, "dup-archive", "public", "B-two");
+	h_create_ok(a, "fresh", "public", other);
+	pc_close(a);
+
+	/* and at the next start nothing changes hands */
+	assert_int_equal(h_stop(&s), 0);
+	h_restart(&s);
+	a = h_connect_ok(&s, "a", "w1");
+	create_conflict(a, "dup", "public", "B-one");
+	pc_close(a);
+	h_finish(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -851,6 +949,7 @@ int main(void)
 		cmocka_unit_test(test_names_concurrent_creates_two_shards),
 		cmocka_unit_test(test_names_survive_restart_and_kill9),
 		cmocka_unit_test(test_rename),
+		cmocka_unit_test(test_names_from_before_the_registry),
 		cmocka_unit_test(test_info_visibility),
 		cmocka_unit_test(test_set_rights_and_chan_frame),
 		cmocka_unit_test(test_role),
