@@ -25,7 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <semaphore.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "storage/store.h"
@@ -145,6 +149,47 @@ static void expect_kick(pc_conn *c, const char *ch, const char *user)
 		if (kick)
 			return;
 	}
+}
+
+/* POST /api/v1/channels/{ch}/messages as user@ws; the status, and the
+ * response's text in out (cap bytes). */
+static int rest_post(hsrv *s, const char *user, const char *ws,
+		     const char *ch, const char *cmid, char *out, size_t cap)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)s->port) };
+	struct timeval tv = { .tv_sec = 10 };
+	char req[2048], body[128];
+	char *tok = h_token(s, user, ws);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), status = 0, n;
+	size_t len = 0;
+
+	assert_true(fd >= 0);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	snprintf(body, sizeof(body), "{\"body\":\"hi\",\"cmid\":\"%s\"}", cmid);
+	n = snprintf(req, sizeof(req),
+		     "POST /api/v1/channels/%s/messages HTTP/1.1\r\n"
+		     "Host: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+		     "Content-Type: application/json\r\nConnection: close\r\n"
+		     "Content-Length: %zu\r\n\r\n%s",
+		     ch, tok, strlen(body), body);
+	free(tok);
+	assert_int_equal(write(fd, req, (size_t)n), n);
+	for (;;) {
+		ssize_t got = read(fd, out + len, cap - len - 1);
+
+		if (got <= 0)
+			break;
+		len += (size_t)got;
+		if (len + 1 >= cap)
+			break;
+	}
+	out[len] = 0;
+	close(fd);
+	assert_int_equal(sscanf(out, "HTTP/1.1 %d", &status), 1);
+	return status;
 }
 
 /* ---- names --------------------------------------------------------------- */
@@ -736,6 +781,13 @@ static void test_archived_is_read_only(void **st)
 		   seq, "body", 's', "changed");
 	h_req_fail("FORBIDDEN", b, "react", 4, "ch", 's', ch, "target", 'u',
 		   seq, "emoji", 's', "ok", "on", 'b', 1);
+	{
+		char resp[2048];
+
+		assert_int_equal(rest_post(&s, "b", "w1", ch, "rest1", resp,
+					   sizeof(resp)), 403);
+		assert_non_null(strstr(resp, "FORBIDDEN"));
+	}
 	/* reading still works, and leaving */
 	h_req_ok(b, &res, "history", 1, "ch", 's', ch);
 	assert_int_equal(proto_get_array(&res.root, "msgs", &arr), 0);
@@ -774,6 +826,14 @@ static void test_announcement_channel(void **st)
 
 	h_req_fail("FORBIDDEN", b, "send", 3, "ch", 's', ch, "body", 's', "x",
 		   "cmid", 's', "b1");
+	{
+		char resp[2048];
+
+		assert_int_equal(rest_post(&s, "b", "w1", ch, "rest1", resp,
+					   sizeof(resp)), 403);
+		assert_int_equal(rest_post(&s, "a", "w1", ch, "rest2", resp,
+					   sizeof(resp)), 201);
+	}
 	root = send_ok(a, ch, "big news", "a1");
 	send_ok(adm, ch, "from the admin", "adm1");
 	/* thread replies and reactions stay open */
