@@ -116,7 +116,7 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r);
 void chan_op_react(struct shard_state *ss, struct m_req *r);
 
 /* chan_admin.c: names, roles and moderation (issue 13) */
-/* settings and owners from storage (chan_reload calls it) */
+/* settings and owners from storage (chan_load.c; chan_reload calls it) */
 int chan_roles_load(struct chan *c);
 /* r (ch.create, dm.open...) is refused: give its name reservation back */
 void names_release_req(const struct m_req *r);

@@ -361,30 +361,6 @@ int names_migrate(void)
 
 /* ---- roles and settings -------------------------------------------------- */
 
-static int collect_owner(void *arg, const char *id, size_t len)
-{
-	struct chan *c = arg;
-	struct member *mb = smap_get(&c->members, id, len);
-
-	if (mb && !mb->owner) {
-		mb->owner = true;
-		c->nowners++;
-	}
-	return 0;
-}
-
-int chan_roles_load(struct chan *c)
-{
-	int rc = store_get_chcfg(srv.st, c->id, &c->cfg);
-
-	if (rc == -ENOENT)
-		memset(&c->cfg, 0, sizeof(c->cfg));
-	else if (rc)
-		return rc;
-	c->nowners = 0;
-	return store_scan_owners(srv.st, c->id, collect_owner, c);
-}
-
 static void set_owner(struct shard_state *ss, struct chan *c,
 		      struct member *mb, bool on)
 {
