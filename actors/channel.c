@@ -321,8 +321,6 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	if (!chan_may_post(c, r, !thread)) /* archived, announcements */
-		return;
 	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++)
 		mentions[nm++] = proto_strs_at(&a->mentions, i);
 
@@ -343,6 +341,10 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 
+	/* archived, announcements (after the cmid checks: a retry of a send
+	 * made before still gets its seq) */
+	if (!chan_may_post(c, r, !thread))
+		return;
 	if (thread) {
 		root = thread < c->next_seq ? chan_msg_state(c, 0, thread) : NULL;
 		if (!root) {

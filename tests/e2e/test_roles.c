@@ -777,6 +777,12 @@ static void test_archived_is_read_only(void **st)
 		   "cmid", 's', "b2");
 	h_req_fail("FORBIDDEN", a, "send", 3, "ch", 's', ch, "body", 's', "x",
 		   "cmid", 's', "a2");
+	/* a retry of a send made before still gets its seq */
+	h_req_ok(b, &res, "send", 3, "ch", 's', ch, "body", 's', "from before",
+		 "cmid", 's', "b1");
+	assert_int_equal(h_u(&res.root, "seq"), seq);
+	assert_true(bool_at(&res.root, "dup"));
+	proto_doc_free(&res);
 	h_req_fail("FORBIDDEN", b, "edit", 3, "ch", 's', ch, "target", 'u',
 		   seq, "body", 's', "changed");
 	h_req_fail("FORBIDDEN", b, "react", 4, "ch", 's', ch, "target", 'u',
