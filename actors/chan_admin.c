@@ -1,5 +1,10 @@
 /*
- * chan_admin: names, roles and moderation (issue 13).
+ * chan_admin: names, roles and moderation (issue 13). Called by user.c
+ * (a ch.create's first hop: names_create), channel.c (ch.create's name,
+ * ch.info, ch.set, ch.role, ch.kick, the posting rules of send), chan_msg.c
+ * (edit, react: archived; delete: moderators) and server.c (names_migrate,
+ * before the shards start); hands on to the channel actor (M_REQ stage 2)
+ * and to the commit pipeline.
  *
  * The name registry. Names of public and private channels are unique in a
  * workspace, compared ASCII-case-insensitively. Each (workspace,
@@ -76,9 +81,6 @@ struct pname {
 	char key[ID_CAP + LNAME_CAP]; /* ws \0 lname */
 };
 
-/* One map per shard, touched only by its own shard's thread. */
-static smap pend[RT_MAX_SHARDS];
-
 struct m_name {
 	struct m_call c; /* first: the mailbox sees an M_CALL */
 	struct m_req *r; /* on_reserve: the request to carry on */
@@ -124,10 +126,12 @@ static void on_reserve(struct shard_state *ss, struct m_call *mc)
 	struct m_req *r = m->r;
 	char key[ID_CAP + LNAME_CAP], id[ID_CAP];
 	size_t kl = name_key(key, m->ws, m->lname);
-	struct pname *p = smap_get(&pend[ss->id], key, kl);
+	struct pname *p = smap_get(&ss->names, key, kl);
 	store_channel rec;
 	int rc;
 
+	ASSERT_ON_SHARD(ss);
+	assert(name_shard(m->ws, m->lname) == ss->id);
 	if (p) {
 		name_taken(ss, r, p->ch, p->name, p->kind);
 		goto done;
@@ -157,7 +161,7 @@ static void on_reserve(struct shard_state *ss, struct m_call *mc)
 	p->kind = m->kind;
 	memcpy(p->key, key, kl);
 	p->klen = (uint32_t)kl;
-	smap_put(&pend[ss->id], p->key, p->klen, p);
+	smap_put(&ss->names, p->key, p->klen, p);
 	r->stage = 2; /* to the channel actor, name reserved */
 	rt_post(chan_shard(r->ch), &r->h);
 	free(m);
@@ -173,10 +177,12 @@ static void on_done(struct shard_state *ss, struct m_call *mc)
 	struct m_name *m = (struct m_name *)mc;
 	char key[ID_CAP + LNAME_CAP];
 	size_t kl = name_key(key, m->ws, m->lname);
-	struct pname *p = smap_get(&pend[ss->id], key, kl);
+	struct pname *p = smap_get(&ss->names, key, kl);
 
+	ASSERT_ON_SHARD(ss);
+	assert(name_shard(m->ws, m->lname) == ss->id);
 	if (p && !strcmp(p->ch, m->ch)) {
-		smap_del(&pend[ss->id], key, kl);
+		smap_del(&ss->names, key, kl);
 		free(p);
 	}
 	free(m);
