@@ -81,8 +81,10 @@ enum proto_op {
 };
 
 #define PROTO_OP_BIT(op) (1ull << (op))
-/* the ops the server carries out today: hello .. search */
-#define PROTO_OPS_SERVED (PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1)
+/* the ops the server carries out today: hello .. search, users.* */
+#define PROTO_OPS_SERVED ((PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1) | \
+			  PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) | \
+			  PROTO_OP_BIT(PROTO_OP_USERS_GET))
 #define PROTO_OPS_ALL    (PROTO_OP_BIT(PROTO_OP__COUNT) - 1)
 
 const char *proto_op_name(int op); /* "ch.create"; NULL if out of range */
