@@ -182,4 +182,8 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 uint64_t now_ms(void);
 void sleep_until(uint64_t t); /* until now_ms() >= t */
 
+/* h_connect with a token that has the name claim (NULL: none). */
+pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
+			 const char *name, proto_doc *hello_res);
+
 #endif
