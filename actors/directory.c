@@ -24,8 +24,9 @@
  * "ann lee" and "lee"). A prefix query is then one binary search and a
  * walk over the keys that start with it; a query with a space matches
  * across words ("ann l"). New keys go to a small unsorted side array,
- * merged into the sorted one when it has DIR_PEND keys, so that loading
- * or growing by n users costs O(n log n), not O(n^2). The matches are
+ * merged into the sorted one when it holds 1/32 of its size (at least
+ * DIR_PEND), so that growing by one user costs O(1) amortized copies and
+ * a query scans few unsorted keys; loading sorts once at the end. The matches are
  * deduplicated (a mark per user per query) and the `limit` smallest ids
  * kept in a bounded max-heap, then sorted.
  */
@@ -63,7 +64,8 @@ struct dir {
 	struct ient *v;      /* sorted by key */
 	uint32_t n, cap;
 	struct ient *pend;   /* not sorted yet */
-	uint32_t npend;
+	uint32_t npend, cappend;
+	bool loading;        /* no merges until the load is done */
 	uint32_t gen;        /* query counter, for duser.mark */
 	uint32_t klen;
 	char ws[];
@@ -136,9 +138,8 @@ static void merge_pending(struct dir *d)
 	if (!d->npend)
 		return;
 	qsort(d->pend, d->npend, sizeof(*d->pend), ient_cmp);
-	if (d->n + d->npend > d->cap) {
-		d->cap = (d->n + d->npend) * 2;
-	}
+	if (d->n + d->npend > d->cap)
+		d->cap = (d->n + d->npend) + (d->n + d->npend) / 4;
 	m = malloc(d->cap * sizeof(*m));
 	while (i < d->n || j < d->npend) {
 		if (j == d->npend ||
@@ -156,10 +157,17 @@ static void merge_pending(struct dir *d)
 static void ix_add(struct dir *d, const char *key, uint32_t klen,
 		   struct duser *u)
 {
-	if (!d->pend)
-		d->pend = malloc(DIR_PEND * sizeof(*d->pend));
+	/* merge when the side array reaches 1/32 of the sorted one: each
+	 * key is then copied ~32 times on average as the index grows, and a
+	 * query scans at most n/32 unsorted keys */
+	uint32_t lim = d->n / 32 > DIR_PEND ? d->n / 32 : DIR_PEND;
+
+	if (d->npend == d->cappend) {
+		d->cappend = d->cappend ? 2 * d->cappend : DIR_PEND;
+		d->pend = realloc(d->pend, d->cappend * sizeof(*d->pend));
+	}
 	d->pend[d->npend++] = (struct ient){ key, u, klen };
-	if (d->npend == DIR_PEND)
+	if (d->npend >= lim && !d->loading)
 		merge_pending(d);
 }
 
@@ -309,12 +317,19 @@ static struct dir *dir_get(struct shard_state *ss, const char *ws)
 	d->klen = (uint32_t)n;
 	smap_put(&ss->dirs, d->ws, n, d);
 	/* synced data only: whatever reaches us later is applied after */
+	d->loading = true;
 	if (store_scan_ws_users(srv.st, 'W', ws, load_name, d) ||
 	    store_scan_ws_users(srv.st, 'w', ws, load_named, d) ||
 	    store_scan_ws_users(srv.st, 'Y', ws, load_seen, d))
 		fprintf(stderr, "parleyd: directory of %s: storage error "
 				"while loading\n", ws);
-	merge_pending(d);
+	d->loading = false;
+	merge_pending(d); /* one sort of everything loaded */
+	if (d->cappend > DIR_PEND) {
+		free(d->pend);
+		d->pend = NULL;
+		d->cappend = 0;
+	}
 	return d;
 }
 
