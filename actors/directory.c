@@ -409,6 +409,16 @@ static int pid_cmp(const void *a, const void *b)
 	return id_cmp(*(struct duser *const *)a, *(struct duser *const *)b);
 }
 
+/* A new query: a mark no user holds yet. */
+static void next_gen(struct dir *d)
+{
+	if (++d->gen == 0) { /* wrapped: no old mark may look current */
+		smap_foreach(&d->users, it)
+			((struct duser *)it->val)->mark = 0;
+		d->gen = 1;
+	}
+}
+
 static void take(struct dir *d, struct duser **h, uint32_t *n, uint32_t limit,
 		 struct duser *u)
 {
@@ -425,11 +435,7 @@ static uint32_t dir_search(struct dir *d, const char *q, uint32_t qn,
 {
 	uint32_t n = 0;
 
-	if (++d->gen == 0) { /* wrapped: no mark may look current */
-		smap_foreach(&d->users, it)
-			((struct duser *)it->val)->mark = 0;
-		d->gen = 1;
-	}
+	next_gen(d);
 	for (uint32_t i = lower_bound(d->v, d->n, q, qn);
 	     i < d->n && d->v[i].klen >= qn && !memcmp(d->v[i].key, q, qn); i++)
 		take(d, out, &n, limit, d->v[i].u);
@@ -475,8 +481,7 @@ static void answer_get(struct shard_state *ss, struct dir *d,
 
 	if (!m->has_rid)
 		return;
-	if (++d->gen == 0)
-		d->gen = 1; /* a stale mark only drops a duplicate id */
+	next_gen(d);
 	for (uint32_t i = 0; i < m->n; i++) {
 		struct duser *u = user_find(d, m->users[i],
 					    strlen(m->users[i]));
