@@ -57,6 +57,8 @@ struct ient {
 	const char *key; /* into its user's id or lname */
 	struct duser *u;
 	uint32_t klen;
+	uint32_t id4;    /* the user id's first 4 bytes, big-endian: a query
+			  * rejects most keys without touching their user */
 };
 
 struct dir {
@@ -154,6 +156,15 @@ static void merge_pending(struct dir *d)
 	d->npend = 0;
 }
 
+static uint32_t id4_of(const struct duser *u)
+{
+	uint32_t v = 0;
+
+	for (unsigned i = 0; i < 4; i++)
+		v = v << 8 | (i < u->idlen ? (uint8_t)u->id[i] : 0);
+	return v;
+}
+
 static void ix_add(struct dir *d, const char *key, uint32_t klen,
 		   struct duser *u)
 {
@@ -166,7 +177,7 @@ static void ix_add(struct dir *d, const char *key, uint32_t klen,
 		d->cappend = d->cappend ? 2 * d->cappend : DIR_PEND;
 		d->pend = realloc(d->pend, d->cappend * sizeof(*d->pend));
 	}
-	d->pend[d->npend++] = (struct ient){ key, u, klen };
+	d->pend[d->npend++] = (struct ient){ key, u, klen, id4_of(u) };
 	if (d->npend >= lim && !d->loading)
 		merge_pending(d);
 }
@@ -419,13 +430,23 @@ static void next_gen(struct dir *d)
 	}
 }
 
+/* Offer e's user to the heap h of the limit smallest ids. *max4 is the
+ * id4 of the largest kept once the heap is full: a key whose id4 is above
+ * it cannot get in, whether its user was seen already or not, and is
+ * dropped without a look at the user (most keys, once the heap fills). */
 static void take(struct dir *d, struct duser **h, uint32_t *n, uint32_t limit,
-		 struct duser *u)
+		 const struct ient *e, uint32_t *max4)
 {
+	struct duser *u = e->u;
+
+	if (*n == limit && e->id4 > *max4)
+		return;
 	if (u->mark == d->gen)
 		return;
 	u->mark = d->gen;
 	heap_offer(h, n, limit, u);
+	if (*n == limit)
+		*max4 = id4_of(h[0]);
 }
 
 /* The users whose id or a name word starts with q (lowercased, qn bytes),
@@ -433,15 +454,15 @@ static void take(struct dir *d, struct duser **h, uint32_t *n, uint32_t limit,
 static uint32_t dir_search(struct dir *d, const char *q, uint32_t qn,
 			   uint32_t limit, struct duser **out)
 {
-	uint32_t n = 0;
+	uint32_t n = 0, max4 = UINT32_MAX;
 
 	next_gen(d);
 	for (uint32_t i = lower_bound(d->v, d->n, q, qn);
 	     i < d->n && d->v[i].klen >= qn && !memcmp(d->v[i].key, q, qn); i++)
-		take(d, out, &n, limit, d->v[i].u);
+		take(d, out, &n, limit, &d->v[i], &max4);
 	for (uint32_t i = 0; i < d->npend; i++)
 		if (d->pend[i].klen >= qn && !memcmp(d->pend[i].key, q, qn))
-			take(d, out, &n, limit, d->pend[i].u);
+			take(d, out, &n, limit, &d->pend[i], &max4);
 	qsort(out, n, sizeof(*out), pid_cmp);
 	return n;
 }

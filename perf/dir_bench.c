@@ -2,7 +2,7 @@
  * dir_bench: users.search over the wire in a workspace of many users.
  *
  *   dir_bench --parleyd PATH [--users N] [--queries Q] [--rounds R]
- *             [--shards S] [--port P] [--dir DIR] [--keep]
+ *             [--shards S] [--port P] [--dir DIR] [--q Q] [--keep]
  *
  * Writes N users (default 100,000) of one workspace straight into a fresh
  * data directory, as the directory keeps them ('W': display name), in
@@ -18,7 +18,7 @@
  * 2,000), one at a time (send, wait for the answer), limit 20, timed at
  * the client: a prefix of 1-3 bytes of an id, 2-6 bytes of a first name,
  * 2-6 bytes of a last name (any word), or two random letters, in random
- * case. Each round prints p50, p99 and max; the summary gives the median
+ * case (--q Q: every query is Q, for the worst cases). Each round prints p50, p99 and max; the summary gives the median
  * and the min-max of the rounds.
  */
 #define _GNU_SOURCE
@@ -207,6 +207,7 @@ int main(int argc, char **argv)
 	int port = 20000 + getpid() % 20000;
 	char dir[256] = "", path[512], listen[64], shards_s[16], *tok;
 	bool keep = false;
+	const char *fixed_q = NULL;
 	uint8_t key[32];
 	pid_t pid;
 	pc_conn *c = NULL;
@@ -229,13 +230,15 @@ int main(int argc, char **argv)
 			port = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--dir") && i + 1 < argc)
 			snprintf(dir, sizeof(dir), "%s", argv[++i]);
+		else if (!strcmp(argv[i], "--q") && i + 1 < argc)
+			fixed_q = argv[++i];
 		else if (!strcmp(argv[i], "--keep"))
 			keep = true;
 		else {
 			fprintf(stderr, "usage: dir_bench --parleyd PATH "
 					"[--users N] [--queries Q] [--rounds R] "
 					"[--shards S] [--port P] [--dir DIR] "
-					"[--keep]\n");
+					"[--q Q] [--keep]\n");
 			return 2;
 		}
 	}
@@ -311,7 +314,10 @@ int main(int argc, char **argv)
 		for (unsigned i = 0; i < queries; i++) {
 			char q[16];
 
-			make_query(q);
+			if (fixed_q)
+				snprintf(q, sizeof(q), "%s", fixed_q);
+			else
+				make_query(q);
 			lat[i] = one(c, q, rid++, &hits);
 			tot_hits += hits;
 			if (!lat[i]) {
