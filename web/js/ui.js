@@ -362,6 +362,23 @@ function dialog(id, title, body, { submit } = {}) {
 	d.addEventListener('close', () => d.remove());
 	d.showError = (t) => { err.textContent = t; };
 	d.form = form;
+	// one submit at a time: a second Enter while the first is in flight
+	// does nothing
+	form.addEventListener('submit', (e) => {
+		if (d.inFlight) e.stopImmediatePropagation();
+	}, { capture: true });
+	d.run = async (fn) => {
+		if (d.inFlight) return;
+		d.inFlight = true;
+		const b = form.querySelector('button.primary');
+		if (b) b.disabled = true;
+		try {
+			await fn();
+		} finally {
+			d.inFlight = false;
+			if (b) b.disabled = false;
+		}
+	};
 	d.showModal();
 	return d;
 }
@@ -378,7 +395,7 @@ function newChannel(client) {
 			name.focus();
 			return;
 		}
-		try {
+		await d.run(async () => { try {
 			await client.createChannel(name.value.trim(), kind.value);
 			d.close('ok');
 		} catch (err) {
@@ -404,7 +421,7 @@ function newChannel(client) {
 			} else if (c) {
 				d.querySelector('p.error').append(el('button.link', { type: 'button', onclick: () => { d.close('ok'); client.openChannel(c.id); } }, `Open #${c.name}`));
 			}
-		}
+		} });
 	});
 }
 
@@ -505,12 +522,14 @@ function newDm(client) {
 			d.showError('Name at least one other person.');
 			return;
 		}
-		try {
-			await client.openDm(ids);
-			d.close('ok');
-		} catch (err) {
-			d.showError(err.message);
-		}
+		await d.run(async () => {
+			try {
+				await client.openDm(ids);
+				d.close('ok');
+			} catch (err) {
+				d.showError(err.message);
+			}
+		});
 	});
 }
 
