@@ -88,6 +88,10 @@ void search_op(struct shard_state *ss, rt_conn *c, const char *ws,
 	       const struct proto_a_search *a, uint16_t *inflight);
 void sess_search_done(rt_conn_id conn);
 
+/* chan_admin.c: the name registry (names of channels, per workspace) */
+void names_create(struct shard_state *ss, struct m_req *m); /* user actor */
+int names_migrate(void); /* at start, before the shards: 0 or -errno */
+
 /* auth.c */
 struct auth_claims {
 	char sub[ID_CAP], ws[ID_CAP], name[129];

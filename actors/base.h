@@ -243,6 +243,8 @@ struct shard_state {
 	void *chan_dirty;       /* channels whose 'S' this turn changed */
 	smap users;             /* user actors owned here */
 	smap presence;          /* presence actors owned here */
+	smap names;             /* channel names reserved, in flight
+				 * (chan_admin.c: ws \0 lname -> pname) */
 	struct presence **pdue; /* those with a change waiting (rt_timer_in) */
 	uint32_t npdue, cappdue;
 	smap subs;              /* channel -> local subscriptions */

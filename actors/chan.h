@@ -27,6 +27,7 @@ struct member {
 	 * has received, read from storage on first need (dlv_known) */
 	uint64_t dlv_seq;
 	bool dlv_known;
+	bool owner; /* role "owner" ('O' record; chan_admin.c) */
 };
 
 #define MENTION_UNKNOWN UINT64_MAX
@@ -85,6 +86,8 @@ struct chan {
 	bool stat_dirty;       /* 'S' to write at the end of this turn */
 	struct chan *dirty_next;
 	uint64_t touched_ms;   /* last request or subscription (eviction) */
+	store_chcfg cfg;       /* topic, archived, post ('G'; chan_admin.c) */
+	uint32_t nowners;      /* members with owner set */
 };
 
 static inline struct member *member_of(struct chan *c, const char *user)
@@ -123,5 +126,24 @@ void chan_op_receipts(struct shard_state *ss, struct m_req *r);
 /* mb's read marker of c just moved (read, send): tell the others */
 void chan_receipt_read(struct shard_state *ss, struct chan *c,
 		       const struct member *mb);
+/* chan_admin.c: names, roles and moderation (issue 13) */
+/* settings and owners from storage (chan_load.c; chan_reload calls it) */
+int chan_roles_load(struct chan *c);
+/* r (ch.create, dm.open...) is refused: give its name reservation back */
+void names_release_req(const struct m_req *r);
+/* a new channel c made by r (ch.create, stage 2): owner, settings, the
+ * name's registry entry, in this turn's batch */
+void chan_roles_on_create(struct shard_state *ss, struct chan *c,
+			  const struct m_req *r);
+/* may r's user post (top_level: a message that is not a thread reply;
+ * false: edit, react) in c? false: answered FORBIDDEN */
+bool chan_may_post(struct chan *c, const struct m_req *r, bool top_level);
+/* is r's user a moderator of c (an owner, or a workspace admin)? */
+bool chan_is_moderator(struct chan *c, const struct m_req *r);
+void chan_op_info(struct shard_state *ss, struct m_req *r);
+/* true: r was passed on (to the name registry); the caller must not free it */
+bool chan_op_set(struct shard_state *ss, struct m_req *r);
+void chan_op_role(struct shard_state *ss, struct m_req *r);
+void chan_op_kick(struct shard_state *ss, struct m_req *r);
 
 #endif

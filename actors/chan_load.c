@@ -25,6 +25,31 @@ static int collect_member(void *arg, const char *id, size_t len)
 	return 0;
 }
 
+/* roles and settings (issue 13: chan_admin.c changes them) */
+static int collect_owner(void *arg, const char *id, size_t len)
+{
+	struct chan *c = arg;
+	struct member *mb = smap_get(&c->members, id, len);
+
+	if (mb && !mb->owner) {
+		mb->owner = true;
+		c->nowners++;
+	}
+	return 0;
+}
+
+int chan_roles_load(struct chan *c)
+{
+	int rc = store_get_chcfg(srv.st, c->id, &c->cfg);
+
+	if (rc == -ENOENT)
+		memset(&c->cfg, 0, sizeof(c->cfg));
+	else if (rc)
+		return rc;
+	c->nowners = 0;
+	return store_scan_owners(srv.st, c->id, collect_owner, c);
+}
+
 int chan_reload(struct chan *c)
 {
 	store_chstat st = { 0 };
@@ -43,6 +68,8 @@ int chan_reload(struct chan *c)
 			       c, NULL))
 		return -EIO;
 	c->nmembers = c->members.n;
+	if (chan_roles_load(c)) /* owners, settings */
+		return -EIO;
 	c->broken = false;
 	return 0;
 }

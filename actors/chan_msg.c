@@ -214,7 +214,7 @@ void chan_op_edit(struct shard_state *ss, struct m_req *r)
 	proto_str men[64];
 	proto_event e;
 
-	if (!c || !chan_member_or_fail(c, r) ||
+	if (!c || !chan_member_or_fail(c, r) || !chan_may_post(c, r, false) ||
 	    !load_target(c, r, a->target, true, &t))
 		return;
 	if (!live_state_of(r, &t, &d, &m, men))
@@ -295,9 +295,11 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r)
 	proto_msg m;
 	proto_str men[64];
 	proto_event e;
+	/* owners and admins delete any message (moderation) */
+	bool mod = c && chan_is_moderator(c, r);
 
-	if (!c || !chan_member_or_fail(c, r) ||
-	    !load_target(c, r, r->q.a.target.target, true, &t))
+	if (!c || (!mod && !chan_member_or_fail(c, r)) ||
+	    !load_target(c, r, r->q.a.target.target, !mod, &t))
 		return;
 	if (!live_state_of(r, &t, &d, &m, men))
 		goto out;
@@ -357,7 +359,7 @@ void chan_op_react(struct shard_state *ss, struct m_req *r)
 	bool on = a->on, changed;
 	int rc;
 
-	if (!c || !chan_member_or_fail(c, r) ||
+	if (!c || !chan_member_or_fail(c, r) || !chan_may_post(c, r, false) ||
 	    !load_target(c, r, a->target, false, &t))
 		return;
 	proto_out_init(&rx, 0, 256);

@@ -87,6 +87,7 @@ static void op_create(struct shard_state *ss, struct m_req *r)
 	struct chan *c;
 
 	if (chan_get(ss, r->ch)) {
+		names_release_req(r);
 		chan_fail(r, "CONFLICT", "channel id taken; try again");
 		return;
 	}
@@ -101,6 +102,7 @@ static void op_create(struct shard_state *ss, struct m_req *r)
 	c = chan_new(ss, &rec);
 	store_put_channel(ss->batch, &rec);
 	chan_add_member(ss, c, r->user);
+	chan_roles_on_create(ss, c, r); /* owner, topic, name registry */
 	put_stat(ss, c);
 
 	enc_chan_ok(ss, r, c);
@@ -201,6 +203,10 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	fx_member_bcast(ss, c, r->user, ACT_LEAVE);
+	if (mb->owner) { /* the role goes with the membership */
+		c->nowners--;
+		store_del_owner(ss->batch, c->id, mb->user);
+	}
 	smap_del(&c->typing, mb->user, strlen(mb->user)); /* keyed by mb */
 	smap_del(&c->members, mb->user, strlen(mb->user));
 	free(mb);
@@ -335,6 +341,10 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 
+	/* archived, announcements (after the cmid checks: a retry of a send
+	 * made before still gets its seq) */
+	if (!chan_may_post(c, r, !thread))
+		return;
 	if (thread) {
 		root = thread < c->next_seq ? chan_msg_state(c, 0, thread) : NULL;
 		if (!root) {
@@ -529,6 +539,10 @@ void chan_on_req(struct shard_state *ss, struct m_req *r)
 	case OP_REACT: chan_op_react(ss, r); break;
 	case PROTO_OP_DELIVERED: chan_op_delivered(ss, r); break;
 	case PROTO_OP_RECEIPTS: chan_op_receipts(ss, r); break;
+	case PROTO_OP_CH_INFO: chan_op_info(ss, r); break;
+	case PROTO_OP_CH_SET: chan_op_set(ss, r); break;
+	case PROTO_OP_CH_ROLE: chan_op_role(ss, r); break;
+	case PROTO_OP_CH_KICK: chan_op_kick(ss, r); break;
 	default: chan_fail(r, "BAD_REQUEST", "unknown op"); break;
 	}
 out:

@@ -258,6 +258,11 @@ int server_run(const struct server_opts *o)
 		free(err);
 		return 1;
 	}
+	if (names_migrate()) { /* names from before the registry */
+		fprintf(stderr, "parleyd: storage: cannot register names\n");
+		store_close(srv.st);
+		return 1;
+	}
 	if (!o->no_search) {
 		snprintf(path, sizeof(path), "%s/search", o->data_dir);
 		if (search_open(&srv.sx, path, srv.st, o->shards, &err)) {

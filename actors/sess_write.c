@@ -192,6 +192,18 @@ static bool write_ch(struct req *r, char *ch)
 		return true;
 	case OP_PRESENCE_SET:
 		return true;
+	case PROTO_OP_CH_INFO:
+		sess_id_copy(ch, q->a.ch.ch);
+		return true;
+	case PROTO_OP_CH_SET:
+		sess_id_copy(ch, q->a.chset.ch);
+		return true;
+	case PROTO_OP_CH_ROLE:
+		sess_id_copy(ch, q->a.role.ch);
+		return true;
+	case PROTO_OP_CH_KICK:
+		sess_id_copy(ch, q->a.users.ch);
+		return true;
 	default:
 		return false;
 	}

@@ -183,6 +183,10 @@ void user_on_req(struct shard_state *ss, struct m_req *m)
 		free(m);
 		return;
 	}
+	if (m->op == OP_CH_CREATE) { /* its name first (chan_admin.c) */
+		names_create(ss, m);
+		return;
+	}
 	m->stage = 1;
 	rt_post(chan_shard(m->ch), &m->h);
 }

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "actors/actors.h"
@@ -96,16 +97,21 @@ static void call(pc_conn *c, proto_out *o, proto_doc *res)
 	}
 }
 
+/* Names are unique in a workspace: each run and channel its own. */
 static void make_channel(pc_conn *c, char *ch)
 {
+	static unsigned made;
 	proto_out o;
 	proto_doc res;
 	const msgpack_object_map *m;
+	char name[64];
 
+	snprintf(name, sizeof(name), "bench-%ld-%ld-%u", (long)getpid(),
+		 (long)time(NULL), made++);
 	proto_out_init(&o, 0, 256);
 	proto_enc_req(&o, "ch.create", rid++, 2);
 	proto_pk_cstr(&o.pk, "name");
-	proto_pk_cstr(&o.pk, "bench");
+	proto_pk_cstr(&o.pk, name);
 	proto_pk_cstr(&o.pk, "kind");
 	proto_pk_cstr(&o.pk, "public");
 	call(c, &o, &res);

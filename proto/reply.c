@@ -728,3 +728,33 @@ void proto_req_encode(proto_out *o, const struct proto_req *r)
 		kv_uint(&o->pk, "rid", r->rid);
 	req_args(&pack, r);
 }
+
+/* ---- names, roles and moderation (issue 13, h-roles) -------------------- */
+
+void proto_enc_fail_ch(proto_out *o, bool has_rid, uint64_t rid,
+		       const char *op, const char *code, const char *msg,
+		       const proto_chref *ch)
+{
+	msgpack_packer *pk = &o->pk;
+
+	if (!ch) {
+		proto_enc_fail(o, has_rid, rid, op, op ? strlen(op) : 0, code,
+			       msg, 0);
+		return;
+	}
+	if (has_rid) {
+		msgpack_pack_map(pk, 6);
+		kv_cstr(pk, "t", "res");
+		kv_uint(pk, "rid", rid);
+		kv_bool(pk, "ok", false);
+	} else {
+		msgpack_pack_map(pk, 4 + (op != NULL));
+		kv_cstr(pk, "t", "err");
+	}
+	kv_cstr(pk, "code", code);
+	kv_cstr(pk, "msg", msg);
+	if (!has_rid && op)
+		kv_cstr(pk, "op", op);
+	proto_pk_cstr(pk, "ch");
+	pack_chref(pk, ch);
+}

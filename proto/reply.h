@@ -187,6 +187,15 @@ typedef struct proto_chlevel {
 void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
 			     const proto_chlevel *v, uint32_t n);
 
+/* ---- names, roles and moderation (issue 13) ------------------------------ */
+
+/* A failure that names a channel (ch.create of a taken name: CONFLICT with
+ * the public holder): proto_enc_fail plus "ch":{id,name,kind}; ch NULL:
+ * exactly proto_enc_fail. */
+void proto_enc_fail_ch(proto_out *o, bool has_rid, uint64_t rid,
+		       const char *op, const char *code, const char *msg,
+		       const proto_chref *ch);
+
 /* ---- stored state ------------------------------------------------------- */
 
 /* A message's reactions map (emoji -> [user...], as proto_msg carries it,

@@ -2030,6 +2030,67 @@ static void k_delivered(struct key *k, const char *ch, const char *user)
 {
 	key_init(k);
 	key_byte(k, 'R');
+
+/* ---- names, roles and moderation (issue 13, h-roles) -------------------- */
+
+/*
+ *   meta  'G' ch                  -> channel settings: u8 version (1),
+ *                                    u8 archived, u8 post, u8 topic length,
+ *                                    topic bytes (absent: the defaults)
+ *   meta  'O' ch \0 user          -> "" (user is an owner of ch)
+ *   meta  'L' ws \0 lower(name)   -> channel id (the name registry: the
+ *                                    public or private channel that holds
+ *                                    this name, ASCII-lowercased)
+ */
+#define CHCFG_VERSION 1
+
+void store_put_chcfg(store_batch *b, const char *ch, const store_chcfg *c)
+{
+	char v[4 + 255];
+	size_t l = strnlen(c->topic, sizeof(c->topic) - 1);
+	struct key k;
+
+	v[0] = CHCFG_VERSION;
+	v[1] = (char)c->archived;
+	v[2] = (char)c->post;
+	v[3] = (char)l;
+	memcpy(v + 4, c->topic, l);
+	k_meta1(&k, 'G', ch);
+	b_put(b, CF_META, &k, v, 4 + l);
+}
+
+int store_get_chcfg(store *s, const char *ch, store_chcfg *out)
+{
+	rocksdb_pinnableslice_t *ps;
+	const char *p;
+	size_t len;
+	struct key k;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	k_meta1(&k, 'G', ch);
+	rc = get_pinned(s, s->cf_meta, &k, &ps);
+	if (rc)
+		return rc;
+	p = rocksdb_pinnableslice_value(ps, &len);
+	rc = -EIO;
+	if (len >= 4 && p[0] == CHCFG_VERSION &&
+	    (size_t)(unsigned char)p[3] <= len - 4 &&
+	    (unsigned char)p[3] < sizeof(out->topic)) {
+		out->archived = p[1] != 0;
+		out->post = (uint8_t)p[2];
+		memcpy(out->topic, p + 4, (unsigned char)p[3]);
+		out->topic[(unsigned char)p[3]] = 0;
+		rc = 0;
+	}
+	rocksdb_pinnableslice_destroy(ps);
+	return rc;
+}
+
+static void k_owner(struct key *k, const char *ch, const char *user)
+{
+	key_init(k);
+	key_byte(k, 'O');
 	key_id0(k, ch);
 	key_add(k, user, strlen(user));
 }
@@ -2058,4 +2119,77 @@ int store_get_delivered(store *s, const char *ch, const char *user,
 		return rc;
 	*out = get_le64(v);
 	return 0;
+
+void store_put_owner(store_batch *b, const char *ch, const char *user)
+{
+	struct key k;
+
+	k_owner(&k, ch, user);
+	b_put(b, CF_META, &k, NULL, 0);
+}
+
+void store_del_owner(store_batch *b, const char *ch, const char *user)
+{
+	struct key k;
+
+	k_owner(&k, ch, user);
+	b_del(b, CF_META, &k);
+}
+
+int store_scan_owners(store *s, const char *ch, store_id_fn fn, void *arg)
+{
+	struct key pfx;
+
+	key_init(&pfx);
+	key_byte(&pfx, 'O');
+	key_id0(&pfx, ch);
+	return scan_ids(s, &pfx, NULL, 0, fn, arg, NULL);
+}
+
+static void k_name(struct key *k, const char *ws, const char *lname)
+{
+	key_init(k);
+	key_byte(k, 'L');
+	key_id0(k, ws);
+	key_add(k, lname, strlen(lname));
+}
+
+void store_put_name(store_batch *b, const char *ws, const char *lname,
+		    const char *ch)
+{
+	struct key k;
+
+	k_name(&k, ws, lname);
+	b_put(b, CF_META, &k, ch, strlen(ch));
+}
+
+void store_del_name(store_batch *b, const char *ws, const char *lname)
+{
+	struct key k;
+
+	k_name(&k, ws, lname);
+	b_del(b, CF_META, &k);
+}
+
+int store_get_name(store *s, const char *ws, const char *lname, char *ch)
+{
+	rocksdb_pinnableslice_t *ps;
+	const char *p;
+	size_t len;
+	struct key k;
+	int rc;
+
+	k_name(&k, ws, lname);
+	rc = get_pinned(s, s->cf_meta, &k, &ps);
+	if (rc)
+		return rc;
+	p = rocksdb_pinnableslice_value(ps, &len);
+	rc = -EIO;
+	if (len >= 1 && len <= STORE_ID_MAX) {
+		memcpy(ch, p, len);
+		ch[len] = 0;
+		rc = 0;
+	}
+	rocksdb_pinnableslice_destroy(ps);
+	return rc;
 }

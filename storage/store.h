@@ -61,7 +61,8 @@ typedef struct store_batch store_batch;
 
 enum store_kind { STORE_PUBLIC = 0, STORE_PRIVATE = 1, STORE_DM = 2 };
 
-/* 'C' value: written when a channel is created; never changes after. */
+/* 'C' value: written when a channel is created; rewritten by a rename
+ * (ch.set name), nothing else changes it. */
 typedef struct store_channel {
 	char id[STORE_ID_MAX + 1];
 	char ws[STORE_ID_MAX + 1];
@@ -216,6 +217,25 @@ int store_recover(store *s, uint64_t *channels, uint64_t *repaired);
 /* The history column family (of nranges) that holds channel ch's events:
  * an on-disk format (FNV-1a of the id, runtime/hash.h). */
 unsigned store_range_of(const char *ch, unsigned nranges);
+
+/* ---- names, roles and moderation (issue 13) ----------------------------
+ * meta 'G' ch (settings), 'O' ch \0 user (owners), 'L' ws \0 lower(name)
+ * -> ch (the name registry); see store.c's section at its end. */
+typedef struct store_chcfg {
+	char topic[251]; /* 0-250 bytes */
+	uint8_t archived; /* bool */
+	uint8_t post;     /* 0: all, 1: owners */
+} store_chcfg;
+void store_put_chcfg(store_batch *b, const char *ch, const store_chcfg *c);
+int store_get_chcfg(store *s, const char *ch, store_chcfg *out); /* -ENOENT: defaults */
+void store_put_owner(store_batch *b, const char *ch, const char *user);
+void store_del_owner(store_batch *b, const char *ch, const char *user);
+int store_scan_owners(store *s, const char *ch, store_id_fn fn, void *arg);
+/* lname: the name ASCII-lowercased; ch: STORE_ID_MAX + 1 bytes */
+void store_put_name(store_batch *b, const char *ws, const char *lname,
+		    const char *ch);
+void store_del_name(store_batch *b, const char *ws, const char *lname);
+int store_get_name(store *s, const char *ws, const char *lname, char *ch);
 
 /* Metrics (any thread, relaxed counters). */
 typedef struct store_stats {

@@ -603,12 +603,13 @@ static void run_fanout(void)
 	last_at = calloc(K, sizeof(*last_at));
 	hooks = &pub_hooks;
 	if (bo.srv == SRV_PARLEY) {
-		char owner[96];
+		char owner[96], name[96];
 		pc_conn *c;
 
 		snprintf(owner, sizeof(owner), "%sowner", bo.prefix);
+		snprintf(name, sizeof(name), "%sbench-fanout", bo.prefix);
 		c = parley_login(owner, (uint32_t)opt.members);
-		create_channel(c, "bench-fanout", ch);
+		create_channel(c, name, ch);
 		invite(c, ch, 0, (uint32_t)opt.members);
 		say("channel %s: %ld members invited; %ld go online in %ld processes",
 		    ch, opt.members, opt.online, opt.procs);
@@ -697,11 +698,12 @@ static void run_timed(void)
 		/* small: member 10j creates channel j and invites the other
 		 * nine; acks: sender j creates its own */
 		uint32_t owner = run.scen == SC_SMALL ? 10 * j : j;
-		char user[96], name[32];
+		char user[96], name[96];
 		pc_conn *c;
 
 		user_name(owner, user, sizeof(user));
-		snprintf(name, sizeof(name), "bench-%u", j);
+		/* names are unique in a workspace: this run's prefix */
+		snprintf(name, sizeof(name), "%sbench-%u", bo.prefix, j);
 		c = parley_login(user, owner);
 		create_channel(c, name, run.chans[j]);
 		if (run.scen == SC_SMALL)
@@ -1188,13 +1190,14 @@ static void run_search(void)
 	run.chans = calloc(C, sizeof(*run.chans));
 	/* channel j is made by sender j % S, who sends into it */
 	for (uint32_t i = 0; i < S; i++) {
-		char user[96], name[32];
+		char user[96], name[96];
 		pc_conn *c;
 
 		user_name(i, user, sizeof(user));
 		c = parley_login(user, i);
 		for (uint32_t j = i; j < C; j += S) {
-			snprintf(name, sizeof(name), "search-%u", j);
+			snprintf(name, sizeof(name), "%ssearch-%u", bo.prefix,
+				 j);
 			create_channel(c, name, run.chans[j]);
 		}
 		pc_close(c);

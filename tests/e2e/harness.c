@@ -677,3 +677,35 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 			FAIL_AT(file, line, "unexpected frame: %s", n.bad);
 	}
 }
+
+/* ---- tokens with a role (issue 13) -------------------------------------- */
+
+pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
+			const char *role)
+{
+	uint8_t key[512];
+	size_t len;
+	pc_conn *c;
+	char *tok;
+	proto_doc res;
+	int rc;
+
+	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
+		die("read secret");
+	tok = auth_mint(key, len, user, ws, (int64_t)time(NULL) + 3600, NULL,
+			role);
+	c = h_connect_raw(s);
+	if (!c) {
+		free(tok);
+		return NULL;
+	}
+	rc = pc_hello(c, tok, NULL, NULL, 0, &res, H_TIMEOUT);
+	free(tok);
+	if (rc == 1 || rc == -2)
+		proto_doc_free(&res);
+	if (rc != 1) {
+		pc_close(c);
+		return NULL;
+	}
+	return c;
+}

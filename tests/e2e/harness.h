@@ -182,4 +182,9 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 uint64_t now_ms(void);
 void sleep_until(uint64_t t); /* until now_ms() >= t */
 
+/* Connect and hello as user@ws with the token claim role (e.g. "admin");
+ * NULL on failure. */
+pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
+			const char *role);
+
 #endif

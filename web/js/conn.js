@@ -129,7 +129,7 @@ export class Conn extends EventTarget {
 			if (!p) return;
 			this.pending.delete(f.rid);
 			if (f.ok) p.resolve(f);
-			else p.reject(new ReqError(f.code, f.msg, { retry_ms: f.retry_ms }));
+			else p.reject(new ReqError(f.code, f.msg, { retry_ms: f.retry_ms, ch: f.ch }));
 			return;
 		}
 		if (f.t === 'goaway') {

@@ -380,7 +380,28 @@ function newChannel(client) {
 			await client.createChannel(name.value.trim(), kind.value);
 			d.close('ok');
 		} catch (err) {
-			d.showError(err.code === 'CONFLICT' ? 'A channel with this name exists already.' : err.message);
+			if (err.code !== 'CONFLICT') {
+				d.showError(err.message);
+				return;
+			}
+			// the name is taken; a public channel can be joined instead
+			const c = err.ch;
+			d.showError(c ? `#${c.name} exists already. ` : 'A channel with this name exists already (names are unique, whatever the case).');
+			if (c && !client.store.channels.has(c.id)) {
+				d.querySelector('p.error').append(el('button.link', {
+					type: 'button', dataset: { join: c.id },
+					onclick: async () => {
+						try {
+							await client.joinChannel(c);
+							d.close('ok');
+						} catch (e2) {
+							d.showError(e2.message);
+						}
+					},
+				}, `Join #${c.name}`));
+			} else if (c) {
+				d.querySelector('p.error').append(el('button.link', { type: 'button', onclick: () => { d.close('ok'); client.openChannel(c.id); } }, `Open #${c.name}`));
+			}
 		}
 	});
 }
