@@ -2030,6 +2030,35 @@ static void k_delivered(struct key *k, const char *ch, const char *user)
 {
 	key_init(k);
 	key_byte(k, 'R');
+	key_id0(k, ch);
+	key_add(k, user, strlen(user));
+}
+
+void store_put_delivered(store_batch *b, const char *ch, const char *user,
+			 uint64_t seq)
+{
+	char v[8];
+	struct key k;
+
+	put_le64(v, seq);
+	k_delivered(&k, ch, user);
+	b_put(b, CF_META, &k, v, sizeof(v));
+}
+
+int store_get_delivered(store *s, const char *ch, const char *user,
+			uint64_t *out)
+{
+	char v[8];
+	struct key k;
+	int rc;
+
+	k_delivered(&k, ch, user);
+	rc = get_fixed(s, s->cf_meta, &k, v, sizeof(v));
+	if (rc)
+		return rc;
+	*out = get_le64(v);
+	return 0;
+}
 
 /* ---- names, roles and moderation (issue 13, h-roles) -------------------- */
 
@@ -2094,31 +2123,6 @@ static void k_owner(struct key *k, const char *ch, const char *user)
 	key_id0(k, ch);
 	key_add(k, user, strlen(user));
 }
-
-void store_put_delivered(store_batch *b, const char *ch, const char *user,
-			 uint64_t seq)
-{
-	char v[8];
-	struct key k;
-
-	put_le64(v, seq);
-	k_delivered(&k, ch, user);
-	b_put(b, CF_META, &k, v, sizeof(v));
-}
-
-int store_get_delivered(store *s, const char *ch, const char *user,
-			uint64_t *out)
-{
-	char v[8];
-	struct key k;
-	int rc;
-
-	k_delivered(&k, ch, user);
-	rc = get_fixed(s, s->cf_meta, &k, v, sizeof(v));
-	if (rc)
-		return rc;
-	*out = get_le64(v);
-	return 0;
 
 void store_put_owner(store_batch *b, const char *ch, const char *user)
 {
