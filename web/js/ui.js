@@ -158,9 +158,11 @@ export function layout(client) {
 			api.subline();
 			const blocked = client.postBlocked(ch);
 			composer.disabled = !!blocked;
+			composer.form.querySelector('.send').disabled = !!blocked;
 			composer.placeholder = blocked || `Message ${ch.kind === 'dm' ? st.displayName(ch) : '#' + ch.name}`;
 			composer.setAttribute('aria-label', blocked ? 'Message (not allowed here)' : composer.placeholder);
 			$('#thread-composer').disabled = !!ch.archived;
+			$('#thread-composer').form.querySelector('.send').disabled = !!ch.archived;
 			$('#thread-composer').placeholder = ch.archived ? 'This channel is archived.' : 'Reply…';
 			document.title = `${st.displayName(ch)} · parley`;
 		},
