@@ -32,6 +32,7 @@
 
 #include "actors/chan.h"
 #include "actors/commit.h"
+#include "actors/directory.h"
 
 static void fx_user_chan(struct shard_state *ss, struct chan *c,
 			 const char *user, uint8_t action, uint64_t after,
@@ -142,6 +143,15 @@ static void op_dm_open(struct shard_state *ss, struct m_req *r)
 			chan_add_member(ss, c, u);
 	}
 	put_stat(ss, c);
+	{ /* the directory: everyone named exists */
+		const char **who = malloc((a->n + 1) * sizeof(*who));
+
+		who[0] = r->user;
+		for (uint32_t i = 0; i < a->n; i++)
+			who[i + 1] = a->v[i].via.str.ptr;
+		dir_fx_named(ss, c, r->ws, who, a->n + 1);
+		free(who);
+	}
 
 	enc_chan_ok(ss, r, c);
 	fx_reply(ss, c, r);
@@ -267,6 +277,14 @@ static void op_invite(struct shard_state *ss, struct m_req *r)
 		return;
 	}
 	put_stat(ss, c);
+	{ /* the directory: everyone named exists */
+		const char **who = malloc(a->n * sizeof(*who));
+
+		for (uint32_t i = 0; i < a->n; i++)
+			who[i] = a->v[i].via.str.ptr;
+		dir_fx_named(ss, c, r->ws, who, a->n);
+		free(who);
+	}
 	fx_reply(ss, c, r);
 }
 

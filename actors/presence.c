@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "actors/commit.h"
+#include "actors/directory.h"
 
 struct pdev {
 	rt_conn_id conn;
@@ -47,7 +48,7 @@ struct presence {
 	uint64_t due_ms;    /* when `next` is to be told, if waiting */
 	bool waiting;
 	bool in_due;        /* on ss->pdue (then not freed) */
-	uint64_t seen_ms;   /* when the last device left */
+	uint64_t seen_ms;   /* last seen: latest hello or last device gone */
 	uint32_t klen;
 	char key[];         /* ws \0 user */
 };
@@ -196,6 +197,7 @@ static void fire_if_due(struct shard_state *ss, struct presence *p,
 	p->shown = p->next;
 	p->since = p->next_since;
 	publish(ss, p);
+	dir_note_status(p->key, user_of(p), p->shown);
 }
 
 void presence_on_device(struct shard_state *ss, const char *ws,
@@ -212,6 +214,13 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 			p->dev = realloc(p->dev, p->capdev * sizeof(*p->dev));
 		}
 		p->dev[p->ndev++] = (struct pdev){ conn, now };
+		/* last seen of a connected user: its latest hello, written
+		 * now so that a kill -9 while it is connected keeps it */
+		store_presence sp = { .status = p->chosen, .seen_ms = now };
+
+		p->seen_ms = now;
+		store_put_presence(ss->batch, ws, user, &sp);
+		dir_fx_seen(ss, ws, user, now);
 	} else {
 		for (uint32_t i = 0; i < p->ndev; i++) {
 			if (p->dev[i].conn == conn) {
@@ -226,6 +235,7 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 
 			p->seen_ms = now;
 			store_put_presence(ss->batch, ws, user, &sp);
+			dir_fx_seen(ss, ws, user, now);
 		}
 	}
 	reevaluate(ss, p, now);

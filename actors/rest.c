@@ -14,6 +14,7 @@
  *                                         (200 with dup:true on a repeat)
  *   GET  /api/v1/channels/{ch}/messages?before=&after=&limit=&thread=
  *                                         -> 200 {msgs, more}
+ *   GET  /api/v1/channels                 -> 200 {channels} (as ch.list)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@
 
 /* What the pending exchange waits for (kept in the connection's user
  * pointer, which HTTP connections do not otherwise use). */
-enum { WAIT_SEND = 1, WAIT_HISTORY = 2 };
+enum { WAIT_SEND = 1, WAIT_HISTORY = 2, WAIT_LIST = 3 };
 
 static const struct {
 	const char *code;
@@ -367,22 +368,43 @@ static void get_messages(struct shard_state *ss, const rt_http_req *req,
 	proto_out_free(&o);
 }
 
+/* GET /api/v1/channels: ch.list, as the token's user */
+static void get_channels(struct shard_state *ss, const rt_http_req *req,
+			 rt_http_resp *resp, const struct auth_claims *cl)
+{
+	proto_out o;
+
+	if (req->query && *req->query) {
+		error(resp, "BAD_REQUEST", "no parameters are taken", 0);
+		return;
+	}
+	proto_out_init(&o, 0, 64);
+	proto_enc_req(&o, "ch.list", 1, 0);
+	resp->status = 0;
+	run(ss, req, cl, WAIT_LIST, &o);
+	proto_out_free(&o);
+}
+
 void rest_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 {
 	struct shard_state *ss = rt_shard_user(s);
 	struct auth_claims cl;
 	const char *a = req->authorization, *why = "bad token";
 	char ch[ID_CAP];
+	bool list = !strcmp(req->path, "/api/v1/channels");
 
-	if (!channel_of(req->path, ch)) {
+	if (!list && !channel_of(req->path, ch)) {
 		error(resp, "NOT_FOUND", "no such resource", 0);
 		return;
 	}
-	if (strcmp(req->method, "GET") && strcmp(req->method, "POST")) {
-		error(resp, "BAD_REQUEST", "only GET and POST", 0);
+	if (list ? strcmp(req->method, "GET")
+		 : strcmp(req->method, "GET") && strcmp(req->method, "POST")) {
+		error(resp, "BAD_REQUEST",
+		      list ? "only GET" : "only GET and POST", 0);
 		resp->status = 405;
 		snprintf(resp->hname, sizeof(resp->hname), "allow:");
-		snprintf(resp->hvalue, sizeof(resp->hvalue), "GET, POST");
+		snprintf(resp->hvalue, sizeof(resp->hvalue), "%s",
+			 list ? "GET" : "GET, POST");
 		return;
 	}
 	if (strncasecmp(a, "Bearer ", 7)) {
@@ -397,7 +419,9 @@ void rest_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 		error(resp, "UNAUTHORIZED", why, 0);
 		return;
 	}
-	if (!strcmp(req->method, "POST"))
+	if (list)
+		get_channels(ss, req, resp, &cl);
+	else if (!strcmp(req->method, "POST"))
 		post_message(ss, req, resp, &cl, ch);
 	else
 		get_messages(ss, req, resp, &cl, ch);

@@ -17,6 +17,7 @@
 
 #include "actors/actors.h"
 #include "actors/commit.h"
+#include "actors/directory.h"
 #include "actors/rest.h"
 #include "storage/search.h"
 
@@ -29,6 +30,7 @@ static void on_stop(rt_shard *s)
 	/* The shard state itself stays (other shards' /metrics readers may
 	 * still look; it is reachable from states[] until exit). */
 	sess_shard_stop(rt_shard_user(s));
+	dir_shard_stop(rt_shard_user(s));
 }
 
 #ifndef NDEBUG

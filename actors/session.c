@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "actors/directory.h"
 #include "actors/session.h"
 
 /* ---- lifecycle ------------------------------------------------------------- */
@@ -103,6 +104,7 @@ void sess_close(struct shard_state *ss, rt_conn *c)
 	free(se->bad_ts);
 	free(se->subs);
 	free(se->resume);
+	free(se->name);
 	free(se);
 	rt_conn_set_user(c, NULL);
 }
@@ -184,6 +186,10 @@ static void op_hello(struct req *r, int rc, const char *why)
 	strcpy(se->ws, cl.ws);
 	strcpy(se->user, cl.sub);
 	se->admin = cl.admin;
+	/* the directory: the user exists, under its latest name; hello's
+	 * answer names it (the id when the token has no name) */
+	se->name = strdup(cl.name[0] ? cl.name : cl.sub);
+	dir_on_hello(se->ws, se->user, cl.name);
 	se->hello_rid = r->rid;
 	se->hello_has_rid = r->has_rid;
 	se->state = S_ATTACHING;
@@ -289,7 +295,7 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 		store_read_unpin(srv.st);
 	hello_limits(&hl);
 	proto_out_reset(&ss->out);
-	proto_enc_hello_ok(&ss->out, se->hello_rid, se->user, se->ws, NULL,
+	proto_enc_hello_ok(&ss->out, se->hello_rid, se->user, se->ws, se->name,
 			   srv.lim.hb_ms, &hl, v, n);
 	free(v);
 	if (se->hello_has_rid)
@@ -421,6 +427,8 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	case OP_EVENTS: sess_op_events(r); break;
 	case OP_EDITS: sess_op_edits(r); break;
 	case OP_PRESENCE_WATCH: sess_op_presence_watch(r); break;
+	case PROTO_OP_USERS_SEARCH:
+	case PROTO_OP_USERS_GET: dir_request(r); break;
 	case OP_SEARCH:
 		search_op(ss, c, r->ws, r->user, r->has_rid, r->rid,
 			  &q.a.search, r->se ? &r->se->searching : NULL);

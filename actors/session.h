@@ -61,6 +61,7 @@ struct session {
 	bool attached;
 	char ws[ID_CAP], user[ID_CAP];
 	bool admin;         /* the token's role claim is "admin" */
+	char *name;         /* display name (the id if none): hello's answer */
 	uint64_t hello_rid;
 	bool hello_has_rid;
 	struct resume_ent *resume;

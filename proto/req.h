@@ -84,7 +84,7 @@ enum proto_op {
 /* the ops the server carries out today: hello .. search, then the newer
  * ones it serves */
 #define PROTO_OPS_SERVED ((PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1) \
-			  | PROTO_OPS_RECEIPTS | PROTO_OPS_ROLES)
+			  | PROTO_OPS_RECEIPTS | PROTO_OPS_ROLES | PROTO_OPS_PEOPLE)
 /* receipts (DMs) */
 #define PROTO_OPS_RECEIPTS (PROTO_OP_BIT(PROTO_OP_DELIVERED) | \
 			    PROTO_OP_BIT(PROTO_OP_RECEIPTS))
@@ -93,6 +93,9 @@ enum proto_op {
 			 PROTO_OP_BIT(PROTO_OP_CH_SET) | \
 			 PROTO_OP_BIT(PROTO_OP_CH_ROLE) | \
 			 PROTO_OP_BIT(PROTO_OP_CH_KICK))
+/* the directory */
+#define PROTO_OPS_PEOPLE (PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) | \
+			  PROTO_OP_BIT(PROTO_OP_USERS_GET))
 #define PROTO_OPS_ALL    (PROTO_OP_BIT(PROTO_OP__COUNT) - 1)
 
 const char *proto_op_name(int op); /* "ch.create"; NULL if out of range */

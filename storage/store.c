@@ -2197,3 +2197,70 @@ int store_get_name(store *s, const char *ws, const char *lname, char *ch)
 	rocksdb_pinnableslice_destroy(ps);
 	return rc;
 }
+
+/* ---- the user directory (issue 13, h-dir) ------------------------------- */
+
+/* 'W' ws \0 user -> display name; 'w' ws \0 user -> "" */
+static void k_dir(struct key *k, char tag, const char *ws, const char *user)
+{
+	key_init(k);
+	key_byte(k, tag);
+	key_id0(k, ws);
+	key_add(k, user, strlen(user));
+}
+
+void store_put_dir_name(store_batch *b, const char *ws, const char *user,
+			const char *name, size_t len)
+{
+	struct key k;
+
+	k_dir(&k, 'W', ws, user);
+	b_put(b, CF_META, &k, name, len);
+}
+
+void store_put_dir_named(store_batch *b, const char *ws, const char *user)
+{
+	struct key k;
+
+	k_dir(&k, 'w', ws, user);
+	b_put(b, CF_META, &k, "", 0);
+}
+
+int store_scan_ws_users(store *s, char tag, const char *ws,
+			store_kv_fn fn, void *arg)
+{
+	struct scan sc;
+	struct key pfx;
+	const char *r, *v;
+	size_t rlen, vlen;
+	int rc;
+
+	if (tag != 'W' && tag != 'w' && tag != 'Y')
+		return -EINVAL;
+	key_init(&pfx);
+	key_byte(&pfx, tag);
+	key_id0(&pfx, ws);
+	rc = scan_open(s, &sc, s->cf_meta, &pfx, false);
+	if (rc) {
+		key_fini(&pfx);
+		return rc;
+	}
+	scan_seek(&sc, &pfx);
+	while ((r = scan_rest(&sc, &rlen))) {
+		v = rocksdb_iter_value(sc.it, &vlen);
+		if (rlen && rlen <= STORE_ID_MAX && fn(arg, r, rlen, v, vlen))
+			break;
+		rocksdb_iter_next(sc.it);
+	}
+	key_fini(&pfx);
+	return scan_close(&sc);
+}
+
+int store_presence_parse(const void *v, size_t len, store_presence *out)
+{
+	if (len != 9)
+		return -EIO;
+	out->status = ((const uint8_t *)v)[0];
+	out->seen_ms = get_le64((const char *)v + 1);
+	return 0;
+}

@@ -20,6 +20,9 @@
  *   meta  'I' ch \0 user \0 cmid   -> seq8 (idempotency key of a send)
  *   meta  'Y' ws \0 user           -> store_presence (the status a user
  *                                     chose, when it was last online)
+ *   meta  'W' ws \0 user           -> the display name of the user's
+ *                                     latest hello (the directory)
+ *   meta  'w' ws \0 user           -> ""  (named in ch.invite or dm.open)
  *   meta  'N' ch \0 user \0 seq8   -> u64 LE mentions of user in ch up to
  *                                     and including this one (a mention
  *                                     of user at seq)
@@ -208,6 +211,21 @@ int store_scan_events(store *s, const char *ch, uint64_t after, unsigned limit,
 int store_scan_msgs(store *s, const char *ch, uint64_t thread_root,
 		    uint64_t from, int dir, unsigned limit, store_rec_fn fn,
 		    void *arg, int *more);
+
+/* ---- the user directory (issue 13, h-dir) ---- */
+/* 'W': the display name of the user's latest hello (len 0: none) */
+void store_put_dir_name(store_batch *b, const char *ws, const char *user,
+			const char *name, size_t len);
+/* 'w': the user was named in ch.invite or dm.open */
+void store_put_dir_named(store_batch *b, const char *ws, const char *user);
+/* Every key of tag 'W', 'w' or 'Y' in workspace ws, in user order: fn gets
+ * the user id (not NUL-terminated) and the value; non-zero stops. */
+typedef int (*store_kv_fn)(void *arg, const char *user, size_t ulen,
+			   const void *v, size_t vlen);
+int store_scan_ws_users(store *s, char tag, const char *ws, store_kv_fn fn,
+			void *arg);
+/* A 'Y' value as store_scan_ws_users gives it. */
+int store_presence_parse(const void *v, size_t len, store_presence *out);
 
 /* Recovery: every channel's 'S' record checked against its newest 'e' key;
  * a mismatch (which invariant 1 forbids) is repaired to the 'e' key and

@@ -709,3 +709,39 @@ pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
 	}
 	return c;
 }
+
+/* ---- named tokens (issue 13, the directory) ----------------------------- */
+
+pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
+			 const char *name, proto_doc *hello_res)
+{
+	uint8_t key[512];
+	size_t len;
+	pc_conn *c;
+	char *tok;
+	proto_doc res;
+	int rc;
+
+	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
+		die("read secret");
+	tok = auth_mint(key, len, user, ws, (int64_t)time(NULL) + 3600, name,
+			NULL);
+	c = h_connect_raw(s);
+	if (!c) {
+		free(tok);
+		return NULL;
+	}
+	rc = pc_hello(c, tok, NULL, NULL, 0, &res, H_TIMEOUT);
+	free(tok);
+	if (rc != 1) {
+		if (rc == -2)
+			proto_doc_free(&res);
+		pc_close(c);
+		return NULL;
+	}
+	if (hello_res)
+		*hello_res = res;
+	else
+		proto_doc_free(&res);
+	return c;
+}

@@ -187,4 +187,8 @@ void sleep_until(uint64_t t); /* until now_ms() >= t */
 pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
 			const char *role);
 
+/* h_connect with a token that has the name claim (NULL: none). */
+pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
+			 const char *name, proto_doc *hello_res);
+
 #endif

@@ -426,7 +426,7 @@ static void test_refusals(void **state)
 	refused(&w.s, "POST", w.path, w.tx,
 		"{\"body\":\"x\",\"cmid\":\"c\"}", 404, "NOT_FOUND");
 	refused(&w.s, "GET", w.path, w.tx, NULL, 404, "NOT_FOUND");
-	refused(&w.s, "GET", "/api/v1/channels", w.ta, NULL, 404, "NOT_FOUND");
+	refused(&w.s, "GET", "/api/v1/channel", w.ta, NULL, 404, "NOT_FOUND");
 	refused(&w.s, "GET", "/api/v1/channels/bad!id/messages", w.ta,
 		NULL, 404, "NOT_FOUND");
 

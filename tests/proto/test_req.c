@@ -267,7 +267,7 @@ static void test_served(void **state)
 	(void)state;
 	lim.ops = PROTO_OPS_SERVED;
 	check_lim(&lim, "{\"op\":\"users.search\",\"q\":\"\"}",
-		  PROTO_C_BAD_REQUEST, "unknown op", __LINE__);
+		  PROTO_C_BAD_REQUEST, "q must be 1-64 bytes", __LINE__);
 	check_lim(&lim, "{\"op\":\"notify.get\",\"rid\":1}",
 		  PROTO_C_BAD_REQUEST, "unknown op", __LINE__);
 	check_lim(&lim, "{\"op\":\"search\",\"q\":\"hi\"}", 0, NULL, __LINE__);
