@@ -147,6 +147,8 @@ run('people', async (t) => {
 		await signedIn(A, 'alice');
 		await A.locator(`#sidebar [data-ch="${dm}"][aria-current="true"]`).waitFor();
 		await textIs(A, 'alice', '#ch-sub', /^Last seen /);
+		await waitFor('the DM\'s sidebar entry to say Bob Marley after the reload', async () =>
+			(await sidebarEntry(A, dm).locator('.name').innerText()).trim() === 'Bob Marley');
 		await textIs(A, 'alice', '#ch-title', 'Bob Marley');
 	});
 
