@@ -664,3 +664,20 @@ export function countWithBody(page, text, root = '#messages') {
 }
 
 export { assert, encode, decode };
+
+// ---- people and roles (issue 13)
+
+// personToken(server, user, {name, role, ws, ttl}): a token whose optional
+// `name` claim is the display name and `role` ("admin") the workspace role.
+export function personToken(server, user, { name, role, ws = 'acme', ttl = 3600 } = {}) {
+	const claims = { sub: user, ws, exp: Math.floor(Date.now() / 1000) + ttl };
+	if (name) claims.name = name;
+	if (role) claims.role = role;
+	return mintToken(server.secret, claims);
+}
+
+// ticks(page, seq): the data-state of the receipt ticks on one's own
+// message seq in #messages ("sent", "delivered", "read"), or null.
+export function ticksOf(page, seq, root = '#messages') {
+	return page.evaluate(([root, seq]) => document.querySelector(`${root} .ticks[data-seq="${seq}"]`)?.getAttribute('data-state') ?? null, [root, seq]);
+}
