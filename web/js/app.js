@@ -141,6 +141,7 @@ export class Client {
 			try {
 				const r = await this.req('ch.members', { ch: ch.id, limit: 250 });
 				ch.members = r.members;
+				for (const u of r.members) this.userName(u); // their names
 			} catch {
 				continue;
 			}
@@ -454,13 +455,14 @@ export class Client {
 		this.receiptsChanged(f.ch);
 	}
 
+	// Positions moved (or were first learnt): redraw my messages, whose
+	// ticks show them.
 	receiptsChanged(chId) {
 		for (const v of [this.view, this.threadView]) {
-			if (!v || v.ch !== chId) continue;
-			for (const t of v.sc.querySelectorAll('.ticks[data-seq]')) {
-				const fresh = this.ticks(chId, +t.dataset.seq);
-				t.replaceWith(fresh);
-			}
+			if (!v || v.ch !== chId || !v.loaded) continue;
+			v.keepView(() => {
+				for (const m of v.msgs) if (m.from === this.me && !m.deleted) v.rerender(m);
+			});
 		}
 	}
 

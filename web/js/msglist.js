@@ -453,12 +453,13 @@ export class MsgList {
 
 		if (!m.deleted) {
 			const own = m.from === me;
+			const archived = !!c.store.channels.get(this.ch)?.archived;
 			const acts = el('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' });
 			const act = (name, label, icon, fn) =>
 				acts.append(el('button', { type: 'button', dataset: { act: name }, title: label, 'aria-label': label, onclick: fn }, icon));
-			act('react', 'Add reaction', '☺', (ev) => this.picker(e, m, ev.currentTarget));
-			if (!this.thread) act('reply', 'Reply in thread', '↩', () => c.openThread(this.ch, m.seq));
-			if (own) act('edit', 'Edit', '✎', () => this.editor(e, m));
+			if (!archived) act('react', 'Add reaction', '☺', (ev) => this.picker(e, m, ev.currentTarget));
+			if (!this.thread && !archived) act('reply', 'Reply in thread', '↩', () => c.openThread(this.ch, m.seq));
+			if (own && !archived) act('edit', 'Edit', '✎', () => this.editor(e, m));
 			if (own && m.edited) act('history', 'Edit history', '🕘', () => c.showEdits(this.ch, m.seq));
 			if (own || c.canModerate(this.ch)) act('delete', 'Delete', '🗑', () => c.deleteMsg(this.ch, m.seq));
 			e.append(acts);

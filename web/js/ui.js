@@ -539,6 +539,8 @@ async function channelSettings(client, chId) {
 	const st = client.store;
 	const ch = st.channels.get(chId);
 	if (!ch || ch.kind === 'dm') return;
+	// who may change what: from a fresh ch.info (a role change sends no frame)
+	await client.loadInfo(chId);
 	const mod = client.canModerate(chId);
 	const name = el('input', { name: 'name', maxlength: 80, autocomplete: 'off', disabled: !mod });
 	const topic = el('input', { name: 'topic', maxlength: 250, autocomplete: 'off', disabled: !mod, placeholder: 'What this channel is about' });
@@ -592,6 +594,17 @@ async function channelSettings(client, chId) {
 			members.append(row);
 		}
 		if (r.more) members.append(el('li.meta', 'and more…'));
+		// their status now (they are not all watched)
+		try {
+			const g = await client.req('users.get', { users: r.members.slice(0, 500) });
+			for (const u of g.users) {
+				if (u.id === client.me) continue;
+				st.presence.set(u.id, { status: u.status, since: u.last_seen });
+				for (const dot of members.querySelectorAll(`.presence[data-user="${CSS.escape(u.id)}"]`)) setDot(dot, st.presence.get(u.id));
+			}
+		} catch {
+			/* dots stay as they were */
+		}
 	};
 	const reload = async () => {
 		const c = await client.loadInfo(chId);
