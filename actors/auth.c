@@ -266,6 +266,51 @@ out:
 	return tok;
 }
 
+/* Makes path hold a new random secret unless it exists by now: written to
+ * a temporary file beside it, synced, then link()ed into place, so that no
+ * reader ever sees a partly written secret and, of processes racing to
+ * make it, exactly one wins and the others use the winner's. */
+static int make_secret(const char *path)
+{
+	uint8_t rnd[32];
+	char hex[65], tmp[4200], dir[4200], *slash;
+	int fd, rc = -1;
+
+	if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		return -1;
+	for (int i = 0; i < 32; i++)
+		sprintf(hex + 2 * i, "%02x", rnd[i]);
+	if (snprintf(tmp, sizeof(tmp), "%s.%ld.%02x%02x.tmp", path,
+		     (long)getpid(), rnd[0], rnd[1]) >= (int)sizeof(tmp))
+		return -1;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, hex, 64) == 64 && fsync(fd) == 0)
+		rc = 0;
+	close(fd);
+	if (rc == 0 && link(tmp, path) && errno != EEXIST)
+		rc = -1;
+	unlink(tmp);
+	if (rc)
+		return -1;
+	/* the new name is durable once its directory is */
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == dir)
+		slash[1] = 0;
+	else if (slash)
+		*slash = 0;
+	else
+		strcpy(dir, ".");
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
 /* The secret file holds the raw secret bytes (trailing whitespace ignored).
  * create: make a 32-byte random secret (hex, mode 0600) if missing. */
 int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
@@ -275,21 +320,8 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 	ssize_t n;
 
 	if (fd < 0 && errno == ENOENT && create) {
-		uint8_t rnd[32];
-		char hex[65];
-
-		if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+		if (make_secret(path))
 			return -1;
-		for (int i = 0; i < 32; i++)
-			sprintf(hex + 2 * i, "%02x", rnd[i]);
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return -1;
-		if (write(fd, hex, 64) != 64 || fsync(fd)) {
-			close(fd);
-			return -1;
-		}
-		close(fd);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 	}
 	if (fd < 0)
