@@ -428,6 +428,7 @@ export class MsgList {
 			return e;
 		}
 
+		const archived = !!c.store.channels.get(this.ch)?.archived;
 		const reactions = Object.entries(m.reactions || {});
 		if (reactions.length && !m.deleted) {
 			const box = el('div.reactions');
@@ -439,6 +440,7 @@ export class MsgList {
 						class: mine ? 'reaction mine' : 'reaction',
 						dataset: { emoji },
 						'aria-pressed': mine ? 'true' : 'false',
+						disabled: archived,
 						title: users.map((u) => c.userName(u)).join(', '),
 						onclick: () => c.react(this.ch, m.seq, emoji, !mine),
 					}, `${emoji} ${users.length}`),
@@ -453,7 +455,6 @@ export class MsgList {
 
 		if (!m.deleted) {
 			const own = m.from === me;
-			const archived = !!c.store.channels.get(this.ch)?.archived;
 			const acts = el('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' });
 			const act = (name, label, icon, fn) =>
 				acts.append(el('button', { type: 'button', dataset: { act: name }, title: label, 'aria-label': label, onclick: fn }, icon));
