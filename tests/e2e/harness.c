@@ -678,42 +678,11 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 	}
 }
 
-/* ---- tokens with a role (issue 13) -------------------------------------- */
+/* ---- tokens with claims (issue 13: names, roles) ------------------------ */
 
-pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
-			const char *role)
-{
-	uint8_t key[512];
-	size_t len;
-	pc_conn *c;
-	char *tok;
-	proto_doc res;
-	int rc;
-
-	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
-		die("read secret");
-	tok = auth_mint(key, len, user, ws, (int64_t)time(NULL) + 3600, NULL,
-			role);
-	c = h_connect_raw(s);
-	if (!c) {
-		free(tok);
-		return NULL;
-	}
-	rc = pc_hello(c, tok, NULL, NULL, 0, &res, H_TIMEOUT);
-	free(tok);
-	if (rc == 1 || rc == -2)
-		proto_doc_free(&res);
-	if (rc != 1) {
-		pc_close(c);
-		return NULL;
-	}
-	return c;
-}
-
-/* ---- named tokens (issue 13, the directory) ----------------------------- */
-
-pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
-			 const char *name, proto_doc *hello_res)
+pc_conn *h_connect_claims(hsrv *s, const char *user, const char *ws,
+			  const char *name, const char *role,
+			  proto_doc *hello_res)
 {
 	uint8_t key[512];
 	size_t len;
@@ -725,7 +694,7 @@ pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
 	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
 		die("read secret");
 	tok = auth_mint(key, len, user, ws, (int64_t)time(NULL) + 3600, name,
-			NULL);
+			role);
 	c = h_connect_raw(s);
 	if (!c) {
 		free(tok);
@@ -744,4 +713,16 @@ pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
 	else
 		proto_doc_free(&res);
 	return c;
+}
+
+pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
+			const char *role)
+{
+	return h_connect_claims(s, user, ws, NULL, role, NULL);
+}
+
+pc_conn *h_connect_named(hsrv *s, const char *user, const char *ws,
+			 const char *name, proto_doc *hello_res)
+{
+	return h_connect_claims(s, user, ws, name, NULL, hello_res);
 }

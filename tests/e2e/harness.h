@@ -182,6 +182,12 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 uint64_t now_ms(void);
 void sleep_until(uint64_t t); /* until now_ms() >= t */
 
+/* Connect and hello as user@ws with a token that has the claims name and
+ * role (either NULL: none); the hello answer into *hello_res if not NULL
+ * (the caller frees it). NULL on failure. */
+pc_conn *h_connect_claims(hsrv *s, const char *user, const char *ws,
+			  const char *name, const char *role,
+			  proto_doc *hello_res);
 /* Connect and hello as user@ws with the token claim role (e.g. "admin");
  * NULL on failure. */
 pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
