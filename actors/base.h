@@ -20,6 +20,7 @@
 #include <assert.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "actors/smap.h"
 #include "proto/proto.h"
@@ -64,6 +65,18 @@ extern struct server srv;
 
 unsigned chan_shard(const char *ch);
 unsigned user_shard(const char *ws, const char *user);
+
+/* The key "a \0 b" of the actors' maps (ws \0 user, ws \0 name) into k,
+ * which has room for both; returns its length. */
+static inline size_t pair_key(char *k, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	memcpy(k, a, la);
+	k[la] = 0;
+	memcpy(k + la + 1, b, lb);
+	return la + 1 + lb;
+}
 
 /* ---- operations ---------------------------------------------------------- */
 

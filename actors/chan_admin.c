@@ -88,15 +88,6 @@ struct m_name {
 	uint8_t kind;
 };
 
-static size_t name_key(char *k, const char *ws, const char *lname)
-{
-	size_t a = strlen(ws), b = strlen(lname);
-
-	memcpy(k, ws, a);
-	k[a] = 0;
-	memcpy(k + a + 1, lname, b);
-	return a + 1 + b;
-}
 
 static uint8_t wire_kind(uint8_t store_kind)
 {
@@ -125,7 +116,7 @@ static void on_reserve(struct shard_state *ss, struct m_call *mc)
 	struct m_name *m = (struct m_name *)mc;
 	struct m_req *r = m->r;
 	char key[ID_CAP + LNAME_CAP], id[ID_CAP];
-	size_t kl = name_key(key, m->ws, m->lname);
+	size_t kl = pair_key(key, m->ws, m->lname);
 	struct pname *p = smap_get(&ss->names, key, kl);
 	store_channel rec;
 	int rc;
@@ -176,7 +167,7 @@ static void on_done(struct shard_state *ss, struct m_call *mc)
 {
 	struct m_name *m = (struct m_name *)mc;
 	char key[ID_CAP + LNAME_CAP];
-	size_t kl = name_key(key, m->ws, m->lname);
+	size_t kl = pair_key(key, m->ws, m->lname);
 	struct pname *p = smap_get(&ss->names, key, kl);
 
 	ASSERT_ON_SHARD(ss);
@@ -300,7 +291,7 @@ static int migrate_one(void *arg, const char *id, size_t len)
 		return 1;
 	}
 	lower(lname, rec.name, strlen(rec.name));
-	kl = name_key(key, rec.ws, lname);
+	kl = pair_key(key, rec.ws, lname);
 	if (smap_get(&mg->seen, key, kl))
 		return 0;
 	rc = store_get_name(srv.st, rec.ws, lname, got);

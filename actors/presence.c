@@ -62,14 +62,11 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 			      const char *user, bool create)
 {
 	char k[2 * ID_CAP];
-	size_t a = strlen(ws), b = strlen(user), kl = a + 1 + b;
+	size_t kl = pair_key(k, ws, user);
 	struct presence *p;
 	store_presence sp = { .status = PS_ONLINE };
 
 	ASSERT_USER_HERE(ss, ws, user);
-	memcpy(k, ws, a);
-	k[a] = 0;
-	memcpy(k + a + 1, user, b);
 	p = smap_get(&ss->presence, k, kl);
 	if (p || !create)
 		return p;

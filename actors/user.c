@@ -31,21 +31,12 @@ struct user {
 	char key[];         /* ws \0 user */
 };
 
-static size_t make_key(char *k, const char *ws, const char *user)
-{
-	size_t a = strlen(ws), b = strlen(user);
-
-	memcpy(k, ws, a);
-	k[a] = 0;
-	memcpy(k + a + 1, user, b);
-	return a + 1 + b;
-}
 
 static struct user *user_get(struct shard_state *ss, const char *ws,
 			     const char *user, bool create)
 {
 	char k[2 * ID_CAP];
-	size_t kl = make_key(k, ws, user);
+	size_t kl = pair_key(k, ws, user);
 	struct user *u;
 
 	ASSERT_USER_HERE(ss, ws, user);
