@@ -113,8 +113,10 @@ export class Client {
 		if (res.name) this.store.users.set(this.me, { name: res.name });
 		this.ui.names([this.me]);
 		if (this.wanted) {
-			// names asked for while offline
-			for (const u of this.wanted) if (!this.store.users.has(u)) this.wanted.delete(u), this.wantUser(u);
+			// names asked for while offline: ask again
+			const missing = [...this.wanted].filter((u) => !this.store.users.has(u));
+			for (const u of missing) this.wanted.delete(u);
+			for (const u of missing) this.wantUser(u);
 		}
 		this.store.setChannels(res.channels, { replace: true });
 		this.ui.sidebar();
@@ -127,6 +129,8 @@ export class Client {
 		const open = this.store.openCh;
 		if (open && this.store.channels.has(open)) {
 			if (!this.view || this.view.ch !== open) this.openChannel(open);
+			else if (this.store.channels.get(open).kind === 'dm') this.loadReceipts(open);
+			else this.loadInfo(open); // frames missed while away: settings, receipts
 		} else {
 			const first = [...this.store.channels.values()].find((ch) => ch.kind !== 'dm') || this.store.channels.values().next().value;
 			if (first) this.openChannel(first.id);
