@@ -233,9 +233,20 @@ int auth_verify(const uint8_t *key, size_t keylen, const char *token,
 		out->nbf = numdate_s(&nbf);
 	}
 	j = json_object_get(claims, "name");
-	if (json_is_string(j))
-		snprintf(out->name, sizeof(out->name), "%s",
-			 json_string_value(j));
+	if (json_is_string(j)) {
+		const char *v = json_string_value(j);
+		size_t n = strlen(v);
+
+		/* at most 128 bytes, cut between characters: the name goes
+		 * back to clients, whose decoders refuse broken UTF-8 */
+		if (n >= sizeof(out->name)) {
+			n = sizeof(out->name) - 1;
+			while (n > 0 && ((unsigned char)v[n] & 0xC0) == 0x80)
+				n--;
+		}
+		memcpy(out->name, v, n);
+		out->name[n] = 0;
+	}
 	j = json_object_get(claims, "role");
 	out->admin = json_is_string(j) && !strcmp(json_string_value(j), "admin");
 	rc = 0;

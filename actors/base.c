@@ -48,7 +48,8 @@ void msg_free(rt_msg *m)
 			rt_buf_unref(((struct m_deliver *)m)->buf);
 		break;
 	case M_FANOUT:
-		rt_buf_unref(((struct m_fanout *)m)->buf);
+		if (((struct m_fanout *)m)->buf)
+			rt_buf_unref(((struct m_fanout *)m)->buf);
 		break;
 	case M_SUBACK: {
 		struct m_suback *a = (struct m_suback *)m;

@@ -153,6 +153,10 @@ struct m_fanout {
 	uint64_t seq;  /* 0: not a channel event (member, typing) */
 	rt_buf *buf;
 	char skip_user[ID_CAP]; /* "" = nobody skipped */
+	/* true: no frame (buf NULL); skip_user's devices here stop following
+	 * the channel (it left or was kicked), before any later event of the
+	 * channel reaches this shard */
+	bool drop;
 };
 
 struct m_sub {

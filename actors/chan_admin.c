@@ -597,6 +597,7 @@ static void kick_fx(struct shard_state *ss, struct chan *c, const char *user)
 	m->action = ACT_LEAVE;
 	m->frame = rt_buf_new(ss->out.data, ss->out.len);
 	fx_post(ss, c, user_shard(c->rec.ws, user), &m->h);
+	fx_drop_subs(ss, c, user);
 }
 
 void chan_op_kick(struct shard_state *ss, struct m_req *r)

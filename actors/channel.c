@@ -227,6 +227,7 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	proto_enc_ok(&ss->out, r->rid);
 	fx_reply(ss, c, r);
 	fx_user_chan(ss, c, r->user, ACT_LEAVE, 0, 0);
+	fx_drop_subs(ss, c, r->user);
 }
 
 static void op_invite(struct shard_state *ss, struct m_req *r)

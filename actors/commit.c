@@ -158,6 +158,18 @@ void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
 	}
 }
 
+void fx_drop_subs(struct shard_state *ss, struct chan *c, const char *user)
+{
+	for (unsigned s = 0; s < rt_nshards(); s++) {
+		struct m_fanout *f = msg_new(sizeof(*f), M_FANOUT);
+
+		strcpy(f->ch, c->id);
+		strcpy(f->skip_user, user);
+		f->drop = true;
+		fx_post(ss, c, s, &f->h);
+	}
+}
+
 void reply_now(struct shard_state *ss, const struct m_req *r)
 {
 	if (r->has_rid)

@@ -52,6 +52,11 @@ void reply_state(struct shard_state *ss, struct chan *c,
 /* One M_FANOUT of b (a reference each) to every shard with c's
  * subscribers online; seq 0 for a frame that is not an event. */
 void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip);
+/* After the commit: every shard drops user's subscriptions to c at once,
+ * by the same road (and so ahead of) the channel's later events. A leave
+ * or kick also tells the user's devices through its user actor (two hops);
+ * without this an event committed just after it could overtake that. */
+void fx_drop_subs(struct shard_state *ss, struct chan *c, const char *user);
 
 /* c's 'S' record (counters) is written once at turn end. */
 void put_stat(struct shard_state *ss, struct chan *c);

@@ -195,7 +195,9 @@ static void ix_del(struct dir *d, const char *key, uint32_t klen,
 	}
 	for (i = lower_bound(d->v, d->n, key, klen);
 	     i < d->n && !key_cmp(d->v[i].key, d->v[i].klen, key, klen); i++) {
-		if (d->v[i].u == u) {
+		/* the key itself, not an equal one: "alice" may be both the
+		 * user's id and (a tail of) its name */
+		if (d->v[i].u == u && d->v[i].key == key) {
 			memmove(&d->v[i], &d->v[i + 1],
 				(d->n - i - 1) * sizeof(*d->v));
 			d->n--;

@@ -89,6 +89,21 @@ void sess_on_fanout(struct shard_state *ss, struct m_fanout *m)
 {
 	struct sublist *l = smap_get(&ss->subs, m->ch, strlen(m->ch));
 
+	if (m->drop) {
+		/* sess_sub_remove may free l: look again after each */
+		while (l) {
+			struct sub *sb = NULL;
+
+			for (uint32_t i = 0; i < l->n && !sb; i++)
+				if (!strcmp(l->v[i]->sess->user, m->skip_user))
+					sb = l->v[i];
+			if (!sb)
+				return;
+			sess_sub_remove(ss, sb->sess, sb);
+			l = smap_get(&ss->subs, m->ch, strlen(m->ch));
+		}
+		return;
+	}
 	if (!l)
 		return;
 	for (uint32_t i = 0; i < l->n; i++) {

@@ -228,6 +228,55 @@ static void test_users_appear(void **state)
 	h_finish(&s);
 }
 
+/* A name whose words end in the user's id ("Ann Lee" of lee), renamed
+ * after a restart (the index then holds two equal keys of one user), must
+ * leave the id findable (the wrong one of the two was dropped, and the
+ * other pointed at the freed name); and a name over 128 bytes is cut
+ * between characters, not inside one. */
+static void test_names_edge(void **state)
+{
+	hsrv s;
+	pc_conn *a, *b;
+	proto_doc hello;
+	char got[1024], name[200];
+
+	(void)state;
+	h_start(&s, FLAGS);
+	a = h_connect_named(&s, "lee", "acme", "Ann Lee", NULL);
+	assert_non_null(a);
+	b = h_connect_named(&s, "alice", "acme", "Alice", NULL);
+	assert_non_null(b);
+	pc_close(a);
+	pc_close(b);
+	assert_int_equal(h_stop(&s), 0);
+	h_restart(&s);
+	a = h_connect_named(&s, "lee", "acme", "Zed Quinn", NULL);
+	assert_non_null(a);
+	b = h_connect_named(&s, "alice", "acme", "Yvonne", NULL);
+	assert_non_null(b);
+	search_until(a, "zed", "lee");
+	search_until(a, "yv", "alice");
+	search(a, "le", 0, got, sizeof(got));
+	assert_string_equal(got, "lee");
+	search(a, "ali", 0, got, sizeof(got));
+	assert_string_equal(got, "alice");
+	search(a, "ann", 0, got, sizeof(got));
+	assert_string_equal(got, "");
+	pc_close(a);
+	pc_close(b);
+
+	/* 127 bytes of 'a', then a 2-byte character: 129 bytes */
+	memset(name, 'a', 127);
+	memcpy(name + 127, "\xc3\xa9", 3);
+	a = h_connect_named(&s, "long", "acme", name, &hello);
+	assert_non_null(a);
+	name[127] = 0;
+	assert_string_equal(h_s(&hello.root, "name"), name);
+	proto_doc_free(&hello);
+	pc_close(a);
+	h_finish(&s);
+}
+
 /* ---- search rules ------------------------------------------------------- */
 
 static void test_search_rules(void **state)
@@ -514,6 +563,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_users_appear),
+		cmocka_unit_test(test_names_edge),
 		cmocka_unit_test(test_search_rules),
 		cmocka_unit_test(test_users_get),
 		cmocka_unit_test(test_last_seen_kill9),
