@@ -255,6 +255,8 @@ static int dec_hello(const msgpack_object *m, struct proto_a_hello *a,
 	return 0;
 }
 
+static bool present(const msgpack_object *m, const char *key);
+
 static int dec_create(const msgpack_object *m, const struct proto_limits *lim,
 		      struct proto_a_ch_create *a, const char **why)
 {
@@ -262,11 +264,10 @@ static int dec_create(const msgpack_object *m, const struct proto_limits *lim,
 		    "name must be 1-80 bytes", why));
 	TRY(arg_enum(m, "kind", proto_kind_names, 2, &a->kind,
 		     "kind must be public or private", why));
-	if (proto_get_str(m, "topic", &a->topic.s, &a->topic.n) ||
-	    a->topic.n > PROTO_MAX_TOPIC) {
-		a->topic.s = NULL;
-		a->topic.n = 0;
-	}
+	/* optional; when given, as ch.set takes it (not silently dropped) */
+	if (present(m, "topic"))
+		TRY(arg_len(m, "topic", &a->topic, 0, PROTO_MAX_TOPIC,
+			    "topic must be at most 250 bytes", why));
 	return 0;
 }
 

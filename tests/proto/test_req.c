@@ -348,9 +348,16 @@ static void test_channels(void **state)
 	    "kind must be public or private");
 	BAD("{\"op\":\"ch.create\",\"kind\":\"nope\"}", /* name first */
 	    "name must be 1-80 bytes");
-	/* topic: taken when it fits, never a reason to refuse (yet) */
+	/* topic: optional, checked as ch.set checks it (it used to be
+	 * dropped without a word when it did not fit) */
+	BAD("{\"op\":\"ch.create\",\"name\":\"x\",\"kind\":\"public\","
+	    "\"topic\":5}", "topic must be at most 250 bytes");
+	BAD(fmt("{\"op\":\"ch.create\",\"name\":\"x\",\"kind\":\"public\","
+		"\"topic\":\"%s\"}", xs(251)), "topic must be at most 250 bytes");
+	OK(fmt("{\"op\":\"ch.create\",\"name\":\"x\",\"kind\":\"public\","
+	       "\"topic\":\"%s\"}", xs(250)));
 	OK("{\"op\":\"ch.create\",\"name\":\"x\",\"kind\":\"public\","
-	   "\"topic\":5}");
+	   "\"topic\":null}");
 	dec_ok(&d, "{\"op\":\"ch.create\",\"name\":\"n\",\"kind\":\"private\","
 		   "\"topic\":\"tt\"}", &r);
 	assert_pstr(r.a.create.name, "n");
