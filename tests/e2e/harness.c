@@ -213,14 +213,21 @@ void h_cleanup(hsrv *s)
 		fprintf(stderr, "harness: cleanup failed\n");
 }
 
-char *h_token_exp(hsrv *s, const char *user, const char *ws, int64_t exp)
+/* a token signed with the server's secret; name and role: claims or NULL */
+static char *mint(hsrv *s, const char *user, const char *ws, int64_t exp,
+		  const char *name, const char *role)
 {
 	uint8_t key[512];
 	size_t len;
 
 	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
 		die("read secret");
-	return auth_mint(key, len, user, ws, exp, NULL, NULL);
+	return auth_mint(key, len, user, ws, exp, name, role);
+}
+
+char *h_token_exp(hsrv *s, const char *user, const char *ws, int64_t exp)
+{
+	return mint(s, user, ws, exp, NULL, NULL);
 }
 
 char *h_token(hsrv *s, const char *user, const char *ws)
@@ -236,8 +243,15 @@ pc_conn *h_connect_raw(hsrv *s)
 pc_conn *h_connect(hsrv *s, const char *user, const char *ws,
 		   proto_doc *hello_res)
 {
+	return h_connect_claims(s, user, ws, NULL, NULL, hello_res);
+}
+
+pc_conn *h_connect_claims(hsrv *s, const char *user, const char *ws,
+			  const char *name, const char *role,
+			  proto_doc *hello_res)
+{
 	pc_conn *c = h_connect_raw(s);
-	char *tok = h_token(s, user, ws);
+	char *tok = mint(s, user, ws, (int64_t)time(NULL) + 3600, name, role);
 	proto_doc res;
 	int rc;
 
@@ -679,41 +693,6 @@ void h_expect_none_for_at(const char *file, int line, pc_conn *c,
 }
 
 /* ---- tokens with claims (issue 13: names, roles) ------------------------ */
-
-pc_conn *h_connect_claims(hsrv *s, const char *user, const char *ws,
-			  const char *name, const char *role,
-			  proto_doc *hello_res)
-{
-	uint8_t key[512];
-	size_t len;
-	pc_conn *c;
-	char *tok;
-	proto_doc res;
-	int rc;
-
-	if (auth_load_secret(s->secret, key, sizeof(key), &len, false))
-		die("read secret");
-	tok = auth_mint(key, len, user, ws, (int64_t)time(NULL) + 3600, name,
-			role);
-	c = h_connect_raw(s);
-	if (!c) {
-		free(tok);
-		return NULL;
-	}
-	rc = pc_hello(c, tok, NULL, NULL, 0, &res, H_TIMEOUT);
-	free(tok);
-	if (rc != 1) {
-		if (rc == -2)
-			proto_doc_free(&res);
-		pc_close(c);
-		return NULL;
-	}
-	if (hello_res)
-		*hello_res = res;
-	else
-		proto_doc_free(&res);
-	return c;
-}
 
 pc_conn *h_connect_role(hsrv *s, const char *user, const char *ws,
 			const char *role)
