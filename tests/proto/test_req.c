@@ -268,8 +268,12 @@ static void test_served(void **state)
 	lim.ops = PROTO_OPS_SERVED;
 	check_lim(&lim, "{\"op\":\"users.search\",\"q\":\"\"}",
 		  PROTO_C_BAD_REQUEST, "q must be 1-64 bytes", __LINE__);
+	check_lim(&lim, "{\"op\":\"notify.get\",\"rid\":1}", 0, NULL,
+		  __LINE__);
+	lim.ops = PROTO_OPS_SERVED & ~PROTO_OPS_PUSH;
 	check_lim(&lim, "{\"op\":\"notify.get\",\"rid\":1}",
 		  PROTO_C_BAD_REQUEST, "unknown op", __LINE__);
+	lim.ops = PROTO_OPS_SERVED;
 	check_lim(&lim, "{\"op\":\"search\",\"q\":\"hi\"}", 0, NULL, __LINE__);
 	check_lim(&lim, "{\"op\":\"presence.watch\",\"users\":[]}", 0, NULL,
 		  __LINE__);
