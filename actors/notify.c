@@ -53,7 +53,6 @@
 #include "actors/actors.h"
 #include "actors/notify.h"
 
-#define FEED_MAX_BYTES (64u << 20) /* handed over, not yet taken */
 #define DUE_MAX 1000000u           /* events waiting for their delay */
 #define JOB_MAX_EVENTS 512
 #define JOB_MAX_CANDS 200000u      /* more only for one event alone */
@@ -62,28 +61,6 @@
 
 const double notify_delay_bounds[NOTIFY_DELAY_NB] = {
 	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600,
-};
-
-/* ---- the feed: shards -> notifier --------------------------------------- */
-
-struct fitem {
-	struct fitem *next;
-	uint64_t seq;
-	uint32_t len;      /* 0: nobody else to tell, only the position */
-	char ch[ID_CAP];
-	uint8_t ev[];
-};
-
-struct fchunk {
-	struct fchunk *next;
-	struct fitem *head;
-	size_t bytes;
-};
-
-struct fshard { /* one shard's list for this turn, its own */
-	struct fitem *head, *tail;
-	size_t bytes;
-	char pad[64];
 };
 
 /* ---- decisions ----------------------------------------------------------- */
@@ -186,11 +163,6 @@ static struct notifier {
 	bool started;
 	int stop; /* atomic */
 
-	struct fshard shards[RT_MAX_SHARDS];
-	struct fchunk *stack; /* atomic */
-	uint64_t feed_bytes;  /* atomic */
-	int lost;             /* atomic: events dropped, catch up */
-
 	sqlite3 *db;
 	sqlite3_stmt *s_pos_get, *s_pos_put, *s_pend_ins, *s_pend_due,
 		*s_pend_busy, *s_pend_del, *s_pend_retry;
@@ -222,62 +194,6 @@ static void stat_add(uint64_t *c, uint64_t n)
 static uint64_t stat_get(const uint64_t *c)
 {
 	return __atomic_load_n(c, __ATOMIC_RELAXED);
-}
-
-/* ---- the feed (shard threads) -------------------------------------------- */
-
-void notify_feed(unsigned shard, const char *ch, uint64_t seq,
-		 uint64_t members, const void *ev, size_t len)
-{
-	struct fshard *f = &N.shards[shard];
-	struct fitem *it;
-
-	if (!N.enabled)
-		return;
-	if (members < 2)
-		len = 0; /* nobody else: only the position moves */
-	it = malloc(sizeof(*it) + len);
-	it->next = NULL;
-	it->seq = seq;
-	it->len = (uint32_t)len;
-	snprintf(it->ch, sizeof(it->ch), "%s", ch);
-	memcpy(it->ev, ev, len);
-	if (f->tail)
-		f->tail->next = it;
-	else
-		f->head = it;
-	f->tail = it;
-	f->bytes += sizeof(*it) + len;
-}
-
-void notify_feed_flush(unsigned shard)
-{
-	struct fshard *f = &N.shards[shard];
-	struct fchunk *c;
-
-	if (!N.enabled || !f->head)
-		return;
-	if (__atomic_load_n(&N.feed_bytes, __ATOMIC_RELAXED) > FEED_MAX_BYTES) {
-		/* the notifier is far behind: drop, it catches up from the
-		 * log (positions never moved past these events) */
-		for (struct fitem *it = f->head, *nx; it; it = nx) {
-			nx = it->next;
-			free(it);
-		}
-		__atomic_store_n(&N.lost, 1, __ATOMIC_RELAXED);
-	} else {
-		c = malloc(sizeof(*c));
-		c->head = f->head;
-		c->bytes = f->bytes;
-		__atomic_fetch_add(&N.feed_bytes, f->bytes, __ATOMIC_RELAXED);
-		c->next = __atomic_load_n(&N.stack, __ATOMIC_RELAXED);
-		while (!__atomic_compare_exchange_n(&N.stack, &c->next, c, true,
-						    __ATOMIC_RELEASE,
-						    __ATOMIC_RELAXED))
-			;
-	}
-	f->head = f->tail = NULL;
-	f->bytes = 0;
 }
 
 /* ---- SQLite --------------------------------------------------------------- */
@@ -488,7 +404,7 @@ static void fill_from_log(struct qpos *q, uint64_t upto)
 			break;
 	}
 	if (q->queued < upto)
-		__atomic_store_n(&N.lost, 1, __ATOMIC_RELAXED);
+		notify_feed_lost_set();
 }
 
 static int catch_up_one(void *arg, const char *ch, size_t len)
@@ -539,7 +455,7 @@ static void pos_flush(void)
 
 static void catch_up(void)
 {
-	__atomic_store_n(&N.lost, 0, __ATOMIC_RELAXED);
+	notify_feed_lost_take();
 	store_scan_channels(srv.st, catch_up_one, NULL);
 	pos_flush();
 }
@@ -547,24 +463,15 @@ static void catch_up(void)
 /* What the shards handed over since the last call, in commit order. */
 static void take_feed(void)
 {
-	struct fchunk *c = __atomic_exchange_n(&N.stack, NULL,
-					       __ATOMIC_ACQUIRE);
-	struct fchunk *rev = NULL;
+	struct fchunk *c = notify_feed_take();
 
-	while (c) { /* the stack is newest first */
-		struct fchunk *nx = c->next;
-
-		c->next = rev;
-		rev = c;
-		c = nx;
-	}
-	for (c = rev; c;) {
+	while (c) {
 		struct fchunk *nx = c->next;
 
 		for (struct fitem *it = c->head, *inx; it; it = inx) {
 			inx = it->next;
 			if (N.ndue >= DUE_MAX) {
-				__atomic_store_n(&N.lost, 1, __ATOMIC_RELAXED);
+				notify_feed_lost_set();
 			} else {
 				struct qpos *q = qpos_of(it->ch, it->seq - 1);
 
@@ -575,8 +482,7 @@ static void take_feed(void)
 			}
 			free(it);
 		}
-		__atomic_fetch_sub(&N.feed_bytes, c->bytes, __ATOMIC_RELAXED);
-		free(c);
+		notify_feed_done(c);
 		c = nx;
 	}
 }
@@ -1325,7 +1231,7 @@ static void *run(void *arg)
 			next_flush = now_ms() + 1000;
 		}
 		take_feed();
-		if (__atomic_load_n(&N.lost, __ATOMIC_RELAXED) &&
+		if (notify_feed_lost() &&
 		    N.ndue < DUE_MAX / 2 && !N.job)
 			catch_up();
 		if (N.job && !__atomic_load_n(&N.job->outstanding,
@@ -1390,6 +1296,7 @@ int notify_start(const struct notify_cfg *cfg, char **err)
 			  (long)N.cfg.inflight);
 	N.posts = calloc(N.cfg.inflight, sizeof(*N.posts));
 	N.enabled = true;
+	notify_feed_enable();
 	return 0;
 }
 

@@ -44,6 +44,30 @@ void notify_feed(unsigned shard, const char *ch, uint64_t seq,
 /* Shard thread, end of its loop turn: hand the turn's events over. */
 void notify_feed_flush(unsigned shard);
 
+/* ---- notify_feed.c: what the notifier takes (notifier thread) ---------- */
+
+struct fitem { /* one event */
+	struct fitem *next;
+	uint64_t seq;
+	uint32_t len;      /* 0: nobody else to tell, only the position */
+	char ch[ID_CAP];
+	uint8_t ev[];
+};
+struct fchunk { /* one shard's turn */
+	struct fchunk *next;
+	struct fitem *head;
+	size_t bytes;
+};
+void notify_feed_enable(void); /* before the shards run */
+/* Everything handed over so far, oldest turn first; each chunk goes back
+ * with notify_feed_done once its items are freed. */
+struct fchunk *notify_feed_take(void);
+void notify_feed_done(struct fchunk *c);
+/* Events were dropped (a cap was reached): catch up from the log. */
+void notify_feed_lost_set(void);
+bool notify_feed_lost(void);
+void notify_feed_lost_take(void);
+
 /* /metrics (any thread). */
 struct notify_stats {
 	uint64_t sent, retried, dropped, rejected, pending, waiting;
