@@ -356,15 +356,21 @@ static void op_notify_set(struct shard_state *ss, struct m_req *m)
 {
 	const struct proto_a_notify_set *a = &m->q.a.notify;
 	struct levels l;
+	store_channel rec;
 	store_member mem;
 	uint32_t i;
 	proto_out o;
 	int rc;
 
 	if (a->ch.n) {
-		/* a channel the user is in (durably): any other does not
-		 * exist for it, as everywhere */
-		rc = store_get_member(srv.st, m->ch, m->user, &mem);
+		/* a channel of the user's workspace that it is in (durably):
+		 * any other does not exist for it, as everywhere (member
+		 * keys have no workspace: the channel's record says it) */
+		rc = store_get_channel(srv.st, m->ch, &rec);
+		if (rc == 0 && strcmp(rec.ws, m->ws))
+			rc = -ENOENT;
+		if (rc == 0)
+			rc = store_get_member(srv.st, m->ch, m->user, &mem);
 		if (rc == -ENOENT) {
 			reply_err_remote(m, "NOT_FOUND", "no such channel", 0);
 			return;
