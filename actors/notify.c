@@ -988,7 +988,7 @@ static bool post_start(void)
 	uint64_t t = now_ms();
 	struct post *po;
 	size_t cap = 64, len;
-	char sig[80];
+	char sig[128]; /* "X-Parley-Signature: sha256=" + 64 hex + NUL */
 	int rc;
 
 	sqlite3_bind_int64(N.s_pend_due, 1, (sqlite3_int64)t);
@@ -1058,7 +1058,7 @@ static bool post_start(void)
 
 		HMAC(EVP_sha256(), N.secret, (int)N.secret_len,
 		     (const unsigned char *)po->body, po->blen, md, &mdlen);
-		for (unsigned i = 0; i < mdlen && k + 3 < (int)sizeof(sig); i++)
+		for (unsigned i = 0; i < mdlen; i++)
 			k += sprintf(sig + k, "%02x", md[i]);
 		po->hdrs = curl_slist_append(po->hdrs, sig);
 	}
