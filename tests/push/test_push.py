@@ -188,7 +188,8 @@ class Client(WS):
 
     def err(self, op, code, **args):
         r = self.request(op, **args)
-        assert not r.get("ok") and r.get("code") == code, \
+        codes = code if isinstance(code, tuple) else (code,)
+        assert not r.get("ok") and r.get("code") in codes, \
             "%s: %s %r: wanted %s, got %r" % (self.user, op, args, code, r)
         return r
 
@@ -314,7 +315,7 @@ def check_pushers(srv, gw):
     register(c, "small", data={"k": "x" * 500})
     c.err("push.register", "BAD_REQUEST", app="app.test", platform="ios")
     c.err("push.register", "BAD_REQUEST", app="", pushkey="x", platform="ios")
-    c.err("push.register", "BAD_REQUEST", app="app.test", pushkey="p" * 513,
+    c.err("push.register", ("BAD_REQUEST", "TOO_LARGE"), app="app.test", pushkey="p" * 513,
           platform="ios")
     c.close()
 
@@ -386,6 +387,59 @@ def check_fields(srv, gw):
     n2 = wait_push(gw, bob, ch, seq2)[0]
     assert HEX32.match(n2["id"]) and n2["id"] != n["id"], \
         "ids of two messages: %r %r" % (n["id"], n2["id"])
+    a.close()
+
+
+def rest_send(srv, user, ch, body):
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT)
+    c.request("POST", "/api/v1/channels/%s/messages" % ch,
+              body=json.dumps({"body": body, "cmid": uniq("r")}),
+              headers={"Authorization": "Bearer " + srv.token(user),
+                       "Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    assert r.status == 201, "REST send: %d %r" % (r.status, data)
+    return json.loads(data)["seq"]
+
+
+def check_sender(srv, gw):
+    """The sender, not there itself (it posts over REST), gets no push of
+    its own message."""
+    a = Client(srv, uniq("sa"))
+    ch = new_channel(a)
+    register(a, "pk-" + a.user)
+    a.ok("notify.set", level="all")
+    a.close()
+    m = away_user(srv, uniq("sm"), ch=ch, level="all")
+    w = Client(srv, uniq("sw"))
+    wait_offline(w, [a.user, m])
+    seq = rest_send(srv, a.user, ch, "from a script")
+    wait_push(gw, m, ch, seq)
+    srv.quiesce()
+    none_for(gw, a.user, why="the sender")
+    w.close()
+
+
+def check_gone_in_delay(srv, gw):
+    """A message deleted, or a channel left, while the delay runs: no push."""
+    a = Client(srv, uniq("ea"))
+    ch = new_channel(a)
+    x = away_user(srv, uniq("ex"), ch=ch, level="all")
+    l = away_user(srv, uniq("el"), ch=ch, level="all")
+    wait_offline(a, [x, l])
+    s1, _ = a.say(ch, "oops")
+    a.ok("delete", ch=ch, target=s1)
+    s2, _ = a.say(ch, "for the leaver")
+    c = Client(srv, l)
+    c.ok("ch.leave", ch=ch)
+    c.close()
+    n = wait_push(gw, x, ch, s2, timeout=WAIT + 10)[0]
+    srv.quiesce()
+    got = of(gw.notifications(), x, ch)
+    assert [g["seq"] for g in got] == [s2] and n["count"] == 1, \
+        "message %d deleted within the delay was pushed: %r" % (s1, got)
+    none_for(gw, l, why="left the channel within the delay")
     a.close()
 
 
@@ -880,6 +934,7 @@ def main():
         for name, fn in (("pushers: register/list/unregister", check_pushers),
                          ("notify.set/get", check_notify_ops),
                          ("one push, every field", check_fields),
+                         ("the sender gets none", check_sender),
                          ("no push to an active device", check_active_device),
                          ("levels all/mentions/none", check_levels),
                          ("DMs default to all", check_dm),
@@ -905,6 +960,8 @@ def main():
         s4, g4 = setup(["--push-delay-ms", "5000"])
         checks.run("read within the delay: no push", check_read_in_delay, s4, g4)
         checks.run("@here", check_at_here, s4, g4)
+        checks.run("deleted or left within the delay: no push",
+                   check_gone_in_delay, s4, g4)
         checks.run("kill -9 while events wait out the delay", check_kill9_in_delay, s4, g4)
     finally:
         for s in servers:
