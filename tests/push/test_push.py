@@ -866,12 +866,15 @@ def check_kill9_in_delay(srv, gw):
     wait_offline(a, users)
     srv.quiesce()
     sent = burst(a, ch, 5, "before the crash")
-    w = srv.metric("parley_push_waiting")
-    early = of(gw.notifications(), ch=ch)
-    a.close()
-    srv.kill9()
-    assert not early and w >= 5, \
-        "inconclusive: decided before the kill (waiting %r, pushes %r)" % (w, early)
+    # the notifier takes events over a few ms after they are durable
+    try:
+        wait_until(lambda: srv.metric("parley_push_waiting") >= 5,
+                   "parley_push_waiting >= 5", timeout=3)
+    finally:
+        early = of(gw.notifications(), ch=ch)
+        a.close()
+        srv.kill9()
+    assert not early, "inconclusive: pushed before the kill: %r" % early
     due = max(ts for _, ts in sent) + 5000 + 200
     while time.time() * 1000 < due:  # restart once all are overdue
         time.sleep(0.1)
