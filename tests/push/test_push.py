@@ -899,6 +899,9 @@ def check_workspaces(srv, gw):
     other = Client(srv, same, ws="beta")
     register(other, "pk-beta-" + same)
     other.ok("notify.set", level="all")
+    # the same id in another workspace is another user: acme's channel,
+    # where acme's user of that id is a member, does not exist for it
+    other.err("notify.set", "NOT_FOUND", level="none", ch=ch)
     bch = new_channel(other)
     other.close()
     beta_only = uniq("wb")
