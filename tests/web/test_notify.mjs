@@ -10,6 +10,7 @@
 // mentions without a mention), nor while her status is "Do not disturb",
 // nor while the tab is visible; one per channel (tag); clicking one opens
 // its conversation. Permission is asked only from the preferences' button.
+// A level set elsewhere shows after the page reconnects.
 // The composer sends "@channel" and "@here" as such in `mentions`, and they
 // are highlighted.
 //
@@ -307,5 +308,14 @@ run('notify', async (t) => {
 		await cancel(page, dlg, 'dlg-prefs');
 	});
 
-	await bob.close();
+	await t.step('a level set on another device shows after a reconnect (notify.get after every hello)', async () => {
+		const c = await Client.connect(S, 'alice', { token: tok.alice });
+		await c.req('notify.set', { ch: news, level: 'none' });
+		await c.close();
+		assert.equal((await entryLook(A, news)).muted, false, 'the page knew before reconnecting');
+		await bob.close();
+		await S.restart();
+		await sidebarEntry(A, news).and(A.locator('[data-muted="true"]')).waitFor();
+		await A.locator('#conn[data-state="open"]').waitFor({ state: 'attached' });
+	});
 });
