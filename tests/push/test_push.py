@@ -106,13 +106,15 @@ class Parleyd:
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def token(self, user, ws="acme", name=None):
+    def token(self, user, ws="acme", name=None, role=None):
         with open(os.path.join(self.dir, "jwt.secret"), "rb") as f:
             key = f.read().rstrip()
         b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
         claims = {"sub": user, "ws": ws, "exp": int(time.time()) + 3600}
         if name is not None:
             claims["name"] = name
+        if role is not None:
+            claims["role"] = role
         head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = b64(json.dumps(claims).encode())
         sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
@@ -160,12 +162,12 @@ class Client(WS):
     """A WebSocket client whose sends are locked, so that an optional thread
     can send heartbeats (hb=True: the device stays active)."""
 
-    def __init__(self, srv, user, ws="acme", name=None, hb=False):
+    def __init__(self, srv, user, ws="acme", name=None, hb=False, role=None):
         WS.__init__(self, srv.port)
         self.lock = threading.Lock()
         self.user = user
         self.stop_hb = threading.Event()
-        self.helloed = self.hello(srv.token(user, ws, name))
+        self.helloed = self.hello(srv.token(user, ws, name, role))
         if hb:
             self.hb_thread = threading.Thread(target=self._hb, daemon=True)
             self.hb_thread.start()
@@ -934,6 +936,38 @@ def check_workspaces(srv, gw):
     a.close()
 
 
+def check_everyone_big(srv, gw):
+    """Past 1,000 members "@channel" and "@here" are for owners and admins:
+    a member gets FORBIDDEN (and nothing is sent or pushed), an owner and a
+    workspace admin may; a mention by id stays open to everyone."""
+    owner = Client(srv, uniq("bo"))
+    ch = new_channel(owner)
+    member = Client(srv, uniq("bm"))
+    member.ok("ch.join", ch=ch)
+    admin = Client(srv, uniq("ba"), role="admin")
+    admin.ok("ch.join", ch=ch)
+    reader = uniq("br")
+    away_user(srv, reader, ch=ch, level="mentions", pushkeys=["pk-" + reader])
+    # 4 members now; 1,000 more make 1,004 (> 1,000)
+    others = [uniq("bx") for _ in range(1000)]
+    owner.ok("ch.invite", ch=ch, users=others)
+    wait_offline(owner, [reader])
+    for word in ("@channel", "@here"):
+        r = member.err("send", "FORBIDDEN", ch=ch, body="everyone!",
+                       cmid=uniq("c"), mentions=[word])
+        assert "1,000" in r.get("msg", ""), r
+    hist = owner.ok("history", ch=ch)["msgs"]
+    assert not [m for m in hist if m["body"] == "everyone!"], hist
+    member.say(ch, "by id", mentions=[reader])
+    seq, _ = owner.say(ch, "owner to all", mentions=["@channel"])
+    n = wait_push(gw, reader, ch, seq)[0]
+    assert n["mention"] is True, n
+    seq2, _ = admin.say(ch, "admin to all", mentions=["@channel"])
+    wait_push(gw, reader, ch, seq2)
+    for c in (owner, member, admin):
+        c.close()
+
+
 def main():
     checks = Checks()
     tmp = tempfile.mkdtemp(prefix="parley-push-test-")
@@ -968,6 +1002,8 @@ def main():
                          ("dnd, also after a restart", check_dnd),
                          ("kill -9 with pushes pending", check_kill9_failing),
                          ("other workspaces get nothing", check_workspaces),
+                         ("@channel past 1,000 members: owners and admins",
+                          check_everyone_big),
                          ("signature", check_signature)):
             checks.run(name, fn, s1, g1)
         # id-only, and a gateway that hangs
