@@ -457,6 +457,8 @@ static void catch_up(void)
 {
 	notify_feed_lost_take();
 	store_scan_channels(srv.st, catch_up_one, NULL);
+	if (N.ndue >= DUE_MAX) /* stopped early: the rest once there is room */
+		notify_feed_lost_set();
 	pos_flush();
 }
 
