@@ -23,6 +23,8 @@
  *   meta  'W' ws \0 user           -> the display name of the user's
  *                                     latest hello (the directory)
  *   meta  'w' ws \0 user           -> ""  (named in ch.invite or dm.open)
+ *   meta  'K' ws \0 user           -> the user's pushers (actors' bytes)
+ *   meta  'Z' ws \0 user           -> the user's notification levels
  *   meta  'N' ch \0 user \0 seq8   -> u64 LE mentions of user in ch up to
  *                                     and including this one (a mention
  *                                     of user at seq)
