@@ -498,6 +498,53 @@ int proto_dec_prefs(proto_doc *d, const void *p, size_t n, uint8_t *def,
 	return (int)k;
 }
 
+/* ---- files (issue 15) ------------------------------------------------------ */
+
+void proto_enc_file_rec(proto_out *o, const proto_file *f)
+{
+	msgpack_packer *pk = &o->pk;
+
+	msgpack_pack_map(pk, 12);
+	kv_pstr(pk, "id", f->id);
+	kv_pstr(pk, "ws", f->ws);
+	kv_pstr(pk, "user", f->user);
+	kv_pstr(pk, "name", f->name);
+	kv_pstr(pk, "type", f->type);
+	kv_pstr(pk, "sha256", f->sha256);
+	kv_pstr(pk, "snippet", f->snippet);
+	kv_uint(pk, "size", f->size);
+	kv_uint(pk, "ts", f->ts);
+	kv_uint(pk, "w", f->w);
+	kv_uint(pk, "h", f->h);
+	kv_bool(pk, "thumb", f->thumb);
+}
+
+int proto_dec_file_rec(proto_doc *d, const void *p, size_t n, proto_file *f)
+{
+	uint64_t x;
+
+	memset(f, 0, sizeof(*f));
+	if (proto_decode_max(d, p, n, PROTO_MAX_STATE) != PROTO_OK)
+		return -1;
+	if (!obj_str(&d->root, "id", &f->id) || !obj_str(&d->root, "ws", &f->ws) ||
+	    !obj_str(&d->root, "user", &f->user) ||
+	    !obj_str(&d->root, "name", &f->name) ||
+	    !obj_str(&d->root, "type", &f->type) ||
+	    !obj_str(&d->root, "sha256", &f->sha256)) {
+		proto_doc_free(d);
+		return -1;
+	}
+	obj_str(&d->root, "snippet", &f->snippet);
+	proto_get_uint(&d->root, "size", &f->size);
+	proto_get_uint(&d->root, "ts", &f->ts);
+	if (proto_get_uint(&d->root, "w", &x) == 0)
+		f->w = (uint32_t)x;
+	if (proto_get_uint(&d->root, "h", &x) == 0)
+		f->h = (uint32_t)x;
+	proto_get_bool(&d->root, "thumb", &f->thumb);
+	return 0;
+}
+
 /* ---- stored state ------------------------------------------------------- */
 
 int proto_reactions_apply(const proto_msg *m, proto_str user, proto_str emoji,

@@ -204,6 +204,22 @@ void proto_enc_prefs(proto_out *o, uint8_t def, const proto_chlevel *v,
 int proto_dec_prefs(proto_doc *d, const void *p, size_t n, uint8_t *def,
 		    proto_chlevel *v, uint32_t cap);
 
+/* ---- files (issue 15) ------------------------------------------------------ */
+
+/* A file as parley keeps it ('F' record) and as events show it (id, name,
+ * size, type, w, h, thumb, snippet; the rest is the server's). */
+typedef struct proto_file {
+	proto_str id, ws, user, name, type, sha256, snippet;
+	uint64_t size, ts;
+	uint32_t w, h;  /* images (and a PDF's first page): 0 = unknown */
+	bool thumb;     /* a preview image exists */
+} proto_file;
+/* The stored record: every field. proto_dec_file_rec decodes into d (the
+ * strings point into it; free it after): 0, or -1 (then d is not to be
+ * freed). */
+void proto_enc_file_rec(proto_out *o, const proto_file *f);
+int proto_dec_file_rec(proto_doc *d, const void *p, size_t n, proto_file *f);
+
 /* ---- names, roles and moderation (issue 13) ------------------------------ */
 
 /* A failure that names a channel (ch.create of a taken name: CONFLICT with

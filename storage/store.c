@@ -2348,3 +2348,77 @@ int store_scan_member_marks(store *s, const char *ch, store_member_fn fn,
 	key_fini(&pfx);
 	return scan_close(&sc);
 }
+
+/* ---- files (issue 15): opaque records under a tag ------------------------- */
+
+static void k_meta_any(struct key *k, char tag, const void *key, size_t klen)
+{
+	key_init(k);
+	key_byte(k, (uint8_t)tag);
+	key_add(k, key, klen);
+}
+
+void store_put_meta(store_batch *b, char tag, const void *key, size_t klen,
+		    const void *v, size_t n)
+{
+	struct key k;
+
+	k_meta_any(&k, tag, key, klen);
+	b_put(b, CF_META, &k, v, n);
+}
+
+void store_del_meta(store_batch *b, char tag, const void *key, size_t klen)
+{
+	struct key k;
+
+	k_meta_any(&k, tag, key, klen);
+	b_del(b, CF_META, &k);
+}
+
+int store_get_meta(store *s, char tag, const void *key, size_t klen,
+		   void **v, size_t *n)
+{
+	rocksdb_pinnableslice_t *ps;
+	const char *p;
+	struct key k;
+	int rc;
+
+	k_meta_any(&k, tag, key, klen);
+	rc = get_pinned(s, s->cf_meta, &k, &ps);
+	if (rc)
+		return rc;
+	p = rocksdb_pinnableslice_value(ps, n);
+	*v = malloc(*n ? *n : 1);
+	if (*v)
+		memcpy(*v, p, *n);
+	else
+		rc = -ENOMEM;
+	rocksdb_pinnableslice_destroy(ps);
+	return rc;
+}
+
+int store_scan_meta(store *s, char tag, const void *prefix, size_t plen,
+		    store_meta_fn fn, void *arg)
+{
+	struct scan sc;
+	struct key pfx;
+	const char *r, *v;
+	size_t rlen, vlen;
+	int rc;
+
+	k_meta_any(&pfx, tag, prefix, plen);
+	rc = scan_open(s, &sc, s->cf_meta, &pfx, true);
+	if (rc) {
+		key_fini(&pfx);
+		return rc;
+	}
+	scan_seek(&sc, &pfx);
+	while ((r = scan_rest(&sc, &rlen))) {
+		v = rocksdb_iter_value(sc.it, &vlen);
+		if (fn(arg, r, rlen, v, vlen))
+			break;
+		rocksdb_iter_next(sc.it);
+	}
+	key_fini(&pfx);
+	return scan_close(&sc);
+}

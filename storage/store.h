@@ -298,4 +298,22 @@ typedef int (*store_member_fn)(void *arg, const char *user, size_t ulen,
 int store_scan_member_marks(store *s, const char *ch, store_member_fn fn,
 			    void *arg);
 
+/* ---- files (issue 15): opaque records under a tag in meta --------------
+ * 'F' id                -> the file record (proto_enc_file_rec)
+ * 'A' id \0 ch          -> u64 LE seq of the message that shared it in ch
+ * 'H' sha256 hex        -> u64 LE file ids with these bytes
+ * key is any bytes (klen), under the one-byte tag. */
+void store_put_meta(store_batch *b, char tag, const void *key, size_t klen,
+		    const void *v, size_t n);
+void store_del_meta(store_batch *b, char tag, const void *key, size_t klen);
+/* 0 with *v malloc'd (the caller frees it), -ENOENT, or -EIO */
+int store_get_meta(store *s, char tag, const void *key, size_t klen,
+		   void **v, size_t *n);
+/* Every key of tag that starts with prefix, in key order: fn gets the rest
+ * of the key after the prefix and the value; non-zero stops. */
+typedef int (*store_meta_fn)(void *arg, const char *rest, size_t rlen,
+			     const void *v, size_t vlen);
+int store_scan_meta(store *s, char tag, const void *prefix, size_t plen,
+		    store_meta_fn fn, void *arg);
+
 #endif
