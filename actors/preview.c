@@ -655,6 +655,18 @@ void preview_submit(const char *sha256hex, const char *path,
 	}
 }
 
+#ifdef __SANITIZE_ADDRESS__
+/* LeakSanitizer asks the program for suppressions: fontconfig (poppler
+ * loads it to render a PDF's text) keeps a cache it never frees, and
+ * FcFini() is not safe while cairo may hold fonts. Only that library's own
+ * allocations are excused. */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+	return "leak:libfontconfig.so\n";
+}
+#endif
+
 /* ---- start, stop ----------------------------------------------------------------------- */
 
 /* vips' warnings are about the uploads' bytes, not about parleyd */
