@@ -79,7 +79,8 @@ int preview_sniff(const void *head, size_t n, char *mime, size_t cap);
  * the result, or error EAGAIN when PREVIEW_QUEUE_MAX jobs already wait.
  * A sha whose thumbnail exists is answered without decoding again. The
  * strings are copied. reply_shard PREVIEW_ON_WORKER (tools, tests without
- * shards) runs done on the preview thread itself. */
+ * shards) runs done on the preview thread itself (on preview_stop's
+ * thread for the jobs stop cancels). */
 #define PREVIEW_ON_WORKER 0xffffffffu
 void preview_submit(const char *sha256hex, const char *path,
 		    const char *mime, preview_done_fn *done, void *arg,
