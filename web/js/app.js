@@ -10,6 +10,7 @@ import { Store } from './store.js';
 import { MsgList } from './msglist.js';
 import { el, $, clear, jwtClaims, mentionsIn, backoff, LEVELS } from './util.js';
 import * as ui from './ui.js';
+import { Blobs } from './files.js';
 
 const TOKEN_KEY = 'parley:token';
 const TYPING_SEND_MS = 3000;
@@ -76,6 +77,8 @@ export class Client {
 		// known, or when the server has no notification settings
 		this.notify = null;
 		this.notes = new Map(); // ch -> the desktop Notification shown for it
+		// files' bytes fetched with the token, as object URLs (files.js)
+		this.blobs = new Blobs(() => this.conn.token);
 	}
 
 	start() {
@@ -706,9 +709,12 @@ export class Client {
 
 	// Shows the message at once; it is sent, and re-sent with the same cmid
 	// after every reconnect, until the server acknowledges it.
-	sendMsg(ch, body, thread) {
+	// files: [{id, name, size, type}] uploaded already (send carries the
+	// ids; the rest shows on the pending message).
+	sendMsg(ch, body, thread, files = []) {
 		const o = { cmid: this.store.cmid(), ch, body, t: Date.now() };
 		if (thread) o.thread = thread;
+		if (files.length) o.files = files;
 		const mentions = mentionsIn(body);
 		if (mentions.length) o.mentions = mentions;
 		this.store.outbox.push(o);
@@ -724,6 +730,7 @@ export class Client {
 		const args = { ch: o.ch, body: o.body, cmid: o.cmid };
 		if (o.thread) args.thread = o.thread;
 		if (o.mentions) args.mentions = o.mentions;
+		if (o.files) args.files = o.files.map((f) => f.id);
 		try {
 			const r = await this.req('send', args);
 			o.inflight = false;

@@ -10,6 +10,7 @@
 // loaded when the user scrolls down to them).
 
 import { el, clear, timeOf, fullTime, BROADCASTS } from './util.js';
+import { renderFiles, fileChips } from './files.js';
 
 export const MAX_RENDERED = 300;
 const PAGE = 50;
@@ -44,6 +45,7 @@ export class MsgList {
 	}
 
 	destroy() {
+		this.client.blobs.releaseIn(this.list);
 		this.sc.removeEventListener('scroll', this.onScroll);
 		this.sc.removeEventListener('keydown', this.onKey);
 		this.destroyed = true;
@@ -229,6 +231,7 @@ export class MsgList {
 	}
 
 	replace(msgs, atLive) {
+		this.client.blobs.releaseIn(this.list);
 		clear(this.list);
 		this.msgs = [];
 		this.els.clear();
@@ -261,7 +264,11 @@ export class MsgList {
 
 	remove(at, n) {
 		for (const m of this.msgs.splice(at, n)) {
-			this.els.get(m.seq)?.remove();
+			const e = this.els.get(m.seq);
+			if (e) {
+				e.remove();
+				this.client.blobs.releaseIn(e);
+			}
 			this.els.delete(m.seq);
 		}
 		if (this.msgs[0]) this.rerender(this.msgs[0]);
@@ -280,6 +287,9 @@ export class MsgList {
 		const e = this.render(m, this.msgs[i - 1] || null);
 		const focused = old.contains(document.activeElement) && document.activeElement;
 		old.replaceWith(e);
+		// after the new element took its own references: a preview that
+		// stays is not fetched again
+		this.client.blobs.releaseIn(old);
 		this.els.set(m.seq, e);
 		if (focused === old) e.focus({ preventScroll: true });
 	}
@@ -320,6 +330,7 @@ export class MsgList {
 			const m = { seq: ev.seq, from: ev.from, ts: ev.ts, body: ev.body, cmid: ev.cmid };
 			if (ev.thread) m.thread = ev.thread;
 			if (ev.mentions) m.mentions = ev.mentions;
+			if (Array.isArray(ev.files) && ev.files.length) m.files = ev.files;
 			this.keepView(() => {
 				this.insert([m], this.msgs.length);
 				const extra = this.msgs.length - MAX_RENDERED;
@@ -340,6 +351,7 @@ export class MsgList {
 			m.deleted = true;
 			m.body = '';
 			delete m.reactions;
+			delete m.files;
 		} else if (ev.k === 'react') {
 			const r = (m.reactions ||= {});
 			const users = new Set(r[ev.emoji] || []);
@@ -359,7 +371,7 @@ export class MsgList {
 		for (const o of this.client.store.outbox) {
 			if (o.ch !== this.ch || (o.thread || 0) !== this.thread) continue;
 			if (o.seq && this.els.has(o.seq)) continue;
-			const e = this.render({ from: this.client.me, ts: o.t, body: o.body }, null, o);
+			const e = this.render({ from: this.client.me, ts: o.t, body: o.body, files: o.files }, null, o);
 			this.pendingEl.append(e);
 		}
 		if (stick || this.pendingEl.children.length) this.sc.scrollTop = this.sc.scrollHeight;
@@ -408,6 +420,8 @@ export class MsgList {
 		if (m.deleted) body.textContent = 'This message was deleted.';
 		else formatBody(body, m.body, me);
 		const main = el('div.main', head, body);
+		if (!m.deleted && Array.isArray(m.files) && m.files.length)
+			main.append(pending ? fileChips(m.files) : renderFiles(c, m.files));
 		// a grouped message has no header: its edit mark and receipt
 		// ticks follow the text
 		const tick = cont && m.from === me && !m.deleted && !pending ? c.ticks(this.ch, m.seq) : null;

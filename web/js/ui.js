@@ -4,6 +4,7 @@
 
 import { el, $, clear, timeOf, fullTime, LEVELS } from './util.js';
 import { avatarOf, formatBody, markTerms } from './msglist.js';
+import { Tray, MAX_FILES, dragHasFiles, fileChips } from './files.js';
 
 // Notification levels (notify.set), as the dialogs say them.
 const LEVEL_TEXT = { all: 'all messages', mentions: 'mentions only', none: 'nothing (muted)' };
@@ -79,6 +80,7 @@ export function layout(client) {
 		el('ul#list-dms', { role: 'list' }));
 
 	const composer = el('textarea#composer', { rows: 1, placeholder: 'Message', 'aria-label': 'Message' });
+	const mainForm = composeForm(client, composer, () => [client.view?.ch, 0], { id: 'compose-main' });
 	const main = el('main#main',
 		el('div.ch-head',
 			el('div.ch-names', el('h1#ch-title'), el('span#ch-state'), el('div#ch-sub')),
@@ -87,14 +89,15 @@ export function layout(client) {
 			el('button#btn-leave.link', { type: 'button', hidden: true }, 'Leave')),
 		el('div#messages', { role: 'log', 'aria-live': 'polite', tabindex: '-1' }),
 		el('div#typing', { 'aria-live': 'polite' }),
-		composeForm(client, composer, () => [client.view?.ch, 0]));
+		mainForm);
 
 	const tcomp = el('textarea#thread-composer', { rows: 1, placeholder: 'Reply…', 'aria-label': 'Reply in thread' });
+	const threadForm = composeForm(client, tcomp, () => [client.threadView?.ch, client.threadView?.thread], { id: 'compose-thread' });
 	const thread = el('aside#thread', { 'aria-label': 'Thread', hidden: true },
 		el('div.panel-head', el('h2', 'Thread'),
 			el('button#thread-close.icon', { type: 'button', 'aria-label': 'Close thread', onclick: () => client.closeThread() }, '×')),
 		el('div#thread-messages', { role: 'log', 'aria-live': 'polite' }),
-		composeForm(client, tcomp, () => [client.threadView?.ch, client.threadView?.thread]));
+		threadForm);
 
 	const results = el('aside#search-panel', { 'aria-label': 'Search results', hidden: true },
 		el('div.panel-head', el('h2#search-title', 'Search'),
@@ -103,6 +106,14 @@ export function layout(client) {
 
 	const toasts = el('div#toasts', { role: 'alert', 'aria-live': 'assertive' });
 	app.append(top, side, main, thread, results, toasts);
+	dropZone(main, mainForm);
+	dropZone(thread, threadForm);
+	// files dropped anywhere else must not make the browser leave the page
+	// for them
+	for (const t of ['dragover', 'drop'])
+		document.addEventListener(t, (e) => {
+			if (dragHasFiles(e)) e.preventDefault();
+		});
 
 	const menu = $('#btn-menu');
 	menu.addEventListener('click', () => {
@@ -180,10 +191,12 @@ export function layout(client) {
 			const blocked = client.postBlocked(ch);
 			composer.disabled = !!blocked;
 			composer.form.querySelector('.send').disabled = !!blocked;
+			composer.form.querySelector('.attach').disabled = !!blocked;
 			composer.placeholder = blocked || `Message ${ch.kind === 'dm' ? st.displayName(ch) : '#' + ch.name}`;
 			composer.setAttribute('aria-label', blocked ? 'Message (not allowed here)' : composer.placeholder);
 			$('#thread-composer').disabled = !!ch.archived;
 			$('#thread-composer').form.querySelector('.send').disabled = !!ch.archived;
+			$('#thread-composer').form.querySelector('.attach').disabled = !!ch.archived;
 			$('#thread-composer').placeholder = ch.archived ? 'This channel is archived.' : 'Reply…';
 			document.title = `${st.displayName(ch)} · parley`;
 		},
@@ -254,7 +267,9 @@ export function layout(client) {
 				const ch = st.channels.get(h.ch);
 				const body = el('div.body');
 				formatBody(body, h.body, client.me);
+				const files = Array.isArray(h.files) && h.files.length ? fileChips(h.files) : null;
 				markTerms(body, q);
+				if (files) markTerms(files, q);
 				list.append(el('li', el('button.hit', {
 					type: 'button', dataset: { ch: h.ch, seq: h.seq },
 					onclick: () => {
@@ -263,7 +278,7 @@ export function layout(client) {
 					},
 				},
 				el('div.meta', el('span.author', { dataset: { uname: h.from } }, client.userName(h.from)), ' in ', el('span.where', ch ? st.displayName(ch) : h.ch), ' · ', el('time', { title: fullTime(h.ts) }, timeOf(h.ts))),
-				body)));
+				body, files)));
 			}
 			if (hits && !hits.length) list.append(el('li.empty', 'Nothing found. Terms are ANDed; try fewer words, or word* for a prefix.'));
 		},
@@ -284,20 +299,68 @@ export function layout(client) {
 	return api;
 }
 
-function composeForm(client, area, target) {
-	const send = () => {
-		const [ch, thread] = target();
+// The composer of a list: the text, the paperclip (a hidden file input),
+// the tray of uploads, Send. Files dropped on dropArea (the list's panel)
+// or pasted are attached too. Send while uploads run waits for them, then
+// sends; a failed upload must be removed (or retried) first.
+function composeForm(client, area, target, { id } = {}) {
+	const picker = el('input.file-input', { type: 'file', multiple: true, hidden: true, tabindex: '-1', 'aria-hidden': 'true' });
+	const attach = el('button.attach.icon', { type: 'button', title: 'Attach files', 'aria-label': 'Attach files', onclick: () => picker.click() }, '📎');
+	const sendBtn = el('button.send', { type: 'submit', 'aria-label': 'Send' }, 'Send');
+	let waiting = null; // [ch, thread] while Send waits for the uploads
+	const tray = new Tray(client, {
+		onchange: () => {
+			if (waiting && !tray.busy) {
+				const to = waiting;
+				waiting = null;
+				if (tray.failed.length) tray.say('Not sent: an upload failed. Remove it (×) or retry it, then send again.');
+				else send(to);
+			}
+			state();
+		},
+	});
+	const state = () => {
+		sendBtn.setAttribute('aria-busy', waiting ? 'true' : 'false');
+		sendBtn.textContent = waiting ? 'Waiting…' : 'Send';
+		form.classList.toggle('has-files', tray.items.length > 0);
+	};
+	const send = (to = target()) => {
+		const [ch, thread] = to;
+		if (!ch) return;
+		if (tray.failed.length) {
+			tray.say('Some files could not be uploaded: remove them (×) or retry them first.');
+			return;
+		}
+		if (tray.busy) {
+			waiting = to;
+			tray.say('Sending when the uploads finish…');
+			state();
+			return;
+		}
 		const body = area.value.trim();
-		if (!ch || !body) return;
-		client.sendMsg(ch, body, thread);
+		if (!body && !tray.ready.length) return;
+		const files = tray.take();
+		tray.say('');
+		client.sendMsg(ch, body, thread, files);
 		area.value = '';
 		grow(area);
+		state();
 	};
+	const add = (files) => {
+		if (area.disabled || !files || !files.length) return;
+		tray.add(files);
+		state();
+		area.focus({ preventScroll: true });
+	};
+	picker.addEventListener('change', () => {
+		add(picker.files);
+		picker.value = '';
+	});
 	area.addEventListener('keydown', (e) => {
 		if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
 			e.preventDefault();
 			send();
-		} else if (e.key === 'ArrowUp' && !area.value) {
+		} else if (e.key === 'ArrowUp' && !area.value && !tray.items.length) {
 			// edit your last message
 			const [ch, thread] = target();
 			const v = thread ? client.threadView : client.view;
@@ -314,8 +377,66 @@ function composeForm(client, area, target) {
 		const [ch] = target();
 		if (ch && area.value) client.typed(ch);
 	});
-	return el('form.compose', { onsubmit: (e) => { e.preventDefault(); send(); } },
-		area, el('button.send', { type: 'submit', 'aria-label': 'Send' }, 'Send'));
+	area.addEventListener('paste', (e) => {
+		const files = e.clipboardData?.files;
+		if (files && files.length) {
+			e.preventDefault();
+			add(files);
+		}
+	});
+	const form = el('form.compose', { id, onsubmit: (e) => { e.preventDefault(); send(); } },
+		tray.node, tray.note,
+		el('div.compose-row', attach, picker, area, sendBtn));
+	tray.say('');
+	form.tray = tray;
+	form.add = add;
+	form.allowed = () => !area.disabled;
+	return form;
+}
+
+// Drag and drop of files onto area: a visible zone while files are
+// dragged over it; dropping attaches them.
+function dropZone(area, form) {
+	const { add, allowed } = form;
+	const zone = el('div.dropzone', { hidden: true, 'aria-hidden': 'true' },
+		el('div.dropzone-inner', el('span.dropzone-icon', '📎'), el('span', 'Drop files to attach them'), el('span.meta', `up to ${MAX_FILES} per message`)));
+	if (area.id) zone.id = `${area.id}-drop`;
+	area.append(zone);
+	area.classList.add('drop-area');
+	let depth = 0;
+	const show = (on) => {
+		zone.hidden = !on;
+		area.classList.toggle('dragging', on);
+	};
+	area.addEventListener('dragenter', (e) => {
+		if (!dragHasFiles(e) || !allowed()) return;
+		e.preventDefault();
+		depth++;
+		show(true);
+	});
+	area.addEventListener('dragover', (e) => {
+		if (!dragHasFiles(e)) return;
+		e.preventDefault();
+		e.dataTransfer.dropEffect = allowed() ? 'copy' : 'none';
+		if (allowed()) show(true);
+	});
+	area.addEventListener('dragleave', (e) => {
+		if (!dragHasFiles(e)) return;
+		depth = Math.max(0, depth - 1);
+		if (!depth || !area.contains(e.relatedTarget)) {
+			depth = 0;
+			show(false);
+		}
+	});
+	area.addEventListener('drop', (e) => {
+		if (!dragHasFiles(e)) return;
+		e.preventDefault();
+		e.stopPropagation();
+		depth = 0;
+		show(false);
+		if (allowed()) add(e.dataTransfer.files);
+	});
+	addEventListener('dragend', () => { depth = 0; show(false); });
 }
 
 function grow(area) {
@@ -376,7 +497,7 @@ function setDot(d, p) {
 
 // ---- dialogs ---------------------------------------------------------------
 
-function dialog(id, title, body, { submit } = {}) {
+export function dialog(id, title, body, { submit } = {}) {
 	document.getElementById(id)?.remove();
 	const err = el('p.error', { role: 'alert' });
 	const form = el('form', { method: 'dialog', novalidate: true }, el('h2', title), body, err,
