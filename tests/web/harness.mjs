@@ -681,3 +681,20 @@ export function personToken(server, user, { name, role, ws = 'acme', ttl = 3600 
 export function ticksOf(page, seq, root = '#messages') {
 	return page.evaluate(([root, seq]) => document.querySelector(`${root} .ticks[data-seq="${seq}"]`)?.getAttribute('data-state') ?? null, [root, seq]);
 }
+
+// ---- files (issue 15)
+
+// uploadFile(server, user, name, bytes, {ws, token}): POST /api/v1/files
+// as user, as a script or bot would; resolves to the 201's JSON
+// ({id, name, size, type, sha256}), rejects with the status and body.
+export async function uploadFile(server, user, name, bytes, { ws = 'acme', token } = {}) {
+	const r = await fetch(`${server.origin}/api/v1/files?name=${encodeURIComponent(name)}`, {
+		method: 'POST',
+		headers: { Authorization: `Bearer ${token ?? server.token(user, { ws })}` },
+		body: bytes,
+	});
+	const text = await r.text();
+	if (r.status !== 201)
+		throw Object.assign(new Error(`upload of ${name}: ${r.status} ${text}`), { status: r.status });
+	return JSON.parse(text);
+}

@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import zlib from 'node:zlib';
 import {
-	run, assert, twoUsers, send, msg, withBody, waitFor, countWithBody, log, openChannel,
+	run, assert, twoUsers, send, msg, withBody, waitFor, countWithBody, log, openChannel, Client, uploadFile, NARROW, WIDE,
 } from './harness.mjs';
 
 // ---- a small valid PNG, made here: RGB, 8 bits, a gradient with a frame
@@ -315,5 +315,35 @@ run('files', async (t) => {
 		assert.equal((await l.locator('.body').innerText()).trim(), 'one kept file');
 		await waitFor('one file on it', async () => (await l.locator('.file').count()) === 1);
 		assert.match(await l.locator('.file').innerText(), /kept\.txt/);
+	});
+
+	await t.step('narrow window: the files fit the width (nothing sticks out)', async () => {
+		await B.setViewportSize(NARROW);
+		await msg(B, seq).scrollIntoViewIfNeeded();
+		await waitFor('the preview', () => msg(B, seq).locator('img.thumb').evaluate((e) => e.complete && e.naturalWidth > 0));
+		const over = await B.evaluate(() => {
+			const sc = document.querySelector('#messages');
+			return sc.scrollWidth - sc.clientWidth;
+		});
+		assert.ok(over <= 1, `the message list scrolls sideways by ${over} px`);
+		await t.shot(B, 'narrow');
+	});
+
+	await t.step('search: a file\'s name finds its message; the hit shows the file as a chip', async () => {
+		await B.setViewportSize(WIDE);
+		// seeded as a script would: upload, then send with the id
+		const c = await Client.connect(t.server, 'alice');
+		const up = await uploadFile(t.server, 'alice', 'zanzibarquux-budget.txt', Buffer.from('budget: 12\n'));
+		await c.send(r.ch, 'the numbers', { files: [up.id] });
+		await c.close();
+		await B.locator('input#search').fill('zanzibarquux');
+		await B.locator('input#search').press('Enter');
+		const hit = B.locator('#search-results .hit');
+		await hit.first().waitFor();
+		assert.equal(await hit.count(), 1);
+		const chip = hit.locator(`.files .file[data-file="${up.id}"]`);
+		await chip.waitFor();
+		assert.match(await chip.innerText(), /zanzibarquux-budget\.txt[\s\S]*11 B/);
+		await t.shot(B, 'search-hit');
 	});
 }, { server: { extra: ['--max-file-mb', '1'] } });

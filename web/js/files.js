@@ -232,8 +232,10 @@ function imageFile(client, f) {
 		'aria-label': `Open ${f.name} full size`,
 		onclick: () => lightbox(client, f),
 	});
+	// the room, before the bytes come: the width and the image's shape
+	// (a narrow window shrinks both together)
 	open.style.width = `${box.w}px`;
-	open.style.height = `${box.h}px`;
+	open.style.aspectRatio = `${box.w} / ${box.h}`;
 	const img = blobImg(client, url, f.name, () => {
 		// no preview after all: the chip
 		fig.replaceWith(chip(client, f));
