@@ -47,7 +47,7 @@ export function fileUrl(id, thumb = false) {
 // 'other'.
 export function kindOf(f) {
 	const t = (f.type || '').toLowerCase();
-	if (t.startsWith('image/') && (f.thumb || INLINE_IMAGES.includes(t))) return 'image';
+	if (t.startsWith('image/')) return 'image';
 	if (t === 'application/pdf') return 'pdf';
 	if (typeof f.snippet === 'string' && f.snippet.length) return 'text';
 	return 'other';
@@ -156,19 +156,39 @@ export class Blobs {
 	}
 }
 
-// An <img> whose source is url fetched with the token; holds its object
-// URL (data-blob) until released.
-function blobImg(client, url, alt, onfail) {
+// An <img> whose source is the first of urls that loads, fetched with the
+// token; holds its object URL (data-blob) until released. onfail when
+// none does.
+function blobImg(client, urls, alt, onfail) {
 	const img = el('img', { alt, decoding: 'async' });
-	img.dataset.blob = url;
-	client.blobs.acquire(url).then((src) => {
-		if (img.dataset.blob === url) img.src = src;
-	}, (e) => {
-		if (img.dataset.blob !== url) return;
+	let at = 0;
+	const next = (i) => {
+		const url = urls[i];
+		at = i;
+		if (!url) {
+			onfail?.();
+			return;
+		}
+		img.dataset.blob = url;
+		client.blobs.acquire(url).then((src) => {
+			if (img.dataset.blob === url) img.src = src;
+		}, () => {
+			if (img.dataset.blob !== url) return; // left the page meanwhile
+			client.blobs.release(url);
+			delete img.dataset.blob;
+			next(i + 1);
+		});
+	};
+	// bytes that are not an image after all: the next source
+	img.addEventListener('error', () => {
+		const url = img.dataset.blob;
+		if (!url || !img.getAttribute('src')) return;
+		img.removeAttribute('src');
 		client.blobs.release(url);
 		delete img.dataset.blob;
-		onfail?.(e);
+		next(at + 1);
 	});
+	next(0);
 	return img;
 }
 
@@ -222,24 +242,43 @@ function chip(client, f) {
 		downloadButton(client, f));
 }
 
+// The sources of an image's preview, best first: the thumbnail (asked
+// for even without `thumb`: a message sent right after its upload may
+// precede the preview, and the server answers 404 when there is none),
+// then, for the types a browser shows and a size worth fetching, the
+// image itself.
+function previewUrls(f) {
+	const urls = [fileUrl(f.id, true)];
+	if (INLINE_IMAGES.includes((f.type || '').toLowerCase()) && f.size <= FULL_IMAGE_PREVIEW_MAX) urls.push(fileUrl(f.id));
+	return urls;
+}
+
 function imageFile(client, f) {
 	const box = previewBox(f, PREVIEW_W, PREVIEW_H);
-	const url = f.thumb ? fileUrl(f.id, true) : fileUrl(f.id);
 	const fig = el('figure.file.image', { dataset: { file: f.id, kind: 'image' } });
 	const open = el('button.preview', {
 		type: 'button',
 		title: `${f.name} — open full size`,
 		'aria-label': `Open ${f.name} full size`,
-		onclick: () => lightbox(client, f),
+		// a type the browser cannot show (TIFF, HEIC...) is downloaded
+		onclick: () => INLINE_IMAGES.includes((f.type || '').toLowerCase())
+			? lightbox(client, f)
+			: client.blobs.download(f).catch((e) => client.toast(`Download of ${f.name} failed: ${e.message}`)),
 	});
 	// the room, before the bytes come: the width and the image's shape
 	// (a narrow window shrinks both together)
 	open.style.width = `${box.w}px`;
 	open.style.aspectRatio = `${box.w} / ${box.h}`;
-	const img = blobImg(client, url, f.name, () => {
+	const img = blobImg(client, previewUrls(f), f.name, () => {
 		// no preview after all: the chip
 		fig.replaceWith(chip(client, f));
 	});
+	if (!(f.w > 0 && f.h > 0)) {
+		// the shape was not known: take the image's own once it loads
+		img.addEventListener('load', () => {
+			if (img.naturalWidth && img.naturalHeight) open.style.aspectRatio = `${img.naturalWidth} / ${img.naturalHeight}`;
+		}, { once: true });
+	}
 	img.classList.add('thumb');
 	img.width = box.w;
 	img.height = box.h;
@@ -250,20 +289,19 @@ function imageFile(client, f) {
 
 function pdfFile(client, f) {
 	const fig = el('figure.file.pdf', { dataset: { file: f.id, kind: 'pdf' } });
-	if (f.thumb) {
-		const box = previewBox(f.w && f.h ? f : { w: 210, h: 297 }, PDF_H, PDF_H);
-		const frame = el('div.page');
-		frame.style.width = `${box.w}px`;
-		frame.style.height = `${box.h}px`;
-		const img = blobImg(client, fileUrl(f.id, true), `First page of ${f.name}`, () => frame.remove());
-		img.classList.add('thumb');
-		img.width = box.w;
-		img.height = box.h;
-		frame.append(img);
-		fig.append(frame);
-	} else {
-		fig.append(el('span.file-icon', { 'aria-hidden': 'true' }, iconOf(f)));
-	}
+	// the first page (asked for even without `thumb`, as for images); an
+	// icon in its place when there is none
+	const box = previewBox(f.w && f.h ? f : { w: 210, h: 297 }, PDF_H, PDF_H);
+	const frame = el('div.page');
+	frame.style.width = `${box.w}px`;
+	frame.style.height = `${box.h}px`;
+	const img = blobImg(client, [fileUrl(f.id, true)], `First page of ${f.name}`,
+		() => frame.replaceWith(el('span.file-icon', { 'aria-hidden': 'true' }, iconOf(f))));
+	img.classList.add('thumb');
+	img.width = box.w;
+	img.height = box.h;
+	frame.append(img);
+	fig.append(frame);
 	fig.append(el('figcaption', el('div.file-text',
 		el('span.file-name', { title: f.name }, f.name || 'file.pdf'),
 		el('span.file-size', `PDF · ${humanSize(f.size)}`)), downloadButton(client, f)));
@@ -283,7 +321,7 @@ export function renderFiles(client, files) {
 	for (const f of files || []) {
 		if (!f || typeof f.id !== 'string') continue;
 		const k = kindOf(f);
-		if (k === 'image' && (f.thumb || f.size <= FULL_IMAGE_PREVIEW_MAX)) box.append(imageFile(client, f));
+		if (k === 'image') box.append(imageFile(client, f));
 		else if (k === 'pdf') box.append(pdfFile(client, f));
 		else if (k === 'text') box.append(textFile(client, f));
 		else box.append(chip(client, f));
