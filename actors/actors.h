@@ -21,6 +21,7 @@
 #define PARLEY_ACTORS_H
 
 #include "actors/base.h"
+#include "actors/notify.h"
 
 /* ---- the actors' entry points -------------------------------------------- */
 
@@ -63,6 +64,11 @@ void presence_on_hb(struct shard_state *ss, struct m_attach *m);
 void presence_on_set(struct shard_state *ss, struct m_req *m);
 void presence_on_watch(struct shard_state *ss, struct m_watch *m);
 void presence_tick(struct shard_state *ss, uint64_t now);
+/* The raw state the notifier asks for: true when a device of the user
+ * sent a heartbeat (or said hello) within away_ms; *connected: it has a
+ * device at all. */
+bool presence_probe(struct shard_state *ss, const char *ws, const char *user,
+		    uint64_t now, bool *connected);
 /* the shard's timer: tell the changes that fell due */
 void presence_on_timer(struct shard_state *ss, uint64_t now);
 /* sess_watch.c: the other ends */
@@ -121,6 +127,7 @@ struct server_opts {
 	bool pin;
 	bool no_search;
 	unsigned drain_ms;
+	struct notify_cfg push; /* url NULL: no notifier */
 };
 int server_run(const struct server_opts *o);
 

@@ -263,6 +263,7 @@ struct shard_state {
 	smap names;             /* channel names reserved, in flight
 				 * (chan_admin.c: ws \0 lname -> pname) */
 	smap dirs;              /* directory actors owned here (directory.c) */
+	smap urecs;             /* users' push records in flight (pushers.c) */
 	struct presence **pdue; /* those with a change waiting (rt_timer_in) */
 	uint32_t npdue, cappdue;
 	smap subs;              /* channel -> local subscriptions */

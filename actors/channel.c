@@ -317,6 +317,9 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 
 
+/* Past this many members "@channel"/"@here" are for owners and admins. */
+#define MENTION_ALL_MAX 1000
+
 static void op_send(struct shard_state *ss, struct m_req *r)
 {
 	const struct proto_a_send *a = &r->q.a.send;
@@ -340,8 +343,19 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		chan_fail(r, "FORBIDDEN", "not a member of this channel");
 		return;
 	}
-	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++)
-		mentions[nm++] = proto_strs_at(&a->mentions, i);
+	for (uint32_t i = 0; i < a->mentions.n && nm < 64; i++) {
+		mentions[nm] = proto_strs_at(&a->mentions, i);
+		/* everyone (online) in a big channel: its owners' and the
+		 * admins' call only */
+		if (proto_mention_all(mentions[nm].s, mentions[nm].n) &&
+		    c->nmembers > MENTION_ALL_MAX && !me->owner && !r->admin) {
+			chan_fail(r, "FORBIDDEN", "only owners and admins may "
+				  "mention @channel or @here in a channel of "
+				  "more than 1,000 members");
+			return;
+		}
+		nm++;
+	}
 
 	/* Idempotency: the same cmid from the same sender is one event. */
 	klen = strlen(r->user);

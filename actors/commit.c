@@ -14,6 +14,7 @@
 
 #include "actors/chan.h"
 #include "actors/commit.h"
+#include "actors/notify.h"
 #include "storage/search.h"
 
 enum fx_kind { FX_REPLY, FX_EVENT, FX_POST, FX_BCAST, FX_CMID, FX_OV };
@@ -290,6 +291,9 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 			if (srv.sx)
 				search_feed(srv.sx, ss->id, e->u.event.buf->data,
 					    e->u.event.buf->len);
+			notify_feed(ss->id, c->id, e->u.event.seq,
+				    c->nmembers, e->u.event.buf->data,
+				    e->u.event.buf->len);
 		}
 		rt_buf_unref(e->u.event.buf);
 		break;
@@ -340,6 +344,7 @@ void commit_turn_end(struct shard_state *ss)
 	flush_stats(ss);
 	if (srv.sx)
 		search_feed_flush(srv.sx, ss->id);
+	notify_feed_flush(ss->id);
 	if (!ss->nfx && !store_batch_count(ss->batch))
 		return;
 	c = malloc(sizeof(*c));

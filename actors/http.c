@@ -109,6 +109,41 @@ static void stages(struct sbuf *b)
 	}
 }
 
+/* The notifier's (zero without --push-url). */
+static void push_metrics(struct sbuf *b)
+{
+	struct notify_stats n;
+	uint64_t cum = 0;
+
+	notify_get_stats(&n);
+	counter(b, "parley_push_sent_total", "Notifications the gateway accepted", n.sent);
+	counter(b, "parley_push_retried_total", "Notifications put back for a retry after a failed POST", n.retried);
+	counter(b, "parley_push_dropped_total", "Notifications given up after --push-give-up-ms", n.dropped);
+	counter(b, "parley_push_rejected_total", "Pushers removed because the gateway rejected their pushkey", n.rejected);
+	gauge(b, "parley_push_pending", "Notifications decided, not yet accepted by the gateway", n.pending);
+	gauge(b, "parley_push_waiting", "Messages waiting for --push-delay-ms before the decision", n.waiting);
+	put(b, "# HELP parley_push_posts_total POSTs to the gateway by outcome\n"
+	       "# TYPE parley_push_posts_total counter\n"
+	       "parley_push_posts_total{result=\"ok\"} %llu\n"
+	       "parley_push_posts_total{result=\"error\"} %llu\n"
+	       "parley_push_posts_total{result=\"timeout\"} %llu\n",
+	    (unsigned long long)n.posts_ok, (unsigned long long)n.posts_error,
+	    (unsigned long long)n.posts_timeout);
+	put(b, "# HELP parley_push_delay_seconds From a message's commit to the first POST of its notification\n"
+	       "# TYPE parley_push_delay_seconds histogram\n");
+	for (unsigned i = 0; i < NOTIFY_DELAY_NB; i++) {
+		cum += n.delay_hist[i];
+		put(b, "parley_push_delay_seconds_bucket{le=\"%g\"} %llu\n",
+		    notify_delay_bounds[i], (unsigned long long)cum);
+	}
+	cum += n.delay_hist[NOTIFY_DELAY_NB];
+	put(b, "parley_push_delay_seconds_bucket{le=\"+Inf\"} %llu\n"
+	       "parley_push_delay_seconds_sum %.3f\n"
+	       "parley_push_delay_seconds_count %llu\n",
+	    (unsigned long long)cum, n.delay_sum_s,
+	    (unsigned long long)n.delay_count);
+}
+
 static char *metrics(size_t *len)
 {
 	struct sbuf b = { malloc(8192), 0, 8192 };
@@ -174,6 +209,7 @@ static char *metrics(size_t *len)
 		  "From request decoded to its response (after the WAL sync)",
 		  lat, 16, 64, 1e-6, lat_sum);
 	stages(&b);
+	push_metrics(&b);
 	gauge(&b, "parley_storage_failed", "1 after a failed commit",
 	      (uint64_t)__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED));
 	gauge(&b, "parley_uptime_seconds", "Seconds since start",

@@ -49,6 +49,16 @@ static void usage(FILE *f)
 "                          within it does not flap (1800)\n"
 "  --presence-coalesce-ms MS  other presence changes are told within (100)\n"
 "  --no-search             do not keep the full-text index\n"
+"  --push-url URL          POST notifications for users who are not there\n"
+"                          to this gateway (http or https; default: none)\n"
+"  --push-secret-file F    sign each POST: X-Parley-Signature, HMAC-SHA256\n"
+"                          with F's bytes (trailing whitespace removed)\n"
+"  --push-delay-ms MS      wait this long after a message (10000)\n"
+"  --push-content full|id-only  id-only leaves the text out (full)\n"
+"  --push-timeout-ms MS    a POST not answered within it is retried (10000)\n"
+"  --push-backoff-ms MS    first retry after this, doubling to 10 min (1000)\n"
+"  --push-give-up-ms MS    retried this long, then dropped (86400000)\n"
+"  --push-inflight N       POSTs in flight at once (16)\n"
 "  --no-pin                do not pin shard threads to cores\n"
 "  --web-dir DIR           serve the browser client from DIR (read on each\n"
 "                          request: edit web/ and reload, no rebuild)\n"
@@ -244,6 +254,14 @@ int main(int argc, char **argv)
 		{ "presence-coalesce-ms", required_argument, 0, 16 },
 		{ "no-search", no_argument, 0, 17 },
 		{ "web-dir", required_argument, 0, 18 },
+		{ "push-url", required_argument, 0, 19 },
+		{ "push-secret-file", required_argument, 0, 20 },
+		{ "push-delay-ms", required_argument, 0, 21 },
+		{ "push-content", required_argument, 0, 22 },
+		{ "push-timeout-ms", required_argument, 0, 23 },
+		{ "push-backoff-ms", required_argument, 0, 24 },
+		{ "push-give-up-ms", required_argument, 0, 25 },
+		{ "push-inflight", required_argument, 0, 26 },
 		{ "admin", no_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
@@ -251,6 +269,9 @@ int main(int argc, char **argv)
 	struct server_opts o = {
 		.host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
 		.ranges = 16, .pin = true, .drain_ms = 2000,
+		.push = { .delay_ms = 10000, .timeout_ms = 10000,
+			  .backoff_ms = 1000, .give_up_ms = 86400000,
+			  .inflight = 16 },
 	};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	char host[256];
@@ -308,6 +329,29 @@ int main(int argc, char **argv)
 			web_set_dir(optarg);
 			break;
 		}
+		case 19:
+			if (strncmp(optarg, "http://", 7) &&
+			    strncmp(optarg, "https://", 8)) {
+				fprintf(stderr, "parleyd: --push-url must be an "
+					"http:// or https:// URL\n");
+				return 2;
+			}
+			o.push.url = optarg;
+			break;
+		case 20: o.push.secret_file = optarg; break;
+		case 21: o.push.delay_ms = num("--push-delay-ms", optarg, 0, 86400000); break;
+		case 22:
+			if (strcmp(optarg, "full") && strcmp(optarg, "id-only")) {
+				fprintf(stderr, "parleyd: --push-content is full "
+					"or id-only\n");
+				return 2;
+			}
+			o.push.id_only = !strcmp(optarg, "id-only");
+			break;
+		case 23: o.push.timeout_ms = num("--push-timeout-ms", optarg, 100, 600000); break;
+		case 24: o.push.backoff_ms = num("--push-backoff-ms", optarg, 10, 600000); break;
+		case 25: o.push.give_up_ms = num("--push-give-up-ms", optarg, 0, 30ull * 86400000); break;
+		case 26: o.push.inflight = (unsigned)num("--push-inflight", optarg, 1, 256); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -240,6 +240,20 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 	p_free_if_idle(ss, p);
 }
 
+bool presence_probe(struct shard_state *ss, const char *ws, const char *user,
+		    uint64_t now, bool *connected)
+{
+	struct presence *p = p_get(ss, ws, user, false);
+
+	*connected = p && p->ndev;
+	if (!p)
+		return false;
+	for (uint32_t i = 0; i < p->ndev; i++)
+		if (now - p->dev[i].beat_ms < srv.lim.away_ms)
+			return true;
+	return false;
+}
+
 void presence_on_hb(struct shard_state *ss, struct m_attach *m)
 {
 	struct presence *p = p_get(ss, m->ws, m->user, false);

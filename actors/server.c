@@ -289,6 +289,19 @@ int server_run(const struct server_opts *o)
 		store_close(srv.st);
 		return 1;
 	}
+	if (o->push.url) {
+		struct notify_cfg pc = o->push;
+
+		pc.data_dir = o->data_dir;
+		if (notify_start(&pc, &err)) {
+			fprintf(stderr, "parleyd: push: %s\n", err ? err : "?");
+			free(err);
+			if (srv.sx)
+				search_close(srv.sx);
+			store_close(srv.st);
+			return 1;
+		}
+	}
 	srv.started_ms = rt_now_ms();
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -309,12 +322,19 @@ int server_run(const struct server_opts *o)
 		store_close(srv.st);
 		return 1;
 	}
+	if (notify_run()) {
+		fprintf(stderr, "parleyd: push: cannot start the notifier\n");
+		return 1;
+	}
 	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
 	       o->host, rt_bound_port(), o->shards, o->data_dir);
 	fflush(stdout);
 
 	sigwait(&set, &sig);
 	fprintf(stderr, "parleyd: %s: draining\n", strsignal(sig));
+	/* first, while the shards still answer its questions: what it
+	 * decided is on disk, the rest comes back from the log at start */
+	notify_stop();
 	rt_drain();
 	rt_join();
 	if (srv.sx)

@@ -191,6 +191,14 @@ static bool write_ch(struct req *r, char *ch)
 		sess_id_copy(ch, q->a.react.ch);
 		return true;
 	case OP_PRESENCE_SET:
+	case PROTO_OP_PUSH_REGISTER:
+	case PROTO_OP_PUSH_UNREGISTER:
+	case PROTO_OP_PUSH_LIST:
+	case PROTO_OP_NOTIFY_GET:
+		return true;
+	case PROTO_OP_NOTIFY_SET:
+		if (q->a.notify.ch.n) /* else the user's default */
+			sess_id_copy(ch, q->a.notify.ch);
 		return true;
 	case PROTO_OP_CH_INFO:
 		sess_id_copy(ch, q->a.ch.ch);

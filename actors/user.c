@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "actors/actors.h"
+#include "actors/notify.h"
 
 /* One per connected user: kept small, since an idle server holds one for
  * every user online (the devices array grows with the devices). */
@@ -164,6 +165,11 @@ void user_on_req(struct shard_state *ss, struct m_req *m)
 
 	if (m->op == OP_PRESENCE_SET) {
 		presence_on_set(ss, m);
+		free(m);
+		return;
+	}
+	if (pushers_is_op(m->op)) { /* the user's own records */
+		pushers_on_req(ss, m);
 		free(m);
 		return;
 	}

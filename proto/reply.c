@@ -351,26 +351,91 @@ void proto_enc_receipt(proto_out *o, const char *ch, const char *user,
 	kv_uint(&o->pk, read ? "read" : "delivered", seq);
 }
 
-void proto_enc_push_list_ok(proto_out *o, uint64_t rid,
-			    const proto_pusher *v, uint32_t n)
+/* stored: data as a bin "db" holding its bytes, so that it comes back
+ * as those bytes; on the wire: the map itself, as "data" */
+static void pack_pushers(msgpack_packer *pk, const proto_pusher *v,
+			 uint32_t n, bool stored)
 {
-	msgpack_packer *pk = &o->pk;
-
-	res_ok(o, rid, 1);
-	proto_pk_cstr(pk, "pushers");
 	msgpack_pack_array(pk, n);
 	for (uint32_t i = 0; i < n; i++) {
 		bool data = v[i].data.p && v[i].data.n;
 
-		msgpack_pack_map(pk, 3 + data);
+		msgpack_pack_map(pk, 4 + data);
 		kv_pstr(pk, "app", v[i].app);
 		kv_pstr(pk, "pushkey", v[i].pushkey);
 		kv_pstr(pk, "platform", v[i].platform);
-		if (data) {
+		if (data && stored) {
+			proto_pk_cstr(pk, "db");
+			msgpack_pack_bin(pk, v[i].data.n);
+			msgpack_pack_bin_body(pk, v[i].data.p, v[i].data.n);
+		} else if (data) {
 			proto_pk_cstr(pk, "data");
 			proto_pk_raw(pk, v[i].data.p, v[i].data.n);
 		}
+		kv_uint(pk, "ts", v[i].ts);
 	}
+}
+
+void proto_enc_push_list_ok(proto_out *o, uint64_t rid,
+			    const proto_pusher *v, uint32_t n)
+{
+	res_ok(o, rid, 1);
+	proto_pk_cstr(&o->pk, "pushers");
+	pack_pushers(&o->pk, v, n, false);
+}
+
+void proto_enc_pushers(proto_out *o, const proto_pusher *v, uint32_t n)
+{
+	msgpack_pack_map(&o->pk, 1);
+	proto_pk_cstr(&o->pk, "p");
+	pack_pushers(&o->pk, v, n, true);
+}
+
+static bool obj_str(const msgpack_object *map, const char *k, proto_str *out)
+{
+	const char *s;
+	uint32_t n;
+
+	if (proto_get_str(map, k, &s, &n))
+		return false;
+	out->s = s;
+	out->n = n;
+	return true;
+}
+
+int proto_dec_pushers(proto_doc *d, const void *p, size_t n, proto_pusher *v,
+		      uint32_t cap)
+{
+	const msgpack_object_array *a;
+	uint32_t k = 0;
+
+	if (proto_decode_max(d, p, n, PROTO_MAX_STATE) != PROTO_OK)
+		return -1;
+	if (proto_get_array(&d->root, "p", &a)) {
+		proto_doc_free(d);
+		return -1;
+	}
+	for (uint32_t i = 0; i < a->size && k < cap; i++) {
+		const msgpack_object *m = &a->ptr[i];
+		proto_pusher *x = &v[k];
+		const msgpack_object *db;
+
+		if (m->type != MSGPACK_OBJECT_MAP || !obj_str(m, "app", &x->app) ||
+		    !obj_str(m, "pushkey", &x->pushkey) ||
+		    !obj_str(m, "platform", &x->platform))
+			continue;
+		x->ts = 0;
+		proto_get_uint(m, "ts", &x->ts);
+		x->data.p = NULL;
+		x->data.n = 0;
+		db = proto_get(m, "db");
+		if (db && db->type == MSGPACK_OBJECT_BIN) {
+			x->data.p = (const uint8_t *)db->via.bin.ptr;
+			x->data.n = db->via.bin.size;
+		}
+		k++;
+	}
+	return (int)k;
 }
 
 void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
@@ -382,8 +447,55 @@ void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
 	kv_cstr(pk, "default", level_names[def]);
 	proto_pk_cstr(pk, "channels");
 	msgpack_pack_map(pk, n);
-	for (uint32_t i = 0; i < n; i++)
-		kv_cstr(pk, v[i].ch, level_names[v[i].level]);
+	for (uint32_t i = 0; i < n; i++) {
+		proto_pk_str(pk, v[i].ch.s, v[i].ch.n);
+		proto_pk_cstr(pk, level_names[v[i].level]);
+	}
+}
+
+void proto_enc_prefs(proto_out *o, uint8_t def, const proto_chlevel *v,
+		     uint32_t n)
+{
+	msgpack_packer *pk = &o->pk;
+
+	msgpack_pack_map(pk, 2);
+	kv_uint(pk, "d", def);
+	proto_pk_cstr(pk, "c");
+	msgpack_pack_map(pk, n);
+	for (uint32_t i = 0; i < n; i++) {
+		proto_pk_str(pk, v[i].ch.s, v[i].ch.n);
+		msgpack_pack_uint8(pk, v[i].level);
+	}
+}
+
+int proto_dec_prefs(proto_doc *d, const void *p, size_t n, uint8_t *def,
+		    proto_chlevel *v, uint32_t cap)
+{
+	const msgpack_object_map *c;
+	uint64_t x;
+	uint32_t k = 0;
+
+	*def = PROTO_LEVEL_MENTIONS;
+	if (proto_decode_max(d, p, n, PROTO_MAX_STATE) != PROTO_OK)
+		return -1;
+	if (proto_get_uint(&d->root, "d", &x) == 0 && x <= PROTO_LEVEL_NONE)
+		*def = (uint8_t)x;
+	if (proto_get_map(&d->root, "c", &c) == 0) {
+		for (uint32_t i = 0; i < c->size && k < cap; i++) {
+			const msgpack_object_kv *kv = &c->ptr[i];
+
+			if (kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+			    kv->val.via.u64 > PROTO_LEVEL_NONE)
+				continue;
+			/* keys are str (proto_decode checks it); ids are
+			 * NUL-free, and the caller copies what it keeps */
+			v[k].ch.s = kv->key.via.str.ptr;
+			v[k].ch.n = kv->key.via.str.size;
+			v[k].level = (uint8_t)kv->val.via.u64;
+			k++;
+		}
+	}
+	return (int)k;
 }
 
 /* ---- stored state ------------------------------------------------------- */

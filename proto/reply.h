@@ -174,18 +174,35 @@ void proto_enc_receipt(proto_out *o, const char *ch, const char *user,
 typedef struct proto_pusher {
 	proto_str app, pushkey, platform;
 	proto_raw data; /* an encoded map, or p NULL: absent */
+	uint64_t ts;    /* registered, unix ms */
 } proto_pusher;
-/* push.list: {pushers:[{app, pushkey, platform[, data]}...]} */
+/* push.list: {pushers:[{app, pushkey, platform[, data], ts}...]} */
 void proto_enc_push_list_ok(proto_out *o, uint64_t rid,
 			    const proto_pusher *v, uint32_t n);
+/* A user's pushers as stored ('K' record): {"p": [the same maps]}.
+ * proto_dec_pushers fills v (at most cap, oldest first) from the doc it
+ * decodes into d (the strings point into it; free it after): the count,
+ * or -1 when the bytes are not such a record (then d is not to be freed).
+ * The stored maps carry data as a bin "db" (its encoded bytes). */
+void proto_enc_pushers(proto_out *o, const proto_pusher *v, uint32_t n);
+int proto_dec_pushers(proto_doc *d, const void *p, size_t n, proto_pusher *v,
+		      uint32_t cap);
 
 typedef struct proto_chlevel {
-	const char *ch;
+	proto_str ch;
 	uint8_t level; /* enum proto_level */
 } proto_chlevel;
 /* notify.get: {default, channels:{ch: level...}} */
 void proto_enc_notify_get_ok(proto_out *o, uint64_t rid, uint8_t def,
 			     const proto_chlevel *v, uint32_t n);
+/* A user's notification preferences as stored ('Z' record): {"d": level,
+ * "c": {ch: level}}. proto_dec_prefs: the default in *def, the channels
+ * in v (at most cap; ch points into d): their count, or -1 (then d is
+ * not to be freed). */
+void proto_enc_prefs(proto_out *o, uint8_t def, const proto_chlevel *v,
+		     uint32_t n);
+int proto_dec_prefs(proto_doc *d, const void *p, size_t n, uint8_t *def,
+		    proto_chlevel *v, uint32_t cap);
 
 /* ---- names, roles and moderation (issue 13) ------------------------------ */
 

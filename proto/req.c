@@ -158,6 +158,27 @@ static bool all_ids(const msgpack_object_array *a)
 	return true;
 }
 
+/* A send's mentions: user ids, "@channel" (every member) and "@here"
+ * (the members online). */
+bool proto_mention_all(const char *s, size_t n)
+{
+	return (n == 8 && !memcmp(s, "@channel", 8)) ||
+	       (n == 5 && !memcmp(s, "@here", 5));
+}
+
+static bool all_mentions(const msgpack_object_array *a)
+{
+	for (uint32_t i = 0; i < a->size; i++) {
+		const msgpack_object *o = &a->ptr[i];
+
+		if (o->type != MSGPACK_OBJECT_STR ||
+		    (!proto_id_valid(o->via.str.ptr, o->via.str.size) &&
+		     !proto_mention_all(o->via.str.ptr, o->via.str.size)))
+			return false;
+	}
+	return true;
+}
+
 /* users: lo..hi user ids */
 static int arg_users(const msgpack_object *m, uint32_t lo, uint32_t hi,
 		     proto_strs *users, const char **why)
@@ -288,8 +309,8 @@ static int dec_send(const msgpack_object *m, const struct proto_limits *lim,
 		a->thread = 0;
 	rc = proto_get_array(m, "mentions", &men);
 	if (rc == PROTO_F_TYPE ||
-	    (rc == 0 && (men->size > lim->max_mentions || !all_ids(men))))
-		BAD("mentions must be a list of user ids");
+	    (rc == 0 && (men->size > lim->max_mentions || !all_mentions(men))))
+		BAD("mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	if (rc == 0) {
 		a->mentions.v = men->ptr;
 		a->mentions.n = men->size;

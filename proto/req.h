@@ -84,7 +84,8 @@ enum proto_op {
 /* the ops the server carries out today: hello .. search, then the newer
  * ones it serves */
 #define PROTO_OPS_SERVED ((PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) - 1) \
-			  | PROTO_OPS_RECEIPTS | PROTO_OPS_ROLES | PROTO_OPS_PEOPLE)
+			  | PROTO_OPS_RECEIPTS | PROTO_OPS_ROLES | PROTO_OPS_PEOPLE \
+			  | PROTO_OPS_PUSH)
 /* receipts (DMs) */
 #define PROTO_OPS_RECEIPTS (PROTO_OP_BIT(PROTO_OP_DELIVERED) | \
 			    PROTO_OP_BIT(PROTO_OP_RECEIPTS))
@@ -96,6 +97,12 @@ enum proto_op {
 /* the directory */
 #define PROTO_OPS_PEOPLE (PROTO_OP_BIT(PROTO_OP_USERS_SEARCH) | \
 			  PROTO_OP_BIT(PROTO_OP_USERS_GET))
+/* notifications: pushers and preferences */
+#define PROTO_OPS_PUSH (PROTO_OP_BIT(PROTO_OP_PUSH_REGISTER) | \
+			PROTO_OP_BIT(PROTO_OP_PUSH_UNREGISTER) | \
+			PROTO_OP_BIT(PROTO_OP_PUSH_LIST) | \
+			PROTO_OP_BIT(PROTO_OP_NOTIFY_SET) | \
+			PROTO_OP_BIT(PROTO_OP_NOTIFY_GET))
 #define PROTO_OPS_ALL    (PROTO_OP_BIT(PROTO_OP__COUNT) - 1)
 
 const char *proto_op_name(int op); /* "ch.create"; NULL if out of range */
@@ -360,6 +367,9 @@ struct proto_req {
  *     over a WebSocket", "already authenticated"), with (code, *why).
  * A hello with a missing or bad token returns OK: the token is the
  * caller's to verify. */
+/* "@channel" or "@here": a send's mention of every member (online) */
+bool proto_mention_all(const char *s, size_t n);
+
 int proto_req_decode(const msgpack_object *map, const struct proto_limits *lim,
 		     struct proto_req *out, const char **why);
 

@@ -2264,3 +2264,87 @@ int store_presence_parse(const void *v, size_t len, store_presence *out)
 	out->seen_ms = get_le64((const char *)v + 1);
 	return 0;
 }
+
+/* ---- per-user records of notifications (issue 14) ---------------------- */
+
+static void k_urec(struct key *k, char tag, const char *ws, const char *user)
+{
+	key_init(k);
+	key_byte(k, (uint8_t)tag);
+	key_id0(k, ws);
+	key_add(k, user, strlen(user));
+}
+
+void store_put_urec(store_batch *b, char tag, const char *ws,
+		    const char *user, const void *v, size_t n)
+{
+	struct key k;
+
+	k_urec(&k, tag, ws, user);
+	b_put(b, CF_META, &k, v, n);
+}
+
+void store_del_urec(store_batch *b, char tag, const char *ws,
+		    const char *user)
+{
+	struct key k;
+
+	k_urec(&k, tag, ws, user);
+	b_del(b, CF_META, &k);
+}
+
+int store_get_urec(store *s, char tag, const char *ws, const char *user,
+		   void **v, size_t *n)
+{
+	rocksdb_pinnableslice_t *ps;
+	const char *p;
+	struct key k;
+	int rc;
+
+	k_urec(&k, tag, ws, user);
+	rc = get_pinned(s, s->cf_meta, &k, &ps);
+	if (rc)
+		return rc;
+	p = rocksdb_pinnableslice_value(ps, n);
+	*v = malloc(*n ? *n : 1);
+	if (*v)
+		memcpy(*v, p, *n);
+	else
+		rc = -ENOMEM;
+	rocksdb_pinnableslice_destroy(ps);
+	return rc;
+}
+
+int store_scan_member_marks(store *s, const char *ch, store_member_fn fn,
+			    void *arg)
+{
+	struct scan sc;
+	struct key pfx;
+	store_member m;
+	const char *r, *v;
+	size_t rlen, vlen;
+	int rc;
+
+	key_init(&pfx);
+	key_byte(&pfx, 'M');
+	key_id0(&pfx, ch);
+	rc = scan_open(s, &sc, s->cf_meta, &pfx, false);
+	if (rc) {
+		key_fini(&pfx);
+		return rc;
+	}
+	scan_seek(&sc, &pfx);
+	while ((r = scan_rest(&sc, &rlen))) {
+		v = rocksdb_iter_value(sc.it, &vlen);
+		if (rlen && rlen <= STORE_ID_MAX && vlen == 24) {
+			m.read_seq = get_le64(v);
+			m.joined_seq = get_le64(v + 8);
+			m.joined_ms = get_le64(v + 16);
+			if (fn(arg, r, rlen, &m))
+				break;
+		}
+		rocksdb_iter_next(sc.it);
+	}
+	key_fini(&pfx);
+	return scan_close(&sc);
+}

@@ -277,4 +277,23 @@ void store_put_delivered(store_batch *b, const char *ch, const char *user,
 int store_get_delivered(store *s, const char *ch, const char *user,
 			uint64_t *out);
 
+/* ---- per-user records of notifications (issue 14) -----------------------
+ * 'K' ws \0 user -> the user's pushers (proto_enc_pushers)
+ * 'Z' ws \0 user -> the user's notification levels (proto_enc_prefs)
+ * Values are the actors' own bytes; storage does not look inside. tag is
+ * 'K' or 'Z' (store_get_urec also reads 'W', the directory's name). */
+void store_put_urec(store_batch *b, char tag, const char *ws,
+		    const char *user, const void *v, size_t n);
+void store_del_urec(store_batch *b, char tag, const char *ws,
+		    const char *user);
+/* 0 with *v malloc'd (the caller frees it), -ENOENT, or -EIO */
+int store_get_urec(store *s, char tag, const char *ws, const char *user,
+		   void **v, size_t *n);
+/* Every member of ch with its 'M' record, in user order; non-zero from fn
+ * stops. For the notifier, which needs each member's read marker. */
+typedef int (*store_member_fn)(void *arg, const char *user, size_t ulen,
+			       const store_member *m);
+int store_scan_member_marks(store *s, const char *ch, store_member_fn fn,
+			    void *arg);
+
 #endif

@@ -268,8 +268,12 @@ static void test_served(void **state)
 	lim.ops = PROTO_OPS_SERVED;
 	check_lim(&lim, "{\"op\":\"users.search\",\"q\":\"\"}",
 		  PROTO_C_BAD_REQUEST, "q must be 1-64 bytes", __LINE__);
+	check_lim(&lim, "{\"op\":\"notify.get\",\"rid\":1}", 0, NULL,
+		  __LINE__);
+	lim.ops = PROTO_OPS_SERVED & ~PROTO_OPS_PUSH;
 	check_lim(&lim, "{\"op\":\"notify.get\",\"rid\":1}",
 		  PROTO_C_BAD_REQUEST, "unknown op", __LINE__);
+	lim.ops = PROTO_OPS_SERVED;
 	check_lim(&lim, "{\"op\":\"search\",\"q\":\"hi\"}", 0, NULL, __LINE__);
 	check_lim(&lim, "{\"op\":\"presence.watch\",\"users\":[]}", 0, NULL,
 		  __LINE__);
@@ -471,18 +475,24 @@ static void test_send(void **state)
 	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 	   "\"thread\":null}");
 	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
-	    "\"mentions\":\"bob\"}", "mentions must be a list of user ids");
+	    "\"mentions\":\"bob\"}", "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
-	    "\"mentions\":[5]}", "mentions must be a list of user ids");
+	    "\"mentions\":[5]}", "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
-	    "\"mentions\":[\"a b\"]}", "mentions must be a list of user ids");
+	    "\"mentions\":[\"a b\"]}", "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	OK(fmt("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 	       "\"mentions\":[%s]}", ids(50)));
 	BAD(fmt("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 		"\"mentions\":[%s]}", ids(51)),
-	    "mentions must be a list of user ids");
+	    "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 	   "\"mentions\":[]}");
+	/* everyone, or everyone online: the two words that are not ids */
+	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	   "\"mentions\":[\"@channel\",\"@here\",\"bob\"]}");
+	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	    "\"mentions\":[\"@everyone\"]}",
+	    "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	BAD("{\"op\":\"send\",\"ch\":\"a b\",\"body\":5}",
 	    "ch must be a channel id");
 
@@ -513,7 +523,7 @@ static void test_send(void **state)
 		  "body too large", __LINE__);
 	check_lim(&lim, "{\"op\":\"send\",\"ch\":\"g\",\"body\":\"1234\","
 			"\"cmid\":\"c\",\"mentions\":[\"a\",\"b\"]}",
-		  PROTO_C_BAD_REQUEST, "mentions must be a list of user ids",
+		  PROTO_C_BAD_REQUEST, "mentions must be a list of user ids, \"@channel\" or \"@here\"",
 		  __LINE__);
 	lim.max_dm = 3;
 	lim.max_watch = 1;
@@ -1497,8 +1507,8 @@ static void test_reply_next(void **state)
 	proto_doc_free(&d);
 
 	proto_pusher pu[2] = {
-		{ ps("app"), ps("key"), ps("ios"), { "\x81\xa1x\x01", 4 } },
-		{ ps("a2"), ps("k2"), ps("web"), { NULL, 0 } },
+		{ ps("app"), ps("key"), ps("ios"), { "\x81\xa1x\x01", 4 }, 7 },
+		{ ps("a2"), ps("k2"), ps("web"), { NULL, 0 }, 8 },
 	};
 
 	proto_out_reset(&a);
@@ -1510,9 +1520,35 @@ static void test_reply_next(void **state)
 	assert_int_equal(get_u(&(msgpack_object){ .type = MSGPACK_OBJECT_MAP,
 						  .via.map = *m }, "x"), 1);
 	assert_null(proto_get(&arr->ptr[1], "data"));
+	assert_int_equal(get_u(&arr->ptr[1], "ts"), 8);
 	proto_doc_free(&d);
 
-	proto_chlevel lv[1] = { { "D1", PROTO_LEVEL_NONE } };
+	/* the stored forms give back what they were given */
+	proto_pusher back[4];
+
+	proto_out_reset(&a);
+	proto_enc_pushers(&a, pu, 2);
+	assert_int_equal(proto_dec_pushers(&d, a.data, a.len, back, 4), 2);
+	assert_pstr(back[0].pushkey, "key");
+	assert_int_equal(back[0].data.n, 4);
+	assert_memory_equal(back[0].data.p, "\x81\xa1x\x01", 4);
+	assert_int_equal(back[0].ts, 7);
+	assert_null(back[1].data.p);
+	assert_pstr(back[1].platform, "web");
+	proto_doc_free(&d);
+	assert_int_equal(proto_dec_pushers(&d, "\x81\xa1q\x01", 4, back, 4), -1);
+
+	proto_chlevel lv[1] = { { ps("D1"), PROTO_LEVEL_NONE } };
+	proto_chlevel lback[2];
+	uint8_t def = 9;
+
+	proto_out_reset(&a);
+	proto_enc_prefs(&a, PROTO_LEVEL_ALL, lv, 1);
+	assert_int_equal(proto_dec_prefs(&d, a.data, a.len, &def, lback, 2), 1);
+	assert_int_equal(def, PROTO_LEVEL_ALL);
+	assert_pstr(lback[0].ch, "D1");
+	assert_int_equal(lback[0].level, PROTO_LEVEL_NONE);
+	proto_doc_free(&d);
 
 	proto_out_reset(&a);
 	proto_enc_notify_get_ok(&a, 6, PROTO_LEVEL_MENTIONS, lv, 1);

@@ -8,13 +8,16 @@
 import { Conn } from './conn.js';
 import { Store } from './store.js';
 import { MsgList } from './msglist.js';
-import { el, $, clear, jwtClaims, mentionsIn, backoff } from './util.js';
+import { el, $, clear, jwtClaims, mentionsIn, backoff, LEVELS } from './util.js';
 import * as ui from './ui.js';
 
 const TOKEN_KEY = 'parley:token';
 const TYPING_SEND_MS = 3000;
 const TYPING_SHOW_MS = 6000;
 const IDLE_MS = 10 * 60 * 1000; // no input for this long: heartbeats stop, others see "away"
+// A desktop notification only for a message at most this old (by its ts):
+// a hidden tab that reconnects and resumes an hour of backlog stays quiet.
+const NOTIFY_RECENT_MS = 5 * 60 * 1000;
 
 function takeToken() {
 	const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
@@ -69,6 +72,10 @@ export class Client {
 		this.lastTyping = 0;
 		this.status = sessionStorage.getItem(`${this.store.key}:status`) || 'online';
 		this.watched = '';
+		// notify.get: {default, channels: {ch: level}}; null while not
+		// known, or when the server has no notification settings
+		this.notify = null;
+		this.notes = new Map(); // ch -> the desktop Notification shown for it
 	}
 
 	start() {
@@ -124,6 +131,7 @@ export class Client {
 		this.watched = '';
 		this.watchSoon();
 		this.loadDmMembers();
+		this.loadNotify();
 		// DMs with news: this device now has them (shown as unread)
 		for (const c of res.channels) if (c.kind === 'dm' && c.unread) this.delivered(c.id, c.last_seq);
 		const open = this.store.openCh;
@@ -173,6 +181,7 @@ export class Client {
 			if (ch.read_seq >= ch.last_seq) {
 				ch.unread = 0;
 				ch.mentions = 0;
+				this.closeNote(f.ch); // read on another device
 			} else {
 				this.refreshCounts();
 			}
@@ -255,6 +264,7 @@ export class Client {
 		st.seen[ev.ch] = ev.seq;
 		if (!st.channels.has(ev.ch)) this.refreshCounts();
 		st.count(ev);
+		this.maybeNotify(ev);
 		if (ev.k === 'msg' && ev.from === this.me) this.settle(ev.ch, ev.cmid, ev.seq);
 		if (ev.k === 'msg' && ev.from !== this.me) this.delivered(ev.ch, ev.seq);
 		if (this.view && this.view.ch === ev.ch) this.view.apply(ev);
@@ -358,6 +368,7 @@ export class Client {
 		ch.unread = 0;
 		ch.mentions = 0;
 		this.conn.fire('read', { ch: v.ch, seq: seen });
+		this.closeNote(v.ch);
 		this.ui.sidebarSoon();
 	}
 
@@ -573,6 +584,115 @@ export class Client {
 		this.selfPresence();
 		sessionStorage.setItem(`${this.store.key}:status`, status);
 		this.req('presence.set', { status }).catch((e) => this.toast(`Status: ${e.message}`));
+	}
+
+	// ---- notifications --------------------------------------------------
+
+	// The user's notification levels (notify.get), after every hello: a
+	// change made on another device while this one was away shows.
+	async loadNotify() {
+		try {
+			const r = await this.req('notify.get', {});
+			this.notify = { default: LEVELS.includes(r.default) ? r.default : 'mentions', channels: { ...(r.channels || {}) } };
+		} catch (e) {
+			if (e.code === 'DISCONNECTED') return; // the next hello asks again
+			// a server without notification settings: none shown; desktop
+			// notifications follow the protocol's defaults
+			this.notify = null;
+		}
+		this.ui.sidebar();
+		this.ui.header();
+	}
+
+	// A conversation's level: its own setting, else for a channel the
+	// user's default ("mentions" unless set), for a DM "all".
+	levelOf(chId) {
+		const own = this.notify?.channels[chId];
+		if (own) return own;
+		if (this.store.channels.get(chId)?.kind === 'dm') return 'all';
+		return this.notify?.default || 'mentions';
+	}
+
+	// Muted: level "none" (shown dimmed; only known with notify.get).
+	muted(chId) {
+		return !!this.notify && this.levelOf(chId) === 'none';
+	}
+
+	// notify.set: the default for channels (no chId) or one conversation's.
+	async setNotify(level, chId) {
+		const args = { level };
+		if (chId) args.ch = chId;
+		await this.req('notify.set', args);
+		this.notify ||= { default: 'mentions', channels: {} };
+		if (chId) this.notify.channels[chId] = level;
+		else this.notify.default = level;
+		this.ui.sidebar();
+		this.ui.header();
+	}
+
+	// Desktop notifications in this browser: on unless switched off in the
+	// preferences (kept per browser, not on the server).
+	get desktopKey() {
+		return `parley:${this.wsId}:${this.me}:desktop`;
+	}
+
+	desktopOn() {
+		return localStorage.getItem(this.desktopKey) !== 'off';
+	}
+
+	setDesktop(on) {
+		if (on) localStorage.removeItem(this.desktopKey);
+		else localStorage.setItem(this.desktopKey, 'off');
+	}
+
+	// Whether this message is worth a desktop notification: the tab is
+	// hidden, it is someone else's, recent and unread, the user's level for
+	// the conversation allows it, and the user's chosen status is not dnd.
+	notifyWanted(ev) {
+		if (ev.k !== 'msg' || ev.from === this.me) return false;
+		if (document.visibilityState !== 'hidden' || this.status === 'dnd') return false;
+		const ch = this.store.channels.get(ev.ch);
+		if (!ch || ev.seq <= ch.read_seq) return false;
+		if (typeof ev.ts === 'number' && Date.now() - ev.ts > NOTIFY_RECENT_MS) return false;
+		const level = this.levelOf(ev.ch);
+		return level === 'all' || (level === 'mentions' && this.store.mentionsMe(ev));
+	}
+
+	maybeNotify(ev) {
+		if (typeof Notification === 'undefined' || Notification.permission !== 'granted' || !this.desktopOn()) return;
+		if (!this.notifyWanted(ev)) return;
+		const st = this.store;
+		const ch = st.channels.get(ev.ch);
+		const who = this.userName(ev.from);
+		const title = ch.kind !== 'dm' ? `${who} in #${ch.name}`
+			: ch.members?.length > 2 ? `${who} in ${st.displayName(ch)}` : `${who} (direct message)`;
+		let body = ev.body || (ev.files?.length ? `Sent ${ev.files.length === 1 ? 'a file' : `${ev.files.length} files`}` : '');
+		if (body.length > 300) body = `${body.slice(0, 300)}…`;
+		let n;
+		try {
+			// one per conversation: a newer one replaces it (same tag)
+			n = new Notification(title, { body, tag: `parley:${this.wsId}:${ev.ch}` });
+		} catch {
+			return; // e.g. a browser that shows them only from a service worker
+		}
+		this.notes.set(ev.ch, n);
+		n.onclick = () => {
+			window.focus();
+			n.close();
+			if (ev.thread) this.jumpTo(ev.ch, ev.seq);
+			else this.openChannel(ev.ch);
+		};
+	}
+
+	closeNote(chId) {
+		const n = this.notes.get(chId);
+		if (!n) return;
+		this.notes.delete(chId);
+		try {
+			n.close();
+		} catch {
+			/* gone already */
+		}
 	}
 
 	// ---- sending --------------------------------------------------------

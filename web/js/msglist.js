@@ -9,7 +9,7 @@
 // that does not reach the newest message ignores new messages (they are
 // loaded when the user scrolls down to them).
 
-import { el, clear, timeOf, fullTime } from './util.js';
+import { el, clear, timeOf, fullTime, BROADCASTS } from './util.js';
 
 export const MAX_RENDERED = 300;
 const PAGE = 50;
@@ -577,7 +577,7 @@ export function formatBody(node, text, me) {
 	for (const m of text.matchAll(re)) {
 		if (m.index > at) node.append(text.slice(at, m.index));
 		if (m[1]) node.append(el('a', { href: m[1], target: '_blank', rel: 'noopener noreferrer' }, m[1]));
-		else node.append(el('span', { class: m[2] === `@${me}` ? 'at me' : 'at' }, m[2]));
+		else node.append(el('span', { class: m[2] === `@${me}` ? 'at me' : BROADCASTS.includes(m[2]) ? 'at all' : 'at' }, m[2]));
 		at = m.index + m[0].length;
 	}
 	if (at < text.length) node.append(text.slice(at));

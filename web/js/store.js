@@ -99,12 +99,15 @@ export class Store {
 			ch.mentions = 0;
 		} else if (ev.seq > (this.counted[ev.ch] || 0) && ev.seq > ch.read_seq) {
 			ch.unread++;
-			if (this.mentionsMe(ev)) ch.mentions++;
+			// the server counts only mentions by id, not @channel/@here
+			if ((ev.mentions || []).includes(this.user)) ch.mentions++;
 		}
 		this.counted[ev.ch] = Math.max(this.counted[ev.ch] || 0, ev.seq);
 		return true;
 	}
 
+	// Whether a message is addressed to the user: by id, @channel or @here
+	// (highlighted, and a desktop notification at level "mentions").
 	mentionsMe(ev) {
 		const m = ev.mentions || [];
 		return m.includes(this.user) || m.includes('@channel') || m.includes('@here');

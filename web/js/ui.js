@@ -2,8 +2,16 @@
 // the composer, dialogs, search results and notices. The hooks the browser
 // tests use are listed in docs/web.md.
 
-import { el, $, clear, timeOf, fullTime } from './util.js';
+import { el, $, clear, timeOf, fullTime, LEVELS } from './util.js';
 import { avatarOf, formatBody, markTerms } from './msglist.js';
+
+// Notification levels (notify.set), as the dialogs say them.
+const LEVEL_TEXT = { all: 'all messages', mentions: 'mentions only', none: 'nothing (muted)' };
+const LEVEL_OPTION = {
+	all: 'All messages',
+	mentions: 'Only mentions of me, @channel and @here',
+	none: 'Nothing (mute)',
+};
 
 const STATUS_TEXT = { online: 'online', away: 'away', dnd: 'do not disturb', offline: 'offline' };
 
@@ -60,6 +68,7 @@ export function layout(client) {
 	const side = el('nav#sidebar', { 'aria-label': 'Conversations' },
 		el('div.ws', client.wsId),
 		el('div.mine', presenceDot(client, client.me), el('span.who', { dataset: { uname: client.me } }, client.me), status,
+			el('button#btn-prefs.link', { type: 'button', 'aria-haspopup': 'dialog', onclick: () => preferences(client) }, 'Preferences'),
 			el('button#btn-signout.link', { type: 'button', onclick: () => client.signOut() }, 'Sign out')),
 		el('div.sect', el('h2', 'Channels'),
 			el('button#btn-browse.icon', { type: 'button', title: 'Browse channels', 'aria-label': 'Browse channels', onclick: () => browse(client) }, '⌕'),
@@ -73,6 +82,7 @@ export function layout(client) {
 	const main = el('main#main',
 		el('div.ch-head',
 			el('div.ch-names', el('h1#ch-title'), el('span#ch-state'), el('div#ch-sub')),
+			el('button#btn-notify.icon', { type: 'button', hidden: true, 'aria-haspopup': 'dialog', onclick: () => notifySettings(client, client.view?.ch) }),
 			el('button#btn-settings.icon', { type: 'button', hidden: true, title: 'Channel settings', 'aria-label': 'Channel settings', onclick: () => channelSettings(client, client.view?.ch) }, '⚙'),
 			el('button#btn-leave.link', { type: 'button', hidden: true }, 'Leave')),
 		el('div#messages', { role: 'log', 'aria-live': 'polite', tabindex: '-1' }),
@@ -152,6 +162,17 @@ export function layout(client) {
 			leave.hidden = ch.kind === 'dm';
 			leave.onclick = () => client.leave(ch.id);
 			$('#btn-settings').hidden = ch.kind === 'dm';
+			const bell = $('#btn-notify');
+			// only with the server's settings (notify.get answered)
+			bell.hidden = !client.notify;
+			if (client.notify) {
+				const level = client.levelOf(ch.id);
+				const label = `Notifications: ${LEVEL_TEXT[level]}${client.notify.channels[ch.id] ? '' : ' (default)'}`;
+				bell.textContent = level === 'none' ? '🔕' : '🔔';
+				bell.title = label;
+				bell.setAttribute('aria-label', label);
+				bell.dataset.level = level;
+			}
 			const state = clear($('#ch-state'));
 			if (ch.archived) state.append(el('span.tag.archived', 'Archived'));
 			if (ch.post === 'owners') state.append(el('span.tag.announce', { title: 'Only owners post; everyone can react and reply in threads' }, 'Announcements'));
@@ -309,10 +330,14 @@ function renderSidebar(client) {
 	if (!chans) return;
 	const all = [...st.channels.values()].sort((a, b) => st.displayName(a).localeCompare(st.displayName(b)));
 	const item = (ch) => {
+		// muted (level none): dimmed, unread not bold and not counted;
+		// mentions still show
+		const muted = client.muted(ch.id);
 		const b = el('button', {
-			type: 'button', dataset: { ch: ch.id },
+			type: 'button', dataset: muted ? { ch: ch.id, muted: 'true' } : { ch: ch.id },
 			'aria-current': client.view?.ch === ch.id ? 'true' : null,
-			class: ch.unread ? 'unread-ch' : null,
+			class: [ch.unread && !muted ? 'unread-ch' : '', muted ? 'muted' : ''].join(' ').trim() || null,
+			title: muted ? 'Muted' : null,
 			onclick: () => client.openChannel(ch.id),
 		});
 		if (ch.kind === 'dm') {
@@ -320,8 +345,9 @@ function renderSidebar(client) {
 			b.append(other && ch.members.length === 2 ? presenceDot(client, other) : el('span.glyph', '👥'));
 		} else b.append(el('span.glyph', ch.kind === 'private' ? '🔒' : '#'));
 		b.append(el('span.name', st.displayName(ch)));
+		if (muted) b.append(el('span.muted-mark', { role: 'img', 'aria-label': 'muted' }, '🔕'));
 		if (ch.mentions) b.append(el('span.mentions', { 'aria-label': `${ch.mentions} mentions` }, String(ch.mentions)));
-		if (ch.unread) b.append(el('span.unread', { 'aria-label': `${ch.unread} unread` }, String(ch.unread)));
+		if (ch.unread && !muted) b.append(el('span.unread', { 'aria-label': `${ch.unread} unread` }, String(ch.unread)));
 		return el('li', b);
 	};
 	const focused = document.activeElement?.dataset?.ch;
@@ -329,7 +355,7 @@ function renderSidebar(client) {
 	clear(dms).append(...all.filter((c) => c.kind === 'dm').map(item));
 	if (focused) document.querySelector(`#sidebar [data-ch="${CSS.escape(focused)}"]`)?.focus();
 	let unread = 0;
-	for (const c of st.channels.values()) unread += c.unread;
+	for (const c of st.channels.values()) if (!client.muted(c.id)) unread += c.unread;
 	const ch = st.channels.get(client.view?.ch);
 	document.title = `${unread ? `(${unread}) ` : ''}${ch ? st.displayName(ch) + ' · ' : ''}parley`;
 }
@@ -663,6 +689,105 @@ async function channelSettings(client, chId) {
 	} catch (err) {
 		d.showError(err.message);
 	}
+}
+
+// Notification level of one channel or DM (notify.set with ch). A
+// conversation never set explicitly follows the default; "Default" is
+// offered only then (the server has no way to unset a level).
+function notifySettings(client, chId) {
+	const st = client.store;
+	const ch = st.channels.get(chId);
+	if (!ch || !client.notify) return;
+	const own = client.notify.channels[chId];
+	const fallback = ch.kind === 'dm' ? 'all' : client.notify.default;
+	const level = el('select', { name: 'level' },
+		own ? null : el('option', { value: '' }, `Default: ${LEVEL_TEXT[fallback]}`),
+		...LEVELS.map((l) => el('option', { value: l, selected: own === l }, LEVEL_OPTION[l])));
+	const where = ch.kind === 'dm' ? st.displayName(ch) : `#${ch.name}`;
+	const d = dialog('dlg-notify', `Notifications for ${where}`, [
+		el('label', 'Notify me about', level),
+		el('p.meta', ch.kind === 'dm'
+			? 'Direct messages notify you of every message unless you choose otherwise here.'
+			: 'Muted channels are dimmed in the sidebar; mentions of you still show there.'),
+	], { submit: 'Save' });
+	level.focus();
+	d.form.addEventListener('submit', async (e) => {
+		e.preventDefault();
+		if (!level.value || level.value === own) {
+			d.close('ok');
+			return;
+		}
+		await d.run(async () => {
+			try {
+				await client.setNotify(level.value, chId);
+				d.close('ok');
+			} catch (err) {
+				d.showError(err.message);
+			}
+		});
+	});
+}
+
+// Preferences: the default notification level for channels (notify.set)
+// and this browser's desktop notifications (asked for only from the
+// button: a user gesture).
+function preferences(client) {
+	const n = client.notify;
+	const def = el('select', { name: 'default', disabled: !n },
+		...LEVELS.map((l) => el('option', { value: l, selected: (n?.default || 'mentions') === l }, LEVEL_OPTION[l])));
+	const perm = el('p#desktop-state.meta', { 'aria-live': 'polite' });
+	const ask = el('button#btn-desktop', { type: 'button' }, 'Enable desktop notifications');
+	const onHere = el('input', { type: 'checkbox', name: 'desktop', checked: client.desktopOn() });
+	const onLabel = el('label.check', onHere, 'Show them while parley is in a background tab');
+	const draw = () => {
+		const p = typeof Notification === 'undefined' ? 'unsupported' : Notification.permission;
+		perm.textContent = {
+			unsupported: 'This browser cannot show desktop notifications.',
+			default: 'Desktop notifications are off in this browser.',
+			granted: 'This browser may show desktop notifications.',
+			denied: 'Desktop notifications are blocked for this site in your browser’s settings.',
+		}[p] || p;
+		perm.dataset.permission = p;
+		ask.hidden = p !== 'default';
+		onLabel.hidden = p !== 'granted';
+	};
+	ask.addEventListener('click', async () => {
+		ask.disabled = true;
+		try {
+			await Notification.requestPermission();
+		} catch {
+			/* an old browser: the callback form; the state shows anyway */
+		}
+		ask.disabled = false;
+		draw();
+	});
+	const d = dialog('dlg-prefs', 'Preferences', [
+		el('h3', 'Notifications'),
+		el('label', 'In channels, notify me about', def),
+		el('p.meta', n
+			? 'Each channel or direct message can differ: the bell in its header. Direct messages notify you of every message unless you choose otherwise there.'
+			: 'This server does not keep notification settings.'),
+		el('h3', 'Desktop notifications'),
+		perm, ask, onLabel,
+		el('p.meta', 'Shown while this tab is in the background, for the messages your settings allow, unless your status is “Do not disturb”. Notifications to your phone or by mail, when you are on no device, come from the server if its operator connected one.'),
+	], { submit: 'Save' });
+	draw();
+	d.form.addEventListener('submit', async (e) => {
+		e.preventDefault();
+		client.setDesktop(onHere.checked);
+		if (!n || def.value === client.notify?.default) {
+			d.close('ok');
+			return;
+		}
+		await d.run(async () => {
+			try {
+				await client.setNotify(def.value);
+				d.close('ok');
+			} catch (err) {
+				d.showError(err.message);
+			}
+		});
+	});
 }
 
 export function confirm(text) {

@@ -72,11 +72,22 @@ export function jwtClaims(token) {
 	}
 }
 
-// The user ids a body mentions as "@id" (ids are [A-Za-z0-9._-]{1,64}).
+// Notification levels (notify.set), loudest first.
+export const LEVELS = ['all', 'mentions', 'none'];
+
+// Words that mention everyone in the conversation ("@channel") or the
+// members who are online ("@here"): sent as such in `mentions`.
+export const BROADCASTS = ['@channel', '@here'];
+
+// What a body mentions, for send's `mentions`: the user ids written as
+// "@id" (ids are [A-Za-z0-9._-]{1,64}), and "@channel" / "@here" as
+// themselves.
 export function mentionsIn(body) {
 	const out = new Set();
 	for (const m of body.matchAll(/(^|[^\w@])@([A-Za-z0-9._-]{1,64})/g)) {
-		out.add(m[2].replace(/[.]+$/, ''));
+		const id = m[2].replace(/[.]+$/, '');
+		if (!id) continue;
+		out.add(BROADCASTS.includes(`@${id}`) ? `@${id}` : id);
 	}
-	return [...out].filter(Boolean).slice(0, 50);
+	return [...out].slice(0, 50);
 }
