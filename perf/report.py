@@ -285,8 +285,9 @@ def targets(entries):
                 continue
             out.append((f"acks, {s} senders, {v} vs no-push: acks/s "
                         "down by less than 10%",
-                        f"{(1 - a / b) * 100:.1f}% fewer ({a:,.0f} vs "
-                        f"{b:,.0f}/s)", a / b > 0.9))
+                        (f"{(1 - a / b) * 100:.1f}% fewer" if a < b else
+                         f"{(a / b - 1) * 100:.1f}% more")
+                        + f" ({a:,.0f} vs {b:,.0f}/s)", a / b > 0.9))
     for e in entries:
         if e["scenario"] == "acks" and not e.get("variant"):
             a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
