@@ -482,7 +482,10 @@ def push_tables(entries, most):
             "get exactly one notification. Times run from the send's ack to "
             "the arrival at the gateway of the first and the last "
             "notification (CLOCK_MONOTONIC on both sides); one server and "
-            "one setup for all runs.", ""]
+            "one setup for all runs. parleyd's notifier is one thread at "
+            "nice 19: on a loaded machine it gets less of a core, so the "
+            "times grow with the load while its CPU per notification "
+            "stays.", ""]
         lines += table(pu, [
             ("shape", shape),
             ("notifications", "notifications"),
@@ -493,6 +496,8 @@ def push_tables(entries, most):
             ("POSTs", "posts"),
             ("send ack ms", "send_ack_ms"),
             ("server CPU-s", "server_cpu_s"),
+            ("server CPU µs per notification",
+             "server_cpu_us_per_notification"),
             ("gateway CPU-s", "gateway_cpu_s"),
             ("retried", "push_retried")], most)
         for e in pu:

@@ -1638,6 +1638,11 @@ static int run_push(void)
 				(at.last - at.first) / 1e6,
 				per(want, (at.last - (double)t_ack) / 1e9));
 		fprintf(f, ",\"gateway_cpu_s\":%.3f", at.cpu - gcpu0);
+		/* the notifier's work, whatever CPU it was given: the server's
+		 * CPU from the send until the last notification arrived */
+		if (t_seen)
+			fprintf(f, ",\"server_cpu_us_per_notification\":%.2f",
+				(cpu1 - cpu0) * 1e6 / want);
 		for (int i = 0; i < PM_N; i++)
 			if (pm0[i] >= 0 && pm1[i] >= 0)
 				fprintf(f, ",\"%s\":%.0f", pm_key[i], pm1[i] - pm0[i]);
