@@ -131,7 +131,22 @@ static struct result {
 	hist *lat, *p2l, *ack;
 	char *stages;
 	char *search; /* the search fields, ready to print (",...") */
+	double load; /* push: loadavg_1m when the round ended (0: read it) */
 } res;
+
+/* the 1-minute load average, -1 if unreadable */
+static double loadavg(void)
+{
+	double l1 = -1;
+	FILE *la = fopen("/proc/loadavg", "r");
+
+	if (la) {
+		if (fscanf(la, "%lf", &l1) != 1)
+			l1 = -1;
+		fclose(la);
+	}
+	return l1;
+}
 
 static void put_pcts(FILE *f, const char *name, const hist *h)
 {
@@ -231,16 +246,11 @@ static void emit(void)
 	if (res.search)
 		fputs(res.search, f);
 	{
-		/* the machine's load at the end of the run: the server and the
-		 * bench, and anything else that ran beside them */
-		double l1 = -1;
-		FILE *la = fopen("/proc/loadavg", "r");
+		/* the machine's load at the end of the run (push: of the
+		 * round): the server and the bench, and anything else that ran
+		 * beside them */
+		double l1 = res.load ? res.load : loadavg();
 
-		if (la) {
-			if (fscanf(la, "%lf", &l1) != 1)
-				l1 = -1;
-			fclose(la);
-		}
 		if (l1 >= 0)
 			fprintf(f, ",\"loadavg_1m\":%.2f", l1);
 	}
@@ -1517,7 +1527,7 @@ static int run_push(void)
 	struct pround {
 		char *text;
 		uint64_t errors, rss;
-		double dur, cpu;
+		double dur, cpu, load;
 	} *rounds = calloc(K, sizeof(*rounds));
 	uint64_t t0, t_inv, t_reg, t_on, setup_errors;
 	struct gwstat g;
@@ -1654,7 +1664,8 @@ static int run_push(void)
 		fclose(f);
 		rounds[r] = (struct pround){
 			text, errors, proc_rss((int)opt.pid),
-			t_seen ? (at.last - (double)t_ack) / 1e9 : 0, cpu1 - cpu0 };
+			t_seen ? (at.last - (double)t_ack) / 1e9 : 0, cpu1 - cpu0,
+			loadavg() };
 		done++;
 		say("round %u: ack %.1f ms; ack to first notification %.0f ms, "
 		    "to last %.0f ms (%.0f of %u)", r + 1,
@@ -1687,6 +1698,7 @@ static int run_push(void)
 		res.duration_s = rounds[r].dur;
 		res.server_cpu_s = rounds[r].cpu;
 		res.rss_bytes = rounds[r].rss;
+		res.load = rounds[r].load;
 		res.has_rss = true;
 		res.stages = NULL;
 		emit();
