@@ -783,56 +783,27 @@ static void upload_free(struct upload *u, bool drop)
 	free(u);
 }
 
-static int unhex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)(c | 0x20);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* name=NAME from the query, percent-decoded: 1-255 bytes of UTF-8, no
- * NUL, no '/'. NULL, or why not. */
+/* name=NAME, the query's only parameter. lws has percent-decoded the
+ * query already (and refuses %00 itself), so everything after "name=" is
+ * the name, '&' and '=' included: 1-255 bytes of UTF-8, no NUL, no '/'.
+ * NULL, or why not. */
 static const char *query_name(const char *q, char *out)
 {
-	const char *p = q, *v = NULL;
-	size_t n = 0;
+	size_t n;
 
-	for (; p && *p; p = strchr(p, '&'), p = p ? p + 1 : p) {
-		if (!strncmp(p, "name=", 5)) {
-			if (v)
-				return "name given twice";
-			v = p + 5;
-		} else {
-			return "the only parameter is name";
-		}
-	}
-	if (!v)
-		return "name=NAME is required";
-	for (p = v; *p && *p != '&'; p++) {
-		int c = (unsigned char)*p;
-
-		if (c == '%') {
-			int a = unhex(p[1]), b = a < 0 ? -1 : unhex(p[2]);
-
-			if (b < 0)
-				return "bad percent-encoding in name";
-			c = a * 16 + b;
-			p += 2;
-		} else if (c == '+') {
-			c = ' ';
-		}
-		if (n >= NAME_MAX_B)
-			return "name longer than 255 bytes";
-		if (c == 0 || c == '/')
-			return "name must not contain NUL or '/'";
-		out[n++] = (char)c;
-	}
-	out[n] = '\0';
+	if (strncmp(q, "name=", 5))
+		return *q ? "the only parameter is name" : "name=NAME is required";
+	q += 5;
+	n = strlen(q);
 	if (!n)
 		return "name must not be empty";
-	if (!proto_utf8_valid(out, n))
+	if (n > NAME_MAX_B)
+		return "name longer than 255 bytes";
+	if (strchr(q, '/'))
+		return "name must not contain '/'";
+	if (!proto_utf8_valid(q, n))
 		return "name must be UTF-8";
+	memcpy(out, q, n + 1);
 	return NULL;
 }
 
