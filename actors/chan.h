@@ -113,6 +113,10 @@ void chan_move_marker(struct shard_state *ss, struct chan *c,
 /* chan_msg.c */
 int chan_state_decode(proto_doc *d, const void *bytes, size_t len);
 struct ov *chan_msg_state(struct chan *c, uint64_t root, uint64_t seq);
+/* 'A' id \0 ch \0 seq8: message seq of ch carries file id (on), or no
+ * more (deleted). chan_msg.c */
+void chan_file_share(store_batch *b, const char *ch, proto_str id,
+		     uint64_t seq, bool on);
 void chan_ov_set(struct shard_state *ss, struct chan *c, struct ov *o,
 		 const proto_out *out);
 void chan_ov_release(struct chan *c, struct ov *o);

@@ -244,6 +244,28 @@ out:
 	target_free(&t);
 }
 
+/* 'A' id \0 ch \0 seq8: message seq of ch carries file id (its members
+ * may read it; a delete removes the key). */
+void chan_file_share(store_batch *b, const char *ch, proto_str id,
+		     uint64_t seq, bool on)
+{
+	char k[2 * ID_CAP + 8];
+	size_t n = 0, cl = strlen(ch);
+
+	memcpy(k, id.s, id.n);
+	n = id.n;
+	k[n++] = 0;
+	memcpy(k + n, ch, cl);
+	n += cl;
+	k[n++] = 0;
+	for (int i = 7; i >= 0; i--)
+		k[n++] = (char)(seq >> (8 * i));
+	if (on)
+		store_put_meta(b, 'A', k, n, "", 0);
+	else
+		store_del_meta(b, 'A', k, n);
+}
+
 /* Rewrite the stored event at seq with an empty body (a deleted message's
  * text leaves the log too, not only the history view). */
 static void scrub_event(struct shard_state *ss, struct chan *c, uint64_t seq,
@@ -304,11 +326,28 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r)
 	if (!live_state_of(r, &t, &d, &m, men))
 		goto out;
 	e = change_of(c, r, "delete", t.seq);
+	/* its files: members of c read them through this message no more */
+	{
+		const msgpack_object_array *fa;
+
+		if (proto_get_array(&d.root, "files", &fa) == 0)
+			for (uint32_t i = 0; i < fa->size; i++) {
+				proto_str id;
+
+				if (fa->ptr[i].type == MSGPACK_OBJECT_MAP &&
+				    proto_get_str(&fa->ptr[i], "id", &id.s,
+						  &id.n) == 0)
+					chan_file_share(ss->batch, c->id, id,
+							t.seq, false);
+			}
+	}
 	m.body = (proto_str){ "", 0 };
 	m.deleted = true;
 	m.reactions = NULL;
 	m.reactions_len = 0;
 	m.nmentions = 0;
+	m.files = NULL;
+	m.files_len = 0;
 	proto_out_reset(&ss->out);
 	proto_enc_msg(&ss->out, &m);
 	chan_ov_set(ss, c, t.st, &ss->out);
@@ -334,6 +373,8 @@ void chan_op_delete(struct shard_state *ss, struct m_req *r)
 	}
 	store_del_versions(ss->batch, c->id, t.seq);
 	t.e.body = (proto_str){ "", 0 };
+	t.e.files = NULL;
+	t.e.files_len = 0;
 	proto_out_reset(&ss->out);
 	proto_enc_event(&ss->out, &t.e);
 	store_put_event(ss->batch, c->id, t.seq, ss->out.data, ss->out.len,

@@ -317,6 +317,66 @@ static void reply_dup(struct shard_state *ss, struct m_req *r, struct chan *c,
 
 
 
+/* A send's files: each an upload of the sender in this workspace ('F'
+ * record), encoded once as the array events and history show. 0 with the
+ * bytes in out, or -1 (answered). */
+struct send_files {
+	proto_doc doc[PROTO_MAX_FILES];
+	void *raw[PROTO_MAX_FILES];
+	proto_file f[PROTO_MAX_FILES];
+	uint32_t n;
+};
+
+static void send_files_free(struct send_files *sf)
+{
+	for (uint32_t i = 0; i < sf->n; i++) {
+		proto_doc_free(&sf->doc[i]);
+		free(sf->raw[i]);
+	}
+	sf->n = 0;
+}
+
+static int send_files_load(struct m_req *r, struct send_files *sf,
+			   proto_out *out)
+{
+	const proto_strs *ids = &r->q.a.send.files;
+	size_t n;
+	int rc;
+
+	sf->n = 0;
+	for (uint32_t i = 0; i < ids->n; i++) {
+		proto_str id = proto_strs_at(ids, i);
+		uint32_t k = sf->n;
+
+		rc = store_get_meta(srv.st, 'F', id.s, id.n, &sf->raw[k], &n);
+		if (rc == 0 && proto_dec_file_rec(&sf->doc[k], sf->raw[k], n,
+						  &sf->f[k]) < 0) {
+			free(sf->raw[k]);
+			rc = -EIO;
+		}
+		if (rc == 0)
+			sf->n++;
+		/* someone else's upload does not exist for the sender */
+		if (rc == 0 &&
+		    (sf->f[k].ws.n != strlen(r->ws) ||
+		     memcmp(sf->f[k].ws.s, r->ws, sf->f[k].ws.n) ||
+		     sf->f[k].user.n != strlen(r->user) ||
+		     memcmp(sf->f[k].user.s, r->user, sf->f[k].user.n)))
+			rc = -ENOENT;
+		if (rc) {
+			send_files_free(sf);
+			chan_fail(r, rc == -ENOENT ? "NOT_FOUND" : "UNAVAILABLE",
+				  rc == -ENOENT ? "no such file"
+						: "storage unavailable");
+			return -1;
+		}
+	}
+	proto_out_reset(out);
+	if (sf->n)
+		proto_enc_files(out, sf->f, sf->n);
+	return 0;
+}
+
 /* Past this many members "@channel"/"@here" are for owners and admins. */
 #define MENTION_ALL_MAX 1000
 
@@ -335,6 +395,8 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 	char key[ID_CAP + PROTO_MAX_CMID + 1];
 	size_t klen;
 	rt_buf *ev;
+	struct send_files sf = { .n = 0 };
+	proto_out fo;
 
 	if (!c)
 		return;
@@ -386,9 +448,19 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		}
 	}
 
+	proto_out_init(&fo, 0, 256);
+	if (send_files_load(r, &sf, &fo)) {
+		proto_out_free(&fo);
+		if (root)
+			chan_ov_release(c, root);
+		return;
+	}
+
 	seq = c->next_seq++;
 	ts = rt_now_ms();
 	c->msgs++;
+	for (uint32_t i = 0; i < sf.n; i++)
+		chan_file_share(ss->batch, c->id, sf.f[i].id, seq, true);
 
 	/* The event, encoded once: stored, and sent to every recipient. */
 	proto_event e = {
@@ -402,6 +474,8 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 		.thread = thread,
 		.mentions = mentions,
 		.nmentions = nm,
+		.files = sf.n ? fo.data : NULL,
+		.files_len = sf.n ? fo.len : 0,
 	};
 	proto_out_reset(&ss->out);
 	proto_enc_event(&ss->out, &e);
@@ -414,11 +488,13 @@ static void op_send(struct shard_state *ss, struct m_req *r)
 	proto_msg hm = {
 		.seq = seq, .from = e.from, .ts = ts, .body = e.body,
 		.cmid = e.cmid, .thread = thread, .mentions = mentions,
-		.nmentions = nm,
+		.nmentions = nm, .files = e.files, .files_len = e.files_len,
 	};
 	proto_out_reset(&ss->out);
 	proto_enc_msg(&ss->out, &hm);
 	store_put_msg(ss->batch, c->id, thread, seq, ss->out.data, ss->out.len);
+	send_files_free(&sf);
+	proto_out_free(&fo);
 
 	if (root) {
 		proto_doc d;

@@ -213,7 +213,7 @@ static enum kind kind_of(proto_str k)
  * carry exactly their own; a kind this code does not know carries whatever
  * is set, so a newer kind still round-trips. */
 struct ev_fields {
-	bool body, cmid, thread, target, emoji, on, mentions;
+	bool body, cmid, thread, target, emoji, on, mentions, files;
 };
 
 static struct ev_fields ev_fields(const proto_event *ev)
@@ -225,6 +225,7 @@ static struct ev_fields ev_fields(const proto_event *ev)
 		f.body = f.cmid = true;
 		f.thread = ev->thread != 0;
 		f.mentions = ev->nmentions > 0;
+		f.files = ev->files && ev->files_len;
 		break;
 	case K_EDIT:
 		f.target = f.body = true;
@@ -242,6 +243,7 @@ static struct ev_fields ev_fields(const proto_event *ev)
 		f.target = ev->target != 0;
 		f.emoji = f.on = ev->emoji.s != NULL;
 		f.mentions = ev->nmentions > 0;
+		f.files = ev->files && ev->files_len;
 		break;
 	}
 	return f;
@@ -253,7 +255,7 @@ void proto_enc_event(proto_out *o, const proto_event *ev)
 	msgpack_packer *pk = &o->pk;
 
 	msgpack_pack_map(pk, 6 + f.body + f.cmid + f.thread + f.target +
-			 f.emoji + f.on + f.mentions);
+			 f.emoji + f.on + f.mentions + f.files);
 	kv_cstr(pk, "t", "ev");
 	kv_pstr(pk, "ch", ev->ch);
 	kv_uint(pk, "seq", ev->seq);
@@ -274,6 +276,10 @@ void proto_enc_event(proto_out *o, const proto_event *ev)
 		kv_bool(pk, "on", ev->on);
 	if (f.mentions)
 		kv_mentions(pk, ev->mentions, ev->nmentions);
+	if (f.files) {
+		proto_pk_cstr(pk, "files");
+		proto_pk_raw(pk, ev->files, ev->files_len);
+	}
 }
 
 /* Decoding helpers: 0 when the key holds the right type, or is absent (or
@@ -313,6 +319,50 @@ static int dec_bool(const msgpack_object *m, const char *key, bool *v,
 	if (rc != 0)
 		*v = false;
 	return rc == 0 || (rc == PROTO_F_MISSING && !required) ? 0 : -1;
+}
+
+/* A value handed on as the encoded bytes it arrived as (reactions, files),
+ * so that a decode, change, encode of a stored message keeps it without
+ * the caller knowing its shape. msgpack-c leaves every str pointing into
+ * the bytes it unpacked (the doc's own copy, see proto_decode()), so the
+ * value starts right after its key's bytes. */
+static int dec_raw(const msgpack_object *map, const char *key,
+		   msgpack_object_type type, const void **out, size_t *len)
+{
+	size_t kl = strlen(key);
+	uint32_t i;
+
+	*out = NULL;
+	*len = 0;
+	for (i = 0; i < map->via.map.size; i++) {
+		const msgpack_object_kv *kv = &map->via.map.ptr[i];
+		const uint8_t *p;
+		size_t n;
+
+		if (kv->key.type != MSGPACK_OBJECT_STR ||
+		    kv->key.via.str.size != kl ||
+		    memcmp(kv->key.via.str.ptr, key, kl) != 0)
+			continue;
+		if (kv->val.type == MSGPACK_OBJECT_NIL)
+			return 0;
+		if (kv->val.type != type)
+			return -1;
+		p = (const uint8_t *)kv->key.via.str.ptr + kl;
+		if (type == MSGPACK_OBJECT_MAP &&
+		    !((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf))
+			return -1;
+		if (type == MSGPACK_OBJECT_ARRAY &&
+		    !((*p >= 0x90 && *p <= 0x9f) || *p == 0xdc || *p == 0xdd))
+			return -1;
+		/* within a doc already decoded: its own bound is the limit */
+		n = proto__value_len(p, PROTO_MAX_STATE);
+		if (n == 0)
+			return -1;
+		*out = p;
+		*len = n;
+		return 0;
+	}
+	return 0;
 }
 
 /* Every element must be a str; the first cap go into out. */
@@ -384,7 +434,9 @@ int proto_dec_event(const msgpack_object *map, proto_event *ev,
 	    dec_uint(map, "target", &ev->target, need.target) ||
 	    dec_str(map, "emoji", &ev->emoji, need.emoji) ||
 	    dec_bool(map, "on", &ev->on, need.on) ||
-	    dec_mentions(map, mentions, cap, &ev->mentions, &ev->nmentions))
+	    dec_mentions(map, mentions, cap, &ev->mentions, &ev->nmentions) ||
+	    dec_raw(map, "files", MSGPACK_OBJECT_ARRAY, &ev->files,
+		    &ev->files_len))
 		return -1;
 	return 0;
 }
@@ -396,9 +448,11 @@ void proto_enc_msg(proto_out *o, const proto_msg *m)
 	msgpack_packer *pk = &o->pk;
 	bool reactions = m->reactions && m->reactions_len;
 
+	bool files = m->files && m->files_len;
+
 	msgpack_pack_map(pk, 5 + (m->thread != 0) + (m->replies != 0) +
 			 (m->last_reply != 0) + (m->edited != 0) + m->deleted +
-			 reactions + (m->nmentions > 0));
+			 reactions + (m->nmentions > 0) + files);
 	kv_uint(pk, "seq", m->seq);
 	kv_pstr(pk, "from", m->from);
 	kv_uint(pk, "ts", m->ts);
@@ -420,44 +474,17 @@ void proto_enc_msg(proto_out *o, const proto_msg *m)
 	}
 	if (m->nmentions)
 		kv_mentions(pk, m->mentions, m->nmentions);
+	if (files) {
+		proto_pk_cstr(pk, "files");
+		proto_pk_raw(pk, m->files, m->files_len);
+	}
 }
 
-/* reactions is handed on as the encoded bytes it arrived as, so that a
- * decode, change, encode of a stored message (a thread root getting a new
- * reply) keeps it without the caller knowing its shape. msgpack-c leaves
- * every str pointing into the bytes it unpacked (the doc's own copy, see
- * proto_decode()), so the value starts right after its key's bytes. */
+/* reactions: see dec_raw (a thread root getting a new reply keeps them) */
 static int dec_reactions(const msgpack_object *map, proto_msg *m)
 {
-	uint32_t i;
-
-	m->reactions = NULL;
-	m->reactions_len = 0;
-	for (i = 0; i < map->via.map.size; i++) {
-		const msgpack_object_kv *kv = &map->via.map.ptr[i];
-		const uint8_t *p;
-		size_t n;
-
-		if (kv->key.type != MSGPACK_OBJECT_STR ||
-		    kv->key.via.str.size != 9 ||
-		    memcmp(kv->key.via.str.ptr, "reactions", 9) != 0)
-			continue;
-		if (kv->val.type == MSGPACK_OBJECT_NIL)
-			return 0;
-		if (kv->val.type != MSGPACK_OBJECT_MAP)
-			return -1;
-		p = (const uint8_t *)kv->key.via.str.ptr + 9;
-		if (!((*p >= 0x80 && *p <= 0x8f) || *p == 0xde || *p == 0xdf))
-			return -1;
-		/* within a doc already decoded: its own bound is the limit */
-		n = proto__value_len(p, PROTO_MAX_STATE);
-		if (n == 0)
-			return -1;
-		m->reactions = p;
-		m->reactions_len = n;
-		return 0;
-	}
-	return 0;
+	return dec_raw(map, "reactions", MSGPACK_OBJECT_MAP, &m->reactions,
+		       &m->reactions_len);
 }
 
 int proto_dec_msg(const msgpack_object *map, proto_msg *m, proto_str *mentions,
@@ -477,6 +504,8 @@ int proto_dec_msg(const msgpack_object *map, proto_msg *m, proto_str *mentions,
 	    dec_uint(map, "edited", &m->edited, false) ||
 	    dec_bool(map, "deleted", &m->deleted, false) ||
 	    dec_reactions(map, m) ||
+	    dec_raw(map, "files", MSGPACK_OBJECT_ARRAY, &m->files,
+		    &m->files_len) ||
 	    dec_mentions(map, mentions, cap, &m->mentions, &m->nmentions))
 		return -1;
 	return 0;

@@ -149,6 +149,8 @@ typedef struct proto_event {
 	bool on;           /* react */
 	const proto_str *mentions; /* msg */
 	unsigned nmentions;
+	const void *files; /* msg: a pre-encoded msgpack array (proto_enc_files) */
+	size_t files_len;
 } proto_event;
 
 void proto_enc_event(proto_out *o, const proto_event *ev);
@@ -173,6 +175,8 @@ typedef struct proto_msg {
 	unsigned nmentions;
 	const void *reactions; /* pre-encoded msgpack map, or NULL */
 	size_t reactions_len;
+	const void *files;     /* pre-encoded msgpack array, or NULL */
+	size_t files_len;
 } proto_msg;
 
 void proto_enc_msg(proto_out *o, const proto_msg *m);

@@ -519,6 +519,31 @@ void proto_enc_file_rec(proto_out *o, const proto_file *f)
 	kv_bool(pk, "thumb", f->thumb);
 }
 
+void proto_enc_files(proto_out *o, const proto_file *v, uint32_t n)
+{
+	msgpack_packer *pk = &o->pk;
+
+	msgpack_pack_array(pk, n);
+	for (uint32_t i = 0; i < n; i++) {
+		const proto_file *f = &v[i];
+		bool wh = f->w && f->h;
+
+		msgpack_pack_map(pk, 4 + 2 * wh + f->thumb + (f->snippet.n > 0));
+		kv_pstr(pk, "id", f->id);
+		kv_pstr(pk, "name", f->name);
+		kv_uint(pk, "size", f->size);
+		kv_pstr(pk, "type", f->type);
+		if (wh) {
+			kv_uint(pk, "w", f->w);
+			kv_uint(pk, "h", f->h);
+		}
+		if (f->thumb)
+			kv_bool(pk, "thumb", true);
+		if (f->snippet.n)
+			kv_pstr(pk, "snippet", f->snippet);
+	}
+}
+
 int proto_dec_file_rec(proto_doc *d, const void *p, size_t n, proto_file *f)
 {
 	uint64_t x;

@@ -218,6 +218,10 @@ typedef struct proto_file {
  * strings point into it; free it after): 0, or -1 (then d is not to be
  * freed). */
 void proto_enc_file_rec(proto_out *o, const proto_file *f);
+/* What events and history show: [{id, name, size, type, w?, h?, thumb?,
+ * snippet?}...] (w/h when known, thumb only when true, snippet when any):
+ * one msgpack array, for proto_event.files and proto_msg.files. */
+void proto_enc_files(proto_out *o, const proto_file *v, uint32_t n);
 int proto_dec_file_rec(proto_doc *d, const void *p, size_t n, proto_file *f);
 
 /* ---- names, roles and moderation (issue 13) ------------------------------ */

@@ -315,6 +315,15 @@ static int dec_send(const msgpack_object *m, const struct proto_limits *lim,
 		a->mentions.v = men->ptr;
 		a->mentions.n = men->size;
 	}
+	rc = proto_get_array(m, "files", &men);
+	if (rc == PROTO_F_TYPE ||
+	    (rc == 0 && (men->size < 1 || men->size > PROTO_MAX_FILES ||
+			 !all_ids(men))))
+		BAD("files must be a list of 1-10 file ids");
+	if (rc == 0) {
+		a->files.v = men->ptr;
+		a->files.n = men->size;
+	}
 	return 0;
 }
 
@@ -636,6 +645,7 @@ static const struct field f_members[] = {
 static const struct field f_send[] = {
 	{ F_STR, A(send.ch) },	  { F_STR, A(send.body) },
 	{ F_STR, A(send.cmid) },  { F_STRS, A(send.mentions) },
+	{ F_STRS, A(send.files) },
 	{ F_END, 0 }
 };
 static const struct field f_history[] = {

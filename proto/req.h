@@ -135,6 +135,7 @@ enum proto_level { PROTO_LEVEL_ALL, PROTO_LEVEL_MENTIONS, PROTO_LEVEL_NONE };
 #define PROTO_MAX_USERS_Q    64   /* users.search q */
 #define PROTO_MAX_USERS_GET  500
 #define PROTO_MAX_TOPIC      250
+#define PROTO_MAX_FILES      10   /* files of one message */
 #define PROTO_MAX_PUSHKEY    512  /* app and pushkey */
 #define PROTO_MAX_PLATFORM   64
 #define PROTO_MAX_PUSH_DATA  1024 /* encoded bytes of push.register data */
@@ -235,6 +236,7 @@ struct proto_a_send {
 	proto_str ch, body, cmid;
 	uint64_t thread;    /* 0: top-level */
 	proto_strs mentions; /* absent: n == 0 */
+	proto_strs files;    /* ids of uploaded files; absent: n == 0 */
 };
 
 struct proto_a_history {

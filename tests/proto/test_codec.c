@@ -820,7 +820,53 @@ static void test_rt_event_msg(void **state)
 	assert_int_equal(proto_dec_event(&doc.root, &got, out, 4), 0);
 	assert_int_equal(got.thread, 0);
 	assert_int_equal(got.nmentions, 0);
+	assert_null(got.files);
 	proto_doc_free(&doc);
+
+	/* files: the array events and history carry, handed on as bytes */
+	proto_file fv[2] = {
+		{ .id = ps("Fa"), .name = ps("cat.png"), .type = ps("image/png"),
+		  .size = 70, .w = 640, .h = 480, .thumb = true },
+		{ .id = ps("Fb"), .name = ps("a.txt"), .type = ps("text/plain"),
+		  .size = 5, .snippet = ps("hello") },
+	};
+	proto_out fo;
+	const msgpack_object_array *fa;
+
+	proto_out_init(&fo, 0, 16);
+	proto_enc_files(&fo, fv, 2);
+	ev.files = fo.data;
+	ev.files_len = fo.len;
+	ev.body = ps("");
+	proto_out_reset(&o);
+	proto_enc_event(&o, &ev);
+	decode_out(&o, &doc);
+	assert_int_equal(proto_get_array(&doc.root, "files", &fa), 0);
+	assert_int_equal(fa->size, 2);
+	assert_key_str(&fa->ptr[0], "name", "cat.png");
+	assert_non_null(proto_get(&fa->ptr[0], "w"));
+	assert_non_null(proto_get(&fa->ptr[0], "thumb"));
+	assert_null(proto_get(&fa->ptr[1], "w"));
+	assert_null(proto_get(&fa->ptr[1], "thumb"));
+	assert_key_str(&fa->ptr[1], "snippet", "hello");
+	assert_int_equal(proto_dec_event(&doc.root, &got, out, 4), 0);
+	assert_int_equal(got.files_len, fo.len);
+	assert_memory_equal(got.files, fo.data, fo.len);
+	proto_doc_free(&doc);
+
+	/* and a history message keeps them through a decode and encode */
+	proto_msg hm = { .seq = 3, .from = ps("u"), .ts = 1, .body = ps(""),
+			 .files = fo.data, .files_len = fo.len };
+	proto_msg hg;
+
+	proto_out_reset(&o);
+	proto_enc_msg(&o, &hm);
+	decode_out(&o, &doc);
+	assert_int_equal(proto_dec_msg(&doc.root, &hg, out, 4), 0);
+	assert_int_equal(hg.files_len, fo.len);
+	assert_memory_equal(hg.files, fo.data, fo.len);
+	proto_doc_free(&doc);
+	proto_out_free(&fo);
 	proto_out_free(&o);
 }
 

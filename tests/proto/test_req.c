@@ -487,6 +487,18 @@ static void test_send(void **state)
 	    "mentions must be a list of user ids, \"@channel\" or \"@here\"");
 	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 	   "\"mentions\":[]}");
+	/* files: 1-10 ids */
+	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"\",\"cmid\":\"c\","
+	   "\"files\":[\"F0a\",\"F0b\"]}");
+	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	    "\"files\":[]}", "files must be a list of 1-10 file ids");
+	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	    "\"files\":[\"a b\"]}", "files must be a list of 1-10 file ids");
+	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	    "\"files\":\"F0a\"}", "files must be a list of 1-10 file ids");
+	BAD("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
+	    "\"files\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\","
+	    "\"i\",\"j\",\"k\"]}", "files must be a list of 1-10 file ids");
 	/* everyone, or everyone online: the two words that are not ids */
 	OK("{\"op\":\"send\",\"ch\":\"g\",\"body\":\"b\",\"cmid\":\"c\","
 	   "\"mentions\":[\"@channel\",\"@here\",\"bob\"]}");
