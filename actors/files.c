@@ -954,6 +954,7 @@ static int can_read_ch(void *arg, const char *rest, size_t rlen,
 	int rc;
 
 	(void)v, (void)vlen;
+	rlen = strnlen(rest, rlen); /* rest: ch \0 seq8 */
 	if (rlen >= sizeof(ch))
 		return 0;
 	memcpy(ch, rest, rlen);

@@ -26,6 +26,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "wire"))
+from wsclient import WS  # noqa: E402
+
 EXE = sys.argv[1] if len(sys.argv) > 1 else "build/parleyd"
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -342,6 +345,54 @@ def check_access(srv):
     check(st == 404, "another user, HEAD: %s" % st)
 
 
+class Client(WS):
+    def __init__(self, srv, user, ws="acme"):
+        WS.__init__(self, srv.port)
+        self.user = user
+        self.hello(srv.token(user, ws))
+
+    def ok(self, op, **args):
+        r = self.request(op, **args)
+        check(r.get("ok"), "%s: %s %r -> %r" % (self.user, op, args, r))
+        return r
+
+
+def check_shared(srv):
+    """Shared in a channel: its members may fetch it; deleting the message
+    ends that; a public channel's readers too; nobody elsewhere."""
+    a, b, c, d = uniq("sa"), uniq("sb"), uniq("sc"), uniq("sd")
+    ca, cb = Client(srv, a), Client(srv, b)
+    Client(srv, c).close()
+    try:
+        priv = ca.ok("ch.create", name=uniq("priv-"), kind="private")["ch"]["id"]
+        ca.ok("ch.invite", ch=priv, users=[b])
+        data = os.urandom(40000)
+        j = ok_upload(srv, a, "plan.pdf", data)
+        check(srv.get(b, j["id"])[0] == 404, "member before the share: 404")
+        r = ca.ok("send", ch=priv, body="", cmid=uniq("m"), files=[j["id"]])
+        seq = r["seq"]
+        st, body, _ = srv.get(b, j["id"])
+        check(st == 200 and body == data, "member of the channel: %s" % st)
+        check(srv.get(b, j["id"], headers={"Range": "bytes=0-0"})[1] == data[:1], "member, Range")
+        check(srv.get(c, j["id"])[0] == 404, "not a member of the private channel: 404")
+        check(srv.get(b, j["id"], ws="other")[0] == 404, "a member's id in another workspace: 404")
+        # bob cannot share alice's upload
+        r = cb.request("send", ch=priv, body="", cmid=uniq("m"), files=[j["id"]])
+        check(not r.get("ok") and r.get("code") == "NOT_FOUND", "sharing someone else's file: %r" % r)
+        ca.ok("delete", ch=priv, target=seq)
+        wait_until(lambda: srv.get(b, j["id"])[0] == 404, "access ends with the message")
+        check(srv.get(a, j["id"])[0] == 200, "the uploader keeps it")
+        # public channel: whoever reads its history may fetch its files
+        pub = ca.ok("ch.create", name=uniq("pub-"), kind="public")["ch"]["id"]
+        j2 = ok_upload(srv, a, "pub.txt", b"hello all")
+        ca.ok("send", ch=pub, body="see", cmid=uniq("m"), files=[j2["id"]])
+        check(srv.get(d, j2["id"])[1] == b"hello all", "public channel, same workspace")
+        check(srv.get(d, j2["id"], ws="other")[0] == 404, "public channel, another workspace")
+    finally:
+        ca.close()
+        cb.close()
+
+
 def check_kill_after_201(srv):
     u = uniq("k9")
     data = os.urandom(3 * MB + 7)
@@ -399,12 +450,23 @@ def check_janitor(exe_args):
     try:
         u = uniq("jn")
         data = os.urandom(20000)
+        ca = Client(srv, u)
+        ch = ca.ok("ch.create", name=uniq("jan-"), kind="private")["ch"]["id"]
+        kept = os.urandom(1000)
+        k = ok_upload(srv, u, "kept.bin", kept)
+        seq = ca.ok("send", ch=ch, body="", cmid=uniq("m"), files=[k["id"]])["seq"]
         a = ok_upload(srv, u, "a.bin", data)
         b = ok_upload(srv, u, "b.bin", data)  # the same bytes, twice
-        check(len(srv.stored()) == 1, "stored once")
+        check(len(srv.stored()) == 2, "stored once")
         wait_until(lambda: srv.get(u, a["id"])[0] == 404 and srv.get(u, b["id"])[0] == 404,
                    "unshared files reclaimed")
-        wait_until(lambda: srv.stored() == [], "bytes unlinked when no file uses them")
+        wait_until(lambda: len(srv.stored()) == 1, "bytes unlinked when no file uses them")
+        check(srv.get(u, k["id"])[1] == kept, "a shared file is kept")
+        # its message deleted: it goes too
+        ca.ok("delete", ch=ch, target=seq)
+        ca.close()
+        wait_until(lambda: srv.get(u, k["id"])[0] == 404, "a file whose message was deleted reclaimed")
+        wait_until(lambda: srv.stored() == [], "its bytes unlinked")
         # and the same bytes uploaded again are stored again
         c = ok_upload(srv, u, "c.bin", data)
         check(len(srv.stored()) == 1, "stored again")
@@ -426,6 +488,7 @@ def main():
               ("cut-short uploads leave nothing", check_cut_short),
               ("download headers, names, auth", check_headers),
               ("access: other user, other workspace", check_access),
+              ("access through a channel", check_shared),
               ("kill -9 after 201", check_kill_after_201),
               ("kill -9 during an upload", check_kill_during),
               ("quota", check_quota)]
