@@ -607,6 +607,8 @@ static void answer_err(rt_conn_id conn, int status, const char *code,
 
 struct pv {
 	char id[ID_LEN + 1];
+	void *rec;  /* the 'F' record as written (its batch may not be */
+	size_t len; /* durable yet when the preview answers) */
 };
 
 static void preview_done(void *arg, const struct preview_result *r)
@@ -622,8 +624,10 @@ static void preview_done(void *arg, const struct preview_result *r)
 	free(smap_del(&pviews, p->id, ID_LEN));
 	if (r->error || (!r->thumb && !r->w && !r->h && !r->snippet[0]))
 		goto out;
-	if (store_get_meta(srv.st, 'F', p->id, ID_LEN, &v, &n))
-		goto out; /* gone (the janitor) or storage failing */
+	/* the janitor leaves a file alone while its preview runs */
+	v = p->rec;
+	n = p->len;
+	p->rec = NULL;
 	if (proto_dec_file_rec(&d, v, n, &f)) {
 		free(v);
 		goto out;
@@ -640,6 +644,7 @@ static void preview_done(void *arg, const struct preview_result *r)
 	proto_doc_free(&d);
 	free(v);
 out:
+	free(p->rec);
 	free(p);
 }
 
@@ -704,6 +709,10 @@ static void fin_stored(struct shard_state *ss, struct m_call *c)
 	proto_out_init(&o, 0, 512);
 	proto_enc_file_rec(&o, &pf);
 	store_put_meta(ss->batch, 'F', id, ID_LEN, o.data, o.len);
+	p = calloc(1, sizeof(*p));
+	p->rec = malloc(o.len);
+	memcpy(p->rec, o.data, o.len);
+	p->len = o.len;
 	proto_out_free(&o);
 	a = answer_new(f->conn, 201,
 		       json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", id, "name",
@@ -712,7 +721,6 @@ static void fin_stored(struct shard_state *ss, struct m_call *c)
 	fx_post(ss, NULL, rt_conn_shard(f->conn), &a->c.h);
 	/* the preview, once the answer is on its way (previews read the
 	 * bytes, which are durable) */
-	p = calloc(1, sizeof(*p));
 	memcpy(p->id, id, ID_LEN + 1);
 	smap_put(&pviews, p->id, ID_LEN, strdup(""));
 	bytes_path(path, sizeof(path), f->sha);
