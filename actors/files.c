@@ -45,6 +45,7 @@
 #include "actors/actors.h"
 #include "actors/commit.h"
 #include "actors/files.h"
+#include "actors/preview.h"
 #include "actors/smap.h"
 
 #define FILES_SHARD 0
@@ -54,49 +55,6 @@
 #define ID_LEN 25 /* "F" + 24 hex */
 #define SHA_HEX 64
 #define JANITOR_MAX 64 /* records reclaimed per tick at most */
-
-/* ---- the preview API (h-pv's actors/preview.h) -----------------------
- * TEMPORARY: until actors/preview.c lands on main, weak stubs below stand
- * in for it (sniff: application/octet-stream; no thumbnails). Remove the
- * declarations and the stubs and include actors/preview.h on merge. */
-struct preview_result {
-	bool thumb;
-	uint32_t w, h;
-	char snippet[301];
-	int error;
-};
-int preview_init(const char *data_dir, unsigned max_megapixels,
-		 unsigned timeout_ms);
-void preview_stop(void);
-int preview_sniff(const void *head, size_t n, char *mime, size_t cap);
-void preview_submit(const char *sha256hex, const char *path, const char *mime,
-		    void (*done)(void *arg, const struct preview_result *r),
-		    void *arg, unsigned reply_shard);
-
-__attribute__((weak)) int preview_init(const char *d, unsigned m, unsigned t)
-{
-	(void)d, (void)m, (void)t;
-	return 0;
-}
-__attribute__((weak)) void preview_stop(void) {}
-__attribute__((weak)) int preview_sniff(const void *head, size_t n,
-					char *mime, size_t cap)
-{
-	(void)head, (void)n;
-	snprintf(mime, cap, "application/octet-stream");
-	return 0;
-}
-__attribute__((weak)) void preview_submit(
-	const char *sha, const char *path, const char *mime,
-	void (*done)(void *arg, const struct preview_result *r), void *arg,
-	unsigned reply_shard)
-{
-	(void)sha, (void)path, (void)mime, (void)reply_shard;
-	struct preview_result r = { .error = 1 };
-
-	done(arg, &r); /* the stub answers at once, on the caller's shard */
-}
-/* ---- end of the temporary stubs ---- */
 
 static struct {
 	uint64_t max_file, quota, ttl_ms;
@@ -349,7 +307,7 @@ int files_start(const char *data_dir, const char **errs)
 		*errs = "cannot create DATA/files/thumbs";
 		return -1;
 	}
-	if (preview_init(data_dir, 50, 10000)) {
+	if (preview_init(data_dir, 0, 0)) { /* its defaults: 50 MP, 10 s */
 		*errs = "cannot start previews";
 		return -1;
 	}
@@ -362,11 +320,16 @@ int files_start(const char *data_dir, const char **errs)
 	return 0;
 }
 
+void files_drain(void)
+{
+	if (F.running)
+		preview_stop(); /* its answers still need the shards */
+}
+
 void files_stop(void)
 {
 	if (!F.running)
 		return;
-	preview_stop();
 	pthread_mutex_lock(&F.mu);
 	F.stop = true;
 	pthread_cond_signal(&F.cv);

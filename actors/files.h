@@ -34,6 +34,8 @@ uint64_t files_max_bytes(void);
  * sweep of DATA/files/tmp, the worker thread, previews. 0 or -1 (*err
  * static text, errno set). */
 int files_start(const char *data_dir, const char **err);
+/* Main thread, before rt_drain (previews answer through the shards). */
+void files_drain(void);
 /* Main thread, after the shards stopped. */
 void files_stop(void);
 

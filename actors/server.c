@@ -352,6 +352,7 @@ int server_run(const struct server_opts *o)
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */
 	notify_stop();
+	files_drain();
 	rt_drain();
 	rt_join();
 	files_stop();

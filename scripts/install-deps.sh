@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what parley needs to build, run and test on Debian 12 (bookworm):
-# the toolchain, the C libraries CMakeLists.txt asks pkg-config for, the
+# the toolchain, the C libraries CMakeLists.txt asks pkg-config for (file
+# previews: libmagic, and libvips, whose Debian build links poppler-glib for
+# PDFs: `vips -l | grep pdfload` shows it), the
 # Python modules the black-box tests use, and for the browser tests
 # (tests/web/) Debian's chromium, a font, node >= 20 with npm and the npm
 # packages pinned in tests/web/package-lock.json (npm ci into
@@ -34,6 +36,7 @@ pkgs=(
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev
+	libmagic-dev libvips-dev zlib1g-dev
 	python3-websockets python3-msgpack python3-prometheus-client
 	chromium fonts-dejavu-core fonts-noto-color-emoji
 )
