@@ -1067,6 +1067,7 @@ void files_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	const char *p = req->path + strlen(FILES_PREFIX);
 	char id[ID_LEN + 1], path[4200], etag[SHA_HEX + 8], v[1024], sha[SHA_HEX + 1];
 	bool thumb = false;
+	char type[TYPE_CAP] = "";
 	void *val = NULL;
 	size_t n;
 	proto_doc d;
@@ -1161,10 +1162,7 @@ void files_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	if (thumb) {
 		resp->content_type = "image/jpeg";
 	} else {
-		static __thread char type[TYPE_CAP];
-
 		snprintf(type, sizeof(type), "%.*s", (int)f.type.n, f.type.s);
-		resp->content_type = type;
 		if (!inline_type(type)) {
 			char enc[NAME_MAX_B * 3 + 1];
 
@@ -1197,6 +1195,12 @@ void files_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 			 (unsigned long long)(off + len - 1),
 			 (unsigned long long)st.st_size);
 		rt_http_add_header(resp, "Content-Range", v);
+	}
+	if (type[0]) {
+		/* the record's type, as an extra header: content_type must
+		 * be a static string */
+		resp->content_type = NULL;
+		rt_http_add_header(resp, "Content-Type", type);
 	}
 	resp->status = rg > 0 ? 206 : 200;
 	resp->file = true;
