@@ -939,12 +939,9 @@ static int can_read_ch(void *arg, const char *rest, size_t rlen,
 	}
 	if (strcmp(rec.ws, a->ws))
 		return 0;
-	/* who can read the channel's history can fetch its files: members,
-	 * and for a public channel the rest of its workspace */
-	if (rec.kind == STORE_PUBLIC) {
-		a->ok = true;
-		return 1;
-	}
+	/* members of the channel, as the contract says: in a public channel
+	 * too (its history is readable by the whole workspace, but the
+	 * bytes are the members'; joining is one click) */
 	rc = store_get_member(srv.st, ch, a->user, &mem);
 	if (rc == 0) {
 		a->ok = true;

@@ -379,7 +379,7 @@ class Client(WS):
 
 def check_shared(srv):
     """Shared in a channel: its members may fetch it; deleting the message
-    ends that; a public channel's readers too; nobody elsewhere."""
+    ends that; in a public channel its members only; nobody elsewhere."""
     a, b, c, d = uniq("sa"), uniq("sb"), uniq("sc"), uniq("sd")
     ca, cb = Client(srv, a), Client(srv, b)
     Client(srv, c).close()
@@ -402,11 +402,16 @@ def check_shared(srv):
         ca.ok("delete", ch=priv, target=seq)
         wait_until(lambda: srv.get(b, j["id"])[0] == 404, "access ends with the message")
         check(srv.get(a, j["id"])[0] == 200, "the uploader keeps it")
-        # public channel: whoever reads its history may fetch its files
+        # public channel: its members (the contract's word), not the rest
+        # of the workspace, though they may read its history
         pub = ca.ok("ch.create", name=uniq("pub-"), kind="public")["ch"]["id"]
         j2 = ok_upload(srv, a, "pub.txt", b"hello all")
         ca.ok("send", ch=pub, body="see", cmid=uniq("m"), files=[j2["id"]])
-        check(srv.get(d, j2["id"])[1] == b"hello all", "public channel, same workspace")
+        check(srv.get(d, j2["id"])[0] == 404, "public channel, not a member: 404")
+        cd = Client(srv, d)
+        cd.ok("ch.join", ch=pub)
+        check(srv.get(d, j2["id"])[1] == b"hello all", "public channel, after joining")
+        cd.close()
         check(srv.get(d, j2["id"], ws="other")[0] == 404, "public channel, another workspace")
     finally:
         ca.close()
