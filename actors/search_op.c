@@ -86,7 +86,7 @@ static const char *status_code(int status, const char **msg)
 		*msg = "q has too many words (at most 16 words and phrases)";
 		return "BAD_REQUEST";
 	case -EAGAIN:
-		*msg = "the search index is catching up; try again";
+		*msg = "the server is stopping; try again";
 		return "UNAVAILABLE";
 	default:
 		*msg = "the search index is failing";
@@ -104,7 +104,7 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	/* a fire-and-forget search that worked says nothing: an empty
 	 * answer, posted only to give the slot back */
 	proto_out_init(&o, 0, 1024);
-	if (status == 0 && p->has_rid) {
+	if (status >= 0 && p->has_rid) {
 		proto_hit *v = malloc((n + 1) * sizeof(*v));
 
 		if (!v)
@@ -113,9 +113,10 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 			v[i] = (proto_hit){ hits[i].ch, hits[i].seq,
 					    hits[i].from, hits[i].ts,
 					    hits[i].body, hits[i].body_len };
-		proto_enc_search_ok(&o, p->rid, v, n, false);
+		proto_enc_search_ok(&o, p->rid, v, n,
+				    status == SEARCH_PARTIAL);
 		free(v);
-	} else if (status != 0) {
+	} else if (status < 0) {
 		const char *msg, *code = status_code(status, &msg);
 
 		proto_enc_fail(&o, p->has_rid, p->rid, "search", 6, code, msg,
