@@ -19,8 +19,17 @@
  *              shard, so its events stay in seq order) and writes it in
  *              transactions of at most TXN_EVENTS events. The only writer.
  *   query      takes submitted queries (a Treiber stack too, woken through
- *              an eventfd), runs each on its own read connection, calls
- *              the callback.
+ *              an eventfd), waits until the index holds every event fed
+ *              before each was submitted (2 s at most, then it is
+ *              partial), runs it on its own read connection, calls the
+ *              callback.
+ *
+ * Freshness (docs/search.md): shard i counts the events it feeds
+ * (feeds[i].fed, per event, before the ack that follows the event can
+ * leave the shard); search_query snapshots every shard's count; the
+ * indexer publishes feeds[i].ready, the count up to which shard i's events
+ * are committed in the index. A dropped batch is a hole that only a
+ * completed catch-up pass (which read fed before the log) fills.
  *
  * Schema
  *   chans(cid, id, pos)     a channel seen, and the last seq indexed: pos
