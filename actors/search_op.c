@@ -2,9 +2,13 @@
  * search_op: the `search` op. The session calls it on the connection's
  * shard with the decoded request; it checks the arguments and which
  * channels the user may search (storage reads, as the other read ops do),
- * hands the query to storage/search.c and returns. The answer is encoded
- * on search's query thread and travels back to the connection's shard as
- * an M_CALL, which sends it if the connection is still there.
+ * hands the query to storage/search.c and returns. search_query notes
+ * there what the index must hold (every event fed so far on any shard, so
+ * every change acked before this request arrived); the query thread waits
+ * up to 2 s for it, and an answer that could not wait for it carries
+ * partial: true. The answer is encoded on search's query thread and
+ * travels back to the connection's shard as an M_CALL, which sends it if
+ * the connection is still there.
  */
 #include <errno.h>
 #include <stdio.h>
