@@ -2,8 +2,12 @@
  * Search freshness end to end (PROTOCOL.md, "Search freshness"): a
  * `search` reflects every change acknowledged before it arrived. Each case
  * sends (or edits, or deletes), waits for the ack and searches at once, with
- * no sleep and no polling: the new text is found, the old text and deleted
- * messages are not, and the answer is not `partial`. With --shards 2,
+ * no sleep: the new text is found, the old text and deleted messages are
+ * not. An answer that says `partial` (the contract allows it after a 2 s
+ * wait; on a loaded machine the indexer, at nice 19, may take that long) is
+ * asked again; a complete answer that misses the change is the defect (the
+ * server before this test answered at once, complete, from an index 20 ms
+ * behind). With --shards 2,
  * several connections and several channels, the sender's connection, the
  * channel and the searcher's connection land on different shards.
  *
@@ -71,15 +75,28 @@ static void search_ok(pc_conn *c, const char *q, struct answer *out)
 	proto_doc_free(&res);
 }
 
-/* A fresh query must find exactly want hits, and say it is complete. */
+/* Answers that said partial (allowed by the contract after a 2 s wait: on
+ * a loaded machine the indexer, at nice 19, may take that long). */
+static unsigned partials;
+
+/* A fresh query must find exactly want hits, unless it says it is partial
+ * (then it is asked again until it is complete). A complete answer with
+ * another count is the defect: the index missed an acked change. */
 static void expect_hits(pc_conn *c, const char *q, unsigned want,
 			unsigned round)
 {
+	uint64_t end = now_ms() + 60000;
 	struct answer r;
 
-	search_ok(c, q, &r);
-	if (r.partial)
-		fail_msg("round %u: search %s: partial", round, q);
+	for (;;) {
+		search_ok(c, q, &r);
+		if (!r.partial)
+			break;
+		partials++;
+		if (now_ms() > end)
+			fail_msg("round %u: search %s: still partial", round,
+				 q);
+	}
 	if (r.n != want)
 		fail_msg("round %u: search %s right after the ack: %u hits, "
 			 "want %u", round, q, r.n, want);
@@ -109,6 +126,10 @@ static void world_start(struct world *w)
 
 static void world_stop(struct world *w)
 {
+	if (partials)
+		print_message("%u answers were partial (asked again)\n",
+			      partials);
+	partials = 0;
 	for (unsigned i = 0; i < NCONN; i++) {
 		pc_close(w->a[i]);
 		pc_close(w->b[i]);
