@@ -1473,9 +1473,12 @@ static int run_query(search *sx, const struct qreq *r, struct hitbuf *hb)
 	struct cidmap *cm = NULL;
 	unsigned ncm = 0;
 	uint64_t set_events = 0;
-	int rc, fresh = wait_fresh(sx, r);
+	int rc, fresh;
 
-	if (fresh < 0)
+	/* a failing index answers UNAVAILABLE at once, not after a wait */
+	if (__atomic_load_n(&sx->failing, __ATOMIC_RELAXED))
+		return -EIO;
+	if ((fresh = wait_fresh(sx, r)) < 0)
 		return fresh;
 	if (__atomic_load_n(&sx->failing, __ATOMIC_RELAXED))
 		return -EIO;
