@@ -4,6 +4,8 @@
  *   GET /healthz  200 "ok" while storage writes succeed, else 503
  *   GET /metrics  Prometheus text: transport, actors, storage, mailboxes,
  *                 and parley_stage_seconds: where a request's time goes
+ *   /api/v1/files...  uploads (streamed: see server.c) and downloads
+ *                 (files.c)
  *   /api/...      REST (rest.c)
  *   GET|HEAD /, /PATH  the browser client's files (webfiles.c)
  */
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "actors/actors.h"
+#include "actors/files.h"
 #include "actors/rest.h"
 #include "actors/web.h"
 
@@ -220,6 +223,12 @@ static char *metrics(size_t *len)
 
 void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 {
+	if (!strncmp(req->path, FILES_PREFIX, strlen(FILES_PREFIX)) &&
+	    (!req->path[strlen(FILES_PREFIX)] ||
+	     req->path[strlen(FILES_PREFIX)] == '/')) {
+		files_handle(s, req, resp);
+		return;
+	}
 	if (!strncmp(req->path, "/api/", 5)) {
 		rest_handle(s, req, resp);
 		return;

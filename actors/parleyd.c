@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "actors/files.h"
 #include "actors/web.h"
 
 static void usage(FILE *f)
@@ -59,6 +60,8 @@ static void usage(FILE *f)
 "  --push-backoff-ms MS    first retry after this, doubling to 10 min (1000)\n"
 "  --push-give-up-ms MS    retried this long, then dropped (86400000)\n"
 "  --push-inflight N       POSTs in flight at once (16)\n"
+"  --max-file-mb N         largest upload, MiB (100)\n"
+"  --file-quota-mb N       bytes one user may upload in all, MiB (1024)\n"
 "  --no-pin                do not pin shard threads to cores\n"
 "  --web-dir DIR           serve the browser client from DIR (read on each\n"
 "                          request: edit web/ and reload, no rebuild)\n"
@@ -262,6 +265,8 @@ int main(int argc, char **argv)
 		{ "push-backoff-ms", required_argument, 0, 24 },
 		{ "push-give-up-ms", required_argument, 0, 25 },
 		{ "push-inflight", required_argument, 0, 26 },
+		{ "max-file-mb", required_argument, 0, 27 },
+		{ "file-quota-mb", required_argument, 0, 28 },
 		{ "admin", no_argument, 0, 'A' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 }
@@ -276,6 +281,7 @@ int main(int argc, char **argv)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	char host[256];
 	int c;
+	uint64_t file_mb = 100, quota_mb = 1024;
 
 	if (argc > 1 && !strcmp(argv[1], "token"))
 		return cmd_token(argc - 1, argv + 1);
@@ -352,10 +358,13 @@ int main(int argc, char **argv)
 		case 24: o.push.backoff_ms = num("--push-backoff-ms", optarg, 10, 600000); break;
 		case 25: o.push.give_up_ms = num("--push-give-up-ms", optarg, 0, 30ull * 86400000); break;
 		case 26: o.push.inflight = (unsigned)num("--push-inflight", optarg, 1, 256); break;
+		case 27: file_mb = num("--max-file-mb", optarg, 0, 1ull << 20); break;
+		case 28: quota_mb = num("--file-quota-mb", optarg, 0, 1ull << 30); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
+	files_configure(file_mb, quota_mb);
 	/* A body the frame cannot carry could never be sent. */
 	if (srv.lim.max_body > srv.lim.max_frame) {
 		fprintf(stderr, "parleyd: --max-body (%u) must not exceed "

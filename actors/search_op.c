@@ -2,9 +2,13 @@
  * search_op: the `search` op. The session calls it on the connection's
  * shard with the decoded request; it checks the arguments and which
  * channels the user may search (storage reads, as the other read ops do),
- * hands the query to storage/search.c and returns. The answer is encoded
- * on search's query thread and travels back to the connection's shard as
- * an M_CALL, which sends it if the connection is still there.
+ * hands the query to storage/search.c and returns. search_query notes
+ * there what the index must hold (every event fed so far on any shard, so
+ * every change acked before this request arrived); the query thread waits
+ * up to 2 s for it, and an answer that could not wait for it carries
+ * partial: true. The answer is encoded on search's query thread and
+ * travels back to the connection's shard as an M_CALL, which sends it if
+ * the connection is still there.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -86,7 +90,7 @@ static const char *status_code(int status, const char **msg)
 		*msg = "q has too many words (at most 16 words and phrases)";
 		return "BAD_REQUEST";
 	case -EAGAIN:
-		*msg = "the search index is catching up; try again";
+		*msg = "the server is stopping; try again";
 		return "UNAVAILABLE";
 	default:
 		*msg = "the search index is failing";
@@ -104,7 +108,7 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 	/* a fire-and-forget search that worked says nothing: an empty
 	 * answer, posted only to give the slot back */
 	proto_out_init(&o, 0, 1024);
-	if (status == 0 && p->has_rid) {
+	if (status >= 0 && p->has_rid) {
 		proto_hit *v = malloc((n + 1) * sizeof(*v));
 
 		if (!v)
@@ -113,9 +117,10 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 			v[i] = (proto_hit){ hits[i].ch, hits[i].seq,
 					    hits[i].from, hits[i].ts,
 					    hits[i].body, hits[i].body_len };
-		proto_enc_search_ok(&o, p->rid, v, n, false);
+		proto_enc_search_ok(&o, p->rid, v, n,
+				    status == SEARCH_PARTIAL);
 		free(v);
-	} else if (status != 0) {
+	} else if (status < 0) {
 		const char *msg, *code = status_code(status, &msg);
 
 		proto_enc_fail(&o, p->has_rid, p->rid, "search", 6, code, msg,

@@ -18,6 +18,7 @@
 #include "actors/actors.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
+#include "actors/files.h"
 #include "actors/rest.h"
 #include "storage/search.h"
 
@@ -147,6 +148,7 @@ static void on_tick(rt_shard *s, uint64_t now)
 	chan_tick(rt_shard_user(s), now);
 	presence_tick(rt_shard_user(s), now);
 	user_tick(rt_shard_user(s), now);
+	files_tick(rt_shard_user(s), now);
 }
 static void on_timer(rt_shard *s, uint64_t now)
 {
@@ -194,6 +196,10 @@ static const rt_hooks hooks = {
 	.on_sent = on_sent,
 	.on_http = http_handle,
 	.on_http_answer = rest_answer,
+	.on_http_begin = files_begin,
+	.on_http_data = files_data,
+	.on_http_end = files_end,
+	.on_http_abort = files_abort,
 	.on_drain = on_drain,
 };
 
@@ -302,6 +308,15 @@ int server_run(const struct server_opts *o)
 			return 1;
 		}
 	}
+	/* DATA/files: made, and its tmp/ swept (uploads a crash cut off) */
+	if (files_start(o->data_dir, &rerr)) {
+		fprintf(stderr, "parleyd: files: %s: %s\n", rerr,
+			strerror(errno));
+		if (srv.sx)
+			search_close(srv.sx);
+		store_close(srv.st);
+		return 1;
+	}
 	srv.started_ms = rt_now_ms();
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -313,6 +328,8 @@ int server_run(const struct server_opts *o)
 	cfg.tick_ms = 100;
 	cfg.drain_ms = o->drain_ms;
 	cfg.pin = o->pin;
+	cfg.http_stream_prefix = FILES_PREFIX;
+	cfg.http_stream_max = files_max_bytes();
 	cfg.hooks = &hooks;
 	if (rt_start(&cfg, &rerr)) {
 		fprintf(stderr, "parleyd: listen %s:%d: %s\n", o->host, o->port,
@@ -335,8 +352,10 @@ int server_run(const struct server_opts *o)
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */
 	notify_stop();
+	files_drain();
 	rt_drain();
 	rt_join();
+	files_stop();
 	if (srv.sx)
 		search_close(srv.sx);
 	store_close(srv.st);

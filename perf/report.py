@@ -7,7 +7,9 @@
 
 The second form is run-bench's, after each parley-bench run: it adds
 "run": I to the result, appends it to RUNS.jsonl and prints its "errors"
-(run-bench fails the run unless that is 0).
+(run-bench fails the run unless that is 0). A result of several JSON
+objects, one a line (push: one per message), is appended object by object,
+each with "run" taken from its "round", and the errors are summed.
 
 Writes DIR/latest.json (one entry per shape: the median of its runs, with
 "min" and "max" beside it), DIR/latest.md (tables, the issue's targets met
@@ -99,9 +101,10 @@ def combine(runs):
             entry[k] = runs[0][k]
             entry["min"].pop(k, None)
             entry["max"].pop(k, None)
-    entry["min"].pop("run", None)
-    entry["max"].pop("run", None)
-    entry.pop("run", None)
+    for k in ("run", "round"):
+        entry["min"].pop(k, None)
+        entry["max"].pop(k, None)
+        entry.pop(k, None)
     entry["n_runs"] = len(runs)
     return entry
 
@@ -192,7 +195,15 @@ def shape(e):
     if s == "search":
         return (f"{e['msgs']:,} msgs in {e['channels']:,} ch, "
                 f"searcher in {e['member_of']}")
+    if s == "push":
+        return (f"{e['members']:,} members, {e['online']:,} online, "
+                "@channel" + (f", {e['variant']}" if e.get("variant")
+                               else ""))
     return ""
+
+
+ACKS_INDEX = ("search", "no-search")
+ACKS_PUSH = ("no-push", "push", "push-delay-0")
 
 
 def find(entries, **kw):
@@ -253,6 +264,30 @@ def targets(entries):
         out.append(("small: send-to-deliver p50 <= 1 ms, p99 <= 5 ms",
                     f"p50 {p50:.2f} ms, p99 {p99:.2f} ms",
                     p50 <= 1 and p99 <= 5))
+    for e in entries:
+        if e["scenario"] != "push":
+            continue
+        v = get(e, "ack_to_last_ms")
+        if v is None:
+            continue
+        out.append((f"push, {shape(e)}: ack to the gateway's last "
+                    f"notification ({fmt(e.get('expected'))}) < 5 s",
+                    f"{v / 1000:.2f} s (median of {e.get('n_runs', 1)})",
+                    v < 5000))
+    for s in sorted({e.get("senders") for e in entries
+                     if e["scenario"] == "acks"
+                     and e.get("variant") in ACKS_PUSH} - {None}):
+        wo = find(entries, scenario="acks", senders=s, variant="no-push")
+        for v in ("push", "push-delay-0"):
+            w = find(entries, scenario="acks", senders=s, variant=v)
+            a, b = w and get(w, "acks_per_s"), wo and get(wo, "acks_per_s")
+            if not a or not b:
+                continue
+            out.append((f"acks, {s} senders, {v} vs no-push: acks/s "
+                        "down by less than 10%",
+                        (f"{(1 - a / b) * 100:.1f}% fewer" if a < b else
+                         f"{(a / b - 1) * 100:.1f}% more")
+                        + f" ({a:,.0f} vs {b:,.0f}/s)", a / b > 0.9))
     for e in entries:
         if e["scenario"] == "acks" and not e.get("variant"):
             a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
@@ -400,7 +435,8 @@ def new_tables(entries, most):
                         "p50", "p90", "p99", "max", "per_s", "hits_mean",
                         "zero_hit_share")) + " |")
             lines.append("")
-    ai = [e for e in entries if e["scenario"] == "acks" and e.get("variant")]
+    ai = [e for e in entries if e["scenario"] == "acks"
+          and e.get("variant") in ACKS_INDEX]
     if ai:
         lines += [
             "### acks with and without the search index", "",
@@ -425,6 +461,90 @@ def new_tables(entries, most):
             for k in ("ack_ms.p50", "ack_ms.p99", "server_cpu_s"):
                 cells += [cell(w, k) if w else "–", cell(wo, k) if wo else "–"]
             lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += push_tables(entries, most)
+    return lines
+
+
+def push_tables(entries, most):
+    """push (issue 14) and acks with and without the notifier"""
+    lines = []
+    pu = [e for e in entries if e["scenario"] == "push"]
+    if pu:
+        lines += [
+            "### push: @channel to a big channel", "",
+            "parleyd with `--push-url` pointing at perf/push-gateway. The "
+            "channel's offline members each registered one pusher (hello, "
+            "push.register, close); the online ones registered one too and "
+            "stay connected, heartbeating every 5 s (active: no push). Per "
+            "run, the owner sends one message with mentions "
+            "`[\"@channel\"]`: every offline member, and no one else, must "
+            "get exactly one notification. Times run from the send's ack to "
+            "the arrival at the gateway of the first and the last "
+            "notification (CLOCK_MONOTONIC on both sides); one server and "
+            "one setup for all runs. parleyd's notifier is one thread at "
+            "nice 19: on a loaded machine it gets less of a core, so the "
+            "times grow with the load while its CPU per notification "
+            "stays.", ""]
+        lines += table(pu, [
+            ("shape", shape),
+            ("notifications", "notifications"),
+            ("ack to last ms", "ack_to_last_ms"),
+            ("ack to first ms", "ack_to_first_ms"),
+            ("first to last ms", "first_to_last_ms"),
+            ("notifications/s", "notifications_per_s"),
+            ("POSTs", "posts"),
+            ("send ack ms", "send_ack_ms"),
+            ("server CPU-s", "server_cpu_s"),
+            ("server CPU µs per notification",
+             "server_cpu_us_per_notification"),
+            ("gateway CPU-s", "gateway_cpu_s"),
+            ("retried", "push_retried")], most)
+        for e in pu:
+            lines += [
+                f"Setup of {shape(e)}: invitations "
+                f"{cell(e, 'invite_s')} s, {e.get('expected', 0):,} pushers "
+                f"registered in {cell(e, 'register_s')} s "
+                f"({cell(e, 'registers_per_s')}/s), online members "
+                f"connected and registered in {cell(e, 'online_s')} s.", ""]
+    ap = [e for e in entries if e["scenario"] == "acks"
+          and e.get("variant") in ACKS_PUSH]
+    if ap:
+        lines += [
+            "### acks with and without the push notifier", "",
+            "The acks scenario against parleyd without `--push-url` "
+            "(`no-push`: the notifier does not run), with it and the "
+            "default delay (`push`, 10 s: the window sees the events "
+            "queued, and the first of them fall due) and with "
+            "`--push-delay-ms 0` (`push-delay-0`: every event evaluated "
+            "at once); the gateway runs throughout. Each sender is alone "
+            "in its channel, so nothing is posted: this is the notifier's "
+            "cost on the commit path. Alternating run by run, a fresh "
+            "server each. acks/s moves with whatever else runs on the "
+            "machine (see the load above); the server's CPU per ack moves "
+            "less.", ""]
+        heads = ["senders", "variant", "acks/s", "vs no-push", "ack p50 ms",
+                 "ack p99 ms", "server CPU-s", "server CPU µs per ack",
+                 "vs no-push"]
+        lines += ["| " + " | ".join(heads) + " |",
+                  "|" + " --- |" * len(heads)]
+        for s in sorted({e.get("senders") for e in ap}):
+            base = find(ap, senders=s, variant="no-push")
+            for v in ACKS_PUSH:
+                e = find(ap, senders=s, variant=v)
+                if not e:
+                    continue
+                lines.append("| " + " | ".join([
+                    f"{s} x {e.get('inflight', 1)} in flight", v,
+                    cell(e, "acks_per_s"),
+                    ratio(get(e, "acks_per_s"),
+                          base and get(base, "acks_per_s"), 3),
+                    cell(e, "ack_ms.p50"), cell(e, "ack_ms.p99"),
+                    cell(e, "server_cpu_s"),
+                    cell(e, "server_cpu_us_per_ack"),
+                    ratio(get(e, "server_cpu_us_per_ack"),
+                          base and get(base, "server_cpu_us_per_ack"), 3)])
+                    + " |")
         lines.append("")
     return lines
 
@@ -541,6 +661,11 @@ def plots(entries, out):
             jobs.append((f"fanout-{e['mode']}-{e['online']}-{e['members']}",
                          f"fanout {shape(e)}: per-delivery latency",
                          e["server"], e.get("latency_ms")))
+        elif e["scenario"] == "acks" and e.get("variant") in ACKS_PUSH:
+            jobs.append(("acks-push", "acks with and without the push "
+                         "notifier: ack latency",
+                         f"{e['senders']} senders, {e['variant']}",
+                         e.get("ack_ms")))
         elif e["scenario"] == "acks" and e.get("variant"):
             jobs.append(("acks-index", "acks with and without the search "
                          "index: ack latency",
@@ -624,12 +749,21 @@ def main():
         if not a.to:
             ap.error("--append needs --to")
         with open(a.append) as f:
-            one = json.load(f)
-        one["run"] = a.run
+            objs = [json.loads(l) for l in f if l.strip()]
+        if not objs:
+            raise SystemExit("report: no result in " + a.append)
+        total = 0
         with open(a.to, "a") as f:
-            f.write(json.dumps(one) + "\n")
-        err = one.get("errors")
-        print(err if isinstance(err, int) else f"errors: {err!r}")
+            for one in objs:
+                one["run"] = one.get("round", a.run) if len(objs) > 1 \
+                    else a.run
+                f.write(json.dumps(one) + "\n")
+                err = one.get("errors")
+                if not isinstance(err, int):
+                    print(f"errors: {err!r}")
+                    return
+                total += err
+        print(total)
         return
     if not a.raw or not a.out:
         ap.error("--raw and --out are required")

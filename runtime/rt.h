@@ -113,8 +113,10 @@ typedef struct rt_http_req {
 	const char *query;  /* after '?', or "" */
 	const char *authorization; /* header value or "" */
 	const char *if_none_match; /* header value (repeats joined) or "" */
-	const uint8_t *body;
+	const char *range;         /* Range header value or "" */
+	const uint8_t *body;       /* NULL for a streamed body (see below) */
 	size_t body_len;
+	uint64_t content_length;   /* a streamed body: what the head says */
 } rt_http_req;
 
 /* status 0 after on_http: the answer comes later. Whatever the layer
@@ -135,6 +137,14 @@ typedef struct rt_http_resp {
 	 * lines, malloc'd, freed by the transport with the body. */
 	char *xhdrs;
 	size_t xhdrs_len;
+	/* A file answer (file set, body NULL): after the head the transport
+	 * writes file_len bytes of file_fd from file_off, pread in chunks as
+	 * the socket takes them, then closes file_fd (it owns it from here,
+	 * whatever happens; a HEAD, 304 or 204 closes it unread).
+	 * Content-Length is file_len. */
+	bool file;
+	int file_fd;
+	uint64_t file_off, file_len;
 } rt_http_resp;
 
 /* All extra header lines of one answer together stay below this. */
@@ -145,6 +155,28 @@ typedef struct rt_http_resp {
  * a control character, or the headers would pass RT_HTTP_XHDRS_MAX. */
 int rt_http_add_header(rt_http_resp *resp, const char *name,
 		       const char *value);
+
+/* Answer the pending exchange of HTTP connection c now (on c's shard):
+ * r's body, headers and file move into the connection, r is zeroed. 0,
+ * or -1 when c is not waiting for an answer (the client went away, or it
+ * was answered): r's resources are released all the same. */
+int rt_http_reply(rt_conn *c, rt_http_resp *r);
+
+/* Streamed request bodies. A request with a body (POST, PUT, PATCH, or
+ * any Content-Length) whose path starts with rt_config's
+ * http_stream_prefix is not buffered: on_http_begin gets the head
+ * (req->body NULL, req->content_length from the head, which is required:
+ * 411 without), then on_http_data each piece as it is read, then
+ * on_http_end when content_length bytes arrived; or on_http_abort, when
+ * the client goes away (or times out) before the end. A
+ * Content-Length over http_stream_max is refused (413) before begin.
+ * begin or data may refuse by filling resp (status != 0): the answer is
+ * written, the rest of the body is not read and the connection closes;
+ * neither end nor abort follow (the layer above has cleaned up). end
+ * fills resp, or leaves status 0 and answers later with rt_http_reply
+ * (or a frame through on_http_answer). The exchange has its id (for
+ * rt_conn_find) from begin on; the HTTP answer deadline starts at end.
+ * Every other request keeps the buffered path (HTTP_BODY_MAX, on_http). */
 
 /* ---- hooks: how actors/ plugs in --------------------------------------- */
 
@@ -174,6 +206,13 @@ typedef struct rt_hooks {
 	 * rt_http_resp); fill resp (status 0: keep waiting) */
 	void (*on_http_answer)(rt_shard *s, rt_conn *c, const uint8_t *data,
 			       size_t len, rt_http_resp *resp);
+	/* streamed request bodies: see rt_http_reply's comment above */
+	void (*on_http_begin)(rt_shard *s, const rt_http_req *req,
+			      rt_http_resp *resp);
+	void (*on_http_data)(rt_shard *s, rt_conn *c, const uint8_t *data,
+			     size_t len, rt_http_resp *resp);
+	void (*on_http_end)(rt_shard *s, rt_conn *c, rt_http_resp *resp);
+	void (*on_http_abort)(rt_shard *s, rt_conn *c);
 	/* drain started: say goodbye to connections; return true once nothing
 	 * is left in flight (polled every tick until true) */
 	bool (*on_drain)(rt_shard *s, bool first);
@@ -188,6 +227,8 @@ typedef struct rt_config {
 	unsigned tick_ms;
 	unsigned drain_ms;    /* after this, connections are closed (1001) */
 	bool pin;             /* pin shard i to cpu i % ncpu */
+	const char *http_stream_prefix; /* streamed bodies (NULL: none) */
+	uint64_t http_stream_max;       /* their longest Content-Length */
 	const rt_hooks *hooks;
 } rt_config;
 

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -121,8 +122,12 @@ struct rt_conn {
 	bool http_close;      /* close once the answer is written */
 	bool http_pending;  /* has an id; its answer has not been written */
 	bool http_dispatching; /* inside on_http: it writes the answer */
+	bool http_streaming;  /* a streamed body is being read (begin..end) */
 	const char *http_method;
 	uint64_t http_t0_ms;
+	uint64_t http_clen;   /* streamed: Content-Length */
+	uint64_t http_got;    /* streamed: body bytes handed over so far */
+	uint64_t file_sent;   /* a file answer: bytes written so far */
 	rt_http_resp resp;
 	};
 	};
@@ -1323,6 +1328,10 @@ int rt_http_add_header(rt_http_resp *r, const char *name, const char *value)
 /* The answer's body and extra headers are no longer needed. */
 static void resp_free(rt_http_resp *r)
 {
+	if (r->file && r->file_fd >= 0)
+		close(r->file_fd);
+	r->file = false;
+	r->file_fd = -1;
 	free(r->body);
 	r->body = NULL;
 	free(r->xhdrs);
@@ -1375,7 +1384,8 @@ static void http_reply(struct lws *wsi, rt_conn *c)
 					  (int)strlen(r->content_type), &p,
 					  end)) ||
 	    (!bodiless &&
-	     lws_add_http_header_content_length(wsi, r->body_len, &p, end)) ||
+	     lws_add_http_header_content_length(
+		     wsi, r->file ? r->file_len : r->body_len, &p, end)) ||
 	    (r->hname[0] &&
 	     lws_add_http_header_by_name(wsi, (const uint8_t *)r->hname,
 					 (const uint8_t *)r->hvalue,
@@ -1384,8 +1394,14 @@ static void http_reply(struct lws *wsi, rt_conn *c)
 	    lws_finalize_write_http_header(wsi, start, &p, end)) {
 		c->close_now = true;
 	}
-	if (bodiless || head)
+	if (bodiless || head) {
 		r->body_len = 0; /* the head is all that goes out */
+		if (r->file && r->file_fd >= 0)
+			close(r->file_fd);
+		r->file = false;
+		r->file_fd = -1;
+	}
+	c->file_sent = 0;
 	lws_callback_on_writable(wsi);
 }
 
@@ -1460,6 +1476,7 @@ void rt__transport_tick(struct rt_shard *s)
 		rt_conn *c = s->slots[i];
 
 		if (!c || c->ws || !c->http_pending || c->resp.status ||
+		    c->http_streaming ||
 		    now_ms - c->http_t0_ms < HTTP_ANSWER_MS)
 			continue;
 		c->resp.status = 504;
@@ -1533,52 +1550,156 @@ static int http_query(struct lws *wsi, char *q, size_t cap)
 	}
 }
 
+/* The header strings of a request, copied out of lws. */
+struct http_hdrs {
+	char auth[1024], query[1024], inm[1024], range[256];
+};
+
+/* 0, or -1 after refusing the request (close: its body is not read). */
+static int http_hdrs(struct lws *wsi, rt_conn *c, struct http_hdrs *h,
+		     bool close)
+{
+	h->auth[0] = h->inm[0] = h->range[0] = '\0';
+	if (http_query(wsi, h->query, sizeof(h->query))) {
+		http_refuse(wsi, c, 400, "BAD_REQUEST", "query string too long",
+			    close);
+		return -1;
+	}
+	if (lws_hdr_copy(wsi, h->auth, sizeof(h->auth),
+			 WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
+		http_refuse(wsi, c, 401, "UNAUTHORIZED",
+			    "authorization header too long", close);
+		return -1;
+	}
+	/* Too long to hold: answered as if absent (a full 200, never a
+	 * wrong 304 or 206). */
+	if (lws_hdr_copy(wsi, h->inm, sizeof(h->inm),
+			 WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
+		h->inm[0] = '\0';
+	if (lws_hdr_copy(wsi, h->range, sizeof(h->range),
+			 WSI_TOKEN_HTTP_RANGE) < 0)
+		h->range[0] = '\0';
+	return 0;
+}
+
+/* The exchange gets an id, so an answer can find it later. */
+static void http_pend(struct rt_shard *s, rt_conn *c)
+{
+	c->http_dispatched = true;
+	resp_free(&c->resp);
+	memset(&c->resp, 0, sizeof(c->resp));
+	c->resp.file_fd = -1;
+	slot_add(s, c);
+	c->http_pending = true;
+	s->http_pending++;
+	c->http_t0_ms = rt_mono_us() / 1000;
+}
+
 static void http_dispatch(struct rt_shard *s, struct lws *wsi, rt_conn *c)
 {
-	char auth[1024] = "", query[1024], inm[1024] = "";
+	struct http_hdrs h;
 	const char *path = c->http_uri ? c->http_uri : "/";
 	rt_http_req req = { .conn = c,
 			    .method = c->http_method ? c->http_method : "GET",
 			    .path = path,
-			    .query = query,
-			    .authorization = auth,
-			    .if_none_match = inm,
+			    .query = h.query,
+			    .authorization = h.auth,
+			    .if_none_match = h.inm,
+			    .range = h.range,
 			    .body = c->http_body,
 			    .body_len = c->http_body_len };
 
 	if (c->http_dispatched)
 		return; /* lws may report a body's end after an answer */
-	if (http_query(wsi, query, sizeof(query))) {
-		http_refuse(wsi, c, 400, "BAD_REQUEST", "query string too long",
-			    false);
+	if (http_hdrs(wsi, c, &h, false))
 		return;
-	}
-	if (lws_hdr_copy(wsi, auth, sizeof(auth),
-			 WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
-		http_refuse(wsi, c, 401, "UNAUTHORIZED",
-			    "authorization header too long", false);
-		return;
-	}
-	/* Too long to hold: answered as if absent (a full 200, never a
-	 * wrong 304). */
-	if (lws_hdr_copy(wsi, inm, sizeof(inm),
-			 WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
-		inm[0] = '\0';
-	c->http_dispatched = true;
-	resp_free(&c->resp);
-	memset(&c->resp, 0, sizeof(c->resp));
+	http_pend(s, c);
 	c->resp.status = 404;
 	c->resp.content_type = "text/plain";
-	/* an id, so an answer can find this exchange later */
-	slot_add(s, c);
-	c->http_pending = true;
-	s->http_pending++;
-	c->http_t0_ms = rt_mono_us() / 1000;
 	c->http_dispatching = true;
 	s->cfg->hooks->on_http(s, &req, &c->resp);
 	c->http_dispatching = false;
 	if (c->resp.status)
 		http_reply(wsi, c);
+}
+
+/* The layer above refused a streamed body (begin or data filled the
+ * answer): the rest is not read, the connection closes after it. */
+static void stream_refused(struct lws *wsi, rt_conn *c)
+{
+	c->http_streaming = false;
+	c->http_close = true;
+	if (!c->resp.hname[0]) {
+		strcpy(c->resp.hname, "connection:");
+		strcpy(c->resp.hvalue, "close");
+	}
+	http_reply(wsi, c);
+}
+
+static void stream_end(struct rt_shard *s, struct lws *wsi, rt_conn *c)
+{
+	c->http_streaming = false;
+	c->http_t0_ms = rt_mono_us() / 1000; /* the answer's deadline */
+	c->http_dispatching = true;
+	s->cfg->hooks->on_http_end(s, c, &c->resp);
+	c->http_dispatching = false;
+	if (c->resp.status)
+		http_reply(wsi, c);
+}
+
+/* A request whose body the layer above takes as a stream. */
+static void stream_begin(struct rt_shard *s, struct lws *wsi, rt_conn *c,
+			 uint64_t clen)
+{
+	struct http_hdrs h;
+	rt_http_req req = { .conn = c,
+			    .method = c->http_method ? c->http_method : "POST",
+			    .path = c->http_uri,
+			    .query = h.query,
+			    .authorization = h.auth,
+			    .if_none_match = h.inm,
+			    .range = h.range,
+			    .content_length = clen };
+
+	if (clen > s->cfg->http_stream_max) {
+		http_refuse(wsi, c, 413, "TOO_LARGE", "body too large", true);
+		return;
+	}
+	if (http_hdrs(wsi, c, &h, true))
+		return;
+	http_pend(s, c);
+	c->http_clen = clen;
+	c->http_got = 0;
+	c->http_streaming = true;
+	c->http_dispatching = true;
+	s->cfg->hooks->on_http_begin(s, &req, &c->resp);
+	c->http_dispatching = false;
+	if (c->resp.status) {
+		stream_refused(wsi, c);
+		return;
+	}
+	/* lws reports the end of an empty body for POST only */
+	if (!clen)
+		stream_end(s, wsi, c);
+}
+
+int rt_http_reply(rt_conn *c, rt_http_resp *r)
+{
+	if (c->ws || !c->http_pending || c->resp.status || c->http_streaming) {
+		resp_free(r);
+		memset(r, 0, sizeof(*r));
+		r->file_fd = -1;
+		return -1;
+	}
+	resp_free(&c->resp);
+	c->resp = *r;
+	memset(r, 0, sizeof(*r));
+	r->file_fd = -1;
+	if (!c->resp.status)
+		c->resp.status = 500;
+	if (!c->http_dispatching)
+		http_reply(c->wsi, c);
+	return 0;
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
@@ -1649,6 +1770,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 				    "a body needs Content-Length", true);
 			return 0;
 		}
+		if (s->cfg->http_stream_prefix && (wants_body || clen > 0) &&
+		    !strncmp(c->http_uri, s->cfg->http_stream_prefix,
+			     strlen(s->cfg->http_stream_prefix))) {
+			stream_begin(s, wsi, c, (uint64_t)clen);
+			return 0;
+		}
 		if (clen > HTTP_BODY_MAX) {
 			http_refuse(wsi, c, 413, "TOO_LARGE", "body too large",
 				    true);
@@ -1667,6 +1794,19 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_BODY: {
 		uint8_t *nb;
 
+		if (c->http_streaming) {
+			if (!len)
+				return 0;
+			if (c->http_got + len > c->http_clen)
+				len = (size_t)(c->http_clen - c->http_got);
+			c->http_got += len;
+			c->http_dispatching = true;
+			s->cfg->hooks->on_http_data(s, c, in, len, &c->resp);
+			c->http_dispatching = false;
+			if (c->resp.status)
+				stream_refused(wsi, c);
+			return 0;
+		}
 		if (!len || c->http_dispatched)
 			return 0; /* refused already: the body is not kept */
 		if (c->http_body_len + len > HTTP_BODY_MAX) {
@@ -1686,6 +1826,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (c->http_streaming) {
+			if (c->http_got != c->http_clen)
+				return -1; /* cannot happen: lws counts */
+			stream_end(s, wsi, c);
+			return 0;
+		}
 		if (c->http_body_wait)
 			http_dispatch(s, wsi, c);
 		return 0;
@@ -1696,11 +1842,41 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 		if (c->close_now)
 			return -1;
-		buf = malloc(LWS_PRE + n + 1);
-		if (n)
-			memcpy(buf + LWS_PRE, c->resp.body, n);
-		rc = lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
-		free(buf);
+		if (c->resp.file) {
+			/* a chunk of the file per writable: lws keeps what
+			 * the kernel does not take and calls again only
+			 * once it is out */
+			uint64_t left = c->resp.file_len - c->file_sent;
+			size_t cap = s->wbuf_cap - LWS_PRE;
+			ssize_t got = 0;
+
+			n = left < cap ? (size_t)left : cap;
+			if (n) {
+				got = pread(c->resp.file_fd, s->wbuf + LWS_PRE,
+					    n, (off_t)(c->resp.file_off +
+						       c->file_sent));
+				if (got <= 0)
+					return -1; /* short: the peer sees it */
+			}
+			c->file_sent += (uint64_t)got;
+			rc = lws_write(wsi, s->wbuf + LWS_PRE, (size_t)got,
+				       c->file_sent == c->resp.file_len
+					       ? LWS_WRITE_HTTP_FINAL
+					       : LWS_WRITE_HTTP);
+			if (rc < 0)
+				return -1;
+			if (c->file_sent < c->resp.file_len) {
+				lws_callback_on_writable(wsi);
+				return 0;
+			}
+		} else {
+			buf = malloc(LWS_PRE + n + 1);
+			if (n)
+				memcpy(buf + LWS_PRE, c->resp.body, n);
+			rc = lws_write(wsi, buf + LWS_PRE, n,
+				       LWS_WRITE_HTTP_FINAL);
+			free(buf);
+		}
 		http_done(c);
 		resp_free(&c->resp);
 		free(c->http_uri);
@@ -1719,6 +1895,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (c && !c->ws) {
+			if (c->http_streaming) {
+				/* gone before the end of its body */
+				c->http_streaming = false;
+				s->cfg->hooks->on_http_abort(s, c);
+			}
 			http_done(c);
 			resp_free(&c->resp);
 			free(c->http_uri);

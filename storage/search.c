@@ -19,8 +19,17 @@
  *              shard, so its events stay in seq order) and writes it in
  *              transactions of at most TXN_EVENTS events. The only writer.
  *   query      takes submitted queries (a Treiber stack too, woken through
- *              an eventfd), runs each on its own read connection, calls
- *              the callback.
+ *              an eventfd), waits until the index holds every event fed
+ *              before each was submitted (2 s at most, then it is
+ *              partial), runs it on its own read connection, calls the
+ *              callback.
+ *
+ * Freshness (docs/search.md): shard i counts the events it feeds
+ * (feeds[i].fed, per event, before the ack that follows the event can
+ * leave the shard); search_query snapshots every shard's count; the
+ * indexer publishes feeds[i].ready, the count up to which shard i's events
+ * are committed in the index. A dropped batch is a hole that only a
+ * completed catch-up pass (which read fed before the log) fills.
  *
  * Schema
  *   chans(cid, id, pos)     a channel seen, and the last seq indexed: pos
@@ -69,10 +78,15 @@
 #define TXN_EVENTS 10000          /* events per indexer transaction */
 #define CATCHUP_TXN 5000          /* events per catch-up transaction */
 #define WAKE_MS 20                /* indexer's sleep between batches */
-#define PENDING_MAX (256u << 20)  /* fed bytes not yet indexed; past it,
-				     batches are dropped and re-read from
-				     the store (invariant 1) */
-#define CATCHUP_WAIT_MS 2000      /* a query waits this long for catch-up */
+/* fed bytes not yet indexed; past it, batches are dropped and re-read from
+ * the store (invariant 1). tests/storage builds a test_search with a tiny
+ * one, to drop. */
+#ifndef PENDING_MAX
+#define PENDING_MAX (256u << 20)
+#endif
+#define FRESH_WAIT_MS 2000        /* a query waits this long for the index
+				     to hold what was acked before it */
+#define FRESH_POLL_MS 1           /* the indexer's sleep while one waits */
 /* At shutdown, index what was fed for this long at most; the next start's
  * catch-up reads the rest back from the store (tests/storage builds a
  * second test_search with 0). */
@@ -97,6 +111,8 @@
 struct fbatch {
 	struct fbatch *next;
 	size_t len, cap;  /* bytes of data used / allocated */
+	uint64_t first;   /* the shard's events fed before this batch's
+			     first (its events are first+1 .. first+n) */
 	uint32_t n;       /* events */
 	uint8_t data[];   /* n times: u32 length, frame */
 };
@@ -105,9 +121,13 @@ struct feed {
 	/* shard thread only */
 	struct fbatch *cur;
 	struct fbatch *spare;  /* buffers to reuse, taken from ret */
-	/* written by the shard (release), read by search_sync (acquire):
-	 * batches pushed so far */
-	uint64_t pushed;
+	/* Written by the shard only (release), read by queries and the
+	 * indexer (acquire). fed: events fed so far, counted as each is
+	 * copied (before the shard runs the effects that follow it, such as
+	 * the ack); flushed: fed as of the last push (or drop), for
+	 * search_sync. */
+	uint64_t fed;
+	uint64_t flushed;
 	/* Shared by the shard and the indexer. head: pushed by the shard
 	 * (CAS), taken by the indexer (exchange). ret: buffers the indexer
 	 * is done with, pushed back by it (CAS), taken by the shard
@@ -116,8 +136,18 @@ struct feed {
 	struct fbatch *head __attribute__((aligned(64)));
 	struct fbatch *ret;
 	unsigned nret;
-	/* indexer only, read under sx->mu: batches indexed so far */
-	uint64_t done __attribute__((aligned(64)));
+	/* Freshness (see "Freshness" above search_query). Indexer only:
+	 * applied_end, the end (first + n) of the last batch it applied;
+	 * covered, the shard's fed as read when the last complete catch-up
+	 * pass began; hole, a batch was dropped (or lost with a failed
+	 * transaction) past covered and no pass has covered it yet. ready:
+	 * written by the indexer under sx->mu (and atomically), read by
+	 * queries: every event of this shard numbered <= ready is in the
+	 * index, committed. */
+	uint64_t applied_end __attribute__((aligned(64)));
+	uint64_t covered;
+	bool hole;
+	uint64_t ready;
 } __attribute__((aligned(64)));
 
 /* A channel during one indexer transaction. */
@@ -135,6 +165,8 @@ struct qreq {
 	size_t qlen;
 	char *q;
 	char (*chs)[IDCAP];
+	uint64_t deadline_ms;  /* mono: arrival + FRESH_WAIT_MS */
+	uint64_t *snap;        /* [nshards]: each shard's fed at arrival */
 };
 
 enum {
@@ -227,10 +259,13 @@ struct search {
 				  the indexer after each commit, read by
 				  queries to size a channel set) */
 
-	pthread_mutex_t mu;    /* caught_up, feeds[].done, syncs */
-	pthread_cond_t cv;
+	pthread_mutex_t mu;    /* caught_up, feeds[].ready, waiters */
+	pthread_cond_t cv;     /* CLOCK_MONOTONIC */
 	bool caught_up;
-	unsigned syncs;        /* search_sync callers waiting */
+	unsigned waiters;      /* search_sync callers and queries waiting for
+				  the indexer (atomic: the indexer polls
+				  every millisecond while there are any) */
+	unsigned stall_ms;     /* PARLEY_TEST_SEARCH_STALL_MS (tests only) */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -300,8 +335,11 @@ static void push(search *sx, struct feed *f)
 	 * the batch and let the indexer re-read the log (invariant 1); a
 	 * flag, since the dropped channels may never send again. */
 	if (__atomic_load_n(&sx->pending, __ATOMIC_RELAXED) > PENDING_MAX) {
+		/* the indexer sees the hole (the next batch's first is past
+		 * its applied_end) or the pass covers it (it reads fed) */
 		free(b);
 		__atomic_store_n(&sx->resync, 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&f->flushed, f->fed, __ATOMIC_RELEASE);
 		return;
 	}
 	__atomic_fetch_add(&sx->pending, b->len, __ATOMIC_RELAXED);
@@ -313,9 +351,9 @@ static void push(search *sx, struct feed *f)
 	while (!__atomic_compare_exchange_n(&f->head, &old, b, true,
 					    __ATOMIC_RELEASE,
 					    __ATOMIC_RELAXED));
-	/* Release: search_sync reading pushed then finds this batch taken
+	/* Release: search_sync reading flushed then finds this batch taken
 	 * or still on the stack. */
-	__atomic_store_n(&f->pushed, f->pushed + 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&f->flushed, f->fed, __ATOMIC_RELEASE);
 }
 
 /* A buffer for at least need bytes: a returned one if it fits. */
@@ -344,6 +382,7 @@ static struct fbatch *batch_get(struct feed *f, size_t need)
 	}
 	b->len = 0;
 	b->n = 0;
+	b->first = f->fed;
 	return b;
 }
 
@@ -366,6 +405,13 @@ void search_feed(search *sx, unsigned shard, const void *ev, size_t len)
 	memcpy(b->data + b->len + 4, ev, len);
 	b->len += need;
 	b->n++;
+	/* Release: a query that reads this count (snapshot at its arrival)
+	 * waits until the indexer has this event. Counted here, per event,
+	 * not at the turn's flush: the ack that follows in this turn may
+	 * reach its connection's shard, and the client, before this shard's
+	 * turn ends (send_buf_to_conn posts it at once). One plain store on
+	 * x86, to a line only this shard writes. */
+	__atomic_store_n(&f->fed, f->fed + 1, __ATOMIC_RELEASE);
 }
 
 void search_feed_flush(search *sx, unsigned shard)
@@ -850,7 +896,7 @@ static int catchup_one(void *arg, const char *idp, size_t n)
 	return c->rc ? 1 : 0;
 }
 
-static int catchup_all(search *sx)
+static int catchup_all(search *sx, bool *cut)
 {
 	struct catchup c = { .sx = sx };
 	uint64_t t0 = mono_ms();
@@ -871,6 +917,7 @@ static int catchup_all(search *sx)
 			c.rc  ? " (failed; will retry)"
 			: c.cut ? " (stopped: shutting down)"
 				: "");
+	*cut = c.cut;
 	return c.rc;
 }
 
@@ -920,22 +967,54 @@ static void batch_return(struct feed *f, struct fbatch *b)
 					    __ATOMIC_RELAXED));
 }
 
-/* Index the taken batches; always gives them back and counts them done. */
+/* Publish each shard's ready (under mu, for the waiting queries and
+ * search_sync) and wake whoever waits. Indexer thread. */
+static void publish(search *sx)
+{
+	pthread_mutex_lock(&sx->mu);
+	for (unsigned i = 0; i < sx->nshards; i++) {
+		struct feed *f = &sx->feeds[i];
+		uint64_t r = f->covered;
+
+		/* Without a store (tests, benchmarks) what a hole lost is
+		 * gone for good: nothing to wait for. */
+		if ((!f->hole || !sx->st) && f->applied_end > r)
+			r = f->applied_end;
+		if (r > f->ready)
+			__atomic_store_n(&f->ready, r, __ATOMIC_RELEASE);
+	}
+	if (sx->waiters)
+		pthread_cond_broadcast(&sx->cv);
+	pthread_mutex_unlock(&sx->mu);
+}
+
+/* Index the taken batches; always gives them back. Moves each shard's
+ * applied_end, and marks a hole where a batch is missing (dropped by the
+ * shard), cut short or lost with a failed transaction. */
 static void index_lists(search *sx, struct fbatch **lists)
 {
-	uint64_t *ndone = calloc(sx->nshards, sizeof(*ndone));
 	size_t bytes = 0, left = 0;
 	int rc = 0;
 
 	for (unsigned i = 0; i < sx->nshards; i++) {
+		struct feed *f = &sx->feeds[i];
+
 		for (struct fbatch *b = lists[i], *next; b; b = next) {
 			const uint8_t *p = b->data, *end = b->data + b->len;
 			const uint8_t *p_ev = p;
+			uint64_t have = f->applied_end > f->covered
+						? f->applied_end
+						: f->covered;
 
 			next = b->next;
+			/* events have..first were dropped, and no pass has
+			 * read them back yet (the drop set resync: one will) */
+			if (b->first > have)
+				f->hole = true;
 			if (left || past_stop(sx)) {
 				left += b->len; /* the catch-up's, next start */
 				p = end;
+				f->hole = true;
 			}
 			while (p < end && !rc) {
 				uint32_t n;
@@ -954,31 +1033,35 @@ static void index_lists(search *sx, struct fbatch **lists)
 				 * past it: count it back in) */
 				rc = 0;
 				left += (size_t)(end - p_ev);
+				f->hole = true;
 			}
+			if (rc)
+				f->hole = true; /* the rest of it is not in */
+			if (b->first + b->n > f->applied_end)
+				f->applied_end = b->first + b->n;
 			bytes += b->len;
-			if (ndone)
-				ndone[i]++;
-			batch_return(&sx->feeds[i], b);
+			batch_return(f, b);
 		}
 	}
 	if (rc) {
 		txn_abort(sx);
-		/* What was lost is still in the store: read it back later. */
+		/* What was lost is still in the store: read it back later;
+		 * until then, the shards' batches here are a hole. */
+		for (unsigned i = 0; i < sx->nshards; i++)
+			if (lists[i])
+				sx->feeds[i].hole = true;
 		__atomic_store_n(&sx->resync, 1, __ATOMIC_RELEASE);
-	} else {
-		txn_commit(sx);
+	} else if (txn_commit(sx)) {
+		for (unsigned i = 0; i < sx->nshards; i++)
+			if (lists[i])
+				sx->feeds[i].hole = true;
+		__atomic_store_n(&sx->resync, 1, __ATOMIC_RELEASE);
 	}
 	if (left)
 		fprintf(stderr, "search: stopping; %zu bytes of events left to "
 				"the next start's catch-up\n", left);
 	__atomic_fetch_sub(&sx->pending, bytes, __ATOMIC_RELAXED);
-	pthread_mutex_lock(&sx->mu);
-	for (unsigned i = 0; i < sx->nshards && ndone; i++)
-		sx->feeds[i].done += ndone[i];
-	if (sx->syncs)
-		pthread_cond_broadcast(&sx->cv);
-	pthread_mutex_unlock(&sx->mu);
-	free(ndone);
+	publish(sx);
 }
 
 /* The indexer's CPU time is what the index costs the commit path when
@@ -994,6 +1077,59 @@ static void lower_priority(void)
 			strerror(errno));
 }
 
+/* A catch-up pass, and what it covers: it indexes, for every channel,
+ * the log up to the channel's last seq as read during the pass, so every
+ * event fed before the pass began is in the index once it completes (a
+ * shard feeds an event only once it is durable, with its channel's 'S'
+ * record in the same batch). So each shard's fed, read before the pass,
+ * is covered after it: drops before that point are healed. 0, or the
+ * pass failed (or was cut by shutdown). */
+static int catchup_pass(search *sx)
+{
+	uint64_t *fed = calloc(sx->nshards, sizeof(*fed));
+	bool cut = false;
+	int rc;
+
+	if (!fed)
+		return -ENOMEM;
+	for (unsigned i = 0; i < sx->nshards; i++)
+		/* Acquire: pairs with search_feed's release store; those
+		 * events' records are in the store. */
+		fed[i] = __atomic_load_n(&sx->feeds[i].fed, __ATOMIC_ACQUIRE);
+	rc = catchup_all(sx, &cut);
+	if (!rc && !cut) {
+		for (unsigned i = 0; i < sx->nshards; i++) {
+			struct feed *f = &sx->feeds[i];
+			/* Without a store (tests, benchmarks) the pass reads
+			 * nothing: events still on their way are not covered,
+			 * and dropped ones are gone for good, so what was
+			 * applied is all there will be of them. */
+			uint64_t c = sx->st ? fed[i] : f->applied_end;
+
+			if (c > f->covered)
+				f->covered = c;
+			/* every hole is below applied_end <= fed[i] */
+			f->hole = false;
+		}
+		publish(sx);
+	}
+	free(fed);
+	return rc ? rc : cut ? -ECANCELED : 0;
+}
+
+/* PARLEY_TEST_SEARCH_STALL_MS: hold what was taken this long before
+ * indexing it (a test's way to keep the index behind; 0 in production). */
+static void test_stall(search *sx)
+{
+	uint64_t until = mono_ms() + sx->stall_ms;
+
+	while (mono_ms() < until && !__atomic_load_n(&sx->stop, __ATOMIC_ACQUIRE)) {
+		struct timespec ts = { 0, 10 * 1000000L };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void *indexer_main(void *arg)
 {
 	search *sx = arg;
@@ -1002,7 +1138,7 @@ static void *indexer_main(void *arg)
 
 	lower_priority();
 
-	if (catchup_all(sx)) {
+	if (catchup_pass(sx)) {
 		__atomic_store_n(&sx->resync, 1, __ATOMIC_RELEASE);
 		retry_at = mono_ms() + 1000;
 	}
@@ -1017,6 +1153,8 @@ static void *indexer_main(void *arg)
 		bool stop = __atomic_load_n(&sx->stop, __ATOMIC_ACQUIRE);
 		bool any = take_all(sx, lists);
 
+		if (any && sx->stall_ms)
+			test_stall(sx);
 		if (any)
 			index_lists(sx, lists);
 		if (__atomic_load_n(&sx->resync, __ATOMIC_ACQUIRE) &&
@@ -1024,7 +1162,7 @@ static void *indexer_main(void *arg)
 			/* Cleared before reading the store: a drop after this
 			 * point sets it again and gets its own pass. */
 			__atomic_store_n(&sx->resync, 0, __ATOMIC_RELEASE);
-			if (catchup_all(sx)) {
+			if (catchup_pass(sx)) {
 				__atomic_store_n(&sx->resync, 1,
 						 __ATOMIC_RELEASE);
 				retry_at = mono_ms() + 1000;
@@ -1032,12 +1170,13 @@ static void *indexer_main(void *arg)
 		}
 		if (stop && !any)
 			break;
-		pthread_mutex_lock(&sx->mu);
-		if (sx->syncs)
-			pthread_cond_broadcast(&sx->cv);
-		pthread_mutex_unlock(&sx->mu);
 		if (!any || !stop)
-			wait_fd(sx->efd_idx, WAKE_MS);
+			/* a query (or search_sync) waiting for a shard's
+			 * next push: look every millisecond, not every 20 */
+			wait_fd(sx->efd_idx,
+				__atomic_load_n(&sx->waiters, __ATOMIC_RELAXED)
+					? FRESH_POLL_MS
+					: WAKE_MS);
 	}
 	free(lists);
 	return NULL;
@@ -1048,22 +1187,21 @@ void search_sync(search *sx)
 	uint64_t *want = calloc(sx->nshards, sizeof(*want));
 
 	for (unsigned i = 0; i < sx->nshards && want; i++)
-		want[i] = __atomic_load_n(&sx->feeds[i].pushed,
+		want[i] = __atomic_load_n(&sx->feeds[i].flushed,
 					  __ATOMIC_ACQUIRE);
 	pthread_mutex_lock(&sx->mu);
-	sx->syncs++;
+	__atomic_fetch_add(&sx->waiters, 1, __ATOMIC_RELAXED);
 	for (;;) {
-		bool behind = !sx->caught_up ||
-			      __atomic_load_n(&sx->resync, __ATOMIC_ACQUIRE);
+		bool behind = !sx->caught_up;
 
 		for (unsigned i = 0; i < sx->nshards && want && !behind; i++)
-			behind = sx->feeds[i].done < want[i];
+			behind = sx->feeds[i].ready < want[i];
 		if (!behind)
 			break;
 		wake(sx->efd_idx);
 		pthread_cond_wait(&sx->cv, &sx->mu);
 	}
-	sx->syncs--;
+	__atomic_fetch_sub(&sx->waiters, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&sx->mu);
 	free(want);
 }
@@ -1212,28 +1350,55 @@ static int cmp_cid(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static bool wait_caught_up(search *sx)
+/* Has the index everything acked before r arrived? Under sx->mu. */
+static bool fresh_for(search *sx, const struct qreq *r)
 {
-	struct timespec dl;
-	bool ok;
+	if (!sx->caught_up)
+		return false;
+	for (unsigned i = 0; i < sx->nshards; i++)
+		if (sx->feeds[i].ready < r->snap[i])
+			return false;
+	return true;
+}
 
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += CATCHUP_WAIT_MS / 1000;
-	dl.tv_nsec += (CATCHUP_WAIT_MS % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+/* Wait until the index holds every event fed before r arrived, until r's
+ * deadline at most. 0 (fresh), SEARCH_PARTIAL (the deadline passed, or
+ * the server is stopping: answer with what the index has), -EAGAIN
+ * (stopping before the catch-up after open was done). */
+static int wait_fresh(search *sx, const struct qreq *r)
+{
+	struct timespec dl = { (time_t)(r->deadline_ms / 1000),
+			       (long)(r->deadline_ms % 1000) * 1000000L };
+	bool counted = false;
+	int st;
+
 	pthread_mutex_lock(&sx->mu);
-	/* shutting down: the queries left are answered UNAVAILABLE at once,
-	 * not after a wait each (search_close broadcasts) */
-	while (!sx->caught_up &&
-	       !__atomic_load_n(&sx->qstop, __ATOMIC_ACQUIRE) &&
-	       pthread_cond_timedwait(&sx->cv, &sx->mu, &dl) == 0)
-		;
-	ok = sx->caught_up;
+	for (;;) {
+		if (fresh_for(sx, r)) {
+			st = 0;
+			break;
+		}
+		/* shutting down: the queries left are answered at once, not
+		 * after a wait each (search_close broadcasts) */
+		if (__atomic_load_n(&sx->qstop, __ATOMIC_ACQUIRE)) {
+			st = sx->caught_up ? SEARCH_PARTIAL : -EAGAIN;
+			break;
+		}
+		if (!counted) {
+			/* the indexer looks every millisecond from now */
+			__atomic_fetch_add(&sx->waiters, 1, __ATOMIC_RELAXED);
+			counted = true;
+			wake(sx->efd_idx);
+		}
+		if (pthread_cond_timedwait(&sx->cv, &sx->mu, &dl) == ETIMEDOUT) {
+			st = fresh_for(sx, r) ? 0 : SEARCH_PARTIAL;
+			break;
+		}
+	}
+	if (counted)
+		__atomic_fetch_sub(&sx->waiters, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&sx->mu);
-	return ok;
+	return st;
 }
 
 /* Strings of the hits, kept until the callback returns. */
@@ -1308,10 +1473,13 @@ static int run_query(search *sx, const struct qreq *r, struct hitbuf *hb)
 	struct cidmap *cm = NULL;
 	unsigned ncm = 0;
 	uint64_t set_events = 0;
-	int rc;
+	int rc, fresh;
 
-	if (!wait_caught_up(sx))
-		return -EAGAIN;
+	/* a failing index answers UNAVAILABLE at once, not after a wait */
+	if (__atomic_load_n(&sx->failing, __ATOMIC_RELAXED))
+		return -EIO;
+	if ((fresh = wait_fresh(sx, r)) < 0)
+		return fresh;
 	if (__atomic_load_n(&sx->failing, __ATOMIC_RELAXED))
 		return -EIO;
 	if ((rc = translate(sx, r->q, r->qlen, &expr)))
@@ -1380,7 +1548,7 @@ commit:
 out:
 	free(cm);
 	free(expr.p);
-	return rc;
+	return rc ? rc : fresh;
 }
 
 static void answer(search *sx, struct qreq *r)
@@ -1388,10 +1556,10 @@ static void answer(search *sx, struct qreq *r)
 	struct hitbuf hb = { 0 };
 	int rc = run_query(sx, r, &hb);
 
-	if (rc)
+	if (rc < 0)
 		r->done(r->arg, rc, NULL, 0);
 	else
-		r->done(r->arg, 0, hb.h, hb.n);
+		r->done(r->arg, rc, hb.h, hb.n);
 	for (unsigned i = 0; i < hb.n; i++)
 		free(hb.strs[i]);
 	free(hb.strs);
@@ -1451,7 +1619,8 @@ int search_query(search *sx, const char *q, size_t qlen,
 		__atomic_sub_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED);
 		return -EBUSY;
 	}
-	sz = sizeof(*r) + (size_t)nch * IDCAP + qlen + 1;
+	sz = sizeof(*r) + sx->nshards * sizeof(uint64_t) +
+	     (size_t)nch * IDCAP + qlen + 1;
 	if (!(r = malloc(sz))) {
 		__atomic_sub_fetch(&sx->qdepth, 1, __ATOMIC_RELAXED);
 		return -ENOMEM;
@@ -1460,7 +1629,16 @@ int search_query(search *sx, const char *q, size_t qlen,
 	r->arg = arg;
 	r->limit = limit;
 	r->nch = nch;
-	r->chs = (void *)(r + 1);
+	/* What the index must hold to answer: every event fed so far, on
+	 * every shard (acks of those were sent, at the earliest, after
+	 * their feed; a request that arrives after an ack finds it here). */
+	r->deadline_ms = mono_ms() + FRESH_WAIT_MS;
+	r->snap = (void *)(r + 1);
+	for (unsigned i = 0; i < sx->nshards; i++)
+		/* Acquire: pairs with search_feed's release store. */
+		r->snap[i] = __atomic_load_n(&sx->feeds[i].fed,
+					     __ATOMIC_ACQUIRE);
+	r->chs = (void *)(r->snap + sx->nshards);
 	for (unsigned i = 0; i < nch; i++)
 		snprintf(r->chs[i], IDCAP, "%s", chs[i]);
 	r->q = (char *)(r->chs + nch);
@@ -1629,7 +1807,20 @@ int search_open(search **out, const char *path, store *st, unsigned nshards,
 	sx->nshards = nshards ? nshards : 1;
 	sx->efd_idx = sx->efd_q = -1;
 	pthread_mutex_init(&sx->mu, NULL);
-	pthread_cond_init(&sx->cv, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&sx->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	{
+		const char *e = getenv("PARLEY_TEST_SEARCH_STALL_MS");
+
+		if (e && *e)
+			sx->stall_ms = (unsigned)strtoul(e, NULL, 10);
+	}
 	if (posix_memalign((void **)&sx->feeds, 64,
 			   sx->nshards * sizeof(*sx->feeds))) {
 		sx->feeds = NULL;

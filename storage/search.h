@@ -13,8 +13,13 @@
  *
  * After a crash the index may be behind the log: the indexer first compares
  * each channel's indexed position with its last durable seq and indexes
- * what is missing from the event log; queries wait for that catch-up (or
- * fail with -EAGAIN after a while) rather than answer from a partial index.
+ * what is missing from the event log.
+ *
+ * Freshness: a query reflects every event fed before search_query was
+ * called (so every change acknowledged before the request arrived: a
+ * shard feeds an event before it runs the ack that follows it). It waits
+ * for the indexer up to 2 s for that; past it, it answers with what the
+ * index has, as SEARCH_PARTIAL.
  *
  * Queries run on a query thread of their own, with a read connection of
  * their own; their results come back through a callback on that thread.
@@ -55,9 +60,9 @@ void search_feed(search *sx, unsigned shard, const void *ev, size_t len);
 void search_feed_flush(search *sx, unsigned shard);
 
 /* Wait until everything flushed before the call (and the catch-up after
- * open) is indexed and visible to queries. For tests and benchmarks; it
- * does not wait for the end of a catch-up pass that dropped batches
- * started, only for its start. */
+ * open, and a catch-up pass for batches dropped before it) is indexed and
+ * visible to queries. For tests and benchmarks: it waits as long as it
+ * takes. */
 void search_sync(search *sx);
 
 /* ---- queries ------------------------------------------------------------- */
@@ -73,15 +78,20 @@ typedef struct search_hit {
 	size_t body_len;
 } search_hit;
 
-/* status: 0 (hits[0..n), newest first), -EINVAL (q has no searchable
- * word), -E2BIG (more than SEARCH_MAX_TERMS words and phrases), -EAGAIN
- * (the index is still catching up), -EIO (the index is failing). */
+/* status: 0 (hits[0..n), newest first), SEARCH_PARTIAL (the same, but
+ * the index did not hold every event fed before the query within 2 s, or
+ * the server is stopping: the hits are what it had), -EINVAL (q has no
+ * searchable word), -E2BIG (more than SEARCH_MAX_TERMS words and phrases),
+ * -EAGAIN (stopping before the catch-up after open was done), -EIO (the
+ * index is failing). */
+#define SEARCH_PARTIAL 1
 typedef void (*search_done_fn)(void *arg, int status, const search_hit *hits,
 			       unsigned n);
 
 /* Any thread. Search the channels chs[0..nch) (ids; copied) for q (qlen
  * bytes of UTF-8; copied), at most limit hits (1..SEARCH_MAX_LIMIT),
- * newest first. done(arg, ...) is called exactly once, ON THE QUERY
+ * newest first, once the index holds every event fed (on any shard) before
+ * this call, or after 2 s with SEARCH_PARTIAL. done(arg, ...) is called exactly once, ON THE QUERY
  * THREAD, if this returns 0; never if it returns -EINVAL (q empty or
  * longer than SEARCH_MAX_Q, limit out of range), -EBUSY (SEARCH_MAX_QUEUED
  * queries are waiting already: the caller turns it into backpressure),

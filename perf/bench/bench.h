@@ -67,6 +67,13 @@ typedef struct stages stages;
 stages *stages_read(const char *host, int port); /* NULL: none there */
 char *stages_json(const stages *before, const stages *after, bool quiet);
 void stages_free(stages *s);
+/* GET path from host:port (HTTP/1.1, Connection: close): the body,
+ * malloc'd and NUL-terminated, or NULL (no answer, not 200) */
+char *http_get(const char *host, int port, const char *path);
+/* The number after "key": in a flat JSON object, or the value of the
+ * Prometheus sample whose name (with its labels) is key; -1 if absent. */
+double json_num(const char *text, const char *key);
+double prom_num(const char *text, const char *key);
 
 /* ---- conn.c: one connection ---------------------------------------------- */
 
@@ -199,7 +206,11 @@ size_t vocab_text(const vocab *v, uint64_t *s, char *out, size_t cap);
 /* ---- child.c: one client process ------------------------------------------ */
 
 enum scen { SC_FANOUT, SC_SMALL, SC_ACKS, SC_IDLE, SC_HB, SC_PRESENCE,
-	    SC_SEARCH };
+	    SC_SEARCH, SC_PUSH };
+
+/* push: the two kinds of client process (brun.phase) */
+enum { PUSH_REGISTER = 1, /* hello, push.register, close; the next user */
+       PUSH_ONLINE };     /* hello, push.register, stay and heartbeat */
 
 /* What the children need to know, set by main.c before fork(). */
 typedef struct brun {
@@ -222,6 +233,8 @@ typedef struct brun {
 	uint64_t msgs;
 	uint32_t senders, nchan;
 	vocab words;
+	/* push: which kind of process (PUSH_REGISTER, PUSH_ONLINE) */
+	uint32_t phase;
 } brun;
 
 extern brun run;

@@ -27,6 +27,12 @@
  *           outstanding, round robin over its channels, until it has sent
  *           its share of --msgs; R_DONE(0, last answer) when every sender
  *           here has all its answers
+ *   push    every connection, once its hello is answered, registers a
+ *           pusher (push.register, app "parley-bench", pushkey "pk-" and
+ *           its user); PUSH_REGISTER processes then close it and open the
+ *           next (at most REG_INFLIGHT at a time), PUSH_ONLINE ones keep
+ *           it and heartbeat like idle's; R_READY when all are registered.
+ *           PUSH_ONLINE counts the tagged messages its members get.
  *
  * Nothing on the delivery path allocates or prints.
  */
@@ -43,6 +49,7 @@
 #include <unistd.h>
 
 #define HANDSHAKES 64
+#define REG_INFLIGHT 128 /* push: registering connections open at once */
 #define CMD_KEY UINT32_MAX
 
 static struct {
@@ -69,10 +76,14 @@ static struct {
 	/* search: senders done; the text's random state */
 	uint32_t senders_done;
 	uint64_t rng;
+	/* push: pushers registered; connections closed after it */
+	uint32_t registered, closed;
+	bool said_refusal;
 	struct final fin;
 } C;
 
 #define WATCH_RID 2 /* hello is 1; the bench's other rids are clock readings */
+#define REG_RID 3   /* push.register */
 #define TEXT_CAP 1024
 
 static void write_all(int fd, const void *p, size_t n)
@@ -109,10 +120,16 @@ static void rearm(bconn *b, uint32_t k)
 	}
 }
 
+static bool may_start(void)
+{
+	if (run.scen == SC_PUSH && run.phase == PUSH_REGISTER)
+		return C.next_start - C.closed < REG_INFLIGHT;
+	return C.next_start - C.ready < HANDSHAKES;
+}
+
 static void start_next(void)
 {
-	while (C.next_start < C.n &&
-	       C.next_start - C.ready < HANDSHAKES) {
+	while (C.next_start < C.n && may_start()) {
 		uint32_t k = C.next_start++;
 		bconn *b = &C.c[k];
 		struct epoll_event ev;
@@ -217,12 +234,41 @@ static void change_seen(uint32_t idx, uint64_t arrival)
 
 /* ---- hooks ------------------------------------------------------------------------ */
 
+/* push: {"op":"push.register","rid":3,"app":"parley-bench",
+ * "pushkey":"pk-<user>","platform":"bench"} */
+static int send_register(bconn *b)
+{
+	char user[96], key[112];
+	proto_out o;
+	int rc;
+
+	user_name(b->id, user, sizeof(user));
+	snprintf(key, sizeof(key), "pk-%s", user);
+	proto_out_init(&o, 0, 256);
+	proto_enc_req(&o, "push.register", REG_RID, 3);
+	proto_pk_cstr(&o.pk, "app");
+	proto_pk_cstr(&o.pk, "parley-bench");
+	proto_pk_cstr(&o.pk, "pushkey");
+	proto_pk_cstr(&o.pk, key);
+	proto_pk_cstr(&o.pk, "platform");
+	proto_pk_cstr(&o.pk, "bench");
+	rc = bconn_send(b, o.data, o.len);
+	proto_out_free(&o);
+	return rc;
+}
+
 static void on_ready(bconn *b)
 {
 	C.ready++;
 	if ((run.scen == SC_IDLE || run.scen == SC_HB ||
-	     run.scen == SC_PRESENCE) && run.hb_ms)
+	     run.scen == SC_PRESENCE || run.scen == SC_PUSH) && run.hb_ms)
 		b->hb_at = now_ns() + (uint64_t)(rand() % (int)run.hb_ms) * 1000000u;
+	if (run.scen == SC_PUSH) {
+		if (send_register(b))
+			C.fin.errors++;
+		rearm(b, b->id - C.from);
+		return;
+	}
 	if (run.scen == SC_PRESENCE) {
 		size_t n = enc_parley_watch(C.frame, C.frame_cap, WATCH_RID,
 					    run.subject);
@@ -233,6 +279,37 @@ static void on_ready(bconn *b)
 		return;
 	}
 	if (C.ready == C.n)
+		report(R_READY, 0, now_ns());
+}
+
+/* push: the answer to push.register; a refusal is said once (an
+ * "unknown op" from a server without push, say) */
+static void on_push_res(bconn *b, uint64_t rid, bool ok, const uint8_t *d,
+			size_t len)
+{
+	proto_doc doc;
+
+	if (rid != REG_RID || b->nacked) {
+		C.fin.errors++;
+		return;
+	}
+	if (!ok) {
+		C.fin.errors++;
+		if (!C.said_refusal &&
+		    proto_decode_max(&doc, d, len, 1u << 20) == PROTO_OK) {
+			const char *c = "?", *m = "";
+			uint32_t cn = 1, mn = 0;
+
+			proto_get_str(&doc.root, "code", &c, &cn);
+			proto_get_str(&doc.root, "msg", &m, &mn);
+			fprintf(stderr, "parley-bench: push.register refused: %.*s "
+				"(%.*s)\n", (int)cn, c, (int)(mn > 200 ? 200 : mn), m);
+			proto_doc_free(&doc);
+		}
+		C.said_refusal = true;
+	}
+	b->nacked = 1; /* PUSH_REGISTER: closed by conn_event */
+	if (++C.registered == C.n)
 		report(R_READY, 0, now_ns());
 }
 
@@ -299,6 +376,10 @@ static void on_deliver(bconn *b, const btag *t, uint64_t seq)
 		hist_add(&C.fin.lat, now - t->sent_ns);
 		return;
 	}
+	if (run.scen == SC_PUSH) {
+		C.fin.deliveries++; /* an online member got the @channel msg */
+		return;
+	}
 	if (run.scen != SC_FANOUT)
 		return; /* acks: the sender's own copy */
 	if (t->idx >= run.nmsg || t->idx < b->next_idx) {
@@ -358,6 +439,8 @@ static const bhooks child_hooks = { on_ready, on_deliver, on_res, on_error,
 				    on_presence, NULL };
 static const bhooks watch_hooks = { on_ready, on_deliver, on_res, on_error,
 				    on_presence, on_resframe };
+static const bhooks push_hooks = { on_ready, on_deliver, on_res, on_error,
+				   on_presence, on_push_res };
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
@@ -378,6 +461,14 @@ static void conn_event(uint32_t k, uint32_t ev)
 		}
 		bconn_close(b);
 		b->state = BS_DEAD;
+		return;
+	}
+	if (run.scen == SC_PUSH && run.phase == PUSH_REGISTER && b->nacked) {
+		/* registered: gone again (the user is offline from here) */
+		epoll_ctl(C.ep, EPOLL_CTL_DEL, b->fd, NULL);
+		bconn_close(b);
+		C.closed++;
+		start_next();
 		return;
 	}
 	if (!was_ready && b->state == BS_READY)
@@ -512,7 +603,8 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 	signal(SIGPIPE, SIG_IGN);
 	srand((unsigned)getpid() ^ (unsigned)now_ns());
 	memset(&C, 0, sizeof(C));
-	hooks = run.scen == SC_PRESENCE ? &watch_hooks : &child_hooks;
+	hooks = run.scen == SC_PRESENCE ? &watch_hooks :
+		run.scen == SC_PUSH ? &push_hooks : &child_hooks;
 	C.from = from;
 	C.n = to - from;
 	C.out = out;
@@ -536,7 +628,9 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 	start_next();
 	for (;;) {
 		bool beats = (run.scen == SC_IDLE || run.scen == SC_HB ||
-			      run.scen == SC_PRESENCE) && run.hb_ms;
+			      run.scen == SC_PRESENCE ||
+			      (run.scen == SC_PUSH && run.phase == PUSH_ONLINE)) &&
+			     run.hb_ms;
 		int timeout = C.sending && run.scen == SC_SMALL ? 1 :
 			      beats && C.ready ? 20 : 1000;
 		int n = epoll_wait(C.ep, evs, 512, timeout);

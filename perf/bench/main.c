@@ -53,7 +53,7 @@ static struct {
 	long port, pid, members, online, messages, size, channels, rate,
 		senders, inflight, conns, hb_ms, duration, procs, timeout,
 		watchers, changes, gap_ms, msgs, member_of, queries, vocab,
-		limit;
+		limit, gateway;
 	bool quiet;
 } opt = {
 	.host = "127.0.0.1", .ws = "bench", .mode = "paced", .members = 25000,
@@ -73,7 +73,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 "usage: parley-bench --server parley|nats|redis\n"
-"                    --scenario fanout|small|acks|idle|hb|presence|search\n"
+"                    --scenario fanout|small|acks|idle|hb|presence|search|push\n"
 "                    --port N --pid N [options]\n"
 "  --host H (127.0.0.1)  --port N  --pid N (server PID: CPU, RSS; required)\n"
 "  --secret FILE (parley: JWT secret)  --ws ID (bench)  --prefix P (r<random>)\n"
@@ -92,6 +92,14 @@ static void usage(void)
 "          (50) of them; then --queries Q (300) of each kind (word, prefix,\n"
 "          phrase), limit --limit L (20), over --clients LIST (1,4)\n"
 "          connections at a time; --data DIR (parleyd's): its size\n"
+"  push (parley): a channel of --members M (100000, the owner included),\n"
+"          --online N (19000) of them connected and heartbeating (--hb-ms),\n"
+"          every other one registered a pusher and left; the owner sends\n"
+"          --messages K (3) messages with mentions [\"@channel\"], one at a\n"
+"          time, each once the gateway has all of the last one's\n"
+"          notifications: M - N - 1 each. --gateway PORT: perf/push-gateway\n"
+"          on 127.0.0.1 (parleyd runs with --push-url pointing there); one\n"
+"          JSON object per message\n"
 "  --duration SEC (10: small, acks, idle, hb)  --procs P (ceil(conns/9000);\n"
 "          presence at least 2)  --variant TEXT (copied into the result)\n"
 "  --timeout SEC (300)  --json FILE  --quiet\n");
@@ -123,7 +131,22 @@ static struct result {
 	hist *lat, *p2l, *ack;
 	char *stages;
 	char *search; /* the search fields, ready to print (",...") */
+	double load; /* push: loadavg_1m when the round ended (0: read it) */
 } res;
+
+/* the 1-minute load average, -1 if unreadable */
+static double loadavg(void)
+{
+	double l1 = -1;
+	FILE *la = fopen("/proc/loadavg", "r");
+
+	if (la) {
+		if (fscanf(la, "%lf", &l1) != 1)
+			l1 = -1;
+		fclose(la);
+	}
+	return l1;
+}
 
 static void put_pcts(FILE *f, const char *name, const hist *h)
 {
@@ -163,6 +186,9 @@ static void emit(void)
 	if (s == SC_FANOUT)
 		fprintf(f, ",\"members\":%ld,\"online\":%ld,\"messages\":%ld",
 			opt.members, opt.online, opt.messages);
+	if (s == SC_PUSH)
+		fprintf(f, ",\"members\":%ld,\"online\":%ld", opt.members,
+			opt.online);
 	if (s == SC_SMALL)
 		fprintf(f, ",\"members\":%ld,\"online\":%ld,\"channels\":%ld",
 			opt.channels * 10, opt.channels * 10, opt.channels);
@@ -200,6 +226,11 @@ static void emit(void)
 	if (res.has_acks_rate)
 		fprintf(f, ",\"acks_per_s\":%.1f",
 			per((double)res.acks, res.duration_s));
+	/* the server's CPU per ack: less sensitive than acks/s to what else
+	 * runs on the machine */
+	if (res.has_acks_rate && res.acks)
+		fprintf(f, ",\"server_cpu_us_per_ack\":%.2f",
+			res.server_cpu_s * 1e6 / (double)res.acks);
 	put_pcts(f, "ack_ms", res.ack);
 	if (res.has_rss)
 		fprintf(f, ",\"rss_bytes\":%llu", (unsigned long long)res.rss_bytes);
@@ -215,16 +246,11 @@ static void emit(void)
 	if (res.search)
 		fputs(res.search, f);
 	{
-		/* the machine's load at the end of the run: the server and the
-		 * bench, and anything else that ran beside them */
-		double l1 = -1;
-		FILE *la = fopen("/proc/loadavg", "r");
+		/* the machine's load at the end of the run (push: of the
+		 * round): the server and the bench, and anything else that ran
+		 * beside them */
+		double l1 = res.load ? res.load : loadavg();
 
-		if (la) {
-			if (fscanf(la, "%lf", &l1) != 1)
-				l1 = -1;
-			fclose(la);
-		}
 		if (l1 >= 0)
 			fprintf(f, ",\"loadavg_1m\":%.2f", l1);
 	}
@@ -235,8 +261,11 @@ static void emit(void)
 	printf("%s\n", text);
 	fflush(stdout);
 	if (opt.json) {
-		FILE *j = fopen(opt.json, "w");
+		/* push writes one object per message: the first truncates */
+		static bool started;
+		FILE *j = fopen(opt.json, started ? "a" : "w");
 
+		started = true;
 		if (!j || fprintf(j, "%s\n", text) < 0 || fclose(j))
 			fprintf(stderr, "parley-bench: cannot write %s: %s\n",
 				opt.json, strerror(errno));
@@ -386,6 +415,8 @@ static void pump(int ms, bconn *extra)
 	} while (now_ns() < end);
 }
 
+static uint32_t spawn_base; /* push: the first process' first user */
+
 static void spawn(uint32_t total, uint32_t align)
 {
 	pid_t me = getpid();
@@ -397,8 +428,9 @@ static void spawn(uint32_t total, uint32_t align)
 		uint64_t a = (uint64_t)total * (uint64_t)i / (uint64_t)opt.procs;
 		uint64_t b = (uint64_t)total * (uint64_t)(i + 1) / (uint64_t)opt.procs;
 
-		kids[i].from = (uint32_t)(a / align * align);
-		kids[i].to = i + 1 == opt.procs ? total : (uint32_t)(b / align * align);
+		kids[i].from = spawn_base + (uint32_t)(a / align * align);
+		kids[i].to = spawn_base +
+			     (i + 1 == opt.procs ? total : (uint32_t)(b / align * align));
 		if (pipe2(up, O_CLOEXEC) || pipe2(down, O_CLOEXEC))
 			fail_run("pipe: %s", strerror(errno));
 		fflush(NULL);
@@ -1392,6 +1424,292 @@ static void run_search(void)
 	stages_free(s1);
 }
 
+/* ---- push ------------------------------------------------------------------------------ */
+
+/* perf/push-gateway's /_stats */
+struct gwstat {
+	double n, users, ids, posts, first, last, cpu, bad;
+};
+
+static bool gw_stats(struct gwstat *g)
+{
+	char *t = http_get(opt.host, (int)opt.gateway, "/_stats");
+
+	if (!t)
+		return false;
+	g->n = json_num(t, "round_notifications");
+	g->users = json_num(t, "round_unique_users");
+	g->ids = json_num(t, "round_unique_ids");
+	g->posts = json_num(t, "round_posts");
+	g->first = json_num(t, "round_first_ns");
+	g->last = json_num(t, "round_last_ns");
+	g->cpu = json_num(t, "cpu_s");
+	g->bad = json_num(t, "bad_posts");
+	free(t);
+	return g->n >= 0 && g->last >= 0 && g->cpu >= 0;
+}
+
+/* parleyd's parley_push_* counters (-1: not there) */
+enum { PM_SENT, PM_RETRIED, PM_DROPPED, PM_OK, PM_ERROR, PM_TIMEOUT, PM_N };
+static const char *const pm_name[PM_N] = {
+	"parley_push_sent_total", "parley_push_retried_total",
+	"parley_push_dropped_total", "parley_push_posts_total{result=\"ok\"}",
+	"parley_push_posts_total{result=\"error\"}",
+	"parley_push_posts_total{result=\"timeout\"}",
+};
+static const char *const pm_key[PM_N] = {
+	"push_sent", "push_retried", "push_dropped", "push_posts_ok",
+	"push_posts_error", "push_posts_timeout",
+};
+
+static void push_metrics(double *v)
+{
+	char *t = http_get(opt.host, (int)opt.port, "/metrics");
+
+	for (int i = 0; i < PM_N; i++)
+		v[i] = t ? prom_num(t, pm_name[i]) : -1;
+	free(t);
+}
+
+/* One message with mentions ["@channel"] from the owner; the time the ack
+ * came (0: refused or none, why in code). */
+static uint64_t push_send(pc_conn *c, const char *ch, uint32_t r,
+			  uint64_t *t_sent, char *code, size_t cap)
+{
+	static const char *const at_channel[] = { "@channel" };
+	char body[BODY_MIN + 64], cmid[32];
+	uint64_t rid = setup_rid++, t_ack;
+	btag tag = { 0, r, UINT32_MAX };
+	bool ok = false;
+	proto_out o;
+	proto_doc d;
+	int rc;
+
+	snprintf(cmid, sizeof(cmid), "push%u", r);
+	proto_out_init(&o, 0, 512);
+	*t_sent = tag.sent_ns = now_ns();
+	tag_body(body, BODY_MIN, &tag);
+	proto_enc_send(&o, rid, ch, body, BODY_MIN, cmid, 0, at_channel, 1);
+	rc = pc_request(c, &o, rid, &d, 60000);
+	t_ack = now_ns();
+	proto_out_free(&o);
+	if (rc != 1) {
+		snprintf(code, cap, "no answer in 60 s");
+		return 0;
+	}
+	proto_get_bool(&d.root, "ok", &ok);
+	if (!ok) {
+		const char *cd = "?", *m = "";
+		uint32_t cn = 1, mn = 0;
+
+		proto_get_str(&d.root, "code", &cd, &cn);
+		proto_get_str(&d.root, "msg", &m, &mn);
+		snprintf(code, cap, "%.*s (%.*s)", (int)cn, cd, (int)mn, m);
+	}
+	proto_doc_free(&d);
+	return ok ? t_ack : 0;
+}
+
+/* The channel: the owner and users 0..M-2. Users N..M-2 register a pusher
+ * and leave (PUSH_REGISTER processes); users 0..N-1 register one and stay,
+ * heartbeating (PUSH_ONLINE). Then K rounds: one message with "@channel";
+ * wait until the gateway has M - N - 1 notifications (every offline member
+ * once, no online one, not the sender), then a second more for stragglers
+ * (a duplicate or an online member notified would show there). One JSON
+ * object per round; the exit status. */
+static int run_push(void)
+{
+	uint32_t M = (uint32_t)opt.members, N = (uint32_t)opt.online;
+	uint32_t users = M - 1, off = users - N, K = (uint32_t)opt.messages;
+	uint32_t want = off;
+	long procs = opt.procs, rprocs = off < 4 ? (long)off : 4;
+	char owner[96], name[96], ch[PROTO_MAX_ID + 1] = "";
+	struct pround {
+		char *text;
+		uint64_t errors, rss;
+		double dur, cpu, load;
+	} *rounds = calloc(K, sizeof(*rounds));
+	uint64_t t0, t_inv, t_reg, t_on, setup_errors;
+	struct gwstat g;
+	pc_conn *c;
+	uint32_t done = 0;
+
+	if (!gw_stats(&g))
+		fail_run("no push gateway answers GET /_stats on %s:%ld",
+			 opt.host, opt.gateway);
+	snprintf(owner, sizeof(owner), "%sowner", bo.prefix);
+	snprintf(name, sizeof(name), "%sbench-push", bo.prefix);
+	t0 = now_ns();
+	c = parley_login(owner, M);
+	create_channel(c, name, ch);
+	invite(c, ch, 0, users);
+	t_inv = now_ns();
+	say("channel %s: %u members; %u register a pusher and leave (%ld "
+	    "processes)", ch, M, off, rprocs);
+
+	run.phase = PUSH_REGISTER;
+	opt.procs = rprocs;
+	spawn_base = N;
+	spawn(off, 1);
+	wait_ready(NULL);
+	t_reg = now_ns();
+	collect(NULL, NULL);
+	free(kids);
+	kids = NULL;
+	say("%u pushers registered in %.1f s (%.0f/s); %u go online in %ld "
+	    "processes", off, (double)(t_reg - t_inv) / 1e9,
+	    per(off, (double)(t_reg - t_inv) / 1e9), N, procs);
+
+	run.phase = PUSH_ONLINE;
+	opt.procs = procs;
+	spawn_base = 0;
+	spawn(N, 1);
+	wait_ready(NULL);
+	t_on = now_ns();
+	setup_errors = res.errors;
+	res.errors = 0;
+	say("%u online and registered in %.1f s; %u messages with @channel, %u "
+	    "notifications expected each", N, (double)(t_on - t_reg) / 1e9, K,
+	    want);
+
+	for (uint32_t r = 0; r < K; r++) {
+		double pm0[PM_N], pm1[PM_N], cpu0, cpu1, gcpu0, bad0;
+		uint64_t t_sent, t_ack, t_seen = 0, t_prog, last_n = 0;
+		uint64_t round_end;
+		struct gwstat at = { 0 }, fin = { 0 };
+		char code[256] = "", *text = NULL;
+		size_t tlen = 0;
+		uint64_t errors = r ? 0 : setup_errors;
+		FILE *f;
+
+		free(http_get(opt.host, (int)opt.gateway, "/_reset"));
+		if (!gw_stats(&g) || g.n != 0)
+			fail_run("the push gateway did not start a new round");
+		gcpu0 = g.cpu;
+		bad0 = g.bad; /* a total: this round's are the difference */
+		push_metrics(pm0);
+		cpu0 = proc_cpu_s((int)opt.pid);
+		t_ack = push_send(c, ch, r, &t_sent, code, sizeof(code));
+		if (!t_ack)
+			fail_run("send with @channel: %s", code);
+		/* until all came, or no progress for 30 s, or 120 s */
+		t_prog = t_ack;
+		round_end = t_ack + 120000000000ull;
+		for (;;) {
+			if (!gw_stats(&at))
+				fail_run("the push gateway stopped answering");
+			if (at.n >= want) {
+				t_seen = now_ns();
+				break;
+			}
+			if ((uint64_t)at.n != last_n) {
+				last_n = (uint64_t)at.n;
+				t_prog = now_ns();
+			}
+			if (now_ns() - t_prog > STALL_NS || now_ns() > round_end)
+				break;
+			pump(10, NULL);
+		}
+		cpu1 = proc_cpu_s((int)opt.pid);
+		pump(1000, NULL); /* stragglers: duplicates, extras */
+		if (!gw_stats(&fin))
+			fail_run("the push gateway stopped answering");
+		push_metrics(pm1);
+		if (!t_seen) {
+			say("round %u: %.0f of %u notifications, then none for "
+			    "%.0f s", r + 1, at.n, want,
+			    (double)(now_ns() - t_prog) / 1e9);
+		}
+		if (fin.n != want || fin.users != want || fin.ids != want) {
+			say("round %u: %.0f notifications, %.0f users, %.0f ids; "
+			    "%u expected", r + 1, fin.n, fin.users, fin.ids, want);
+			errors += (uint64_t)(fin.n > want ? fin.n - want : want - fin.n);
+			if (fin.users != want || fin.ids != want)
+				errors++;
+		}
+		if (fin.bad > bad0) {
+			say("round %u: %.0f POSTs the gateway could not read",
+			    r + 1, fin.bad - bad0);
+			errors += (uint64_t)(fin.bad - bad0);
+		}
+
+		f = open_memstream(&text, &tlen);
+		fprintf(f, ",\"round\":%u,\"expected\":%u,\"notifications\":%.0f,"
+			   "\"unique_users\":%.0f,\"unique_ids\":%.0f,\"posts\":%.0f,"
+			   "\"send_ack_ms\":%.3f",
+			r + 1, want, fin.n, fin.users, fin.ids, fin.posts,
+			(double)(t_ack - t_sent) / 1e6);
+		if (t_seen && at.first > 0)
+			fprintf(f, ",\"ack_to_first_ms\":%.1f,\"ack_to_last_ms\":%.1f,"
+				   "\"first_to_last_ms\":%.1f,"
+				   "\"notifications_per_s\":%.0f",
+				(at.first - (double)t_ack) / 1e6,
+				(at.last - (double)t_ack) / 1e6,
+				(at.last - at.first) / 1e6,
+				per(want, (at.last - (double)t_ack) / 1e9));
+		fprintf(f, ",\"gateway_cpu_s\":%.3f", at.cpu - gcpu0);
+		/* the notifier's work, whatever CPU it was given: the server's
+		 * CPU from the send until the last notification arrived */
+		if (t_seen)
+			fprintf(f, ",\"server_cpu_us_per_notification\":%.2f",
+				(cpu1 - cpu0) * 1e6 / want);
+		for (int i = 0; i < PM_N; i++)
+			if (pm0[i] >= 0 && pm1[i] >= 0)
+				fprintf(f, ",\"%s\":%.0f", pm_key[i], pm1[i] - pm0[i]);
+		fprintf(f, ",\"invite_s\":%.2f,\"register_s\":%.2f,"
+			   "\"registers_per_s\":%.0f,\"online_s\":%.2f",
+			(double)(t_inv - t0) / 1e9, (double)(t_reg - t_inv) / 1e9,
+			per(off, (double)(t_reg - t_inv) / 1e9),
+			(double)(t_on - t_reg) / 1e9);
+		fclose(f);
+		rounds[r] = (struct pround){
+			text, errors, proc_rss((int)opt.pid),
+			t_seen ? (at.last - (double)t_ack) / 1e9 : 0, cpu1 - cpu0,
+			loadavg() };
+		done++;
+		say("round %u: ack %.1f ms; ack to first notification %.0f ms, "
+		    "to last %.0f ms (%.0f of %u)", r + 1,
+		    (double)(t_ack - t_sent) / 1e6,
+		    at.first > 0 ? (at.first - (double)t_ack) / 1e6 : -1,
+		    at.last > 0 ? (at.last - (double)t_ack) / 1e6 : -1, fin.n, want);
+		if (!t_seen)
+			break; /* the notifier is stuck: no more rounds */
+	}
+	/* every online member got every message, and stayed */
+	res.errors = 0;
+	res.deliveries = 0;
+	collect(NULL, NULL);
+	pc_close(c);
+	if (res.deliveries != (uint64_t)done * N) {
+		say("online members got %llu messages, %llu expected",
+		    (unsigned long long)res.deliveries,
+		    (unsigned long long)done * N);
+		res.errors++;
+	}
+	/* one JSON object per round; what went wrong at the end counts in
+	 * the last one */
+	if (done)
+		rounds[done - 1].errors += res.errors + (done < K);
+	else
+		fail_run("no round completed");
+	for (uint32_t r = 0; r < done; r++) {
+		res.search = rounds[r].text;
+		res.errors = rounds[r].errors;
+		res.duration_s = rounds[r].dur;
+		res.server_cpu_s = rounds[r].cpu;
+		res.rss_bytes = rounds[r].rss;
+		res.load = rounds[r].load;
+		res.has_rss = true;
+		res.stages = NULL;
+		emit();
+		if (res.errors)
+			done = 0;
+		free(rounds[r].text);
+	}
+	free(rounds);
+	return done ? 0 : 3;
+}
+
 /* ---- main -------------------------------------------------------------------------------- */
 
 static long num(const char *s)
@@ -1425,7 +1743,8 @@ int main(int argc, char **argv)
 		{ "gap-ms", 1, 0, 29 }, { "msgs", 1, 0, 30 },
 		{ "member-of", 1, 0, 31 }, { "queries", 1, 0, 32 },
 		{ "clients", 1, 0, 33 }, { "vocab", 1, 0, 34 },
-		{ "limit", 1, 0, 35 }, { "data", 1, 0, 36 }, { 0, 0, 0, 0 }
+		{ "limit", 1, 0, 35 }, { "data", 1, 0, 36 },
+		{ "gateway", 1, 0, 37 }, { 0, 0, 0, 0 }
 	};
 	struct rlimit rl;
 	long need;
@@ -1469,6 +1788,7 @@ int main(int argc, char **argv)
 		case 34: opt.vocab = num(optarg); break;
 		case 35: opt.limit = num(optarg); break;
 		case 36: opt.data = optarg; break;
+		case 37: opt.gateway = num(optarg); break;
 		default: usage();
 		}
 	}
@@ -1482,6 +1802,12 @@ int main(int argc, char **argv)
 			opt.senders = 100;
 		if (opt.inflight < 0)
 			opt.inflight = 8;
+	}
+	if (!strcmp(opt.scenario, "push")) {
+		if (opt.members == 25000)
+			opt.members = 100000; /* the default of push */
+		if (opt.messages < 0)
+			opt.messages = 3;
 	}
 	if (opt.channels < 0)
 		opt.channels = 100;
@@ -1526,8 +1852,14 @@ int main(int argc, char **argv)
 		run.scen = SC_PRESENCE;
 	else if (!strcmp(opt.scenario, "search"))
 		run.scen = SC_SEARCH;
+	else if (!strcmp(opt.scenario, "push"))
+		run.scen = SC_PUSH;
 	else
 		usage();
+	if (run.scen == SC_PUSH && (opt.gateway < 1 || opt.gateway > 65535)) {
+		fprintf(stderr, "parley-bench: push wants --gateway PORT\n");
+		usage();
+	}
 	if (strcmp(opt.mode, "paced") && strcmp(opt.mode, "burst"))
 		usage();
 	if (run.scen == SC_SEARCH && opt.senders > opt.channels) {
@@ -1535,8 +1867,8 @@ int main(int argc, char **argv)
 		usage();
 	}
 	if ((run.scen == SC_SMALL || run.scen == SC_ACKS || run.scen == SC_HB ||
-	     run.scen == SC_PRESENCE || run.scen == SC_SEARCH) &&
-	    bo.srv != SRV_PARLEY) {
+	     run.scen == SC_PRESENCE || run.scen == SC_SEARCH ||
+	     run.scen == SC_PUSH) && bo.srv != SRV_PARLEY) {
 		fprintf(stderr, "parley-bench: %s is a parley scenario\n",
 			opt.scenario);
 		usage();
@@ -1574,11 +1906,14 @@ int main(int argc, char **argv)
 		opt.members = opt.online; /* no offline members there */
 	if (opt.online < 1 || opt.online > opt.members)
 		usage();
+	/* push: the owner, the online ones, and at least one to notify */
+	if (run.scen == SC_PUSH && opt.online + 2 > opt.members)
+		usage();
 	if (opt.messages < 0)
 		opt.messages = strcmp(opt.mode, "burst") ? 200 : 2000;
 	if (opt.messages < 1)
 		usage();
-	need = run.scen == SC_FANOUT ? opt.online :
+	need = run.scen == SC_FANOUT || run.scen == SC_PUSH ? opt.online :
 	       run.scen == SC_IDLE || run.scen == SC_HB ? opt.conns :
 	       run.scen == SC_PRESENCE ? opt.watchers :
 	       run.scen == SC_SMALL ? opt.channels * 10 : opt.senders;
@@ -1630,6 +1965,7 @@ int main(int argc, char **argv)
 	case SC_HB: run_idle(); break;
 	case SC_PRESENCE: run_presence(); break;
 	case SC_SEARCH: run_search(); break;
+	case SC_PUSH: return run_push();
 	}
 	emit();
 	return res.errors ? 3 : 0;

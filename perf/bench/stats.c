@@ -200,7 +200,7 @@ struct stages {
 	struct stage *s;
 };
 
-static char *http_get(const char *host, int port, const char *path)
+char *http_get(const char *host, int port, const char *path)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET,
 				  .sin_port = htons((uint16_t)port) };
@@ -275,6 +275,45 @@ fail:
 	close(fd);
 	free(buf);
 	return NULL;
+}
+
+double json_num(const char *text, const char *key)
+{
+	size_t kn = strlen(key);
+
+	for (const char *p = text; p && (p = strstr(p, key)); p += kn) {
+		char *e;
+		double v;
+
+		if (p == text || p[-1] != '"' || p[kn] != '"')
+			continue;
+		p += kn + 1;
+		while (*p == ' ')
+			p++;
+		if (*p++ != ':')
+			continue;
+		v = strtod(p, &e);
+		if (e != p)
+			return v;
+	}
+	return -1;
+}
+
+double prom_num(const char *text, const char *key)
+{
+	size_t kn = strlen(key);
+
+	for (const char *p = text; p && (p = strstr(p, key)); p += kn) {
+		char *e;
+		double v;
+
+		if ((p != text && p[-1] != '\n') || p[kn] != ' ')
+			continue;
+		v = strtod(p + kn + 1, &e);
+		if (e != p + kn + 1)
+			return v;
+	}
+	return -1;
 }
 
 static struct stage *stage_of(stages *st, const char *name, size_t n)
