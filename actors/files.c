@@ -135,16 +135,6 @@ static void thumb_path(char *p, size_t cap, const char *sha)
 	snprintf(p, cap, "%s/thumbs/%s.jpg", F.dir, sha);
 }
 
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
 
 /* ---- the worker: fsync, rename, unlink -------------------------------- */
 
@@ -212,7 +202,7 @@ static void worker_fin(struct fin *f)
 		goto out;
 	}
 	if (mkdir(sub, 0700) == 0) {
-		if (sync_dir(F.dir)) {
+		if (store_sync_dir(F.dir)) {
 			f->status = errno;
 			goto out;
 		}
@@ -220,7 +210,7 @@ static void worker_fin(struct fin *f)
 		f->status = errno;
 		goto out;
 	}
-	if (rename(f->tmp, dst) || sync_dir(sub))
+	if (rename(f->tmp, dst) || store_sync_dir(sub))
 		f->status = errno ? errno : EIO;
 out:
 	if (f->status)
@@ -303,7 +293,7 @@ int files_start(const char *data_dir, const char **errs)
 	if (d)
 		closedir(d);
 	snprintf(p, sizeof(p), "%s/thumbs", F.dir);
-	if (mkdir_p(p) || sync_dir(F.dir) || sync_dir(data_dir)) {
+	if (mkdir_p(p) || store_sync_dir(F.dir) || store_sync_dir(data_dir)) {
 		*errs = "cannot create DATA/files/thumbs";
 		return -1;
 	}

@@ -116,7 +116,8 @@ static void done(void *arg, int status, const search_hit *hits, unsigned n)
 		for (unsigned i = 0; i < n; i++)
 			v[i] = (proto_hit){ hits[i].ch, hits[i].seq,
 					    hits[i].from, hits[i].ts,
-					    hits[i].body, hits[i].body_len };
+					    hits[i].body, hits[i].body_len,
+					    hits[i].files, hits[i].files_len };
 		proto_enc_search_ok(&o, p->rid, v, n,
 				    status == SEARCH_PARTIAL);
 		free(v);

@@ -203,18 +203,6 @@ static const rt_hooks hooks = {
 	.on_drain = on_drain,
 };
 
-/* fsync a directory: what was created or renamed in it survives a power
- * cut only once its entry is synced. */
-static int sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
 
 int server_run(const struct server_opts *o)
 {
@@ -287,7 +275,7 @@ int server_run(const struct server_opts *o)
 	 * could take every acknowledged write with them (the power-cut
 	 * test's strict model showed it). Sync them before serving. */
 	snprintf(path, sizeof(path), "%s/..", o->data_dir);
-	if (sync_dir(o->data_dir) || (created && sync_dir(path))) {
+	if (store_sync_dir(o->data_dir) || (created && store_sync_dir(path))) {
 		fprintf(stderr, "parleyd: %s: fsync: %s\n", o->data_dir,
 			strerror(errno));
 		if (srv.sx)

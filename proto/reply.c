@@ -238,13 +238,19 @@ void proto_enc_search_ok(proto_out *o, uint64_t rid, const proto_hit *hits,
 	proto_pk_cstr(pk, "hits");
 	msgpack_pack_array(pk, n);
 	for (uint32_t i = 0; i < n; i++) {
-		msgpack_pack_map(pk, 5);
+		bool files = hits[i].files && hits[i].files_len;
+
+		msgpack_pack_map(pk, 5 + files);
 		kv_cstr(pk, "ch", hits[i].ch);
 		kv_uint(pk, "seq", hits[i].seq);
 		kv_cstr(pk, "from", hits[i].from);
 		kv_uint(pk, "ts", hits[i].ts);
 		proto_pk_cstr(pk, "body");
 		proto_pk_str(pk, hits[i].body, hits[i].body_len);
+		if (files) {
+			proto_pk_cstr(pk, "files");
+			proto_pk_raw(pk, hits[i].files, hits[i].files_len);
+		}
 	}
 	if (partial)
 		kv_true(pk, "partial");

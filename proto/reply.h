@@ -117,8 +117,9 @@ typedef struct proto_pstate {
 void proto_enc_presence_watch_ok(proto_out *o, uint64_t rid,
 				 const proto_pstate *v, uint32_t n);
 
-/* search: {hits:[{ch, seq, from, ts, body}...][, partial:true]}. The
- * fields are storage/search.h's search_hit, in its order. */
+/* search: {hits:[{ch, seq, from, ts, body[, files]}...][, partial:true]}.
+ * The fields are storage/search.h's search_hit, in its order; files is a
+ * pre-encoded msgpack array (proto_enc_files), or NULL. */
 typedef struct proto_hit {
 	const char *ch;
 	uint64_t seq;
@@ -126,6 +127,8 @@ typedef struct proto_hit {
 	uint64_t ts;
 	const char *body;
 	size_t body_len;
+	const void *files;
+	size_t files_len;
 } proto_hit;
 void proto_enc_search_ok(proto_out *o, uint64_t rid, const proto_hit *hits,
 			 uint32_t n, bool partial);

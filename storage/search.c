@@ -182,17 +182,20 @@ static const char *const wsql[W__COUNT] = {
 	[W_CHAN_GET] = "SELECT cid, pos FROM chans WHERE id = ?1",
 	[W_CHAN_ADD] = "INSERT INTO chans(id, pos) VALUES (?1, 0)",
 	[W_CHAN_POS] = "UPDATE chans SET pos = ?2 WHERE cid = ?1",
-	[W_MSG_GET] = "SELECT rid, body FROM msgs WHERE cid = ?1 AND seq = ?2",
+	/* the text as indexed: the body, then the names of its files */
+	[W_MSG_GET] = "SELECT rid, body || coalesce(char(10) || fnames, ''),"
+		      " fnames FROM msgs WHERE cid = ?1 AND seq = ?2",
 	[W_RID_MAX] = "SELECT max(rid) FROM msgs WHERE rid BETWEEN ?1 AND ?2",
 	[W_RID_TOP] = "SELECT max(rid) FROM msgs",
-	[W_MSG_INS] = "INSERT INTO msgs(rid, cid, seq, ts, sender, body) "
-		      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+	[W_MSG_INS] = "INSERT INTO msgs(rid, cid, seq, ts, sender, body,"
+		      " fnames, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	[W_MSG_UPD] = "UPDATE msgs SET body = ?2 WHERE rid = ?1",
 	[W_MSG_DEL] = "DELETE FROM msgs WHERE rid = ?1",
 	[W_FTS_INS] = "INSERT INTO fts(rowid, body, c) VALUES (?1, ?2, ?3)",
 	[W_FTS_DEL] = "INSERT INTO fts(fts, rowid, body, c) "
 		      "VALUES ('delete', ?1, ?2, ?3)",
-	[W_CHAN_MSGS] = "SELECT rid, body FROM msgs WHERE cid = ?1",
+	[W_CHAN_MSGS] = "SELECT rid, body || coalesce(char(10) || fnames, '')"
+			" FROM msgs WHERE cid = ?1",
 	[W_CHAN_CLEAR] = "DELETE FROM msgs WHERE cid = ?1",
 };
 
@@ -202,7 +205,8 @@ static const char *const rsql[R__COUNT] = {
 	[R_BEGIN] = "BEGIN",
 	[R_COMMIT] = "COMMIT",
 	[R_CID] = "SELECT cid, pos FROM chans WHERE id = ?1",
-	[R_MSG] = "SELECT cid, seq, ts, sender, body FROM msgs WHERE rid = ?1",
+	[R_MSG] = "SELECT cid, seq, ts, sender, body, files FROM msgs"
+		  " WHERE rid = ?1",
 	[R_MATCH] = "SELECT rowid FROM fts WHERE fts MATCH ?1 "
 		    "ORDER BY rowid DESC",
 };
@@ -213,10 +217,15 @@ static const char schema[] =
 	" pos INTEGER NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS msgs("
 	" rid INTEGER PRIMARY KEY, cid INTEGER NOT NULL, seq INTEGER NOT NULL,"
-	" ts INTEGER NOT NULL, sender TEXT NOT NULL, body TEXT NOT NULL);"
+	" ts INTEGER NOT NULL, sender TEXT NOT NULL, body TEXT NOT NULL,"
+	" fnames TEXT, files BLOB);"
 	"CREATE UNIQUE INDEX IF NOT EXISTS msgs_cs ON msgs(cid, seq);"
-	"CREATE VIEW IF NOT EXISTS msgs_v AS"
-	" SELECT rid, body, 'k' || cid AS c FROM msgs;"
+	/* fnames: the message's file names, one per line, indexed after the
+	 * body; files: its files as events carry them, for the hits */
+	"DROP VIEW IF EXISTS msgs_v;"
+	"CREATE VIEW msgs_v AS"
+	" SELECT rid, body || coalesce(char(10) || fnames, '') AS body,"
+	" 'k' || cid AS c FROM msgs;"
 	"CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5("
 	" body, c, content='msgs_v', content_rowid='rid', columnsize=0,"
 	" tokenize='unicode61 remove_diacritics 2', prefix='2 3');"
@@ -589,9 +598,11 @@ static int rid_for(search *sx, uint64_t ts, int64_t *rid)
 	return rc == SQLITE_ROW ? 0 : -EIO;
 }
 
-/* The rid and body of (cid, seq); 1 if found (body malloc'd), 0 if not. */
+/* The rid and indexed text (body, then file names) of (cid, seq), and the
+ * file names alone if fnames; 1 if found (body and *fnames malloc'd, the
+ * latter NULL when it has no files), 0 if not. */
 static int msg_find(search *sx, int64_t cid, uint64_t seq, int64_t *rid,
-		    char **body)
+		    char **body, char **fnames)
 {
 	sqlite3_stmt *s = sx->w[W_MSG_GET];
 	int rc;
@@ -603,6 +614,11 @@ static int msg_find(search *sx, int64_t cid, uint64_t seq, int64_t *rid,
 		*rid = sqlite3_column_int64(s, 0);
 		*body = strdup((const char *)sqlite3_column_text(s, 1));
 		rc = *body ? 1 : -ENOMEM;
+		if (fnames) {
+			const char *f = (const char *)sqlite3_column_text(s, 2);
+
+			*fnames = f ? strdup(f) : NULL;
+		}
 	} else {
 		rc = rc == SQLITE_DONE ? 0 : -EIO;
 	}
@@ -632,12 +648,82 @@ static int fts_index(search *sx, int64_t rid, const char *body, size_t n,
 	return step_done(s);
 }
 
+/* The names of ev's files, one per line (malloc'd), or NULL. */
+static char *file_names(const proto_event *ev)
+{
+	proto_doc d;
+	const msgpack_object_array *a;
+	msgpack_object root;
+	size_t len = 0, cap = 0;
+	char *out = NULL;
+
+	if (!ev->files || !ev->files_len)
+		return NULL;
+	/* the array alone: wrap it in a map to decode it as a doc */
+	{
+		size_t n = ev->files_len + 7;
+		uint8_t *buf = malloc(n);
+		int rc;
+
+		buf[0] = 0x81;
+		buf[1] = 0xa1;
+		buf[2] = 'f';
+		memcpy(buf + 3, ev->files, ev->files_len);
+		rc = proto_decode_max(&d, buf, ev->files_len + 3,
+				      PROTO_MAX_STATE);
+		free(buf);
+		if (rc != PROTO_OK)
+			return NULL;
+	}
+	root = d.root;
+	if (proto_get_array(&root, "f", &a) == 0) {
+		for (uint32_t i = 0; i < a->size; i++) {
+			const char *nm;
+			uint32_t nl;
+
+			if (a->ptr[i].type != MSGPACK_OBJECT_MAP ||
+			    proto_get_str(&a->ptr[i], "name", &nm, &nl))
+				continue;
+			if (len + nl + 2 > cap) {
+				cap = 2 * (len + nl + 2);
+				out = realloc(out, cap);
+			}
+			if (len)
+				out[len++] = '\n';
+			memcpy(out + len, nm, nl);
+			len += nl;
+			out[len] = 0;
+		}
+	}
+	proto_doc_free(&d);
+	return out;
+}
+
+/* body, then a newline and fnames if any (malloc'd), and its length */
+static char *indexed_text(const char *body, size_t bn, const char *fnames,
+			  size_t *n)
+{
+	size_t fl = fnames ? strlen(fnames) : 0;
+	char *t = malloc(bn + fl + 2);
+
+	memcpy(t, body, bn);
+	*n = bn;
+	if (fl) {
+		t[(*n)++] = '\n';
+		memcpy(t + *n, fnames, fl);
+		*n += fl;
+	}
+	t[*n] = 0;
+	return t;
+}
+
 static int apply_msg(search *sx, struct chent *ce, const proto_event *ev)
 {
 	sqlite3_stmt *s = sx->w[W_MSG_INS];
 	int64_t rid, old;
-	char *body;
-	int rc = msg_find(sx, ce->cid, ev->seq, &old, &body);
+	char *body, *fnames, *text;
+	size_t tn;
+	int rc = msg_find(sx, ce->cid, ev->seq, &old, &body, NULL);
 
 	if (rc) {
 		/* already there (an index reset half way?): keep it */
@@ -647,15 +733,32 @@ static int apply_msg(search *sx, struct chent *ce, const proto_event *ev)
 	}
 	if (rid_for(sx, ev->ts, &rid))
 		return -EIO;
+	fnames = file_names(ev);
 	sqlite3_bind_int64(s, 1, rid);
 	sqlite3_bind_int64(s, 2, ce->cid);
 	sqlite3_bind_int64(s, 3, (int64_t)ev->seq);
 	sqlite3_bind_int64(s, 4, (int64_t)ev->ts);
 	sqlite3_bind_text(s, 5, ev->from.s, (int)ev->from.n, SQLITE_STATIC);
 	sqlite3_bind_text(s, 6, ev->body.s, (int)ev->body.n, SQLITE_STATIC);
-	if (step_done(s))
+	if (fnames)
+		sqlite3_bind_text(s, 7, fnames, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 7);
+	if (fnames)
+		sqlite3_bind_blob(s, 8, ev->files, (int)ev->files_len,
+				  SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 8);
+	if (step_done(s)) {
+		free(fnames);
 		return -EIO;
-	return fts_index(sx, rid, ev->body.s, ev->body.n, ce->cid);
+	}
+	text = indexed_text(ev->body.s ? ev->body.s : "", ev->body.n, fnames,
+			    &tn);
+	rc = fts_index(sx, rid, text, tn, ce->cid);
+	free(text);
+	free(fnames);
+	return rc;
 }
 
 /* edit (body set) or delete (body NULL) of message ev->target */
@@ -663,17 +766,19 @@ static int apply_change(search *sx, struct chent *ce, const proto_event *ev,
 			bool del)
 {
 	int64_t rid;
-	char *old;
-	int rc = msg_find(sx, ce->cid, ev->target, &rid, &old);
+	char *old, *fnames = NULL, *text;
+	size_t tn;
+	int rc = msg_find(sx, ce->cid, ev->target, &rid, &old, &fnames);
 	sqlite3_stmt *s;
 
 	if (rc <= 0)
 		return rc; /* not a message we hold (deleted, never indexed) */
 	rc = fts_unindex(sx, rid, old, ce->cid);
 	free(old);
-	if (rc)
-		return rc;
-	if (del) {
+	if (rc || del) {
+		free(fnames);
+		if (rc)
+			return rc;
 		s = sx->w[W_MSG_DEL];
 		sqlite3_bind_int64(s, 1, rid);
 		return step_done(s);
@@ -681,9 +786,17 @@ static int apply_change(search *sx, struct chent *ce, const proto_event *ev,
 	s = sx->w[W_MSG_UPD];
 	sqlite3_bind_int64(s, 1, rid);
 	sqlite3_bind_text(s, 2, ev->body.s, (int)ev->body.n, SQLITE_STATIC);
-	if (step_done(s))
+	if (step_done(s)) {
+		free(fnames);
 		return -EIO;
-	return fts_index(sx, rid, ev->body.s, ev->body.n, ce->cid);
+	}
+	/* an edit changes the text; the files stay */
+	text = indexed_text(ev->body.s ? ev->body.s : "", ev->body.n, fnames,
+			    &tn);
+	rc = fts_index(sx, rid, text, tn, ce->cid);
+	free(text);
+	free(fnames);
+	return rc;
 }
 
 static bool kind_is(proto_str k, const char *s)
@@ -1421,7 +1534,7 @@ static int run_match(search *sx, const struct qreq *r, const char *expr,
 		search_hit *h = &hb->h[hb->n];
 		char *s;
 		const char *from, *body;
-		size_t fn, bn;
+		size_t fn, bn, fl;
 
 		sqlite3_bind_int64(g, 1, rid);
 		if (sqlite3_step(g) != SQLITE_ROW) {
@@ -1440,7 +1553,9 @@ static int run_match(search *sx, const struct qreq *r, const char *expr,
 		fn = (size_t)sqlite3_column_bytes(g, 3);
 		body = (const char *)sqlite3_column_text(g, 4);
 		bn = (size_t)sqlite3_column_bytes(g, 4);
-		s = malloc(fn + bn + 2);
+		fl = sqlite3_column_type(g, 5) == SQLITE_BLOB
+			     ? (size_t)sqlite3_column_bytes(g, 5) : 0;
+		s = malloc(fn + bn + 2 + fl);
 		if (!s) {
 			sqlite3_reset(g);
 			rc = SQLITE_NOMEM;
@@ -1450,6 +1565,10 @@ static int run_match(search *sx, const struct qreq *r, const char *expr,
 		s[fn] = 0;
 		memcpy(s + fn + 1, body ? body : "", bn);
 		s[fn + 1 + bn] = 0;
+		if (fl)
+			memcpy(s + fn + bn + 2, sqlite3_column_blob(g, 5), fl);
+		h->files = fl ? s + fn + bn + 2 : NULL;
+		h->files_len = fl;
 		hb->strs[hb->n] = s;
 		h->ch = r->chs[hit->ch];
 		h->seq = (uint64_t)sqlite3_column_int64(g, 1);
@@ -1761,6 +1880,22 @@ static void close_all(search *sx)
 	free(sx);
 }
 
+/* An index made before files has msgs without fnames and files: add them
+ * (NULL for the old rows, which had no files). */
+static int add_file_columns(sqlite3 *db, char **err)
+{
+	sqlite3_stmt *s = NULL;
+	int rc = sqlite3_prepare_v2(db, "SELECT fnames, files FROM msgs LIMIT 0",
+				    -1, &s, NULL);
+	const char *m = rc == SQLITE_OK ? "" : sqlite3_errmsg(db);
+
+	sqlite3_finalize(s);
+	if (rc == SQLITE_OK || strstr(m, "no such table"))
+		return 0;
+	return exec(db, "ALTER TABLE msgs ADD COLUMN fnames TEXT;"
+			"ALTER TABLE msgs ADD COLUMN files BLOB;", err);
+}
+
 /* Both connections, the schema, the statements, the tokenizer; and the
  * event count that sizes channel sets. */
 static int open_dbs(search *sx, const char *file, char **err)
@@ -1771,6 +1906,7 @@ static int open_dbs(search *sx, const char *file, char **err)
 	    exec(sx->wdb, "PRAGMA journal_mode = WAL;"
 			  "PRAGMA synchronous = NORMAL;"
 			  "PRAGMA cache_size = -32768;", err) ||
+	    add_file_columns(sx->wdb, err) ||
 	    exec(sx->wdb, schema, err) ||
 	    prepare(sx->wdb, wsql, sx->w, W__COUNT, err))
 		return -1;

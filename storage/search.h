@@ -76,6 +76,8 @@ typedef struct search_hit {
 	uint64_t ts;
 	const char *body;
 	size_t body_len;
+	const void *files; /* the message's files as events carry them, or NULL */
+	size_t files_len;
 } search_hit;
 
 /* status: 0 (hits[0..n), newest first), SEARCH_PARTIAL (the same, but

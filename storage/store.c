@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <rocksdb/c.h>
@@ -2267,51 +2268,51 @@ int store_presence_parse(const void *v, size_t len, store_presence *out)
 
 /* ---- per-user records of notifications (issue 14) ---------------------- */
 
-static void k_urec(struct key *k, char tag, const char *ws, const char *user)
+/* ws \0 user as the key of a tagged record (store_*_meta) */
+static size_t urec_key(char *k, const char *ws, const char *user)
 {
-	key_init(k);
-	key_byte(k, (uint8_t)tag);
-	key_id0(k, ws);
-	key_add(k, user, strlen(user));
+	size_t lw = strlen(ws), lu = strlen(user);
+
+	memcpy(k, ws, lw);
+	k[lw] = 0;
+	memcpy(k + lw + 1, user, lu);
+	return lw + 1 + lu;
 }
 
 void store_put_urec(store_batch *b, char tag, const char *ws,
 		    const char *user, const void *v, size_t n)
 {
-	struct key k;
+	char k[2 * STORE_ID_MAX + 2];
 
-	k_urec(&k, tag, ws, user);
-	b_put(b, CF_META, &k, v, n);
+	store_put_meta(b, tag, k, urec_key(k, ws, user), v, n);
 }
 
 void store_del_urec(store_batch *b, char tag, const char *ws,
 		    const char *user)
 {
-	struct key k;
+	char k[2 * STORE_ID_MAX + 2];
 
-	k_urec(&k, tag, ws, user);
-	b_del(b, CF_META, &k);
+	store_del_meta(b, tag, k, urec_key(k, ws, user));
 }
 
 int store_get_urec(store *s, char tag, const char *ws, const char *user,
 		   void **v, size_t *n)
 {
-	rocksdb_pinnableslice_t *ps;
-	const char *p;
-	struct key k;
-	int rc;
+	char k[2 * STORE_ID_MAX + 2];
 
-	k_urec(&k, tag, ws, user);
-	rc = get_pinned(s, s->cf_meta, &k, &ps);
-	if (rc)
-		return rc;
-	p = rocksdb_pinnableslice_value(ps, n);
-	*v = malloc(*n ? *n : 1);
-	if (*v)
-		memcpy(*v, p, *n);
-	else
-		rc = -ENOMEM;
-	rocksdb_pinnableslice_destroy(ps);
+	return store_get_meta(s, tag, k, urec_key(k, ws, user), v, n);
+}
+
+/* fsync a directory: what was created or renamed in it survives a power
+ * cut only once its entry is synced. */
+int store_sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
 	return rc;
 }
 

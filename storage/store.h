@@ -291,6 +291,9 @@ void store_del_urec(store_batch *b, char tag, const char *ws,
 /* 0 with *v malloc'd (the caller frees it), -ENOENT, or -EIO */
 int store_get_urec(store *s, char tag, const char *ws, const char *user,
 		   void **v, size_t *n);
+/* fsync the directory dir (its new and renamed entries survive a power
+ * cut only then): 0 or -1 with errno. */
+int store_sync_dir(const char *dir);
 /* Every member of ch with its 'M' record, in user order; non-zero from fn
  * stops. For the notifier, which needs each member's read marker. */
 typedef int (*store_member_fn)(void *arg, const char *user, size_t ulen,

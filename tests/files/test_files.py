@@ -504,6 +504,68 @@ def check_janitor(exe_args):
         srv.cleanup()
 
 
+def check_messages(srv):
+    """A message with files: its event and history carry them (name, size,
+    type, w/h and thumb for an image made before the send, snippet for
+    text); a file name is found by search, and the hit carries the files;
+    an edit keeps them searchable; a delete takes both away."""
+    a, b = uniq("ma"), uniq("mb")
+    ca, cb = Client(srv, a), Client(srv, b)
+    try:
+        ch = ca.ok("ch.create", name=uniq("f-"), kind="private")["ch"]["id"]
+        ca.ok("ch.invite", ch=ch, users=[b])
+        png = make_png(64, 48)
+        jp = ok_upload(srv, a, "quarterly-chart.png", png)
+        wait_until(lambda: srv.get(a, jp["id"], suffix="/thumb")[0] == 200,
+                   "the chart's thumbnail")
+        jt = ok_upload(srv, a, "notes \u00e9t\u00e9.txt", "hello \u00e9t\u00e9\n".encode())
+        wait_until(lambda: (lambda e: e and e[0].get("snippet"))(
+            ca.ok("send", ch=ch, body="probe", cmid=uniq("p"),
+                  files=[jt["id"]])["seq"] and
+            ca.ok("history", ch=ch, limit=1)["msgs"][-1].get("files")),
+            "a snippet for the text file")
+        r = ca.ok("send", ch=ch, body="", cmid=uniq("m"), files=[jp["id"], jt["id"]])
+        seq = r["seq"]
+        ev = None
+        while ev is None:
+            m = cb.read_msg()
+            if m.get("t") == "ev" and m.get("seq") == seq:
+                ev = m
+        check(ev["body"] == "" and len(ev["files"]) == 2, "event %r" % ev)
+        f0, f1 = ev["files"]
+        check(f0["id"] == jp["id"] and f0["name"] == "quarterly-chart.png" and
+              f0["size"] == len(png) and f0["type"] == "image/png" and
+              f0.get("w") == 64 and f0.get("h") == 48 and f0.get("thumb") is True,
+              "image entry %r" % f0)
+        check(f1["type"].startswith("text/plain") and "thumb" not in f1 and
+              f1.get("snippet", "").startswith("hello \u00e9t\u00e9"), "text entry %r" % f1)
+        h = cb.ok("history", ch=ch, limit=1)["msgs"][-1]
+        check(h["seq"] == seq and h["files"] == ev["files"], "history %r" % h)
+        # search by a word of a file name, right after the ack
+        hits = cb.ok("search", q="quarterly")["hits"]
+        check([x["seq"] for x in hits] == [seq] and hits[0]["files"] == ev["files"],
+              "search by file name: %r" % hits)
+        check(cb.ok("search", q="chart*")["hits"][0]["seq"] == seq, "prefix of a file name")
+        # an edit changes the text; the files stay findable
+        ca.ok("edit", ch=ch, target=seq, body="the numbers")
+        check([x["seq"] for x in cb.ok("search", q="quarterly numbers")["hits"]] == [seq],
+              "body and file name together after an edit")
+        # files of another user's upload, or unknown: NOT_FOUND, nothing sent
+        r = cb.request("send", ch=ch, body="x", cmid=uniq("m"), files=[jp["id"]])
+        check(r.get("code") == "NOT_FOUND", "someone else's upload %r" % r)
+        r = cb.request("send", ch=ch, body="x", cmid=uniq("m"), files=["F" + "0" * 24])
+        check(r.get("code") == "NOT_FOUND", "an unknown id %r" % r)
+        # a delete: no files in history, not found by name
+        ca.ok("delete", ch=ch, target=seq)
+        h = cb.ok("history", ch=ch, limit=5)["msgs"]
+        d = [x for x in h if x["seq"] == seq][0]
+        check(d.get("deleted") and "files" not in d, "deleted %r" % d)
+        check(cb.ok("search", q="quarterly")["hits"] == [], "deleted: not found")
+    finally:
+        ca.close()
+        cb.close()
+
+
 def main():
     failed = []
     args = ["--max-file-mb", "8", "--file-quota-mb", "40"]
@@ -519,7 +581,8 @@ def main():
               ("kill -9 after 201", check_kill_after_201),
               ("kill -9 during an upload", check_kill_during),
               ("quota", check_quota),
-              ("types from the bytes, thumbnails", check_types)]
+              ("types from the bytes, thumbnails", check_types),
+              ("messages with files: events, history, search", check_messages)]
     try:
         for name, fn in checks:
             try:

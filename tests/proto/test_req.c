@@ -1396,8 +1396,8 @@ static void test_reply_lists(void **state)
 	both_free(&a, &b);
 
 	/* search, as search_op.c's done() packed it */
-	proto_hit hits[2] = { { "g", 3, "bob", 99, "hello there", 5 },
-			      { "h", 4, "eve", 98, "", 0 } };
+	proto_hit hits[2] = { { "g", 3, "bob", 99, "hello there", 5, NULL, 0 },
+			      { "h", 4, "eve", 98, "", 0, NULL, 0 } };
 
 	both_init(&a, &b);
 	proto_enc_search_ok(&a, 8, hits, 2, false);
