@@ -57,7 +57,6 @@
 #define JOB_MAX_EVENTS 512
 #define JOB_MAX_CANDS 200000u      /* more only for one event alone */
 #define POST_MAX 100               /* notifications per POST */
-#define JOB_SLICE 2000             /* kept per transaction in a big job */
 #define BACKOFF_MAX_MS 600000u     /* 10 min */
 
 const double notify_delay_bounds[NOTIFY_DELAY_NB] = {
@@ -165,9 +164,8 @@ static struct notifier {
 	int stop; /* atomic */
 
 	sqlite3 *db;
-	sqlite3_stmt *s_pos_get, *s_pos_put, *s_pend_ins, *s_body_ins,
-		*s_pend_due, *s_pend_busy, *s_pend_del, *s_body_del,
-		*s_pend_retry;
+	sqlite3_stmt *s_pos_get, *s_pos_put, *s_pend_ins, *s_pend_due,
+		*s_pend_busy, *s_pend_del, *s_pend_retry;
 	smap qpos;
 	bool initialized; /* pos is known for every channel */
 
@@ -252,37 +250,28 @@ static int db_open(const char *data_dir, char **err)
 	    exec("CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v)") ||
 	    exec("CREATE TABLE IF NOT EXISTS pos(ch TEXT PRIMARY KEY,"
 		 " seq INTEGER NOT NULL) WITHOUT ROWID") ||
-	    /* a notification's state, small (a retry rewrites it), apart
-	     * from its body (written once, deleted once) */
-	    exec("CREATE TABLE IF NOT EXISTS notif(id TEXT PRIMARY KEY,"
+	    exec("CREATE TABLE IF NOT EXISTS pending(id TEXT PRIMARY KEY,"
 		 " ws TEXT NOT NULL, user TEXT NOT NULL, ts INTEGER NOT NULL,"
 		 " first_ms INTEGER NOT NULL, next_ms INTEGER NOT NULL,"
-		 " attempts INTEGER NOT NULL, busy INTEGER NOT NULL)") ||
-	    exec("CREATE TABLE IF NOT EXISTS notif_body(id TEXT PRIMARY KEY,"
+		 " attempts INTEGER NOT NULL, busy INTEGER NOT NULL,"
 		 " body TEXT NOT NULL)") ||
-	    exec("CREATE INDEX IF NOT EXISTS notif_next ON"
-		 " notif(busy, next_ms)") ||
-	    exec("DROP TABLE IF EXISTS pending") || /* an early layout */
-	    exec("UPDATE notif SET busy = 0") ||
+	    exec("CREATE INDEX IF NOT EXISTS pending_next ON"
+		 " pending(busy, next_ms)") ||
+	    exec("UPDATE pending SET busy = 0") ||
 	    prep(&N.s_pos_get, "SELECT seq FROM pos WHERE ch = ?") ||
 	    prep(&N.s_pos_put, "INSERT INTO pos(ch, seq) VALUES(?, ?)"
 			       " ON CONFLICT(ch) DO UPDATE SET seq ="
 			       " max(seq, excluded.seq)") ||
-	    prep(&N.s_pend_ins, "INSERT OR IGNORE INTO notif(id, ws, user,"
-				" ts, first_ms, next_ms, attempts, busy)"
-				" VALUES(?, ?, ?, ?, 0, ?, 0, 0)") ||
-	    prep(&N.s_body_ins, "INSERT OR IGNORE INTO notif_body(id, body)"
-				" VALUES(?, ?)") ||
-	    prep(&N.s_pend_due, "SELECT n.id, n.ws, n.user, n.ts, n.first_ms,"
-				" n.attempts, b.body FROM notif n JOIN"
-				" notif_body b ON b.id = n.id WHERE n.busy = 0"
-				" AND n.next_ms <= ? ORDER BY n.next_ms"
-				" LIMIT ?") ||
-	    prep(&N.s_pend_busy, "UPDATE notif SET busy = 1, first_ms = ?"
+	    prep(&N.s_pend_ins, "INSERT OR IGNORE INTO pending(id, ws, user,"
+				" ts, first_ms, next_ms, attempts, busy, body)"
+				" VALUES(?, ?, ?, ?, 0, ?, 0, 0, ?)") ||
+	    prep(&N.s_pend_due, "SELECT id, ws, user, ts, first_ms, attempts,"
+				" body FROM pending WHERE busy = 0 AND"
+				" next_ms <= ? ORDER BY next_ms LIMIT ?") ||
+	    prep(&N.s_pend_busy, "UPDATE pending SET busy = 1, first_ms = ?"
 				 " WHERE id = ?") ||
-	    prep(&N.s_pend_del, "DELETE FROM notif WHERE id = ?") ||
-	    prep(&N.s_body_del, "DELETE FROM notif_body WHERE id = ?") ||
-	    prep(&N.s_pend_retry, "UPDATE notif SET busy = 0, attempts = ?,"
+	    prep(&N.s_pend_del, "DELETE FROM pending WHERE id = ?") ||
+	    prep(&N.s_pend_retry, "UPDATE pending SET busy = 0, attempts = ?,"
 				  " next_ms = ? WHERE id = ?")) {
 		if (asprintf(err, "%s: %s", path, sqlite3_errmsg(N.db)) < 0)
 			*err = NULL;
@@ -296,7 +285,7 @@ static uint64_t db_count_pending(void)
 	sqlite3_stmt *st;
 	uint64_t n = 0;
 
-	if (sqlite3_prepare_v2(N.db, "SELECT count(*) FROM notif", -1, &st,
+	if (sqlite3_prepare_v2(N.db, "SELECT count(*) FROM pending", -1, &st,
 			       NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		n = (uint64_t)sqlite3_column_int64(st, 0);
@@ -860,8 +849,6 @@ static char *notif_json(const char *id, const struct jev *e,
 	return s;
 }
 
-static void pump_http(void);
-
 /* Everything the shards said is in: decide, and keep it. */
 static void job_finish(struct job *j)
 {
@@ -910,7 +897,7 @@ static void job_finish(struct job *j)
 		u->newest = (int32_t)i; /* candidates are in event order */
 	}
 	exec("BEGIN");
-	for (uint32_t i = 0, kept = 0; i < nlist; i++) {
+	for (uint32_t i = 0; i < nlist; i++) {
 		struct uinfo *u = list[i];
 		const struct cand *c;
 		const struct jev *e;
@@ -927,27 +914,11 @@ static void job_finish(struct job *j)
 		sqlite3_bind_text(N.s_pend_ins, 3, c->user, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(N.s_pend_ins, 4, (sqlite3_int64)e->ts);
 		sqlite3_bind_int64(N.s_pend_ins, 5, (sqlite3_int64)t);
+		sqlite3_bind_text(N.s_pend_ins, 6, body, -1, free);
 		if (sqlite3_step(N.s_pend_ins) == SQLITE_DONE &&
-		    sqlite3_changes(N.db)) {
+		    sqlite3_changes(N.db))
 			stat_add(&N.pending, 1);
-			sqlite3_bind_text(N.s_body_ins, 1, id, -1,
-					  SQLITE_STATIC);
-			sqlite3_bind_text(N.s_body_ins, 2, body, -1,
-					  SQLITE_STATIC);
-			sqlite3_step(N.s_body_ins);
-			sqlite3_reset(N.s_body_ins);
-		}
 		sqlite3_reset(N.s_pend_ins);
-		free(body);
-		/* A big job (an @channel to 81,000) is kept and sent in
-		 * slices: the first POSTs leave while the rest is decided.
-		 * A crash between slices decides the job again from pos:
-		 * the slices kept already are the same ids, ignored. */
-		if (++kept % JOB_SLICE == 0) {
-			exec("COMMIT");
-			pump_http();
-			exec("BEGIN");
-		}
 	}
 	/* every channel of the job: its events up to here are decided */
 	for (uint32_t i = 0; i < j->nev; i++) {
@@ -1160,16 +1131,6 @@ static void reject_keys(struct post *po, json_t *rej)
 	}
 }
 
-static void pend_del(const char *id)
-{
-	sqlite3_bind_text(N.s_pend_del, 1, id, 32, SQLITE_STATIC);
-	sqlite3_step(N.s_pend_del);
-	sqlite3_reset(N.s_pend_del);
-	sqlite3_bind_text(N.s_body_del, 1, id, 32, SQLITE_STATIC);
-	sqlite3_step(N.s_body_del);
-	sqlite3_reset(N.s_body_del);
-}
-
 static void post_done(struct post *po, CURLcode res)
 {
 	long code = 0;
@@ -1188,7 +1149,10 @@ static void post_done(struct post *po, CURLcode res)
 		if (a)
 			json_decref(a);
 		for (uint32_t i = 0; i < po->n; i++) {
-			pend_del(po->v[i].id);
+			sqlite3_bind_text(N.s_pend_del, 1, po->v[i].id, 32,
+					  SQLITE_STATIC);
+			sqlite3_step(N.s_pend_del);
+			sqlite3_reset(N.s_pend_del);
 		}
 		stat_add(&N.sent, po->n);
 		__atomic_fetch_sub(&N.pending, po->n, __ATOMIC_RELAXED);
@@ -1201,7 +1165,10 @@ static void post_done(struct post *po, CURLcode res)
 			uint32_t att = po->v[i].attempts + 1;
 
 			if (t - po->v[i].first_ms >= N.cfg.give_up_ms) {
-				pend_del(po->v[i].id);
+				sqlite3_bind_text(N.s_pend_del, 1, po->v[i].id,
+						  32, SQLITE_STATIC);
+				sqlite3_step(N.s_pend_del);
+				sqlite3_reset(N.s_pend_del);
 				stat_add(&N.dropped, 1);
 				__atomic_fetch_sub(&N.pending, 1,
 						   __ATOMIC_RELAXED);
@@ -1379,8 +1346,6 @@ void notify_stop(void)
 	sqlite3_finalize(N.s_pend_due);
 	sqlite3_finalize(N.s_pend_busy);
 	sqlite3_finalize(N.s_pend_del);
-	sqlite3_finalize(N.s_body_ins);
-	sqlite3_finalize(N.s_body_del);
 	sqlite3_finalize(N.s_pend_retry);
 	sqlite3_close(N.db);
 	N.db = NULL;
