@@ -41,7 +41,7 @@ pkgs=(
 	chromium fonts-dejavu-core fonts-noto-color-emoji
 )
 if [ "$bench" = 1 ]; then
-	pkgs+=(nats-server redis-server gnuplot)
+	pkgs+=(nats-server redis-server gnuplot python3-jwt)
 fi
 
 # apt_install PKG...: installs those of the packages dpkg does not have.
