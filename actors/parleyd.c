@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <ini.h>
+
 #include "actors/actors.h"
 #include "actors/files.h"
 #include "actors/web.h"
@@ -66,6 +68,12 @@ static void usage(FILE *f)
 "  --web-dir DIR           serve the browser client from DIR (read on each\n"
 "                          request: edit web/ and reload, no rebuild)\n"
 "                          instead of the copy compiled in\n"
+"  --config FILE           read settings from FILE first: one `key = value`\n"
+"                          per line, a key for every flag above (its name\n"
+"                          without --; true/false for the flags that take\n"
+"                          no value), # or ; comments; a flag given too\n"
+"                          wins; an unknown key is an error\n"
+"  --version               print the version (git describe of the build)\n"
 "  --help                  this text\n"
 "\n"
 "token: prints a token signed with the server's secret (created, as the\n"
@@ -231,63 +239,55 @@ static int cmd_token(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "listen", required_argument, 0, 'l' },
-		{ "data", required_argument, 0, 'd' },
-		{ "jwt-secret-file", required_argument, 0, 's' },
-		{ "shards", required_argument, 0, 'S' },
-		{ "ranges", required_argument, 0, 'R' },
-		{ "max-frame", required_argument, 0, 1 },
-		{ "max-body", required_argument, 0, 2 },
-		{ "max-outbuf", required_argument, 0, 3 },
-		{ "max-devices", required_argument, 0, 4 },
-		{ "max-members", required_argument, 0, 5 },
-		{ "send-rate", required_argument, 0, 6 },
-		{ "send-burst", required_argument, 0, 7 },
-		{ "hello-timeout-ms", required_argument, 0, 8 },
-		{ "resume-max", required_argument, 0, 9 },
-		{ "drain-ms", required_argument, 0, 10 },
-		{ "no-pin", no_argument, 0, 11 },
-		{ "channel-idle-ms", required_argument, 0, 12 },
-		{ "hb-ms", required_argument, 0, 13 },
-		{ "away-ms", required_argument, 0, 14 },
-		{ "presence-grace-ms", required_argument, 0, 15 },
-		{ "presence-coalesce-ms", required_argument, 0, 16 },
-		{ "no-search", no_argument, 0, 17 },
-		{ "web-dir", required_argument, 0, 18 },
-		{ "push-url", required_argument, 0, 19 },
-		{ "push-secret-file", required_argument, 0, 20 },
-		{ "push-delay-ms", required_argument, 0, 21 },
-		{ "push-content", required_argument, 0, 22 },
-		{ "push-timeout-ms", required_argument, 0, 23 },
-		{ "push-backoff-ms", required_argument, 0, 24 },
-		{ "push-give-up-ms", required_argument, 0, 25 },
-		{ "push-inflight", required_argument, 0, 26 },
-		{ "max-file-mb", required_argument, 0, 27 },
-		{ "file-quota-mb", required_argument, 0, 28 },
-		{ "admin", no_argument, 0, 'A' },
-		{ "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 }
-	};
-	struct server_opts o = {
-		.host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
-		.ranges = 16, .pin = true, .drain_ms = 2000,
-		.push = { .delay_ms = 10000, .timeout_ms = 10000,
-			  .backoff_ms = 1000, .give_up_ms = 86400000,
-			  .inflight = 16 },
-	};
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	char host[256];
-	int c;
-	uint64_t file_mb = 100, quota_mb = 1024;
+static const struct option server_flags[] = {
+	{ "listen", required_argument, 0, 'l' },
+	{ "data", required_argument, 0, 'd' },
+	{ "jwt-secret-file", required_argument, 0, 's' },
+	{ "shards", required_argument, 0, 'S' },
+	{ "ranges", required_argument, 0, 'R' },
+	{ "max-frame", required_argument, 0, 1 },
+	{ "max-body", required_argument, 0, 2 },
+	{ "max-outbuf", required_argument, 0, 3 },
+	{ "max-devices", required_argument, 0, 4 },
+	{ "max-members", required_argument, 0, 5 },
+	{ "send-rate", required_argument, 0, 6 },
+	{ "send-burst", required_argument, 0, 7 },
+	{ "hello-timeout-ms", required_argument, 0, 8 },
+	{ "resume-max", required_argument, 0, 9 },
+	{ "drain-ms", required_argument, 0, 10 },
+	{ "no-pin", no_argument, 0, 11 },
+	{ "channel-idle-ms", required_argument, 0, 12 },
+	{ "hb-ms", required_argument, 0, 13 },
+	{ "away-ms", required_argument, 0, 14 },
+	{ "presence-grace-ms", required_argument, 0, 15 },
+	{ "presence-coalesce-ms", required_argument, 0, 16 },
+	{ "no-search", no_argument, 0, 17 },
+	{ "web-dir", required_argument, 0, 18 },
+	{ "push-url", required_argument, 0, 19 },
+	{ "push-secret-file", required_argument, 0, 20 },
+	{ "push-delay-ms", required_argument, 0, 21 },
+	{ "push-content", required_argument, 0, 22 },
+	{ "push-timeout-ms", required_argument, 0, 23 },
+	{ "push-backoff-ms", required_argument, 0, 24 },
+	{ "push-give-up-ms", required_argument, 0, 25 },
+	{ "push-inflight", required_argument, 0, 26 },
+	{ "max-file-mb", required_argument, 0, 27 },
+	{ "file-quota-mb", required_argument, 0, 28 },
+	{ "config", required_argument, 0, 29 },
+	{ "version", no_argument, 0, 30 },
+	{ "help", no_argument, 0, 'h' },
+	{ 0, 0, 0, 0 }
+};
 
-	if (argc > 1 && !strcmp(argv[1], "token"))
-		return cmd_token(argc - 1, argv + 1);
-	defaults();
-	o.shards = ncpu > 0 ? (unsigned)ncpu : 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+/* The flags in argv into o; -1 to go on, else the exit status. */
+static int parse_flags(int argc, char **argv, struct server_opts *o,
+		       uint64_t *file_mb, uint64_t *quota_mb)
+{
+	static char host[256];
+	int c;
+
+	optind = 0; /* GNU: scan from the start again (the config's turn) */
+	while ((c = getopt_long(argc, argv, "h", server_flags, NULL)) != -1) {
 		switch (c) {
 		case 'l': {
 			const char *colon = strrchr(optarg, ':');
@@ -299,14 +299,14 @@ int main(int argc, char **argv)
 			}
 			memcpy(host, optarg, (size_t)(colon - optarg));
 			host[colon - optarg] = 0;
-			o.host = host;
-			o.port = (int)num("--listen port", colon + 1, 0, 65535);
+			o->host = host;
+			o->port = (int)num("--listen port", colon + 1, 0, 65535);
 			break;
 		}
-		case 'd': o.data_dir = optarg; break;
-		case 's': o.secret_file = optarg; break;
-		case 'S': o.shards = (unsigned)num("--shards", optarg, 1, RT_MAX_SHARDS); break;
-		case 'R': o.ranges = (unsigned)num("--ranges", optarg, 1, 100); break;
+		case 'd': o->data_dir = optarg; break;
+		case 's': o->secret_file = optarg; break;
+		case 'S': o->shards = (unsigned)num("--shards", optarg, 1, RT_MAX_SHARDS); break;
+		case 'R': o->ranges = (unsigned)num("--ranges", optarg, 1, 100); break;
 		case 1: srv.lim.max_frame = (uint32_t)num("--max-frame", optarg, 1024, 16u << 20); break;
 		case 2: srv.lim.max_body = (uint32_t)num("--max-body", optarg, 1, 1u << 20); break;
 		case 3: srv.lim.max_outbuf = num("--max-outbuf", optarg, 4096, 1ul << 32); break;
@@ -316,14 +316,14 @@ int main(int argc, char **argv)
 		case 7: srv.lim.rate_burst = (uint32_t)num("--send-burst", optarg, 1, 10000000); break;
 		case 8: srv.lim.hello_ms = (uint32_t)num("--hello-timeout-ms", optarg, 100, 3600000); break;
 		case 9: srv.lim.resume_max = (uint32_t)num("--resume-max", optarg, 1, 1000000); break;
-		case 10: o.drain_ms = (unsigned)num("--drain-ms", optarg, 0, 600000); break;
-		case 11: o.pin = false; break;
+		case 10: o->drain_ms = (unsigned)num("--drain-ms", optarg, 0, 600000); break;
+		case 11: o->pin = false; break;
 		case 12: srv.lim.chan_idle_ms = (uint32_t)num("--channel-idle-ms", optarg, 100, 86400000); break;
 		case 13: srv.lim.hb_ms = (uint32_t)num("--hb-ms", optarg, 10, 3600000); break;
 		case 14: srv.lim.away_ms = (uint32_t)num("--away-ms", optarg, 10, 86400000); break;
 		case 15: srv.lim.grace_ms = (uint32_t)num("--presence-grace-ms", optarg, 0, 600000); break;
 		case 16: srv.lim.coalesce_ms = (uint32_t)num("--presence-coalesce-ms", optarg, 0, 60000); break;
-		case 17: o.no_search = true; break;
+		case 17: o->no_search = true; break;
 		case 18: {
 			struct stat st;
 
@@ -342,29 +342,167 @@ int main(int argc, char **argv)
 					"http:// or https:// URL\n");
 				return 2;
 			}
-			o.push.url = optarg;
+			o->push.url = optarg;
 			break;
-		case 20: o.push.secret_file = optarg; break;
-		case 21: o.push.delay_ms = num("--push-delay-ms", optarg, 0, 86400000); break;
+		case 20: o->push.secret_file = optarg; break;
+		case 21: o->push.delay_ms = num("--push-delay-ms", optarg, 0, 86400000); break;
 		case 22:
 			if (strcmp(optarg, "full") && strcmp(optarg, "id-only")) {
 				fprintf(stderr, "parleyd: --push-content is full "
 					"or id-only\n");
 				return 2;
 			}
-			o.push.id_only = !strcmp(optarg, "id-only");
+			o->push.id_only = !strcmp(optarg, "id-only");
 			break;
-		case 23: o.push.timeout_ms = num("--push-timeout-ms", optarg, 100, 600000); break;
-		case 24: o.push.backoff_ms = num("--push-backoff-ms", optarg, 10, 600000); break;
-		case 25: o.push.give_up_ms = num("--push-give-up-ms", optarg, 0, 30ull * 86400000); break;
-		case 26: o.push.inflight = (unsigned)num("--push-inflight", optarg, 1, 256); break;
-		case 27: file_mb = num("--max-file-mb", optarg, 0, 1ull << 20); break;
-		case 28: quota_mb = num("--file-quota-mb", optarg, 0, 1ull << 30); break;
+		case 23: o->push.timeout_ms = num("--push-timeout-ms", optarg, 100, 600000); break;
+		case 24: o->push.backoff_ms = num("--push-backoff-ms", optarg, 10, 600000); break;
+		case 25: o->push.give_up_ms = num("--push-give-up-ms", optarg, 0, 30ull * 86400000); break;
+		case 26: o->push.inflight = (unsigned)num("--push-inflight", optarg, 1, 256); break;
+		case 27: *file_mb = num("--max-file-mb", optarg, 0, 1ull << 20); break;
+		case 28: *quota_mb = num("--file-quota-mb", optarg, 0, 1ull << 30); break;
+		case 29: break; /* read before the flags (load_config) */
+		case 30: printf("parleyd %s\n", PARLEY_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
-	files_configure(file_mb, quota_mb);
+	if (optind < argc) {
+		fprintf(stderr, "parleyd: unexpected argument %s\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	return -1;
+}
+
+/* ---- --config FILE: key = value, a key for every flag ------------------- */
+
+struct cfg {
+	const char *file;
+	char **argv;  /* "parleyd", then --key [value] pairs, malloc'd */
+	int argc, cap;
+	int err_line; /* a line was refused (its number: ini's answer) */
+	char err[256];
+};
+
+static void cfg_push(struct cfg *c, const char *s)
+{
+	if (c->argc + 2 > c->cap) {
+		c->cap = c->cap ? 2 * c->cap : 32;
+		c->argv = realloc(c->argv, (size_t)c->cap * sizeof(*c->argv));
+	}
+	c->argv[c->argc++] = strdup(s);
+	c->argv[c->argc] = NULL;
+}
+
+static int cfg_line(void *user, const char *section, const char *name,
+		    const char *value, int lineno)
+{
+	struct cfg *c = user;
+	const struct option *f;
+	char flag[96];
+
+	if (c->err_line)
+		return 1;
+	if (*section && strcmp(section, "parleyd")) {
+		c->err_line = lineno;
+		snprintf(c->err, sizeof(c->err), "unknown section [%s]",
+			 section);
+		return 0;
+	}
+	for (f = server_flags; f->name; f++)
+		if (!strcmp(f->name, name) && strcmp(name, "config") &&
+		    strcmp(name, "version") && strcmp(name, "help"))
+			break;
+	if (!f->name) {
+		c->err_line = lineno;
+		snprintf(c->err, sizeof(c->err), "unknown key %s", name);
+		return 0;
+	}
+	snprintf(flag, sizeof(flag), "--%s", name);
+	if (f->has_arg == no_argument) {
+		if (!strcmp(value, "true") || !strcmp(value, "yes") ||
+		    !strcmp(value, "1") || !strcmp(value, "on"))
+			cfg_push(c, flag);
+		else if (strcmp(value, "false") && strcmp(value, "no") &&
+			 strcmp(value, "0") && strcmp(value, "off")) {
+			c->err_line = lineno;
+			snprintf(c->err, sizeof(c->err),
+				 "%s: expected true or false", name);
+			return 0;
+		}
+		return 1;
+	}
+	cfg_push(c, flag);
+	cfg_push(c, value);
+	return 1;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name,
+		       const char *value)
+{
+	/* the line: ini_parse_file returns the first one a handler refused */
+	return cfg_line(user, section, name, value, -1);
+}
+
+/* The file named by --config in argv, as flags for parse_flags; NULL argv
+ * when there is none. -1 (said why) on a bad file. */
+static int load_config(int argc, char **argv, struct cfg *c)
+{
+	FILE *fp;
+	int rc;
+
+	memset(c, 0, sizeof(*c));
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			c->file = argv[i + 1];
+		else if (!strncmp(argv[i], "--config=", 9))
+			c->file = argv[i] + 9;
+	}
+	if (!c->file)
+		return 0;
+	fp = fopen(c->file, "r");
+	if (!fp) {
+		fprintf(stderr, "parleyd: --config %s: %s\n", c->file,
+			strerror(errno));
+		return -1;
+	}
+	cfg_push(c, "parleyd");
+	rc = ini_parse_file(fp, cfg_handler, c);
+	fclose(fp);
+	if (rc) {
+		fprintf(stderr, "parleyd: %s:%d: %s\n", c->file, rc,
+			c->err_line ? c->err : "not key = value");
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct server_opts o = {
+		.host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
+		.ranges = 16, .pin = true, .drain_ms = 2000,
+		.push = { .delay_ms = 10000, .timeout_ms = 10000,
+			  .backoff_ms = 1000, .give_up_ms = 86400000,
+			  .inflight = 16 },
+	};
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	struct cfg cfg;
+	int rc;
+	uint64_t file_mb = 100, quota_mb = 1024;
+
+	if (argc > 1 && !strcmp(argv[1], "token"))
+		return cmd_token(argc - 1, argv + 1);
+	defaults();
+	o.shards = ncpu > 0 ? (unsigned)ncpu : 1;
+	if (load_config(argc, argv, &cfg))
+		return 2;
+	/* the file first, then the flags: a flag overrides its key */
+	if (cfg.argv && (rc = parse_flags(cfg.argc, cfg.argv, &o, &file_mb,
+					  &quota_mb)) >= 0)
+		return rc;
+	if ((rc = parse_flags(argc, argv, &o, &file_mb, &quota_mb)) >= 0)
+		return rc;
 	/* A body the frame cannot carry could never be sent. */
 	if (srv.lim.max_body > srv.lim.max_frame) {
 		fprintf(stderr, "parleyd: --max-body (%u) must not exceed "
@@ -372,10 +510,6 @@ int main(int argc, char **argv)
 			srv.lim.max_frame);
 		return 2;
 	}
-	if (optind < argc) {
-		fprintf(stderr, "parleyd: unexpected argument %s\n", argv[optind]);
-		usage(stderr);
-		return 2;
-	}
+	files_configure(file_mb, quota_mb);
 	return server_run(&o);
 }
