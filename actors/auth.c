@@ -324,6 +324,10 @@ static int make_secret(const char *path)
 
 /* The secret file holds the raw secret bytes (trailing whitespace ignored).
  * create: make a 32-byte random secret (hex, mode 0600) if missing. */
+/* Shorter secrets are warned about: HS256 wants a key of at least its
+ * output's 32 bytes (RFC 7518 3.2). */
+#define AUTH_SECRET_MIN 32
+
 int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		     bool create)
 {
@@ -338,6 +342,16 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 	if (fd < 0)
 		return -1;
 	n = read(fd, key, cap);
+	/* a secret others can read is no secret: say so (not refused: an
+	 * operator may have reasons, e.g. a read-only mount) */
+	{
+		struct stat st;
+
+		if (fstat(fd, &st) == 0 && (st.st_mode & 077))
+			fprintf(stderr, "parleyd: warning: %s can be read by "
+				"others (mode %04o): chmod 600 it\n", path,
+				(unsigned)(st.st_mode & 07777));
+	}
 	close(fd);
 	/* the contract: the file's bytes less trailing whitespace */
 	while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r' ||
@@ -346,6 +360,10 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		n--;
 	if (n <= 0)
 		return -1;
+	if (n < AUTH_SECRET_MIN)
+		fprintf(stderr, "parleyd: warning: %s holds a %zd-byte secret; "
+			"use at least %d random bytes (its bytes are the key, "
+			"not hex-decoded)\n", path, n, AUTH_SECRET_MIN);
 	*len = (size_t)n;
 	return 0;
 }

@@ -111,6 +111,28 @@ p, line = start(["--config", conf])
 check("a [parleyd] section, a false boolean", "listening" in line, line)
 stop(p)
 
+# secrets: a short one, or one others can read, is warned about
+sec = os.path.join(tmp, "short.secret")
+with open(sec, "w") as f:
+    f.write("short\n")
+os.chmod(sec, 0o644)
+p = subprocess.Popen([EXE, "--listen", "127.0.0.1:0", "--data", os.path.join(tmp, "d2"),
+                      "--jwt-secret-file", sec], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+p.stdout.readline()
+stop(p)
+err = p.stderr.read()
+check("a 5-byte secret is warned about", "5-byte secret" in err and "at least 32" in err, err)
+check("a secret others can read is warned about", "mode 0644" in err and "chmod 600" in err, err)
+p = subprocess.Popen([EXE, "--listen", "127.0.0.1:0", "--data", os.path.join(tmp, "d3")],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+p.stdout.readline()
+stop(p)
+err = p.stderr.read()
+check("the secret parleyd makes draws no warning", "warning" not in err, err)
+check("the secret parleyd makes is 0600",
+      os.stat(os.path.join(tmp, "d3", "jwt.secret")).st_mode & 0o777 == 0o600)
+
 subprocess.run(["rm", "-rf", tmp])
 print("%d passed, %d failed" % (0, len(failed)) if failed else "all passed")
 sys.exit(1 if failed else 0)
