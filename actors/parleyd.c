@@ -487,7 +487,8 @@ int main(int argc, char **argv)
 			  .inflight = 16 },
 	};
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	struct cfg cfg;
+	/* static: what the flags point into lives as long as the process */
+	static struct cfg cfg;
 	int rc;
 	uint64_t file_mb = 100, quota_mb = 1024;
 
