@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "actors/actors.h"
+#include "runtime/log.h"
 
 #define SKEW_S 30
 #define TOKEN_MAX 8192
@@ -348,8 +349,8 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 		struct stat st;
 
 		if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-			fprintf(stderr, "parleyd: warning: %s can be read by "
-				"others (mode %04o): chmod 600 it\n", path,
+			plog(PL_WARN, "auth", "%s can be read by "
+				"others (mode %04o): chmod 600 it", path,
 				(unsigned)(st.st_mode & 07777));
 	}
 	close(fd);
@@ -361,9 +362,9 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 	if (n <= 0)
 		return -1;
 	if (n < AUTH_SECRET_MIN)
-		fprintf(stderr, "parleyd: warning: %s holds a %zd-byte secret; "
+		plog(PL_WARN, "auth", "%s holds a %zd-byte secret; "
 			"use at least %d random bytes (its bytes are the key, "
-			"not hex-decoded)\n", path, n, AUTH_SECRET_MIN);
+			"not hex-decoded)", path, n, AUTH_SECRET_MIN);
 	*len = (size_t)n;
 	return 0;
 }

@@ -48,6 +48,7 @@
 #include "actors/chan.h"
 #include "actors/commit.h"
 #include "runtime/hash.h"
+#include "runtime/log.h"
 
 #define LNAME_CAP 81 /* names are 1-80 bytes */
 
@@ -350,8 +351,8 @@ int names_migrate(void)
 		;
 	sem_destroy(&w.sem);
 	if (!w.status)
-		fprintf(stderr, "parleyd: %llu channel names registered, %llu "
-			"channels given roles\n", (unsigned long long)mg.added,
+		plog(PL_INFO, "storage", "%llu channel names registered, %llu "
+			"channels given roles", (unsigned long long)mg.added,
 			(unsigned long long)mg.owned);
 	return w.status;
 }

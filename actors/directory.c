@@ -38,6 +38,7 @@
 #include "actors/directory.h"
 #include "actors/session.h"
 #include "runtime/hash.h"
+#include "runtime/log.h"
 
 #define DIR_PEND  512 /* unsorted keys before a merge */
 #define DIR_WORDS 16  /* name words indexed per user */
@@ -334,8 +335,8 @@ static struct dir *dir_get(struct shard_state *ss, const char *ws)
 	if (store_scan_ws_users(srv.st, 'W', ws, load_name, d) ||
 	    store_scan_ws_users(srv.st, 'w', ws, load_named, d) ||
 	    store_scan_ws_users(srv.st, 'Y', ws, load_seen, d))
-		fprintf(stderr, "parleyd: directory of %s: storage error "
-				"while loading\n", ws);
+		plog(PL_ERROR, "directory", "directory of %s: storage error "
+				"while loading", ws);
 	d->loading = false;
 	merge_pending(d); /* one sort of everything loaded */
 	if (d->cappend > DIR_PEND) {

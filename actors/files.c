@@ -47,6 +47,7 @@
 #include "actors/files.h"
 #include "actors/preview.h"
 #include "actors/smap.h"
+#include "runtime/log.h"
 
 #define FILES_SHARD 0
 #define HEAD_KEEP (64 * 1024)
@@ -213,8 +214,11 @@ static void worker_fin(struct fin *f)
 	if (rename(f->tmp, dst) || store_sync_dir(sub))
 		f->status = errno ? errno : EIO;
 out:
-	if (f->status)
+	if (f->status) {
+		plog(PL_ERROR, "files", "storing %s (%s, by %s): %s",
+		     f->tmp, f->name, f->user, strerror(f->status));
 		unlink(f->tmp);
+	}
 	close(f->fd);
 	f->fd = -1;
 	f->c.fn = fin_stored;

@@ -52,6 +52,7 @@
 
 #include "actors/actors.h"
 #include "actors/notify.h"
+#include "runtime/log.h"
 
 #define DUE_MAX 1000000u           /* events waiting for their delay */
 #define JOB_MAX_EVENTS 512
@@ -204,7 +205,8 @@ static int exec(const char *sql)
 	int rc = sqlite3_exec(N.db, sql, NULL, NULL, &e);
 
 	if (rc != SQLITE_OK) {
-		fprintf(stderr, "parleyd: push queue: %s: %s\n", sql,
+		plog(PL_ERROR, "push", "%s: %s: %s",
+		     sqlite3_db_filename(N.db, "main"), sql,
 			e ? e : sqlite3_errmsg(N.db));
 		sqlite3_free(e);
 		return -1;
@@ -216,7 +218,8 @@ static int prep(sqlite3_stmt **st, const char *sql)
 {
 	if (sqlite3_prepare_v3(N.db, sql, -1, SQLITE_PREPARE_PERSISTENT, st,
 			       NULL) != SQLITE_OK) {
-		fprintf(stderr, "parleyd: push queue: %s: %s\n", sql,
+		plog(PL_ERROR, "push", "%s: %s: %s",
+		     sqlite3_db_filename(N.db, "main"), sql,
 			sqlite3_errmsg(N.db));
 		return -1;
 	}
@@ -1161,6 +1164,13 @@ static void post_done(struct post *po, CURLcode res)
 		stat_add(res == CURLE_OPERATION_TIMEDOUT ? &N.posts_timeout
 							 : &N.posts_error,
 			 1);
+		if (res != CURLE_OK)
+			plog(PL_WARN, "push", "POST %s (%u notifications): %s; "
+			     "retried later", N.url, po->n,
+			     curl_easy_strerror(res));
+		else
+			plog(PL_WARN, "push", "POST %s (%u notifications): "
+			     "HTTP %ld; retried later", N.url, po->n, code);
 		for (uint32_t i = 0; i < po->n; i++) {
 			uint32_t att = po->v[i].attempts + 1;
 
@@ -1170,6 +1180,11 @@ static void post_done(struct post *po, CURLcode res)
 				sqlite3_step(N.s_pend_del);
 				sqlite3_reset(N.s_pend_del);
 				stat_add(&N.dropped, 1);
+				plog(PL_WARN, "push", "notification %.32s for "
+				     "%s dropped after %u attempts in %llu s",
+				     po->v[i].id, po->v[i].user, att,
+				     (unsigned long long)(t - po->v[i].first_ms)
+					     / 1000);
 				__atomic_fetch_sub(&N.pending, 1,
 						   __ATOMIC_RELAXED);
 				continue;

@@ -17,6 +17,7 @@
 #include "actors/actors.h"
 #include "actors/files.h"
 #include "actors/web.h"
+#include "runtime/log.h"
 
 static void usage(FILE *f)
 {
@@ -65,6 +66,8 @@ static void usage(FILE *f)
 "  --max-file-mb N         largest upload, MiB (100)\n"
 "  --file-quota-mb N       bytes one user may upload in all, MiB (1024)\n"
 "  --no-pin                do not pin shard threads to cores\n"
+"  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
+"                          stderr (with journald's priorities under systemd)\n"
 "  --web-dir DIR           serve the browser client from DIR (read on each\n"
 "                          request: edit web/ and reload, no rebuild)\n"
 "                          instead of the copy compiled in\n"
@@ -275,6 +278,7 @@ static const struct option server_flags[] = {
 	{ "file-quota-mb", required_argument, 0, 28 },
 	{ "config", required_argument, 0, 29 },
 	{ "version", no_argument, 0, 30 },
+	{ "log-level", required_argument, 0, 31 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -362,6 +366,17 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 		case 28: *quota_mb = num("--file-quota-mb", optarg, 0, 1ull << 30); break;
 		case 29: break; /* read before the flags (load_config) */
 		case 30: printf("parleyd %s\n", PARLEY_VERSION); return 0;
+		case 31: {
+			int l = log_level_parse(optarg);
+
+			if (l < 0) {
+				fprintf(stderr, "parleyd: --log-level is error, "
+					"warn, info or debug\n");
+				return 2;
+			}
+			log_set_level(l);
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

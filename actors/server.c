@@ -21,6 +21,7 @@
 #include "actors/files.h"
 #include "actors/rest.h"
 #include "storage/search.h"
+#include "runtime/log.h"
 
 /* ---- hooks ----------------------------------------------------------------- */
 
@@ -228,7 +229,7 @@ int server_run(const struct server_opts *o)
 	if (mkdir(o->data_dir, 0700) == 0)
 		created = true;
 	else if (errno != EEXIST) {
-		fprintf(stderr, "parleyd: %s: %s\n", o->data_dir, strerror(errno));
+		plog(PL_ERROR, "start", "%s: %s", o->data_dir, strerror(errno));
 		return 1;
 	}
 	if (o->secret_file)
@@ -237,32 +238,32 @@ int server_run(const struct server_opts *o)
 		snprintf(path, sizeof(path), "%s/jwt.secret", o->data_dir);
 	if (auth_load_secret(path, srv.key, sizeof(srv.key), &srv.key_len,
 			     o->secret_file == NULL)) {
-		fprintf(stderr, "parleyd: cannot read JWT secret %s: %s\n", path,
+		plog(PL_ERROR, "start", "cannot read JWT secret %s: %s", path,
 			strerror(errno));
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
 	if (auth_load_secret(path, srv.dm_key, sizeof(srv.dm_key),
 			     &srv.dm_key_len, true)) {
-		fprintf(stderr, "parleyd: cannot read %s: %s\n", path,
+		plog(PL_ERROR, "start", "cannot read %s: %s", path,
 			strerror(errno));
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/db", o->data_dir);
 	if (store_open(&srv.st, path, o->ranges, o->shards, &err)) {
-		fprintf(stderr, "parleyd: storage: %s\n", err ? err : "?");
+		plog(PL_ERROR, "start", "storage %s: %s", path, err ? err : "?");
 		free(err);
 		return 1;
 	}
 	if (names_migrate()) { /* names from before the registry */
-		fprintf(stderr, "parleyd: storage: cannot register names\n");
+		plog(PL_ERROR, "start", "storage: cannot register names");
 		store_close(srv.st);
 		return 1;
 	}
 	if (!o->no_search) {
 		snprintf(path, sizeof(path), "%s/search", o->data_dir);
 		if (search_open(&srv.sx, path, srv.st, o->shards, &err)) {
-			fprintf(stderr, "parleyd: search index: %s\n",
+			plog(PL_ERROR, "start", "search index: %s",
 				err ? err : "?");
 			free(err);
 			store_close(srv.st);
@@ -276,7 +277,7 @@ int server_run(const struct server_opts *o)
 	 * test's strict model showed it). Sync them before serving. */
 	snprintf(path, sizeof(path), "%s/..", o->data_dir);
 	if (store_sync_dir(o->data_dir) || (created && store_sync_dir(path))) {
-		fprintf(stderr, "parleyd: %s: fsync: %s\n", o->data_dir,
+		plog(PL_ERROR, "start", "%s: fsync: %s", o->data_dir,
 			strerror(errno));
 		if (srv.sx)
 			search_close(srv.sx);
@@ -288,7 +289,7 @@ int server_run(const struct server_opts *o)
 
 		pc.data_dir = o->data_dir;
 		if (notify_start(&pc, &err)) {
-			fprintf(stderr, "parleyd: push: %s\n", err ? err : "?");
+			plog(PL_ERROR, "start", "push: %s", err ? err : "?");
 			free(err);
 			if (srv.sx)
 				search_close(srv.sx);
@@ -298,7 +299,7 @@ int server_run(const struct server_opts *o)
 	}
 	/* DATA/files: made, and its tmp/ swept (uploads a crash cut off) */
 	if (files_start(o->data_dir, &rerr)) {
-		fprintf(stderr, "parleyd: files: %s: %s\n", rerr,
+		plog(PL_ERROR, "start", "files: %s: %s", rerr,
 			strerror(errno));
 		if (srv.sx)
 			search_close(srv.sx);
@@ -320,7 +321,7 @@ int server_run(const struct server_opts *o)
 	cfg.http_stream_max = files_max_bytes();
 	cfg.hooks = &hooks;
 	if (rt_start(&cfg, &rerr)) {
-		fprintf(stderr, "parleyd: listen %s:%d: %s\n", o->host, o->port,
+		plog(PL_ERROR, "start", "listen %s:%d: %s", o->host, o->port,
 			rerr);
 		if (srv.sx)
 			search_close(srv.sx);
@@ -328,7 +329,7 @@ int server_run(const struct server_opts *o)
 		return 1;
 	}
 	if (notify_run()) {
-		fprintf(stderr, "parleyd: push: cannot start the notifier\n");
+		plog(PL_ERROR, "start", "push: cannot start the notifier");
 		return 1;
 	}
 	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
@@ -336,7 +337,7 @@ int server_run(const struct server_opts *o)
 	fflush(stdout);
 
 	sigwait(&set, &sig);
-	fprintf(stderr, "parleyd: %s: draining\n", strsignal(sig));
+	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */
 	notify_stop();
@@ -347,6 +348,6 @@ int server_run(const struct server_opts *o)
 	if (srv.sx)
 		search_close(srv.sx);
 	store_close(srv.st);
-	fprintf(stderr, "parleyd: stopped\n");
+	plog(PL_INFO, "server", "stopped");
 	return 0;
 }

@@ -30,6 +30,7 @@
 
 #include "actors/directory.h"
 #include "actors/session.h"
+#include "runtime/log.h"
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
@@ -166,6 +167,8 @@ static void op_hello(struct req *r, int rc, const char *why)
 	    auth_verify(srv.key, srv.key_len, a->token.s, a->token.n,
 			(int64_t)(rt_now_ms() / 1000), &cl, &why)) {
 		r->ss->auth_failures++;
+		plog(PL_WARN, "auth", "refused %s: %s", rt_conn_peer(se->conn),
+		     why);
 		sess_fail(r, "UNAUTHORIZED", why);
 		rt_conn_close(se->conn, 4001, why);
 		return;
@@ -264,6 +267,9 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 			       "hello", 5, "FORBIDDEN",
 			       "too many connections for this user", 0);
 		rt_conn_send_bytes(se->conn, ss->out.data, ss->out.len);
+		plog(PL_INFO, "auth", "refused %s: user %s of %s has %u "
+		     "connections", rt_conn_peer(se->conn), m->user, m->ws,
+		     srv.lim.max_devices);
 		rt_conn_close(se->conn, 4029, "too many connections");
 		return;
 	}
@@ -335,6 +341,9 @@ static void bad_frame(struct shard_state *ss, struct session *se,
 	uint64_t now = rt_now_ms();
 
 	ss->bad_frames++;
+	if (log_enabled(PL_DEBUG))
+		plog(PL_DEBUG, "net", "bad frame from %s: %s",
+		     rt_conn_peer(se->conn), msg);
 	if (!se->bad_ts)
 		se->bad_ts = calloc(cap, sizeof(*se->bad_ts));
 	se->bad_ts[se->bad_n % cap] = now;

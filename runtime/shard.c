@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "runtime/shard.h"
+#include "runtime/log.h"
 
 #include <uv.h>
 
@@ -245,7 +246,7 @@ static void *shard_main(void *arg)
 		pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 	}
 	if (rt__transport_init(s)) {
-		fprintf(stderr, "parleyd: shard %u: transport init failed\n",
+		plog(PL_ERROR, "shard", "shard %u: transport init failed",
 			s->id);
 		exit(1);
 	}

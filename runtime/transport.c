@@ -52,6 +52,7 @@
 #include <openssl/sha.h>
 
 #include "runtime/shard.h"
+#include "runtime/log.h"
 
 #include <uv.h>
 
@@ -431,13 +432,37 @@ int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len)
 	return rc;
 }
 
+/* The operator hears of the closes that say something about a client or
+ * about the server: a flood or a slow reader (1008, 4008), too big a
+ * message (1009), our own failure (1011) as warnings; broken framing
+ * (1002, 1007) as info; the rest (going away, hello timeouts...) at
+ * debug. One call site per level: a flood of one kind does not use up
+ * the rate limit of another. */
+static void log_close(rt_conn *c, uint16_t code, const char *reason)
+{
+	if (!reason)
+		reason = code == 1002 ? "protocol error" :
+			 code == 1007 ? "invalid UTF-8" :
+			 code == 1009 ? "message too big" :
+			 code == 1011 ? "internal error" : "-";
+	if (code == 1008 || code == 1009 || code == 1011 || code == 4008)
+		plog(PL_WARN, "net", "closed %s with %u: %s", rt_conn_peer(c),
+		     code, reason);
+	else if (code == 1002 || code == 1007)
+		plog(PL_INFO, "net", "closed %s with %u (bad frame): %s",
+		     rt_conn_peer(c), code, reason);
+	else if (log_enabled(PL_DEBUG))
+		plog(PL_DEBUG, "net", "closing %s with %u: %s",
+		     rt_conn_peer(c), code, reason);
+}
+
 void rt_conn_close(rt_conn *c, uint16_t code, const char *reason)
 {
-	(void)reason;
 	if (!c->ws)
 		return; /* an HTTP answer ends its own exchange */
 	if (c->state != ST_OPEN)
 		return;
+	log_close(c, code, reason);
 	c->state = ST_CLOSING;
 	c->close_code = code;
 	c->paused = false;
@@ -1278,7 +1303,7 @@ static void on_accept(struct rt_shard *s)
 			if (errno == EINTR)
 				continue;
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				fprintf(stderr, "parleyd: accept: %s\n",
+				plog(PL_ERROR, "net", "accept: %s",
 					strerror(errno));
 			return;
 		}

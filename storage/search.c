@@ -73,6 +73,7 @@
 #include "proto/proto.h"
 #include "runtime/hash.h"
 #include "storage/search.h"
+#include "runtime/log.h"
 
 #define IDCAP (STORE_ID_MAX + 1)
 #define TXN_EVENTS 10000          /* events per indexer transaction */
@@ -1023,8 +1024,8 @@ static int catchup_all(search *sx, bool *cut)
 	else
 		c.rc = txn_commit(sx);
 	if (c.events || c.rc)
-		fprintf(stderr, "search: caught up %llu events from the log "
-				"in %llu ms%s\n",
+		plog(PL_INFO, "search", "caught up %llu events from the log "
+				"in %llu ms%s",
 			(unsigned long long)c.events,
 			(unsigned long long)(mono_ms() - t0),
 			c.rc  ? " (failed; will retry)"
@@ -1171,8 +1172,8 @@ static void index_lists(search *sx, struct fbatch **lists)
 		__atomic_store_n(&sx->resync, 1, __ATOMIC_RELEASE);
 	}
 	if (left)
-		fprintf(stderr, "search: stopping; %zu bytes of events left to "
-				"the next start's catch-up\n", left);
+		plog(PL_INFO, "search", "stopping; %zu bytes of events left to "
+				"the next start's catch-up", left);
 	__atomic_fetch_sub(&sx->pending, bytes, __ATOMIC_RELAXED);
 	publish(sx);
 }
@@ -1186,7 +1187,7 @@ static void index_lists(search *sx, struct fbatch **lists)
 static void lower_priority(void)
 {
 	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19))
-		fprintf(stderr, "parleyd: search: indexer priority: %s\n",
+		plog(PL_WARN, "search", "indexer priority: %s",
 			strerror(errno));
 }
 
@@ -1979,7 +1980,7 @@ int search_open(search **out, const char *path, store *st, unsigned nshards,
 		 * index again from the log (catch-up does it). */
 		close_dbs(sx);
 		snprintf(aside, sizeof(aside), "%s.corrupt", file);
-		fprintf(stderr, "search: %s; moved to %s, indexing again\n",
+		plog(PL_ERROR, "search", "%s; moved to %s, indexing again",
 			*err, aside);
 		free(*err);
 		*err = NULL;

@@ -28,6 +28,7 @@
 #define _GNU_SOURCE /* vasprintf */
 #include "runtime/hash.h"
 #include "storage/store.h"
+#include "runtime/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -110,6 +111,7 @@ struct store {
 	rocksdb_writeoptions_t *wo_sync;
 	struct syncer *sync;
 	store_stats stats; /* updated with relaxed atomics */
+	char *dir;         /* for the operator's log lines */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -716,8 +718,8 @@ static void sync_group(struct syncer *y, store_batch *list)
 		rocksdb_write(s->db, s->wo_sync, y->wb, &err);
 		us = now_us() - t0;
 		if (err) {
-			fprintf(stderr, "storage: synced write failed: %s\n",
-				err);
+			plog(PL_ERROR, "storage", "%s: synced write failed: %s",
+			     s->dir, err);
 			rocksdb_free(err);
 			status = -EIO;
 		} else {
@@ -1593,8 +1595,8 @@ static int check_stat(store *s, rocksdb_writebatch_t *wb, const char *ch,
 		return rc;
 	if (vlen == 24 && get_le64(v) == last)
 		return 1;
-	fprintf(stderr, "storage: channel %s: 'S' last_seq %llu, "
-		"newest event %llu; repairing\n",
+	plog(PL_WARN, "storage", "channel %s: 'S' last_seq %llu, "
+		"newest event %llu; repairing",
 		ch, vlen == 24 ? (unsigned long long)get_le64(v) : 0ull,
 		(unsigned long long)last);
 	rc = rebuild_chstat(s, wb, ch);
@@ -1616,7 +1618,7 @@ static int check_created(store *s, rocksdb_writebatch_t *wb, const char *ch,
 	(void)vlen;
 	if (rc != -ENOENT)
 		return rc;
-	fprintf(stderr, "storage: channel %s has no 'S' record; rebuilding\n",
+	plog(PL_WARN, "storage", "channel %s has no 'S' record; rebuilding",
 		ch);
 	rc = rebuild_chstat(s, wb, ch);
 	if (rc)
@@ -1787,6 +1789,7 @@ static int open_db(store *s, const char *dir, char **err)
 		names[2 + r] = hn[r];
 		opts[2 + r] = s->histopt;
 	}
+	s->dir = strdup(dir);
 	s->db = rocksdb_open_column_families(s->dbopt, dir, (int)nf, names,
 					     opts, h, &rerr);
 	if (rerr) {
@@ -1986,7 +1989,7 @@ int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 		goto fail_recover;
 	}
 	if (nrep)
-		fprintf(stderr, "storage: %llu of %llu channels repaired\n",
+		plog(PL_WARN, "storage", "%llu of %llu channels repaired",
 			(unsigned long long)nrep, (unsigned long long)nch);
 
 	if (start_syncers(s, err))
@@ -2006,6 +2009,7 @@ fail_open:
 fail_ranges:
 	free_options(s);
 fail_options:
+	free(s->dir);
 	free(s);
 fail_alloc:
 	if (err && !*err)
@@ -2022,6 +2026,7 @@ void store_close(store *s)
 	rocksdb_readoptions_destroy(s->ro);
 	close_db(s);
 	free_options(s);
+	free(s->dir);
 	free(s);
 }
 
