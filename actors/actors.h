@@ -118,6 +118,7 @@ void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
 
 /* server.c: start everything (parleyd's main calls this) */
 struct server_opts {
+	const char *version; /* git describe of the build */
 	const char *host;
 	int port;
 	const char *data_dir;

@@ -19,6 +19,7 @@
 #include "actors/files.h"
 #include "actors/rest.h"
 #include "actors/web.h"
+#include "runtime/log.h"
 
 struct sbuf {
 	char *p;
@@ -152,6 +153,7 @@ static char *metrics(size_t *len)
 	struct sbuf b = { malloc(8192), 0, 8192 };
 	uint64_t ev = 0, del = 0, acks = 0, req = 0, bad = 0, rl = 0, af = 0,
 		 chans = 0, lat_sum = 0;
+	unsigned long long lw, lh;
 	uint64_t lat[16] = { 0 };
 	rt_stats rs;
 	store_stats st;
@@ -189,6 +191,9 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_bad_frames_total", "Frames answered with BAD_FRAME", bad);
 	counter(&b, "parley_rate_limited_total", "Sends refused with RATE_LIMITED", rl);
 	counter(&b, "parley_auth_failures_total", "hello refused (4001)", af);
+	log_counts(&lw, &lh);
+	counter(&b, "parley_log_lines_total", "Lines written to the log", lw);
+	counter(&b, "parley_log_suppressed_total", "Log lines held back by the rate limit", lh);
 	gauge(&b, "parley_channels_loaded", "Channel actors in memory", chans);
 	counter(&b, "parley_events_committed_total", "Channel events made durable", ev);
 	counter(&b, "parley_fanout_deliveries_total", "Frames queued to subscribers", del);

@@ -495,7 +495,7 @@ static int load_config(int argc, char **argv, struct cfg *c)
 int main(int argc, char **argv)
 {
 	struct server_opts o = {
-		.host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
+		.version = PARLEY_VERSION, .host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
 		.ranges = 16, .pin = true, .drain_ms = 2000,
 		.push = { .delay_ms = 10000, .timeout_ms = 10000,
 			  .backoff_ms = 1000, .give_up_ms = 86400000,

@@ -335,6 +335,9 @@ int server_run(const struct server_opts *o)
 	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
 	       o->host, rt_bound_port(), o->shards, o->data_dir);
 	fflush(stdout);
+	plog(PL_INFO, "server", "parleyd %s listening on %s:%d (%u shards, "
+	     "data %s)", o->version, o->host, rt_bound_port(),
+	     o->shards, o->data_dir);
 
 	sigwait(&set, &sig);
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
