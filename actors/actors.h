@@ -117,6 +117,10 @@ int auth_load_secret(const char *path, uint8_t *key, size_t cap, size_t *len,
 void http_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp);
 
 /* server.c: start everything (parleyd's main calls this) */
+/* server_run's exit status when the database is corrupt (a restart will
+ * not help; restore a backup): systemd's unit does not restart on it. */
+#define SERVER_EXIT_CORRUPT 3
+
 struct server_opts {
 	const char *version; /* git describe of the build */
 	const char *host;

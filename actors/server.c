@@ -211,7 +211,7 @@ int server_run(const struct server_opts *o)
 	const char *rerr = NULL;
 	sigset_t set;
 	rt_config cfg;
-	int sig;
+	int sig, rc;
 	bool created = false;
 
 	/* Signals go to this thread only: block them before any thread
@@ -250,10 +250,15 @@ int server_run(const struct server_opts *o)
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/db", o->data_dir);
-	if (store_open(&srv.st, path, o->ranges, o->shards, &err)) {
-		plog(PL_ERROR, "start", "storage %s: %s", path, err ? err : "?");
+	if ((rc = store_open(&srv.st, path, o->ranges, o->shards, &err))) {
+		plog(PL_ERROR, "start", "%s", err ? err : "storage: ?");
 		free(err);
-		return 1;
+		if (rc != STORE_OPEN_CORRUPT)
+			return 1;
+		plog(PL_ERROR, "start", "the database in %s is corrupt: "
+		     "restore a backup (parleyd restore); exit status %d",
+		     path, SERVER_EXIT_CORRUPT);
+		return SERVER_EXIT_CORRUPT;
 	}
 	if (names_migrate()) { /* names from before the registry */
 		plog(PL_ERROR, "start", "storage: cannot register names");

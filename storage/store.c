@@ -112,6 +112,7 @@ struct store {
 	struct syncer *sync;
 	store_stats stats; /* updated with relaxed atomics */
 	char *dir;         /* for the operator's log lines */
+	bool corrupt;      /* RocksDB said Corruption at open */
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -1678,8 +1679,9 @@ static int existing_ranges(rocksdb_options_t *o, const char *dir,
 	if (rerr) {
 		set_err(err, "storage: listing column families of %s: %s", dir,
 			rerr);
+		rc = strncmp(rerr, "Corruption", 10) ? -1 : STORE_OPEN_CORRUPT;
 		rocksdb_free(rerr);
-		return -1;
+		return rc;
 	}
 	for (size_t i = 0; i < count && !rc; i++) {
 		const char *f = names[i];
@@ -1794,6 +1796,7 @@ static int open_db(store *s, const char *dir, char **err)
 					     opts, h, &rerr);
 	if (rerr) {
 		set_err(err, "storage: opening %s: %s", dir, rerr);
+		s->corrupt = !strncmp(rerr, "Corruption", 10);
 		rocksdb_free(rerr);
 		s->db = NULL;
 		goto out;
@@ -1948,6 +1951,7 @@ int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 	unsigned have;
 	store *s;
 	int rc;
+	bool corrupt = false;
 
 	if (err)
 		*err = NULL;
@@ -1962,8 +1966,10 @@ int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 		set_err(err, "storage: out of memory");
 		goto fail_options;
 	}
-	if (existing_ranges(s->dbopt, dir, &have, err))
+	if ((rc = existing_ranges(s->dbopt, dir, &have, err))) {
+		s->corrupt = rc == STORE_OPEN_CORRUPT;
 		goto fail_ranges;
+	}
 	if (!have && (nranges < 1 || nranges > MAX_RANGES)) {
 		set_err(err, "storage: %u history ranges (1..%u allowed)",
 			nranges, MAX_RANGES);
@@ -2009,12 +2015,13 @@ fail_open:
 fail_ranges:
 	free_options(s);
 fail_options:
+	corrupt = s->corrupt;
 	free(s->dir);
 	free(s);
 fail_alloc:
 	if (err && !*err)
 		set_err(err, "storage: open failed");
-	return -1;
+	return corrupt ? STORE_OPEN_CORRUPT : -1;
 }
 
 void store_close(store *s)

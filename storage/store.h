@@ -102,7 +102,9 @@ typedef struct store_presence {
 /* Open (creating if missing) the database in dir with nranges history
  * families (a reopened database keeps the count it was created with) and one
  * sync thread per shard. Returns 0, or -1 with *err set to a malloc'd message
- * the caller frees. */
+ * the caller frees; STORE_OPEN_CORRUPT (and *err) when RocksDB found the
+ * database corrupt: starting again will not help, a restore will. */
+#define STORE_OPEN_CORRUPT (-2)
 int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 	       char **err);
 /* Stops the sync threads (after they finish what they hold) and closes. */

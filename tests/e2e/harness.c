@@ -126,8 +126,9 @@ static int spawn_try(hsrv *s, bool may_fail)
 		waitpid(s->pid, &st, 0);
 		track(s->pid, false);
 		s->pid = 0;
-		return WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL
-			       ? 128 + WTERMSIG(st) : -1;
+		if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL)
+			return 128 + WTERMSIG(st);
+		return WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : -1;
 	}
 	s->port = atoi(colon + strlen("127.0.0.1:"));
 	return 0;

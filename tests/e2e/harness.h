@@ -34,7 +34,8 @@ int h_stop(hsrv *s);
 void h_kill9(hsrv *s);
 void h_restart(hsrv *s); /* after h_kill9 or h_stop(keep): same data */
 /* The same, for a start that may fail: 0 up, else how parleyd ended
- * (128 + signal when a signal killed it, -1 otherwise). */
+ * (128 + signal when a signal killed it, its exit status when it
+ * exited non-zero, -1 otherwise). */
 int h_restart_try(hsrv *s);
 void h_cleanup(hsrv *s); /* rm -rf the data dir */
 

@@ -194,7 +194,27 @@ def bad_level_stops():
     assert "--log-level" in r.stderr, r.stderr
 
 
+def corrupt_database_exits_3_naming_the_file():
+    s = Logged()
+    assert s.stop() == 0
+    db = os.path.join(s.dir, "d", "db")
+    manifest = [f for f in os.listdir(db) if f.startswith("MANIFEST-")][0]
+    path = os.path.join(db, manifest)
+    with open(path, "r+b") as f:
+        b = bytearray(f.read())
+        for i in range(20, len(b) - 8, 7):
+            b[i] ^= 0x5A
+        f.seek(0)
+        f.write(b)
+    r = subprocess.run([EXE, "--listen", "127.0.0.1:0", "--data", os.path.join(s.dir, "d")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert path in r.stderr and "Corruption" in r.stderr, r.stderr
+    assert " error start: " in r.stderr and "restore a backup" in r.stderr, r.stderr
+
+
 checks.run("--log-level error: no warnings, no info", level_error_is_quiet)
+checks.run("a corrupt database: exit 3, the file named", corrupt_database_exits_3_naming_the_file)
 checks.run("a short secret: a warning, not the secret", short_secret_warns_without_the_secret)
 checks.run("--log-level loud: exit 2", bad_level_stops)
 checks.exit()
