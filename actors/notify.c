@@ -1129,6 +1129,9 @@ static void reject_keys(struct post *po, json_t *rej)
 		if (nk) {
 			pushers_reject(po->v[i].ws, po->v[i].user, keys, nk);
 			stat_add(&N.rejected, nk);
+			plog(PL_INFO, "push", "the gateway rejected %u pushkeys "
+			     "of %s: their pushers are removed", (unsigned)nk,
+			     po->v[i].user);
 		}
 		json_decref(n);
 	}

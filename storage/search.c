@@ -533,6 +533,10 @@ static int txn_commit(search *sx)
 	if (!rc)
 		rc = step_done(sx->w[W_COMMIT]);
 	if (rc) {
+		plog(PL_ERROR, "search", "%s: writing the index failed: %s; "
+		     "the events wait for the next catch-up",
+		     sqlite3_db_filename(sx->wdb, "main"),
+		     sqlite3_errmsg(sx->wdb));
 		step_done(sx->w[W_ROLLBACK]);
 	} else {
 		int64_t moved = 0;
