@@ -96,6 +96,15 @@ run('files', async (t) => {
 	const A = r.A.page, B = r.B.page;
 	const tray = '#compose-main ul.tray';
 
+	// Bob's file requests (previews) wait until the test has measured the
+	// room his client keeps for them before their bytes come.
+	let letPreviews;
+	const previewGate = new Promise((res) => { letPreviews = res; });
+	await B.route((u) => u.pathname.startsWith('/api/v1/files/'), async (route) => {
+		await previewGate;
+		await route.continue();
+	});
+
 	// Uploads whose name starts with "held-" wait at the browser's edge
 	// until the test lets them go: the tray shows them uploading, and a
 	// Send meanwhile has to wait.
@@ -186,6 +195,19 @@ run('files', async (t) => {
 	const idOf = (re) => files.find((f) => re.test(f.text))?.id;
 	const pngId = idOf(/gradient\.png/), txtId = idOf(/quarterly-notes\.txt/), binId = idOf(/held-data\.bin/);
 	assert.ok(pngId && txtId && binId, `not all three files are named on bob's message: ${JSON.stringify(files)}`);
+
+	await t.step('before its bytes come, the image\'s room is its own size, from the message\'s w/h', async () => {
+		const f = m.locator(`.file[data-file="${pngId}"]`);
+		const box = await f.locator('button.preview').evaluate((e) => {
+			const r = e.getBoundingClientRect();
+			return { w: r.width, h: r.height, loaded: e.querySelector('img').naturalWidth };
+		});
+		assert.equal(box.loaded, 0, 'the preview loaded before it was let through');
+		// 240x160 fits the 360x280 preview: kept as it is (without w/h
+		// the client would guess 4:3, 360x270)
+		assert.ok(Math.abs(box.w - PNG_W) <= 1 && Math.abs(box.h - PNG_H) <= 1, `the room kept is ${box.w}x${box.h}, not ${PNG_W}x${PNG_H}`);
+		letPreviews();
+	});
 
 	await t.step('the image is a preview: an <img> from a blob: URL that decoded, its room reserved from w/h', async () => {
 		const f = m.locator(`.file[data-file="${pngId}"]`);
