@@ -1681,6 +1681,7 @@ static int existing_ranges(rocksdb_options_t *o, const char *dir,
 			rerr);
 		rc = strncmp(rerr, "Corruption", 10) ? -1 : STORE_OPEN_CORRUPT;
 		rocksdb_free(rerr);
+		free(names); /* RocksDB's C API mallocs an empty list anyway */
 		return rc;
 	}
 	for (size_t i = 0; i < count && !rc; i++) {
