@@ -188,7 +188,7 @@ def chk(c, name, fn):
     what went wrong."""
     def f():
         r = fn()
-        assert r is True, r
+        assert r is True, str(r)[:1500]
     c.run(name, f)
 
 
