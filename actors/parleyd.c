@@ -15,6 +15,7 @@
 #include <ini.h>
 
 #include "actors/actors.h"
+#include "actors/backup.h"
 #include "actors/files.h"
 #include "actors/web.h"
 #include "runtime/log.h"
@@ -26,6 +27,9 @@ static void usage(FILE *f)
 "       parleyd token --user USER --workspace WS [--ttl SECONDS] [--name NAME] [--admin]\n"
 "                     [--data DIR] [--jwt-secret-file FILE]\n"
 "                     [--url [--listen HOST:PORT] [--https]]\n"
+"       parleyd backup --data DIR DEST\n"
+"       parleyd restore BACKUP --data DIR\n"
+"       parleyd verify --data DIR [--files-sha]\n"
 "\n"
 "parley: a real-time team-messaging server (msgpack over WebSocket on /ws,\n"
 "the browser client on http://HOST:PORT/).\n"
@@ -87,6 +91,10 @@ static void usage(FILE *f)
 "an https:// link, when a TLS proxy in front answers on HOST:PORT.\n"
 "--name sets the display name claim; --admin the claim role=admin (a\n"
 "workspace admin: may moderate every channel of the workspace).\n"
+"\n"
+"backup: a consistent copy of DIR into DEST while the server runs (or\n"
+"not); restore: a backup into a new DIR; verify: checks a stopped DIR or\n"
+"a backup (see `parleyd backup --help` and the others' --help).\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
 "exit status 0.\n");
@@ -509,6 +517,12 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "token"))
 		return cmd_token(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "backup"))
+		return cmd_backup(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "restore"))
+		return cmd_restore(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "verify"))
+		return cmd_verify(argc - 1, argv + 1);
 	defaults();
 	o.shards = ncpu > 0 ? (unsigned)ncpu : 1;
 	if (load_config(argc, argv, &cfg))

@@ -17,6 +17,7 @@
 
 #include "actors/actors.h"
 #include "actors/commit.h"
+#include "actors/control.h"
 #include "actors/directory.h"
 #include "actors/files.h"
 #include "actors/rest.h"
@@ -337,6 +338,7 @@ int server_run(const struct server_opts *o)
 		plog(PL_ERROR, "start", "push: cannot start the notifier");
 		return 1;
 	}
+	control_start(o->data_dir, srv.st); /* parleyd backup; logs failures */
 	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
 	       o->host, rt_bound_port(), o->shards, o->data_dir);
 	fflush(stdout);
@@ -346,6 +348,7 @@ int server_run(const struct server_opts *o)
 
 	sigwait(&set, &sig);
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
+	control_stop(); /* after a checkpoint in progress */
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */
 	notify_stop();

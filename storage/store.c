@@ -1545,11 +1545,9 @@ static int rebuild_chstat(store *s, rocksdb_writebatch_t *wb, const char *ch)
  * extractor's domain: this scan needs total order.
  */
 static int walk_tag(store *s, char tag,
-		    int (*check)(store *s, rocksdb_writebatch_t *wb,
-				 const char *ch, const char *v, size_t vlen,
-				 uint64_t *repaired),
-		    rocksdb_writebatch_t *wb, uint64_t *channels,
-		    uint64_t *repaired)
+		    int (*check)(store *s, void *arg, const char *ch,
+				 const char *v, size_t vlen),
+		    void *arg, uint64_t *channels)
 {
 	struct scan sc;
 	struct key pfx;
@@ -1572,7 +1570,7 @@ static int walk_tag(store *s, char tag,
 		memcpy(ch, r, rlen);
 		ch[rlen] = 0;
 		v = rocksdb_iter_value(sc.it, &vlen);
-		rc = check(s, wb, ch, v, vlen, repaired);
+		rc = check(s, arg, ch, v, vlen);
 		if (rc < 0)
 			break;
 		if (rc > 0)
@@ -1585,10 +1583,17 @@ static int walk_tag(store *s, char tag,
 	return rc;
 }
 
+/* What recovery's checks share: the repairs go into wb. */
+struct recov {
+	rocksdb_writebatch_t *wb;
+	uint64_t repaired;
+};
+
 /* 'S' record against the channel's newest event. Returns 1 (counted). */
-static int check_stat(store *s, rocksdb_writebatch_t *wb, const char *ch,
-		      const char *v, size_t vlen, uint64_t *repaired)
+static int check_stat(store *s, void *arg, const char *ch, const char *v,
+		      size_t vlen)
 {
+	struct recov *rv = arg;
 	uint64_t last;
 	int rc = newest(s, ch, 'e', &last, NULL);
 
@@ -1600,18 +1605,19 @@ static int check_stat(store *s, rocksdb_writebatch_t *wb, const char *ch,
 		"newest event %llu; repairing",
 		ch, vlen == 24 ? (unsigned long long)get_le64(v) : 0ull,
 		(unsigned long long)last);
-	rc = rebuild_chstat(s, wb, ch);
+	rc = rebuild_chstat(s, rv->wb, ch);
 	if (rc)
 		return rc;
-	(*repaired)++;
+	rv->repaired++;
 	return 1;
 }
 
 /* A 'C' record without its 'S': counted (1) only when it was missing, the
  * 'S' walk counted the others. */
-static int check_created(store *s, rocksdb_writebatch_t *wb, const char *ch,
-			 const char *v, size_t vlen, uint64_t *repaired)
+static int check_created(store *s, void *arg, const char *ch, const char *v,
+			 size_t vlen)
 {
+	struct recov *rv = arg;
 	store_chstat st;
 	int rc = store_get_chstat(s, ch, &st);
 
@@ -1621,25 +1627,27 @@ static int check_created(store *s, rocksdb_writebatch_t *wb, const char *ch,
 		return rc;
 	plog(PL_WARN, "storage", "channel %s has no 'S' record; rebuilding",
 		ch);
-	rc = rebuild_chstat(s, wb, ch);
+	rc = rebuild_chstat(s, rv->wb, ch);
 	if (rc)
 		return rc;
-	(*repaired)++;
+	rv->repaired++;
 	return 1;
 }
 
 int store_recover(store *s, uint64_t *channels, uint64_t *repaired)
 {
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+	struct recov rv = { .wb = wb };
 	uint64_t nch = 0, nrep = 0;
 	char *err = NULL;
 	int rc;
 
 	if (!wb)
 		return -ENOMEM;
-	rc = walk_tag(s, 'S', check_stat, wb, &nch, &nrep);
+	rc = walk_tag(s, 'S', check_stat, &rv, &nch);
 	if (!rc)
-		rc = walk_tag(s, 'C', check_created, wb, &nch, &nrep);
+		rc = walk_tag(s, 'C', check_created, &rv, &nch);
+	nrep = rv.repaired;
 	if (!rc && rocksdb_writebatch_count(wb)) {
 		rocksdb_write(s->db, s->wo_sync, wb, &err);
 		if (err) {
@@ -1760,7 +1768,7 @@ static rocksdb_options_t *family_options(const rocksdb_options_t *base,
 	return o;
 }
 
-static int open_db(store *s, const char *dir, char **err)
+static int open_db(store *s, const char *dir, bool ro, char **err)
 {
 	unsigned nf = 2 + s->nranges;
 	const char **names;
@@ -1793,8 +1801,12 @@ static int open_db(store *s, const char *dir, char **err)
 		opts[2 + r] = s->histopt;
 	}
 	s->dir = strdup(dir);
-	s->db = rocksdb_open_column_families(s->dbopt, dir, (int)nf, names,
-					     opts, h, &rerr);
+	if (ro) /* no LOCK, no writes: a backup stays as it was */
+		s->db = rocksdb_open_for_read_only_column_families(
+			s->dbopt, dir, (int)nf, names, opts, h, 0, &rerr);
+	else
+		s->db = rocksdb_open_column_families(s->dbopt, dir, (int)nf,
+						     names, opts, h, &rerr);
 	if (rerr) {
 		set_err(err, "storage: opening %s: %s", dir, rerr);
 		s->corrupt = !strncmp(rerr, "Corruption", 10);
@@ -1945,8 +1957,8 @@ fail:
 	return -1;
 }
 
-int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
-	       char **err)
+static int open_any(store **out, const char *dir, unsigned nranges,
+		    unsigned nshards, bool ro, char **err)
 {
 	uint64_t nch, nrep;
 	unsigned have;
@@ -1971,13 +1983,17 @@ int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 		s->corrupt = rc == STORE_OPEN_CORRUPT;
 		goto fail_ranges;
 	}
+	if (ro && !have) {
+		set_err(err, "storage: %s: no database there", dir);
+		goto fail_ranges;
+	}
 	if (!have && (nranges < 1 || nranges > MAX_RANGES)) {
 		set_err(err, "storage: %u history ranges (1..%u allowed)",
 			nranges, MAX_RANGES);
 		goto fail_ranges;
 	}
 	s->nranges = have ? have : nranges;
-	if (open_db(s, dir, err))
+	if (open_db(s, dir, ro, err))
 		goto fail_open;
 
 	s->ro = rocksdb_readoptions_create();
@@ -1988,6 +2004,10 @@ int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
 	}
 	rocksdb_writeoptions_set_sync(s->wo_sync, 1);
 
+	if (ro) {
+		*out = s;
+		return 0;
+	}
 	/* Before the sync threads exist, so nothing races the repairs. */
 	rc = store_recover(s, &nch, &nrep);
 	if (rc) {
@@ -2023,6 +2043,17 @@ fail_alloc:
 	if (err && !*err)
 		set_err(err, "storage: open failed");
 	return corrupt ? STORE_OPEN_CORRUPT : -1;
+}
+
+int store_open(store **out, const char *dir, unsigned nranges, unsigned nshards,
+	       char **err)
+{
+	return open_any(out, dir, nranges, nshards, false, err);
+}
+
+int store_open_ro(store **out, const char *dir, char **err)
+{
+	return open_any(out, dir, 1, 0, true, err);
 }
 
 void store_close(store *s)
@@ -2435,4 +2466,272 @@ int store_scan_meta(store *s, char tag, const void *prefix, size_t plen,
 	}
 	key_fini(&pfx);
 	return scan_close(&sc);
+}
+
+/* ---- backups (issue 16): checkpoint, lock, verify ------------------------ */
+
+int store_checkpoint(store *s, const char *dir, char **err)
+{
+	rocksdb_checkpoint_t *cp;
+	char *rerr = NULL;
+
+	if (err)
+		*err = NULL;
+	cp = rocksdb_checkpoint_object_create(s->db, &rerr);
+	if (rerr) {
+		set_err(err, "storage: checkpoint of %s: %s", s->dir, rerr);
+		rocksdb_free(rerr);
+		return -1;
+	}
+	/* log_size_for_flush 0: the memtables are flushed first, so the
+	 * checkpoint is mostly hard-linked table files (and a short WAL) */
+	rocksdb_checkpoint_create(cp, dir, 0, &rerr);
+	rocksdb_checkpoint_object_destroy(cp);
+	if (rerr) {
+		set_err(err, "storage: checkpoint into %s: %s", dir, rerr);
+		rocksdb_free(rerr);
+		return -1;
+	}
+	return 0;
+}
+
+int store_locked(const char *dir)
+{
+	char path[4096];
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%s/LOCK", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	/* RocksDB holds a write lock (fcntl) on LOCK while the db is open */
+	rc = fcntl(fd, F_GETLK, &fl);
+	close(fd);
+	if (rc)
+		return -1;
+	return fl.l_type != F_UNLCK;
+}
+
+struct vctx {
+	store *s;
+	store_problem_fn fn;
+	void *arg;
+	store_verify_counts *n;
+	uint64_t last; /* the channel's 'S' last_seq, for its members */
+	uint64_t members;
+	const char *ch;
+};
+
+static void problem(struct vctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void problem(struct vctx *c, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	c->n->problems++;
+	if (c->fn)
+		c->fn(c->arg, line);
+}
+
+static int verify_member(void *arg, const char *user, size_t ulen,
+			 const store_member *m)
+{
+	struct vctx *c = arg;
+
+	c->members++;
+	if (m->read_seq > c->last || m->joined_seq > c->last)
+		problem(c, "channel %s: member %.*s: read %llu / joined %llu "
+			"past the last seq %llu", c->ch, (int)ulen, user,
+			(unsigned long long)m->read_seq,
+			(unsigned long long)m->joined_seq,
+			(unsigned long long)c->last);
+	return 0;
+}
+
+/* The event keys of ch: seqs 1..last without a gap, the message counts in
+ * front of them never going down, never above the seq. */
+static int verify_events(struct vctx *c, const char *ch, uint64_t *last,
+			 uint64_t *msgs)
+{
+	store *s = c->s;
+	struct scan sc;
+	struct key pfx;
+	const char *r, *v;
+	size_t rlen, vlen;
+	uint64_t expect = 1, prev_cum = 0;
+	int rc;
+
+	k_hist(&pfx, ch, 'e');
+	rc = scan_open(s, &sc, s->cf_hist[ch_range(s, ch)], &pfx, false);
+	if (rc) {
+		key_fini(&pfx);
+		return rc;
+	}
+	for (scan_seek(&sc, &pfx); (r = scan_rest(&sc, &rlen));
+	     rocksdb_iter_next(sc.it)) {
+		uint64_t seq, cum;
+
+		if (rlen != 8) {
+			problem(c, "channel %s: an event key of %zu bytes",
+				ch, rlen);
+			continue;
+		}
+		seq = get_be64(r);
+		if (seq != expect)
+			problem(c, "channel %s: events %llu..%llu missing", ch,
+				(unsigned long long)expect,
+				(unsigned long long)(seq - 1));
+		expect = seq + 1;
+		c->n->events++;
+		v = rocksdb_iter_value(sc.it, &vlen);
+		if (vlen < 8) {
+			problem(c, "channel %s: event %llu: a record of %zu "
+				"bytes", ch, (unsigned long long)seq, vlen);
+			continue;
+		}
+		cum = get_le64(v);
+		if (!cum)
+			continue;
+		if (cum < prev_cum || cum > seq)
+			problem(c, "channel %s: event %llu: message count %llu "
+				"(the one before: %llu)", ch,
+				(unsigned long long)seq,
+				(unsigned long long)cum,
+				(unsigned long long)prev_cum);
+		prev_cum = cum;
+	}
+	key_fini(&pfx);
+	*last = expect - 1;
+	*msgs = prev_cum;
+	return scan_close(&sc);
+}
+
+/* Keys of kind ('m', 'r', 'v') in ch: every seq in them names an event
+ * that exists (1..last), a reply or version comes after its target. */
+static int verify_refs(struct vctx *c, const char *ch, char kind,
+		       uint64_t last)
+{
+	store *s = c->s;
+	struct scan sc;
+	struct key pfx;
+	const char *r;
+	size_t rlen;
+	int rc;
+
+	k_hist(&pfx, ch, kind);
+	rc = scan_open(s, &sc, s->cf_hist[ch_range(s, ch)], &pfx, false);
+	if (rc) {
+		key_fini(&pfx);
+		return rc;
+	}
+	for (scan_seek(&sc, &pfx); (r = scan_rest(&sc, &rlen));
+	     rocksdb_iter_next(sc.it)) {
+		uint64_t a = 0, b;
+
+		if (rlen != (kind == 'm' ? 8u : 16u)) {
+			problem(c, "channel %s: a '%c' key of %zu bytes", ch,
+				kind, rlen);
+			continue;
+		}
+		if (kind == 'm') {
+			b = get_be64(r);
+		} else {
+			a = get_be64(r);
+			b = get_be64(r + 8);
+		}
+		if (b < 1 || b > last || (kind != 'm' && (a < 1 || a >= b)))
+			problem(c, "channel %s: '%c' record %llu/%llu names "
+				"no event (last seq %llu)", ch, kind,
+				(unsigned long long)a, (unsigned long long)b,
+				(unsigned long long)last);
+	}
+	key_fini(&pfx);
+	return scan_close(&sc);
+}
+
+static int verify_channel(store *s, void *arg, const char *ch, const char *v,
+			  size_t vlen)
+{
+	struct vctx *c = arg;
+	store_channel cr;
+	uint64_t last, msgs, st_last, st_msgs, st_members;
+	int rc;
+
+	if (vlen != 24) {
+		problem(c, "channel %s: 'S' record of %zu bytes", ch, vlen);
+		return 1;
+	}
+	st_last = get_le64(v);
+	st_msgs = get_le64(v + 8);
+	st_members = get_le64(v + 16);
+	rc = store_get_channel(s, ch, &cr);
+	if (rc == -ENOENT)
+		problem(c, "channel %s: no 'C' record", ch);
+	else if (rc)
+		return rc;
+	rc = verify_events(c, ch, &last, &msgs);
+	if (rc)
+		return rc;
+	if (last != st_last)
+		problem(c, "channel %s: 'S' last_seq %llu, newest event %llu",
+			ch, (unsigned long long)st_last,
+			(unsigned long long)last);
+	if (msgs != st_msgs)
+		problem(c, "channel %s: 'S' msgs %llu, the events count %llu",
+			ch, (unsigned long long)st_msgs,
+			(unsigned long long)msgs);
+	c->n->msgs += msgs;
+	for (const char *k = "mrv"; *k; k++) {
+		rc = verify_refs(c, ch, *k, last);
+		if (rc)
+			return rc;
+	}
+	c->ch = ch;
+	c->last = st_last;
+	c->members = 0;
+	rc = store_scan_member_marks(s, ch, verify_member, c);
+	if (rc)
+		return rc;
+	c->n->members += c->members;
+	if (c->members != st_members)
+		problem(c, "channel %s: 'S' members %llu, %llu member records",
+			ch, (unsigned long long)st_members,
+			(unsigned long long)c->members);
+	c->n->channels++;
+	return 1;
+}
+
+static int verify_created(store *s, void *arg, const char *ch, const char *v,
+			  size_t vlen)
+{
+	struct vctx *c = arg;
+	store_chstat st;
+	int rc = store_get_chstat(s, ch, &st);
+
+	(void)v;
+	(void)vlen;
+	if (rc == -ENOENT)
+		problem(c, "channel %s: 'C' record without its 'S'", ch);
+	else if (rc)
+		return rc;
+	return 0;
+}
+
+int store_verify(store *s, store_problem_fn fn, void *arg,
+		 store_verify_counts *out)
+{
+	struct vctx c = { .s = s, .fn = fn, .arg = arg, .n = out };
+	uint64_t nch = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = walk_tag(s, 'S', verify_channel, &c, &nch);
+	if (!rc)
+		rc = walk_tag(s, 'C', verify_created, &c, &nch);
+	return rc;
 }

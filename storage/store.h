@@ -321,4 +321,31 @@ typedef int (*store_meta_fn)(void *arg, const char *rest, size_t rlen,
 int store_scan_meta(store *s, char tag, const void *prefix, size_t plen,
 		    store_meta_fn fn, void *arg);
 
+/* ---- backups (issue 16) ------------------------------------------------- */
+
+/* Opens the database in dir read-only: no LOCK taken, nothing written, no
+ * recovery, no sync threads (for verify, and for a backup's own check).
+ * Reads only; store_close closes it. 0 or -1 with *err (malloc'd). */
+int store_open_ro(store **out, const char *dir, char **err);
+/* A consistent copy of the open database in dir (which must not exist),
+ * while writes go on: a RocksDB checkpoint (table files hard-linked when
+ * dir is on the same file system). Every batch whose write returned
+ * before the call is in it. 0 or -1 with *err (malloc'd). */
+int store_checkpoint(store *s, const char *dir, char **err);
+/* Is the database in dir open in another process (its LOCK held)?
+ * 1 yes, 0 no (or no database), -1 with errno. */
+int store_locked(const char *dir);
+/* Checks the store (see docs/architecture.md, Backups): per channel, its
+ * event seqs 1..last without a gap, last = 'S' last_seq, the message
+ * counts against 'S' msgs, 'm'/'r'/'v' records name events that exist,
+ * member records against 'S' members; 'C' and 'S' come in pairs. fn gets
+ * one line per problem. Returns 0 (out->problems says whether any were
+ * found) or -EIO/-ENOMEM when the walk itself failed. */
+typedef struct store_verify_counts {
+	uint64_t channels, events, msgs, members, problems;
+} store_verify_counts;
+typedef void (*store_problem_fn)(void *arg, const char *line);
+int store_verify(store *s, store_problem_fn fn, void *arg,
+		 store_verify_counts *out);
+
 #endif
