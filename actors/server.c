@@ -223,8 +223,17 @@ int server_run(const struct server_opts *o)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP); /* TLS: reload the certificate */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (o->tls_cert) { /* first: a bad certificate fails fast */
+		char terr[512];
+
+		if (rt_tls_load(o->tls_cert, o->tls_key, terr, sizeof(terr))) {
+			plog(PL_ERROR, "start", "TLS: %s", terr);
+			return 1;
+		}
+	}
 
 	if (mkdir(o->data_dir, 0700) == 0)
 		created = true;
@@ -332,11 +341,13 @@ int server_run(const struct server_opts *o)
 		plog(PL_ERROR, "start", "push: cannot start the notifier");
 		return 1;
 	}
-	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
-	       o->host, rt_bound_port(), o->shards, o->data_dir);
+	printf("parleyd listening on %s://%s:%d/ws (%u shards, data %s)\n",
+	       o->tls_cert ? "wss" : "ws", o->host, rt_bound_port(),
+	       o->shards, o->data_dir);
 	fflush(stdout);
 
-	sigwait(&set, &sig);
+	while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+		rt_tls_reload();
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */
@@ -348,6 +359,7 @@ int server_run(const struct server_opts *o)
 	if (srv.sx)
 		search_close(srv.sx);
 	store_close(srv.st);
+	rt_tls_free();
 	plog(PL_INFO, "server", "stopped");
 	return 0;
 }
