@@ -158,7 +158,7 @@ static uint64_t mono_ms(void) { return rt_mono_us() / 1000; }
 /* What SSL_read/SSL_write's failure means, as recv/send would say it:
  * -1 with EAGAIN (try again when poll says so), 0 (the peer closed), or
  * -1 with another errno (broken; no close_notify any more). */
-static ssize_t tls_result(rt_conn *c, int r)
+static ssize_t tls_result(rt_conn *c, int r, bool write)
 {
 	switch (SSL_get_error(c->ssl, r)) {
 	case SSL_ERROR_WANT_READ:
@@ -166,7 +166,10 @@ static ssize_t tls_result(rt_conn *c, int r)
 		errno = EAGAIN;
 		return -1;
 	case SSL_ERROR_ZERO_RETURN:
-		return 0;
+		if (!write)
+			return 0;
+		errno = EPIPE;
+		return -1;
 	default:
 		c->tls_dead = true;
 		ERR_clear_error();
@@ -187,7 +190,7 @@ static ssize_t io_recv(rt_conn *c, void *p, size_t n)
 	}
 	ERR_clear_error();
 	r = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-	return r > 0 ? r : tls_result(c, r);
+	return r > 0 ? r : tls_result(c, r, false);
 }
 
 /* A TLS write refused with EAGAIN must be retried with the same bytes
@@ -207,7 +210,7 @@ static ssize_t io_send(rt_conn *c, const void *p, size_t n)
 		return 0;
 	ERR_clear_error();
 	r = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
-	return r > 0 ? r : tls_result(c, r);
+	return r > 0 ? r : tls_result(c, r, true);
 }
 
 rt_conn_id rt_conn_get_id(const rt_conn *c) { return c->id; }
