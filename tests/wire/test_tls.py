@@ -66,12 +66,12 @@ def client_ctx():
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, tls=True):
         self.dir = tempfile.mkdtemp(prefix="data-", dir=TMP)
-        self.err = open(os.path.join(TMP, "stderr.log"), "w+")
+        self.err = open(os.path.join(self.dir + ".stderr"), "w+")
         self.proc = subprocess.Popen(
-            [EXE, "--listen", "127.0.0.1:0", "--data", self.dir,
-             "--tls-cert", CERT, "--tls-key", KEY],
+            [EXE, "--listen", "127.0.0.1:0", "--data", self.dir] +
+            (["--tls-cert", CERT, "--tls-key", KEY] if tls else []),
             stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.line = self.proc.stdout.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", self.line)
@@ -350,6 +350,23 @@ def t_stop():
     assert rc == 0, "exit %s" % rc
 
 
+def t_plain_sighup():
+    # without a certificate SIGHUP is harmless: said, and it serves on
+    p = Server(tls=False)
+    try:
+        assert "ws://127.0.0.1:%d/ws" % p.port in p.line, p.line
+        p.proc.send_signal(signal.SIGHUP)
+        p.wait_log(r"nothing to reload")
+        ws = WS(p.port)
+        ws.hello(p.token("dave"))
+        ws.close()
+        assert p.proc.poll() is None
+    finally:
+        rc = p.stop()
+        p.err.close()
+    assert rc == 0, "exit %s" % rc
+
+
 def run_bad(args):
     return subprocess.run([EXE, "--listen", "127.0.0.1:0", "--data",
                            os.path.join(TMP, "bad")] + args,
@@ -381,6 +398,7 @@ checks.run("SIGHUP: new cert for new conns, open ones go on", t_reload)
 checks.run("SIGHUP with a broken cert keeps the old one", t_reload_broken)
 checks.run("SIGTERM stops it (exit 0)", t_stop)
 checks.run("flag and file errors stop the start", t_flags)
+checks.run("plain mode: SIGHUP is harmless", t_plain_sighup)
 srv.err.close()
 if checks.failed:
     print(open(srv.err.name).read()[-3000:])
