@@ -133,6 +133,7 @@ struct server_opts {
 	bool no_search;
 	unsigned drain_ms;
 	struct notify_cfg push; /* url NULL: no notifier */
+	const char *tls_cert, *tls_key; /* both or neither: wss://, https:// */
 };
 int server_run(const struct server_opts *o);
 

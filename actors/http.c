@@ -187,6 +187,8 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_socket_writes_total", "Socket writes (frames_out/writes = coalescing)", rs.writes);
 	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);
 	counter(&b, "parley_closed_too_large_total", "Connections closed with 1009", rs.closed_too_large);
+	counter(&b, "parley_tls_handshakes_total", "TLS handshakes completed", rs.tls_handshakes);
+	counter(&b, "parley_tls_handshake_failures_total", "TLS handshakes failed or timed out", rs.tls_handshake_failures);
 	counter(&b, "parley_requests_total", "Requests decoded", req);
 	counter(&b, "parley_bad_frames_total", "Frames answered with BAD_FRAME", bad);
 	counter(&b, "parley_rate_limited_total", "Sends refused with RATE_LIMITED", rl);

@@ -32,7 +32,8 @@ static void usage(FILE *f)
 "       parleyd verify --data DIR [--files-sha]\n"
 "\n"
 "parley: a real-time team-messaging server (msgpack over WebSocket on /ws,\n"
-"the browser client on http://HOST:PORT/).\n"
+"the browser client on http://HOST:PORT/; wss:// and https:// with\n"
+"--tls-cert).\n"
 "\n"
 "  --listen HOST:PORT      address to listen on (default 127.0.0.1:8080)\n"
 "  --data DIR              data directory (default ./parley-data)\n"
@@ -72,6 +73,10 @@ static void usage(FILE *f)
 "  --no-pin                do not pin shard threads to cores\n"
 "  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
 "                          stderr (with journald's priorities under systemd)\n"
+"  --tls-cert FILE         PEM certificate (chain): the port then speaks\n"
+"                          only TLS (wss://, https://); needs --tls-key\n"
+"  --tls-key FILE          PEM private key of --tls-cert; SIGHUP reads both\n"
+"                          again (new connections get the new ones)\n"
 "  --web-dir DIR           serve the browser client from DIR (read on each\n"
 "                          request: edit web/ and reload, no rebuild)\n"
 "                          instead of the copy compiled in\n"
@@ -88,7 +93,8 @@ static void usage(FILE *f)
 "prints a link to the browser client that signs in with it,\n"
 "http://HOST:PORT/#token=TOKEN (HOST:PORT from --listen, the server's;\n"
 "default 127.0.0.1:8080; 0.0.0.0 and :: become loopback); --https for\n"
-"an https:// link, when a TLS proxy in front answers on HOST:PORT.\n"
+"an https:// link: when the server runs with --tls-cert, or a TLS proxy\n"
+"in front answers on HOST:PORT.\n"
 "--name sets the display name claim; --admin the claim role=admin (a\n"
 "workspace admin: may moderate every channel of the workspace).\n"
 "\n"
@@ -97,7 +103,7 @@ static void usage(FILE *f)
 "a backup (see `parleyd backup --help` and the others' --help).\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
-"exit status 0.\n");
+"exit status 0. SIGHUP reloads the TLS certificate and key.\n");
 }
 
 static void defaults(void)
@@ -287,6 +293,8 @@ static const struct option server_flags[] = {
 	{ "config", required_argument, 0, 29 },
 	{ "version", no_argument, 0, 30 },
 	{ "log-level", required_argument, 0, 31 },
+	{ "tls-cert", required_argument, 0, 32 },
+	{ "tls-key", required_argument, 0, 33 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -385,6 +393,8 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 			log_set_level(l);
 			break;
 		}
+		case 32: o->tls_cert = optarg; break;
+		case 33: o->tls_key = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -538,6 +548,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "parleyd: --max-body (%u) must not exceed "
 			"--max-frame (%u)\n", srv.lim.max_body,
 			srv.lim.max_frame);
+		return 2;
+	}
+	if (!o.tls_cert != !o.tls_key) {
+		fprintf(stderr, "parleyd: --tls-cert and --tls-key go together "
+			"(TLS needs the certificate and its key)\n");
 		return 2;
 	}
 	files_configure(file_mb, quota_mb);

@@ -224,8 +224,17 @@ int server_run(const struct server_opts *o)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP); /* TLS: reload the certificate */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (o->tls_cert) { /* first: a bad certificate fails fast */
+		char terr[512];
+
+		if (rt_tls_load(o->tls_cert, o->tls_key, terr, sizeof(terr))) {
+			plog(PL_ERROR, "start", "TLS: %s", terr);
+			return 1;
+		}
+	}
 
 	if (mkdir(o->data_dir, 0700) == 0)
 		created = true;
@@ -339,14 +348,16 @@ int server_run(const struct server_opts *o)
 		return 1;
 	}
 	control_start(o->data_dir, srv.st); /* parleyd backup; logs failures */
-	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
-	       o->host, rt_bound_port(), o->shards, o->data_dir);
+	printf("parleyd listening on %s://%s:%d/ws (%u shards, data %s)\n",
+	       o->tls_cert ? "wss" : "ws", o->host, rt_bound_port(),
+	       o->shards, o->data_dir);
 	fflush(stdout);
-	plog(PL_INFO, "server", "parleyd %s listening on %s:%d (%u shards, "
-	     "data %s)", o->version, o->host, rt_bound_port(),
-	     o->shards, o->data_dir);
+	plog(PL_INFO, "server", "parleyd %s listening on %s://%s:%d (%u "
+	     "shards, data %s)", o->version, o->tls_cert ? "wss" : "ws",
+	     o->host, rt_bound_port(), o->shards, o->data_dir);
 
-	sigwait(&set, &sig);
+	while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+		rt_tls_reload();
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
 	control_stop(); /* after a checkpoint in progress */
 	/* first, while the shards still answer its questions: what it
@@ -359,6 +370,7 @@ int server_run(const struct server_opts *o)
 	if (srv.sx)
 		search_close(srv.sx);
 	store_close(srv.st);
+	rt_tls_free();
 	plog(PL_INFO, "server", "stopped");
 	return 0;
 }

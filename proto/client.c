@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -34,6 +35,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "proto/client.h"
 
@@ -66,6 +70,8 @@ struct kept {
 
 struct pc_conn {
 	int fd;
+	SSL *ssl;         /* pc_tls(): everything goes through it */
+	bool tls_ww;      /* the TLS handshake waits to write */
 	int close_code;   /* 0 while open */
 	bool eof;         /* the TCP stream ended or failed */
 	bool closed;      /* close frame seen, or a protocol error: no more */
@@ -90,6 +96,103 @@ struct pc_conn {
 };
 
 enum { HS_DONE, HS_CONNECTING, HS_RESPONSE };
+
+/* ---- TLS (pc_tls) -------------------------------------------------------- */
+
+static SSL_CTX *tls_ctx;
+
+int pc_tls(bool on)
+{
+	if (!on) {
+		SSL_CTX_free(tls_ctx);
+		tls_ctx = NULL;
+		return 0;
+	}
+	if (tls_ctx)
+		return 0;
+	tls_ctx = SSL_CTX_new(TLS_client_method());
+	if (!tls_ctx)
+		return -1;
+	SSL_CTX_set_min_proto_version(tls_ctx, TLS1_2_VERSION);
+	/* the bench's and tests' servers use self-signed certificates */
+	SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_mode(tls_ctx, SSL_MODE_RELEASE_BUFFERS |
+				  SSL_MODE_ENABLE_PARTIAL_WRITE |
+				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_options(tls_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	return 0;
+}
+
+/* A new connection's SSL, when pc_tls is on. 0 or -1. */
+static int tls_attach(pc_conn *c)
+{
+	if (!tls_ctx)
+		return 0;
+	c->ssl = SSL_new(tls_ctx);
+	if (!c->ssl || !SSL_set_fd(c->ssl, c->fd))
+		return -1;
+	SSL_set_connect_state(c->ssl);
+	c->tls_ww = true;
+	return 0;
+}
+
+/* recv() and send() through SSL when there is one; failures as errno. */
+static ssize_t c_io(pc_conn *c, void *rp, const void *wp, size_t n)
+{
+	int r;
+
+	if (!c->ssl)
+		return rp ? recv(c->fd, rp, n, MSG_DONTWAIT)
+			  : send(c->fd, wp, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (!n)
+		return 0;
+	ERR_clear_error();
+	r = rp ? SSL_read(c->ssl, rp, n > INT_MAX ? INT_MAX : (int)n)
+	       : SSL_write(c->ssl, wp, n > INT_MAX ? INT_MAX : (int)n);
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		if (rp)
+			return 0;
+		errno = EPIPE; /* a write: the peer closed */
+		return -1;
+	default:
+		ERR_clear_error();
+		errno = ECONNRESET;
+		return -1;
+	}
+}
+
+#define c_recv(c, p, n) c_io(c, p, NULL, n)
+#define c_send(c, p, n) c_io(c, NULL, p, n)
+
+/* One step of the TLS handshake: 1 done, 0 waiting (tls_ww says for
+ * what), -1 failed. */
+static int tls_step(pc_conn *c)
+{
+	int r, e;
+
+	if (!c->ssl || SSL_is_init_finished(c->ssl))
+		return 1;
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->tls_ww = false;
+		return 1;
+	}
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		c->tls_ww = e == SSL_ERROR_WANT_WRITE;
+		return 0;
+	}
+	ERR_clear_error();
+	return -1;
+}
 
 /* ---- small pieces ------------------------------------------------------- */
 
@@ -390,7 +493,7 @@ static size_t fill(pc_conn *c)
 			dst = c->in.p + c->in.len;
 			room = c->in.cap - c->in.len;
 		}
-		r = recv(c->fd, dst, room, MSG_DONTWAIT);
+		r = c_recv(c, dst, room);
 		if (r > 0) {
 			if (dst == tmp) {
 				if (buf_append(&c->in, tmp, (size_t)r)) {
@@ -401,7 +504,8 @@ static size_t fill(pc_conn *c)
 				c->in.len += (size_t)r;
 			}
 			total += (size_t)r;
-			if ((size_t)r < room)
+			/* (TLS: a record at a time; read on until EAGAIN) */
+			if ((size_t)r < room && !c->ssl)
 				break;
 			continue;
 		}
@@ -422,7 +526,7 @@ static int write_all(pc_conn *c, const void *p, size_t n, int64_t deadline)
 	const uint8_t *b = p;
 
 	while (n) {
-		ssize_t r = send(c->fd, b, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t r = c_send(c, b, n);
 
 		if (r > 0) {
 			b += r;
@@ -571,7 +675,7 @@ static int handshake(pc_conn *c, const char *host, int port, const char *sub,
 
 		if (got == sizeof(resp))
 			return -1;
-		r = recv(c->fd, resp + got, sizeof(resp) - got, MSG_DONTWAIT);
+		r = c_recv(c, resp + got, sizeof(resp) - got);
 		if (r == 0)
 			return -1;
 		if (r < 0) {
@@ -645,11 +749,18 @@ pc_conn *pc_connect(const char *host, int port, const char *src_ip,
 		    err)
 			goto fail_close;
 	}
+	if (tls_attach(c))
+		goto fail_close;
+	for (int rc; (rc = tls_step(c)) != 1;)
+		if (rc < 0 || wait_fd(c, c->tls_ww ? POLLOUT : POLLIN,
+				      deadline) != 1)
+			goto fail_close;
 	if (handshake(c, host, port, subprotocol, deadline))
 		goto fail_close;
 	return c;
 
 fail_close:
+	SSL_free(c->ssl);
 	close(c->fd);
 fail_free:
 	buf_free(&c->in);
@@ -703,12 +814,15 @@ pc_conn *pc_start(const char *host, int port, const char *src_ip,
 	snprintf(c->hs_sub, sizeof(c->hs_sub), "%s",
 		 subprotocol ? subprotocol : "");
 	c->hs = HS_CONNECTING;
+	if (tls_attach(c))
+		goto fail_close;
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) &&
 	    errno != EINPROGRESS)
 		goto fail_close;
 	return c;
 
 fail_close:
+	SSL_free(c->ssl);
 	close(c->fd);
 fail_free:
 	buf_free(&c->out);
@@ -728,6 +842,8 @@ int pc_start_step(pc_conn *c)
 
 		if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) || err)
 			return -1;
+		if ((err = tls_step(c)) != 1)
+			return err;
 		if (pc_flush(c) < 0)
 			return -1;
 		if (pc_pending(c))
@@ -753,7 +869,9 @@ int pc_start_step(pc_conn *c)
 
 bool pc_start_wants_write(const pc_conn *c)
 {
-	return c->hs == HS_CONNECTING || c->out.len > c->out_off;
+	return (c->hs == HS_CONNECTING &&
+		(!c->ssl || c->tls_ww || SSL_is_init_finished(c->ssl))) ||
+	       c->out.len > c->out_off;
 }
 
 /* ---- frames ------------------------------------------------------------- */
@@ -827,9 +945,8 @@ int pc_queue(pc_conn *c, int opcode, const void *data, size_t len)
 int pc_flush(pc_conn *c)
 {
 	while (c->out_off < c->out.len) {
-		ssize_t r = send(c->fd, c->out.p + c->out_off,
-				 c->out.len - c->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t r = c_send(c, c->out.p + c->out_off,
+				   c->out.len - c->out_off);
 
 		if (r >= 0) {
 			c->out_off += (size_t)r;
@@ -1207,6 +1324,7 @@ void pc_close(pc_conn *c)
 		if (pc_queue(c, OP_CLOSE, normal, 2) == 0)
 			pc_flush(c);
 	}
+	SSL_free(c->ssl);
 	close(c->fd);
 	release(c);
 	while ((k = unkeep(c)))

@@ -15,6 +15,11 @@
 
 typedef struct pc_conn pc_conn;
 
+/* Connections made from now on speak TLS (wss://) when on; the server's
+ * certificate is NOT verified (tests and benchmarks against self-signed
+ * ones). 0 or -1. */
+int pc_tls(bool on);
+
 /* Connect to host:port (IPv4 literal or "localhost"), optionally binding the
  * source address src_ip (e.g. "127.0.0.7"; NULL = any), and do the
  * WebSocket handshake on /ws offering subprotocol "parley.v1" (NULL

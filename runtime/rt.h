@@ -250,6 +250,17 @@ void rt_join(void);
 /* The port actually bound (useful with port 0). */
 int rt_bound_port(void);
 
+/* TLS on the port (runtime/tls.c). Before rt_start: load a PEM certificate
+ * (chain) and its key; from then on every connection speaks TLS (wss://,
+ * https://). 0, or -1 with the file and the reason in err. */
+int rt_tls_load(const char *cert, const char *key, char *err, size_t cap);
+bool rt_tls_on(void);
+/* Any thread (SIGHUP): read the same files again into a new context for
+ * new connections; existing ones keep theirs. 0 reloaded, 1 no TLS
+ * configured, -1 failed (logged; the previous certificate stays). */
+int rt_tls_reload(void);
+void rt_tls_free(void); /* after rt_join */
+
 /* Metrics of the transport (relaxed sums over shards). */
 typedef struct rt_stats {
 	uint64_t conns_open;
@@ -262,6 +273,8 @@ typedef struct rt_stats {
 	uint64_t closed_too_large;
 	uint64_t mailbox_msgs;
 	uint64_t wakeups;
+	uint64_t tls_handshakes;        /* TLS handshakes completed */
+	uint64_t tls_handshake_failures; /* failed or timed out */
 } rt_stats;
 void rt_get_stats(rt_stats *out);
 

@@ -346,6 +346,9 @@ void rt_get_stats(rt_stats *o)
 		SUM(frames_out); SUM(bytes_out); SUM(writes);
 		SUM(closed_slow); SUM(closed_too_large); SUM(mailbox_msgs);
 #undef SUM
+		o->tls_handshakes += __atomic_load_n(&s->tls_ok, __ATOMIC_RELAXED);
+		o->tls_handshake_failures +=
+			__atomic_load_n(&s->tls_failed, __ATOMIC_RELAXED);
 		o->wakeups += rt__mailbox_wakeups(i);
 	}
 }

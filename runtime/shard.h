@@ -48,12 +48,16 @@ struct rt_shard {
 
 	/* counters, written by this thread, read relaxed by /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
-		writes, closed_slow, closed_too_large, mailbox_msgs;
+		writes, closed_slow, closed_too_large, mailbox_msgs,
+		tls_ok, tls_failed;
 };
 
 extern struct rt_shard *rt__shards;
 extern unsigned rt__nshards;
 extern volatile int rt__drain_requested;
+
+/* the current TLS context with a reference for the caller, or NULL */
+struct ssl_ctx_st *rt__tls_ctx(void);
 
 /* tests: make this thread act as shard s (mailbox tests) */
 void rt__set_self(struct rt_shard *s);

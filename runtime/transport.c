@@ -38,6 +38,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -48,8 +49,10 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/ssl.h>
 
 #include "runtime/shard.h"
 #include "runtime/log.h"
@@ -64,7 +67,11 @@
 #define LINGER_MS 2000         /* reading after our close, at most */
 #define CLOSE_FLUSH_MS 10000   /* closing, no write progress: drop it */
 
-enum { ST_HEAD, ST_OPEN, ST_CLOSING, ST_LINGER };
+#define BR_CAP (16 * 1024)     /* TLS HTTP bridge: bytes in flight each way */
+
+enum { ST_HEAD, ST_OPEN, ST_CLOSING, ST_LINGER, ST_BRIDGE };
+
+struct bridge;
 
 /* A connection. WebSocket ones (ws) are ours: calloc'd on accept, freed
  * after their poll handle closed. HTTP ones live in libwebsockets'
@@ -111,6 +118,14 @@ struct rt_conn {
 	bool fin;
 	uint8_t ctllen;
 	uint8_t ctl[125];       /* a control frame's payload */
+	/* TLS (a certificate is configured): all of the above goes
+	 * through ssl; the head is read (not peeked) into head */
+	SSL *ssl;
+	bool tls_ww;            /* the handshake waits to write */
+	bool tls_dead;          /* a fatal TLS error: no close_notify */
+	uint8_t *head;          /* TLS: the request head read so far */
+	size_t head_len;
+	struct bridge *br;      /* ST_BRIDGE: an HTTP request, to lws */
 	};
 	struct { /* ---- HTTP (lws) ---- */
 	struct lws *wsi;
@@ -137,6 +152,66 @@ struct rt_conn {
 static void conn_poll_cb(uv_poll_t *h, int status, int events);
 
 static uint64_t mono_ms(void) { return rt_mono_us() / 1000; }
+
+/* ---- TLS or not: recv() and send() of our connections ------------------ */
+
+/* What SSL_read/SSL_write's failure means, as recv/send would say it:
+ * -1 with EAGAIN (try again when poll says so), 0 (the peer closed), or
+ * -1 with another errno (broken; no close_notify any more). */
+static ssize_t tls_result(rt_conn *c, int r, bool write)
+{
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		if (!write)
+			return 0;
+		errno = EPIPE;
+		return -1;
+	default:
+		c->tls_dead = true;
+		ERR_clear_error();
+		errno = ECONNRESET;
+		return -1;
+	}
+}
+
+static ssize_t io_recv(rt_conn *c, void *p, size_t n)
+{
+	int r;
+
+	if (!c->ssl)
+		return recv(c->fd, p, n, MSG_DONTWAIT);
+	if (c->tls_dead) {
+		errno = ECONNRESET;
+		return -1;
+	}
+	ERR_clear_error();
+	r = SSL_read(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+	return r > 0 ? r : tls_result(c, r, false);
+}
+
+/* A TLS write refused with EAGAIN must be retried with the same bytes
+ * (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them move): callers keep what
+ * was not taken and write exactly that next. */
+static ssize_t io_send(rt_conn *c, const void *p, size_t n)
+{
+	int r;
+
+	if (!c->ssl)
+		return send(c->fd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (c->tls_dead) {
+		errno = ECONNRESET;
+		return -1;
+	}
+	if (!n)
+		return 0;
+	ERR_clear_error();
+	r = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+	return r > 0 ? r : tls_result(c, r, true);
+}
 
 rt_conn_id rt_conn_get_id(const rt_conn *c) { return c->id; }
 void *rt_conn_user(rt_conn *c) { return c->user; }
@@ -250,6 +325,7 @@ static void watch(rt_conn *c, bool on)
 
 static void watch_update(rt_conn *c)
 {
+	/* (a bridge stays on it: the end frees it) */
 	watch(c, c->state != ST_OPEN || c->wpend || c->paused);
 }
 
@@ -263,8 +339,8 @@ static void set_events(rt_conn *c)
 
 	if (!c->paused)
 		ev |= UV_READABLE;
-	if (c->wpend || (c->paused && rt_conn_queued(c) <= max / 2 &&
-			 c->state == ST_OPEN))
+	if (c->wpend || c->tls_ww ||
+	    (c->paused && rt_conn_queued(c) <= max / 2 && c->state == ST_OPEN))
 		ev |= UV_WRITABLE;
 	if (ev != c->ev) {
 		c->ev = ev;
@@ -281,6 +357,8 @@ static void free_conn_cb(uv_handle_t *h)
 	free(h->data);
 }
 
+static void bridge_free(rt_conn *c);
+
 /* The end of one of our connections: the socket is closed, the memory
  * goes once libuv let go of the handle. */
 static void conn_destroy(rt_conn *c)
@@ -294,6 +372,14 @@ static void conn_destroy(rt_conn *c)
 	free(c->stash);
 	c->q = NULL;
 	c->rx = c->wpend = c->pong = c->stash = NULL;
+	if (c->br)
+		bridge_free(c);
+	free(c->head);
+	c->head = NULL;
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	/* uv_close stops the watcher at once (before the fd is closed and
 	 * its number reused); only the callback waits for the next turn. */
 	uv_close((uv_handle_t *)&c->poll, free_conn_cb);
@@ -339,6 +425,16 @@ static void conn_linger(rt_conn *c)
 	free(c->pong);
 	c->rx = c->stash = c->pong = NULL;
 	c->rxlen = c->rxcap = c->stash_len = 0;
+	free(c->head);
+	c->head = NULL;
+	if (c->br)
+		bridge_free(c);
+	if (c->ssl && !c->tls_dead && SSL_is_init_finished(c->ssl)) {
+		ERR_clear_error();
+		SSL_shutdown(c->ssl); /* close_notify, if the kernel takes it */
+		ERR_clear_error();
+	}
+	c->tls_ww = false;
 	shutdown(c->fd, SHUT_WR);
 	c->state = ST_LINGER;
 	c->paused = false;
@@ -544,7 +640,7 @@ static size_t fill_write(struct rt_shard *s, rt_conn *c)
  * the connection is broken. */
 static int send_some(rt_conn *c, const uint8_t *p, size_t len)
 {
-	ssize_t n = send(c->fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	ssize_t n = io_send(c, p, len);
 
 	c->shard->writes++;
 	if (n < 0) {
@@ -591,9 +687,8 @@ static int conn_write(rt_conn *c)
 	struct rt_shard *s = c->shard;
 
 	if (c->wpend) {
-		ssize_t n = send(c->fd, c->wpend + c->wpend_off,
-				 c->wpend_len - c->wpend_off,
-				 MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n = io_send(c, c->wpend + c->wpend_off,
+				    c->wpend_len - c->wpend_off);
 
 		s->writes++;
 		if (n < 0) {
@@ -1088,6 +1183,204 @@ static bool key_ok(const struct head *h)
 	return true;
 }
 
+/* ---- TLS: HTTP requests through a bridge to libwebsockets -------------- */
+
+/* On a TLS connection the head had to be decrypted (and so taken out of
+ * the socket) before we knew it was not ours; lws cannot take over our
+ * SSL. It gets one end of a socketpair instead, adopted as a plain
+ * connection is, and the bytes are pumped between the SSL and the other
+ * end on the shard loop, at most BR_CAP waiting each way: a side that
+ * does not read stops the other from being read (the kernels' buffers
+ * and the peers' windows do the rest). */
+struct bridge {
+	uv_poll_t poll;        /* on fd; poll.data = this */
+	rt_conn *c;
+	int fd;                /* our end of the socketpair */
+	uint8_t ev;
+	bool in_eof;           /* the client is done (or broken) */
+	bool out_eof;          /* lws closed its end */
+	bool shut;             /* told lws (SHUT_WR) */
+	bool tls_wr;           /* SSL_write waits for the socket */
+	size_t in_off, in_len; /* client -> lws, decrypted */
+	size_t out_off, out_len; /* lws -> client, to encrypt */
+	uint8_t in[BR_CAP], out[BR_CAP];
+};
+
+static void bridge_free_cb(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void bridge_free(rt_conn *c)
+{
+	struct bridge *b = c->br;
+
+	c->br = NULL;
+	uv_close((uv_handle_t *)&b->poll, bridge_free_cb);
+	close(b->fd);
+}
+
+static void bridge_poll_cb(uv_poll_t *h, int status, int events);
+
+static void bridge_events(rt_conn *c)
+{
+	struct bridge *b = c->br;
+	uint8_t ev = 0, bev = 0;
+
+	if (b->in_off == b->in_len && !b->in_eof)
+		ev |= UV_READABLE;
+	if (b->out_off < b->out_len && b->tls_wr)
+		ev |= UV_WRITABLE;
+	if (ev != c->ev) {
+		c->ev = ev;
+		if (ev)
+			uv_poll_start(&c->poll, ev, conn_poll_cb);
+		else
+			uv_poll_stop(&c->poll);
+	}
+	if (b->out_off == b->out_len && !b->out_eof)
+		bev |= UV_READABLE;
+	if (b->in_off < b->in_len)
+		bev |= UV_WRITABLE;
+	if (bev != b->ev) {
+		b->ev = bev;
+		if (bev)
+			uv_poll_start(&b->poll, bev, bridge_poll_cb);
+		else
+			uv_poll_stop(&b->poll);
+	}
+}
+
+/* Moves what can be moved, both ways, until nothing moves. */
+static void bridge_pump(rt_conn *c)
+{
+	struct bridge *b = c->br;
+	ssize_t n;
+
+	for (int round = 0; round < 64; round++) {
+		bool moved = false;
+
+		/* client -> lws */
+		if (b->in_off == b->in_len && !b->in_eof) {
+			b->in_off = b->in_len = 0;
+			n = io_recv(c, b->in, sizeof(b->in));
+			if (n > 0) {
+				b->in_len = (size_t)n;
+				moved = true;
+			} else if (n == 0 || (errno != EAGAIN &&
+					      errno != EWOULDBLOCK)) {
+				b->in_eof = true;
+				moved = true;
+			}
+		}
+		if (b->in_off < b->in_len) {
+			n = send(b->fd, b->in + b->in_off, b->in_len - b->in_off,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n > 0) {
+				b->in_off += (size_t)n;
+				moved = true;
+			} else if (n < 0 && errno != EAGAIN &&
+				   errno != EWOULDBLOCK && errno != EINTR) {
+				/* lws is gone: what the client sends is not
+				 * wanted any more */
+				b->in_off = b->in_len = 0;
+				b->in_eof = b->out_eof = true;
+			}
+		}
+		if (b->in_eof && b->in_off == b->in_len && !b->shut) {
+			shutdown(b->fd, SHUT_WR);
+			b->shut = true;
+		}
+		/* lws -> client */
+		if (b->out_off == b->out_len && !b->out_eof) {
+			b->out_off = b->out_len = 0;
+			n = recv(b->fd, b->out, sizeof(b->out), MSG_DONTWAIT);
+			if (n > 0) {
+				b->out_len = (size_t)n;
+				moved = true;
+			} else if (n == 0 || (errno != EAGAIN &&
+					      errno != EWOULDBLOCK &&
+					      errno != EINTR)) {
+				b->out_eof = true;
+				moved = true;
+			}
+		}
+		if (b->out_off < b->out_len) {
+			n = io_send(c, b->out + b->out_off,
+				    b->out_len - b->out_off);
+			b->tls_wr = false;
+			if (n > 0) {
+				b->out_off += (size_t)n;
+				c->progress_ms = mono_ms();
+				moved = true;
+			} else if (n < 0 && errno == EAGAIN) {
+				b->tls_wr = true;
+			} else {
+				conn_abort(c); /* the client is gone */
+				return;
+			}
+		}
+		if (!moved)
+			break;
+	}
+	if (b->out_eof && b->out_off == b->out_len) {
+		/* lws is done with it (answered, kept alive until its
+		 * timeout, or refused): so are we */
+		conn_linger(c);
+		return;
+	}
+	bridge_events(c);
+}
+
+static void bridge_poll_cb(uv_poll_t *h, int status, int events)
+{
+	struct bridge *b = h->data;
+
+	(void)status;
+	(void)events;
+	bridge_pump(b->c);
+}
+
+/* A TLS connection's request is for lws: c->head holds all that was
+ * decrypted so far (the head, maybe some body). */
+static void head_to_bridge(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+	struct bridge *b = calloc(1, sizeof(*b));
+	int sp[2];
+
+	if (!b || socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK |
+			     SOCK_CLOEXEC, 0, sp)) {
+		free(b);
+		conn_abort(c);
+		return;
+	}
+	if (uv_poll_init(s->loop, &b->poll, sp[0])) {
+		close(sp[0]);
+		close(sp[1]);
+		free(b);
+		conn_abort(c);
+		return;
+	}
+	b->poll.data = b;
+	b->c = c;
+	b->fd = sp[0];
+	memcpy(b->in, c->head, c->head_len); /* head_len <= HEAD_MAX < BR_CAP */
+	b->in_len = c->head_len;
+	free(c->head);
+	c->head = NULL;
+	c->head_len = 0;
+	c->br = b;
+	c->state = ST_BRIDGE;
+	watch(c, true); /* the transport's end finds it there */
+	if (!lws_adopt_socket_vhost(s->vh, sp[1])) {
+		close(sp[1]);
+		conn_abort(c);
+		return;
+	}
+	bridge_pump(c);
+}
+
 /* Hands a connection that is not a WebSocket upgrade of ours to
  * libwebsockets: the head was only peeked at, so lws reads it from the
  * socket itself, as if it had accepted the connection. */
@@ -1096,6 +1389,10 @@ static void head_to_lws(rt_conn *c)
 	struct rt_shard *s = c->shard;
 	int fd = c->fd;
 
+	if (c->ssl) {
+		head_to_bridge(c);
+		return;
+	}
 	watch(c, false);
 	/* Stops watching fd at once (lws watches it next), closes nothing. */
 	uv_close((uv_handle_t *)&c->poll, free_conn_cb);
@@ -1113,7 +1410,8 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
 	uint8_t digest[SHA_DIGEST_LENGTH];
 	int n, one = 1;
 
-	setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	if (!c->ssl)
+		setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
 	head_parse((const char *)p, hl, &h);
 	if (!h.upgrade_ws) {
 		head_to_lws(c);
@@ -1146,8 +1444,8 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
 		     acc,
 		     h.proto_ours ? "Sec-WebSocket-Protocol: parley.v1\r\n" : "");
 	/* Take the head out of the socket; frames behind it stay there and
-	 * are read as such. */
-	if (recv(c->fd, s->rbuf, hl, MSG_DONTWAIT) != (ssize_t)hl ||
+	 * are read as such. (TLS: it is out already, in c->head.) */
+	if ((!c->ssl && recv(c->fd, s->rbuf, hl, MSG_DONTWAIT) != (ssize_t)hl) ||
 	    send_some(c, (const uint8_t *)resp, (size_t)n)) {
 		conn_abort(c);
 		return -1;
@@ -1158,6 +1456,103 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
 	s->conns_open++;
 	s->conns_total++;
 	s->cfg->hooks->on_open(s, c);
+	if (c->head) {
+		/* TLS: frames that came with the head */
+		uint8_t *head = c->head;
+		size_t rest = c->head_len - hl, used;
+
+		c->head = NULL;
+		c->head_len = 0;
+		if (rest && c->state == ST_OPEN) {
+			used = ws_parse(c, head + hl, rest);
+			if (c->paused && used < rest) {
+				c->stash = malloc(rest - used);
+				if (c->stash) {
+					memcpy(c->stash, head + hl + used,
+					       rest - used);
+					c->stash_len = rest - used;
+				}
+			}
+		}
+		free(head);
+	}
+	set_events(c);
+	return 0;
+}
+
+/* A TLS handshake that failed or did not finish in time. */
+static void tls_failed(rt_conn *c, const char *why)
+{
+	c->shard->tls_failed++;
+	c->tls_dead = true;
+	plog(PL_INFO, "tls", "handshake with %s failed: %s", rt_conn_peer(c),
+	     why);
+	conn_abort(c);
+}
+
+/* TLS: the handshake, then the head, read (not peeked) into c->head. */
+static int tls_head_input(rt_conn *c)
+{
+	struct rt_shard *s = c->shard;
+
+	if (!SSL_is_init_finished(c->ssl)) {
+		int r, e;
+
+		ERR_clear_error();
+		r = SSL_do_handshake(c->ssl);
+		if (r != 1) {
+			e = SSL_get_error(c->ssl, r);
+			if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+				c->tls_ww = e == SSL_ERROR_WANT_WRITE;
+				set_events(c);
+				return 0;
+			}
+			{
+				unsigned long le = ERR_peek_last_error();
+				char es[160];
+
+				if (le)
+					ERR_error_string_n(le, es, sizeof(es));
+				else
+					snprintf(es, sizeof(es), "%s",
+						 e == SSL_ERROR_SYSCALL && errno
+							 ? strerror(errno)
+							 : "connection closed");
+				ERR_clear_error();
+				tls_failed(c, es);
+			}
+			return -1;
+		}
+		c->tls_ww = false;
+		s->tls_ok++;
+	}
+	if (!c->head) {
+		c->head = malloc(HEAD_MAX);
+		if (!c->head) {
+			conn_abort(c);
+			return -1;
+		}
+	}
+	for (;;) {
+		size_t from = c->head_len >= 3 ? c->head_len - 3 : 0;
+		ssize_t n;
+
+		if (c->head_len >= HEAD_MAX)
+			return head_refuse(c, 431,
+					   "Request Header Fields Too Large",
+					   NULL);
+		n = io_recv(c, c->head + c->head_len, HEAD_MAX - c->head_len);
+		if (n < 0 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			conn_abort(c);
+			return -1;
+		}
+		c->head_len += (size_t)n;
+		for (size_t i = from; i + 4 <= c->head_len; i++)
+			if (!memcmp(c->head + i, "\r\n\r\n", 4))
+				return head_done(c, c->head, i + 4);
+	}
 	set_events(c);
 	return 0;
 }
@@ -1168,6 +1563,8 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
  * handed to lws). */
 static int head_input(rt_conn *c)
 {
+	if (c->ssl)
+		return tls_head_input(c);
 	uint8_t *p = c->shard->rbuf;
 	ssize_t n = recv(c->fd, p, HEAD_MAX, MSG_PEEK | MSG_DONTWAIT);
 	int low;
@@ -1218,8 +1615,12 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 
 	if (status < 0)
 		events = UV_READABLE | UV_WRITABLE; /* recv/send will say */
+	if (c->state == ST_BRIDGE) {
+		bridge_pump(c);
+		return;
+	}
 	if (c->state == ST_HEAD) {
-		if (events & UV_READABLE)
+		if ((events & UV_READABLE) || c->ssl)
 			head_input(c);
 		return;
 	}
@@ -1246,8 +1647,12 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 			return;
 		}
 		if (c->state == ST_OPEN && c->paused && !c->wpend &&
-		    rt_conn_queued(c) <= max / 2)
+		    rt_conn_queued(c) <= max / 2) {
 			ws_resume(c);
+			/* what SSL holds decrypted, poll does not see */
+			if (c->ssl && !c->paused && SSL_pending(c->ssl))
+				events |= UV_READABLE;
+		}
 		if (c->state == ST_CLOSING && !c->wpend) {
 			/* a close decided while resuming: write it now */
 			if (conn_write(c)) {
@@ -1258,9 +1663,13 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 				return;
 		}
 	}
-	if ((events & UV_READABLE) && !c->paused) {
+	/* TLS: a record may hold more than one read takes; what stays in
+	 * SSL is read now, poll would not tell */
+	for (int rd = 0; (events & UV_READABLE) && !c->paused && rd < 8 &&
+	     (rd == 0 || (c->ssl && c->state == ST_OPEN &&
+			  SSL_pending(c->ssl))); rd++) {
 		struct rt_shard *s = c->shard;
-		ssize_t n = recv(c->fd, s->rbuf, RBUF_CAP, MSG_DONTWAIT);
+		ssize_t n = io_recv(c, s->rbuf, RBUF_CAP);
 
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
 			      errno == EINTR)) {
@@ -1298,6 +1707,7 @@ static void on_accept(struct rt_shard *s)
 		int fd = accept4(s->listen_fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		rt_conn *c;
+		SSL_CTX *tls;
 
 		if (fd < 0) {
 			if (errno == EINTR)
@@ -1319,6 +1729,16 @@ static void on_accept(struct rt_shard *s)
 		c->ws = true;
 		c->fd = fd;
 		c->state = ST_HEAD;
+		if ((tls = rt__tls_ctx())) {
+			c->ssl = SSL_new(tls);
+			SSL_CTX_free(tls); /* the SSL holds its own reference */
+			if (!c->ssl || !SSL_set_fd(c->ssl, fd)) {
+				c->tls_dead = true;
+				conn_abort(c);
+				continue;
+			}
+			SSL_set_accept_state(c->ssl);
+		}
 		c->deadline_ms = mono_ms() + HEAD_MS;
 		set_events(c);
 	}
@@ -1471,7 +1891,10 @@ void rt__transport_tick(struct rt_shard *s)
 		next = c->wnext; /* c may go; nothing else does */
 		switch (c->state) {
 		case ST_HEAD:
-			if (now_ms >= c->deadline_ms) {
+			if (now_ms >= c->deadline_ms && c->ssl &&
+			    !SSL_is_init_finished(c->ssl)) {
+				tls_failed(c, "no handshake in time");
+			} else if (now_ms >= c->deadline_ms) {
 				int one = 1;
 
 				setsockopt(c->fd, SOL_SOCKET, SO_RCVLOWAT,

@@ -38,6 +38,7 @@ pkgs=(
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libinih-dev
 	libmagic-dev libvips-dev zlib1g-dev
 	python3-websockets python3-msgpack python3-prometheus-client
+	openssl curl
 	chromium fonts-dejavu-core fonts-noto-color-emoji
 )
 if [ "$bench" = 1 ]; then

@@ -70,6 +70,8 @@ void stages_free(stages *s);
 /* GET path from host:port (HTTP/1.1, Connection: close): the body,
  * malloc'd and NUL-terminated, or NULL (no answer, not 200) */
 char *http_get(const char *host, int port, const char *path);
+/* --tls: http_get to this port speaks https (0: none) */
+extern int bench_tls_port;
 /* The number after "key": in a flat JSON object, or the value of the
  * Prometheus sample whose name (with its labels) is key; -1 if absent. */
 double json_num(const char *text, const char *key);

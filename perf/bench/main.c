@@ -55,6 +55,7 @@ static struct {
 		watchers, changes, gap_ms, msgs, member_of, queries, vocab,
 		limit, gateway;
 	bool quiet;
+	bool tls;          /* --tls: wss:// and https:// */
 } opt = {
 	.host = "127.0.0.1", .ws = "bench", .mode = "paced", .members = 25000,
 	.online = -1, .messages = -1, .size = 200, .channels = -1,
@@ -102,7 +103,8 @@ static void usage(void)
 "          JSON object per message\n"
 "  --duration SEC (10: small, acks, idle, hb)  --procs P (ceil(conns/9000);\n"
 "          presence at least 2)  --variant TEXT (copied into the result)\n"
-"  --timeout SEC (300)  --json FILE  --quiet\n");
+"  --timeout SEC (300)  --json FILE  --quiet\n"
+"  --tls (parley: wss:// and https://, the certificate not checked)\n");
 	exit(2);
 }
 
@@ -1744,7 +1746,8 @@ int main(int argc, char **argv)
 		{ "member-of", 1, 0, 31 }, { "queries", 1, 0, 32 },
 		{ "clients", 1, 0, 33 }, { "vocab", 1, 0, 34 },
 		{ "limit", 1, 0, 35 }, { "data", 1, 0, 36 },
-		{ "gateway", 1, 0, 37 }, { 0, 0, 0, 0 }
+		{ "gateway", 1, 0, 37 }, { "tls", 0, 0, 38 },
+		{ 0, 0, 0, 0 }
 	};
 	struct rlimit rl;
 	long need;
@@ -1789,11 +1792,21 @@ int main(int argc, char **argv)
 		case 35: opt.limit = num(optarg); break;
 		case 36: opt.data = optarg; break;
 		case 37: opt.gateway = num(optarg); break;
+		case 38: opt.tls = true; break;
 		default: usage();
 		}
 	}
 	if (!opt.scenario)
 		usage();
+	if (opt.tls) {
+		/* parley over wss:// (no certificate check: the bench's own
+		 * self-signed one); /metrics over https */
+		if (strcmp(opt.server, "parley") || pc_tls(true)) {
+			fprintf(stderr, "parley-bench: --tls is for parley\n");
+			exit(2);
+		}
+		bench_tls_port = (int)opt.port;
+	}
 	/* defaults that depend on the scenario */
 	if (!strcmp(opt.scenario, "search")) {
 		if (opt.channels < 0)

@@ -17,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -200,6 +203,20 @@ struct stages {
 	struct stage *s;
 };
 
+int bench_tls_port;
+
+/* Blocking reads and writes, through ssl when there is one. */
+static ssize_t hio(int fd, SSL *ssl, void *rp, const void *wp, size_t n)
+{
+	int r;
+
+	if (!ssl)
+		return rp ? read(fd, rp, n) : write(fd, wp, n);
+	r = rp ? SSL_read(ssl, rp, (int)n) : SSL_write(ssl, wp, (int)n);
+	ERR_clear_error();
+	return r > 0 ? r : -1;
+}
+
 char *http_get(const char *host, int port, const char *path)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET,
@@ -207,6 +224,7 @@ char *http_get(const char *host, int port, const char *path)
 	struct timeval tv = { 5, 0 };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	char req[256], *buf = NULL, *body;
+	SSL *ssl = NULL;
 	size_t len = 0, cap = 0;
 	bool chunked;
 	ssize_t n;
@@ -218,10 +236,21 @@ char *http_get(const char *host, int port, const char *path)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)))
 		goto fail;
+	if (bench_tls_port && port == bench_tls_port) {
+		static SSL_CTX *ctx;
+
+		if (!ctx)
+			ctx = SSL_CTX_new(TLS_client_method());
+		if (!ctx || !(ssl = SSL_new(ctx)) || !SSL_set_fd(ssl, fd) ||
+		    SSL_connect(ssl) != 1) {
+			ERR_clear_error();
+			goto fail;
+		}
+	}
 	n = snprintf(req, sizeof(req),
 		     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n",
 		     path, host, port);
-	if (write(fd, req, (size_t)n) != n)
+	if (hio(fd, ssl, NULL, req, (size_t)n) != n)
 		goto fail;
 	for (;;) {
 		if (len + 65536 > cap) {
@@ -232,11 +261,13 @@ char *http_get(const char *host, int port, const char *path)
 			buf = nb;
 			cap = cap * 2 + 65536;
 		}
-		n = read(fd, buf + len, cap - len);
+		n = hio(fd, ssl, buf + len, NULL, cap - len);
 		if (n <= 0)
 			break;
 		len += (size_t)n;
 	}
+	SSL_free(ssl);
+	ssl = NULL;
 	close(fd);
 	if (!buf)
 		return NULL;
@@ -272,6 +303,7 @@ char *http_get(const char *host, int port, const char *path)
 	}
 	return buf;
 fail:
+	SSL_free(ssl);
 	close(fd);
 	free(buf);
 	return NULL;

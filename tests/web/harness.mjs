@@ -85,8 +85,11 @@ export function mintToken(secret, claims) {
 // ---- parleyd
 
 export class Server {
-	constructor(exe, { shards = 2, extra = [] } = {}) {
+	// tls: {cert, key} (PEM files): the port speaks https:// and wss://
+	constructor(exe, { shards = 2, extra = [], tls = null } = {}) {
 		this.exe = exe;
+		this.tls = tls;
+		if (tls) extra = ['--tls-cert', tls.cert, '--tls-key', tls.key, ...extra];
 		// PARLEY_WEB_PARLEYD_ARGS: more arguments for every parleyd, such as
 		// "--web-dir web" to try a client under development unbuilt.
 		const more = (process.env.PARLEY_WEB_PARLEYD_ARGS || '').split(/\s+/).filter(Boolean);
@@ -183,7 +186,7 @@ export class Server {
 	}
 
 	get origin() {
-		return `http://127.0.0.1:${this.port}`;
+		return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
 	}
 
 	// token(user, {ws, exp (unix s), ttl (s), secret, name})
@@ -245,7 +248,9 @@ export class Client {
 	// Client.connect(server, user, {ws, token}): connected and past hello
 	// (the hello result is client.hello).
 	static async connect(server, user, { ws = 'acme', token } = {}) {
-		const sock = new WebSocket(`ws://127.0.0.1:${server.port}/ws`, 'parley.v1');
+		// (TLS: the tests' self-signed certificate is not checked)
+		const sock = new WebSocket(`${server.tls ? 'wss' : 'ws'}://127.0.0.1:${server.port}/ws`,
+			'parley.v1', server.tls ? { rejectUnauthorized: false } : {});
 		await new Promise((res, rej) => {
 			sock.once('open', res);
 			sock.once('error', rej);
@@ -399,7 +404,9 @@ class Test {
 	// name, with one tab open on its sign-in link (unless open is false).
 	async user(name, { viewport = WIDE, token, url, before, open = true, server = this.server } = {}) {
 		if (!this.browser) await this._launch();
-		const ctx = await this.browser.newContext({ viewport, reducedMotion: "reduce" });
+		// ignoreHTTPSErrors: a TLS server's certificate is self-signed
+		const ctx = await this.browser.newContext({ viewport, reducedMotion: "reduce",
+			ignoreHTTPSErrors: !!server.tls });
 		ctx.setDefaultTimeout(TIMEOUT);
 		const u = new User(this, name, ctx, token ?? server.token(name));
 		this.users.push(u);
