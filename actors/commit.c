@@ -233,7 +233,7 @@ static void run_reply(struct shard_state *ss, struct effect *e, bool ok)
 		e->u.reply.buf->t_post_us = rt_mono_us();
 		send_buf_to_conn(e->u.reply.conn, e->u.reply.buf);
 		e->u.reply.buf = NULL;
-		ss->acks++;
+		RT_STAT_ADD(ss->acks, 1);
 		record_latency(ss, e->u.reply.t0_us);
 	} else if (!ok) {
 		struct m_req r = { .conn = e->u.reply.conn,
@@ -285,7 +285,7 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 			assert(c->broken || e->u.event.seq == c->durable_seq + 1);
 			assert(e->u.event.seq < c->next_seq);
 			c->durable_seq = e->u.event.seq;
-			ss->events++;
+			RT_STAT_ADD(ss->events, 1);
 			e->u.event.buf->t_post_us = rt_mono_us();
 			fanout(c, e->u.event.seq, e->u.event.buf, NULL);
 			if (srv.sx)

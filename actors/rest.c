@@ -415,7 +415,7 @@ void rest_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	a += 7;
 	if (auth_verify(srv.key, srv.key_len, a, strlen(a),
 			(int64_t)(rt_now_ms() / 1000), &cl, &why)) {
-		ss->auth_failures++;
+		RT_STAT_ADD(ss->auth_failures, 1);
 		error(resp, "UNAUTHORIZED", why, 0);
 		return;
 	}

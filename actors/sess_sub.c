@@ -119,7 +119,7 @@ void sess_on_fanout(struct shard_state *ss, struct m_fanout *m)
 			sb->last_seq = m->seq;
 		}
 		rt_conn_send(sb->sess->conn, m->buf);
-		ss->deliveries++;
+		RT_STAT_ADD(ss->deliveries, 1);
 	}
 }
 
@@ -136,7 +136,7 @@ void sess_on_suback(struct shard_state *ss, struct m_suback *m)
 	}
 	for (uint32_t i = 0; i < m->n; i++) {
 		rt_conn_send(se->conn, m->frames[i]);
-		ss->deliveries++;
+		RT_STAT_ADD(ss->deliveries, 1);
 	}
 	if (m->last_seq > sb->last_seq)
 		sb->last_seq = m->last_seq;

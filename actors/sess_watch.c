@@ -166,7 +166,7 @@ void sess_on_presence(struct shard_state *ss, struct m_presence *m)
 		}
 		if (!held) {
 			rt_conn_send(se->conn, m->buf);
-			ss->deliveries++;
+			RT_STAT_ADD(ss->deliveries, 1);
 		}
 	}
 }

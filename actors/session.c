@@ -166,7 +166,7 @@ static void op_hello(struct req *r, int rc, const char *why)
 	if (!a->token.s ||
 	    auth_verify(srv.key, srv.key_len, a->token.s, a->token.n,
 			(int64_t)(rt_now_ms() / 1000), &cl, &why)) {
-		r->ss->auth_failures++;
+		RT_STAT_ADD(r->ss->auth_failures, 1);
 		plog(PL_WARN, "auth", "refused %s: %s", rt_conn_peer(se->conn),
 		     why);
 		sess_fail(r, "UNAUTHORIZED", why);
@@ -340,7 +340,7 @@ static void bad_frame(struct shard_state *ss, struct session *se,
 	uint32_t cap = srv.lim.bad_frames + 1;
 	uint64_t now = rt_now_ms();
 
-	ss->bad_frames++;
+	RT_STAT_ADD(ss->bad_frames, 1);
 	if (log_enabled(PL_DEBUG))
 		plog(PL_DEBUG, "net", "bad frame from %s: %s",
 		     rt_conn_peer(se->conn), msg);
@@ -399,7 +399,7 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 				  proto_strerror(rc), 0);
 		return;
 	}
-	ss->requests++;
+	RT_STAT_ADD(ss->requests, 1);
 	rc = proto_req_decode(&doc.root, &lim, &q, &why);
 	if (q.op == PROTO_OP_NONE) {
 		/* rid, op or an unknown op (named back in an err) */

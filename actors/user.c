@@ -174,7 +174,7 @@ void user_on_req(struct shard_state *ss, struct m_req *m)
 		return;
 	}
 	if (limited && !rate_take(u, &retry_ms)) {
-		ss->rate_limited++;
+		RT_STAT_ADD(ss->rate_limited, 1);
 		reply_err_remote(m, "RATE_LIMITED", "send rate exceeded",
 				 retry_ms);
 		free(m);

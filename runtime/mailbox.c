@@ -143,7 +143,7 @@ void rt_post(unsigned dst, rt_msg *m)
 	if (self) {
 		struct ring *r = &boxes[dst].from[self->id];
 
-		self->mailbox_msgs++;
+		RT_STAT_ADD(self->mailbox_msgs, 1);
 		if (self->ovf_head[dst] == NULL &&
 		    ck_ring_enqueue_spsc(&r->r, r->buf, m)) {
 			after_enqueue(dst);

@@ -41,6 +41,14 @@ void rt_post(unsigned dst, rt_msg *m);
 
 /* ---- shards ------------------------------------------------------------ */
 
+/* A counter only its shard writes: a plain load, add and store (no locked
+ * instruction on the hot path), as atomics so /metrics' relaxed reads
+ * from another thread are not a data race. */
+#define RT_STAT_ADD(field, n) \
+	__atomic_store_n(&(field), __atomic_load_n(&(field), __ATOMIC_RELAXED) + \
+				   (n), __ATOMIC_RELAXED)
+
+
 unsigned rt_nshards(void);
 rt_shard *rt_self(void);            /* NULL off shard threads */
 unsigned rt_shard_id(const rt_shard *s);

@@ -46,7 +46,8 @@ struct rt_shard {
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
 
-	/* counters, written by this thread, read relaxed by /metrics */
+	/* counters, written by this thread (RT_STAT_ADD), read relaxed by
+	 * /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
 		writes, closed_slow, closed_too_large, mailbox_msgs,
 		tls_ok, tls_failed;

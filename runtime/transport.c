@@ -398,7 +398,7 @@ static void ws_finish(rt_conn *c)
 	s->cfg->hooks->on_close(s, c);
 	slot_del(s, c);
 	c->id = 0;
-	s->conns_open--;
+	RT_STAT_ADD(s->conns_open, (uint64_t)-1);
 }
 
 /* Broken, or out of time: no close handshake, closed now. */
@@ -476,7 +476,7 @@ static void mark_dirty(rt_conn *c)
 
 static void slow_close(rt_conn *c)
 {
-	c->shard->closed_slow++;
+	RT_STAT_ADD(c->shard->closed_slow, 1);
 	q_clear(c); /* not taken: dropped; the client resumes */
 	rt_conn_close(c, 4008, "slow consumer");
 }
@@ -631,8 +631,8 @@ static size_t fill_write(struct rt_shard *s, rt_conn *c)
 		}
 		rt_buf_unref(b);
 	}
-	s->frames_out += nframes;
-	s->bytes_out += (uint64_t)(p - start);
+	RT_STAT_ADD(s->frames_out, nframes);
+	RT_STAT_ADD(s->bytes_out, (uint64_t)(p - start));
 	return (size_t)(p - start);
 }
 
@@ -642,7 +642,7 @@ static int send_some(rt_conn *c, const uint8_t *p, size_t len)
 {
 	ssize_t n = io_send(c, p, len);
 
-	c->shard->writes++;
+	RT_STAT_ADD(c->shard->writes, 1);
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 			return -1;
@@ -690,7 +690,7 @@ static int conn_write(rt_conn *c)
 		ssize_t n = io_send(c, c->wpend + c->wpend_off,
 				    c->wpend_len - c->wpend_off);
 
-		s->writes++;
+		RT_STAT_ADD(s->writes, 1);
 		if (n < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK &&
 			    errno != EINTR)
@@ -803,7 +803,7 @@ static bool utf8_valid(const uint8_t *p, size_t n)
 static void ws_fail(rt_conn *c, uint16_t code)
 {
 	if (code == 1009)
-		c->shard->closed_too_large++;
+		RT_STAT_ADD(c->shard->closed_too_large, 1);
 	rt_conn_close(c, code, NULL);
 }
 
@@ -867,7 +867,7 @@ static void on_message(rt_conn *c, const uint8_t *p, size_t len, bool binary)
 {
 	struct rt_shard *s = c->shard;
 
-	s->frames_in++;
+	RT_STAT_ADD(s->frames_in, 1);
 	s->cfg->hooks->on_frame(s, c, p, len, binary);
 }
 
@@ -1453,8 +1453,8 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
 	c->state = ST_OPEN;
 	c->progress_ms = mono_ms();
 	slot_add(s, c);
-	s->conns_open++;
-	s->conns_total++;
+	RT_STAT_ADD(s->conns_open, 1);
+	RT_STAT_ADD(s->conns_total, 1);
 	s->cfg->hooks->on_open(s, c);
 	if (c->head) {
 		/* TLS: frames that came with the head */
@@ -1483,7 +1483,7 @@ static int head_done(rt_conn *c, const uint8_t *p, size_t hl)
 /* A TLS handshake that failed or did not finish in time. */
 static void tls_failed(rt_conn *c, const char *why)
 {
-	c->shard->tls_failed++;
+	RT_STAT_ADD(c->shard->tls_failed, 1);
 	c->tls_dead = true;
 	plog(PL_INFO, "tls", "handshake with %s failed: %s", rt_conn_peer(c),
 	     why);
@@ -1524,7 +1524,7 @@ static int tls_head_input(rt_conn *c)
 			return -1;
 		}
 		c->tls_ww = false;
-		s->tls_ok++;
+		RT_STAT_ADD(s->tls_ok, 1);
 	}
 	if (!c->head) {
 		c->head = malloc(HEAD_MAX);
