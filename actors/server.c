@@ -20,6 +20,7 @@
 #include "actors/directory.h"
 #include "actors/files.h"
 #include "actors/rest.h"
+#include "actors/sdnotify.h"
 #include "storage/search.h"
 #include "runtime/log.h"
 
@@ -335,8 +336,10 @@ int server_run(const struct server_opts *o)
 	printf("parleyd listening on ws://%s:%d/ws (%u shards, data %s)\n",
 	       o->host, rt_bound_port(), o->shards, o->data_dir);
 	fflush(stdout);
+	sdn_ready(o->host, rt_bound_port(), o->shards);
 
-	sigwait(&set, &sig);
+	sig = sdn_wait(&set); /* sigwait, pinging systemd's watchdog */
+	sdn_stopping(sig);
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
 	/* first, while the shards still answer its questions: what it
 	 * decided is on disk, the rest comes back from the log at start */

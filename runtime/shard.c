@@ -237,6 +237,12 @@ static void *shard_main(void *arg)
 	struct rt_shard *s = arg;
 
 	self = s;
+	{ /* "shard N" in top -H, gdb, /proc/PID/task/TID/comm */
+		char name[16];
+
+		snprintf(name, sizeof(name), "shard %u", s->id);
+		pthread_setname_np(pthread_self(), name);
+	}
 	if (config.pin) {
 		cpu_set_t set;
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -256,6 +262,7 @@ static void *shard_main(void *arg)
 			 (lws_usec_t)config.tick_ms * LWS_US_PER_MS);
 
 	while (!s->stopping) {
+		__atomic_store_n(&s->turn_us, rt_mono_us(), __ATOMIC_RELAXED);
 		/* Sleep in poll only when the mailbox is empty and armed;
 		 * otherwise just service what is ready and come back. */
 		bool sleep = rt__mailbox_arm(s);
@@ -306,6 +313,7 @@ int rt_start(const rt_config *cfg, const char **err)
 	for (i = 0; i < rt__nshards; i++) {
 		rt__shards[i].id = i;
 		rt__shards[i].cfg = &config;
+		rt__shards[i].turn_us = rt_mono_us();
 		rt__shards[i].listen_fd = open_listener(&sa, err);
 		if (rt__shards[i].listen_fd < 0)
 			goto fail;
@@ -334,6 +342,13 @@ void rt_join(void)
 {
 	for (unsigned i = 0; i < rt__nshards; i++)
 		pthread_join(rt__shards[i].thread, NULL);
+}
+
+uint64_t rt_shard_last_turn_us(unsigned shard)
+{
+	if (shard >= rt__nshards)
+		return 0;
+	return __atomic_load_n(&rt__shards[shard].turn_us, __ATOMIC_RELAXED);
 }
 
 void rt_get_stats(rt_stats *o)

@@ -46,6 +46,11 @@ struct rt_shard {
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
 
+	/* rt_mono_us() at the top of this thread's latest loop turn (the
+	 * tick turns it at least every tick_ms): written relaxed by this
+	 * thread, read by rt_shard_last_turn_us() (the watchdog) */
+	uint64_t turn_us;
+
 	/* counters, written by this thread, read relaxed by /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
 		writes, closed_slow, closed_too_large, mailbox_msgs;

@@ -36,7 +36,7 @@ pkgs=(
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libinih-dev
-	libmagic-dev libvips-dev zlib1g-dev
+	libmagic-dev libvips-dev zlib1g-dev libsystemd-dev
 	python3-websockets python3-msgpack python3-prometheus-client
 	chromium fonts-dejavu-core fonts-noto-color-emoji
 )
