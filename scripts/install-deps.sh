@@ -7,7 +7,10 @@
 # (tests/web/) Debian's chromium, a font, node >= 20 with npm and the npm
 # packages pinned in tests/web/package-lock.json (npm ci into
 # tests/web/node_modules; playwright-core drives the system chromium and
-# downloads no browser). With --bench it also installs the tools perf/ uses
+# downloads no browser); for the package test (tests/package/): adduser
+# (the package's postinst needs it) and systemd (systemd-analyze verify
+# checks the installed unit; installing it in a container starts nothing).
+# With --bench it also installs the tools perf/ uses
 # (nats-server, redis-server, gnuplot).
 #
 # Safe to run again: it asks dpkg which packages are missing and touches apt
@@ -39,6 +42,7 @@ pkgs=(
 	libmagic-dev libvips-dev zlib1g-dev libsystemd-dev
 	python3-websockets python3-msgpack python3-prometheus-client
 	chromium fonts-dejavu-core fonts-noto-color-emoji
+	adduser systemd
 )
 if [ "$bench" = 1 ]; then
 	pkgs+=(nats-server redis-server gnuplot python3-jwt)
