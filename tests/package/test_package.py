@@ -19,11 +19,11 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 BUILD, SRC = sys.argv[1], sys.argv[2]
@@ -175,7 +175,7 @@ try:
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
     if systemd:
         # the postinst started it on the config's port; on a free one here
-        s = __import__("socket").socket()
+        s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()

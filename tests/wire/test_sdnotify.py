@@ -126,12 +126,16 @@ def freeze(tid):
     """Stops thread tid; an error text when ptrace is not allowed here."""
     if libc.ptrace(PTRACE_SEIZE, tid, None, None) != 0:
         return "PTRACE_SEIZE: " + os.strerror(ctypes.get_errno())
+    why = None
     if libc.ptrace(PTRACE_INTERRUPT, tid, None, None) != 0:
-        return "PTRACE_INTERRUPT: " + os.strerror(ctypes.get_errno())
-    st = ctypes.c_int()
-    if libc.waitpid(tid, ctypes.byref(st), WALL) != tid:
-        return "waitpid: " + os.strerror(ctypes.get_errno())
-    return None
+        why = "PTRACE_INTERRUPT: " + os.strerror(ctypes.get_errno())
+    else:
+        st = ctypes.c_int()
+        if libc.waitpid(tid, ctypes.byref(st), WALL) != tid:
+            why = "waitpid: " + os.strerror(ctypes.get_errno())
+    if why:
+        thaw(tid)
+    return why
 
 
 def thaw(tid):
