@@ -89,7 +89,9 @@ static void usage(FILE *f)
 "workspace admin: may moderate every channel of the workspace).\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
-"exit status 0.\n");
+"exit status 0. Under systemd (Type=notify; the package's parleyd.service)\n"
+"it reports READY=1 and STOPPING=1 and, with WatchdogSec=, pings the\n"
+"watchdog while every shard turns its loop.\n");
 }
 
 static void defaults(void)

@@ -46,8 +46,7 @@ set(CPACK_PACKAGE_NAME parley)
 set(CPACK_PACKAGE_VERSION "${PARLEY_DEB_VERSION}")
 set(CPACK_PACKAGE_CONTACT "parley engineers <eng@parley.dev>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "real-time team-messaging server")
-set(CPACK_PACKAGE_DESCRIPTION "real-time team-messaging server
-parleyd serves channels, direct messages, presence, search, files and push
+set(CPACK_PACKAGE_DESCRIPTION "parleyd serves channels, direct messages, presence, search, files and push
 notifications to WebSocket clients (msgpack), and the browser client over
 HTTP. The package runs it as the systemd service parleyd, as the system
 user parley, with its data in /var/lib/parley and its settings in
