@@ -245,6 +245,22 @@ try:
     st = os.stat(os.path.join(DATA, "db"))
     check("the database is parley's", st.st_uid == pw.pw_uid)
 
+    # ---- installed again (what an upgrade does: the postinst runs with the
+    # old version): an edited config is kept, the data stays
+    with open(secret, "rb") as f:
+        key = f.read()
+    with open(CONF, "a") as f:
+        f.write("# edited by the package test\n")
+    r = run(["dpkg", "--force-confdef", "--force-confold", "-i", deb], stdin=subprocess.DEVNULL,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    check("dpkg -i again (an upgrade)", r.returncode == 0 and installed(), r.stdout + r.stderr)
+    with open(CONF) as f:
+        check("an edited config survives it", f.read().endswith("# edited by the package test\n"))
+    with open(secret, "rb") as f:
+        check("the data survives it", f.read() == key)
+    if systemd:
+        run(["systemctl", "stop", "parleyd"])  # the postinst restarted it
+
     # ---- purge: the package's files go, the data and the user stay
     r = run(["dpkg", "--purge", "parley"])
     check("dpkg --purge", r.returncode == 0 and not installed(), r.stdout + r.stderr)
