@@ -249,9 +249,9 @@ void rt_drain(void);
 void rt_join(void);
 /* The port actually bound (useful with port 0). */
 int rt_bound_port(void);
-/* rt_mono_us() when shard last began a turn of its loop (any thread; a
- * shard that is not wedged turns at least every tick_ms). 0: no such
- * shard. */
+/* rt_mono_us() when shard's loop last turned (any thread): its tick
+ * stamps it every tick_ms, so a stamp much older than that means a shard
+ * stuck in one turn. 0: no such shard. */
 uint64_t rt_shard_last_turn_us(unsigned shard);
 
 /* Metrics of the transport (relaxed sums over shards). */

@@ -46,9 +46,9 @@ struct rt_shard {
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
 
-	/* rt_mono_us() at the top of this thread's latest loop turn (the
-	 * tick turns it at least every tick_ms): written relaxed by this
-	 * thread, read by rt_shard_last_turn_us() (the watchdog) */
+	/* rt_mono_us() at this shard's latest tick (every tick_ms while its
+	 * loop turns): written relaxed by this thread, read by
+	 * rt_shard_last_turn_us() (the watchdog) */
 	uint64_t turn_us;
 
 	/* counters, written by this thread, read relaxed by /metrics */
