@@ -103,7 +103,10 @@ static void usage(FILE *f)
 "a backup (see `parleyd backup --help` and the others' --help).\n"
 "\n"
 "Stop with SIGTERM: clients get a goaway frame, in-flight commits finish,\n"
-"exit status 0. SIGHUP reloads the TLS certificate and key.\n");
+"exit status 0. SIGHUP reloads the TLS certificate and key. Under systemd\n"
+"(Type=notify; the package's parleyd.service) it reports READY=1,\n"
+"RELOADING=1 and STOPPING=1 and, with WatchdogSec=, pings the watchdog\n"
+"while every shard turns its loop.\n");
 }
 
 static void defaults(void)

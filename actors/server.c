@@ -21,6 +21,7 @@
 #include "actors/directory.h"
 #include "actors/files.h"
 #include "actors/rest.h"
+#include "actors/sdnotify.h"
 #include "storage/search.h"
 #include "runtime/log.h"
 
@@ -355,9 +356,16 @@ int server_run(const struct server_opts *o)
 	plog(PL_INFO, "server", "parleyd %s listening on %s://%s:%d (%u "
 	     "shards, data %s)", o->version, o->tls_cert ? "wss" : "ws",
 	     o->host, rt_bound_port(), o->shards, o->data_dir);
+	sdn_ready(o->tls_cert ? "wss" : "ws", o->host, rt_bound_port(),
+		  o->shards);
 
-	while (sigwait(&set, &sig) == 0 && sig == SIGHUP)
+	/* sigwait, pinging systemd's watchdog meanwhile; SIGHUP reloads */
+	while ((sig = sdn_wait(&set)) == SIGHUP) {
+		sdn_reloading();
 		rt_tls_reload();
+		sdn_reloaded();
+	}
+	sdn_stopping(sig);
 	plog(PL_INFO, "server", "%s: draining", strsignal(sig));
 	control_stop(); /* after a checkpoint in progress */
 	/* first, while the shards still answer its questions: what it

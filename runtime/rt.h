@@ -257,6 +257,10 @@ void rt_drain(void);
 void rt_join(void);
 /* The port actually bound (useful with port 0). */
 int rt_bound_port(void);
+/* rt_mono_us() when shard's loop last turned (any thread): its tick
+ * stamps it every tick_ms, so a stamp much older than that means a shard
+ * stuck in one turn. 0: no such shard. */
+uint64_t rt_shard_last_turn_us(unsigned shard);
 
 /* TLS on the port (runtime/tls.c). Before rt_start: load a PEM certificate
  * (chain) and its key; from then on every connection speaks TLS (wss://,

@@ -46,6 +46,11 @@ struct rt_shard {
 	bool draining, drain_first, stopping;
 	uint64_t drain_deadline_ms;
 
+	/* rt_mono_us() at this shard's latest tick (every tick_ms while its
+	 * loop turns): written relaxed by this thread, read by
+	 * rt_shard_last_turn_us() (the watchdog) */
+	uint64_t turn_us;
+
 	/* counters, written by this thread (RT_STAT_ADD), read relaxed by
 	 * /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,

@@ -2398,6 +2398,7 @@ int rt__transport_init(struct rt_shard *s)
 {
 	struct lws_context_creation_info info;
 	lws_sock_file_fd_type fd;
+	struct lws_context *ctx;
 	void *loops[1];
 
 	/* lws on a libuv loop of ours (epoll underneath): lws' built-in
@@ -2421,10 +2422,12 @@ int rt__transport_init(struct rt_shard *s)
 	info.pt_serv_buf_size = 64 * 1024;
 	info.max_http_header_pool = 256;
 	info.timeout_secs = 20;
-	s->ctx = lws_create_context(&info);
-	if (!s->ctx)
+	/* s->ctx stays NULL (no wake-ups: rt_drain wakes every shard) until
+	 * the context is usable, below */
+	ctx = lws_create_context(&info);
+	if (!ctx)
 		goto fail;
-	s->vh = lws_get_vhost_by_name(s->ctx, "default");
+	s->vh = lws_get_vhost_by_name(ctx, "default");
 	if (!s->vh)
 		goto fail_ctx;
 	s->wbuf_cap = WBUF_CAP;
@@ -2438,14 +2441,13 @@ int rt__transport_init(struct rt_shard *s)
 	if (!s->listen_wsi)
 		goto fail_buf;
 	/* Publish ctx for producers' wake-ups only now that it is usable. */
-	__atomic_store_n(&s->ctx, s->ctx, __ATOMIC_RELEASE);
+	__atomic_store_n(&s->ctx, ctx, __ATOMIC_RELEASE);
 	return 0;
 fail_buf:
 	free(s->wbuf);
 	free(s->rbuf);
 fail_ctx:
-	lws_context_destroy(s->ctx);
-	s->ctx = NULL;
+	lws_context_destroy(ctx);
 fail:
 	loop_close(s);
 	return -1;

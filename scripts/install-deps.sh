@@ -7,7 +7,10 @@
 # (tests/web/) Debian's chromium, a font, node >= 20 with npm and the npm
 # packages pinned in tests/web/package-lock.json (npm ci into
 # tests/web/node_modules; playwright-core drives the system chromium and
-# downloads no browser). With --bench it also installs the tools perf/ uses
+# downloads no browser); for the package test (tests/package/): adduser
+# (the package's postinst needs it) and systemd (systemd-analyze verify
+# checks the installed unit; installing it in a container starts nothing).
+# With --bench it also installs the tools perf/ uses
 # (nats-server, redis-server, gnuplot).
 #
 # Safe to run again: it asks dpkg which packages are missing and touches apt
@@ -36,10 +39,11 @@ pkgs=(
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libinih-dev
-	libmagic-dev libvips-dev zlib1g-dev
+	libmagic-dev libvips-dev zlib1g-dev libsystemd-dev
 	python3-websockets python3-msgpack python3-prometheus-client
 	openssl curl
 	chromium fonts-dejavu-core fonts-noto-color-emoji
+	adduser systemd
 )
 if [ "$bench" = 1 ]; then
 	pkgs+=(nats-server redis-server gnuplot python3-jwt)
