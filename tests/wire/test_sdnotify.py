@@ -218,6 +218,14 @@ try:
             thaw(tid)
         check("WATCHDOG=1 again once the shard turns",
               mgr.wait_for("WATCHDOG") is not None, repr(mgr.log[-3:]))
+    # SIGHUP (systemctl reload): RELOADING=1, then READY=1 again, and the
+    # server goes on (without a certificate there is nothing to reload)
+    p.send_signal(signal.SIGHUP)
+    rl = mgr.wait_for("RELOADING")
+    check("SIGHUP: RELOADING=1", rl is not None and rl.get("RELOADING") == "1", repr(mgr.log[-3:]))
+    rd = mgr.wait_for("READY")
+    check("SIGHUP: READY=1 after it", rd is not None and rd.get("READY") == "1", repr(mgr.log[-3:]))
+    check("SIGHUP: the server goes on", p.poll() is None and healthz(port).startswith(b"ok"))
 finally:
     rc = stop(p)
 check("exit 0 on SIGTERM", rc == 0, repr(rc))
