@@ -353,9 +353,11 @@ int server_run(const struct server_opts *o)
 	       o->tls_cert ? "wss" : "ws", o->host, rt_bound_port(),
 	       o->shards, o->data_dir);
 	fflush(stdout);
-	plog(PL_INFO, "server", "parleyd %s listening on %s://%s:%d (%u "
-	     "shards, data %s)", o->version, o->tls_cert ? "wss" : "ws",
-	     o->host, rt_bound_port(), o->shards, o->data_dir);
+	/* (not the stdout line's words: scripts that read both streams
+	 * look for "listening on" there) */
+	plog(PL_INFO, "server", "parleyd %s started: port %d on %s, %s, %u "
+	     "shards, data %s", o->version, rt_bound_port(), o->host,
+	     o->tls_cert ? "TLS" : "plain", o->shards, o->data_dir);
 	sdn_ready(o->tls_cert ? "wss" : "ws", o->host, rt_bound_port(),
 		  o->shards);
 

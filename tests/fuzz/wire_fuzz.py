@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import random
 import select
 import shutil
@@ -240,9 +241,9 @@ class Server:
         while time.time() < deadline and self.proc.poll() is None:
             with open(self.logpath, "rb") as f:
                 for line in f:
-                    if b"listening on ws://127.0.0.1:" in line:
-                        tail = line.split(b"127.0.0.1:")[1]
-                        self.port = int(tail.split(b"/")[0])
+                    m = re.match(rb"parleyd listening on ws://127\.0\.0\.1:(\d+)/ws", line)
+                    if m:
+                        self.port = int(m.group(1))
                 if self.port:
                     return
             time.sleep(0.05)
