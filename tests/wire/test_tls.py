@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import msgpack  # noqa: E402
-from wsclient import (GUID, TIMEOUT, WS, Checks, Closed, frame,  # noqa: E402
+from wsclient import (GUID, TIMEOUT, WS, Checks, Closed, frame, token_for,  # noqa: E402
                       http_response, raw_connect, upgrade_request)
 import base64  # noqa: E402
 
@@ -80,15 +80,7 @@ class Server:
         self.port = int(m.group(1))
 
     def token(self, user, ws="acme"):
-        import hmac
-        with open(os.path.join(self.dir, "jwt.secret"), "rb") as f:
-            key = f.read().rstrip()
-        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
-        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = b64(json.dumps({"sub": user, "ws": ws,
-                               "exp": int(time.time()) + 3600}).encode())
-        sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
-        return (head + b"." + body + b"." + sig).decode()
+        return token_for(self.dir, user, ws)
 
     def log(self):
         self.err.flush()

@@ -28,6 +28,19 @@ class Closed(Exception):
     """The TCP connection ended (EOF or reset) without a close frame."""
 
 
+def token_for(data_dir, user, ws="acme", ttl=3600):
+    """An HS256 token signed with DATA_DIR/jwt.secret, as parleyd checks
+    it; ttl seconds from now (negative: already expired)."""
+    with open(os.path.join(data_dir, "jwt.secret"), "rb") as f:
+        key = f.read().rstrip()
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": user, "ws": ws,
+                           "exp": int(time.time()) + ttl}).encode())
+    sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
 class Server:
     def __init__(self, exe, extra=()):
         self.dir = tempfile.mkdtemp(prefix="parley-wire-")
@@ -41,14 +54,7 @@ class Server:
         self.port = int(m.group(1))
 
     def token(self, user, ws="acme"):
-        with open(os.path.join(self.dir, "jwt.secret"), "rb") as f:
-            key = f.read().rstrip()
-        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
-        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        body = b64(json.dumps({"sub": user, "ws": ws,
-                               "exp": int(time.time()) + 3600}).encode())
-        sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
-        return (head + b"." + body + b"." + sig).decode()
+        return token_for(self.dir, user, ws)
 
     def metric(self, name):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
