@@ -181,6 +181,10 @@ size_t enc_parley_send(uint8_t *out, size_t cap, const char *ch,
 		       uint64_t rid, const char *body, size_t blen);
 size_t enc_nats_pub(uint8_t *out, size_t cap, const char *body, size_t blen);
 size_t enc_redis_pub(uint8_t *out, size_t cap, const char *body, size_t blen);
+/* XADD <subject>.<id> * f <body>: acks against Redis, one stream per
+ * sender (as parley's acks give each sender a channel of its own) */
+size_t enc_redis_xadd(uint8_t *out, size_t cap, uint32_t id, const char *body,
+		      size_t blen);
 /* {"op":"hb"} without rid, and presence.watch / presence.set with one */
 extern const uint8_t enc_hb[7];
 size_t enc_parley_watch(uint8_t *out, size_t cap, uint64_t rid,

@@ -11,7 +11,9 @@
  *   small   members send at this process' share of --rate, round robin
  *           across channels; deliveries to the other members and acks are
  *           timed between CMD_MEASURE and CMD_END
- *   acks    each sender keeps --inflight sends outstanding (closed loop)
+ *   acks    each sender keeps --inflight sends outstanding (closed loop);
+ *           Redis: XADD to a stream of its own, pipelined; replies come
+ *           in order, so each connection keeps its send times in a ring
  *   idle    parley heartbeats every --hb-ms (jittered); a closed
  *   hb      connection is an error; hb counts the heartbeats it sent
  *           between CMD_MEASURE and CMD_END
@@ -66,6 +68,7 @@ static struct {
 	uint64_t last_rid, t_go, sent;
 	char *body;
 	uint8_t *frame;
+	uint64_t *ring; /* acks on Redis: send times, inflight per sender */
 	size_t frame_cap;
 	/* presence: watchers watching; when each change was sent (0 = not
 	 * told yet); arrivals that came before their send time */
@@ -168,11 +171,25 @@ static void send_msg(bconn *b, uint32_t idx)
 	size_t n;
 
 	tag_body(C.body, run.size, &t);
-	n = enc_parley_send(C.frame, C.frame_cap, run.chans[b->chan], rid,
-			    C.body, run.size);
-	if (!n || bconn_send(b, C.frame, n)) {
-		C.fin.errors++;
-		return;
+	if (b->srv == SRV_REDIS) {
+		if (b->inflight >= run.inflight) {
+			C.fin.errors++; /* more in flight than the ring holds */
+			return;
+		}
+		n = enc_redis_xadd(C.frame, C.frame_cap, b->id, C.body, run.size);
+		if (!n || bconn_send(b, C.frame, n)) {
+			C.fin.errors++;
+			return;
+		}
+		C.ring[(size_t)(b->id - C.from) * run.inflight +
+		       b->nsent++ % run.inflight] = rid;
+	} else {
+		n = enc_parley_send(C.frame, C.frame_cap, run.chans[b->chan],
+				    rid, C.body, run.size);
+		if (!n || bconn_send(b, C.frame, n)) {
+			C.fin.errors++;
+			return;
+		}
 	}
 	b->inflight++;
 	C.sent++;
@@ -406,6 +423,15 @@ static void on_res(bconn *b, uint64_t rid, bool ok, uint64_t n)
 {
 	uint64_t now = now_ns();
 
+	if (run.scen == SC_ACKS && b->srv == SRV_REDIS) {
+		/* the oldest XADD in flight on this connection */
+		if (!b->inflight) {
+			C.fin.errors++; /* a reply to nothing */
+			return;
+		}
+		rid = C.ring[(size_t)(b->id - C.from) * run.inflight +
+			     b->nacked++ % run.inflight];
+	}
 	if (!ok)
 		C.fin.errors++; /* a refused send */
 	if (b->inflight)
@@ -432,6 +458,11 @@ static void on_res(bconn *b, uint64_t rid, bool ok, uint64_t n)
 
 static void on_error(bconn *b, const char *what, size_t len)
 {
+	if (run.scen == SC_ACKS && b->srv == SRV_REDIS) {
+		/* an XADD refused: answered all the same (counted there) */
+		on_res(b, 0, false, 0);
+		return;
+	}
 	C.fin.errors++;
 }
 
@@ -616,8 +647,11 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 	C.body = malloc(run.size > TEXT_CAP ? run.size : TEXT_CAP);
 	C.frame_cap = (run.size > TEXT_CAP ? run.size : TEXT_CAP) + 512;
 	C.frame = malloc(C.frame_cap);
+	if (run.scen == SC_ACKS && bo.srv == SRV_REDIS)
+		C.ring = calloc((size_t)(C.n ? C.n : 1) * run.inflight,
+				sizeof(*C.ring));
 	C.ep = epoll_create1(EPOLL_CLOEXEC);
-	if (!C.c || !C.have || !C.last || !C.sent_ns || !C.body || !C.frame ||
+	if ((run.scen == SC_ACKS && bo.srv == SRV_REDIS && !C.ring) || !C.c || !C.have || !C.last || !C.sent_ns || !C.body || !C.frame ||
 	    C.ep < 0)
 		_exit(1);
 	ev.events = EPOLLIN;

@@ -11,7 +11,10 @@
  *           may span messages, a message may hold several). INFO, then
  *           CONNECT (+ SUB) + PING; ready at the PONG. PINGs get PONGs.
  *   Redis   TCP; SUBSCRIBE, ready at its confirmation (a publisher is
- *           ready once connected). RESP push messages and PUBLISH replies.
+ *           ready once connected). RESP push messages, PUBLISH replies
+ *           (integers) and XADD replies (bulk strings; acks), each
+ *           handed to hooks->res with rid 0: replies come in the order of
+ *           the commands, the caller keeps the send times.
  *
  * What a connection finds it hands to the hooks of whoever drives it.
  */
@@ -568,6 +571,17 @@ static size_t redis_parse(bconn *b, const char *p, size_t len)
 		case '+':
 			at = eol + 2;
 			continue;
+		case '$': {
+			/* a bulk string reply (XADD: the entry's id) */
+			long long bl = strtoll(q + 1, NULL, 10);
+
+			if (bl >= 0 && end - (eol + 2) < bl + 2)
+				return (size_t)(at - p);
+			at = bl < 0 ? eol + 2 : eol + 2 + bl + 2;
+			if (hooks->res)
+				hooks->res(b, 0, true, 0);
+			continue;
+		}
 		case '-':
 			hooks->error(b, q, (size_t)(eol - q));
 			at = eol + 2;
@@ -901,6 +915,22 @@ size_t enc_redis_pub(uint8_t *out, size_t cap, const char *body, size_t blen)
 {
 	int n = snprintf((char *)out, cap, "*3\r\n$7\r\nPUBLISH\r\n$%zu\r\n%s\r\n$%zu\r\n",
 			 strlen(bo.subject), bo.subject, blen);
+
+	if (n < 0 || (size_t)n + blen + 2 > cap)
+		return 0;
+	memcpy(out + n, body, blen);
+	memcpy(out + n + blen, "\r\n", 2);
+	return (size_t)n + blen + 2;
+}
+
+size_t enc_redis_xadd(uint8_t *out, size_t cap, uint32_t id, const char *body,
+		      size_t blen)
+{
+	char key[96];
+	int kl = snprintf(key, sizeof(key), "%s.%u", bo.subject, id);
+	int n = snprintf((char *)out, cap,
+			 "*5\r\n$4\r\nXADD\r\n$%d\r\n%s\r\n$1\r\n*\r\n"
+			 "$1\r\nf\r\n$%zu\r\n", kl, key, blen);
 
 	if (n < 0 || (size_t)n + blen + 2 > cap)
 		return 0;

@@ -1,6 +1,7 @@
 /*
  * parley-bench: drives parleyd, nats-server (its WebSocket listener) or
- * redis-server (pub/sub) and prints one JSON object per run; perf/run-bench
+ * redis-server (pub/sub; acks: XADD, --server redis-aof: one that says
+ * appendonly yes and appendfsync always) and prints one JSON object per run; perf/run-bench
  * collects them. Scenarios: fanout (paced | burst), small, acks, idle, hb,
  * presence, search; see usage() and perf/README.md.
  *
@@ -34,6 +35,7 @@
 #include <string.h>
 #include <ftw.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,6 +58,9 @@ static struct {
 		limit, gateway;
 	bool quiet;
 	bool tls;          /* --tls: wss:// and https:// */
+	bool aof;          /* --server redis-aof */
+	/* Redis acks: what CONFIG GET says ("" if it did not) */
+	char appendonly[16], appendfsync[16];
 } opt = {
 	.host = "127.0.0.1", .ws = "bench", .mode = "paced", .members = 25000,
 	.online = -1, .messages = -1, .size = 200, .channels = -1,
@@ -73,7 +78,7 @@ static void usage(void) __attribute__((noreturn));
 static void usage(void)
 {
 	fprintf(stderr,
-"usage: parley-bench --server parley|nats|redis\n"
+"usage: parley-bench --server parley|nats|redis|redis-aof\n"
 "                    --scenario fanout|small|acks|idle|hb|presence|search|push\n"
 "                    --port N --pid N [options]\n"
 "  --host H (127.0.0.1)  --port N  --pid N (server PID: CPU, RSS; required)\n"
@@ -82,7 +87,10 @@ static void usage(void)
 "          --online N (min(M,19000); nats/redis: M = N)\n"
 "          --messages K (paced 200, burst 2000)  --size B (200)\n"
 "  small:  --channels C (100) of 10 members  --rate R (1000 sends/s in all)\n"
-"  acks:   --senders S (64)  --inflight W (1)\n"
+"  acks:   --senders S (64)  --inflight W (1); parley: sends, each in a\n"
+"          channel of its own; redis: XADD <subject>.<sender> * f <body>;\n"
+"          redis-aof: the same, and the server must say appendonly yes,\n"
+"          appendfsync always (CONFIG GET)\n"
 "  idle:   --conns N (1000)  --hb-ms MS (5000; 0: none)\n"
 "  hb (parley): idle, also counting heartbeats and RSS at the end\n"
 "  presence (parley): --watchers W (1000) watch one subject, which changes\n"
@@ -199,6 +207,9 @@ static void emit(void)
 	if (s == SC_ACKS)
 		fprintf(f, ",\"senders\":%ld,\"inflight\":%ld", opt.senders,
 			opt.inflight);
+	if (s == SC_ACKS && bo.srv == SRV_REDIS)
+		fprintf(f, ",\"appendonly\":\"%s\",\"appendfsync\":\"%s\"",
+			opt.appendonly, opt.appendfsync);
 	if (s == SC_IDLE || s == SC_HB)
 		fprintf(f, ",\"conns\":%ld", opt.conns);
 	if (s == SC_HB)
@@ -728,7 +739,8 @@ static void run_timed(void)
 	uint64_t t0, t1;
 
 	run.chans = calloc(nch, sizeof(*run.chans));
-	for (uint32_t j = 0; j < nch; j++) {
+	/* Redis acks: the streams need no setup (XADD makes them) */
+	for (uint32_t j = 0; bo.srv == SRV_PARLEY && j < nch; j++) {
 		/* small: member 10j creates channel j and invites the other
 		 * nine; acks: sender j creates its own */
 		uint32_t owner = run.scen == SC_SMALL ? 10 * j : j;
@@ -757,7 +769,8 @@ static void run_timed(void)
 		    n, opt.inflight, opt.duration);
 	command_all(CMD_GO);
 	pump(1000, NULL);
-	s0 = stages_read(opt.host, (int)opt.port);
+	/* /metrics is parleyd's (Redis would take GET for a command) */
+	s0 = bo.srv == SRV_PARLEY ? stages_read(opt.host, (int)opt.port) : NULL;
 	cpu0 = proc_cpu_s((int)opt.pid);
 	t0 = now_ns();
 	command_all(CMD_MEASURE);
@@ -765,7 +778,7 @@ static void run_timed(void)
 	command_all(CMD_END);
 	t1 = now_ns();
 	cpu1 = proc_cpu_s((int)opt.pid);
-	s1 = stages_read(opt.host, (int)opt.port);
+	s1 = bo.srv == SRV_PARLEY ? stages_read(opt.host, (int)opt.port) : NULL;
 	res.rss_bytes = proc_rss((int)opt.pid);
 	res.has_rss = true;
 	res.ack = calloc(1, sizeof(hist));
@@ -779,6 +792,60 @@ static void run_timed(void)
 	res.stages = stages_json(s0, s1, opt.quiet);
 	stages_free(s0);
 	stages_free(s1);
+}
+
+/* Redis: CONFIG GET name over a connection of its own (blocking, 5 s);
+ * the value into val, "" if there is none. */
+static void redis_config(const char *name, char *val, size_t cap)
+{
+	char cmd[128], buf[512];
+	size_t got = 0;
+	uint64_t end = now_ns() + 5000000000ull;
+	bconn b = { 0 };
+	int n;
+
+	static const bhooks quiet_hooks; /* nothing is handed on here */
+
+	val[0] = 0;
+	hooks = &quiet_hooks;
+	if (bconn_start(&b, 0, false) || bconn_wait_ready(&b, 5000)) {
+		bconn_close(&b);
+		fail_run("redis: cannot connect for CONFIG GET");
+	}
+	n = snprintf(cmd, sizeof(cmd), "CONFIG GET %s\r\n", name);
+	if (send(b.fd, cmd, (size_t)n, MSG_NOSIGNAL) != n)
+		fail_run("redis: CONFIG GET: %s", strerror(errno));
+	/* *2 $len name $len value: the value is the fifth line */
+	for (;;) {
+		struct pollfd pf = { .fd = b.fd, .events = POLLIN };
+		char *l[6] = { buf };
+		int k = 1;
+		ssize_t r;
+
+		for (char *c = buf; k < 6 && (c = memmem(c, (size_t)(buf + got - c), "\r\n", 2));
+		     c += 2)
+			l[k++] = c + 2;
+		if (k == 6 || (got && buf[0] != '*')) {
+			if (k == 6 && buf[0] == '*' && buf[1] == '2') {
+				size_t vn = (size_t)(l[5] - 2 - l[4]);
+
+				if (vn >= cap)
+					vn = cap - 1;
+				memcpy(val, l[4], vn);
+				val[vn] = 0;
+			}
+			break;
+		}
+		if (got + 1 >= sizeof(buf) || now_ns() > end ||
+		    poll(&pf, 1, 100) < 0)
+			break;
+		r = recv(b.fd, buf + got, sizeof(buf) - 1 - got, MSG_DONTWAIT);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+			break;
+		if (r > 0)
+			got += (size_t)r;
+	}
+	bconn_close(&b);
 }
 
 /* ---- idle ------------------------------------------------------------------------------ */
@@ -1849,6 +1916,8 @@ int main(int argc, char **argv)
 		bo.srv = SRV_NATS;
 	else if (!strcmp(opt.server, "redis"))
 		bo.srv = SRV_REDIS;
+	else if (!strcmp(opt.server, "redis-aof"))
+		bo.srv = SRV_REDIS, opt.aof = true;
 	else
 		usage();
 	if (!strcmp(opt.scenario, "fanout"))
@@ -1879,9 +1948,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "parley-bench: search wants --senders <= --channels\n");
 		usage();
 	}
-	if ((run.scen == SC_SMALL || run.scen == SC_ACKS || run.scen == SC_HB ||
+	if ((run.scen == SC_SMALL || run.scen == SC_HB ||
 	     run.scen == SC_PRESENCE || run.scen == SC_SEARCH ||
-	     run.scen == SC_PUSH) && bo.srv != SRV_PARLEY) {
+	     run.scen == SC_PUSH || (run.scen == SC_ACKS && bo.srv == SRV_NATS) ||
+	     (opt.aof && run.scen != SC_ACKS)) && bo.srv != SRV_PARLEY) {
 		fprintf(stderr, "parley-bench: %s is a parley scenario\n",
 			opt.scenario);
 		usage();
@@ -1969,6 +2039,18 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	srand((unsigned)(now_ns() ^ (uint64_t)getpid()));
 	deadline_ns = now_ns() + (uint64_t)opt.timeout * 1000000000u;
+	if (run.scen == SC_ACKS && bo.srv == SRV_REDIS) {
+		/* what the server says it does with a write; redis-aof is
+		 * only a name when it fsyncs before every reply */
+		redis_config("appendonly", opt.appendonly, sizeof(opt.appendonly));
+		redis_config("appendfsync", opt.appendfsync,
+			     sizeof(opt.appendfsync));
+		if (opt.aof && (strcmp(opt.appendonly, "yes") ||
+				strcmp(opt.appendfsync, "always")))
+			fail_run("redis-aof: the server says appendonly '%s', "
+				 "appendfsync '%s' (want yes, always)",
+				 opt.appendonly, opt.appendfsync);
+	}
 
 	switch (run.scen) {
 	case SC_FANOUT: run_fanout(); break;
