@@ -3,13 +3,27 @@
 
     report.py --raw RUNS.jsonl --out DIR --level full|quick|smoke
               --command "perf/run-bench ..." [--doc BENCHMARKS.md]
-    report.py --append ONE.json --run I --to RUNS.jsonl
+              [--max-load 1.5] [--max-busy 0.5] [--max-left-out 10]
+    report.py --append ONE.json --run I --to RUNS.jsonl [--set KEY=VALUE]...
 
 The second form is run-bench's, after each parley-bench run: it adds
 "run": I to the result, appends it to RUNS.jsonl and prints its "errors"
 (run-bench fails the run unless that is 0). A result of several JSON
 objects, one a line (push: one per message), is appended object by object,
 each with "run" taken from its "round", and the errors are summed.
+
+--set adds fields to the result (run-bench: loadavg_1m_before,
+cpu_busy_before, server_cpus); a VALUE that parses as JSON is stored as
+such, else as a string.
+
+A run taken on a busy machine is left out of everything the report
+computes: one whose 1-minute load average just before it
+("loadavg_1m_before") was above --max-load (1.5, for the 2-core bench
+machine), or whose CPU sampled for a second before it ("cpu_busy_before",
+in cores, the server idle) was above --max-busy (0.5). latest.md says how
+many were left out, and which; with --doc, BENCHMARKS.md is not written
+(exit status 4) when more than --max-left-out percent (10) of the runs,
+or every run of some shape, were left out.
 
 Writes DIR/latest.json (one entry per shape: the median of its runs, with
 "min" and "max" beside it), DIR/latest.md (tables, the issue's targets met
@@ -25,6 +39,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 
 SHAPE = ("scenario", "mode", "server", "variant", "members", "online",
          "senders", "inflight", "conns", "hb_ms", "channels", "rate",
@@ -151,6 +166,7 @@ LABELS = {
     "rss_bytes_per_conn": "RSS bytes per conn",
     "handshakes_per_s": "handshakes/s",
     "server_cpu_per_s": "server CPU-s per s",
+    "server_cpu_us_per_ack": "server CPU µs per ack",
 }
 SCALE = {"rss_bytes": 2**-20}
 
@@ -288,12 +304,30 @@ def targets(entries):
                         (f"{(1 - a / b) * 100:.1f}% fewer" if a < b else
                          f"{(a / b - 1) * 100:.1f}% more")
                         + f" ({a:,.0f} vs {b:,.0f}/s)", a / b > 0.9))
+    for sw in ("64x8", "256x8"):
+        s, w = (int(x) for x in sw.split("x"))
+        p = find(entries, scenario="acks", server="parley", senders=s,
+                 inflight=w, variant=None)
+        q = find(entries, scenario="acks", server="redis-aof", senders=s,
+                 inflight=w, variant=None)
+        a, b = p and get(p, "acks_per_s"), q and get(q, "acks_per_s")
+        if a and b:
+            out.append((f"acks {sw}: acks/s >= Redis appendfsync always "
+                        "(redis-aof)", f"{a / b:.2f}x ({a:,.0f} vs "
+                        f"{b:,.0f}/s)", a >= b))
+    p = find(entries, scenario="acks", server="parley", senders=64,
+             inflight=1, variant=None)
+    v = p and get(p, "ack_ms.p99")
+    if v is not None and v is not False:
+        out.append(("acks 64x1: p99 ack <= 10 ms", f"{v:.2f} ms", v <= 10))
     for e in entries:
-        if e["scenario"] == "acks" and not e.get("variant"):
+        if e["scenario"] == "acks" and not e.get("variant") \
+                and e["server"] == "parley":
             a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
             if a is None or p99 is None:
                 continue
-            out.append((f"acks, {e['senders']} senders: >= 100,000/s with "
+            out.append((f"acks, {e['senders']} senders x "
+                        f"{e.get('inflight', 1)}: >= 100,000/s with "
                         "p99 <= 10 ms", f"{a:,.0f}/s, p99 {p99:.1f} ms",
                         a >= 100000 and p99 <= 10))
     i = find(entries, scenario="idle", server="parley")
@@ -323,6 +357,81 @@ def ratio(a, b, digits=2):
     if a is None or b is None or not b:
         return "–"
     return f"{a / b:.{digits}f}x"
+
+
+def peer_tables(entries, kept):
+    """acks: parley and the durable peer side by side, per shape"""
+    shapes = sorted({(e["senders"], e.get("inflight", 1)) for e in entries
+                     if e["scenario"] == "acks" and e["server"] == "redis-aof"
+                     and not e.get("variant")})
+    if not shapes:
+        return []
+
+    def runs_of(server, s, w):
+        return {r.get("run"): r for r in kept if r["scenario"] == "acks"
+                and r["server"] == server and r.get("senders") == s
+                and r.get("inflight", 1) == w and not r.get("variant")}
+
+    def spread(vals, digits=2):
+        if not vals:
+            return "–"
+        m = statistics.median(vals)
+        if len(vals) == 1:
+            return f"{m:.{digits}f}x"
+        return f"{m:.{digits}f}x ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+    lines = [
+        "### acks: parley and a durable peer", "",
+        "The same closed loop against redis-server 7 with `appendonly yes`, "
+        "`appendfsync always` (redis-aof: an XADD to a stream per sender is "
+        "answered after its fsync; Redis fsyncs once per event-loop turn, "
+        "for every reply of that turn), the same body size, the two "
+        "alternating run by run, each on a fresh server; neither is pinned "
+        "to a core (Redis uses one). Ratios are parley / redis-aof, taken "
+        "per round (a parley run and the redis-aof run after it): median "
+        "(min–max) of the rounds; acks per server CPU-s is 1e6 / "
+        "`server_cpu_us_per_ack`, higher is better.", "",
+        "| senders x in flight | parley acks/s | redis-aof acks/s | "
+        "acks/s ratio | parley ack p50 / p99 ms | redis-aof ack p50 / p99 ms"
+        " | parley CPU µs/ack | redis-aof CPU µs/ack | acks per CPU-s ratio |",
+        "|" + " --- |" * 9]
+    for s, w in shapes:
+        p = find(entries, scenario="acks", server="parley", senders=s,
+                 inflight=w, variant=None)
+        q = find(entries, scenario="acks", server="redis-aof", senders=s,
+                 inflight=w, variant=None)
+        rp, rq = runs_of("parley", s, w), runs_of("redis-aof", s, w)
+        rounds = sorted(k for k in rp if k in rq)
+        ra = [rp[k]["acks_per_s"] / rq[k]["acks_per_s"] for k in rounds
+              if rp[k].get("acks_per_s") and rq[k].get("acks_per_s")]
+        rc = [rq[k]["server_cpu_us_per_ack"] / rp[k]["server_cpu_us_per_ack"]
+              for k in rounds if rp[k].get("server_cpu_us_per_ack")
+              and rq[k].get("server_cpu_us_per_ack")]
+
+        def lat(e):
+            if not e:
+                return "–"
+            return f"{cell(e, 'ack_ms.p50')} / {cell(e, 'ack_ms.p99')}"
+        lines.append(
+            f"| {s} x {w} | "
+            + (cell(p, "acks_per_s") if p else "–") + " | "
+            + (cell(q, "acks_per_s") if q else "–") + " | "
+            + spread(ra) + " | " + lat(p) + " | " + lat(q) + " | "
+            + (cell(p, "server_cpu_us_per_ack") if p else "–") + " | "
+            + (cell(q, "server_cpu_us_per_ack") if q else "–") + " | "
+            + spread(rc) + " |")
+    return lines + [""]
+
+
+def busy(r, max_load, max_busy):
+    """why run r was taken on a busy machine, or None"""
+    why = []
+    l, b = r.get("loadavg_1m_before"), r.get("cpu_busy_before")
+    if isinstance(l, (int, float)) and l > max_load:
+        why.append(f"load {l:.2f} > {max_load:g}")
+    if isinstance(b, (int, float)) and b > max_busy:
+        why.append(f"{b:.2f} cores busy > {max_busy:g}")
+    return ", ".join(why) or None
 
 
 def new_tables(entries, most):
@@ -573,6 +682,16 @@ def markdown(doc, entries, level, command):
         "failed); server and clients share the machine's cores.",
         "",
     ]
+    lo = doc.get("left_out") or []
+    nraw = doc.get("n_raw", 0)
+    lines += [
+        f"Runs taken on a busy machine are left out: a 1-minute load "
+        f"average above {doc.get('max_load', 1.5):g} just before the run, or "
+        f"more than {doc.get('max_busy', 0.5):g} cores busy in the second "
+        f"before it (the server idle). Left out here: {len(lo)} of {nraw}"
+        + ("." if not lo else ": " + "; ".join(
+            f"{r['scenario']} {r['server']} {r['shape']} run {r['run']} "
+            f"({r['why']})" for r in lo) + "."), ""]
     loads = [(get(e, "loadavg_1m", "max"), e) for e in entries
              if get(e, "loadavg_1m") is not None]
     if loads:
@@ -593,7 +712,8 @@ def markdown(doc, entries, level, command):
                   "latency_ms.p999", "ack_ms.p50", "ack_ms.p99",
                   "acks_per_s", "server_cpu_s"),
         "acks": ("server", "shape", "acks_per_s", "ack_ms.p50",
-                 "ack_ms.p99", "ack_ms.max", "server_cpu_s"),
+                 "ack_ms.p99", "ack_ms.max", "server_cpu_s",
+                 "server_cpu_us_per_ack"),
         "idle": ("server", "shape", "rss_bytes_per_conn", "handshakes_per_s",
                  "server_cpu_per_s", "rss_bytes"),
     }
@@ -612,6 +732,7 @@ def markdown(doc, entries, level, command):
             cells = [e["server"], shape(e) + few] + [cell(e, c) for c in h[2:]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += peer_tables(entries, doc.get("kept") or [])
     lines += new_tables(entries, most)
     t = targets(entries)
     if t:
@@ -675,7 +796,9 @@ def plots(entries, out):
             key = "ack_ms" if e["scenario"] == "acks" else "latency_ms"
             jobs.append((f"{e['scenario']}", f"{e['scenario']}: "
                          f"{'ack' if key == 'ack_ms' else 'send-to-deliver'}"
-                         " latency", shape(e), e.get(key)))
+                         " latency", shape(e) + (
+                             "" if e["server"] == "parley"
+                             else f", {e['server']}"), e.get(key)))
         elif e["scenario"] == "presence":
             jobs.append(("presence", "presence: set to last watcher",
                          e.get("variant") or "default",
@@ -744,7 +867,20 @@ def main():
     ap.add_argument("--append")
     ap.add_argument("--run", type=int, default=1)
     ap.add_argument("--to")
+    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--max-load", type=float, default=1.5)
+    ap.add_argument("--max-busy", type=float, default=0.5)
+    ap.add_argument("--max-left-out", type=float, default=10.0)
     a = ap.parse_args()
+    extra = {}
+    for kv in a.set:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            ap.error("--set wants KEY=VALUE")
+        try:
+            extra[k] = json.loads(v)
+        except ValueError:
+            extra[k] = v
     if a.append:
         if not a.to:
             ap.error("--append needs --to")
@@ -757,6 +893,7 @@ def main():
             for one in objs:
                 one["run"] = one.get("round", a.run) if len(objs) > 1 \
                     else a.run
+                one.update(extra)
                 f.write(json.dumps(one) + "\n")
                 err = one.get("errors")
                 if not isinstance(err, int):
@@ -770,11 +907,29 @@ def main():
     raw = [json.loads(l) for l in open(a.raw) if l.strip()]
     if not raw:
         raise SystemExit("report: no runs in " + a.raw)
-    entries = group(raw)
+    kept, left = [], []
+    for r in raw:
+        why = busy(r, a.max_load, a.max_busy)
+        if why:
+            left.append({"scenario": r.get("scenario"),
+                         "server": r.get("server"), "run": r.get("run"),
+                         "shape": shape(r) if r.get("scenario") else "",
+                         "why": why})
+        else:
+            kept.append(r)
+    if not kept:
+        raise SystemExit(f"report: all {len(raw)} runs were taken on a busy "
+                         "machine")
+    entries = group(kept)
+    # shapes of which every run was left out
+    lost = {tuple(r.get(k) for k in SHAPE) for r in raw} - \
+        {tuple(r.get(k) for k in SHAPE) for r in kept}
     doc = {"machine": machine(), "command": a.command, "level": a.level,
-           "runs": entries}
+           "max_load": a.max_load, "max_busy": a.max_busy,
+           "n_raw": len(raw), "left_out": left, "runs": entries}
     with open(os.path.join(a.out, "latest.json"), "w") as f:
         json.dump(doc, f, indent=1)
+    doc["kept"] = kept
     for f in os.listdir(a.out):
         if f.endswith(".png"):
             os.remove(os.path.join(a.out, f))
@@ -784,6 +939,14 @@ def main():
     md = markdown(doc, entries, a.level, a.command)
     with open(os.path.join(a.out, "latest.md"), "w") as f:
         f.write(md)
+    if a.doc and (len(left) * 100 > a.max_left_out * len(raw) or lost):
+        print(f"report: BENCHMARKS.md not written: {len(left)} of {len(raw)} "
+              f"runs were taken on a busy machine (more than "
+              f"{a.max_left_out:g}% allowed)"
+              + (f", and every run of {len(lost)} shape(s)" if lost else ""),
+              file=sys.stderr)
+        print(md)
+        raise SystemExit(4)
     if a.doc:
         doc["rel"] = os.path.relpath(a.out, os.path.dirname(
             os.path.abspath(a.doc))) + "/"
