@@ -796,6 +796,12 @@ static void run_timed(void)
 
 /* Redis: CONFIG GET name over a connection of its own (blocking, 5 s);
  * the value into val, "" if there is none. */
+static void config_error(bconn *b, const char *what, size_t len)
+{
+	(void)b;
+	say("redis: %.*s", (int)(len > 200 ? 200 : len), what);
+}
+
 static void redis_config(const char *name, char *val, size_t cap)
 {
 	char cmd[128], buf[512];
@@ -804,7 +810,9 @@ static void redis_config(const char *name, char *val, size_t cap)
 	bconn b = { 0 };
 	int n;
 
-	static const bhooks quiet_hooks; /* nothing is handed on here */
+	/* nothing is handed on here; an error (protected mode's DENIED)
+	 * is said */
+	static const bhooks quiet_hooks = { .error = config_error };
 
 	val[0] = 0;
 	hooks = &quiet_hooks;
@@ -826,6 +834,9 @@ static void redis_config(const char *name, char *val, size_t cap)
 		     c += 2)
 			l[k++] = c + 2;
 		if (k == 6 || (got && buf[0] != '*')) {
+			if (buf[0] == '-' && k > 1)
+				say("redis: CONFIG GET %s: %.*s", name,
+				    (int)(l[1] - 2 - buf), buf);
 			if (k == 6 && buf[0] == '*' && buf[1] == '2') {
 				size_t vn = (size_t)(l[5] - 2 - l[4]);
 
