@@ -651,7 +651,8 @@ void child_main(uint32_t from, uint32_t to, int out, int in, pid_t parent)
 		C.ring = calloc((size_t)(C.n ? C.n : 1) * run.inflight,
 				sizeof(*C.ring));
 	C.ep = epoll_create1(EPOLL_CLOEXEC);
-	if ((run.scen == SC_ACKS && bo.srv == SRV_REDIS && !C.ring) || !C.c || !C.have || !C.last || !C.sent_ns || !C.body || !C.frame ||
+	if (!C.c || !C.have || !C.last || !C.sent_ns || !C.body || !C.frame ||
+	    (run.scen == SC_ACKS && bo.srv == SRV_REDIS && !C.ring) ||
 	    C.ep < 0)
 		_exit(1);
 	ev.events = EPOLLIN;

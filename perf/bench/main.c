@@ -1,9 +1,9 @@
 /*
  * parley-bench: drives parleyd, nats-server (its WebSocket listener) or
  * redis-server (pub/sub; acks: XADD, --server redis-aof: one that says
- * appendonly yes and appendfsync always) and prints one JSON object per run; perf/run-bench
- * collects them. Scenarios: fanout (paced | burst), small, acks, idle, hb,
- * presence, search; see usage() and perf/README.md.
+ * appendonly yes and appendfsync always) and prints one JSON object per
+ * run; perf/run-bench collects them. Scenarios: fanout (paced | burst),
+ * small, acks, idle, hb, presence, search; see usage() and perf/README.md.
  *
  * This process sets up (parley: channels and invitations over blocking
  * setup connections), forks the client processes (child.c) that hold the
@@ -830,7 +830,8 @@ static void redis_config(const char *name, char *val, size_t cap)
 		int k = 1;
 		ssize_t r;
 
-		for (char *c = buf; k < 6 && (c = memmem(c, (size_t)(buf + got - c), "\r\n", 2));
+		for (char *c = buf;
+		     k < 6 && (c = memmem(c, (size_t)(buf + got - c), "\r\n", 2));
 		     c += 2)
 			l[k++] = c + 2;
 		if (k == 6 || (got && buf[0] != '*')) {
