@@ -32,7 +32,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "wire"))
 
 from fake_gateway import FakeGateway  # noqa: E402
-from wsclient import WS, Checks, frame  # noqa: E402
+from wsclient import WS, Checks, frame, stop_proc  # noqa: E402
 
 EXE = sys.argv[1] if len(sys.argv) > 1 else "build/parleyd"
 WAIT = 30.0  # generous: slow, loaded CI machines, ASan builds
@@ -88,13 +88,7 @@ class Parleyd:
         self.proc.wait()
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        return rc
+        return stop_proc(self.proc)
 
     def restart(self):
         rc = self.stop()

@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import msgpack  # noqa: E402
-from wsclient import (GUID, TIMEOUT, WS, Checks, Closed, frame, token_for,  # noqa: E402
+from wsclient import (GUID, TIMEOUT, WS, Checks, Closed, frame, stop_proc, token_for,  # noqa: E402
                       http_response, raw_connect, upgrade_request)
 import base64  # noqa: E402
 
@@ -97,13 +97,7 @@ class Server:
         raise AssertionError("no log line %r in %r" % (pattern, self.log()[start:]))
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        return rc
+        return stop_proc(self.proc)
 
 
 class TWS(WS):

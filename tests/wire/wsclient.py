@@ -28,6 +28,16 @@ class Closed(Exception):
     """The TCP connection ended (EOF or reset) without a close frame."""
 
 
+def stop_proc(proc):
+    """SIGTERM, then its exit status (killed after 60 s: no drain)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def token_for(data_dir, user, ws="acme", ttl=3600):
     """An HS256 token signed with DATA_DIR/jwt.secret, as parleyd checks
     it; ttl seconds from now (negative: already expired)."""
@@ -70,12 +80,7 @@ class Server:
         return int(m.group(1)) if m else None
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
+        rc = stop_proc(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
