@@ -210,6 +210,9 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_store_commits_total", "Synced RocksDB writes", st.commits);
 	counter(&b, "parley_store_batches_total", "Shard batches in those writes", st.batches);
 	counter(&b, "parley_store_records_total", "Records in those writes", st.records);
+	counter(&b, "parley_store_records_merged_total",
+		"Records not written: a later record of the same key in the same write",
+		st.records_merged);
 	counter(&b, "parley_store_failures_total", "Shard batches whose write failed", st.failures);
 	histogram(&b, "parley_commit_seconds", "Time in one synced RocksDB write",
 		  st.hist_us, 16, 16, 1e-6, st.commit_us_sum);

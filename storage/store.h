@@ -264,6 +264,8 @@ typedef struct store_stats {
 	uint64_t commits;        /* synced writes */
 	uint64_t batches;        /* shard batches they held */
 	uint64_t records;        /* records they held */
+	uint64_t records_merged; /* puts left out: a later put of the key in
+				  * the same write (replay_group) */
 	uint64_t commit_us_sum;  /* time in rocksdb_write */
 	uint64_t failures;       /* batches completed with -EIO */
 	uint64_t hist_us[16];    /* commit latency histogram, bucket i: <= 2^i * 16 us, last: rest */

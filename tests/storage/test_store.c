@@ -657,6 +657,85 @@ static void test_group_commit(void **state)
 	tdir_remove(&t);
 }
 
+/* One synced write holds batches that put, delete and range-delete the
+ * same keys: the write sorts its puts by key and keeps only the last put
+ * of a key, but nothing crosses a delete, so the result is what the
+ * batches said in handoff order. */
+static void test_group_order(void **state)
+{
+	static struct gc g;
+	static struct gc_ctx ctx[5];
+	struct tdir t;
+	store *s;
+	store_batch *b[5];
+	store_member m1 = { .read_seq = 1 }, m5 = { .read_seq = 5 },
+		     m9 = { .read_seq = 9 }, gm;
+	store_stats st;
+	store_chstat cs;
+	uint64_t n;
+
+	(void)state;
+	tdir_make(&t);
+	s = open_ok(t.db, 4, 1);
+	memset(&g, 0, sizeof(g));
+	sem_init(&g.gate, 0, 0);
+	sem_init(&g.all, 0, 0);
+	for (int i = 0; i < 5; i++)
+		b[i] = store_batch_new(s);
+	/* 0: written alone; its callback holds the thread while 1-4 queue */
+	put_event_text(b[0], "go", 1, 1);
+	/* 1: alice is a member, mentioned at 2 and 3; the counters */
+	store_put_member(b[1], "ws", "go", "alice", &m1);
+	store_put_mention(b[1], "go", "alice", 2, 1);
+	store_put_mention(b[1], "go", "alice", 3, 2);
+	store_put_chstat(b[1], "go", &(store_chstat){ 3, 3, 1 });
+	/* 2: she leaves: her record, her channel, her mentions (a range) */
+	store_del_member(b[2], "ws", "go", "alice");
+	store_put_chstat(b[2], "go", &(store_chstat){ 3, 3, 0 });
+	/* 3: she comes back and is mentioned at 7 */
+	store_put_member(b[3], "ws", "go", "alice", &m5);
+	store_put_mention(b[3], "go", "alice", 7, 1);
+	store_put_chstat(b[3], "go", &(store_chstat){ 7, 4, 1 });
+	/* 4: she reads up to 9; the counters again */
+	store_put_marker(b[4], "go", "alice", &m9);
+	store_put_chstat(b[4], "go", &(store_chstat){ 9, 5, 1 });
+	for (int i = 0; i < 5; i++) {
+		ctx[i] = (struct gc_ctx){ .g = &g, .seq = (uint64_t)i + 1 };
+		assert_int_equal(store_commit(s, 0, b[i], gc_done, &ctx[i]),
+				 0);
+		/* 0 written, its callback holding the thread at the gate */
+		do {
+			store_get_stats(s, &st);
+		} while (i == 0 && st.commits == 0 && !usleep(1000));
+	}
+	sem_post(&g.gate);
+	while (__atomic_load_n(&g.n, __ATOMIC_ACQUIRE) < 5)
+		usleep(1000);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(g.status[i], 0);
+	store_get_stats(s, &st);
+	assert_int_equal(st.commits, 2); /* batch 0, then 1-4 together */
+	/* after the deletes: 3's member record and 4's marker are one key,
+	 * and 2's, 3's and 4's counters another: three puts left out (1's
+	 * counters are before the deletes) */
+	assert_int_equal(st.records_merged, 3);
+
+	assert_int_equal(store_get_member(s, "go", "alice", &gm), 0);
+	assert_int_equal(gm.read_seq, 9);
+	/* the mentions at 2 and 3 went with the range delete; 7 is back */
+	assert_int_equal(store_count_mentions(s, "go", "alice", 0, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_count_mentions(s, "go", "alice", 6, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(store_get_chstat(s, "go", &cs), 0);
+	assert_int_equal(cs.last_seq, 9);
+	assert_int_equal(cs.msgs, 5);
+	sem_destroy(&g.gate);
+	sem_destroy(&g.all);
+	store_close(s);
+	tdir_remove(&t);
+}
+
 #define MS_SHARDS 4
 #define MS_N 300
 
@@ -1464,6 +1543,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_scans),
 		cmocka_unit_test(test_group_commit),
+		cmocka_unit_test(test_group_order),
 		cmocka_unit_test(test_multi_shard),
 		cmocka_unit_test(test_empty_and_invalid),
 		cmocka_unit_test(test_reopen),
