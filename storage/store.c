@@ -711,6 +711,11 @@ static size_t put_sorted(store *s, rocksdb_writebatch_t *wb,
 {
 	size_t dropped = 0;
 
+	if (n < 2) { /* also no array yet: qsort's is never NULL */
+		if (n)
+			put_op(s, wb, o[0].p);
+		return 0;
+	}
 	qsort(o, n, sizeof(*o), op_cmp);
 	for (size_t i = 0; i < n; i++) {
 		if (i + 1 < n && !op_key_cmp(o[i].p, o[i + 1].p)) {
