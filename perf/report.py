@@ -26,8 +26,9 @@ many were left out, and which; with --doc, BENCHMARKS.md is not written
 or every run of some shape, were left out.
 
 Writes DIR/latest.json (one entry per shape: the median of its runs, with
-"min" and "max" beside it), DIR/latest.md (tables, the issue's targets met
-or not, where parley's time goes) and DIR/*.png (gnuplot). With --doc, the
+"min" and "max" beside it), DIR/latest.md (tables, parley's fanout bursts
+over Redis's run by run (run k with run k), the issue's targets met or not,
+where parley's time goes) and DIR/*.png (gnuplot). With --doc, the
 part of BENCHMARKS.md between the bench markers is replaced by latest.md.
 Standard library only (Debian's /usr/bin/python3).
 """
