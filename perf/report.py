@@ -26,8 +26,9 @@ many were left out, and which; with --doc, BENCHMARKS.md is not written
 or every run of some shape, were left out.
 
 Writes DIR/latest.json (one entry per shape: the median of its runs, with
-"min" and "max" beside it), DIR/latest.md (tables, the issue's targets met
-or not, where parley's time goes) and DIR/*.png (gnuplot). With --doc, the
+"min" and "max" beside it), DIR/latest.md (tables, parley's fanout bursts
+over Redis's run by run (run k with run k), the issue's targets met or not,
+where parley's time goes) and DIR/*.png (gnuplot). With --doc, the
 part of BENCHMARKS.md between the bench markers is replaced by latest.md.
 Standard library only (Debian's /usr/bin/python3).
 """
@@ -163,7 +164,9 @@ LABELS = {
     "ack_ms.p50": "ack p50 ms", "ack_ms.p99": "ack p99 ms",
     "ack_ms.max": "ack max ms", "acks_per_s": "acks/s",
     "server_cpu_s": "server CPU-s", "rss_bytes": "server RSS MiB",
-    "rss_bytes_per_conn": "RSS bytes per conn",
+    "rss_bytes_per_conn": "RSS bytes per conn at the last handshake",
+    "rss_3s_bytes_per_conn": "3 s after the last handshake",
+    "rss_8s_bytes_per_conn": "8 s after",
     "handshakes_per_s": "handshakes/s",
     "server_cpu_per_s": "server CPU-s per s",
     "server_cpu_us_per_ack": "server CPU µs per ack",
@@ -229,32 +232,54 @@ def find(entries, **kw):
     return None
 
 
-def targets(entries):
-    """the issue's targets, checked against this run's medians"""
+NOT_MEASURED = "not measured"
+
+
+def burst_pairs(kept, online, members, messages, peer="redis"):
+    """parley's bursts of a shape, each over the peer's burst of the same
+    run number (run-bench takes them in the same round, minutes apart):
+    [(run, parley run, peer run, ratio of deliveries per server CPU-s)]"""
+    def runs_of(server):
+        return {r.get("run"): r for r in kept if r.get("scenario") == "fanout"
+                and r.get("mode") == "burst" and r.get("server") == server
+                and r.get("online") == online and r.get("members") == members
+                and r.get("messages") == messages and not r.get("variant")}
+    rp, rq = runs_of("parley"), runs_of(peer)
+    out = []
+    for k in sorted(k for k in rp if k in rq):
+        a = rp[k].get("deliveries_per_server_cpu_s")
+        b = rq[k].get("deliveries_per_server_cpu_s")
+        if a and b:
+            out.append((k, rp[k], rq[k], a / b))
+    return out
+
+
+def targets(entries, kept=()):
+    """the issue's targets, checked against this run's medians (bursts:
+    run by run)"""
     out = []
 
-    def ratio_line(mode, online):
-        p = find(entries, scenario="fanout", mode=mode, server="parley",
-                 online=online, members=online)
-        n = find(entries, scenario="fanout", mode=mode, server="nats",
-                 online=online)
-        r = find(entries, scenario="fanout", mode=mode, server="redis",
-                 online=online)
+    def ratio_line(mode, online, messages):
+        kw = dict(scenario="fanout", mode=mode, online=online,
+                  members=online, messages=messages, variant=None)
+        p = find(entries, server="parley", **kw)
+        n = find(entries, server="nats", **kw)
+        r = find(entries, server="redis", **kw)
         if not p:
             return
         pv = get(p, "deliveries_per_server_cpu_s")
-        # The issue sets no target for burst against NATS: the ratio is
-        # shown, marked "no target".
-        want = {("paced", "NATS"): 2.0, ("paced", "Redis"): 1.0,
-                ("burst", "Redis"): 1.0}
+        # The medians of the bursts carry no target: issue 17 asks for
+        # 2x Redis in every burst, checked run by run below.
+        want = {("paced", "NATS"): 2.0, ("paced", "Redis"): 1.0}
         for peer, label in ((n, "NATS"), (r, "Redis")):
             qv = peer and get(peer, "deliveries_per_server_cpu_s")
             if not pv or not qv:
                 continue
             w = want.get((mode, label))
             q = pv / qv
-            name = (f"fanout {mode} {online:,}: deliveries per server CPU-s "
-                    f"vs {label}" + (f" >= {w:g}x" if w else ""))
+            name = (f"fanout {mode} {online:,} x {messages} msgs: deliveries "
+                    f"per server CPU-s vs {label}"
+                    + (f" >= {w:g}x" if w else " (medians)"))
             out.append((name, f"{q:.2f}x ({pv:,.0f} vs {qv:,.0f})",
                         None if w is None else q >= w))
 
@@ -262,8 +287,32 @@ def targets(entries):
     full = [e["online"] for e in entries if e["scenario"] == "fanout"
             and e.get("members") == e.get("online")]
     if full:
-        ratio_line("paced", max(full))
-        ratio_line("burst", max(full))
+        top = max(full)
+        for mode in ("paced", "burst"):
+            for m in sorted({e["messages"] for e in entries
+                             if e["scenario"] == "fanout"
+                             and e.get("mode") == mode
+                             and e.get("online") == top
+                             and e.get("members") == top}):
+                ratio_line(mode, top, m)
+        # Issue 17, goal 1: at least 2x Redis per server CPU-second in
+        # 10 of 10 runs; every burst taken counts, and fewer than 10
+        # paired runs cannot meet it.
+        for m in sorted({e["messages"] for e in entries
+                         if e["scenario"] == "fanout"
+                         and e.get("mode") == "burst"
+                         and e.get("online") == top
+                         and e.get("members") == top}):
+            pairs = burst_pairs(kept, top, top, m)
+            if not pairs:
+                continue
+            rs = [q for *_, q in pairs]
+            n = sum(1 for q in rs if q >= 2)
+            out.append((f"burst {top:,} x {m} msgs: >= 2x Redis per server "
+                        "CPU-s in every run (10 or more runs)",
+                        f"{n} of {len(rs)} paired runs >= 2x (ratio min "
+                        f"{min(rs):.2f}x, median {statistics.median(rs):.2f}x)",
+                        n == len(rs) and len(rs) >= 10))
     big = [e for e in entries if e["scenario"] == "fanout"
            and e["server"] == "parley" and e["members"] > e["online"]]
     for e in big:
@@ -320,21 +369,31 @@ def targets(entries):
     v = p and get(p, "ack_ms.p99")
     if v is not None and v is not False:
         out.append(("acks 64x1: p99 ack <= 10 ms", f"{v:.2f} ms", v <= 10))
-    for e in entries:
-        if e["scenario"] == "acks" and not e.get("variant") \
-                and e["server"] == "parley":
-            a, p99 = get(e, "acks_per_s"), get(e, "ack_ms.p99")
-            if a is None or p99 is None:
-                continue
-            out.append((f"acks, {e['senders']} senders x "
-                        f"{e.get('inflight', 1)}: >= 100,000/s with "
-                        "p99 <= 10 ms", f"{a:,.0f}/s, p99 {p99:.1f} ms",
-                        a >= 100000 and p99 <= 10))
-    i = find(entries, scenario="idle", server="parley")
-    v = get(i, "rss_bytes_per_conn") if i else None
-    if v is not None:
-        out.append((f"idle, {i['conns']:,} connections: <= 2 KB per "
-                    "connection", f"{v:,.0f} bytes", v <= 2048))
+    # goal 2's rate: the best of parley's acks shapes (medians)
+    best = [(get(e, "acks_per_s"), e) for e in entries
+            if e["scenario"] == "acks" and not e.get("variant")
+            and e["server"] == "parley" and get(e, "acks_per_s")]
+    if best:
+        a, e = max(best, key=lambda t: t[0])
+        out.append(("acks: > 100,000 acks/s (parley's best shape)",
+                    f"{a:,.0f}/s at {e['senders']} x {e.get('inflight', 1)}",
+                    a > 100000))
+    # Issue 17, goal 3: the RSS growth per connection 3 s and 8 s after
+    # the last handshake, at the largest idle shape
+    idle = [e for e in entries if e["scenario"] == "idle"
+            and e["server"] == "parley" and not e.get("variant")]
+    if idle:
+        i = max(idle, key=lambda e: e["conns"])
+        v3, v8 = get(i, "rss_3s_bytes_per_conn"), get(i, "rss_8s_bytes_per_conn")
+        name = (f"idle, {i['conns']:,} connections: RSS growth per connection "
+                "3 s and 8 s after the last handshake <= 2 KB (2,048 bytes)")
+        if isinstance(v3, (int, float)) and isinstance(v8, (int, float)):
+            out.append((name, f"3 s: {cell(i, 'rss_3s_bytes_per_conn')} "
+                        f"bytes, 8 s: {cell(i, 'rss_8s_bytes_per_conn')} "
+                        "bytes", v3 <= 2048 and v8 <= 2048))
+        else:
+            out.append((name, "not sampled: the idle window ends before "
+                        "8 s (parley-bench --duration)", NOT_MEASURED))
     return out
 
 
@@ -423,6 +482,46 @@ def peer_tables(entries, kept):
     return lines + [""]
 
 
+def burst_tables(entries, kept):
+    """fanout bursts: parley over Redis, run by run"""
+    shapes = sorted({(e["online"], e["members"], e["messages"])
+                     for e in entries if e["scenario"] == "fanout"
+                     and e.get("mode") == "burst" and e["server"] == "parley"
+                     and not e.get("variant")})
+    rows = []
+    for on, mem, m in shapes:
+        pairs = burst_pairs(kept, on, mem, m)
+        if not pairs:
+            continue
+        rs = [q for *_, q in pairs]
+        rows.append(
+            f"| {on:,} online of {mem:,}, {m} msgs | "
+            f"{sum(1 for q in rs if q >= 2)} of {len(rs)} | "
+            f"{min(rs):.2f}x / {statistics.median(rs):.2f}x / "
+            f"{max(rs):.2f}x | "
+            + ", ".join(f"{q:.2f}" for q in rs) + " | "
+            + ", ".join(fmt(float(p.get("deliveries_per_server_cpu_s")))
+                        for _, p, _, _ in pairs) + " | "
+            + ", ".join(fmt(float(p.get("duration_s") or 0))
+                        for _, p, _, _ in pairs) + " |")
+    if not rows:
+        return []
+    return [
+        "### fanout bursts: parley and Redis, run by run", "",
+        "Issue 17 asks for every burst, not the median: at least 2x Redis's "
+        "deliveries per server CPU-second in each. run-bench takes the "
+        "bursts round by round, each server on a fresh server of its own "
+        "for the round, `--bursts` of each size per round; parley's burst k "
+        "is paired with Redis's burst k of the same round (minutes apart). "
+        "Ratio: parley / Redis deliveries per server CPU-s; runs in the "
+        "order taken. Server CPU comes from /proc/PID/stat in 10 ms ticks: "
+        "where a burst takes well under a second of it (--quick, --smoke), "
+        "the ratios move in steps of several percent.", "",
+        "| shape | runs >= 2x Redis | ratio min / median / max | ratio, run "
+        "by run | parley deliveries per server CPU-s | parley burst s |",
+        "|" + " --- |" * 6] + rows + [""]
+
+
 def busy(r, max_load, max_busy):
     """why run r was taken on a busy machine, or None"""
     why = []
@@ -492,7 +591,7 @@ def new_tables(entries, most):
                 f"for {e['conns']:,} connections ({rate:,.0f}/s): "
                 f"{(c1 - c0) / rate * 1e6:.1f} µs of server CPU each "
                 "(medians).", ""]
-        idle = find(entries, scenario="idle", server="parley")
+        idle = find(entries, scenario="idle", server="parley", variant=None)
         if idle:
             lines += [
                 f"For comparison, `idle` ({idle['conns']:,} connections, "
@@ -670,7 +769,13 @@ def mib(e, path):
 
 def markdown(doc, entries, level, command):
     m = doc["machine"]
-    most = max(e.get("n_runs", 1) for e in entries)
+    # run-bench takes --bursts bursts of each size per round: their count
+    # is not the other shapes'
+    def burst(e):
+        return e["scenario"] == "fanout" and e.get("mode") == "burst"
+    nb = [e.get("n_runs", 1) for e in entries if burst(e)]
+    most = max([e.get("n_runs", 1) for e in entries if not burst(e)] or nb)
+    most_b = max(nb or [most])
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_bytes'] / 2**30:.0f} GiB, kernel {m['kernel']}, "
@@ -678,8 +783,10 @@ def markdown(doc, entries, level, command):
         f"parley {m['parley_commit']}; {m['date']}.",
         "",
         f"Command: `{command}` ({level}). Each figure is the median of "
-        f"{most} runs, with (min–max), unless the shape says fewer (a run "
-        "failed); server and clients share the machine's cores.",
+        f"{most} run{'s' if most > 1 else ''}"
+        + (f" (fanout bursts: {most_b})" if most_b != most else "")
+        + ", with (min–max), unless the shape says fewer (a run failed or "
+        "was left out); server and clients share the machine's cores.",
         "",
     ]
     lo = doc.get("left_out") or []
@@ -714,8 +821,9 @@ def markdown(doc, entries, level, command):
         "acks": ("server", "shape", "acks_per_s", "ack_ms.p50",
                  "ack_ms.p99", "ack_ms.max", "server_cpu_s",
                  "server_cpu_us_per_ack"),
-        "idle": ("server", "shape", "rss_bytes_per_conn", "handshakes_per_s",
-                 "server_cpu_per_s", "rss_bytes"),
+        "idle": ("server", "shape", "rss_bytes_per_conn",
+                 "rss_3s_bytes_per_conn", "rss_8s_bytes_per_conn",
+                 "handshakes_per_s", "server_cpu_per_s", "rss_bytes"),
     }
     for sc in ("fanout", "small", "acks", "idle"):
         rows = [e for e in entries if e["scenario"] == sc
@@ -728,19 +836,22 @@ def markdown(doc, entries, level, command):
                   "|" + " --- |" * len(h)]
         for e in rows:
             n = e.get("n_runs", 1)
-            few = f" ({n} run{'s' if n > 1 else ''})" if n < most else ""
+            few = f" ({n} run{'s' if n > 1 else ''})" \
+                if n < (most_b if burst(e) else most) else ""
             cells = [e["server"], shape(e) + few] + [cell(e, c) for c in h[2:]]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        if sc == "fanout":
+            lines += burst_tables(entries, doc.get("kept") or [])
     lines += peer_tables(entries, doc.get("kept") or [])
     lines += new_tables(entries, most)
-    t = targets(entries)
+    t = targets(entries, doc.get("kept") or [])
     if t:
         lines += ["### The issue's targets", "", "| target | measured | |",
                   "| --- | --- | --- |"]
         for name, got, ok in t:
-            verdict = "no target" if ok is None else \
-                "met" if ok else "NOT met"
+            verdict = "no target" if ok is None else ok \
+                if ok == NOT_MEASURED else "met" if ok else "NOT met"
             lines.append(f"| {name} | {got} | {verdict} |")
         lines.append("")
     st = [e for e in entries if e.get("stages") and
@@ -779,7 +890,10 @@ def plots(entries, out):
     jobs = []
     for e in entries:
         if e["scenario"] == "fanout":
-            jobs.append((f"fanout-{e['mode']}-{e['online']}-{e['members']}",
+            # bursts come in two sizes: a plot each
+            jobs.append((f"fanout-{e['mode']}-{e['online']}-{e['members']}"
+                         + (f"-{e['messages']}" if e["mode"] == "burst"
+                            else ""),
                          f"fanout {shape(e)}: per-delivery latency",
                          e["server"], e.get("latency_ms")))
         elif e["scenario"] == "acks" and e.get("variant") in ACKS_PUSH:
@@ -840,7 +954,9 @@ def plots(entries, out):
             colour = {"parley": 1, "nats": 2, "redis": 3}
             for e in fan:
                 d.write(f"\"{e['server']} {e['mode']} "
-                        f"{e['online'] / 1000:g}k\" "
+                        f"{e['online'] / 1000:g}k"
+                        + (f" x{e['messages']}" if e["mode"] == "burst"
+                           else "") + "\" "
                         f"{get(e, 'deliveries_per_server_cpu_s')} "
                         f"{colour.get(e['server'], 4)}\n")
         script = (

@@ -135,6 +135,8 @@ static void say(const char *fmt, ...)
 static struct result {
 	double duration_s, server_cpu_s, rss_per_conn, handshakes_per_s,
 		cpu_per_s, rss_end_per_conn;
+	double rss_at_per_conn[2]; /* idle: 3 s and 8 s after the last hello */
+	bool has_rss_at[2];
 	uint64_t deliveries, acks, rss_bytes, errors, hbs;
 	bool has_deliveries, has_acks, has_rss, has_idle, has_acks_rate,
 		has_hb;
@@ -251,6 +253,14 @@ static void emit(void)
 		fprintf(f, ",\"rss_bytes_per_conn\":%.1f,\"handshakes_per_s\":%.1f,"
 			   "\"server_cpu_per_s\":%.4f",
 			res.rss_per_conn, res.handshakes_per_s, res.cpu_per_s);
+	if (res.has_idle)
+		for (int k = 0; k < 2; k++) {
+			fprintf(f, ",\"rss_%ds_bytes_per_conn\":", k ? 8 : 3);
+			if (res.has_rss_at[k])
+				fprintf(f, "%.1f", res.rss_at_per_conn[k]);
+			else
+				fputs("null", f);
+		}
 	if (res.has_hb)
 		fprintf(f, ",\"heartbeats\":%llu,\"heartbeats_per_s\":%.1f,"
 			   "\"rss_end_bytes_per_conn\":%.1f",
@@ -864,7 +874,7 @@ static void redis_config(const char *name, char *val, size_t cap)
 
 static void run_idle(void)
 {
-	uint64_t rss0 = proc_rss((int)opt.pid), rss1, t0, t_ready, ta, tb;
+	uint64_t rss0 = proc_rss((int)opt.pid), rss1, t0, t_ready, ta, tb, tend;
 	double cpu0, cpu1;
 	stages *s0, *s1;
 
@@ -879,7 +889,31 @@ static void run_idle(void)
 	cpu0 = proc_cpu_s((int)opt.pid);
 	ta = now_ns();
 	command_all(CMD_MEASURE); /* hb: heartbeats counted from here */
-	pump((int)opt.duration * 1000, NULL);
+	/* The server's RSS 3 s and 8 s after the last handshake, the
+	 * connections idling (the pump runs up to each sample): what a
+	 * connection costs once the handshakes' buffers are gone. A sample
+	 * past the window is not taken (null). */
+	tend = ta + (uint64_t)opt.duration * 1000000000u;
+	for (int k = 0; k < 2; k++) {
+		uint64_t at = t_ready + (k ? 8 : 3) * 1000000000ull, now = now_ns();
+
+		if (at > tend) {
+			say("--duration %ld s ends before %d s after the last "
+			    "handshake: no RSS sample there", opt.duration, k ? 8 : 3);
+			break;
+		}
+		if (at > now)
+			pump((int)((at - now) / 1000000u), NULL);
+		res.rss_at_per_conn[k] = ((double)proc_rss((int)opt.pid) -
+					  (double)rss0) / (double)opt.conns;
+		res.has_rss_at[k] = true;
+	}
+	{
+		uint64_t now = now_ns();
+
+		if (now < tend)
+			pump((int)((tend - now) / 1000000u), NULL);
+	}
 	cpu1 = proc_cpu_s((int)opt.pid);
 	tb = now_ns();
 	command_all(CMD_END);
