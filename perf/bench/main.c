@@ -631,6 +631,37 @@ static void publish(bconn *p, const char *ch, uint32_t idx, char *body,
 		fail_run("publish: the connection closed");
 }
 
+/* PARLEY_BENCH_PERF_CTL=CTL,ACK: the two FIFOs of a `perf stat
+ * --control=fifo:CTL,ACK --delay=-1` attached to the server; the measured
+ * window (fanout: the publishing) is bracketed with "enable" and
+ * "disable", so that perf counts the server's syscalls of that window
+ * only, not those of the setup. Each command waits for perf's ack. */
+static void perf_ctl(const char *cmd)
+{
+	const char *env = getenv("PARLEY_BENCH_PERF_CTL");
+	char ctl[512], ack[8];
+	const char *comma;
+	int fd;
+
+	if (!env || !(comma = strchr(env, ',')) ||
+	    (size_t)(comma - env) >= sizeof(ctl))
+		return;
+	memcpy(ctl, env, (size_t)(comma - env));
+	ctl[comma - env] = 0;
+	fd = open(ctl, O_WRONLY);
+	if (fd < 0)
+		return;
+	if (write(fd, cmd, strlen(cmd)) < 0)
+		say("perf control: %s", strerror(errno));
+	close(fd);
+	fd = open(comma + 1, O_RDONLY);
+	if (fd < 0)
+		return;
+	if (read(fd, ack, sizeof(ack)) < 0)
+		say("perf ack: %s", strerror(errno));
+	close(fd);
+}
+
 static void run_fanout(void)
 {
 	bool paced = !strcmp(opt.mode, "paced");
@@ -668,6 +699,7 @@ static void run_fanout(void)
 	say("%ld members online; publishing %u (%s)", opt.online, K, opt.mode);
 
 	s0 = stages_read(opt.host, (int)opt.port);
+	perf_ctl("enable\n");
 	cpu0 = proc_cpu_s((int)opt.pid);
 	t_first = last_progress = now_ns();
 	while (done_msgs < K) {
@@ -687,6 +719,7 @@ static void run_fanout(void)
 		if (last_at[i] > t_last)
 			t_last = last_at[i];
 	cpu1 = proc_cpu_s((int)opt.pid);
+	perf_ctl("disable\n");
 	s1 = stages_read(opt.host, (int)opt.port);
 	res.rss_bytes = proc_rss((int)opt.pid);
 	res.has_rss = true;
