@@ -587,6 +587,8 @@ static void invite(pc_conn *c, const char *ch, uint32_t from, uint32_t to)
 /* ---- the publisher (fanout), in this process ------------------------------------------- */
 
 static uint64_t pub_acks, pub_refused, pub_errors;
+/* burst: rounds of publishing, and how many ended with the socket full */
+static uint64_t pub_rounds, pub_blocked;
 
 static void pub_res(bconn *b, uint64_t rid, bool ok, uint64_t n)
 {
@@ -710,8 +712,14 @@ static void run_fanout(void)
 			if (next < K && next == done_msgs)
 				publish(&pub, ch, next++, body, frame, cap);
 		} else {
+			uint32_t first = next;
+
 			while (next < K && !bconn_pending(&pub))
 				publish(&pub, ch, next++, body, frame, cap);
+			if (next > first)
+				pub_rounds++;
+			if (next < K && bconn_pending(&pub))
+				pub_blocked++;
 		}
 		pump(-1, &pub);
 	}
@@ -720,6 +728,10 @@ static void run_fanout(void)
 			t_last = last_at[i];
 	cpu1 = proc_cpu_s((int)opt.pid);
 	perf_ctl("disable\n");
+	if (getenv("PARLEY_BENCH_PERF_CTL") && !paced)
+		fprintf(stderr, "publisher: %llu rounds, %llu ended with its "
+			"socket full\n", (unsigned long long)pub_rounds,
+			(unsigned long long)pub_blocked);
 	s1 = stages_read(opt.host, (int)opt.port);
 	res.rss_bytes = proc_rss((int)opt.pid);
 	res.has_rss = true;
