@@ -12,6 +12,11 @@
  * libwebsockets' own WebSocket parser is not used: Debian's 4.1 accepts
  * unmasked frames, answers some closes with 1005, sends 1009 twice.
  *
+ * Reading: a readable connection is read until the kernel has no more or
+ * its share of the turn (READ_TURN_MAX) is used up, so that a pipelining
+ * client's backlog becomes one batch (one commit, one fan-out turn) and a
+ * flooding one cannot hold the shard.
+ *
  * Writing: frames queued on a connection during a loop turn are written at
  * the end of that turn, with their WebSocket headers back to back, in ONE
  * send() straight to the socket: one syscall per connection per turn, not
@@ -1678,7 +1683,11 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 	 * every subscriber). A short plain read means the socket was empty;
 	 * SSL_read returns one record at a time, so TLS reads on until it
 	 * wants more. Past the share the socket stays readable and the next
-	 * turn reads on, after every other connection had its turn. */
+	 * turn reads on, after every other connection had its turn. (SSL
+	 * holds nothing back between reads: no read-ahead, and a record,
+	 * 16 KiB at most, fits in one read. With read-ahead, stopping at
+	 * the share would have to come back for what SSL holds: epoll
+	 * cannot see it.) */
 	for (size_t got = 0, rd = 0; (events & UV_READABLE) && !c->paused;
 	     rd++) {
 		struct rt_shard *s = c->shard;
