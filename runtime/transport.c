@@ -12,6 +12,11 @@
  * libwebsockets' own WebSocket parser is not used: Debian's 4.1 accepts
  * unmasked frames, answers some closes with 1005, sends 1009 twice.
  *
+ * Reading: a readable connection is read until the kernel has no more or
+ * its share of the turn (READ_TURN_MAX) is used up, so that a pipelining
+ * client's backlog becomes one batch (one commit, one fan-out turn) and a
+ * flooding one cannot hold the shard.
+ *
  * Writing: frames queued on a connection during a loop turn are written at
  * the end of that turn, with their WebSocket headers back to back, in ONE
  * send() straight to the socket: one syscall per connection per turn, not
@@ -61,6 +66,14 @@
 
 #define WBUF_CAP (256 * 1024)
 #define RBUF_CAP (64 * 1024)
+/* One connection's share of a loop turn's reading: what it sent beyond
+ * that is read on the next turn, so a client that floods cannot hold the
+ * shard in its read loop (see conn_poll_cb). 256 KiB, like a turn's
+ * write, is about a thousand typical requests: a backlog that size
+ * becomes one batch; a few milliseconds of parsing at most. READ_TURN_READS
+ * bounds the reads themselves (TLS: one record each). */
+#define READ_TURN_MAX (256 * 1024)
+#define READ_TURN_READS 64
 #define HTTP_BODY_MAX (1024 * 1024)
 #define HEAD_MAX (16 * 1024)   /* request head: beyond, 431 */
 #define HEAD_MS 10000          /* a head not complete by then: 408 */
@@ -1663,25 +1676,34 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 				return;
 		}
 	}
-	/* TLS: a record may hold more than one read takes; what stays in
-	 * SSL is read now, poll would not tell */
-	for (int rd = 0; (events & UV_READABLE) && !c->paused && rd < 8 &&
-	     (rd == 0 || (c->ssl && c->state == ST_OPEN &&
-			  SSL_pending(c->ssl))); rd++) {
+	/* Read until the kernel has nothing more or this turn's share is
+	 * used up (READ_TURN_MAX): a pipelining client's backlog goes into
+	 * this turn's batch whole, not a read's worth per turn (each turn's
+	 * batch is a commit of its own, and each commit a fan-out turn to
+	 * every subscriber). A short plain read means the socket was empty;
+	 * SSL_read returns one record at a time, so TLS reads on until it
+	 * wants more. Past the share the socket stays readable and the next
+	 * turn reads on, after every other connection had its turn. (SSL
+	 * holds nothing back between reads: no read-ahead, and a record,
+	 * 16 KiB at most, fits in one read. With read-ahead, stopping at
+	 * the share would have to come back for what SSL holds: epoll
+	 * cannot see it.) */
+	for (size_t got = 0, rd = 0; (events & UV_READABLE) && !c->paused;
+	     rd++) {
 		struct rt_shard *s = c->shard;
 		ssize_t n = io_recv(c, s->rbuf, RBUF_CAP);
 
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
 			      errno == EINTR)) {
-			/* nothing */
+			break;
 		} else if (n <= 0) {
 			if (c->state == ST_CLOSING && n == 0 && !c->close_sent) {
 				/* half-closed: it may still read our close */
 				c->paused = true;
-			} else {
-				conn_abort(c);
-				return;
+				break;
 			}
+			conn_abort(c);
+			return;
 		} else if (c->state == ST_OPEN) {
 			size_t used = ws_parse(c, s->rbuf, (size_t)n);
 
@@ -1696,6 +1718,11 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 				c->stash_len = (size_t)n - used;
 			}
 		}
+		got += (size_t)n;
+		if (c->state != ST_OPEN || got >= READ_TURN_MAX ||
+		    rd + 1 >= READ_TURN_READS ||
+		    (!c->ssl && (size_t)n < RBUF_CAP))
+			break;
 	}
 	set_events(c);
 }

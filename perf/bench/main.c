@@ -597,6 +597,8 @@ static void invite(pc_conn *c, const char *ch, uint32_t from, uint32_t to)
 /* ---- the publisher (fanout), in this process ------------------------------------------- */
 
 static uint64_t pub_acks, pub_refused, pub_errors;
+/* burst: rounds of publishing, and how many ended with the socket full */
+static uint64_t pub_rounds, pub_blocked;
 
 static void pub_res(bconn *b, uint64_t rid, bool ok, uint64_t n)
 {
@@ -641,6 +643,37 @@ static void publish(bconn *p, const char *ch, uint32_t idx, char *body,
 		fail_run("publish: the connection closed");
 }
 
+/* PARLEY_BENCH_PERF_CTL=CTL,ACK: the two FIFOs of a `perf stat
+ * --control=fifo:CTL,ACK --delay=-1` attached to the server; the measured
+ * window (fanout: the publishing) is bracketed with "enable" and
+ * "disable", so that perf counts the server's syscalls of that window
+ * only, not those of the setup. Each command waits for perf's ack. */
+static void perf_ctl(const char *cmd)
+{
+	const char *env = getenv("PARLEY_BENCH_PERF_CTL");
+	char ctl[512], ack[8];
+	const char *comma;
+	int fd;
+
+	if (!env || !(comma = strchr(env, ',')) ||
+	    (size_t)(comma - env) >= sizeof(ctl))
+		return;
+	memcpy(ctl, env, (size_t)(comma - env));
+	ctl[comma - env] = 0;
+	fd = open(ctl, O_WRONLY);
+	if (fd < 0)
+		return;
+	if (write(fd, cmd, strlen(cmd)) < 0)
+		say("perf control: %s", strerror(errno));
+	close(fd);
+	fd = open(comma + 1, O_RDONLY);
+	if (fd < 0)
+		return;
+	if (read(fd, ack, sizeof(ack)) < 0)
+		say("perf ack: %s", strerror(errno));
+	close(fd);
+}
+
 static void run_fanout(void)
 {
 	bool paced = !strcmp(opt.mode, "paced");
@@ -678,6 +711,7 @@ static void run_fanout(void)
 	say("%ld members online; publishing %u (%s)", opt.online, K, opt.mode);
 
 	s0 = stages_read(opt.host, (int)opt.port);
+	perf_ctl("enable\n");
 	cpu0 = proc_cpu_s((int)opt.pid);
 	t_first = last_progress = now_ns();
 	while (done_msgs < K) {
@@ -688,8 +722,14 @@ static void run_fanout(void)
 			if (next < K && next == done_msgs)
 				publish(&pub, ch, next++, body, frame, cap);
 		} else {
+			uint32_t first = next;
+
 			while (next < K && !bconn_pending(&pub))
 				publish(&pub, ch, next++, body, frame, cap);
+			if (next > first)
+				pub_rounds++;
+			if (next < K && bconn_pending(&pub))
+				pub_blocked++;
 		}
 		pump(-1, &pub);
 	}
@@ -697,6 +737,11 @@ static void run_fanout(void)
 		if (last_at[i] > t_last)
 			t_last = last_at[i];
 	cpu1 = proc_cpu_s((int)opt.pid);
+	perf_ctl("disable\n");
+	if (getenv("PARLEY_BENCH_PERF_CTL") && !paced)
+		fprintf(stderr, "publisher: %llu rounds, %llu ended with its "
+			"socket full\n", (unsigned long long)pub_rounds,
+			(unsigned long long)pub_blocked);
 	s1 = stages_read(opt.host, (int)opt.port);
 	res.rss_bytes = proc_rss((int)opt.pid);
 	res.has_rss = true;
