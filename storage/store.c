@@ -737,35 +737,30 @@ static size_t put_sorted(store *s, rocksdb_writebatch_t *wb,
  * A delete or range delete is a barrier that nothing crosses: a put after
  * it in the same group may fall in its range and must stay after it.
  */
-static size_t replay_group(store *s, struct syncer *y, store_batch *list)
+static size_t replay_group(store *s, struct syncer *y, store_batch *list,
+			   size_t nrec)
 {
 	size_t n = 0, seg = 0, dropped = 0;
 
-	for (store_batch *b = list; b; b = b->next) {
-		const char *p = b->buf, *end = b->buf + b->len;
+	if (nrec > y->capops) {
+		struct sync_op *o = realloc(y->ops, nrec * sizeof(*o));
 
-		if (b->oom)
-			continue;
-		for (; p < end; p += op_size(p)) {
+		if (!o) { /* handoff order, unsorted: still whole */
+			for (store_batch *b = list; b; b = b->next)
+				for (const char *p = b->buf;
+				     !b->oom && p < b->buf + b->len;
+				     p += op_size(p))
+					put_op(s, y->wb, p);
+			return 0;
+		}
+		y->ops = o;
+		y->capops = nrec;
+	}
+	for (store_batch *b = list; b; b = b->next) {
+		for (const char *p = b->buf; !b->oom && p < b->buf + b->len;
+		     p += op_size(p)) {
 			struct op_hdr h;
 
-			if (n == y->capops) {
-				size_t cap = y->capops ? y->capops * 2 : 1024;
-				struct sync_op *o = realloc(y->ops,
-							    cap * sizeof(*o));
-
-				if (!o) { /* unsorted, still whole */
-					dropped += put_sorted(s, y->wb,
-							      y->ops + seg,
-							      n - seg);
-					seg = n = 0;
-					for (; p < end; p += op_size(p))
-						put_op(s, y->wb, p);
-					break;
-				}
-				y->ops = o;
-				y->capops = cap;
-			}
 			memcpy(&h, p, sizeof(h));
 			if (h.op != OP_PUT) {
 				dropped += put_sorted(s, y->wb, y->ops + seg,
@@ -842,7 +837,7 @@ static void sync_group(struct syncer *y, store_batch *list)
 		nb++;
 		nrec += b->nrec;
 	}
-	merged = replay_group(s, y, list);
+	merged = replay_group(s, y, list, nrec);
 
 	/* Batches with no records have nothing to make durable: everything
 	 * handed over before them was synced by an earlier write. */
