@@ -44,12 +44,7 @@ def start(data):
 
 
 def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
+    return wsclient.stop_proc(p, timeout=120)
 
 
 def run(*args):

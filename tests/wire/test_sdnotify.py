@@ -20,6 +20,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wsclient import stop_proc  # noqa: E402
+
 EXE = sys.argv[1]
 TIMEOUT = 30.0  # generous: slow, loaded CI machines, ASan builds
 failed = []
@@ -77,14 +80,6 @@ def start(tmp, env_extra, extra=()):
     return p, errf
 
 
-def stop(p):
-    p.send_signal(signal.SIGTERM)
-    try:
-        return p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        return "timeout"
 
 
 def stderr_text(errf):
@@ -227,7 +222,7 @@ try:
     check("SIGHUP: READY=1 after it", rd is not None and rd.get("READY") == "1", repr(mgr.log[-3:]))
     check("SIGHUP: the server goes on", p.poll() is None and healthz(port).startswith(b"ok"))
 finally:
-    rc = stop(p)
+    rc = stop_proc(p)
 check("exit 0 on SIGTERM", rc == 0, repr(rc))
 stopping = mgr.wait_for("STOPPING", 5.0)
 check("STOPPING=1 after SIGTERM", stopping is not None and stopping.get("STOPPING") == "1",
@@ -250,7 +245,7 @@ for name, env in (("no WATCHDOG_USEC", {}),
         # a while, then the stop: every datagram until STOPPING is in the log
         time.sleep(1.5)
     finally:
-        rc = stop(p)
+        rc = stop_proc(p)
     check(name + ": exit 0", rc == 0, repr(rc))
     mgr.wait_for("STOPPING", 5.0)
     check(name + ": no WATCHDOG=1", not any("WATCHDOG" in d for _, d in mgr.log),
@@ -272,7 +267,7 @@ p = subprocess.Popen([EXE, "--listen", "127.0.0.1:0", "--data", os.path.join(tmp
                      stdout=subprocess.PIPE, stderr=w, env=env)
 os.close(w)
 p.stdout.readline()
-rc = stop(p)
+rc = stop_proc(p)
 with os.fdopen(r) as f:
     jlines = f.read().splitlines()
 check("journal: exit 0", rc == 0, repr(rc))

@@ -28,11 +28,11 @@ class Closed(Exception):
     """The TCP connection ended (EOF or reset) without a close frame."""
 
 
-def stop_proc(proc):
-    """SIGTERM, then its exit status (killed after 60 s: no drain)."""
+def stop_proc(proc, timeout=60):
+    """SIGTERM, then its exit status (killed after timeout s: no drain)."""
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=60)
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
