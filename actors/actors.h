@@ -131,6 +131,7 @@ struct server_opts {
 	unsigned ranges;
 	bool pin;
 	bool no_search;
+	bool io_uring;     /* writes through io_uring where it works */
 	unsigned drain_ms;
 	struct notify_cfg push; /* url NULL: no notifier */
 	const char *tls_cert, *tls_key; /* both or neither: wss://, https:// */

@@ -185,6 +185,11 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_frames_out_total", "WebSocket messages sent", rs.frames_out);
 	counter(&b, "parley_bytes_out_total", "Bytes written to sockets", rs.bytes_out);
 	counter(&b, "parley_socket_writes_total", "Socket writes (frames_out/writes = coalescing)", rs.writes);
+	counter(&b, "parley_socket_writes_short_total", "Of those, writes the kernel took only part of (its buffers toward the client were full)", rs.writes_short);
+	counter(&b, "parley_ring_sends_total", "Of socket writes, those made through io_uring", rs.ring_sends);
+	counter(&b, "parley_ring_sends_short_total", "Of those, sends the kernel took only part of", rs.ring_short);
+	counter(&b, "parley_ring_submits_total", "Batches of them handed to io_uring_enter", rs.ring_submits);
+	gauge(&b, "parley_ring_shards", "Shards writing through io_uring (0: send())", rs.ring_shards);
 	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);
 	counter(&b, "parley_closed_too_large_total", "Connections closed with 1009", rs.closed_too_large);
 	counter(&b, "parley_tls_handshakes_total", "TLS handshakes completed", rs.tls_handshakes);

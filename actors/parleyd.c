@@ -71,6 +71,7 @@ static void usage(FILE *f)
 "  --max-file-mb N         largest upload, MiB (100)\n"
 "  --file-quota-mb N       bytes one user may upload in all, MiB (1024)\n"
 "  --no-pin                do not pin shard threads to cores\n"
+"  --no-io-uring           write with send() even where io_uring works\n"
 "  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
 "                          stderr (with journald's priorities under systemd)\n"
 "  --tls-cert FILE         PEM certificate (chain): the port then speaks\n"
@@ -298,6 +299,7 @@ static const struct option server_flags[] = {
 	{ "log-level", required_argument, 0, 31 },
 	{ "tls-cert", required_argument, 0, 32 },
 	{ "tls-key", required_argument, 0, 33 },
+	{ "no-io-uring", no_argument, 0, 34 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -398,6 +400,7 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 		}
 		case 32: o->tls_cert = optarg; break;
 		case 33: o->tls_key = optarg; break;
+		case 34: o->io_uring = false; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -517,7 +520,7 @@ int main(int argc, char **argv)
 {
 	struct server_opts o = {
 		.version = PARLEY_VERSION, .host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
-		.ranges = 16, .pin = true, .drain_ms = 2000,
+		.ranges = 16, .pin = true, .io_uring = true, .drain_ms = 2000,
 		.push = { .delay_ms = 10000, .timeout_ms = 10000,
 			  .backoff_ms = 1000, .give_up_ms = 86400000,
 			  .inflight = 16 },

@@ -333,6 +333,7 @@ int server_run(const struct server_opts *o)
 	cfg.tick_ms = 100;
 	cfg.drain_ms = o->drain_ms;
 	cfg.pin = o->pin;
+	cfg.io_uring = o->io_uring;
 	cfg.http_stream_prefix = FILES_PREFIX;
 	cfg.http_stream_max = files_max_bytes();
 	cfg.hooks = &hooks;

@@ -235,6 +235,8 @@ typedef struct rt_config {
 	unsigned tick_ms;
 	unsigned drain_ms;    /* after this, connections are closed (1001) */
 	bool pin;             /* pin shard i to cpu i % ncpu */
+	bool io_uring;        /* write a turn's output in one io_uring_enter
+				 where the kernel allows it (else send()) */
 	const char *http_stream_prefix; /* streamed bodies (NULL: none) */
 	uint64_t http_stream_max;       /* their longest Content-Length */
 	const rt_hooks *hooks;
@@ -281,12 +283,17 @@ typedef struct rt_stats {
 	uint64_t frames_out;
 	uint64_t bytes_out;
 	uint64_t writes; /* socket writes: frames_out / writes = coalescing */
+	uint64_t writes_short; /* of which the kernel took only part (or none) */
 	uint64_t closed_slow;
 	uint64_t closed_too_large;
 	uint64_t mailbox_msgs;
 	uint64_t wakeups;
 	uint64_t tls_handshakes;        /* TLS handshakes completed */
 	uint64_t tls_handshake_failures; /* failed or timed out */
+	uint64_t ring_sends;   /* of writes, those made through io_uring */
+	uint64_t ring_submits; /* the io_uring_enter calls that made them */
+	uint64_t ring_short;   /* ring sends the kernel took only part of */
+	unsigned ring_shards;  /* shards writing through io_uring now */
 } rt_stats;
 void rt_get_stats(rt_stats *out);
 

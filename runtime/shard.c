@@ -362,7 +362,10 @@ void rt_get_stats(rt_stats *o)
 		SUM(conns_open); SUM(conns_total); SUM(frames_in);
 		SUM(frames_out); SUM(bytes_out); SUM(writes);
 		SUM(closed_slow); SUM(closed_too_large); SUM(mailbox_msgs);
+		SUM(ring_sends); SUM(ring_submits); SUM(ring_short);
+		SUM(writes_short);
 #undef SUM
+		o->ring_shards += __atomic_load_n(&s->ring, __ATOMIC_RELAXED) != NULL;
 		o->tls_handshakes += __atomic_load_n(&s->tls_ok, __ATOMIC_RELAXED);
 		o->tls_handshake_failures +=
 			__atomic_load_n(&s->tls_failed, __ATOMIC_RELAXED);

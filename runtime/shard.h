@@ -34,6 +34,7 @@ struct rt_shard {
 	uint32_t nfree;
 	uint32_t gen;
 	uint8_t *wbuf;               /* coalescing write buffer (cap bytes) */
+	struct rt_ring *ring;        /* io_uring for the turn's writes, or NULL */
 	uint8_t *rbuf;               /* socket reads of WebSocket connections */
 	struct rt_conn *watch;       /* connections the tick checks */
 	size_t wbuf_cap;
@@ -55,7 +56,8 @@ struct rt_shard {
 	 * /metrics */
 	uint64_t conns_open, conns_total, frames_in, frames_out, bytes_out,
 		writes, closed_slow, closed_too_large, mailbox_msgs,
-		tls_ok, tls_failed;
+		tls_ok, tls_failed, ring_sends, ring_submits, ring_short,
+		writes_short;
 };
 
 extern struct rt_shard *rt__shards;

@@ -39,7 +39,7 @@ pkgs=(
 	librocksdb-dev libmsgpack-dev libck-dev
 	libmimalloc-dev libjwt-dev libcmocka-dev libssl-dev
 	libsqlite3-dev libjansson-dev libcurl4-openssl-dev libinih-dev
-	libmagic-dev libvips-dev zlib1g-dev libsystemd-dev
+	libmagic-dev libvips-dev zlib1g-dev libsystemd-dev liburing-dev
 	python3-websockets python3-msgpack python3-prometheus-client
 	openssl curl
 	chromium fonts-dejavu-core fonts-noto-color-emoji
