@@ -283,8 +283,10 @@ def targets(entries, kept=()):
             out.append((name, f"{q:.2f}x ({pv:,.0f} vs {qv:,.0f})",
                         None if w is None else q >= w))
 
-    # "10,000": the largest fanout shape where every member is online
+    # "10,000": parley's largest fanout shape where every member is online
+    # (Redis's peer of the big channel is larger, and has no parley row)
     full = [e["online"] for e in entries if e["scenario"] == "fanout"
+            and e["server"] == "parley"
             and e.get("members") == e.get("online")]
     if full:
         top = max(full)
