@@ -52,6 +52,19 @@ struct gather {
 	struct pw_ent *e; /* sorted by user, like the watched set */
 };
 
+/* Requests in flight per connection (docs/protocol.md, Limits): a request
+ * the session hands to another actor (M_REQ to the user actor, M_HB,
+ * M_WATCH, the directory) is in flight until a barrier posted behind it
+ * has come back (session.c, "flow"). Once SESS_INFLIGHT_LOW are in flight
+ * a barrier goes out; at SESS_INFLIGHT_MAX the connection is no longer
+ * read (rt_conn_pause) until it is back. 256: several read turns' worth of
+ * a pipelining client's requests keep the actors busy (a barrier covers at
+ * least 64, so one round trip per 64 requests), while what one connection
+ * can queue in the mailboxes stays about 256 messages (a few hundred KiB),
+ * not what a 256 KiB read turn, repeated, would post. */
+#define SESS_INFLIGHT_MAX 256
+#define SESS_INFLIGHT_LOW 64
+
 struct session {
 	rt_conn *conn;
 	rt_conn_id id;
@@ -78,6 +91,12 @@ struct session {
 	uint64_t watch_gen;
 	struct gather *gathers;
 	uint16_t searching; /* search_op's answers still to come */
+	/* flow: requests handed on and not yet behind a returned barrier;
+	 * how many of them the barrier out covers (0: none out); the shards
+	 * they went to (bit per shard); whether reading is paused (at MAX) */
+	uint32_t inflight, covered;
+	uint64_t sent_to, barrier_to;
+	bool paused;
 };
 
 static inline struct session *sess_of(rt_conn *c) { return rt_conn_user(c); }
