@@ -342,7 +342,8 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
  * nothing can leak the count; a connection gone meanwhile is skipped. */
 struct barrier {
 	rt_conn_id conn;
-	uint32_t left; /* hop-2 visits still to come (atomic) */
+	uint32_t covers; /* the requests it is behind */
+	uint32_t left;   /* hop-2 visits still to come (atomic) */
 };
 
 static void post_call(unsigned shard, void (*fn)(struct shard_state *,
@@ -356,17 +357,19 @@ static void post_call(unsigned shard, void (*fn)(struct shard_state *,
 	rt_post(shard, &m->h);
 }
 
-static void flow_back(struct shard_state *ss, struct session *se);
+static void flow_back(struct session *se, uint32_t covers);
 
 static void barrier_home(struct shard_state *ss, struct m_call *m)
 {
 	struct barrier *b = m->arg;
 	struct session *se = find_sess(rt_self(), b->conn);
+	uint32_t covers = b->covers;
 
+	(void)ss;
 	free(b);
 	msg_free(&m->h);
 	if (se)
-		flow_back(ss, se);
+		flow_back(se, covers);
 }
 
 static void barrier_hop2(struct shard_state *ss, struct m_call *m)
@@ -397,20 +400,25 @@ static void barrier_send(struct session *se)
 	if (!b)
 		abort();
 	b->conn = se->id;
+	b->covers = se->uncovered;
 	b->left = (uint32_t)__builtin_popcountll(to) * rt_nshards();
-	se->covered = se->inflight;
+	se->uncovered = 0;
 	se->sent_to = 0;
 	for (unsigned s = 0; s < rt_nshards(); s++)
 		if (to & (1ull << s))
 			post_call(s, barrier_hop1, b);
 }
 
-/* A request of se's went on to the actors of the shards in mask. */
+/* A request of se's went on to the actors of the shards in mask: one
+ * barrier behind every SESS_INFLIGHT_BATCH of them, several out at once,
+ * so that a client that keeps pipelining is not paused while the actors
+ * keep up. */
 static void flow_handed(struct session *se, uint64_t mask)
 {
 	se->inflight++;
+	se->uncovered++;
 	se->sent_to |= mask;
-	if (!se->covered && se->inflight >= SESS_INFLIGHT_LOW)
+	if (se->uncovered >= SESS_INFLIGHT_BATCH)
 		barrier_send(se);
 	if (se->inflight >= SESS_INFLIGHT_MAX && !se->paused) {
 		se->paused = true;
@@ -418,17 +426,13 @@ static void flow_handed(struct session *se, uint64_t mask)
 	}
 }
 
-/* se's barrier is home: what it covered is no longer in flight. */
-static void flow_back(struct shard_state *ss, struct session *se)
+/* One of se's barriers is home: what it covers is no longer in flight.
+ * Reading resumes at the low-water mark, one batch under the bound. */
+static void flow_back(struct session *se, uint32_t covers)
 {
-	(void)ss;
-	se->inflight -= se->covered;
-	se->covered = 0;
-	if (se->inflight >= SESS_INFLIGHT_LOW)
-		barrier_send(se);
-	/* a barrier covers at least SESS_INFLIGHT_LOW: at most MAX - LOW
-	 * are left, the low-water mark */
-	if (se->paused && se->inflight < SESS_INFLIGHT_MAX) {
+	se->inflight -= covers;
+	if (se->paused &&
+	    se->inflight <= SESS_INFLIGHT_MAX - SESS_INFLIGHT_BATCH) {
 		se->paused = false;
 		rt_conn_resume(se->conn);
 	}
