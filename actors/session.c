@@ -330,6 +330,140 @@ void sess_on_attach_res(struct shard_state *ss, struct m_attach *m)
 	replay_held(ss, se);
 }
 
+/* ---- flow: requests in flight (session.h, SESS_INFLIGHT_MAX) -------------- */
+
+/* A barrier, posted by a session behind the requests it handed on: to the
+ * shards they went to (hop 1), from each of those to every shard (hop 2:
+ * behind what the actors there passed on, the user actor's requests to
+ * the channel actors), and home from the last. Each producer's messages
+ * stay in order (runtime/mailbox.c), so once it is home the actors two
+ * hops on have taken up every request it covers. It always comes home,
+ * whatever the requests did (a request without rid has no answer), so
+ * nothing can leak the count; a connection gone meanwhile is skipped. */
+struct barrier {
+	rt_conn_id conn;
+	uint32_t covers; /* the requests it is behind */
+	uint32_t left;   /* hop-2 visits still to come (atomic) */
+};
+
+static void post_call(unsigned shard, void (*fn)(struct shard_state *,
+						 struct m_call *),
+		      struct barrier *b)
+{
+	struct m_call *m = msg_new(sizeof(*m), M_CALL);
+
+	m->fn = fn;
+	m->arg = b;
+	rt_post(shard, &m->h);
+}
+
+static void flow_back(struct session *se, uint32_t covers);
+
+static void barrier_home(struct shard_state *ss, struct m_call *m)
+{
+	struct barrier *b = m->arg;
+	struct session *se = find_sess(rt_self(), b->conn);
+	uint32_t covers = b->covers;
+
+	(void)ss;
+	free(b);
+	msg_free(&m->h);
+	if (se)
+		flow_back(se, covers);
+}
+
+static void barrier_hop2(struct shard_state *ss, struct m_call *m)
+{
+	struct barrier *b = m->arg;
+
+	(void)ss;
+	msg_free(&m->h);
+	if (__atomic_sub_fetch(&b->left, 1, __ATOMIC_ACQ_REL) == 0)
+		post_call(rt_conn_shard(b->conn), barrier_home, b);
+}
+
+static void barrier_hop1(struct shard_state *ss, struct m_call *m)
+{
+	struct barrier *b = m->arg;
+
+	(void)ss;
+	msg_free(&m->h);
+	for (unsigned s = 0; s < rt_nshards(); s++)
+		post_call(s, barrier_hop2, b);
+}
+
+static void barrier_send(struct session *se)
+{
+	struct barrier *b = malloc(sizeof(*b));
+	uint64_t to = se->sent_to;
+
+	if (!b)
+		abort();
+	b->conn = se->id;
+	b->covers = se->uncovered;
+	b->left = (uint32_t)__builtin_popcountll(to) * rt_nshards();
+	se->uncovered = 0;
+	se->sent_to = 0;
+	for (unsigned s = 0; s < rt_nshards(); s++)
+		if (to & (1ull << s))
+			post_call(s, barrier_hop1, b);
+}
+
+/* A request of se's went on to the actors of the shards in mask: one
+ * barrier behind every SESS_INFLIGHT_BATCH of them, several out at once,
+ * so that a client that keeps pipelining is not paused while the actors
+ * keep up. */
+static void flow_handed(struct session *se, uint64_t mask)
+{
+	se->inflight++;
+	se->uncovered++;
+	se->sent_to |= mask;
+	if (se->uncovered >= SESS_INFLIGHT_BATCH)
+		barrier_send(se);
+	if (se->inflight >= SESS_INFLIGHT_MAX && !se->paused) {
+		se->paused = true;
+		rt_conn_pause(se->conn); /* after this request */
+	}
+}
+
+/* One of se's barriers is home: what it covers is no longer in flight.
+ * Reading resumes at the low-water mark, one batch under the bound. */
+static void flow_back(struct session *se, uint32_t covers)
+{
+	se->inflight -= covers;
+	if (se->paused &&
+	    se->inflight <= SESS_INFLIGHT_MAX - SESS_INFLIGHT_BATCH) {
+		se->paused = false;
+		rt_conn_resume(se->conn);
+	}
+}
+
+/* Which shards a WebSocket request is handed on to: none for those the
+ * session answers itself (search has its own bound: searching). */
+static uint64_t handed_to(const struct req *r)
+{
+	unsigned n = rt_nshards();
+	uint64_t all = n >= 64 ? ~0ull : (1ull << n) - 1;
+
+	switch (r->op) {
+	case OP_CH_LIST:
+	case OP_CH_MEMBERS:
+	case OP_HISTORY:
+	case OP_EVENTS:
+	case OP_EDITS:
+	case OP_SEARCH:
+		return 0;
+	case OP_HB:
+		return r->se->attached ? 1ull << user_shard(r->ws, r->user) : 0;
+	case OP_PRESENCE_WATCH:
+	case PROTO_OP_USERS_SEARCH:
+	case PROTO_OP_USERS_GET:
+		return all;
+	default:
+		return 1ull << user_shard(r->ws, r->user);
+	}
+}
+
 /* ---- frames ----------------------------------------------------------------- */
 
 /* More than bad_frames bad frames in any bad_window_ms closes with 1008:
@@ -427,6 +561,12 @@ static void handle(struct shard_state *ss, struct req *r, bool ready)
 	if (rc) {
 		sess_fail(r, proto_code_name(rc), why);
 		goto out;
+	}
+	if (r->se) {
+		uint64_t to = handed_to(r);
+
+		if (to)
+			flow_handed(r->se, to);
 	}
 	switch (r->op) {
 	case OP_HB: sess_op_hb(r); break;

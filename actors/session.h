@@ -52,6 +52,21 @@ struct gather {
 	struct pw_ent *e; /* sorted by user, like the watched set */
 };
 
+/* Requests in flight per connection (docs/protocol.md, Limits): a request
+ * the session hands to another actor (M_REQ to the user actor, M_HB,
+ * M_WATCH, the directory) is in flight until a barrier posted behind it
+ * has come back (session.c, "flow"); one goes out behind every
+ * SESS_INFLIGHT_BATCH such requests. At SESS_INFLIGHT_MAX in flight the
+ * connection is no longer read (rt_conn_pause) until barriers bring the
+ * count down to MAX - BATCH. 256: several barriers' worth, so that a
+ * pipelining client whose requests the actors keep up with is not held
+ * (a round trip is a few loop turns, a few hundred requests at most),
+ * while what one connection can have waiting in the mailboxes stays about
+ * 256 messages (a few hundred KiB), not what 256 KiB read turns, one after
+ * the other, would post (thousands each). */
+#define SESS_INFLIGHT_MAX 256
+#define SESS_INFLIGHT_BATCH 64
+
 struct session {
 	rt_conn *conn;
 	rt_conn_id id;
@@ -78,6 +93,12 @@ struct session {
 	uint64_t watch_gen;
 	struct gather *gathers;
 	uint16_t searching; /* search_op's answers still to come */
+	/* flow (session.c): requests handed on whose barrier is not home;
+	 * of those, the ones behind no barrier yet, and the shards they
+	 * went to (a bit each); whether reading is paused (at MAX) */
+	uint32_t inflight, uncovered;
+	uint64_t sent_to;
+	bool paused;
 };
 
 static inline struct session *sess_of(rt_conn *c) { return rt_conn_user(c); }

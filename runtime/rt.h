@@ -111,6 +111,14 @@ int rt_conn_send_bytes(rt_conn *c, const void *data, size_t len); /* copies */
 /* Close with a WebSocket close code after what is queued so far. */
 void rt_conn_close(rt_conn *c, uint16_t code, const char *reason);
 size_t rt_conn_queued(const rt_conn *c);
+/* Hold reading a WebSocket connection for the layer above (the session's
+ * requests in flight): no further message is parsed from it (rt_conn_pause
+ * from on_frame takes effect after that message) until rt_conn_resume.
+ * What was read waits, nothing is dropped: the client sees TCP
+ * back-pressure. Independent of the slow-consumer bound, which may hold
+ * reading too; reading resumes once neither does. No-ops on HTTP ones. */
+void rt_conn_pause(rt_conn *c);
+void rt_conn_resume(rt_conn *c);
 
 /* ---- HTTP on the same port --------------------------------------------- */
 

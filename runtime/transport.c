@@ -27,9 +27,11 @@
  * Slow consumers (see docs/protocol.md, Limits): while more than max_outbuf
  * bytes wait, no further request is read from the connection (the rest of
  * what was read waits in `stash`), so what a client's own requests queue
- * stays near max_outbuf. A connection is closed with 4008 when the kernel
- * has refused bytes (its buffers toward the client are full) and takes
- * none for RT_OUTBUF_STALL_MS, or when what waits passes
+ * stays near max_outbuf. The layer above may hold reading too
+ * (rt_conn_pause: the session's requests in flight), by the same means;
+ * reading resumes once neither holds it. A connection is closed with 4008
+ * when the kernel has refused bytes (its buffers toward the client are
+ * full) and takes none for RT_OUTBUF_STALL_MS, or when what waits passes
  * RT_OUTBUF_MAX_FACTOR * max_outbuf while the kernel refuses more (output
  * the client did not ask for, fan-out, arriving faster than it reads). A
  * client that keeps reading is not closed for pipelining large answers.
@@ -103,7 +105,8 @@ struct rt_conn {
 	uint8_t state;          /* ST_* */
 	uint8_t ev;             /* poll events asked for */
 	bool dirty;             /* on the shard's list of connections to write */
-	bool paused;            /* not reading: too much output waits */
+	bool paused;            /* not reading: too much output waits, or held */
+	bool held;              /* the layer above paused reading (rt_conn_pause) */
 	bool watched;           /* on the shard's watch list (tick checks) */
 	bool close_sent;        /* our close frame is in wpend or on the wire */
 	bool finished;          /* on_close ran, the slot is free */
@@ -354,7 +357,8 @@ static void set_events(rt_conn *c)
 	if (!c->paused)
 		ev |= UV_READABLE;
 	if (c->wpend || c->tls_ww ||
-	    (c->paused && rt_conn_queued(c) <= max / 2 && c->state == ST_OPEN))
+	    (c->paused && !c->held && rt_conn_queued(c) <= max / 2 &&
+	     c->state == ST_OPEN))
 		ev |= UV_WRITABLE;
 	if (ev != c->ev) {
 		c->ev = ev;
@@ -364,6 +368,30 @@ static void set_events(rt_conn *c)
 			uv_poll_stop(&c->poll);
 	}
 	watch_update(c);
+}
+
+void rt_conn_pause(rt_conn *c)
+{
+	if (!c->ws || c->held)
+		return;
+	c->held = true;
+	if (c->state != ST_OPEN)
+		return;
+	/* mid-parse (from on_frame), ws_parse stops after this message and
+	 * its caller keeps the rest in the stash */
+	c->paused = true;
+	set_events(c);
+}
+
+void rt_conn_resume(rt_conn *c)
+{
+	if (!c->ws || !c->held)
+		return;
+	c->held = false;
+	/* the next writable turn parses the stash and reads again, unless
+	 * output still holds it (see conn_poll_cb) */
+	if (c->state == ST_OPEN && c->paused)
+		set_events(c);
 }
 
 static void free_conn_cb(uv_handle_t *h)
@@ -1295,10 +1323,11 @@ static size_t ws_parse(rt_conn *c, uint8_t *p, size_t n)
 			free(m);
 		}
 next:
-		/* Backpressure: while more than max_outbuf waits, read no
-		 * further request. */
+		/* Backpressure: while more than max_outbuf waits, or the
+		 * layer above holds the connection, read no further
+		 * request. */
 		if (c->state == ST_OPEN &&
-		    rt_conn_queued(c) > s->cfg->max_outbuf) {
+		    (c->held || rt_conn_queued(c) > s->cfg->max_outbuf)) {
 			c->paused = true;
 			break;
 		}
@@ -1929,8 +1958,8 @@ static void conn_poll_cb(uv_poll_t *hd, int status, int events)
 				linger_input(c);
 			return;
 		}
-		if (c->state == ST_OPEN && c->paused && !c->wpend &&
-		    rt_conn_queued(c) <= max / 2) {
+		if (c->state == ST_OPEN && c->paused && !c->held &&
+		    !c->wpend && rt_conn_queued(c) <= max / 2) {
 			ws_resume(c);
 			/* what SSL holds decrypted, poll does not see */
 			if (c->ssl && !c->paused && SSL_pending(c->ssl))
