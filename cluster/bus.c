@@ -281,10 +281,19 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 	b->deadline_ms = cfg->deadline_ms > 0 ? cfg->deadline_ms : 10000;
 	int64_t deadline = now_ms() + b->deadline_ms;
 
+	/* libnats 3.4.1 parses a comma-separated URL but then fails to connect
+	 * with "No server available": hand it the list split up. */
+	char *urlbuf = strdup(cfg->urls), *save = NULL;
+	const char *urls[16];
+	int nurls = 0;
+	for (char *u = urlbuf ? strtok_r(urlbuf, ", ", &save) : NULL; u && nurls < 16;
+	     u = strtok_r(NULL, ", ", &save))
+		urls[nurls++] = u;
 	natsOptions *o = NULL;
-	natsStatus s = natsOptions_Create(&o);
+	natsStatus s = nurls ? natsOptions_Create(&o) : NATS_INVALID_ARG;
 	if (s == NATS_OK)
-		s = natsOptions_SetURL(o, cfg->urls);
+		s = natsOptions_SetServers(o, urls, nurls);
+	free(urlbuf);
 	if (s == NATS_OK)
 		s = natsOptions_SetName(o, cfg->host_id);
 	if (s == NATS_OK)
@@ -420,6 +429,32 @@ bus_status bus_append(bus *b, const char *key, uint64_t pseq,
 		jsErrCode ec = 0;
 		s = js_PublishMsg(&pa, b->js, m, &po, &ec);
 		natsMsg_Destroy(m);
+		if (s == NATS_OK && pa->Duplicate) {
+			/* The Msg-Id is in the dedup window (which, for
+			 * ExpectNoMessage, the server checks first). It is
+			 * <key>/<pseq> without the writer: make sure the stored
+			 * message is ours, not another writer's same pseq. */
+			uint64_t seq = pa->Sequence;
+			jsPubAck_Destroy(pa);
+			natsMsg *dm = NULL;
+			for (int t2 = 0;; t2++) {
+				s = js_GetMsg(&dm, b->js, STREAM, seq, NULL, &ec);
+				if (s == NATS_OK || !transient(s) || now_ms() >= deadline)
+					break;
+				backoff(b, t2, deadline);
+			}
+			if (s != NATS_OK)
+				return transient(s) ? BUS_UNAVAILABLE : BUS_ERROR;
+			bool ours = hdr_is(dm, "Parley-Writer", b->host);
+			natsMsg_Destroy(dm);
+			if (!ours) {
+				atomic_fetch_add(&b->fenced, 1);
+				return BUS_FENCED;
+			}
+			*out_sseq = seq;
+			atomic_fetch_add(&b->appends, 1);
+			return BUS_OK;
+		}
 		if (s == NATS_OK) {
 			*out_sseq = pa->Sequence;
 			jsPubAck_Destroy(pa);

@@ -98,7 +98,9 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap);
 
 /* Closes the connection. Subscriptions and served subjects must be gone
  * (bus_unsubscribe; bus_close ends bus_serve itself), and no call may be
- * running. Requests still waiting get no callback. NULL is a no-op. */
+ * running. Requests still waiting get no callback. NULL is a no-op.
+ * libnats keeps process-wide threads: after the last bus_close, and before
+ * exit, call nats_CloseAndWait(ms) once, or exit may abort in them. */
 void bus_close(bus *b);
 
 /* Counters (see bus_metrics). */

@@ -105,6 +105,14 @@ start)
 			healthy "$i" && ok=$((ok + 1))
 		done
 		[ "$ok" = 3 ] && break
+		for i in 1 2 3; do
+			if [ -z "$(pid_of "$i")" ] && [ -f "$dir/n$i.log" ] &&
+				grep -q '\[FTL\]' "$dir/n$i.log"; then
+				echo "nats-cluster: node n$i exited (log: $dir/n$i.log)" >&2
+				grep '\[FTL\]' "$dir/n$i.log" | tail -n 1 >&2
+				exit 1
+			fi
+		done
 		if [ "$SECONDS" -ge "$deadline" ]; then
 			for i in 1 2 3; do
 				if ! healthy "$i"; then
