@@ -41,6 +41,10 @@ struct bus {
 	bus_serve_cb serve_cb;
 	void *serve_arg;
 	_Atomic uint64_t appends, fenced, retries, reconnects, disconnects;
+	/* the connection's callbacks use b: bus_close waits for the last */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool closed;
 };
 
 struct bus_sub {
@@ -178,6 +182,17 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	plog(PL_INFO, "bus", "reconnected to %s", url);
 }
 
+/* The last callback of a connection (libnats runs disconnected before it
+ * on the same thread): b may be freed once this has run. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+	bus *b = closure;
+	pthread_mutex_lock(&b->mu);
+	b->closed = true;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+}
+
 static bus_status make_stream(bus *b, int replicas, int64_t deadline,
                               char *err, size_t cap)
 {
@@ -276,6 +291,8 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 		seterr(err, cap, "out of memory");
 		return BUS_ERROR;
 	}
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->cv, NULL);
 	snprintf(b->host, sizeof b->host, "%s", cfg->host_id);
 	b->attempt_ms = cfg->attempt_ms > 0 ? cfg->attempt_ms : 1000;
 	b->deadline_ms = cfg->deadline_ms > 0 ? cfg->deadline_ms : 10000;
@@ -306,6 +323,8 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 		s = natsOptions_SetDisconnectedCB(o, on_disconnected, b);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(o, on_reconnected, b);
+	if (s == NATS_OK)
+		s = natsOptions_SetClosedCB(o, on_closed, b);
 	if (s != NATS_OK) {
 		seterr(err, cap, "nats options: %s", natsStatus_GetText(s));
 		natsOptions_Destroy(o);
@@ -322,7 +341,7 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 	if (s != NATS_OK) {
 		seterr(err, cap, "connect %s: %s", cfg->urls, natsStatus_GetText(s));
 		b->nc = NULL;
-		free(b);
+		bus_close(b);
 		return BUS_UNAVAILABLE;
 	}
 	jsOptions jo;
@@ -357,8 +376,14 @@ void bus_close(bus *b)
 	jsCtx_Destroy(b->js);
 	if (b->nc) {
 		natsConnection_Close(b->nc);
+		pthread_mutex_lock(&b->mu);
+		while (!b->closed)
+			pthread_cond_wait(&b->cv, &b->mu);
+		pthread_mutex_unlock(&b->mu);
 		natsConnection_Destroy(b->nc);
 	}
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mu);
 	free(b);
 }
 
