@@ -10,8 +10,9 @@
 # downloads no browser); for the package test (tests/package/): adduser
 # (the package's postinst needs it) and systemd (systemd-analyze verify
 # checks the installed unit; installing it in a container starts nothing).
+# The cluster bus (cluster/, tests/cluster/): libnats-dev and nats-server.
 # With --bench it also installs the tools perf/ uses
-# (nats-server, redis-server, gnuplot).
+# (redis-server, gnuplot).
 #
 # Safe to run again: it asks dpkg which packages are missing and touches apt
 # (update + install) only when something is, and runs npm ci only when
@@ -21,7 +22,7 @@ set -euo pipefail
 
 usage() {
 	echo "usage: $0 [--bench]"
-	echo "  --bench   also install nats-server, redis-server and gnuplot (perf/)"
+	echo "  --bench   also install redis-server and gnuplot (perf/)"
 }
 
 bench=0
@@ -44,9 +45,10 @@ pkgs=(
 	openssl curl
 	chromium fonts-dejavu-core fonts-noto-color-emoji
 	adduser systemd
+	nats-server libnats-dev
 )
 if [ "$bench" = 1 ]; then
-	pkgs+=(nats-server redis-server gnuplot python3-jwt)
+	pkgs+=(redis-server gnuplot python3-jwt)
 fi
 
 # apt_install PKG...: installs those of the packages dpkg does not have.

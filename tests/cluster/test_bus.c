@@ -1,0 +1,600 @@
+/*
+ * tests/cluster/test_bus: cluster/bus against a real 3-node nats-server
+ * cluster with JetStream (scripts/nats-cluster.sh), fresh for every test,
+ * in a temp dir, on ports derived from the pid. One ctest per case: the
+ * case name is the first argument.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <inttypes.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster/bus.h"
+
+#ifndef NATS_CLUSTER_SH
+#error NATS_CLUSTER_SH must name scripts/nats-cluster.sh
+#endif
+
+#define WAIT_MS 60000 /* generous: a loaded 2-core box, ASan */
+
+typedef struct env {
+	char dir[256];
+	int base;
+	char urls[256];
+} env;
+
+static int64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int cluster(env *e, const char *cmd, char *out, size_t cap)
+{
+	char line[1024];
+	snprintf(line, sizeof line, "%s %s '%s' %d", NATS_CLUSTER_SH, cmd, e->dir,
+	         e->base);
+	FILE *p = popen(line, "r");
+	if (!p)
+		return -1;
+	if (out && cap) {
+		out[0] = '\0';
+		if (fgets(out, (int)cap, p))
+			out[strcspn(out, "\n")] = '\0';
+	}
+	char sink[256];
+	while (fgets(sink, sizeof sink, p))
+		;
+	return pclose(p);
+}
+
+static int setup(void **state)
+{
+	env *e = calloc(1, sizeof *e);
+	snprintf(e->dir, sizeof e->dir, "/tmp/parley-bus-XXXXXX");
+	if (!mkdtemp(e->dir)) {
+		free(e);
+		return -1;
+	}
+	/* below Linux's ephemeral ports (32768-60999), where a busy machine's
+	 * own connections would collide; another base if one is taken */
+	for (int try = 0;; try++) {
+		e->base = 10000 + (int)((getpid() + try * 211) % 700) * 30;
+		if (cluster(e, "start", e->urls, sizeof e->urls) == 0 && e->urls[0])
+			break;
+		cluster(e, "stop", NULL, 0);
+		if (try == 4) {
+			fprintf(stderr, "nats cluster did not start in %s\n", e->dir);
+			free(e);
+			return -1;
+		}
+		char cmd[300];
+		snprintf(cmd, sizeof cmd, "rm -rf '%s'/n*", e->dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not clean %s\n", e->dir);
+	}
+	*state = e;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	env *e = *state;
+	cluster(e, "stop", NULL, 0);
+	char cmd[300];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", e->dir);
+	free(e);
+	return 0;
+}
+
+static bus *open_bus(env *e, const char *host)
+{
+	bus_cfg cfg = {.urls = e->urls, .host_id = host, .replicas = 3,
+	               .lease_ms = 2000, .attempt_ms = 1000, .deadline_ms = 10000};
+	char err[256] = "";
+	bus *b = NULL;
+	bus_status st = bus_open(&b, &cfg, err, sizeof err);
+	if (st != BUS_OK)
+		fprintf(stderr, "bus_open %s: %s %s\n", host, bus_status_str(st), err);
+	assert_int_equal(st, BUS_OK);
+	return b;
+}
+
+/* ---- replay collection ---------------------------------------------------- */
+
+typedef struct ev {
+	uint64_t sseq, last, pseq;
+	char data[64];
+} ev;
+
+typedef struct evlist {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	ev v[20000];
+	int n;
+} evlist;
+
+static void evlist_init(evlist *l)
+{
+	memset(l, 0, sizeof *l);
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+}
+
+static void on_replay(void *arg, uint64_t sseq, uint64_t pseq, const void *data,
+                      size_t len)
+{
+	evlist *l = arg;
+	if (l->n < 20000) {
+		ev *x = &l->v[l->n++];
+		x->sseq = sseq;
+		x->pseq = pseq;
+		snprintf(x->data, sizeof x->data, "%.*s", (int)len, (const char *)data);
+	}
+}
+
+static void on_fan(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
+                   const void *data, size_t len)
+{
+	evlist *l = arg;
+	pthread_mutex_lock(&l->mu);
+	if (l->n < 20000) {
+		ev *x = &l->v[l->n++];
+		x->sseq = sseq;
+		x->last = last;
+		x->pseq = pseq;
+		snprintf(x->data, sizeof x->data, "%.*s", (int)len, (const char *)data);
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+/* waits until l has n events (or WAIT_MS); returns how many it has */
+static int evlist_wait(evlist *l, int n)
+{
+	int64_t end = now_ms() + WAIT_MS;
+	pthread_mutex_lock(&l->mu);
+	while (l->n < n && now_ms() < end) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&l->cv, &l->mu, &ts);
+	}
+	int got = l->n;
+	pthread_mutex_unlock(&l->mu);
+	return got;
+}
+
+static bus_status append_str(bus *b, const char *key, uint64_t pseq,
+                             const char *s, uint64_t expect, uint64_t *out)
+{
+	return bus_append(b, key, pseq, s, strlen(s), expect, out);
+}
+
+/* ---- (a) one writer: contiguous pseqs, replayed in order with data -------- */
+
+static void t_append_replay(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA");
+	uint64_t expect = 0, seqs[20], other = 0;
+	char buf[32];
+	for (int i = 1; i <= 20; i++) {
+		snprintf(buf, sizeof buf, "msg %d", i);
+		assert_int_equal(append_str(a, "ch.1", (uint64_t)i, buf, expect, &seqs[i - 1]), BUS_OK);
+		/* another key in between: stream seqs of ch.1 get gaps */
+		if (i % 3 == 0)
+			assert_int_equal(append_str(a, "other", (uint64_t)i / 3, "x",
+			                            other, &other), BUS_OK);
+		expect = seqs[i - 1];
+	}
+	uint64_t ls = 0, lp = 0;
+	assert_int_equal(bus_last(a, "ch.1", &ls, &lp), BUS_OK);
+	assert_int_equal(ls, seqs[19]);
+	assert_int_equal(lp, 20);
+	assert_int_equal(bus_last(a, "never", &ls, &lp), BUS_EMPTY);
+
+	evlist *l = malloc(sizeof *l);
+	evlist_init(l);
+	assert_int_equal(bus_replay(a, "ch.1", 0, on_replay, l), BUS_OK);
+	assert_int_equal(l->n, 20);
+	for (int i = 0; i < 20; i++) {
+		snprintf(buf, sizeof buf, "msg %d", i + 1);
+		assert_int_equal(l->v[i].pseq, i + 1);
+		assert_int_equal(l->v[i].sseq, seqs[i]);
+		assert_string_equal(l->v[i].data, buf);
+	}
+	/* from the middle: only the tail */
+	l->n = 0;
+	assert_int_equal(bus_replay(a, "ch.1", seqs[14], on_replay, l), BUS_OK);
+	assert_int_equal(l->n, 6); /* from_sseq itself included */
+	assert_int_equal(l->v[0].pseq, 15);
+	l->n = 0;
+	assert_int_equal(bus_replay(a, "never", 0, on_replay, l), BUS_OK);
+	assert_int_equal(l->n, 0);
+	free(l);
+	bus_metrics m;
+	bus_get_metrics(a, &m);
+	assert_int_equal(m.appends, 26);
+	assert_int_equal(m.fenced, 0);
+	bus_close(a);
+}
+
+/* ---- (b) fencing ---------------------------------------------------------- */
+
+static void t_fencing(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	uint64_t s1, s2, s3, s4, ls, lp;
+	assert_int_equal(append_str(a, "ch", 1, "a1", 0, &s1), BUS_OK);
+	assert_int_equal(append_str(a, "ch", 2, "a2", s1, &s2), BUS_OK);
+	/* B takes over: reads the last, appends after it */
+	assert_int_equal(bus_last(b, "ch", &ls, &lp), BUS_OK);
+	assert_int_equal(ls, s2);
+	assert_int_equal(lp, 2);
+	assert_int_equal(append_str(b, "ch", lp + 1, "b3", ls, &s3), BUS_OK);
+	/* A's stale expectation is refused, with its own next pseq or B's */
+	assert_int_equal(append_str(a, "ch", 3, "a3", s2, &s4), BUS_FENCED);
+	assert_int_equal(append_str(a, "ch", 4, "a4", s2, &s4), BUS_FENCED);
+	/* so is a second "new subject" */
+	assert_int_equal(append_str(a, "ch", 5, "again", 0, &s4), BUS_FENCED);
+	/* and B re-sending A's stored pseq 1 as "new subject" (the server
+	 * answers that one from its dedup window) */
+	assert_int_equal(append_str(b, "ch", 1, "b1", 0, &s4), BUS_FENCED);
+	evlist *l = malloc(sizeof *l);
+	evlist_init(l);
+	assert_int_equal(bus_replay(b, "ch", 0, on_replay, l), BUS_OK);
+	assert_int_equal(l->n, 3);
+	assert_string_equal(l->v[0].data, "a1");
+	assert_string_equal(l->v[1].data, "a2");
+	assert_string_equal(l->v[2].data, "b3");
+	free(l);
+	bus_metrics m;
+	bus_get_metrics(a, &m);
+	assert_int_equal(m.fenced, 3);
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (c) the retry after a lost reply ---------------------------------- */
+
+static void t_lost_reply(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA");
+	uint64_t s1, s1b, s2, s2b;
+	assert_int_equal(append_str(a, "ch", 1, "one", 0, &s1), BUS_OK);
+	/* the same append again, as after a timeout: same key, pseq, expect */
+	assert_int_equal(append_str(a, "ch", 1, "one", 0, &s1b), BUS_OK);
+	assert_int_equal(s1b, s1);
+	assert_int_equal(append_str(a, "ch", 2, "two", s1, &s2), BUS_OK);
+	assert_int_equal(append_str(a, "ch", 2, "two", s1, &s2b), BUS_OK);
+	assert_int_equal(s2b, s2);
+	/* but not another writer's retry of the same pseq */
+	bus *b = open_bus(e, "hostB");
+	assert_int_equal(append_str(b, "ch", 2, "two", s1, &s2b), BUS_FENCED);
+	evlist *l = malloc(sizeof *l);
+	evlist_init(l);
+	assert_int_equal(bus_replay(a, "ch", 0, on_replay, l), BUS_OK);
+	assert_int_equal(l->n, 2);
+	assert_int_equal(l->v[0].pseq, 1);
+	assert_int_equal(l->v[1].pseq, 2);
+	free(l);
+	bus_close(b);
+	bus_close(a);
+}
+
+/* ---- (d) leases ------------------------------------------------------------ */
+
+static void t_lease(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	uint64_t ra = 0, rb = 0, r2 = 0;
+	char owner[BUS_HOST_MAX + 1];
+	assert_int_equal(bus_lease_owner(a, "ch.x", owner, sizeof owner), BUS_EMPTY);
+	assert_int_equal(bus_lease_acquire(a, "ch.x", &ra, owner, sizeof owner), BUS_OK);
+	assert_int_equal(bus_lease_acquire(b, "ch.x", &rb, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostA");
+	/* A renews once, then stops */
+	assert_int_equal(bus_lease_renew(a, "ch.x", ra, &r2), BUS_OK);
+	assert_true(r2 > ra);
+	assert_int_equal(bus_lease_renew(a, "ch.x", ra, &rb), BUS_LOST); /* stale rev */
+	ra = r2;
+	bus_status st = BUS_TAKEN;
+	int64_t end = now_ms() + 2000 + WAIT_MS;
+	while (st == BUS_TAKEN && now_ms() < end) {
+		st = bus_lease_acquire(b, "ch.x", &rb, owner, sizeof owner);
+		if (st == BUS_TAKEN) {
+			assert_string_equal(owner, "hostA");
+			usleep(100 * 1000);
+		}
+	}
+	assert_int_equal(st, BUS_OK);
+	assert_int_equal(bus_lease_owner(a, "ch.x", owner, sizeof owner), BUS_OK);
+	assert_string_equal(owner, "hostB");
+	assert_int_equal(bus_lease_renew(a, "ch.x", ra, &r2), BUS_LOST);
+	assert_int_equal(bus_lease_release(a, "ch.x", ra), BUS_LOST);
+	assert_int_equal(bus_lease_owner(a, "ch.x", owner, sizeof owner), BUS_OK);
+	assert_string_equal(owner, "hostB");
+	/* B renews and releases; then A can take it at once */
+	assert_int_equal(bus_lease_renew(b, "ch.x", rb, &r2), BUS_OK);
+	assert_int_equal(bus_lease_release(b, "ch.x", r2), BUS_OK);
+	assert_int_equal(bus_lease_owner(a, "ch.x", owner, sizeof owner), BUS_EMPTY);
+	assert_int_equal(bus_lease_acquire(a, "ch.x", &ra, owner, sizeof owner), BUS_OK);
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (e) fan-out ------------------------------------------------------------ */
+
+static void t_fanout(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB"), *c = open_bus(e, "hostC");
+	evlist *l = malloc(sizeof *l);
+	evlist_init(l);
+	bus_sub *sub = NULL;
+	assert_int_equal(bus_subscribe(b, "ch.f", on_fan, l, &sub), BUS_OK);
+	uint64_t bl, bp;
+	/* the subscription is registered once b answered anything after it */
+	assert_int_equal(bus_last(b, "ch.f", &bl, &bp), BUS_EMPTY);
+	uint64_t seq[8], expect = 0, junk;
+	char buf[16];
+	for (int i = 1; i <= 5; i++) {
+		snprintf(buf, sizeof buf, "e%d", i);
+		assert_int_equal(append_str(a, "ch.f", (uint64_t)i, buf, expect, &seq[i]), BUS_OK);
+		expect = seq[i];
+		assert_int_equal(append_str(c, "noise", (uint64_t)i, "n", i == 1 ? 0 : junk, &junk), BUS_OK);
+	}
+	/* a stale writer: refused, so nobody may see it */
+	assert_int_equal(append_str(c, "ch.f", 6, "stale", seq[4], &junk), BUS_FENCED);
+	assert_int_equal(append_str(a, "ch.f", 6, "e6", expect, &seq[6]), BUS_OK);
+	/* e6 comes after anything published before it */
+	assert_int_equal(evlist_wait(l, 6), 6);
+	pthread_mutex_lock(&l->mu);
+	assert_int_equal(l->n, 6);
+	for (int i = 0; i < 6; i++) {
+		snprintf(buf, sizeof buf, "e%d", i + 1);
+		assert_string_equal(l->v[i].data, buf);
+		assert_int_equal(l->v[i].pseq, i + 1);
+		assert_int_equal(l->v[i].sseq, seq[i + 1]);
+		assert_int_equal(l->v[i].last, i == 0 ? 0 : l->v[i - 1].sseq);
+	}
+	pthread_mutex_unlock(&l->mu);
+	bus_unsubscribe(sub);
+	assert_int_equal(append_str(a, "ch.f", 7, "e7", seq[6], &junk), BUS_OK);
+	uint64_t ls, lp;
+	assert_int_equal(bus_last(b, "ch.f", &ls, &lp), BUS_OK); /* round trip */
+	assert_int_equal(l->n, 6); /* unsubscribed: nothing more */
+	free(l);
+	bus_close(a);
+	bus_close(b);
+	bus_close(c);
+}
+
+/* ---- (f) kill -9 of a NATS node while appending --------------------------- */
+
+typedef struct killer {
+	env *e;
+	int node;
+	_Atomic int acked;
+	_Atomic bool killed;
+} killer;
+
+static void *killer_main(void *arg)
+{
+	killer *k = arg;
+	int64_t end = now_ms() + WAIT_MS;
+	while (atomic_load(&k->acked) < 10 && now_ms() < end)
+		usleep(5000);
+	char cmd[32];
+	snprintf(cmd, sizeof cmd, "kill %d", k->node);
+	if (cluster(k->e, cmd, NULL, 0) == 0)
+		atomic_store(&k->killed, true);
+	return NULL;
+}
+
+/* 1..3: the node (n1..n3) that leads PARLEY_EV */
+static int stream_leader(env *e)
+{
+	natsConnection *nc = NULL;
+	jsCtx *js = NULL;
+	jsStreamInfo *si = NULL;
+	int node = 0;
+	char url[256];
+	snprintf(url, sizeof url, "%s", e->urls);
+	url[strcspn(url, ",")] = '\0'; /* n1: alive, the kill comes later */
+	if (natsConnection_ConnectTo(&nc, url) != NATS_OK)
+		return 0;
+	if (natsConnection_JetStream(&js, nc, NULL) == NATS_OK &&
+	    js_GetStreamInfo(&si, js, "PARLEY_EV", NULL, NULL) == NATS_OK) {
+		if (si->Cluster && si->Cluster->Leader && si->Cluster->Leader[0] == 'n')
+			node = atoi(si->Cluster->Leader + 1);
+		jsStreamInfo_Destroy(si);
+	}
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+	return node;
+}
+
+static void kill_while_appending(env *e, bool leader)
+{
+	bus *a = open_bus(e, "hostA");
+	uint64_t expect = 0, s;
+	/* the stream exists now: find its leader */
+	killer k = {.e = e, .node = leader ? stream_leader(e) : 1};
+	assert_true(k.node >= 1 && k.node <= 3);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, killer_main, &k), 0);
+	char buf[32];
+	int acked_after_kill = 0, unavailable = 0;
+	uint64_t pseq = 1;
+	int64_t end = now_ms() + 3 * WAIT_MS;
+	while (acked_after_kill < 20 && now_ms() < end) {
+		bool killed = atomic_load(&k.killed);
+		snprintf(buf, sizeof buf, "p%" PRIu64, pseq);
+		bus_status st = append_str(a, "ch.k", pseq, buf, expect, &s);
+		if (st == BUS_UNAVAILABLE) { /* retry the same append */
+			unavailable++;
+			continue;
+		}
+		assert_int_equal(st, BUS_OK);
+		expect = s;
+		pseq++;
+		atomic_fetch_add(&k.acked, 1);
+		usleep(5000); /* a steady trickle, not a flood */
+		if (killed)
+			acked_after_kill++;
+	}
+	pthread_join(t, NULL);
+	assert_true(atomic_load(&k.killed));
+	assert_int_equal(acked_after_kill, 20); /* appends resumed */
+	/* bring the node back; the log holds every acked append, in order */
+	char urls[256];
+	assert_int_equal(cluster(e, "start", urls, sizeof urls), 0);
+	evlist *l = malloc(sizeof *l);
+	evlist_init(l);
+	assert_int_equal(bus_replay(a, "ch.k", 0, on_replay, l), BUS_OK);
+	assert_int_equal(l->n, (int)pseq - 1);
+	for (int i = 0; i < l->n; i++) {
+		snprintf(buf, sizeof buf, "p%d", i + 1);
+		assert_int_equal(l->v[i].pseq, i + 1);
+		assert_string_equal(l->v[i].data, buf);
+	}
+	free(l);
+	bus_metrics m;
+	bus_get_metrics(a, &m);
+	fprintf(stderr, "killed n%d: %" PRIu64 " appends, %d unavailable, %" PRIu64
+	        " retries, %" PRIu64 " reconnects\n", k.node, m.appends, unavailable,
+	        m.retries, m.reconnects);
+	bus_close(a);
+}
+
+static void t_kill_n1(void **state) { kill_while_appending(*state, false); }
+static void t_kill_leader(void **state) { kill_while_appending(*state, true); }
+
+/* ---- (g) requests between hosts ------------------------------------------ */
+
+typedef struct answer {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool got;
+	bus_status st;
+	char data[64];
+} answer;
+
+static void on_answer(void *arg, bus_status st, const void *data, size_t len)
+{
+	answer *a = arg;
+	pthread_mutex_lock(&a->mu);
+	a->got = true;
+	a->st = st;
+	snprintf(a->data, sizeof a->data, "%.*s", (int)len, data ? (const char *)data : "");
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+static bool answer_wait(answer *a)
+{
+	int64_t end = now_ms() + WAIT_MS;
+	pthread_mutex_lock(&a->mu);
+	while (!a->got && now_ms() < end) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec++;
+		pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+	}
+	bool got = a->got;
+	pthread_mutex_unlock(&a->mu);
+	return got;
+}
+
+static bus *served; /* the bus of the serving host */
+
+static void on_request(void *arg, const void *data, size_t len, bus_reply_token *tok)
+{
+	char out[80];
+	int n = snprintf(out, sizeof out, "%s:%.*s", (const char *)arg, (int)len,
+	                 (const char *)data);
+	bus_reply(served, tok, out, (size_t)n);
+}
+
+static void t_request(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	served = b;
+	assert_int_equal(bus_serve(b, "hostB", on_request, "B"), BUS_OK);
+	for (int i = 0; i < 3; i++) {
+		answer *ans = calloc(1, sizeof *ans);
+		pthread_mutex_init(&ans->mu, NULL);
+		pthread_cond_init(&ans->cv, NULL);
+		assert_int_equal(bus_request(a, "hostB", "ping", 4, 20000, on_answer, ans), BUS_OK);
+		assert_true(answer_wait(ans));
+		assert_int_equal(ans->st, BUS_OK);
+		assert_string_equal(ans->data, "B:ping");
+		free(ans);
+	}
+	/* nobody serves hostZ: a status well before the 20 s timeout */
+	answer *ans = calloc(1, sizeof *ans);
+	pthread_mutex_init(&ans->mu, NULL);
+	pthread_cond_init(&ans->cv, NULL);
+	assert_int_equal(bus_request(a, "hostZ", "ping", 4, 20000, on_answer, ans), BUS_OK);
+	assert_true(answer_wait(ans));
+	assert_int_equal(ans->st, BUS_NO_RESPONDERS);
+	free(ans);
+	bus_close(a);
+	bus_close(b);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest all[] = {
+		cmocka_unit_test_setup_teardown(t_append_replay, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_fencing, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_lost_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_lease, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_fanout, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_kill_n1, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_kill_leader, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_request, setup, teardown),
+	};
+	static const char *names[] = {"append_replay", "fencing", "lost_reply",
+	                              "lease", "fanout", "kill_n1", "kill_leader",
+	                              "request"};
+	size_t n = sizeof all / sizeof all[0];
+	int rc = 2;
+	if (argc > 1) {
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(argv[1], names[i]))
+				rc = _cmocka_run_group_tests(names[i], &all[i], 1, NULL, NULL);
+		if (rc == 2)
+			fprintf(stderr, "unknown test %s\n", argv[1]);
+	} else {
+		rc = cmocka_run_group_tests(all, NULL, NULL);
+	}
+	/* libnats' threads must be gone before exit() tears the process down */
+	nats_CloseAndWait(10000);
+	return rc;
+}
