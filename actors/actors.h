@@ -20,6 +20,8 @@
 #ifndef PARLEY_ACTORS_H
 #define PARLEY_ACTORS_H
 
+#include "actors/cluster.h"
+
 #include "actors/base.h"
 #include "actors/notify.h"
 
@@ -132,6 +134,7 @@ struct server_opts {
 	bool pin;
 	bool no_search;
 	bool io_uring;     /* writes through io_uring where it works */
+	struct cluster_opts cluster; /* urls NULL: a single host */
 	unsigned drain_ms;
 	struct notify_cfg push; /* url NULL: no notifier */
 	const char *tls_cert, *tls_key; /* both or neither: wss://, https:// */

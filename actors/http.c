@@ -190,6 +190,21 @@ static char *metrics(size_t *len)
 	counter(&b, "parley_ring_sends_short_total", "Of those, sends the kernel took only part of", rs.ring_short);
 	counter(&b, "parley_ring_submits_total", "Batches of them handed to io_uring_enter", rs.ring_submits);
 	gauge(&b, "parley_ring_shards", "Shards writing through io_uring (0: send())", rs.ring_shards);
+	{
+		struct cluster_stats cs;
+
+		cluster_get_stats(&cs);
+		if (cs.on) {
+			gauge(&b, "parley_cluster_hosts", "Hosts of the cluster holding a live host lease, this one included", cs.hosts_live);
+			gauge(&b, "parley_cluster_lease_ok", "1 while this host's lease is renewed in time", cs.lease_ok);
+			counter(&b, "parley_cluster_lease_renew_failed_total", "Host lease renewals that found the bus unavailable", cs.renew_failed);
+			counter(&b, "parley_cluster_lease_lost_total", "Times this host found its lease expired and took it again", cs.lease_lost);
+			counter(&b, "parley_bus_appends_total", "Appends to the cluster's log", cs.appends);
+			counter(&b, "parley_bus_fenced_total", "Appends refused: another host wrote since", cs.fenced);
+			counter(&b, "parley_bus_retries_total", "Extra tries of bus calls (no leader, no connection)", cs.retries);
+			counter(&b, "parley_bus_reconnects_total", "Reconnections to NATS", cs.reconnects);
+		}
+	}
 	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);
 	counter(&b, "parley_closed_too_large_total", "Connections closed with 1009", rs.closed_too_large);
 	counter(&b, "parley_tls_handshakes_total", "TLS handshakes completed", rs.tls_handshakes);

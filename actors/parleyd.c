@@ -72,6 +72,12 @@ static void usage(FILE *f)
 "  --file-quota-mb N       bytes one user may upload in all, MiB (1024)\n"
 "  --no-pin                do not pin shard threads to cores\n"
 "  --no-io-uring           write with send() even where io_uring works\n"
+"  --cluster URLS          join a cluster: NATS servers, comma-separated\n"
+"                          (nats://h1:4222,...; docs/cluster.md: not all\n"
+"                          built yet)\n"
+"  --host-id ID            this host's name in the cluster (default: the\n"
+"                          host name; [A-Za-z0-9_-])\n"
+"  --lease-ms MS           a dead host's leases expire after (10000)\n"
 "  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
 "                          stderr (with journald's priorities under systemd)\n"
 "  --tls-cert FILE         PEM certificate (chain): the port then speaks\n"
@@ -300,6 +306,9 @@ static const struct option server_flags[] = {
 	{ "tls-cert", required_argument, 0, 32 },
 	{ "tls-key", required_argument, 0, 33 },
 	{ "no-io-uring", no_argument, 0, 34 },
+	{ "cluster", required_argument, 0, 35 },
+	{ "host-id", required_argument, 0, 36 },
+	{ "lease-ms", required_argument, 0, 37 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -401,6 +410,9 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 		case 32: o->tls_cert = optarg; break;
 		case 33: o->tls_key = optarg; break;
 		case 34: o->io_uring = false; break;
+		case 35: o->cluster.urls = optarg; break;
+		case 36: o->cluster.host_id = optarg; break;
+		case 37: o->cluster.lease_ms = (int64_t)num("--lease-ms", optarg, 1000, 3600000); break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -520,7 +532,8 @@ int main(int argc, char **argv)
 {
 	struct server_opts o = {
 		.version = PARLEY_VERSION, .host = "127.0.0.1", .port = 8080, .data_dir = "./parley-data",
-		.ranges = 16, .pin = true, .io_uring = true, .drain_ms = 2000,
+		.ranges = 16, .pin = true, .io_uring = true,
+		.cluster = { .lease_ms = 10000 }, .drain_ms = 2000,
 		.push = { .delay_ms = 10000, .timeout_ms = 10000,
 			  .backoff_ms = 1000, .give_up_ms = 86400000,
 			  .inflight = 16 },

@@ -337,7 +337,14 @@ int server_run(const struct server_opts *o)
 	cfg.http_stream_prefix = FILES_PREFIX;
 	cfg.http_stream_max = files_max_bytes();
 	cfg.hooks = &hooks;
+	if (cluster_start(&o->cluster)) {
+		if (srv.sx)
+			search_close(srv.sx);
+		store_close(srv.st);
+		return 1;
+	}
 	if (rt_start(&cfg, &rerr)) {
+		cluster_stop();
 		plog(PL_ERROR, "start", "listen %s:%d: %s", o->host, o->port,
 			rerr);
 		if (srv.sx)
@@ -377,6 +384,7 @@ int server_run(const struct server_opts *o)
 	files_drain();
 	rt_drain();
 	rt_join();
+	cluster_stop(); /* the host lease goes now, not at its expiry */
 	files_stop();
 	if (srv.sx)
 		search_close(srv.sx);

@@ -686,6 +686,65 @@ bus_status bus_lease_acquire(bus *b, const char *key, uint64_t *rev,
 	}
 }
 
+/* enc_key's inverse: =XX back to the byte. */
+static bool dec_key(const char *enc, char out[BUS_KEY_MAX + 1])
+{
+	size_t o = 0;
+	for (const char *p = enc; *p; p++) {
+		unsigned v;
+		if (o == BUS_KEY_MAX)
+			return false;
+		if (*p != '=') {
+			out[o++] = *p;
+			continue;
+		}
+		if (sscanf(p + 1, "%2X", &v) != 1 || !p[1] || !p[2])
+			return false;
+		out[o++] = (char)v;
+		p += 2;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+bus_status bus_lease_list(bus *b, const char *prefix, bus_lease_cb cb,
+                          void *arg)
+{
+	int64_t deadline = now_ms() + b->deadline_ms;
+	size_t pl = prefix ? strlen(prefix) : 0;
+	kvKeysList l = {0};
+	natsStatus s;
+
+	for (int try = 0;; try++) {
+		s = kvStore_Keys(&l, b->kv, NULL);
+		/* an empty bucket: no keys, which is not an error here */
+		if (s == NATS_OK || s == NATS_NOT_FOUND || !transient(s) ||
+		    now_ms() >= deadline)
+			break;
+		backoff(b, try, deadline);
+	}
+	if (s == NATS_NOT_FOUND)
+		return BUS_OK;
+	if (s != NATS_OK)
+		return transient(s) ? BUS_UNAVAILABLE : BUS_ERROR;
+	for (int i = 0; i < l.Count; i++) {
+		char key[BUS_KEY_MAX + 1], owner[BUS_HOST_MAX + 1];
+		kvEntry *e = NULL;
+
+		if (strncmp(l.Keys[i], "own.", 4) || !dec_key(l.Keys[i] + 4, key) ||
+		    strncmp(key, prefix ? prefix : "", pl))
+			continue;
+		/* gone since the list: skip it */
+		if (kv_get(b, l.Keys[i], deadline, &e) != NATS_OK)
+			continue;
+		copy_owner(e, owner, sizeof owner);
+		kvEntry_Destroy(e);
+		cb(arg, key, owner);
+	}
+	kvKeysList_Destroy(&l);
+	return BUS_OK;
+}
+
 bus_status bus_lease_renew(bus *b, const char *key, uint64_t rev,
                            uint64_t *newrev)
 {

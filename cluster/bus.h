@@ -177,6 +177,13 @@ bus_status bus_lease_release(bus *b, const char *key, uint64_t rev);
 bus_status bus_lease_owner(bus *b, const char *key, char *owner_out,
                            size_t cap);
 
+/* BLOCKING. Every live lease whose key starts with prefix: cb(arg, key,
+ * owner) for each (key decoded as the caller gave it), in no particular
+ * order. BUS_OK, BUS_UNAVAILABLE. */
+typedef void (*bus_lease_cb)(void *arg, const char *key, const char *owner);
+bus_status bus_lease_list(bus *b, const char *prefix, bus_lease_cb cb,
+                          void *arg);
+
 /* ---- fan-out ----------------------------------------------------------- */
 
 /* Called for every message stored on key, once, in stream order, as the
