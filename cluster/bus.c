@@ -21,6 +21,7 @@
 
 #define STREAM "PARLEY_EV"
 #define BUCKET "parley_own"
+#define KEYS_BUCKET "parley_keys"
 #define EV_PREFIX "parley.ev."
 #define FAN_PREFIX "parley.fan."
 #define RPC_PREFIX "parley.rpc."
@@ -33,7 +34,8 @@
 struct bus {
 	natsConnection *nc;
 	jsCtx *js;
-	kvStore *kv;
+	kvStore *kv;   /* parley_own: leases */
+	kvStore *keys; /* parley_keys: ownership records */
 	char host[BUS_HOST_MAX + 1];
 	int attempt_ms;
 	int deadline_ms;
@@ -241,37 +243,40 @@ static bus_status make_stream(bus *b, int replicas, int64_t deadline,
 	}
 }
 
-static bus_status make_bucket(bus *b, int replicas, int64_t lease_ms,
-                              int64_t deadline, char *err, size_t cap)
+/* Creates the bucket name, or binds to it when it exists (the existing
+ * config wins). ttl_ms 0: no TTL. */
+static bus_status make_bucket(bus *b, kvStore **kv, const char *name,
+                              int replicas, int64_t ttl_ms, int64_t deadline,
+                              char *err, size_t cap)
 {
 	kvConfig kc;
 	kvConfig_Init(&kc);
-	kc.Bucket = BUCKET;
+	kc.Bucket = name;
 	kc.History = 1;
 	kc.Replicas = replicas;
-	kc.TTL = lease_ms * 1000000; /* nanoseconds */
+	kc.TTL = ttl_ms * 1000000; /* nanoseconds; 0: none */
 	kc.StorageType = js_FileStorage;
 	for (int try = 0;; try++) {
-		natsStatus s = js_KeyValue(&b->kv, b->js, BUCKET);
+		natsStatus s = js_KeyValue(kv, b->js, name);
 		if (s == NATS_OK)
 			return BUS_OK;
 		if (s == NATS_NOT_FOUND) {
-			s = js_CreateKeyValue(&b->kv, b->js, &kc);
+			s = js_CreateKeyValue(kv, b->js, &kc);
 			if (s == NATS_OK)
 				return BUS_OK;
 			/* NATS_ERR: most likely another host made it: bind next */
 			if (s != NATS_ERR && !transient(s)) {
-				seterr(err, cap, "create bucket %s: %s %s", BUCKET,
+				seterr(err, cap, "create bucket %s: %s %s", name,
 				       natsStatus_GetText(s), nats_GetLastError(NULL));
 				return BUS_ERROR;
 			}
 		} else if (!transient(s)) {
-			seterr(err, cap, "bucket %s: %s", BUCKET, natsStatus_GetText(s));
+			seterr(err, cap, "bucket %s: %s", name, natsStatus_GetText(s));
 			return BUS_ERROR;
 		}
-		b->kv = NULL;
+		*kv = NULL;
 		if (now_ms() >= deadline) {
-			seterr(err, cap, "bucket %s: %s", BUCKET, natsStatus_GetText(s));
+			seterr(err, cap, "bucket %s: %s", name, natsStatus_GetText(s));
 			return BUS_UNAVAILABLE;
 		}
 		backoff(b, try, deadline);
@@ -355,7 +360,11 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 	}
 	bus_status st = make_stream(b, cfg->replicas, deadline, err, cap);
 	if (st == BUS_OK)
-		st = make_bucket(b, cfg->replicas, cfg->lease_ms, deadline, err, cap);
+		st = make_bucket(b, &b->kv, BUCKET, cfg->replicas, cfg->lease_ms,
+		                 deadline, err, cap);
+	if (st == BUS_OK)
+		st = make_bucket(b, &b->keys, KEYS_BUCKET, cfg->replicas, 0,
+		                 deadline, err, cap);
 	if (st != BUS_OK) {
 		bus_close(b);
 		return st;
@@ -372,6 +381,7 @@ void bus_close(bus *b)
 		natsSubscription_Unsubscribe(b->serve_sub);
 		natsSubscription_Destroy(b->serve_sub);
 	}
+	kvStore_Destroy(b->keys);
 	kvStore_Destroy(b->kv);
 	jsCtx_Destroy(b->js);
 	if (b->nc) {
@@ -622,10 +632,11 @@ static bool lease_key(const char *key, char out[ENC_MAX + 8])
 }
 
 /* kvStore_Get with retries: NATS_OK (*e), NATS_NOT_FOUND, or the error. */
-static natsStatus kv_get(bus *b, const char *k, int64_t deadline, kvEntry **e)
+static natsStatus kv_get(bus *b, kvStore *kv, const char *k, int64_t deadline,
+                         kvEntry **e)
 {
 	for (int try = 0;; try++) {
-		natsStatus s = kvStore_Get(e, b->kv, k);
+		natsStatus s = kvStore_Get(e, kv, k);
 		if (s == NATS_OK || s == NATS_NOT_FOUND || !transient(s) ||
 		    now_ms() >= deadline)
 			return s;
@@ -661,7 +672,7 @@ bus_status bus_lease_acquire(bus *b, const char *key, uint64_t *rev,
 			return BUS_OK;
 		if (s == NATS_ERR) { /* exists: whose? */
 			kvEntry *e = NULL;
-			s = kv_get(b, k, deadline, &e);
+			s = kv_get(b, b->kv, k, deadline, &e);
 			if (s == NATS_OK) {
 				bus_status st = BUS_TAKEN;
 				copy_owner(e, owner_out, cap);
@@ -735,7 +746,7 @@ bus_status bus_lease_list(bus *b, const char *prefix, bus_lease_cb cb,
 		    strncmp(key, prefix ? prefix : "", pl))
 			continue;
 		/* gone since the list: skip it */
-		if (kv_get(b, l.Keys[i], deadline, &e) != NATS_OK)
+		if (kv_get(b, b->kv, l.Keys[i], deadline, &e) != NATS_OK)
 			continue;
 		copy_owner(e, owner, sizeof owner);
 		kvEntry_Destroy(e);
@@ -762,7 +773,7 @@ bus_status bus_lease_renew(bus *b, const char *key, uint64_t rev,
 			if (try == 0)
 				return BUS_LOST;
 			kvEntry *e = NULL;
-			s = kv_get(b, k, deadline, &e);
+			s = kv_get(b, b->kv, k, deadline, &e);
 			if (s == NATS_OK) {
 				bool ours = entry_is_ours(b, e);
 				if (ours)
@@ -829,7 +840,7 @@ bus_status bus_lease_owner(bus *b, const char *key, char *owner_out,
 	if (!lease_key(key, k))
 		return BUS_INVALID;
 	kvEntry *e = NULL;
-	natsStatus s = kv_get(b, k, now_ms() + b->deadline_ms, &e);
+	natsStatus s = kv_get(b, b->kv, k, now_ms() + b->deadline_ms, &e);
 	if (s == NATS_NOT_FOUND)
 		return BUS_EMPTY;
 	if (s != NATS_OK)
@@ -837,6 +848,89 @@ bus_status bus_lease_owner(bus *b, const char *key, char *owner_out,
 	copy_owner(e, owner_out, cap);
 	kvEntry_Destroy(e);
 	return BUS_OK;
+}
+
+/* ---- ownership records ------------------------------------------------ */
+
+static bool record_key(const char *key, char out[ENC_MAX + 8])
+{
+	char enc[ENC_MAX];
+	if (!enc_key(key, enc))
+		return false;
+	snprintf(out, ENC_MAX + 8, "key.%s", enc);
+	return true;
+}
+
+bus_status bus_key_get(bus *b, const char *key, char *owner_out, size_t cap,
+                       uint64_t *rev)
+{
+	char k[ENC_MAX + 8];
+	if (!record_key(key, k))
+		return BUS_INVALID;
+	if (owner_out && cap)
+		owner_out[0] = '\0';
+	kvEntry *e = NULL;
+	natsStatus s = kv_get(b, b->keys, k, now_ms() + b->deadline_ms, &e);
+	if (s == NATS_NOT_FOUND)
+		return BUS_EMPTY;
+	if (s != NATS_OK)
+		return transient(s) ? BUS_UNAVAILABLE : BUS_ERROR;
+	copy_owner(e, owner_out, cap);
+	*rev = kvEntry_Revision(e);
+	kvEntry_Destroy(e);
+	return BUS_OK;
+}
+
+bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
+                         uint64_t *new_rev, char *owner_out, size_t cap)
+{
+	char k[ENC_MAX + 8];
+	if (!record_key(key, k))
+		return BUS_INVALID;
+	if (owner_out && cap)
+		owner_out[0] = '\0';
+	int64_t deadline = now_ms() + b->deadline_ms;
+	for (int try = 0;; try++) {
+		uint64_t rev = 0;
+		natsStatus s = expect_rev
+		        ? kvStore_UpdateString(&rev, b->keys, k, b->host, expect_rev)
+		        : kvStore_CreateString(&rev, b->keys, k, b->host);
+		if (s == NATS_OK) {
+			*new_rev = rev;
+			return BUS_OK;
+		}
+		if (s == NATS_ERR) {
+			/* The record is not at expect_rev: another host moved it,
+			 * or (only on a retry) our own earlier try landed and its
+			 * reply was lost. On the first try a record naming us is
+			 * someone else's doing too (another thread of this host):
+			 * TAKEN, so that two claims never both succeed. */
+			kvEntry *e = NULL;
+			s = kv_get(b, b->keys, k, deadline, &e);
+			if (s == NATS_OK) {
+				bool ours = try > 0 && entry_is_ours(b, e);
+				copy_owner(e, owner_out, cap);
+				*new_rev = kvEntry_Revision(e);
+				kvEntry_Destroy(e);
+				return ours ? BUS_OK : BUS_TAKEN;
+			}
+			if (s == NATS_NOT_FOUND && expect_rev) {
+				/* deleted since expect_rev: the expectation failed */
+				*new_rev = 0;
+				return BUS_TAKEN;
+			}
+			/* NOT_FOUND for a create: deleted in between, try again */
+			if (s != NATS_NOT_FOUND && !transient(s))
+				return BUS_ERROR;
+		} else if (!transient(s)) {
+			plog(PL_WARN, "bus", "claim %s: %s %s", k,
+			     natsStatus_GetText(s), nats_GetLastError(NULL));
+			return BUS_ERROR;
+		}
+		if (now_ms() >= deadline)
+			return BUS_UNAVAILABLE;
+		backoff(b, try, deadline);
+	}
 }
 
 /* ---- fan-out ------------------------------------------------------------ */

@@ -9,6 +9,8 @@
  *                      message to parley.fan.<k> (fan-out).
  *   bucket parley_own  KV, History 1, TTL = cfg->lease_ms: leases, key
  *                      own.<k>, value = the owner's host id.
+ *   bucket parley_keys KV, History 1, no TTL: ownership records, key
+ *                      key.<k>, value = the owning host's id.
  *   parley.rpc.<host>  requests between hosts (core NATS, no JetStream).
  * <k> is the caller's key (a channel id) with every byte outside
  * [A-Za-z0-9_-] written as =XX (upper-case hex), so '.', '*' and '>' never
@@ -57,8 +59,10 @@ typedef struct bus_reply_token bus_reply_token;
 typedef enum bus_status {
 	BUS_OK = 0,
 	BUS_FENCED,         /* append: the subject's last message is not ours */
-	BUS_EMPTY,          /* bus_last, bus_lease_owner: nothing there */
-	BUS_TAKEN,          /* bus_lease_acquire: another host holds it */
+	BUS_EMPTY,          /* bus_last, bus_lease_owner, bus_key_get:
+	                       nothing there */
+	BUS_TAKEN,          /* bus_lease_acquire: another host holds it;
+	                       bus_key_claim: the record moved first */
 	BUS_LOST,           /* bus_lease_renew/release: the lease is not ours */
 	BUS_UNAVAILABLE,    /* no leader, no connection: deadline passed */
 	BUS_TIMEOUT,        /* bus_request: no reply within the timeout */
@@ -88,7 +92,7 @@ typedef struct bus_metrics {
 	uint64_t disconnects;
 } bus_metrics;
 
-/* BLOCKING. Connects to cfg->urls and creates the stream and the bucket, or
+/* BLOCKING. Connects to cfg->urls and creates the stream and the buckets, or
  * binds to them when they exist (another host made them first, or at the
  * same time). The existing config wins: a stream made with other replicas
  * is used as it is. Retries until cfg->deadline_ms while the cluster has no
@@ -183,6 +187,38 @@ bus_status bus_lease_owner(bus *b, const char *key, char *owner_out,
 typedef void (*bus_lease_cb)(void *arg, const char *key, const char *owner);
 bus_status bus_lease_list(bus *b, const char *prefix, bus_lease_cb cb,
                           void *arg);
+
+/* ---- ownership records ---------------------------------------------------- */
+
+/* Who owns a key now (docs/cluster.md, "Ownership"): a record per key in
+ * parley_keys, without TTL, moved only by compare-and-set on its revision.
+ * The record alone does not make an owner: its host's lease must live too
+ * (bus_lease_owner("host:<id>")); a record naming a dead host is taken over
+ * with bus_key_claim at the revision read. Revisions are the bucket's
+ * stream seqs: unique, growing, never 0. */
+
+/* BLOCKING. The key's record: BUS_OK with owner_out (cap bytes) and *rev,
+ * BUS_EMPTY (never claimed), BUS_UNAVAILABLE after the deadline. */
+bus_status bus_key_get(bus *b, const char *key, char *owner_out, size_t cap,
+                       uint64_t *rev);
+
+/* BLOCKING. Sets the key's record to this host's id if its revision is
+ * still expect_rev (0: the record must not exist yet).
+ *   BUS_OK          ours; *new_rev = the record's revision now (the next
+ *                   expectation). Also when an earlier try of this very
+ *                   call landed but its reply was lost (the record then
+ *                   names us).
+ *   BUS_TAKEN       the record moved first (or exists, for 0): owner_out
+ *                   = its owner now, *new_rev = its revision now, to claim
+ *                   from if that owner's host lease is gone. A record that
+ *                   names this host but was not written by this call is
+ *                   TAKEN as well, so two claims from one revision never
+ *                   both succeed. (owner_out "" and *new_rev 0: deleted.)
+ *   BUS_UNAVAILABLE no answer by the deadline: the claim MAY have landed;
+ *                   bus_key_get tells.
+ *   BUS_INVALID / BUS_ERROR. */
+bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
+                         uint64_t *new_rev, char *owner_out, size_t cap);
 
 /* ---- fan-out ----------------------------------------------------------- */
 
