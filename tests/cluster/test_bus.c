@@ -102,10 +102,12 @@ static int teardown(void **state)
 	return 0;
 }
 
-static bus *open_bus(env *e, const char *host)
+static bus *open_bus_with(env *e, const char *host, int64_t lease_ms,
+                          int attempt_ms)
 {
 	bus_cfg cfg = {.urls = e->urls, .host_id = host, .replicas = 3,
-	               .lease_ms = 2000, .attempt_ms = 1000, .deadline_ms = 10000};
+	               .lease_ms = lease_ms, .attempt_ms = attempt_ms,
+	               .deadline_ms = 10000};
 	char err[256] = "";
 	bus *b = NULL;
 	bus_status st = bus_open(&b, &cfg, err, sizeof err);
@@ -113,6 +115,11 @@ static bus *open_bus(env *e, const char *host)
 		fprintf(stderr, "bus_open %s: %s %s\n", host, bus_status_str(st), err);
 	assert_int_equal(st, BUS_OK);
 	return b;
+}
+
+static bus *open_bus(env *e, const char *host)
+{
+	return open_bus_with(e, host, 2000, 1000);
 }
 
 /* ---- replay collection ---------------------------------------------------- */
@@ -568,6 +575,215 @@ static void t_request(void **state)
 	bus_close(b);
 }
 
+/* ---- (h) ownership records: two hosts race for empty keys ---------------- */
+
+#define RACE_KEYS 20
+
+typedef struct racer {
+	bus *b;
+	pthread_barrier_t *go;
+	bus_status st[RACE_KEYS];
+	uint64_t rev[RACE_KEYS];
+	char owner[RACE_KEYS][BUS_HOST_MAX + 1];
+} racer;
+
+static void *racer_main(void *arg)
+{
+	racer *r = arg;
+	char key[32];
+	for (int i = 0; i < RACE_KEYS; i++) {
+		snprintf(key, sizeof key, "ch.race.%d", i);
+		pthread_barrier_wait(r->go); /* both claim key i at once */
+		r->st[i] = bus_key_claim(r->b, key, 0, &r->rev[i], r->owner[i],
+		                         sizeof r->owner[i]);
+	}
+	return NULL;
+}
+
+static void t_keys_race(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	pthread_barrier_t go;
+	pthread_barrier_init(&go, NULL, 2);
+	racer *ra = calloc(1, sizeof *ra), *rb = calloc(1, sizeof *rb);
+	ra->b = a;
+	rb->b = b;
+	ra->go = rb->go = &go;
+	pthread_t ta, tb;
+	assert_int_equal(pthread_create(&ta, NULL, racer_main, ra), 0);
+	assert_int_equal(pthread_create(&tb, NULL, racer_main, rb), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	int wins_a = 0;
+	for (int i = 0; i < RACE_KEYS; i++) {
+		char key[32], owner[BUS_HOST_MAX + 1];
+		uint64_t rev = 0;
+		snprintf(key, sizeof key, "ch.race.%d", i);
+		/* exactly one winner; the loser is told who won */
+		bool a_won = ra->st[i] == BUS_OK;
+		racer *win = a_won ? ra : rb, *lose = a_won ? rb : ra;
+		const char *wname = a_won ? "hostA" : "hostB";
+		wins_a += a_won;
+		assert_int_equal(win->st[i], BUS_OK);
+		assert_int_equal(lose->st[i], BUS_TAKEN);
+		assert_string_equal(lose->owner[i], wname);
+		assert_int_equal(lose->rev[i], win->rev[i]);
+		/* and the record says so, to either host */
+		assert_int_equal(bus_key_get(b, key, owner, sizeof owner, &rev), BUS_OK);
+		assert_string_equal(owner, wname);
+		assert_int_equal(rev, win->rev[i]);
+	}
+	fprintf(stderr, "race: hostA won %d of %d\n", wins_a, RACE_KEYS);
+	char owner[BUS_HOST_MAX + 1] = "x";
+	uint64_t rev = 7;
+	assert_int_equal(bus_key_get(a, "ch.never", owner, sizeof owner, &rev), BUS_EMPTY);
+	free(ra);
+	free(rb);
+	pthread_barrier_destroy(&go);
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (i) ownership records: compare-and-set on the revision -------------- */
+
+static void t_keys_cas(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	char owner[BUS_HOST_MAX + 1];
+	uint64_t r1 = 0, r2 = 0, r3 = 0, rev = 0;
+	assert_int_equal(bus_key_claim(a, "ch.c", 0, &r1, owner, sizeof owner), BUS_OK);
+	assert_true(r1 > 0);
+	/* "must not exist": refused, even to the owner (a second claim from
+	 * the same revision never succeeds) */
+	assert_int_equal(bus_key_claim(a, "ch.c", 0, &rev, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostA");
+	assert_int_equal(rev, r1);
+	assert_int_equal(bus_key_claim(b, "ch.c", 0, &rev, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostA");
+	assert_int_equal(rev, r1);
+	/* B takes it from the revision it read */
+	assert_int_equal(bus_key_claim(b, "ch.c", r1, &r2, owner, sizeof owner), BUS_OK);
+	assert_true(r2 > r1);
+	/* A's stale revision: TAKEN, naming B */
+	assert_int_equal(bus_key_claim(a, "ch.c", r1, &rev, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostB");
+	assert_int_equal(rev, r2);
+	/* a revision of another key is stale too */
+	uint64_t other = 0;
+	assert_int_equal(bus_key_claim(a, "ch.other", 0, &other, owner, sizeof owner), BUS_OK);
+	assert_int_equal(bus_key_claim(a, "ch.c", other, &rev, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostB");
+	/* A takes it back from the current revision */
+	assert_int_equal(bus_key_claim(a, "ch.c", r2, &r3, owner, sizeof owner), BUS_OK);
+	assert_int_equal(bus_key_get(b, "ch.c", owner, sizeof owner, &rev), BUS_OK);
+	assert_string_equal(owner, "hostA");
+	assert_int_equal(rev, r3);
+	/* keys are encoded: '.', '*', '>' and ' ' are kept apart */
+	const char *odd[] = {"ch.*", "ch.>", "ch >", "ch=2E"};
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(bus_key_claim(i % 2 ? a : b, odd[i], 0, &rev, owner, sizeof owner), BUS_OK);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(bus_key_get(a, odd[i], owner, sizeof owner, &rev), BUS_OK);
+		assert_string_equal(owner, i % 2 ? "hostA" : "hostB");
+	}
+	assert_int_equal(bus_key_claim(a, "", 0, &rev, owner, sizeof owner), BUS_INVALID);
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (j) a record outlives its host's lease; a live host takes it -------- */
+
+/* waits until the lease on key is gone (WAIT_MS); true if it went */
+static bool lease_gone(bus *b, const char *key)
+{
+	char owner[BUS_HOST_MAX + 1];
+	int64_t end = now_ms() + WAIT_MS;
+	while (now_ms() < end) {
+		if (bus_lease_owner(b, key, owner, sizeof owner) == BUS_EMPTY)
+			return true;
+		usleep(100 * 1000);
+	}
+	return false;
+}
+
+static void t_keys_outlive(void **state)
+{
+	env *e = *state;
+	/* lease TTL 1 s; the record is claimed first, so it is older than
+	 * either lease below */
+	bus *a = open_bus_with(e, "hostA", 1000, 1000);
+	bus *b = open_bus_with(e, "hostB", 1000, 1000);
+	char owner[BUS_HOST_MAX + 1];
+	uint64_t rk = 0, rl = 0, rev = 0, r2 = 0;
+	assert_int_equal(bus_key_claim(a, "ch.o", 0, &rk, owner, sizeof owner), BUS_OK);
+	/* A's host lease, not renewed: A "dies". Twice over, so the record is
+	 * two TTLs old when it is read */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(bus_lease_acquire(a, "host:hostA", &rl, owner, sizeof owner), BUS_OK);
+		assert_true(lease_gone(b, "host:hostA"));
+	}
+	/* the record is still there, unchanged */
+	assert_int_equal(bus_key_get(b, "ch.o", owner, sizeof owner, &rev), BUS_OK);
+	assert_string_equal(owner, "hostA");
+	assert_int_equal(rev, rk);
+	/* B sees hostA's lease gone and takes the key at the revision read */
+	assert_int_equal(bus_lease_owner(b, "host:hostA", owner, sizeof owner), BUS_EMPTY);
+	assert_int_equal(bus_key_claim(b, "ch.o", rev, &r2, owner, sizeof owner), BUS_OK);
+	assert_int_equal(bus_key_get(a, "ch.o", owner, sizeof owner, &rev), BUS_OK);
+	assert_string_equal(owner, "hostB");
+	assert_int_equal(rev, r2);
+	/* A comes back late with the revision it knew: refused */
+	assert_int_equal(bus_key_claim(a, "ch.o", rk, &rev, owner, sizeof owner), BUS_TAKEN);
+	assert_string_equal(owner, "hostB");
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (k) claims whose replies come too late: retried, still ours -------- */
+
+static void t_keys_lost_reply(void **state)
+{
+	env *e = *state;
+	/* the buckets exist first (made with normal waits) */
+	bus *setup_bus = open_bus(e, "hostB");
+	/* then a bus whose every try waits 1 ms for its reply: on this
+	 * cluster (R3) most replies come later, the try is repeated, and a
+	 * repeat finds the record already written by the try before */
+	bus *a = open_bus_with(e, "hostA", 2000, 1);
+	char owner[BUS_HOST_MAX + 1], key[32];
+	int unavailable = 0;
+	for (int i = 0; i < 30; i++) {
+		uint64_t r1 = 0, r2 = 0, rev = 0;
+		snprintf(key, sizeof key, "ch.slow.%d", i);
+		bus_status st = bus_key_claim(a, key, 0, &r1, owner, sizeof owner);
+		if (st == BUS_UNAVAILABLE) { /* 10 s of timeouts: allowed, rare */
+			unavailable++;
+			continue;
+		}
+		assert_int_equal(st, BUS_OK);
+		assert_int_equal(bus_key_get(setup_bus, key, owner, sizeof owner, &rev), BUS_OK);
+		assert_string_equal(owner, "hostA");
+		assert_int_equal(rev, r1);
+		st = bus_key_claim(a, key, r1, &r2, owner, sizeof owner);
+		if (st == BUS_UNAVAILABLE) {
+			unavailable++;
+			continue;
+		}
+		assert_int_equal(st, BUS_OK);
+		assert_int_equal(bus_key_get(setup_bus, key, owner, sizeof owner, &rev), BUS_OK);
+		assert_int_equal(rev, r2);
+	}
+	bus_metrics m;
+	bus_get_metrics(a, &m);
+	fprintf(stderr, "slow claims: %" PRIu64 " retries, %d unavailable\n",
+	        m.retries, unavailable);
+	assert_true(unavailable < 30);
+	bus_close(a);
+	bus_close(setup_bus);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
@@ -579,10 +795,15 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(t_kill_n1, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_kill_leader, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_request, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_keys_race, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_keys_cas, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_keys_outlive, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_keys_lost_reply, setup, teardown),
 	};
 	static const char *names[] = {"append_replay", "fencing", "lost_reply",
 	                              "lease", "fanout", "kill_n1", "kill_leader",
-	                              "request"};
+	                              "request", "keys_race", "keys_cas",
+	                              "keys_outlive", "keys_lost_reply"};
 	size_t n = sizeof all / sizeof all[0];
 	int rc = 2;
 	if (argc > 1) {
