@@ -621,29 +621,57 @@ static bool lease_key(const char *key, char out[ENC_MAX + 8])
 	return true;
 }
 
-/* kvStore_Get with retries: NATS_OK (*e), NATS_NOT_FOUND, or the error. */
-static natsStatus kv_get(bus *b, const char *k, int64_t deadline, kvEntry **e)
+/* A key's value and revision as the bucket's stream leader has them. */
+typedef struct kv_val {
+	char v[BUS_HOST_MAX + 1];
+	uint64_t rev;
+} kv_val;
+
+/* Reads k with retries: NATS_OK (*e), NATS_NOT_FOUND (never written,
+ * deleted, or expired), or the error. Not kvStore_Get: a KV stream allows
+ * direct gets, which any replica may answer, and a follower that has not
+ * applied the latest write answers with what was there before (a lease
+ * just taken could read as absent). The stream's message-get API is the
+ * leader's. */
+static natsStatus kv_get(bus *b, const char *k, int64_t deadline, kv_val *e)
 {
+	char subj[SUBJ_MAX + 32];
+
+	snprintf(subj, sizeof subj, "$KV." BUCKET ".%s", k);
 	for (int try = 0;; try++) {
-		natsStatus s = kvStore_Get(e, b->kv, k);
-		if (s == NATS_OK || s == NATS_NOT_FOUND || !transient(s) ||
-		    now_ms() >= deadline)
+		natsMsg *m = NULL;
+		jsErrCode ec = 0;
+		natsStatus s = js_GetLastMsg(&m, b->js, "KV_" BUCKET, subj, NULL,
+		                             &ec);
+		if (s == NATS_OK) {
+			const char *op = NULL;
+			if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK &&
+			    op && (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+				s = NATS_NOT_FOUND;
+			} else {
+				snprintf(e->v, sizeof e->v, "%.*s",
+				         natsMsg_GetDataLength(m),
+				         natsMsg_GetData(m));
+				e->rev = natsMsg_GetSequence(m);
+			}
+			natsMsg_Destroy(m);
+			return s;
+		}
+		if (s == NATS_NOT_FOUND || !transient(s) || now_ms() >= deadline)
 			return s;
 		backoff(b, try, deadline);
 	}
 }
 
-static void copy_owner(kvEntry *e, char *out, size_t cap)
+static void copy_owner(const kv_val *e, char *out, size_t cap)
 {
 	if (out && cap)
-		snprintf(out, cap, "%.*s", kvEntry_ValueLen(e),
-		         (const char *)kvEntry_Value(e));
+		snprintf(out, cap, "%s", e->v);
 }
 
-static bool entry_is_ours(bus *b, kvEntry *e)
+static bool entry_is_ours(bus *b, const kv_val *e)
 {
-	return (size_t)kvEntry_ValueLen(e) == strlen(b->host) &&
-	       !memcmp(kvEntry_Value(e), b->host, strlen(b->host));
+	return !strcmp(e->v, b->host);
 }
 
 bus_status bus_lease_acquire(bus *b, const char *key, uint64_t *rev,
@@ -660,16 +688,15 @@ bus_status bus_lease_acquire(bus *b, const char *key, uint64_t *rev,
 		if (s == NATS_OK)
 			return BUS_OK;
 		if (s == NATS_ERR) { /* exists: whose? */
-			kvEntry *e = NULL;
-			s = kv_get(b, k, deadline, &e);
+			kv_val ev, *e = &ev;
+			s = kv_get(b, k, deadline, e);
 			if (s == NATS_OK) {
 				bus_status st = BUS_TAKEN;
 				copy_owner(e, owner_out, cap);
 				if (entry_is_ours(b, e)) {
-					*rev = kvEntry_Revision(e);
+					*rev = e->rev;
 					st = BUS_OK;
 				}
-				kvEntry_Destroy(e);
 				return st;
 			}
 			/* NOT_FOUND: expired between the two calls: try again */
@@ -702,13 +729,12 @@ bus_status bus_lease_renew(bus *b, const char *key, uint64_t rev,
 			 * renew landed (reply lost) and the value is still ours. */
 			if (try == 0)
 				return BUS_LOST;
-			kvEntry *e = NULL;
-			s = kv_get(b, k, deadline, &e);
+			kv_val ev, *e = &ev;
+			s = kv_get(b, k, deadline, e);
 			if (s == NATS_OK) {
 				bool ours = entry_is_ours(b, e);
 				if (ours)
-					*newrev = kvEntry_Revision(e);
-				kvEntry_Destroy(e);
+					*newrev = e->rev;
 				return ours ? BUS_OK : BUS_LOST;
 			}
 			if (s == NATS_NOT_FOUND)
@@ -769,14 +795,13 @@ bus_status bus_lease_owner(bus *b, const char *key, char *owner_out,
 	char k[ENC_MAX + 8];
 	if (!lease_key(key, k))
 		return BUS_INVALID;
-	kvEntry *e = NULL;
-	natsStatus s = kv_get(b, k, now_ms() + b->deadline_ms, &e);
+	kv_val ev, *e = &ev;
+	natsStatus s = kv_get(b, k, now_ms() + b->deadline_ms, e);
 	if (s == NATS_NOT_FOUND)
 		return BUS_EMPTY;
 	if (s != NATS_OK)
 		return transient(s) ? BUS_UNAVAILABLE : BUS_ERROR;
 	copy_owner(e, owner_out, cap);
-	kvEntry_Destroy(e);
 	return BUS_OK;
 }
 
