@@ -31,6 +31,45 @@
 #define WRONG_LAST_SEQ 10071 /* JSStreamWrongLastSequenceErr */
 #define DUP_WINDOW_NS (120LL * 1000 * 1000 * 1000)
 
+/* Something a libnats thread will say once (a connection closed, a
+ * subscription completed), waited for by another thread. */
+typedef struct latch {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+} latch;
+
+static void latch_init(latch *l)
+{
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cv, NULL);
+	l->done = false;
+}
+
+static void latch_fini(latch *l)
+{
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mu);
+}
+
+/* A libnats callback (closure: the latch): it happened. */
+static void latch_open(void *closure)
+{
+	latch *l = closure;
+	pthread_mutex_lock(&l->mu);
+	l->done = true;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void latch_wait(latch *l)
+{
+	pthread_mutex_lock(&l->mu);
+	while (!l->done)
+		pthread_cond_wait(&l->cv, &l->mu);
+	pthread_mutex_unlock(&l->mu);
+}
+
 struct bus {
 	natsConnection *nc;
 	jsCtx *js;
@@ -44,9 +83,7 @@ struct bus {
 	void *serve_arg;
 	_Atomic uint64_t appends, fenced, retries, reconnects, disconnects;
 	/* the connection's callbacks use b: bus_close waits for the last */
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool closed;
+	latch closed;
 };
 
 struct bus_sub {
@@ -189,10 +226,7 @@ static void on_reconnected(natsConnection *nc, void *closure)
 static void on_closed(natsConnection *nc, void *closure)
 {
 	bus *b = closure;
-	pthread_mutex_lock(&b->mu);
-	b->closed = true;
-	pthread_cond_broadcast(&b->cv);
-	pthread_mutex_unlock(&b->mu);
+	latch_open(&b->closed);
 }
 
 static bus_status make_stream(bus *b, int replicas, int64_t deadline,
@@ -296,8 +330,7 @@ bus_status bus_open(bus **out, const bus_cfg *cfg, char *err, size_t cap)
 		seterr(err, cap, "out of memory");
 		return BUS_ERROR;
 	}
-	pthread_mutex_init(&b->mu, NULL);
-	pthread_cond_init(&b->cv, NULL);
+	latch_init(&b->closed);
 	snprintf(b->host, sizeof b->host, "%s", cfg->host_id);
 	b->attempt_ms = cfg->attempt_ms > 0 ? cfg->attempt_ms : 1000;
 	b->deadline_ms = cfg->deadline_ms > 0 ? cfg->deadline_ms : 10000;
@@ -386,14 +419,10 @@ void bus_close(bus *b)
 	jsCtx_Destroy(b->js);
 	if (b->nc) {
 		natsConnection_Close(b->nc);
-		pthread_mutex_lock(&b->mu);
-		while (!b->closed)
-			pthread_cond_wait(&b->cv, &b->mu);
-		pthread_mutex_unlock(&b->mu);
+		latch_wait(&b->closed);
 		natsConnection_Destroy(b->nc);
 	}
-	pthread_cond_destroy(&b->cv);
-	pthread_mutex_destroy(&b->mu);
+	latch_fini(&b->closed);
 	free(b);
 }
 
@@ -968,21 +997,6 @@ static void on_fan(natsConnection *nc, natsSubscription *ns, natsMsg *m,
 	natsMsg_Destroy(m);
 }
 
-typedef struct done_wait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-} done_wait;
-
-static void on_sub_complete(void *closure)
-{
-	done_wait *w = closure;
-	pthread_mutex_lock(&w->mu);
-	w->done = true;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->mu);
-}
-
 bus_status bus_subscribe(bus *b, const char *key, bus_fan_cb cb, void *arg,
                          bus_sub **sub)
 {
@@ -1010,20 +1024,13 @@ void bus_unsubscribe(bus_sub *s)
 	if (!s)
 		return;
 	/* wait until the handler has returned for the last time */
-	done_wait w = {.done = false};
-	pthread_mutex_init(&w.mu, NULL);
-	pthread_cond_init(&w.cv, NULL);
-	bool wait = natsSubscription_SetOnCompleteCB(s->ns, on_sub_complete, &w) == NATS_OK &&
-	            natsSubscription_Unsubscribe(s->ns) == NATS_OK;
-	if (wait) {
-		pthread_mutex_lock(&w.mu);
-		while (!w.done)
-			pthread_cond_wait(&w.cv, &w.mu);
-		pthread_mutex_unlock(&w.mu);
-	}
+	latch w;
+	latch_init(&w);
+	if (natsSubscription_SetOnCompleteCB(s->ns, latch_open, &w) == NATS_OK &&
+	    natsSubscription_Unsubscribe(s->ns) == NATS_OK)
+		latch_wait(&w);
 	natsSubscription_Destroy(s->ns);
-	pthread_cond_destroy(&w.cv);
-	pthread_mutex_destroy(&w.mu);
+	latch_fini(&w);
 	free(s);
 }
 

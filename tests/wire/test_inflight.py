@@ -22,7 +22,6 @@ Usage: test_inflight.py PARLEYD
 """
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -30,7 +29,9 @@ import time
 import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wsclient import Checks, Server, WS  # noqa: E402
+from wsclient import BufReader, Checks, Server, WS, frame  # noqa: E402
+
+ZERO_KEY = b"\0\0\0\0"  # masked with key 0: cheap to make 200,000
 
 PARLEYD = sys.argv[1]
 N = 200000
@@ -57,53 +58,6 @@ def proc_kb(pid, field):
     raise RuntimeError("no %s" % field)
 
 
-class Reader:
-    """Reads a WebSocket's messages from a bytearray with an offset."""
-
-    def __init__(self, ws):
-        self.s = ws.s
-        self.buf = bytearray(ws.buf)
-        self.off = 0
-
-    def _need(self, n, deadline):
-        while len(self.buf) - self.off < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no frame in time")
-            self.s.settimeout(left)
-            try:
-                b = self.s.recv(1 << 20)
-            except socket.timeout:
-                raise TimeoutError("no frame in time")
-            if not b:
-                raise EOFError("closed")
-            if self.off > (1 << 20):
-                del self.buf[:self.off]
-                self.off = 0
-            self.buf += b
-
-    def msg(self, timeout=120.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            self._need(2, deadline)
-            b0, b1 = self.buf[self.off], self.buf[self.off + 1]
-            n, hl = b1 & 0x7f, 2
-            if n == 126:
-                self._need(4, deadline)
-                n, hl = int.from_bytes(self.buf[self.off + 2:self.off + 4], "big"), 4
-            elif n == 127:
-                self._need(10, deadline)
-                n, hl = int.from_bytes(self.buf[self.off + 2:self.off + 10], "big"), 10
-            self._need(hl + n, deadline)
-            p = bytes(self.buf[self.off + hl:self.off + hl + n])
-            self.off += hl + n
-            op = b0 & 0x0f
-            if op == 0xa:
-                continue
-            assert op == 2, "opcode %d" % op
-            return msgpack.unpackb(p, raw=False)
-
-
 def setup(srv, user):
     ws = WS(srv.port)
     ws.hello(srv.token(user))
@@ -112,23 +66,11 @@ def setup(srv, user):
     return ws, r["ch"]["id"]
 
 
-def wsframe(payload):
-    """A masked binary frame with the mask key 0 (cheap to make)."""
-    n = len(payload)
-    if n < 126:
-        h = struct.pack("!BB", 0x82, 0x80 | n)
-    elif n <= 0xffff:
-        h = struct.pack("!BBH", 0x82, 0x80 | 126, n)
-    else:
-        h = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
-    return h + b"\0\0\0\0" + payload
-
-
 def flood_bytes(ch, first, n):
     out = bytearray()
     for rid in range(first, first + n):
         m = {"op": "typing", "rid": rid, "ch": ch}
-        out += wsframe(msgpack.packb(m))
+        out += frame(2, msgpack.packb(m), key=ZERO_KEY)
     return bytes(out)
 
 
@@ -177,7 +119,7 @@ def check_flood(srv):
     sender.start()
     wait_stalled(sender, pid)
     sent_before_reading = sender.sent
-    rd = Reader(ws)
+    rd = BufReader(ws)
     want = 1000
     while want < 1000 + N:
         m = rd.msg()
@@ -220,7 +162,7 @@ def check_neighbour(srv):
     # neighbour's request and answered it only after all of it.
     assert taken - 1 < N, \
         "the whole flood was taken in before the neighbour's answer"
-    rd = Reader(ws)
+    rd = BufReader(ws)
     want = 1
     while want <= N:
         m = rd.msg()
@@ -259,7 +201,7 @@ def check_close(srv):
     ch = r["channels"][0]["id"] if r.get("channels") else None
     assert ch, r
     ws.send(flood_bytes(ch, 100, 2000))
-    rd = Reader(ws)
+    rd = BufReader(ws)
     want = 100
     while want < 2100:
         m = rd.msg()

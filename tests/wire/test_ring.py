@@ -12,7 +12,6 @@ Usage: test_ring.py PARLEYD
 """
 import ctypes
 import os
-import select
 import socket
 import sys
 import threading
@@ -21,7 +20,7 @@ import time
 import msgpack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wsclient import Checks, Server, WS, frame  # noqa: E402
+from wsclient import BufReader, Checks, Server, WS, frame  # noqa: E402
 
 PARLEYD = sys.argv[1]
 N = 12000               # messages in a burst
@@ -43,66 +42,6 @@ def ring_allowed():
     return True
 
 
-class Reader:
-    """Reads a WebSocket's messages from its own buffer (a bytearray with
-    an offset: megabytes of frames without quadratic copies)."""
-
-    def __init__(self, ws):
-        self.s = ws.s
-        self.buf = bytearray(ws.buf)
-        self.off = 0
-
-    def _need(self, n, deadline):
-        while len(self.buf) - self.off < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no frame in time")
-            self.s.settimeout(left)
-            b = self.s.recv(1 << 20)
-            if not b:
-                raise AssertionError("connection ended")
-            if self.off > (1 << 20):
-                del self.buf[:self.off]
-                self.off = 0
-            self.buf += b
-
-    def ready(self):
-        """A whole frame is buffered, or the socket has bytes."""
-        if len(self.buf) - self.off >= 2:
-            n = self.buf[self.off + 1] & 0x7f
-            hl = 2 + (2 if n == 126 else 8 if n == 127 else 0)
-            if len(self.buf) - self.off >= hl:
-                if n == 126:
-                    n = int.from_bytes(self.buf[self.off + 2:self.off + 4], "big")
-                elif n == 127:
-                    n = int.from_bytes(self.buf[self.off + 2:self.off + 10], "big")
-                if len(self.buf) - self.off >= hl + n:
-                    return True
-        r, _, _ = select.select([self.s], [], [], 0)
-        return bool(r)
-
-    def msg(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while True:
-            self._need(2, deadline)
-            b0, n = self.buf[self.off], self.buf[self.off + 1] & 0x7f
-            hl = 2
-            if n == 126:
-                self._need(4, deadline)
-                n, hl = int.from_bytes(self.buf[self.off + 2:self.off + 4], "big"), 4
-            elif n == 127:
-                self._need(10, deadline)
-                n, hl = int.from_bytes(self.buf[self.off + 2:self.off + 10], "big"), 10
-            self._need(hl + n, deadline)
-            p = bytes(self.buf[self.off + hl:self.off + hl + n])
-            self.off += hl + n
-            op = b0 & 0x0f
-            if op == 0xa:
-                continue
-            assert op == 2, "opcode %d" % op
-            return msgpack.unpackb(p, raw=False)
-
-
 def body(i):
     return ("%05d:" % i) + chr(ord("a") + i % 26) * (BODY - 6)
 
@@ -122,7 +61,7 @@ def one_burst(srv, alice, bob, carol, name):
     # her own unread output would stop the server reading her
     t = threading.Thread(target=alice.s.sendall, args=(out,))
     t.start()
-    alice_r, carol_r = Reader(alice), Reader(carol)
+    alice_r, carol_r = BufReader(alice), BufReader(carol)
     acks = seen_a = seen_c = 0
     while acks < N or seen_a < N:
         m = alice_r.msg(60)
@@ -138,12 +77,12 @@ def one_burst(srv, alice, bob, carol, name):
     while seen_c < N:
         seen_c = check_ev(carol_r.msg(60), ch, seen_c, "carol")
     # bob only now
-    bob_r, seen = Reader(bob), 0
+    bob_r, seen = BufReader(bob), 0
     while seen < N:
         seen = check_ev(bob_r.msg(60), ch, seen, "bob")
     # the WebSockets go on from where the readers stopped
     for w, rd in ((alice, alice_r), (bob, bob_r), (carol, carol_r)):
-        w.buf = bytes(rd.buf[rd.off:])
+        w.buf = rd.ws_buf()
 
 
 def check_ev(m, ch, seen, who):

@@ -127,7 +127,9 @@ def upgrade_request(path="/ws", version="13", key=None, protocols="parley.v1",
     return (req + extra + "\r\n").encode(), key
 
 
-def frame(op, payload=b"", fin=True, rsv=0, mask=True, length=None):
+def frame(op, payload=b"", fin=True, rsv=0, mask=True, length=None, key=None):
+    """A frame from the client; masked with key (random by default; the
+    key 0 leaves the payload as is, cheap for floods of frames)."""
     b0 = (0x80 if fin else 0) | (rsv << 4) | op
     n = len(payload) if length is None else length
     if n < 126:
@@ -138,7 +140,9 @@ def frame(op, payload=b"", fin=True, rsv=0, mask=True, length=None):
         h = struct.pack("!BBQ", b0, (0x80 if mask else 0) | 127, n)
     if not mask:
         return h + payload
-    k = os.urandom(4)
+    k = key if key is not None else os.urandom(4)
+    if k == b"\0\0\0\0":
+        return h + k + payload
     return h + k + bytes(b ^ k[i & 3] for i, b in enumerate(payload))
 
 
@@ -258,6 +262,77 @@ class WS:
 
     def close(self):
         self.s.close()
+
+
+class BufReader:
+    """Reads a WS's messages from megabytes of buffered frames: a
+    bytearray with an offset, not WS's bytes sliced per frame (quadratic
+    copies). Takes over ws.buf; give what is left back with ws_buf()."""
+
+    def __init__(self, ws):
+        self.s = ws.s
+        self.buf = bytearray(ws.buf)
+        self.off = 0
+
+    def ws_buf(self):
+        """What was read and not parsed, for the WS to go on with."""
+        return bytes(self.buf[self.off:])
+
+    def _need(self, n, deadline):
+        while len(self.buf) - self.off < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame in time")
+            self.s.settimeout(left)
+            try:
+                b = self.s.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError("no frame in time")
+            if not b:
+                raise Closed("eof")
+            if self.off > (1 << 20):
+                del self.buf[:self.off]
+                self.off = 0
+            self.buf += b
+
+    def _frame_len(self):
+        """(header length, payload length) of the buffered frame's head,
+        or None when its header is not all here."""
+        have = len(self.buf) - self.off
+        if have < 2:
+            return None
+        n = self.buf[self.off + 1] & 0x7f
+        hl = 4 if n == 126 else 10 if n == 127 else 2
+        if have < hl:
+            return None
+        if hl > 2:
+            n = int.from_bytes(self.buf[self.off + 2:self.off + hl], "big")
+        return hl, n
+
+    def ready(self):
+        """A whole frame is buffered, or the socket has bytes."""
+        f = self._frame_len()
+        if f and len(self.buf) - self.off >= f[0] + f[1]:
+            return True
+        r, _, _ = select.select([self.s], [], [], 0)
+        return bool(r)
+
+    def msg(self, timeout=TIMEOUT):
+        """The next binary message, decoded; pongs are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._need(2, deadline)
+            n7 = self.buf[self.off + 1] & 0x7f
+            self._need(4 if n7 == 126 else 10 if n7 == 127 else 2, deadline)
+            hl, n = self._frame_len()
+            self._need(hl + n, deadline)
+            op = self.buf[self.off] & 0x0f
+            p = bytes(self.buf[self.off + hl:self.off + hl + n])
+            self.off += hl + n
+            if op == 0xa:
+                continue
+            assert op == 2, "opcode %d from the server" % op
+            return msgpack.unpackb(p, raw=False)
 
 
 def close_code(p):
