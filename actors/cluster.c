@@ -14,6 +14,8 @@
 
 #include <endian.h>
 #include <nats/nats.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -663,6 +665,53 @@ static void *owner_main(void *arg)
 
 /* ---- start and stop --------------------------------------------------------------- */
 
+/* Hosts that disagree on the partitions or the secrets would corrupt each
+ * other's stores (another shard count hashes keys elsewhere) or mint
+ * tokens and DM ids the others do not know: the first host to join
+ * settles them (a fingerprint of the secrets, never the secrets), and a
+ * host that differs refuses to start. */
+static int same_as_cluster(unsigned nshards)
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char fp[2 * 24 + 1], got[BUS_HOST_MAX + 1], shape[64];
+	EVP_MD_CTX *x = EVP_MD_CTX_new();
+
+	EVP_DigestInit_ex(x, EVP_sha256(), NULL);
+	EVP_DigestUpdate(x, "parley-cluster\0", 15);
+	EVP_DigestUpdate(x, srv.key, srv.key_len);
+	EVP_DigestUpdate(x, "\0", 1);
+	EVP_DigestUpdate(x, srv.dm_key, srv.dm_key_len);
+	EVP_DigestFinal_ex(x, md, NULL);
+	EVP_MD_CTX_free(x);
+	for (int i = 0; i < 24; i++)
+		snprintf(fp + 2 * i, 3, "%02x", md[i]);
+	snprintf(shape, sizeof(shape), "shards-%u-ranges-%u", nshards,
+		 store_nranges(srv.st));
+	if (bus_key_settle(C.b, "cfg.shape", shape, got, sizeof(got)) !=
+	    BUS_OK) {
+		plog(PL_ERROR, "cluster", "cannot read the cluster's settings");
+		return -1;
+	}
+	if (strcmp(got, shape)) {
+		plog(PL_ERROR, "cluster", "this host has %s, the cluster %s: "
+		     "every host needs the same --shards and --ranges", shape,
+		     got);
+		return -1;
+	}
+	if (bus_key_settle(C.b, "cfg.secrets", fp, got, sizeof(got)) !=
+	    BUS_OK) {
+		plog(PL_ERROR, "cluster", "cannot read the cluster's settings");
+		return -1;
+	}
+	if (strcmp(got, fp)) {
+		plog(PL_ERROR, "cluster", "this host's JWT secret or DM key is "
+		     "not the cluster's: give every host the same "
+		     "--jwt-secret-file and --dm-key-file");
+		return -1;
+	}
+	return 0;
+}
+
 int cluster_start(const struct cluster_opts *o, unsigned nshards)
 {
 	char err[256], writer[BUS_HOST_MAX + 40];
@@ -700,6 +749,12 @@ int cluster_start(const struct cluster_opts *o, unsigned nshards)
 		nonce = (uint64_t)time(NULL) ^ (uint64_t)getpid();
 	snprintf(writer, sizeof(writer), "%s/%016llx", C.self,
 		 (unsigned long long)nonce);
+	if (same_as_cluster(nshards)) {
+		hosts_stop(C.h);
+		bus_close(C.b);
+		C.b = NULL;
+		return -1;
+	}
 	if (clog_start(C.b, nshards, writer)) {
 		hosts_stop(C.h);
 		bus_close(C.b);
