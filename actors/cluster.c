@@ -7,7 +7,8 @@
  *   REQ      u8 1, str origin host, u64 conn, u8 has_rid, u64 rid, u8 op,
  *            str ws, str user, u8 admin, str ch, bytes frame
  *   DELIVER  u8 2, u8 partition, u64 log position, u64 conn, bytes frame
- *   TYPING   u8 3, str ch, str skip, bytes frame (to every host)
+ *   TYPING   u8 3, str host, str ch, str skip, bytes frame (to every host)
+ *   DIRNAME  u8 4, str ws, str user, str name (to the directory's owner)
  * (str: u16 n + bytes; bytes: u32 n + bytes; little-endian)
  */
 #include "actors/cluster.h"
@@ -27,6 +28,7 @@
 #include "actors/actors.h"
 #include "actors/chan.h"
 #include "actors/commit.h"
+#include "actors/directory.h"
 #include "actors/cluster_log.h"
 #include "actors/session.h"
 #include "cluster/bus.h"
@@ -40,7 +42,7 @@
 #define OWNER_KEY "parley-partitions"
 #define PROXY_HOSTS 127
 
-enum { MSG_REQ = 1, MSG_DELIVER = 2, MSG_TYPING = 3 };
+enum { MSG_REQ = 1, MSG_DELIVER = 2, MSG_TYPING = 3, MSG_DIRNAME = 4 };
 
 bool cluster_on;
 
@@ -483,8 +485,37 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	case MSG_REQ: on_req(&r); break;
 	case MSG_DELIVER: on_deliver(&r); break;
 	case MSG_TYPING: on_typing(&r); break;
+	case MSG_DIRNAME: {
+		char ws[ID_CAP], user[ID_CAP], name[256];
+
+		rb_str(&r, ws, sizeof(ws));
+		rb_str(&r, user, sizeof(user));
+		rb_str(&r, name, sizeof(name));
+		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
+			dir_on_hello(ws, user, name);
+		break;
+	}
 	default: break;
 	}
+}
+
+void cluster_dir_hello(const char *ws, const char *user, const char *name)
+{
+	char owner[BUS_HOST_MAX + 1];
+	unsigned p = dir_shard(ws);
+	struct wb w = { 0 };
+
+	pthread_mutex_lock(&C.mu);
+	memcpy(owner, C.owner[p], sizeof(owner));
+	pthread_mutex_unlock(&C.mu);
+	if (!owner[0] || !strcmp(owner, C.self))
+		return; /* no owner now: the next hello tells it */
+	wb_u8(&w, MSG_DIRNAME);
+	wb_str(&w, ws);
+	wb_str(&w, user);
+	wb_str(&w, name);
+	bus_send(C.b, owner, w.p, w.n);
+	free(w.p);
 }
 
 /* ---- typing (not stored: straight to every host) --------------------------- */
