@@ -293,6 +293,7 @@ void cluster_release_held(void)
 		struct held_ans *h = go;
 
 		go = h->next;
+		h->buf->t_post_us = rt_mono_us();
 		send_buf_to_conn(h->conn, h->buf);
 		free(h);
 	}
@@ -530,6 +531,7 @@ static void typing_on_shard(struct shard_state *ss, struct m_call *m)
 	struct typing *t = m->arg;
 	struct chan *c = smap_get(&ss->chans, t->ch, strlen(t->ch));
 
+	t->buf->t_post_us = rt_mono_us();
 	if (c)
 		fanout(c, 0, t->buf, t->skip[0] ? t->skip : NULL);
 	rt_buf_unref(t->buf);
@@ -895,4 +897,6 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->applied = ls.applied;
 	st->takeovers = ls.takeovers;
 	st->log_bytes = ls.log_bytes;
+	st->turns = ls.turns;
+	st->failed_turns = ls.fenced_turns;
 }

@@ -55,6 +55,8 @@ struct cluster_stats {
 	uint64_t takeovers;  /* partitions this host claimed and fenced */
 	uint64_t unavailable; /* writes answered UNAVAILABLE: no owner */
 	uint64_t log_bytes;  /* bytes appended to the log */
+	uint64_t turns;      /* owned shards' turns logged (several a message) */
+	uint64_t failed_turns; /* turns the log refused (fenced, too big) */
 };
 
 /* true once cluster_start joined: set before the shards start */

@@ -63,7 +63,7 @@ uint64_t clog_last_sseq(unsigned p);
 void cluster_release_held(void);
 
 struct clog_stats {
-	uint64_t applied, takeovers, log_bytes, fenced_turns;
+	uint64_t applied, takeovers, log_bytes, fenced_turns, turns;
 };
 void clog_get_stats(struct clog_stats *st);
 
