@@ -9,6 +9,7 @@
  *   DELIVER  u8 2, u8 partition, u64 log position, u64 conn, bytes frame
  *   TYPING   u8 3, str host, str ch, str skip, bytes frame (to every host)
  *   DIRNAME  u8 4, str ws, str user, str name (to the directory's owner)
+ *   PRESENCE, PCHOSEN: cluster_presence.c (to every host)
  * (str: u16 n + bytes; bytes: u32 n + bytes; little-endian)
  */
 #include "actors/cluster.h"
@@ -42,7 +43,8 @@
 #define OWNER_KEY "parley-partitions"
 #define PROXY_HOSTS 127
 
-enum { MSG_REQ = 1, MSG_DELIVER = 2, MSG_TYPING = 3, MSG_DIRNAME = 4 };
+enum { MSG_REQ = CLUSTER_MSG_REQ, MSG_DELIVER = CLUSTER_MSG_DELIVER,
+       MSG_TYPING = CLUSTER_MSG_TYPING, MSG_DIRNAME = CLUSTER_MSG_DIRNAME };
 
 bool cluster_on;
 
@@ -486,6 +488,8 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	case MSG_REQ: on_req(&r); break;
 	case MSG_DELIVER: on_deliver(&r); break;
 	case MSG_TYPING: on_typing(&r); break;
+	case CLUSTER_MSG_PRESENCE: cluster_presence_on_msg(r.p, r.end); break;
+	case CLUSTER_MSG_PCHOSEN: cluster_presence_on_chosen(r.p, r.end); break;
 	case MSG_DIRNAME: {
 		char ws[ID_CAP], user[ID_CAP], name[256];
 
@@ -562,6 +566,12 @@ static void on_typing(struct rb *r)
 	m->fn = typing_on_shard;
 	m->arg = t;
 	rt_post(chan_shard(t->ch), &m->h);
+}
+
+void cluster_broadcast(const void *data, size_t len)
+{
+	if (C.b)
+		bus_send(C.b, NULL, data, len);
 }
 
 void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip)
@@ -678,6 +688,7 @@ static void pending_sweep(void)
 static void *owner_main(void *arg)
 {
 	int64_t every = C.lease_ms / 5;
+	uint64_t next_refresh = 0;
 
 	(void)arg;
 	if (every < 100)
@@ -691,6 +702,11 @@ static void *owner_main(void *arg)
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);
 		pending_sweep();
+		cluster_presence_sweep();
+		if (rt_now_ms() >= next_refresh) {
+			cluster_presence_refresh();
+			next_refresh = rt_now_ms() + 2000;
+		}
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -850,6 +866,7 @@ void cluster_stop(void)
 	bus_close(C.b);
 	C.h = NULL;
 	C.b = NULL;
+	cluster_presence_free();
 	while (C.pending) {
 		struct pending *g = C.pending;
 

@@ -99,6 +99,13 @@ void cluster_deliver(rt_conn_id proxy, rt_buf *b);
  * owns the directory's partition. */
 void cluster_dir_hello(const char *ws, const char *user, const char *name);
 
+/* Presence across hosts (cluster_presence.c): this host's level of a user
+ * (0 no device here, 1 devices all silent, 2 one active) changed; the
+ * highest level the other hosts report now; the status a user chose. */
+void cluster_presence_local(const char *ws, const char *user, uint8_t level);
+uint8_t cluster_presence_remote(const char *ws, const char *user);
+void cluster_presence_chosen(const char *ws, const char *user, uint8_t chosen);
+
 /* A typing frame (not stored) for the subscribers of ch on the other
  * hosts. */
 void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip);
