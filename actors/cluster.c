@@ -383,10 +383,9 @@ int cluster_run(void)
 	return 0;
 }
 
-void cluster_quiesce(void)
+/* No more ownership rounds, nothing more from other hosts. */
+static void stop_listening(void)
 {
-	if (!cluster_on)
-		return;
 	atomic_store(&C.stop, true);
 	if (C.owner_started)
 		pthread_join(C.owner_thread, NULL);
@@ -394,6 +393,13 @@ void cluster_quiesce(void)
 	bus_unsubscribe(C.inbox);
 	bus_unsubscribe(C.all);
 	C.inbox = C.all = NULL;
+}
+
+void cluster_quiesce(void)
+{
+	if (!cluster_on)
+		return;
+	stop_listening();
 	clog_drain();
 }
 
@@ -401,13 +407,7 @@ void cluster_stop(void)
 {
 	if (!C.b)
 		return;
-	atomic_store(&C.stop, true);
-	if (C.owner_started)
-		pthread_join(C.owner_thread, NULL);
-	C.owner_started = false;
-	bus_unsubscribe(C.inbox);
-	bus_unsubscribe(C.all);
-	C.inbox = C.all = NULL;
+	stop_listening();
 	if (cluster_on) {
 		clog_stop_follow();
 		clog_stop();
