@@ -352,7 +352,7 @@ int cluster_start(const struct cluster_opts *o, unsigned nshards)
 	core_init(C.b, C.self, nshards);
 	if (clog_start(C.b, nshards, writer, &(struct clog_hooks){
 			       .turn_end = commit_turn_end,
-			       .logged = commit_logged })) {
+			       .logged = commit_logged }, o->new_log)) {
 		hosts_stop(C.h);
 		bus_close(C.b);
 		C.b = NULL;

@@ -39,6 +39,7 @@ struct cluster_opts {
 	const char *urls;    /* NULL: a single host */
 	const char *host_id; /* default: the host name */
 	int64_t lease_ms;    /* host lease: a dead host's keys move after it */
+	bool new_log;        /* --cluster-new-log: an empty log starts again */
 };
 
 struct cluster_stats {

@@ -783,8 +783,10 @@ int clog_takeover(unsigned p)
 
 /* ---- start and stop ---------------------------------------------------------- */
 
+static int check_positions(bool new_log);
+
 int clog_start(bus *b, unsigned nshards, const char *writer,
-	       const struct clog_hooks *hk)
+	       const struct clog_hooks *hk, bool new_log)
 {
 	L.b = b;
 	L.hk = *hk;
@@ -808,6 +810,87 @@ int clog_start(bus *b, unsigned nshards, const char *writer,
 		}
 		free(v);
 		pt->queued = core_applied(p);
+	}
+	return check_positions(new_log);
+}
+
+struct waitc {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int status;
+};
+
+static void waitc_done(void *ctx, int status)
+{
+	struct waitc *w = ctx;
+
+	pthread_mutex_lock(&w->mu);
+	w->status = status;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Partition p's position in this store is 0 again (a new log). */
+static int forget_position(unsigned p)
+{
+	struct waitc w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+			   false, 0 };
+	store_batch *b = store_batch_new(srv.st);
+	char key[2] = { 'p', (char)p };
+	uint64_t zero = 0;
+
+	store_put_meta(b, 'X', key, sizeof(key), &zero, sizeof(zero));
+	if (store_commit(srv.st, p, b, waitc_done, &w))
+		return -1;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	return w.status;
+}
+
+/* Does the log still hold everything this store took from it? A power cut
+ * of the NATS nodes can lose the stream's tail (nats-server 2.9 does not
+ * fsync), and a log that has moved on without those messages would number
+ * new ones with the same stream seqs: this host would skip them. So a
+ * store ahead of the log refuses to start (docs/cluster.md, "After a
+ * power cut of NATS"), unless told the log is new and empty. */
+static int check_positions(bool new_log)
+{
+	for (unsigned p = 0; p < L.n; p++) {
+		char key[16];
+		uint64_t last = 0, pseq = 0, have = core_applied(p);
+		bus_status st;
+
+		part_key(p, key, sizeof(key));
+		st = bus_last(L.b, key, &last, &pseq);
+		if (st == BUS_EMPTY)
+			last = 0;
+		else if (st != BUS_OK) {
+			plog(PL_ERROR, "cluster", "p%u: cannot read the log's "
+			     "end: %s", p, bus_status_str(st));
+			return -1;
+		}
+		if (have <= last)
+			continue;
+		if (new_log && last == 0) {
+			plog(PL_WARN, "cluster", "p%u: a new log: this store "
+			     "(at %llu of the old one) starts it again", p,
+			     (unsigned long long)have);
+			if (forget_position(p))
+				return -1;
+			core_set_applied(p, 0);
+			L.p[p].queued = 0;
+			continue;
+		}
+		plog(PL_ERROR, "cluster", "p%u: this store has the log up to "
+		     "%llu, the log ends at %llu: it lost messages (a power "
+		     "cut of the NATS nodes?); see docs/cluster.md, \"After "
+		     "a power cut of NATS\"", p, (unsigned long long)have,
+		     (unsigned long long)last);
+		return -1;
 	}
 	return 0;
 }

@@ -42,8 +42,10 @@ struct clog_hooks {
 	void (*turn_end)(struct shard_state *ss);
 	void (*logged)(struct shard_state *ss, void *commit, int status);
 };
+/* BLOCKING. -1 if this store is ahead of the log (it lost messages),
+ * unless new_log and the log is empty: positions start again from 0. */
 int clog_start(bus *b, unsigned nshards, const char *writer,
-	       const struct clog_hooks *hk);
+	       const struct clog_hooks *hk, bool new_log);
 /* the followers, from where this store has the log (once shards run) */
 int clog_follow(void);
 /* draining: other hosts' messages wait for the next start */
