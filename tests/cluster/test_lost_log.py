@@ -9,7 +9,9 @@ power cut of every NATS node, whose JetStream does not fsync.
 - with --cluster-new-log the owner's store starts a new log: its history
   is all there, sends go on from the next seq, a cmid sent before is
   still a duplicate; the other host, restored from the owner's backup
-  and started the same way, sees the same, and the messages sent since.
+  and started the same way, sees the same, and the messages sent since;
+- a new host started from a backup of a running one reads the log from
+  where the backup was taken.
 
 Usage: test_lost_log.py PARLEYD NATS_CLUSTER_SH
 """
@@ -119,6 +121,27 @@ def main():
                  "a send on the copy is seq 7 (%r)" % r)
         th.check(th.wait_for(lambda: seqs(a, ch)[-1:], [7], 30) == [7],
                  "and the owner has it")
+
+        # a new host from a backup of a running one: the log from there
+        bk2 = os.path.join(work, "bk2")
+        r = subprocess.run([th.PARLEYD, "backup", "--data", copy.data, bk2],
+                           capture_output=True, text=True, timeout=120)
+        th.check(r.returncode == 0, "backup of %s" % copy.name)
+        r = tp.req(a, "send", ch=ch, body="after the backup", cmid="a1")
+        th.check(r.get("seq") == 8, "seq 8 is sent after the backup")
+        r = subprocess.run([th.PARLEYD, "restore", bk2, "--data",
+                            os.path.join(work, "h3")], capture_output=True,
+                           text=True, timeout=120)
+        th.check(r.returncode == 0, "restored as h3")
+        h3 = th.Host(work, "h3", urls)
+        hosts.append(h3)
+        c = W.WS(h3.port)
+        c.hello(tp.token(work, "alice"))
+        got = th.wait_for(lambda: seqs(c, ch), list(range(1, 9)), 30)
+        th.check(got == list(range(1, 9)),
+                 "h3 has the backup's history and what the log has since "
+                 "(%r)" % got)
+        c.close()
         a.close()
         b.close()
     finally:
