@@ -177,11 +177,48 @@ static void on_typing(struct rbuf *r)
 /* ---- ownership ----------------------------------------------------------------- */
 
 /* One look at partition p's record: follow it, or take p. */
+/* Who should own partition p: p0's owner for every other partition (the
+ * actors' hops between partitions stay on one host; docs/cluster.md), and
+ * for p0 (or while p0 has none) its live owner, else the preferred live
+ * host. "" for nobody yet. */
+static void wanted(unsigned p, const char *owner, bool live, char *out)
+{
+	char p0[BUS_HOST_MAX + 1];
+
+	out[0] = 0;
+	if (p) {
+		core_owner_get(0, p0);
+		if (p0[0] && (!strcmp(p0, C.self) || host_live(p0))) {
+			memcpy(out, p0, BUS_HOST_MAX + 1);
+			return;
+		}
+	}
+	if (live)
+		snprintf(out, BUS_HOST_MAX + 1, "%s", owner);
+	else if (!hosts_preferred(C.h, OWNER_KEY, out))
+		out[0] = 0;
+}
+
+static void claim(unsigned p, const char *key, uint64_t rev)
+{
+	char owner[BUS_HOST_MAX + 1];
+
+	if (bus_key_claim(C.b, key, rev, &rev, owner, sizeof(owner)) !=
+	    BUS_OK)
+		return; /* another host was quicker: next round follows it */
+	plog(PL_INFO, "cluster", "p%u: claimed", p);
+	core_owner_set(p, C.self);
+	C.dead_since[p] = 0;
+	clog_takeover(p);
+}
+
+/* One look at partition p's record: follow it, or take p. */
 static void own_check(unsigned p, bool lease_ok)
 {
-	char key[16], owner[BUS_HOST_MAX + 1] = "", pref[BUS_HOST_MAX + 1];
+	char key[16], owner[BUS_HOST_MAX + 1] = "", want[BUS_HOST_MAX + 1];
 	uint64_t rev = 0;
 	bus_status st;
+	bool mine, live;
 
 	snprintf(key, sizeof(key), "p%u", p);
 	st = bus_key_get(C.b, key, owner, sizeof(owner), &rev);
@@ -191,26 +228,34 @@ static void own_check(unsigned p, bool lease_ok)
 	} else if (st != BUS_OK) {
 		return; /* the bucket does not answer: nothing changes */
 	}
-	if (owner[0] && strcmp(owner, C.self) && host_live(owner)) {
-		core_owner_set(p, owner);
-		C.dead_since[p] = 0;
-		clog_lost(p); /* if it was ours */
-		return;
-	}
-	if (!strcmp(owner, C.self)) {
+	mine = owner[0] && !strcmp(owner, C.self);
+	live = owner[0] && (mine || host_live(owner));
+	wanted(p, owner, live, want);
+	if (mine) {
 		/* Ours, even while our own lease is late: the log's fence,
 		 * not the lease, keeps two owners apart; dropping it on a
 		 * slow renewal (a NATS election) would only make every
-		 * host's partitions move at once. */
+		 * host's partitions move at once. If another host should
+		 * have it, that host claims it and fences us. */
 		core_owner_set(p, C.self);
 		C.dead_since[p] = 0;
 		if (lease_ok && !cluster_owns(p))
 			clog_takeover(p);
 		return;
 	}
-	/* no owner, or a dead one: the preferred live host takes it, once
-	 * the owner has been gone for half a lease (an election in the
-	 * bucket can hide a live host's lease for a moment) */
+	if (live) {
+		core_owner_set(p, owner);
+		C.dead_since[p] = 0;
+		clog_lost(p); /* if it was ours */
+		/* p0's owner takes the others, from a live owner too (two
+		 * hosts that saw different live sets may have split them) */
+		if (p && lease_ok && !strcmp(want, C.self))
+			claim(p, key, rev);
+		return;
+	}
+	/* no owner, or a dead one: taken once the owner has been gone for
+	 * half a lease (an election in the bucket can hide a live host's
+	 * lease for a moment) */
 	core_owner_set(p, "");
 	if (owner[0]) {
 		uint64_t now = rt_now_ms();
@@ -220,21 +265,15 @@ static void own_check(unsigned p, bool lease_ok)
 		if (now - C.dead_since[p] < (uint64_t)C.lease_ms / 2)
 			return;
 	}
-	if (!lease_ok || !hosts_preferred(C.h, OWNER_KEY, pref) ||
-	    strcmp(pref, C.self))
-		return;
-	st = bus_key_claim(C.b, key, rev, &rev, owner, sizeof(owner));
-	if (st != BUS_OK)
-		return; /* another host was quicker: next round follows it */
-	plog(PL_INFO, "cluster", "p%u: claimed", p);
-	core_owner_set(p, C.self);
-	clog_takeover(p);
+	if (lease_ok && !strcmp(want, C.self))
+		claim(p, key, rev);
 }
 
 static void *owner_main(void *arg)
 {
 	int64_t every = C.lease_ms / 5;
-	uint64_t next_refresh = 0;
+	uint64_t next_refresh = 0, reconnects = 0;
+	bus_metrics bm;
 
 	(void)arg;
 	if (every < 100)
@@ -247,7 +286,12 @@ static void *owner_main(void *arg)
 
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);
-		core_pending_sweep();
+		bus_get_metrics(C.b, &bm);
+		/* a reconnect may have lost forwarded requests or their
+		 * answers (at most once): their clients send them again */
+		core_pending_sweep(bm.reconnects != reconnects);
+		reconnects = bm.reconnects;
+		clog_watch(rt_now_ms());
 		cluster_presence_sweep();
 		if (rt_now_ms() >= next_refresh) {
 			cluster_presence_refresh();
@@ -452,4 +496,5 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->log_bytes = ls.log_bytes;
 	st->turns = ls.turns;
 	st->failed_turns = ls.fenced_turns;
+	st->refollows = ls.refollows;
 }

@@ -59,6 +59,7 @@ struct cluster_stats {
 	uint64_t log_bytes;  /* bytes appended to the log */
 	uint64_t turns;      /* owned shards' turns logged (several a message) */
 	uint64_t failed_turns; /* turns the log refused (fenced, too big) */
+	uint64_t refollows;  /* followers of the log made again (stuck) */
 };
 
 /* Joins the cluster (BLOCKING: up to the bus deadline), before the shards

@@ -52,7 +52,10 @@ struct pending {
 	uint64_t t_ms;
 };
 
-#define PENDING_MAX_MS 60000 /* answered UNAVAILABLE after it, whatever */
+/* answered UNAVAILABLE after it, whatever: more than a NATS election and
+ * a partition's takeover take */
+#define PENDING_MAX_MS 20000
+#define SWEPT_KEEP_MS 300000 /* a late answer to one of those is dropped */
 
 static struct {
 	bus *b;
@@ -63,7 +66,7 @@ static struct {
 	char phost[PROXY_HOSTS][BUS_HOST_MAX + 1];
 	unsigned nphost;
 	struct held_ans *held, **held_tail;
-	struct pending *pending;
+	struct pending *pending, *swept;
 	_Atomic bool owned[RT_MAX_SHARDS];
 	_Atomic uint64_t logpos[RT_MAX_SHARDS], applied[RT_MAX_SHARDS];
 	/* shard p's thread only: channels its turn changed (reload) */
@@ -187,30 +190,44 @@ void cluster_release_held(void)
 
 /* A frame for conn came from an owner: if it is the answer to a pending
  * request (a "res" with its rid), that request is not pending any more. */
-static void answered(rt_conn_id conn, const void *d, size_t n)
+/* Takes (conn, rid) off list; true if it was there. Under C.mu. */
+static bool pending_take(struct pending **list, rt_conn_id conn, uint64_t rid)
+{
+	for (struct pending **q = list; *q; q = &(*q)->next) {
+		if ((*q)->conn == conn && (*q)->rid == rid) {
+			struct pending *g = *q;
+
+			*q = g->next;
+			free(g);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A frame for conn came from an owner. If it answers a pending request
+ * (a "res" with its rid), that request is not pending any more; if it
+ * answers one this host answered UNAVAILABLE already (its owner was
+ * thought gone), it is dropped: a request gets one answer. false: drop. */
+static bool answered(rt_conn_id conn, const void *d, size_t n)
 {
 	proto_doc doc;
 	const char *t;
 	uint32_t tl;
 	uint64_t rid;
+	bool keep = true;
 
-	if (!C.pending || proto_decode(&doc, d, n) != PROTO_OK)
-		return;
+	if ((!C.pending && !C.swept) || proto_decode(&doc, d, n) != PROTO_OK)
+		return true;
 	if (proto_get_str(&doc.root, "t", &t, &tl) == 0 && tl == 3 &&
 	    !memcmp(t, "res", 3) && proto_get_uint(&doc.root, "rid", &rid) == 0) {
 		pthread_mutex_lock(&C.mu);
-		for (struct pending **q = &C.pending; *q; q = &(*q)->next) {
-			if ((*q)->conn == conn && (*q)->rid == rid) {
-				struct pending *g = *q;
-
-				*q = g->next;
-				free(g);
-				break;
-			}
-		}
+		if (!pending_take(&C.pending, conn, rid))
+			keep = !pending_take(&C.swept, conn, rid);
 		pthread_mutex_unlock(&C.mu);
 	}
 	proto_doc_free(&doc);
+	return keep;
 }
 
 void core_on_deliver(struct rbuf *r)
@@ -224,7 +241,8 @@ void core_on_deliver(struct rbuf *r)
 
 	if (r->bad || p >= C.n || rt_conn_shard(conn) >= rt_nshards())
 		return;
-	answered(conn, d, n);
+	if (!answered(conn, d, n))
+		return;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		abort();
@@ -360,20 +378,32 @@ void core_owner_set(unsigned p, const char *who)
 
 /* Requests forwarded to a host that is not the owner any more, or has
  * died, or that never answered: UNAVAILABLE, so their clients retry. */
-void core_pending_sweep(void)
+void core_pending_sweep(bool all)
 {
-	struct pending *dead = NULL;
+	struct pending *dead = NULL, **tail = &dead;
 	uint64_t now = rt_now_ms();
 
 	pthread_mutex_lock(&C.mu);
+	/* answered UNAVAILABLE long ago: a late answer will not come */
+	for (struct pending **q = &C.swept; *q;) {
+		struct pending *g = *q;
+
+		if (now - g->t_ms > SWEPT_KEEP_MS) {
+			*q = g->next;
+			free(g);
+		} else {
+			q = &g->next;
+		}
+	}
 	for (struct pending **q = &C.pending; *q;) {
 		struct pending *g = *q;
 
-		if (strcmp(g->owner, C.owner[g->p]) ||
+		if (all || strcmp(g->owner, C.owner[g->p]) ||
 		    now - g->t_ms > PENDING_MAX_MS) {
 			*q = g->next;
-			g->next = dead;
-			dead = g;
+			g->next = NULL;
+			*tail = g;
+			tail = &g->next;
 		} else {
 			q = &g->next;
 		}
@@ -384,9 +414,15 @@ void core_pending_sweep(void)
 
 		dead = g->next;
 		core_unavailable(g->conn, true, g->rid, g->op,
-				   "the host that owned it went away; "
-				   "send it again");
-		free(g);
+				   all ? "the cluster's connection was lost; "
+					 "send it again"
+				       : "the host that owned it went away; "
+					 "send it again");
+		g->t_ms = now;
+		pthread_mutex_lock(&C.mu);
+		g->next = C.swept;
+		C.swept = g;
+		pthread_mutex_unlock(&C.mu);
 	}
 }
 
@@ -484,6 +520,12 @@ void core_fini(void)
 		struct pending *g = C.pending;
 
 		C.pending = g->next;
+		free(g);
+	}
+	while (C.swept) {
+		struct pending *g = C.swept;
+
+		C.swept = g->next;
 		free(g);
 	}
 	while (C.held) {

@@ -92,8 +92,9 @@ void cluster_release_held(void);
 /* UNAVAILABLE (retry) to conn, a local or a proxy id. Any thread. */
 void core_unavailable(rt_conn_id conn, bool has_rid, uint64_t rid,
 		      uint8_t op, const char *why);
-/* forwarded requests whose owner changed: UNAVAILABLE */
-void core_pending_sweep(void);
+/* forwarded requests whose owner changed (all: every one, the bus
+ * reconnected and may have lost them or their answers): UNAVAILABLE */
+void core_pending_sweep(bool all);
 void core_counters(uint64_t *forwarded, uint64_t *held, uint64_t *unavailable);
 
 #endif

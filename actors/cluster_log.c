@@ -42,6 +42,7 @@
 
 #define LOG_MAGIC 0x32474c50u /* "PLG2" */
 #define CATCHUP_MS 30000      /* a takeover waits this long for its applier */
+#define FOLLOW_STALL_MS 3000  /* behind the log this long: follow again */
 
 enum { T_TURNS = 1, T_FENCE = 2 };
 enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
@@ -65,6 +66,7 @@ struct part {
 	_Atomic uint32_t inflight; /* handed to storage, effects not run */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
+	uint64_t watch_at, watch_since; /* clog_watch: applied, since when */
 	pthread_mutex_t mu;       /* regs, q, appending */
 	struct reg *regs;
 	struct clog *q, **qtail;  /* turns waiting for the partition's worker */
@@ -83,7 +85,7 @@ static struct {
 	struct part p[RT_MAX_SHARDS];
 	_Atomic bool stop, draining;
 	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns, appends,
-		turns;
+		turns, refollows;
 } L;
 
 /* One owned shard's turn, on its way to the log. */
@@ -912,6 +914,46 @@ int clog_follow(void)
 	return 0;
 }
 
+/* The follower of partition p stopped (a consumer the library could not
+ * recreate: it happens around a NATS node's death): a new one from what
+ * the store has queued. The ownership thread. */
+static void refollow(unsigned p)
+{
+	struct part *pt = &L.p[p];
+	char key[16];
+
+	plog(PL_WARN, "cluster", "p%u: the log's follower is stuck at %llu; "
+	     "following again", p, (unsigned long long)pt->queued);
+	bus_unsubscribe(pt->follow); /* its callback has returned */
+	pt->follow = NULL;
+	part_key(p, key, sizeof(key));
+	if (bus_follow(L.b, key, pt->queued + 1, on_log, pt, &pt->follow) !=
+	    BUS_OK)
+		plog(PL_ERROR, "cluster", "p%u: cannot follow the log", p);
+	atomic_fetch_add(&L.refollows, 1);
+}
+
+void clog_watch(uint64_t now_ms)
+{
+	for (unsigned p = 0; p < L.n && !atomic_load(&L.stop); p++) {
+		struct part *pt = &L.p[p];
+		uint64_t have = core_applied(p), last = 0, pseq = 0;
+		char key[16];
+
+		if (have != pt->watch_at || !pt->follow) {
+			pt->watch_at = have;
+			pt->watch_since = now_ms;
+			continue;
+		}
+		if (now_ms - pt->watch_since < FOLLOW_STALL_MS)
+			continue;
+		part_key(p, key, sizeof(key));
+		if (bus_last(L.b, key, &last, &pseq) == BUS_OK && last > have)
+			refollow(p);
+		pt->watch_since = now_ms;
+	}
+}
+
 void clog_drain(void)
 {
 	atomic_store(&L.draining, true);
@@ -964,4 +1006,5 @@ void clog_get_stats(struct clog_stats *st)
 	st->log_bytes = atomic_load(&L.log_bytes);
 	st->fenced_turns = atomic_load(&L.fenced_turns);
 	st->turns = atomic_load(&L.turns);
+	st->refollows = atomic_load(&L.refollows);
 }

@@ -48,6 +48,9 @@ int clog_start(bus *b, unsigned nshards, const char *writer,
 	       const struct clog_hooks *hk, bool new_log);
 /* the followers, from where this store has the log (once shards run) */
 int clog_follow(void);
+/* The ownership thread, every round: a follower behind the log's end
+ * without moving for FOLLOW_STALL_MS is made again. */
+void clog_watch(uint64_t now_ms);
 /* draining: other hosts' messages wait for the next start */
 void clog_drain(void);
 /* may shard p stop? (no message of the log half-applied) */
@@ -63,7 +66,7 @@ int clog_takeover(unsigned p);
 void clog_lost(unsigned p);
 
 struct clog_stats {
-	uint64_t applied, takeovers, log_bytes, fenced_turns, turns;
+	uint64_t applied, takeovers, log_bytes, fenced_turns, turns, refollows;
 };
 void clog_get_stats(struct clog_stats *st);
 
