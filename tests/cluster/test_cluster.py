@@ -58,6 +58,7 @@ REQ_TIMEOUT_S = 20      # a send unanswered this long: the connection is
 #                         taken for dead, the client reconnects and resends
 SCENARIO_S = 240        # the whole scenario, setup included (ctest: 300)
 WRITABLE_BOUND_S = 60   # generous: "writable again" is printed, not timed
+EVENTS_S = 60           # after the last ack, for the last events to arrive
 RETRYABLE = ("UNAVAILABLE", "INTERNAL", "RATE_LIMITED")
 
 
@@ -272,6 +273,7 @@ class Shared:
         self.t_kill = None          # monotonic time the victim was dead
         self.first_new_ack = None   # first fresh ack of a send after it
         self.abort = False
+        self.stop_reading = False   # main: stop waiting for events
         self.deadline = deadline
 
 
@@ -441,6 +443,8 @@ class Client(threading.Thread):
 
     def stream(self):
         while not self.done():
+            if self.sh.stop_reading and len(self.acked) == N_MSGS:
+                return
             self.check_deadline("%s: %d/%d acked, %d events seen" % (
                 self.user, len(self.acked), N_MSGS, len(self.events)))
             try:
@@ -549,8 +553,17 @@ def run(c, scenario):
                 acked_then = sh.acks
             log("note  kill -9 of %s after %d acks" % (victim, acked_then))
 
+    # every send acked (or a client failed), then the events get a minute
+    # more to arrive: what has not by then is reported as missing
+    while not sh.abort and time.monotonic() < deadline and \
+            any(cl.is_alive() and len(cl.acked) < N_MSGS for cl in clients):
+        time.sleep(0.05)
+    t_acked = time.monotonic()
     for cl in clients:
-        cl.join(max(0, deadline - time.monotonic()))
+        cl.join(max(0, min(deadline, t_acked + EVENTS_S) - time.monotonic()))
+    sh.stop_reading = True
+    for cl in clients:
+        cl.join(max(1, deadline - time.monotonic()))
     errors = ["%s (on %s): %s" % (cl.user, cl.host.name, cl.error)
               for cl in clients if cl.error]
     if any(cl.is_alive() for cl in clients):
@@ -577,6 +590,14 @@ def run(c, scenario):
                 raise Failed("%s was on the dead %s and did not move"
                              % (cl.user, cl.first_host.name))
 
+    for cl in clients:
+        lost = sorted(everything - cl.seen_cmids)
+        if lost:
+            raise Failed("%s (on %s) never got the events of %d acked "
+                         "messages (%s%s), last seq seen %d" % (
+                             cl.user, cl.host.name, len(lost),
+                             ", ".join(lost[:5]),
+                             ", ..." if len(lost) > 5 else "", cl.last_seq))
     # one order: every client saw the same events, contiguous, one per cmid
     ref = clients[0].events
     seqs = sorted(ref)
