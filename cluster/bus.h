@@ -279,4 +279,33 @@ bus_status bus_request(bus *b, const char *host_id, const void *data,
                        size_t len, int timeout_ms, bus_request_cb cb,
                        void *arg);
 
+
+/* Not blocking (the consumer is made in the background). Calls cb, on a
+ * library thread of its own, for every message stored on key from stream
+ * seq from_sseq on (0: from the first), one after the other, in stream
+ * order, and then for every message appended later, for as long as the
+ * subscription lasts: an ordered consumer, which the library recreates from
+ * where it was after a reconnect or a missed message, so nothing is skipped
+ * and nothing comes twice. last_sseq is 0. Stop it with bus_unsubscribe.
+ * BUS_OK and *sub, BUS_INVALID, BUS_UNAVAILABLE (the deadline passed while
+ * creating it), BUS_ERROR. */
+bus_status bus_follow(bus *b, const char *key, uint64_t from_sseq,
+                      bus_fan_cb cb, void *arg, bus_sub **sub);
+
+/* ---- one-way messages between hosts ------------------------------------ */
+
+typedef void (*bus_msg_cb)(void *arg, const void *data, size_t len);
+
+/* Not blocking. Calls cb, on a library thread of its own, one after the
+ * other, for every bus_send to host_id (NULL: every bus_send to all hosts).
+ * At most once: a message sent while either side is disconnected is lost.
+ * Messages from one sender arrive in the order it sent them. Stop it with
+ * bus_unsubscribe. BUS_OK and *sub, BUS_INVALID, BUS_ERROR. */
+bus_status bus_listen(bus *b, const char *host_id, bus_msg_cb cb, void *arg,
+                      bus_sub **sub);
+/* Not blocking: queues data for host_id's bus_listen (NULL: every host's,
+ * this one's too). BUS_OK (queued, not delivered: at most once),
+ * BUS_INVALID, BUS_ERROR (the connection is closed). */
+bus_status bus_send(bus *b, const char *host_id, const void *data, size_t len);
+
 #endif
