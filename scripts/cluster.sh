@@ -34,7 +34,7 @@ usage() {
 	exit 2
 }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || usage
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then usage; fi
 cmd=$1
 dir=${2:-./parley-cluster}
 
