@@ -93,6 +93,10 @@ static inline bool cluster_is_proxy(rt_conn_id id)
  * thread. */
 void cluster_deliver(rt_conn_id proxy, rt_buf *b);
 
+/* A hello's display name for the directory of ws, kept by the host that
+ * owns the directory's partition. */
+void cluster_dir_hello(const char *ws, const char *user, const char *name);
+
 /* A typing frame (not stored) for the subscribers of ch on the other
  * hosts. */
 void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip);
