@@ -11,8 +11,8 @@
 #   cluster.sh status [DIR]   one line per process; exit 1 if any is down
 #
 # DIR (default ./parley-cluster) holds everything: hN/ (host N's --data),
-# hN.log, hN.pid, jwt.secret (shared by the hosts; created with random
-# bytes if missing), nats/ (the NATS nodes' stores, logs, pids) and
+# hN.log, hN.pid, jwt.secret and dm.key (shared by the hosts, as a
+# cluster needs; created with random bytes if missing), nats/ (the NATS nodes' stores, logs, pids) and
 # cluster.env (the ports start used, which stop and status read back).
 #
 # Environment (read by start):
@@ -113,7 +113,7 @@ stop_nats() {
 }
 
 start() {
-	local bin i p urls secret lease shards
+	local bin i p urls secret dmkey lease shards
 	PORT=${PORT:-8081}
 	NATS_PORT=${NATS_PORT:-14222}
 	shards=${SHARDS:-2}
@@ -151,11 +151,13 @@ start() {
 	printf 'PORT=%s\nNATS_PORT=%s\n' "$PORT" "$NATS_PORT" >"$dir/cluster.env"
 
 	secret=$dir/jwt.secret
-	if [ ! -s "$secret" ]; then
-		(umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$secret")
-		echo >>"$secret"
-		echo "cluster: created $secret" >&2
-	fi
+	dmkey=$dir/dm.key
+	for f in "$secret" "$dmkey"; do
+		[ -s "$f" ] && continue
+		(umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$f")
+		echo >>"$f"
+		echo "cluster: created $f" >&2
+	done
 
 	echo "cluster: NATS nodes on 127.0.0.1:$NATS_PORT..$((NATS_PORT + 2))" >&2
 	urls=$(bash "$nats_sh" start "$dir/nats" "$NATS_PORT")
@@ -166,7 +168,8 @@ start() {
 		# its own session: the host outlives this shell and its terminal
 		setsid "$bin" --cluster "$urls" --host-id "h$i" \
 			--listen "127.0.0.1:$(host_port "$i")" --data "$dir/h$i" \
-			--jwt-secret-file "$secret" --shards "$shards" \
+			--jwt-secret-file "$secret" --dm-key-file "$dmkey" \
+			--shards "$shards" \
 			--lease-ms "$lease" </dev/null >>"$dir/h$i.log" 2>&1 &
 		echo $! >"$dir/h$i.pid"
 	done

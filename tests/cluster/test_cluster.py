@@ -131,7 +131,7 @@ class Host:
         self.dead = False
         args = [c.parleyd, "--listen", "127.0.0.1:0", "--data", self.data,
                 "--shards", str(SHARDS), "--no-pin",
-                "--jwt-secret-file", c.secret,
+                "--jwt-secret-file", c.secret, "--dm-key-file", c.dmkey,
                 "--send-rate", "100000", "--send-burst", "100000"]
         if not c.separate:
             args += ["--cluster", c.urls, "--host-id", name,
@@ -180,9 +180,11 @@ class Cluster:
         self.parleyd, self.nats_sh, self.separate = parleyd, nats_sh, separate
         self.work = tempfile.mkdtemp(prefix="parley-cluster-")
         self.secret = os.path.join(self.work, "jwt.secret")
-        fd = os.open(self.secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(os.urandom(32).hex() + "\n")
+        self.dmkey = os.path.join(self.work, "dm.key")
+        for path in (self.secret, self.dmkey):  # the same on every host
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(32).hex() + "\n")
         self.hosts = []
         self.base = None
         self.urls = None
