@@ -283,6 +283,7 @@ class Shared:
         self.acks = 0               # acks, all clients together
         self.t_kill = None          # monotonic time the victim was dead
         self.first_new_ack = None   # first fresh ack of a send after it
+        self.slowest = (0.0, None)  # (s from first try to ack, cmid)
         self.abort = False
         self.stop_reading = False   # main: stop waiting for events
         self.deadline = deadline
@@ -309,6 +310,7 @@ class Client(threading.Thread):
         self.retry_at = {}               # cmid -> monotonic time to resend
         self.inflight = {}               # rid -> (cmid, time sent)
         self.acked = {}                  # cmid -> seq
+        self.first_try = {}              # cmid -> monotonic time first sent
         self.events = {}                 # seq -> (from, cmid, body)
         self.seen_cmids = set()
         self.last_seq = 0
@@ -415,8 +417,11 @@ class Client(threading.Thread):
                 raise Failed("%s: %s acked as seq %d, then as %d"
                              % (self.user, cmid, self.acked[cmid], seq))
             if cmid not in self.acked:
+                took = now - self.first_try[cmid]
                 with self.sh.lock:
                     self.sh.acks += 1
+                    if took > self.sh.slowest[0]:
+                        self.sh.slowest = (took, cmid)
             self.acked[cmid] = seq
             with self.sh.lock:
                 tk = self.sh.t_kill
@@ -444,6 +449,7 @@ class Client(threading.Thread):
                 continue
             self.rid += 1
             self.inflight[self.rid] = (cmid, now)
+            self.first_try.setdefault(cmid, now)
             out.append(frame(2, msgpack.packb(
                 {"op": "send", "rid": self.rid, "ch": self.ch,
                  "cmid": cmid, "body": self.body(cmid)})))
@@ -603,8 +609,9 @@ def run(c, scenario):
         errors.append("clients still running at the deadline")
     if errors:
         raise Failed("; ".join(errors))
-    log("note  stream done: %d sends acked, %.1f s"
-        % (sh.acks, time.monotonic() - t1))
+    log("note  stream done: %d sends acked, %.1f s; the slowest, %s, "
+        "%.2f s after its first try" % (sh.acks, time.monotonic() - t1,
+                                         sh.slowest[1], sh.slowest[0]))
     if victim:
         moved = [cl for cl in clients if cl.first_host.dead]
         log("note  reconnects: %s" % ", ".join(
