@@ -21,6 +21,10 @@ Scenarios (one per ctest test, chosen by the third argument):
               nothing acked is lost, new sends are acked after the kill,
               history the same on every host.
 
+In every scenario a living host must answer every send within 30 s
+(UNAVAILABLE at worst, docs/cluster.md): one it leaves unanswered fails the
+test, since a retry on the same connection is not what clients do.
+
 Usage: test_cluster.py PARLEYD NATS_CLUSTER_SH SCENARIO [--separate]
 
 --separate starts the hosts without --cluster (three unrelated servers
