@@ -23,7 +23,7 @@ Scenarios (one per ctest test, chosen by the third argument):
 
 In every scenario a living host must answer every send within 30 s
 (UNAVAILABLE at worst, docs/cluster.md): one it leaves unanswered fails the
-test, since a retry on the same connection is not what clients do.
+test (its user would be left waiting for it).
 
 Usage: test_cluster.py PARLEYD NATS_CLUSTER_SH SCENARIO [--separate]
 
