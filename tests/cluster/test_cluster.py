@@ -132,7 +132,8 @@ class Host:
         self.data = os.path.join(c.work, name)
         os.makedirs(self.data, exist_ok=True)
         self.logpath = os.path.join(c.work, name + ".log")
-        self.dead = False
+        self.dead = False       # killed by the test
+        self.stopped = False    # SIGTERM by the test
         args = [c.parleyd, "--listen", "127.0.0.1:0", "--data", self.data,
                 "--shards", str(SHARDS), "--no-pin",
                 "--jwt-secret-file", c.secret, "--dm-key-file", c.dmkey,
@@ -168,6 +169,7 @@ class Host:
     def stop(self):
         if self.proc.poll() is not None:
             return self.proc.returncode
+        self.stopped = True
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=60)
@@ -251,8 +253,10 @@ class Cluster:
     def tails(self):
         for h in self.hosts:
             rc = h.proc.poll()
-            if rc is not None and not h.dead:
+            if rc is not None and not h.dead and not h.stopped:
                 log("note  %s exited by itself, status %d" % (h.name, rc))
+            elif rc is not None and rc != 0 and h.stopped:
+                log("note  %s exited %d on SIGTERM" % (h.name, rc))
             try:
                 with open(h.logpath, errors="replace") as f:
                     lines = f.readlines()[-15:]
@@ -263,20 +267,29 @@ class Cluster:
                 log("  " + l.rstrip())
 
     def stop(self):
+        """Stops everything; the hosts (not killed by the test) that did
+        not exit 0 on SIGTERM, as 'hN: status S'."""
+        bad = []
         for h in self.hosts:
             try:
-                h.stop()
+                rc = h.stop()
+                if not h.dead and rc != 0:
+                    bad.append("%s: status %s" % (h.name, rc))
             except Exception as e:  # noqa: report, keep cleaning
                 log("stop %s: %s" % (h.name, e))
+                bad.append("%s: %s" % (h.name, e))
         if self.base is not None:
             try:
                 self.nats("stop")
             except Exception as e:  # noqa: report, keep cleaning
                 log("nats stop: %s" % e)
+        if bad:
+            self.tails()
         if os.environ.get("PARLEY_KEEP"):
             log("note  kept %s" % self.work)
         else:
             shutil.rmtree(self.work, ignore_errors=True)
+        return bad
 
 
 class Shared:
@@ -729,7 +742,11 @@ def main():
         log("FAIL  cluster_%s: %s: %s" % (scenario, type(e).__name__, e))
         c.tails()
     finally:
-        c.stop()
+        bad = c.stop()
+    if ok and bad:
+        log("FAIL  cluster_%s: hosts did not exit 0 on SIGTERM: %s"
+            % (scenario, "; ".join(bad)))
+        ok = False
     if ok:
         log("ok    cluster_%s" % scenario)
     sys.exit(0 if ok else 1)
