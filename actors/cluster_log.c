@@ -34,8 +34,8 @@
 #include <time.h>
 
 #include "actors/chan.h"
-#include "actors/cluster.h"
-#include "actors/commit.h"
+#include "actors/cluster_core.h"
+#include "actors/cluster_wire.h"
 #include "cluster/work.h"
 #include "runtime/log.h"
 #include "storage/search.h"
@@ -45,124 +45,6 @@
 
 enum { T_TURNS = 1, T_FENCE = 2 };
 enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
-
-/* ---- bytes ---------------------------------------------------------------- */
-
-struct wbuf {
-	uint8_t *p;
-	size_t n, cap;
-};
-
-static void w_raw(struct wbuf *w, const void *d, size_t n)
-{
-	if (w->n + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-
-		while (cap < w->n + n)
-			cap *= 2;
-		w->p = realloc(w->p, cap);
-		if (!w->p)
-			abort();
-		w->cap = cap;
-	}
-	if (n)
-		memcpy(w->p + w->n, d, n);
-	w->n += n;
-}
-
-static void w_u8(struct wbuf *w, uint8_t v) { w_raw(w, &v, 1); }
-static void w_u16(struct wbuf *w, uint16_t v) { v = htole16(v); w_raw(w, &v, 2); }
-static void w_u32(struct wbuf *w, uint32_t v) { v = htole32(v); w_raw(w, &v, 4); }
-static void w_u64(struct wbuf *w, uint64_t v) { v = htole64(v); w_raw(w, &v, 8); }
-
-static void w_str(struct wbuf *w, const char *s)
-{
-	size_t n = strlen(s);
-
-	w_u16(w, (uint16_t)n);
-	w_raw(w, s, n);
-}
-
-static void w_bytes(struct wbuf *w, const void *d, size_t n)
-{
-	w_u32(w, (uint32_t)n);
-	w_raw(w, d, n);
-}
-
-struct rbuf {
-	const uint8_t *p, *end;
-	bool bad;
-};
-
-static const void *r_raw(struct rbuf *r, size_t n)
-{
-	const void *p = r->p;
-
-	if (r->bad || (size_t)(r->end - r->p) < n) {
-		r->bad = true;
-		return NULL;
-	}
-	r->p += n;
-	return p;
-}
-
-static uint8_t r_u8(struct rbuf *r)
-{
-	const uint8_t *p = r_raw(r, 1);
-
-	return p ? *p : 0;
-}
-
-static uint16_t r_u16(struct rbuf *r)
-{
-	uint16_t v = 0;
-	const void *p = r_raw(r, 2);
-
-	if (p)
-		memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static uint32_t r_u32(struct rbuf *r)
-{
-	uint32_t v = 0;
-	const void *p = r_raw(r, 4);
-
-	if (p)
-		memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t r_u64(struct rbuf *r)
-{
-	uint64_t v = 0;
-	const void *p = r_raw(r, 8);
-
-	if (p)
-		memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-/* a string into out (cap bytes with its NUL); too long is bad */
-static void r_str(struct rbuf *r, char *out, size_t cap)
-{
-	uint16_t n = r_u16(r);
-	const char *p = r_raw(r, n);
-
-	if (!p || n >= cap) {
-		r->bad = true;
-		out[0] = 0;
-		return;
-	}
-	memcpy(out, p, n);
-	out[n] = 0;
-}
-
-static const void *r_bytes(struct rbuf *r, size_t *n)
-{
-	*n = r_u32(r);
-	return r_raw(r, *n);
-}
 
 /* ---- state ---------------------------------------------------------------- */
 
@@ -179,10 +61,8 @@ struct part {
 	/* owner: next Parley-Seq (the shard's thread; set by takeover
 	 * before the shard owns) */
 	uint64_t next_pseq;
-	_Atomic uint64_t applied; /* the last message this store holds */
 	uint64_t queued;          /* the follower's last (its thread) */
 	_Atomic uint32_t inflight; /* handed to storage, effects not run */
-	_Atomic bool owned;       /* published: may write */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
 	pthread_mutex_t mu;       /* regs, q, appending */
@@ -192,13 +72,12 @@ struct part {
 	bus_sub *follow;
 	/* the shard's thread only */
 	bool eff_owned;
-	char (*changed)[ID_CAP];
-	uint32_t nchanged, capchanged;
 };
 
 static struct {
 	bus *b;
 	work *w;
+	struct clog_hooks hk;
 	unsigned n;
 	char writer[BUS_HOST_MAX + 40];
 	struct part p[RT_MAX_SHARDS];
@@ -246,26 +125,6 @@ bool clog_owned(const struct shard_state *ss)
 	return cluster_on && L.p[ss->id].eff_owned;
 }
 
-void cluster_chan_changed(struct shard_state *ss, const char *ch)
-{
-	struct part *pt;
-
-	if (!cluster_on)
-		return;
-	pt = &L.p[ss->id];
-	for (uint32_t i = 0; i < pt->nchanged; i++)
-		if (!strcmp(pt->changed[i], ch))
-			return;
-	if (pt->nchanged == pt->capchanged) {
-		pt->capchanged = pt->capchanged ? 2 * pt->capchanged : 16;
-		pt->changed = realloc(pt->changed,
-				      pt->capchanged * sizeof(*pt->changed));
-		if (!pt->changed)
-			abort();
-	}
-	snprintf(pt->changed[pt->nchanged++], ID_CAP, "%s", ch);
-}
-
 static void header(struct wbuf *w, uint8_t type)
 {
 	w_u32(w, LOG_MAGIC);
@@ -278,7 +137,8 @@ static void header(struct wbuf *w, uint8_t type)
 struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 {
 	struct clog *l = calloc(1, sizeof(*l));
-	struct part *pt = &L.p[ss->id];
+	const char (*changed)[ID_CAP];
+	uint32_t nchanged = core_changed(ss->id, &changed);
 	size_t n;
 	const void *d = store_batch_bytes(b, &n);
 
@@ -286,11 +146,10 @@ struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 		abort();
 	l->ss = ss;
 	w_raw(&l->recs, d, n);
-	for (uint32_t i = 0; i < pt->nchanged; i++) {
+	for (uint32_t i = 0; i < nchanged; i++) {
 		w_u8(&l->fx, X_RELOAD);
-		w_str(&l->fx, pt->changed[i]);
+		w_str(&l->fx, changed[i]);
 	}
-	pt->nchanged = 0;
 	return l;
 }
 
@@ -370,7 +229,7 @@ struct failed {
 
 static void fail_on_shard(struct shard_state *ss, struct m_call *m)
 {
-	commit_logged(ss, m->arg, -ESTALE);
+	L.hk.logged(ss, m->arg, -ESTALE);
 	free(m);
 }
 
@@ -453,12 +312,13 @@ static void append_job(void *arg)
 		}
 		if (st == BUS_OK) {
 			pt->log_sseq = sseq;
+			core_set_logpos(p, sseq);
 			atomic_fetch_add(&L.log_bytes, w.n);
 			atomic_fetch_add(&L.appends, 1);
 		} else if (st == BUS_FENCED) {
 			plog(PL_WARN, "cluster", "p%u: fenced: another host "
 			     "owns it now", p);
-			atomic_store(&pt->owned, false);
+			core_set_owned(p, false);
 			post_call(p, lost_on_shard, NULL);
 		} else {
 			plog(PL_WARN, "cluster", "p%u: append: %s", p,
@@ -672,13 +532,13 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 			break;
 		c = a->mine ? reg_take(pt, tseq) : NULL;
 		if (c)
-			commit_logged(ss, c, a->status);
+			L.hk.logged(ss, c, a->status);
 		else if (a->status == 0)
 			replay_effects(ss, a->p, a->sseq, fx, nfx);
 	}
 	if (a->status)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
-	atomic_store(&pt->applied, a->sseq);
+	core_set_applied(a->p, a->sseq);
 	atomic_fetch_sub(&pt->inflight, 1);
 	atomic_fetch_add(&L.applied, 1);
 	free(a);
@@ -781,16 +641,6 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 	store_commit(srv.st, p, b, apply_done, a);
 }
 
-uint64_t clog_applied(unsigned p)
-{
-	return atomic_load(&L.p[p].applied);
-}
-
-uint64_t clog_last_sseq(unsigned p)
-{
-	return __atomic_load_n(&L.p[p].log_sseq, __ATOMIC_RELAXED);
-}
-
 /* ---- ownership changes ------------------------------------------------------ */
 
 /* On the shard: what this turn did so far goes as the old owner's (or
@@ -799,7 +649,7 @@ static void own_on_shard(struct shard_state *ss, struct m_call *m)
 {
 	struct part *pt = &L.p[ss->id];
 
-	commit_turn_end(ss);
+	L.hk.turn_end(ss);
 	/* the store has the whole log up to our fence: start from it */
 	smap_foreach(&ss->chans, it) {
 		struct chan *c = it->val;
@@ -808,7 +658,7 @@ static void own_on_shard(struct shard_state *ss, struct m_call *m)
 			chan_reload(c);
 	}
 	pt->eff_owned = true;
-	atomic_store(&pt->owned, true);
+	core_set_owned(ss->id, true);
 	atomic_store(&pt->taking, false);
 	atomic_fetch_add(&L.takeovers, 1);
 	plog(PL_INFO, "cluster", "p%u: this host owns it now (log at %llu)",
@@ -821,7 +671,7 @@ static void lost_on_shard(struct shard_state *ss, struct m_call *m)
 	struct part *pt = &L.p[ss->id];
 
 	if (pt->eff_owned) {
-		commit_turn_end(ss);
+		L.hk.turn_end(ss);
 		pt->eff_owned = false;
 		plog(PL_INFO, "cluster", "p%u: not this host's any more",
 		     ss->id);
@@ -831,7 +681,7 @@ static void lost_on_shard(struct shard_state *ss, struct m_call *m)
 
 void clog_lost(unsigned p)
 {
-	if (atomic_exchange(&L.p[p].owned, false))
+	if (core_set_owned(p, false))
 		post_call(p, lost_on_shard, NULL);
 }
 
@@ -868,14 +718,14 @@ static void takeover_job(void *arg)
 	}
 	/* everything logged before the fence is stored here first */
 	until = mono_ms() + CATCHUP_MS;
-	while (atomic_load(&pt->applied) < last ||
+	while (core_applied(t->p) < last ||
 	       atomic_load(&pt->inflight)) {
 		struct timespec ts = { 0, 5 * 1000 * 1000 };
 
 		if (mono_ms() > until || atomic_load(&L.stop)) {
 			plog(PL_WARN, "cluster", "p%u: the applier is at %llu, "
 			     "the log at %llu: not taking it yet", t->p,
-			     (unsigned long long)atomic_load(&pt->applied),
+			     (unsigned long long)core_applied(t->p),
 			     (unsigned long long)last);
 			goto out;
 		}
@@ -890,6 +740,7 @@ static void takeover_job(void *arg)
 		goto out;
 	}
 	pt->log_sseq = f;
+	core_set_logpos(t->p, f);
 	pt->next_pseq = lpseq + 2;
 	t->rc = 0;
 out:
@@ -905,7 +756,7 @@ int clog_takeover(unsigned p)
 	struct takeover t = { .p = p };
 	int rc;
 
-	if (atomic_load(&pt->owned) || atomic_exchange(&pt->taking, true))
+	if (cluster_owns(p) || atomic_exchange(&pt->taking, true))
 		return 0;
 	pthread_mutex_init(&t.mu, NULL);
 	pthread_cond_init(&t.cv, NULL);
@@ -930,16 +781,13 @@ int clog_takeover(unsigned p)
 	return 0;
 }
 
-bool cluster_owns(unsigned p)
-{
-	return !cluster_on || atomic_load(&L.p[p].owned);
-}
-
 /* ---- start and stop ---------------------------------------------------------- */
 
-int clog_start(bus *b, unsigned nshards, const char *writer)
+int clog_start(bus *b, unsigned nshards, const char *writer,
+	       const struct clog_hooks *hk)
 {
 	L.b = b;
+	L.hk = *hk;
 	L.n = nshards;
 	snprintf(L.writer, sizeof(L.writer), "%s", writer);
 	if (work_start(&L.w, nshards < 4 ? nshards : 4))
@@ -956,10 +804,10 @@ int clog_start(bus *b, unsigned nshards, const char *writer)
 		if (store_get_meta(srv.st, 'X', key, sizeof(key), &v, &n) == 0 &&
 		    n == sizeof(le)) {
 			memcpy(&le, v, sizeof(le));
-			atomic_store(&pt->applied, le64toh(le));
+			core_set_applied(p, le64toh(le));
 		}
 		free(v);
-		pt->queued = atomic_load(&pt->applied);
+		pt->queued = core_applied(p);
 	}
 	return 0;
 }
@@ -1022,8 +870,6 @@ void clog_stop(void)
 			pt->regs = g->next;
 			free(g);
 		}
-		free(pt->changed);
-		pt->changed = NULL;
 		pthread_mutex_destroy(&pt->mu);
 	}
 }
