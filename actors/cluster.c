@@ -51,6 +51,21 @@ struct held_ans {
 	rt_buf *buf;
 };
 
+/* A forwarded request still waiting for its answer: if its owner dies
+ * first, this host answers UNAVAILABLE (the client sends it again, with
+ * its cmid: idempotent), rather than leave it unanswered. */
+struct pending {
+	struct pending *next;
+	rt_conn_id conn;
+	uint64_t rid;
+	uint8_t op;
+	unsigned p;
+	char owner[BUS_HOST_MAX + 1];
+	uint64_t t_ms;
+};
+
+#define PENDING_MAX_MS 60000 /* answered UNAVAILABLE after it, whatever */
+
 static struct {
 	bus *b;
 	hosts *h;
@@ -63,9 +78,11 @@ static struct {
 	_Atomic bool stop;
 	pthread_mutex_t mu; /* owners, proxy hosts, held */
 	char owner[RT_MAX_SHARDS][BUS_HOST_MAX + 1];
+	uint64_t dead_since[RT_MAX_SHARDS]; /* owner thread: owner not live */
 	char phost[PROXY_HOSTS][BUS_HOST_MAX + 1];
 	unsigned nphost;
 	struct held_ans *held, **held_tail;
+	struct pending *pending;
 	_Atomic uint64_t forwarded, served, held_n, unavailable;
 } C = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
@@ -277,6 +294,34 @@ void cluster_release_held(void)
 	}
 }
 
+/* A frame for conn came from an owner: if it is the answer to a pending
+ * request (a "res" with its rid), that request is not pending any more. */
+static void answered(rt_conn_id conn, const void *d, size_t n)
+{
+	proto_doc doc;
+	const char *t;
+	uint32_t tl;
+	uint64_t rid;
+
+	if (!C.pending || proto_decode(&doc, d, n) != PROTO_OK)
+		return;
+	if (proto_get_str(&doc.root, "t", &t, &tl) == 0 && tl == 3 &&
+	    !memcmp(t, "res", 3) && proto_get_uint(&doc.root, "rid", &rid) == 0) {
+		pthread_mutex_lock(&C.mu);
+		for (struct pending **q = &C.pending; *q; q = &(*q)->next) {
+			if ((*q)->conn == conn && (*q)->rid == rid) {
+				struct pending *g = *q;
+
+				*q = g->next;
+				free(g);
+				break;
+			}
+		}
+		pthread_mutex_unlock(&C.mu);
+	}
+	proto_doc_free(&doc);
+}
+
 static void on_deliver(struct rb *r)
 {
 	unsigned p = rb_u8(r);
@@ -288,6 +333,7 @@ static void on_deliver(struct rb *r)
 
 	if (r->bad || p >= C.n || rt_conn_shard(conn) >= rt_nshards())
 		return;
+	answered(conn, d, n);
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		abort();
@@ -361,9 +407,25 @@ void cluster_forward(unsigned p, rt_conn_id conn, bool has_rid, uint64_t rid,
 	wb_u8(&w, admin);
 	wb_str(&w, ch);
 	wb_bytes(&w, frame, len);
-	if (bus_send(C.b, owner, w.p, w.n) == BUS_OK)
+	if (bus_send(C.b, owner, w.p, w.n) == BUS_OK) {
 		atomic_fetch_add(&C.forwarded, 1);
-	else
+		if (has_rid) {
+			struct pending *q = calloc(1, sizeof(*q));
+
+			if (!q)
+				abort();
+			q->conn = conn;
+			q->rid = rid;
+			q->op = op;
+			q->p = p;
+			memcpy(q->owner, owner, sizeof(owner));
+			q->t_ms = rt_now_ms();
+			pthread_mutex_lock(&C.mu);
+			q->next = C.pending;
+			C.pending = q;
+			pthread_mutex_unlock(&C.mu);
+		}
+	} else
 		answer_unavailable(conn, has_rid, rid, op,
 				   "the cluster cannot be reached");
 	free(w.p);
@@ -508,30 +570,74 @@ static void own_check(unsigned p, bool lease_ok)
 	}
 	if (owner[0] && strcmp(owner, C.self) && host_live(owner)) {
 		owner_set(p, owner);
+		C.dead_since[p] = 0;
 		clog_lost(p); /* if it was ours */
 		return;
 	}
 	if (!strcmp(owner, C.self)) {
+		/* Ours, even while our own lease is late: the log's fence,
+		 * not the lease, keeps two owners apart; dropping it on a
+		 * slow renewal (a NATS election) would only make every
+		 * host's partitions move at once. */
 		owner_set(p, C.self);
-		if (!lease_ok) {
-			clog_lost(p); /* others may take it meanwhile */
-			return;
-		}
-		if (!cluster_owns(p))
+		C.dead_since[p] = 0;
+		if (lease_ok && !cluster_owns(p))
 			clog_takeover(p);
 		return;
 	}
-	/* no owner, or a dead one: the preferred live host takes it */
+	/* no owner, or a dead one: the preferred live host takes it, once
+	 * the owner has been gone for half a lease (an election in the
+	 * bucket can hide a live host's lease for a moment) */
+	owner_set(p, "");
+	if (owner[0]) {
+		uint64_t now = rt_now_ms();
+
+		if (!C.dead_since[p])
+			C.dead_since[p] = now;
+		if (now - C.dead_since[p] < (uint64_t)C.lease_ms / 2)
+			return;
+	}
 	if (!lease_ok || !hosts_preferred(C.h, OWNER_KEY, pref) ||
 	    strcmp(pref, C.self))
 		return;
 	st = bus_key_claim(C.b, key, rev, &rev, owner, sizeof(owner));
 	if (st != BUS_OK)
 		return; /* another host was quicker: next round follows it */
-	plog(PL_INFO, "cluster", "p%u: claimed (its owner was %s)", p,
-	     owner[0] ? owner : "nobody");
+	plog(PL_INFO, "cluster", "p%u: claimed", p);
 	owner_set(p, C.self);
 	clog_takeover(p);
+}
+
+/* Requests forwarded to a host that is not the owner any more, or has
+ * died, or that never answered: UNAVAILABLE, so their clients retry. */
+static void pending_sweep(void)
+{
+	struct pending *dead = NULL;
+	uint64_t now = rt_now_ms();
+
+	pthread_mutex_lock(&C.mu);
+	for (struct pending **q = &C.pending; *q;) {
+		struct pending *g = *q;
+
+		if (strcmp(g->owner, C.owner[g->p]) ||
+		    now - g->t_ms > PENDING_MAX_MS) {
+			*q = g->next;
+			g->next = dead;
+			dead = g;
+		} else {
+			q = &g->next;
+		}
+	}
+	pthread_mutex_unlock(&C.mu);
+	while (dead) {
+		struct pending *g = dead;
+
+		dead = g->next;
+		answer_unavailable(g->conn, true, g->rid, g->op,
+				   "the host that owned it went away; "
+				   "send it again");
+		free(g);
+	}
 }
 
 static void *owner_main(void *arg)
@@ -549,6 +655,7 @@ static void *owner_main(void *arg)
 
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);
+		pending_sweep();
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -655,6 +762,12 @@ void cluster_stop(void)
 	bus_close(C.b);
 	C.h = NULL;
 	C.b = NULL;
+	while (C.pending) {
+		struct pending *g = C.pending;
+
+		C.pending = g->next;
+		free(g);
+	}
 	while (C.held) {
 		struct held_ans *h = C.held;
 

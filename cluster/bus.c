@@ -1198,6 +1198,10 @@ bus_status bus_follow(bus *b, const char *key, uint64_t from_sseq,
 		so.Ordered = true;
 		so.Config.DeliverPolicy = js_DeliverByStartSequence;
 		so.Config.OptStartSeq = from_sseq ? from_sseq : 1;
+		/* a stream leader that moved (a NATS node died) stalls the
+		 * push consumer: missed heartbeats make the library
+		 * recreate it; 5 s (its default) is a long stall */
+		so.Config.Heartbeat = (int64_t)500 * 1000 * 1000;
 		natsStatus st = js_Subscribe(&s->ns, b->js, subj, on_follow, s,
 		                             NULL, &so, &ec);
 		if (st == NATS_OK)
