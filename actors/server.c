@@ -263,9 +263,12 @@ int server_run(const struct server_opts *o)
 			strerror(errno));
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
+	if (o->dm_key_file)
+		snprintf(path, sizeof(path), "%s", o->dm_key_file);
+	else
+		snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
 	if (auth_load_secret(path, srv.dm_key, sizeof(srv.dm_key),
-			     &srv.dm_key_len, true)) {
+			     &srv.dm_key_len, o->dm_key_file == NULL)) {
 		plog(PL_ERROR, "start", "cannot read %s: %s", path,
 			strerror(errno));
 		return 1;

@@ -15,6 +15,7 @@
 
 #include "runtime/hash.h"
 #include "actors/cluster.h"
+#include "actors/directory.h"
 #include "actors/session.h"
 
 /* ---- writes: validated here, carried out by the channel actor ------------- */
@@ -269,6 +270,17 @@ void sess_forward_remote(rt_conn_id proxy, const char *ws, const char *user,
 	if (proto_decode_max(&doc, frame, len, srv.lim.max_frame) != PROTO_OK)
 		return;
 	if (proto_req_decode(&doc.root, &lim, &q, &why) != PROTO_C_OK) {
+		proto_doc_free(&doc);
+		return;
+	}
+	if (q.op == PROTO_OP_USERS_SEARCH || q.op == PROTO_OP_USERS_GET) {
+		/* a read of the directory, which this host keeps */
+		struct req r = { .id = proxy, .ws = ws, .user = user,
+				 .admin = admin, .frame = frame, .len = len,
+				 .q = &q, .rid = q.rid, .has_rid = q.has_rid,
+				 .op = q.op, .t_rx_us = rt_mono_us() };
+
+		dir_request(&r);
 		proto_doc_free(&doc);
 		return;
 	}

@@ -987,6 +987,38 @@ bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
 	}
 }
 
+bus_status bus_key_settle(bus *b, const char *key, const char *want,
+                          char *got, size_t cap)
+{
+	char k[ENC_MAX + 8];
+	if (!record_key(key, k) || strlen(want) > BUS_HOST_MAX)
+		return BUS_INVALID;
+	int64_t deadline = now_ms() + b->deadline_ms;
+	for (int try = 0;; try++) {
+		uint64_t rev = 0;
+		natsStatus s = kvStore_CreateString(&rev, b->keys, k, want);
+		if (s == NATS_OK) {
+			snprintf(got, cap, "%s", want);
+			return BUS_OK;
+		}
+		if (s == NATS_ERR) { /* there already: whatever it says */
+			kv_val e;
+			s = kv_get(b, KEYS_BUCKET, k, deadline, &e);
+			if (s == NATS_OK) {
+				copy_owner(&e, got, cap);
+				return BUS_OK;
+			}
+			if (s != NATS_NOT_FOUND && !transient(s))
+				return BUS_ERROR;
+		} else if (!transient(s)) {
+			return BUS_ERROR;
+		}
+		if (now_ms() >= deadline)
+			return BUS_UNAVAILABLE;
+		backoff(b, try, deadline);
+	}
+}
+
 /* ---- fan-out ------------------------------------------------------------ */
 
 static void on_fan(natsConnection *nc, natsSubscription *ns, natsMsg *m,

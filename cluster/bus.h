@@ -220,6 +220,13 @@ bus_status bus_key_get(bus *b, const char *key, char *owner_out, size_t cap,
 bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
                          uint64_t *new_rev, char *owner_out, size_t cap);
 
+/* BLOCKING. The record key says want unless it says something already
+ * (the first host to settle it wins, for good): got (cap bytes) = what it
+ * says now. Values up to BUS_HOST_MAX bytes. BUS_OK, BUS_INVALID,
+ * BUS_UNAVAILABLE, BUS_ERROR. */
+bus_status bus_key_settle(bus *b, const char *key, const char *want,
+                          char *got, size_t cap);
+
 /* ---- fan-out ----------------------------------------------------------- */
 
 /* Called for every message stored on key, once, in stream order, as the
