@@ -497,4 +497,9 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->turns = ls.turns;
 	st->failed_turns = ls.fenced_turns;
 	st->refollows = ls.refollows;
+	st->wait_us = ls.wait_us;
+	st->append_us = ls.append_us;
+	st->timed_turns = ls.timed_turns;
+	st->apply_us = ls.apply_us;
+	st->applied_turns = ls.applied_turns;
 }

@@ -53,6 +53,7 @@ enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
 struct reg {
 	uint64_t pseq;
 	void *commit;
+	uint64_t t_sub, t_acked; /* mono us: submitted, appended */
 	struct reg *next;
 };
 
@@ -85,7 +86,8 @@ static struct {
 	struct part p[RT_MAX_SHARDS];
 	_Atomic bool stop, draining;
 	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns, appends,
-		turns, refollows;
+		turns, refollows, wait_us, append_us, timed_turns, apply_us,
+		applied_turns;
 } L;
 
 /* One owned shard's turn, on its way to the log. */
@@ -206,10 +208,13 @@ void clog_post(struct clog *l, const rt_msg *m)
 	}
 }
 
-static void *reg_take(struct part *pt, uint64_t pseq)
+/* Takes turn pseq's registration: its commit (NULL: none), and when it
+ * was appended (0: not yet, or unknown). */
+static void *reg_take_at(struct part *pt, uint64_t pseq, uint64_t *t_acked)
 {
 	void *c = NULL;
 
+	*t_acked = 0;
 	pthread_mutex_lock(&pt->mu);
 	for (struct reg **r = &pt->regs; *r; r = &(*r)->next) {
 		if ((*r)->pseq == pseq) {
@@ -217,12 +222,42 @@ static void *reg_take(struct part *pt, uint64_t pseq)
 
 			*r = g->next;
 			c = g->commit;
+			*t_acked = g->t_acked;
 			free(g);
 			break;
 		}
 	}
 	pthread_mutex_unlock(&pt->mu);
 	return c;
+}
+
+static void *reg_take(struct part *pt, uint64_t pseq)
+{
+	uint64_t t;
+
+	return reg_take_at(pt, pseq, &t);
+}
+
+/* The log's stages of our turns, for /metrics: waiting for the
+ * partition's append in flight, the append itself (JetStream's replicated
+ * acknowledgement), and from there until this host's applier stored it
+ * (the consumer's delivery and the synced write). */
+static void turns_appended(struct part *pt, struct clog *turns,
+			   uint64_t t_start)
+{
+	uint64_t now = rt_mono_us();
+
+	pthread_mutex_lock(&pt->mu);
+	for (struct clog *l = turns; l; l = l->next)
+		for (struct reg *g = pt->regs; g; g = g->next)
+			if (g->pseq == l->tseq) {
+				g->t_acked = now;
+				atomic_fetch_add(&L.wait_us, t_start - g->t_sub);
+				atomic_fetch_add(&L.append_us, now - t_start);
+				atomic_fetch_add(&L.timed_turns, 1);
+				break;
+			}
+	pthread_mutex_unlock(&pt->mu);
 }
 
 struct failed {
@@ -295,7 +330,7 @@ static void append_job(void *arg)
 	for (;;) {
 		struct wbuf w = { 0 };
 		struct clog *turns = take_turns(pt, &w), *l;
-		uint64_t sseq = 0;
+		uint64_t sseq = 0, t_start = rt_mono_us();
 		bus_status st;
 		int tries = 0;
 
@@ -315,6 +350,7 @@ static void append_job(void *arg)
 		if (st == BUS_OK) {
 			pt->log_sseq = sseq;
 			core_set_logpos(p, sseq);
+			turns_appended(pt, turns, t_start);
 			atomic_fetch_add(&L.log_bytes, w.n);
 			atomic_fetch_add(&L.appends, 1);
 		} else if (st == BUS_FENCED) {
@@ -356,6 +392,7 @@ void clog_submit(struct clog *l, void *commit)
 	atomic_fetch_add(&L.turns, 1);
 	g->pseq = l->tseq;
 	g->commit = commit;
+	g->t_sub = rt_mono_us();
 	pthread_mutex_lock(&pt->mu);
 	g->next = pt->regs;
 	pt->regs = g;
@@ -523,7 +560,7 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 	/* turn by turn, in order: our own come back to their commits (the
 	 * answers, local fan-out); anyone else's are delivered here */
 	for (uint32_t i = 0; i < n && !r.bad; i++) {
-		uint64_t tseq = r_u64(&r);
+		uint64_t tseq = r_u64(&r), t_acked;
 		size_t nrec, nfx;
 		const void *fx;
 		void *c;
@@ -532,7 +569,11 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 		fx = r_bytes(&r, &nfx);
 		if (r.bad)
 			break;
-		c = a->mine ? reg_take(pt, tseq) : NULL;
+		c = a->mine ? reg_take_at(pt, tseq, &t_acked) : NULL;
+		if (c && t_acked) {
+			atomic_fetch_add(&L.apply_us, rt_mono_us() - t_acked);
+			atomic_fetch_add(&L.applied_turns, 1);
+		}
 		if (c)
 			L.hk.logged(ss, c, a->status);
 		else if (a->status == 0)
@@ -1007,4 +1048,9 @@ void clog_get_stats(struct clog_stats *st)
 	st->fenced_turns = atomic_load(&L.fenced_turns);
 	st->turns = atomic_load(&L.turns);
 	st->refollows = atomic_load(&L.refollows);
+	st->wait_us = atomic_load(&L.wait_us);
+	st->append_us = atomic_load(&L.append_us);
+	st->timed_turns = atomic_load(&L.timed_turns);
+	st->apply_us = atomic_load(&L.apply_us);
+	st->applied_turns = atomic_load(&L.applied_turns);
 }

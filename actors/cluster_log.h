@@ -67,6 +67,9 @@ void clog_lost(unsigned p);
 
 struct clog_stats {
 	uint64_t applied, takeovers, log_bytes, fenced_turns, turns, refollows;
+	/* our turns: waiting for the append in flight, the append, and from
+	 * its acknowledgement to this host's synced write (us sums) */
+	uint64_t wait_us, append_us, timed_turns, apply_us, applied_turns;
 };
 void clog_get_stats(struct clog_stats *st);
 

@@ -217,6 +217,17 @@ static char *metrics(size_t *len)
 			counter(&b, "parley_cluster_unavailable_total", "Writes answered UNAVAILABLE: no owner reachable", cs.unavailable);
 			counter(&b, "parley_cluster_log_bytes_total", "Bytes this host appended to the log", cs.log_bytes);
 			counter(&b, "parley_cluster_turns_total", "Owned shards' loop turns sent to the log (several per append when they wait)", cs.turns);
+			put(&b, "# HELP parley_cluster_turn_stage_seconds This host's turns in the log: waiting for the partition's append in flight, the append (JetStream's replicated acknowledgement), and from there to this host's synced write\n"
+			    "# TYPE parley_cluster_turn_stage_seconds summary\n"
+			    "parley_cluster_turn_stage_seconds_sum{stage=\"wait\"} %.6f\n"
+			    "parley_cluster_turn_stage_seconds_count{stage=\"wait\"} %llu\n"
+			    "parley_cluster_turn_stage_seconds_sum{stage=\"append\"} %.6f\n"
+			    "parley_cluster_turn_stage_seconds_count{stage=\"append\"} %llu\n"
+			    "parley_cluster_turn_stage_seconds_sum{stage=\"apply\"} %.6f\n"
+			    "parley_cluster_turn_stage_seconds_count{stage=\"apply\"} %llu\n",
+			    cs.wait_us / 1e6, (unsigned long long)cs.timed_turns,
+			    cs.append_us / 1e6, (unsigned long long)cs.timed_turns,
+			    cs.apply_us / 1e6, (unsigned long long)cs.applied_turns);
 			counter(&b, "parley_cluster_refollows_total", "Followers of the log made again after they stopped behind its end", cs.refollows);
 			counter(&b, "parley_cluster_turns_failed_total", "Turns the log refused (fenced: another host owns it; too big); their requests answered UNAVAILABLE", cs.failed_turns);
 		}
