@@ -129,6 +129,7 @@ struct server_opts {
 	int port;
 	const char *data_dir;
 	const char *secret_file;
+	const char *dm_key_file; /* NULL: DATA/dm.key */
 	unsigned shards;
 	unsigned ranges;
 	bool pin;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "actors/base.h"
+#include "actors/cluster.h"
 #include "runtime/hash.h"
 
 struct server srv;
@@ -76,6 +77,11 @@ void msg_free(rt_msg *m)
 void send_buf_to_conn(rt_conn_id conn, rt_buf *b)
 {
 	rt_shard *self = rt_self();
+
+	if (cluster_is_proxy(conn)) { /* a connection on another host */
+		cluster_deliver(conn, b);
+		return;
+	}
 
 	if (self && rt_conn_shard(conn) == rt_shard_id(self)) {
 		rt_conn *c = rt_conn_find(self, conn);

@@ -45,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/chan.h"
 #include "actors/commit.h"
 #include "runtime/hash.h"
@@ -368,9 +370,11 @@ static void set_owner(struct shard_state *ss, struct chan *c,
 	if (on) {
 		c->nowners++;
 		store_put_owner(ss->batch, c->id, mb->user);
+		cluster_chan_changed(ss, c->id);
 	} else {
 		c->nowners--;
 		store_del_owner(ss->batch, c->id, mb->user);
+		cluster_chan_changed(ss, c->id);
 	}
 }
 
@@ -389,6 +393,7 @@ void chan_roles_on_create(struct shard_state *ss, struct chan *c,
 	}
 	/* always: a channel without it is one from before roles */
 	store_put_chcfg(ss->batch, c->id, &c->cfg);
+	cluster_chan_changed(ss, c->id);
 	lower(lname, c->rec.name, strlen(c->rec.name));
 	store_put_name(ss->batch, c->rec.ws, lname, c->id);
 	names_done_fx(ss, c, r);
@@ -539,8 +544,10 @@ bool chan_op_set(struct shard_state *ss, struct m_req *r)
 		c->cfg.archived = a->archived;
 	if (a->has_post)
 		c->cfg.post = a->post;
-	if (a->has_topic || a->has_archived || a->has_post)
+	if (a->has_topic || a->has_archived || a->has_post) {
 		store_put_chcfg(ss->batch, c->id, &c->cfg);
+		cluster_chan_changed(ss, c->id);
+	}
 
 	enc_info(ss, r, c);
 	fx_reply(ss, c, r);
@@ -637,6 +644,7 @@ void chan_op_kick(struct shard_state *ss, struct m_req *r)
 		smap_del(&c->members, mb->user, strlen(mb->user));
 		c->nmembers--;
 		store_del_member(ss->batch, c->rec.ws, c->id, mb->user);
+		cluster_chan_changed(ss, c->id);
 		free(mb);
 		kicked++;
 	}

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/chan.h"
 
 /* ---- loading ---------------------------------------------------------------- */
@@ -208,6 +210,7 @@ struct member *chan_add_member(struct shard_state *ss, struct chan *c,
 	smap_put(&c->members, mb->user, strlen(mb->user), mb);
 	c->nmembers++;
 	store_put_member(ss->batch, c->rec.ws, c->id, user, &mb->m);
+	cluster_chan_changed(ss, c->id);
 	return mb;
 }
 

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/chan.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
@@ -216,12 +218,14 @@ static void op_leave(struct shard_state *ss, struct m_req *r)
 	if (mb->owner) { /* the role goes with the membership */
 		c->nowners--;
 		store_del_owner(ss->batch, c->id, mb->user);
+		cluster_chan_changed(ss, c->id);
 	}
 	smap_del(&c->typing, mb->user, strlen(mb->user)); /* keyed by mb */
 	smap_del(&c->members, mb->user, strlen(mb->user));
 	free(mb);
 	c->nmembers--;
 	store_del_member(ss->batch, c->rec.ws, c->id, r->user);
+	cluster_chan_changed(ss, c->id);
 	put_stat(ss, c);
 	proto_out_reset(&ss->out);
 	proto_enc_ok(&ss->out, r->rid);
@@ -616,6 +620,7 @@ static void op_typing(struct shard_state *ss, struct m_req *r)
 	proto_enc_typing(&ss->out, c->id, r->user);
 	b = rt_buf_new(ss->out.data, ss->out.len);
 	fanout(c, 0, b, r->user);
+	cluster_ephemeral(c->id, b, r->user); /* and other hosts' clients */
 	rt_buf_unref(b);
 }
 

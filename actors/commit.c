@@ -9,10 +9,13 @@
  *     runs ok has seq == durable_seq + 1 (unless a failed commit broke the
  *     channel: it reloads once nothing of it is pending).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "actors/chan.h"
+#include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/commit.h"
 #include "actors/notify.h"
 #include "storage/search.h"
@@ -227,6 +230,12 @@ static void record_latency(struct shard_state *ss, uint64_t t0)
 	__atomic_fetch_add(&ss->lat_commit_sum_us, us, __ATOMIC_RELAXED);
 }
 
+/* What a failed commit's requests are told: the cluster's log refused
+ * the turn (another host owns the channel now: try again), or storage
+ * failed. Set by commit_run for the effects it runs. */
+static __thread const char *fail_why = "storage failed; not stored";
+static __thread uint64_t fail_retry;
+
 static void run_reply(struct shard_state *ss, struct effect *e, bool ok)
 {
 	if (ok && e->u.reply.buf) {
@@ -241,8 +250,7 @@ static void run_reply(struct shard_state *ss, struct effect *e, bool ok)
 				   .has_rid = e->u.reply.has_rid,
 				   .op = e->u.reply.op };
 
-		reply_err_remote(&r, "UNAVAILABLE",
-				 "storage failed; not stored", 0);
+		reply_err_remote(&r, "UNAVAILABLE", fail_why, fail_retry);
 	}
 	if (e->u.reply.buf)
 		rt_buf_unref(e->u.reply.buf);
@@ -256,8 +264,8 @@ static void run_cmid(struct shard_state *ss, struct chan *c, struct pcmid *p,
 				   .has_rid = p->w[i].has_rid, .op = OP_SEND };
 
 		if (!ok) {
-			reply_err_remote(&r, "UNAVAILABLE",
-					 "storage failed; not stored", 0);
+			reply_err_remote(&r, "UNAVAILABLE", fail_why,
+					 fail_retry);
 			continue;
 		}
 		proto_out_reset(&ss->out);
@@ -337,6 +345,34 @@ static void commit_done(void *ctx, int status)
 	rt_post(c->shard, &m->h);
 }
 
+/* A cluster's owner: the turn goes to the partition's log, records and
+ * what other hosts must repeat; it comes back through the applier
+ * (commit_logged) once this host's store has it. */
+static void log_turn(struct shard_state *ss, struct commit *c)
+{
+	struct clog *l = clog_begin(ss, ss->batch);
+
+	for (size_t i = 0; i < c->n; i++) {
+		struct effect *e = &c->fx[i];
+
+		switch (e->kind) {
+		case FX_EVENT:
+			clog_event(l, e->ch->id, e->u.event.seq, e->u.event.buf);
+			break;
+		case FX_BCAST:
+			clog_bcast(l, e->ch->id, e->u.bcast.skip,
+				   e->u.bcast.buf);
+			break;
+		case FX_POST:
+			clog_post(l, e->u.post.msg);
+			break;
+		default:
+			break;
+		}
+	}
+	clog_submit(l, c);
+}
+
 void commit_turn_end(struct shard_state *ss)
 {
 	struct commit *c;
@@ -359,21 +395,29 @@ void commit_turn_end(struct shard_state *ss)
 	ss->fx = NULL;
 	ss->nfx = ss->capfx = 0;
 	ss->commits_inflight++;
-	store_commit(srv.st, ss->id, ss->batch, commit_done, c);
+	if (clog_owned(ss)) {
+		log_turn(ss, c);
+		store_batch_free(ss->batch);
+	} else {
+		store_commit(srv.st, ss->id, ss->batch, commit_done, c);
+	}
 	ss->batch = store_batch_new(srv.st);
 }
 
-void commit_on_commit(struct shard_state *ss, struct m_commit *m)
+static void commit_run(struct shard_state *ss, struct commit *c, int status)
 {
-	struct commit *c = m->c;
-	bool ok = m->status == 0;
+	bool ok = status == 0;
 	uint64_t now = rt_mono_us();
 
 	/* M_COMMIT comes back to the shard that made the batch */
 	ASSERT_ON_SHARD(ss);
 	assert(c->shard == ss->id);
-	if (!ok)
+	if (!ok && status != -ESTALE)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
+	if (status == -ESTALE) {
+		fail_why = "another host owns this now; not stored";
+		fail_retry = 1000;
+	}
 	for (size_t i = 0; i < c->n; i++) {
 		struct chan *ch = c->fx[i].ch;
 
@@ -393,8 +437,23 @@ void commit_on_commit(struct shard_state *ss, struct m_commit *m)
 			chan_reload(ch);
 	}
 	ss->commits_inflight--;
+	fail_why = "storage failed; not stored";
+	fail_retry = 0;
 	free(c->fx);
 	free(c);
+}
+
+void commit_on_commit(struct shard_state *ss, struct m_commit *m)
+{
+	commit_run(ss, m->c, m->status);
+}
+
+void commit_logged(struct shard_state *ss, void *commit, int status)
+{
+	struct commit *c = commit;
+
+	c->t_synced = rt_mono_us();
+	commit_run(ss, c, status);
 }
 
 bool commit_idle(struct shard_state *ss)

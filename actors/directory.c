@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cluster.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
 #include "actors/session.h"
@@ -574,7 +575,13 @@ static struct dir_msg *dmsg(uint8_t kind, const char *ws, const char *user,
 
 void dir_on_hello(const char *ws, const char *user, const char *name)
 {
-	struct dir_msg *m = dmsg(DM_HELLO, ws, user, 0);
+	struct dir_msg *m;
+
+	if (!cluster_owns(dir_shard(ws))) { /* the directory's host keeps it */
+		cluster_dir_hello(ws, user, name ? name : "");
+		return;
+	}
+	m = dmsg(DM_HELLO, ws, user, 0);
 
 	snprintf(m->name, sizeof(m->name), "%s", name ? name : "");
 	rt_post(dir_shard(ws), &m->c.h);
@@ -613,6 +620,15 @@ void dir_fx_seen(struct shard_state *ss, const char *ws, const char *user,
 void dir_request(struct req *r)
 {
 	struct dir_msg *m;
+
+	if (!cluster_owns(dir_shard(r->ws))) {
+		/* read where the directory is kept: another host's hellos
+		 * reach only its cache */
+		cluster_forward(dir_shard(r->ws), r->id, r->has_rid, r->rid,
+				(uint8_t)r->op, r->ws, r->user, r->admin, "",
+				r->frame, r->len);
+		return;
+	}
 
 	if (r->op == PROTO_OP_USERS_SEARCH) {
 		const struct proto_a_users_search *a = &r->q->a.usearch;

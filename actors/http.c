@@ -203,6 +203,19 @@ static char *metrics(size_t *len)
 			counter(&b, "parley_bus_fenced_total", "Appends refused: another host wrote since", cs.fenced);
 			counter(&b, "parley_bus_retries_total", "Extra tries of bus calls (no leader, no connection)", cs.retries);
 			counter(&b, "parley_bus_reconnects_total", "Reconnections to NATS", cs.reconnects);
+			gauge(&b, "parley_cluster_partitions", "Partitions of the cluster (its hosts' shards)", cs.nparts);
+			gauge(&b, "parley_cluster_partitions_owned", "Partitions this host owns (writes)", cs.owned);
+			put(&b, "# HELP parley_cluster_partition_owned 1 if this host owns the partition\n"
+			    "# TYPE parley_cluster_partition_owned gauge\n");
+			for (unsigned i = 0; i < cs.nparts; i++)
+				put(&b, "parley_cluster_partition_owned{partition=\"%u\"} %u\n", i, cs.owned_map[i]);
+			counter(&b, "parley_cluster_forwarded_total", "Writes sent on to the host that owns them", cs.forwarded);
+			counter(&b, "parley_cluster_served_total", "Writes taken from other hosts", cs.served);
+			counter(&b, "parley_cluster_applied_total", "Log messages stored by this host's applier", cs.applied);
+			counter(&b, "parley_cluster_held_total", "Answers held until this host stored their write", cs.held);
+			counter(&b, "parley_cluster_takeovers_total", "Partitions this host took over", cs.takeovers);
+			counter(&b, "parley_cluster_unavailable_total", "Writes answered UNAVAILABLE: no owner reachable", cs.unavailable);
+			counter(&b, "parley_cluster_log_bytes_total", "Bytes this host appended to the log", cs.log_bytes);
 		}
 	}
 	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);

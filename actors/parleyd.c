@@ -73,11 +73,14 @@ static void usage(FILE *f)
 "  --no-pin                do not pin shard threads to cores\n"
 "  --no-io-uring           write with send() even where io_uring works\n"
 "  --cluster URLS          join a cluster: NATS servers, comma-separated\n"
-"                          (nats://h1:4222,...; docs/cluster.md: not all\n"
-"                          built yet)\n"
+"                          (nats://h1:4222,...; docs/cluster.md); every\n"
+"                          host needs the same --shards, --ranges, JWT\n"
+"                          secret and DM key\n"
 "  --host-id ID            this host's name in the cluster (default: the\n"
 "                          host name; [A-Za-z0-9_-])\n"
 "  --lease-ms MS           a dead host's leases expire after (10000)\n"
+"  --dm-key-file FILE      the key DM ids are derived with (default\n"
+"                          DIR/dm.key, made on first start)\n"
 "  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
 "                          stderr (with journald's priorities under systemd)\n"
 "  --tls-cert FILE         PEM certificate (chain): the port then speaks\n"
@@ -309,6 +312,7 @@ static const struct option server_flags[] = {
 	{ "cluster", required_argument, 0, 35 },
 	{ "host-id", required_argument, 0, 36 },
 	{ "lease-ms", required_argument, 0, 37 },
+	{ "dm-key-file", required_argument, 0, 38 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -413,6 +417,7 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 		case 35: o->cluster.urls = optarg; break;
 		case 36: o->cluster.host_id = optarg; break;
 		case 37: o->cluster.lease_ms = (int64_t)num("--lease-ms", optarg, 1000, 3600000); break;
+		case 38: o->dm_key_file = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/actors.h"
 #include "actors/commit.h"
 #include "actors/control.h"
@@ -111,6 +113,14 @@ static void on_msg(rt_shard *s, rt_msg *m)
 	case M_REQ: {
 		struct m_req *r = (struct m_req *)m;
 
+		/* In a cluster, only the owner's actors write: a request that
+		 * finds this shard's partition gone meanwhile is told so. */
+		if (!cluster_owns(ss->id)) {
+			reply_err_remote(r, "UNAVAILABLE", "another host owns "
+					 "this now; try again", 1000);
+			msg_free(m);
+			return;
+		}
 		/* A request visits its user actor first, then its channel. */
 		if (r->stage == 0)
 			user_on_req(ss, r);
@@ -183,7 +193,7 @@ static bool on_drain(rt_shard *s, bool first)
 
 	if (first)
 		sess_goaway_all(ss);
-	return commit_idle(ss);
+	return commit_idle(ss) && clog_idle(ss->id);
 }
 
 static const rt_hooks hooks = {
@@ -253,9 +263,12 @@ int server_run(const struct server_opts *o)
 			strerror(errno));
 		return 1;
 	}
-	snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
+	if (o->dm_key_file)
+		snprintf(path, sizeof(path), "%s", o->dm_key_file);
+	else
+		snprintf(path, sizeof(path), "%s/dm.key", o->data_dir);
 	if (auth_load_secret(path, srv.dm_key, sizeof(srv.dm_key),
-			     &srv.dm_key_len, true)) {
+			     &srv.dm_key_len, o->dm_key_file == NULL)) {
 		plog(PL_ERROR, "start", "cannot read %s: %s", path,
 			strerror(errno));
 		return 1;
@@ -337,7 +350,7 @@ int server_run(const struct server_opts *o)
 	cfg.http_stream_prefix = FILES_PREFIX;
 	cfg.http_stream_max = files_max_bytes();
 	cfg.hooks = &hooks;
-	if (cluster_start(&o->cluster)) {
+	if (cluster_start(&o->cluster, o->shards)) {
 		if (srv.sx)
 			search_close(srv.sx);
 		store_close(srv.st);
@@ -350,6 +363,10 @@ int server_run(const struct server_opts *o)
 		if (srv.sx)
 			search_close(srv.sx);
 		store_close(srv.st);
+		return 1;
+	}
+	if (cluster_run()) {
+		plog(PL_ERROR, "start", "cluster: cannot start");
 		return 1;
 	}
 	if (notify_run()) {
@@ -382,6 +399,7 @@ int server_run(const struct server_opts *o)
 	 * decided is on disk, the rest comes back from the log at start */
 	notify_stop();
 	files_drain();
+	cluster_quiesce(); /* nothing new from other hosts */
 	rt_drain();
 	rt_join();
 	cluster_stop(); /* the host lease goes now, not at its expiry */

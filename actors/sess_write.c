@@ -14,6 +14,8 @@
 #include <openssl/hmac.h>
 
 #include "runtime/hash.h"
+#include "actors/cluster.h"
+#include "actors/directory.h"
 #include "actors/session.h"
 
 /* ---- writes: validated here, carried out by the channel actor ------------- */
@@ -225,6 +227,13 @@ void sess_forward(struct req *r)
 
 	if (!write_ch(r, ch))
 		return;
+	if (!cluster_owns(user_shard(r->ws, r->user))) {
+		/* another host owns it: the frame goes there, as it came */
+		cluster_forward(user_shard(r->ws, r->user), r->id, r->has_rid,
+				r->rid, (uint8_t)r->op, r->ws, r->user,
+				r->admin, ch, r->frame, r->len);
+		return;
+	}
 	/* the decoded request, deep-copied into the message's tail: one
 	 * allocation, as the frame's copy was */
 	need = proto_req_copy(r->q, NULL, 0, NULL);
@@ -242,5 +251,52 @@ void sess_forward(struct req *r)
 	strcpy(m->user, r->user);
 	strcpy(m->ch, ch);
 	m->admin = r->admin;
+	rt_post(user_shard(m->ws, m->user), &m->h);
+}
+
+void sess_forward_remote(rt_conn_id proxy, const char *ws, const char *user,
+			 bool admin, const char *ch, const uint8_t *frame,
+			 size_t len)
+{
+	struct proto_limits lim = sess_req_limits();
+	struct proto_req q;
+	proto_doc doc;
+	const char *why = NULL;
+	struct m_req *m;
+	size_t need;
+
+	/* the origin host decoded and checked it already: the same code
+	 * says the same here, so a failure is not expected (dropped) */
+	if (proto_decode_max(&doc, frame, len, srv.lim.max_frame) != PROTO_OK)
+		return;
+	if (proto_req_decode(&doc.root, &lim, &q, &why) != PROTO_C_OK) {
+		proto_doc_free(&doc);
+		return;
+	}
+	if (q.op == PROTO_OP_USERS_SEARCH || q.op == PROTO_OP_USERS_GET) {
+		/* a read of the directory, which this host keeps */
+		struct req r = { .id = proxy, .ws = ws, .user = user,
+				 .admin = admin, .frame = frame, .len = len,
+				 .q = &q, .rid = q.rid, .has_rid = q.has_rid,
+				 .op = q.op, .t_rx_us = rt_mono_us() };
+
+		dir_request(&r);
+		proto_doc_free(&doc);
+		return;
+	}
+	need = proto_req_copy(&q, NULL, 0, NULL);
+	m = msg_new(sizeof(*m) + need, M_REQ);
+	proto_req_copy(&q, m->tail, need, &m->q);
+	m->conn = proxy;
+	m->rid = q.rid;
+	m->has_rid = q.has_rid;
+	m->op = (uint8_t)q.op;
+	m->stage = 0;
+	m->t_rx_us = m->t0_us = rt_mono_us();
+	snprintf(m->ws, ID_CAP, "%s", ws);
+	snprintf(m->user, ID_CAP, "%s", user);
+	snprintf(m->ch, ID_CAP, "%s", ch);
+	m->admin = admin;
+	proto_doc_free(&doc);
 	rt_post(user_shard(m->ws, m->user), &m->h);
 }

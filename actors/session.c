@@ -501,7 +501,7 @@ _Static_assert((int)OP_HELLO == (int)PROTO_OP_HELLO &&
 
 /* What proto_req_decode checks against: the server's limits, and the ops
  * it carries out (the contract's newer ones stay "unknown op"). */
-static struct proto_limits req_limits(void)
+struct proto_limits sess_req_limits(void)
 {
 	return (struct proto_limits){
 		.max_body = srv.lim.max_body,
@@ -518,7 +518,7 @@ static struct proto_limits req_limits(void)
 static void handle(struct shard_state *ss, struct req *r, bool ready)
 {
 	rt_conn *c = r->conn;
-	struct proto_limits lim = req_limits();
+	struct proto_limits lim = sess_req_limits();
 	struct proto_req q;
 	proto_doc doc;
 	const char *why = NULL;

@@ -173,5 +173,12 @@ void sess_op_edits(struct req *r);
 
 /* sess_write.c: validate r, then post it to its user actor */
 void sess_forward(struct req *r);
+/* A write another host forwarded (cluster.c, any thread): decoded again
+ * and on to the user actor, answering proxy (a proxy connection id). */
+void sess_forward_remote(rt_conn_id proxy, const char *ws, const char *user,
+			 bool admin, const char *ch, const uint8_t *frame,
+			 size_t len);
+/* what proto_req_decode checks requests against */
+struct proto_limits sess_req_limits(void);
 
 #endif

@@ -25,6 +25,7 @@
 #define EV_PREFIX "parley.ev."
 #define FAN_PREFIX "parley.fan."
 #define RPC_PREFIX "parley.rpc."
+#define MSG_PREFIX "parley.msg."
 #define KV_PREFIX "$KV." BUCKET "."
 #define ENC_MAX (3 * BUS_KEY_MAX + 1)
 #define SUBJ_MAX (ENC_MAX + 64)
@@ -89,6 +90,7 @@ struct bus {
 struct bus_sub {
 	natsSubscription *ns;
 	bus_fan_cb cb;
+	bus_msg_cb mcb;
 	void *arg;
 };
 
@@ -985,6 +987,38 @@ bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
 	}
 }
 
+bus_status bus_key_settle(bus *b, const char *key, const char *want,
+                          char *got, size_t cap)
+{
+	char k[ENC_MAX + 8];
+	if (!record_key(key, k) || strlen(want) > BUS_HOST_MAX)
+		return BUS_INVALID;
+	int64_t deadline = now_ms() + b->deadline_ms;
+	for (int try = 0;; try++) {
+		uint64_t rev = 0;
+		natsStatus s = kvStore_CreateString(&rev, b->keys, k, want);
+		if (s == NATS_OK) {
+			snprintf(got, cap, "%s", want);
+			return BUS_OK;
+		}
+		if (s == NATS_ERR) { /* there already: whatever it says */
+			kv_val e;
+			s = kv_get(b, KEYS_BUCKET, k, deadline, &e);
+			if (s == NATS_OK) {
+				copy_owner(&e, got, cap);
+				return BUS_OK;
+			}
+			if (s != NATS_NOT_FOUND && !transient(s))
+				return BUS_ERROR;
+		} else if (!transient(s)) {
+			return BUS_ERROR;
+		}
+		if (now_ms() >= deadline)
+			return BUS_UNAVAILABLE;
+		backoff(b, try, deadline);
+	}
+}
+
 /* ---- fan-out ------------------------------------------------------------ */
 
 static void on_fan(natsConnection *nc, natsSubscription *ns, natsMsg *m,
@@ -1154,4 +1188,124 @@ bus_status bus_request(bus *b, const char *host_id, const void *data,
 		return BUS_ERROR;
 	}
 	return BUS_OK;
+}
+
+/* ---- the log, followed ---------------------------------------------------- */
+
+static void on_follow(natsConnection *nc, natsSubscription *ns, natsMsg *m,
+                      void *closure)
+{
+	bus_sub *s = closure;
+	jsMsgMetaData *md = NULL;
+	(void)nc;
+	(void)ns;
+	if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
+		uint64_t seq = md->Sequence.Stream;
+		jsMsgMetaData_Destroy(md);
+		s->cb(s->arg, seq, 0, hdr_u64(m, "Parley-Seq"),
+		      natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+	}
+	natsMsg_Destroy(m);
+}
+
+bus_status bus_follow(bus *b, const char *key, uint64_t from_sseq,
+                      bus_fan_cb cb, void *arg, bus_sub **sub)
+{
+	char enc[ENC_MAX], subj[SUBJ_MAX];
+	*sub = NULL;
+	if (!enc_key(key, enc) || !cb)
+		return BUS_INVALID;
+	snprintf(subj, sizeof subj, EV_PREFIX "%s", enc);
+	bus_sub *s = calloc(1, sizeof *s);
+	if (!s)
+		return BUS_ERROR;
+	s->cb = cb;
+	s->arg = arg;
+	int64_t deadline = now_ms() + b->deadline_ms;
+	for (int try = 0;; try++) {
+		jsSubOptions so;
+		jsErrCode ec = 0;
+		jsSubOptions_Init(&so);
+		so.Stream = STREAM;
+		so.Ordered = true;
+		so.Config.DeliverPolicy = js_DeliverByStartSequence;
+		so.Config.OptStartSeq = from_sseq ? from_sseq : 1;
+		/* a stream leader that moved (a NATS node died) stalls the
+		 * push consumer: missed heartbeats make the library
+		 * recreate it; 5 s (its default) is a long stall */
+		so.Config.Heartbeat = (int64_t)500 * 1000 * 1000;
+		natsStatus st = js_Subscribe(&s->ns, b->js, subj, on_follow, s,
+		                             NULL, &so, &ec);
+		if (st == NATS_OK)
+			break;
+		if (!transient(st)) {
+			plog(PL_WARN, "bus", "follow %s: %s (%d)", subj,
+			     natsStatus_GetText(st), (int)ec);
+			free(s);
+			return BUS_ERROR;
+		}
+		if (now_ms() >= deadline) {
+			free(s);
+			return BUS_UNAVAILABLE;
+		}
+		backoff(b, try, deadline);
+	}
+	*sub = s;
+	return BUS_OK;
+}
+
+/* ---- one-way messages between hosts ------------------------------------- */
+
+static void on_msg(natsConnection *nc, natsSubscription *ns, natsMsg *m,
+                   void *closure)
+{
+	bus_sub *s = closure;
+	(void)nc;
+	(void)ns;
+	s->mcb(s->arg, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+	natsMsg_Destroy(m);
+}
+
+static bool msg_subject(const char *host_id, char out[SUBJ_MAX])
+{
+	if (!host_id) {
+		snprintf(out, SUBJ_MAX, MSG_PREFIX "_all");
+		return true;
+	}
+	if (!valid_host(host_id))
+		return false;
+	snprintf(out, SUBJ_MAX, MSG_PREFIX "h.%s", host_id);
+	return true;
+}
+
+bus_status bus_listen(bus *b, const char *host_id, bus_msg_cb cb, void *arg,
+                      bus_sub **sub)
+{
+	char subj[SUBJ_MAX];
+	*sub = NULL;
+	if (!cb || !msg_subject(host_id, subj))
+		return BUS_INVALID;
+	bus_sub *s = calloc(1, sizeof *s);
+	if (!s)
+		return BUS_ERROR;
+	s->mcb = cb;
+	s->arg = arg;
+	if (natsConnection_Subscribe(&s->ns, b->nc, subj, on_msg, s) !=
+	    NATS_OK) {
+		free(s);
+		return BUS_ERROR;
+	}
+	natsConnection_FlushTimeout(b->nc, b->attempt_ms);
+	*sub = s;
+	return BUS_OK;
+}
+
+bus_status bus_send(bus *b, const char *host_id, const void *data, size_t len)
+{
+	char subj[SUBJ_MAX];
+	if (!msg_subject(host_id, subj) || len > INT32_MAX)
+		return BUS_INVALID;
+	return natsConnection_Publish(b->nc, subj, data, (int)len) == NATS_OK
+	               ? BUS_OK
+	               : BUS_ERROR;
 }

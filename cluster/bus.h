@@ -220,6 +220,13 @@ bus_status bus_key_get(bus *b, const char *key, char *owner_out, size_t cap,
 bus_status bus_key_claim(bus *b, const char *key, uint64_t expect_rev,
                          uint64_t *new_rev, char *owner_out, size_t cap);
 
+/* BLOCKING. The record key says want unless it says something already
+ * (the first host to settle it wins, for good): got (cap bytes) = what it
+ * says now. Values up to BUS_HOST_MAX bytes. BUS_OK, BUS_INVALID,
+ * BUS_UNAVAILABLE, BUS_ERROR. */
+bus_status bus_key_settle(bus *b, const char *key, const char *want,
+                          char *got, size_t cap);
+
 /* ---- fan-out ----------------------------------------------------------- */
 
 /* Called for every message stored on key, once, in stream order, as the
@@ -278,5 +285,34 @@ typedef void (*bus_request_cb)(void *arg, bus_status st, const void *data,
 bus_status bus_request(bus *b, const char *host_id, const void *data,
                        size_t len, int timeout_ms, bus_request_cb cb,
                        void *arg);
+
+
+/* Not blocking (the consumer is made in the background). Calls cb, on a
+ * library thread of its own, for every message stored on key from stream
+ * seq from_sseq on (0: from the first), one after the other, in stream
+ * order, and then for every message appended later, for as long as the
+ * subscription lasts: an ordered consumer, which the library recreates from
+ * where it was after a reconnect or a missed message, so nothing is skipped
+ * and nothing comes twice. last_sseq is 0. Stop it with bus_unsubscribe.
+ * BUS_OK and *sub, BUS_INVALID, BUS_UNAVAILABLE (the deadline passed while
+ * creating it), BUS_ERROR. */
+bus_status bus_follow(bus *b, const char *key, uint64_t from_sseq,
+                      bus_fan_cb cb, void *arg, bus_sub **sub);
+
+/* ---- one-way messages between hosts ------------------------------------ */
+
+typedef void (*bus_msg_cb)(void *arg, const void *data, size_t len);
+
+/* Not blocking. Calls cb, on a library thread of its own, one after the
+ * other, for every bus_send to host_id (NULL: every bus_send to all hosts).
+ * At most once: a message sent while either side is disconnected is lost.
+ * Messages from one sender arrive in the order it sent them. Stop it with
+ * bus_unsubscribe. BUS_OK and *sub, BUS_INVALID, BUS_ERROR. */
+bus_status bus_listen(bus *b, const char *host_id, bus_msg_cb cb, void *arg,
+                      bus_sub **sub);
+/* Not blocking: queues data for host_id's bus_listen (NULL: every host's,
+ * this one's too). BUS_OK (queued, not delivered: at most once),
+ * BUS_INVALID, BUS_ERROR (the connection is closed). */
+bus_status bus_send(bus *b, const char *host_id, const void *data, size_t len);
 
 #endif

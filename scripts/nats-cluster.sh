@@ -65,6 +65,8 @@ conf() {
 server_name: n$i
 listen: 127.0.0.1:$(cport "$i")
 http: 127.0.0.1:$(mport "$i")
+# a parleyd turn is one log message: room for a busy one (default 1 MB)
+max_payload: 8MB
 jetstream {
   store_dir: "$dir/n$i"
   max_memory_store: 64MB

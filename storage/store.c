@@ -407,6 +407,59 @@ size_t store_batch_count(const store_batch *b)
 	return b->nrec;
 }
 
+const void *store_batch_bytes(const store_batch *b, size_t *len)
+{
+	*len = b->oom ? 0 : b->len;
+	return b->oom ? NULL : b->buf;
+}
+
+bool store_batch_failed(const store_batch *b)
+{
+	return b->oom;
+}
+
+/* Another host's records, checked whole before anything is taken: every
+ * record inside the bytes, a known op, a family this store has. */
+store_batch *store_batch_load(store *s, const void *data, size_t len)
+{
+	const char *p = data, *end = p + len;
+	store_batch *b;
+	size_t n = 0;
+
+	while (p < end) {
+		struct op_hdr h;
+
+		if ((size_t)(end - p) < sizeof(h))
+			return NULL;
+		memcpy(&h, p, sizeof(h));
+		if ((h.op != OP_PUT && h.op != OP_DEL && h.op != OP_DELRANGE) ||
+		    (h.cf != CF_META && h.cf >= s->nranges) ||
+		    (size_t)(end - p) - sizeof(h) < (size_t)h.klen + h.vlen)
+			return NULL;
+		p += sizeof(h) + h.klen + h.vlen;
+		n++;
+	}
+	b = store_batch_new(s);
+	if (!b)
+		return NULL;
+	if (len) {
+		b->buf = malloc(len);
+		if (!b->buf) {
+			free(b);
+			return NULL;
+		}
+		memcpy(b->buf, data, len);
+	}
+	b->len = b->cap = len;
+	b->nrec = n;
+	return b;
+}
+
+unsigned store_nranges(const store *s)
+{
+	return s->nranges;
+}
+
 /* The value is pre (prelen bytes) followed by v: a header in front of a
  * caller's bytes without copying them twice. */
 static void b_op(store_batch *b, uint8_t op, uint16_t cf, const struct key *k,

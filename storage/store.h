@@ -57,6 +57,7 @@
 #define PARLEY_STORE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct store store;
@@ -115,6 +116,15 @@ void store_close(store *s);
 store_batch *store_batch_new(store *s);
 void store_batch_free(store_batch *b);
 size_t store_batch_count(const store_batch *b); /* records put so far */
+/* A cluster's log carries a shard's batch to the other hosts as bytes
+ * (docs/cluster.md): the records as this store encodes them. NULL (and
+ * *len 0) if a record was lost to memory: such a batch must not commit. */
+const void *store_batch_bytes(const store_batch *b, size_t *len);
+bool store_batch_failed(const store_batch *b);
+/* A batch of another host's bytes, for store_commit; NULL if they are not
+ * whole records of a store with this one's families (or out of memory). */
+store_batch *store_batch_load(store *s, const void *data, size_t len);
+unsigned store_nranges(const store *s);
 
 void store_put_channel(store_batch *b, const store_channel *c); /* + 'P' if public */
 void store_put_chstat(store_batch *b, const char *ch, const store_chstat *st);

@@ -784,6 +784,136 @@ static void t_keys_lost_reply(void **state)
 	bus_close(setup_bus);
 }
 
+/* ---- (l) following the log: from a position, live, across a leader's death */
+
+static void follow_check(evlist *l, int n, uint64_t first_pseq)
+{
+	char buf[32];
+
+	assert_int_equal(evlist_wait(l, n), n);
+	pthread_mutex_lock(&l->mu);
+	for (int i = 0; i < n; i++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, first_pseq + (uint64_t)i);
+		assert_int_equal(l->v[i].pseq, first_pseq + (uint64_t)i);
+		assert_string_equal(l->v[i].data, buf);
+		if (i)
+			assert_true(l->v[i].sseq > l->v[i - 1].sseq);
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void t_follow(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	uint64_t expect = 0, s, third = 0;
+	char buf[32];
+	uint64_t pseq = 1;
+
+	for (; pseq <= 5; pseq++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
+		assert_int_equal(append_str(a, "p0", pseq, buf, expect, &s), BUS_OK);
+		expect = s;
+		if (pseq == 3)
+			third = s;
+	}
+	/* from the start: what was stored, then what comes */
+	evlist *all = malloc(sizeof *all), *tail = malloc(sizeof *tail);
+	evlist_init(all);
+	evlist_init(tail);
+	bus_sub *fa = NULL, *ft = NULL;
+	assert_int_equal(bus_follow(b, "p0", 0, on_fan, all, &fa), BUS_OK);
+	assert_int_equal(bus_follow(b, "p0", third, on_fan, tail, &ft), BUS_OK);
+	follow_check(all, 5, 1);
+	follow_check(tail, 3, 3);
+	/* live, and through the death of the stream's leader */
+	int leader = stream_leader(e);
+	assert_true(leader >= 1 && leader <= 3);
+	for (; pseq <= 10; pseq++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
+		assert_int_equal(append_str(a, "p0", pseq, buf, expect, &s), BUS_OK);
+		expect = s;
+	}
+	char cmd[32];
+	snprintf(cmd, sizeof cmd, "kill %d", leader);
+	assert_int_equal(cluster(e, cmd, NULL, 0), 0);
+	for (; pseq <= 15;) {
+		bus_status st;
+
+		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
+		st = append_str(a, "p0", pseq, buf, expect, &s);
+		if (st == BUS_UNAVAILABLE)
+			continue; /* the same append again */
+		assert_int_equal(st, BUS_OK);
+		expect = s;
+		pseq++;
+	}
+	/* another key's messages are not this follower's */
+	assert_int_equal(append_str(a, "p1", 1, "other", 0, &s), BUS_OK);
+	follow_check(all, 15, 1);
+	follow_check(tail, 13, 3);
+	usleep(300 * 1000);
+	assert_int_equal(evlist_wait(all, 15), 15); /* nothing more came */
+	bus_unsubscribe(fa);
+	bus_unsubscribe(ft);
+	free(all);
+	free(tail);
+	bus_close(a);
+	bus_close(b);
+}
+
+/* ---- (m) one-way messages: to one host in order, to all ------------------ */
+
+static void on_note(void *arg, const void *data, size_t len)
+{
+	on_fan(arg, 0, 0, 0, data, len);
+}
+
+static void t_send(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	evlist *lb = malloc(sizeof *lb), *la_all = malloc(sizeof *la_all),
+	       *lb_all = malloc(sizeof *lb_all);
+	bus_sub *sb = NULL, *sa_all = NULL, *sb_all = NULL;
+	char buf[32];
+
+	evlist_init(lb);
+	evlist_init(la_all);
+	evlist_init(lb_all);
+	assert_int_equal(bus_listen(b, "hostB", on_note, lb, &sb), BUS_OK);
+	assert_int_equal(bus_listen(a, NULL, on_note, la_all, &sa_all), BUS_OK);
+	assert_int_equal(bus_listen(b, NULL, on_note, lb_all, &sb_all), BUS_OK);
+	assert_int_equal(bus_listen(b, "bad host", on_note, lb, &sb_all),
+	                 BUS_INVALID);
+	for (int i = 0; i < 200; i++) {
+		snprintf(buf, sizeof buf, "m%d", i);
+		assert_int_equal(bus_send(a, "hostB", buf, strlen(buf)), BUS_OK);
+	}
+	/* nobody listens as hostC: sent, and lost */
+	assert_int_equal(bus_send(a, "hostC", "x", 1), BUS_OK);
+	assert_int_equal(bus_send(a, NULL, "all", 3), BUS_OK);
+	assert_int_equal(evlist_wait(lb, 200), 200);
+	for (int i = 0; i < 200; i++) {
+		snprintf(buf, sizeof buf, "m%d", i);
+		assert_string_equal(lb->v[i].data, buf); /* in order */
+	}
+	assert_int_equal(evlist_wait(la_all, 1), 1); /* the sender's too */
+	assert_int_equal(evlist_wait(lb_all, 1), 1);
+	assert_string_equal(la_all->v[0].data, "all");
+	assert_string_equal(lb_all->v[0].data, "all");
+	usleep(200 * 1000);
+	assert_int_equal(evlist_wait(lb, 200), 200); /* not the broadcast */
+	bus_unsubscribe(sb);
+	bus_unsubscribe(sa_all);
+	bus_unsubscribe(sb_all);
+	free(lb);
+	free(la_all);
+	free(lb_all);
+	bus_close(a);
+	bus_close(b);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
@@ -799,11 +929,14 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(t_keys_cas, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_keys_outlive, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_keys_lost_reply, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_follow, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_send, setup, teardown),
 	};
 	static const char *names[] = {"append_replay", "fencing", "lost_reply",
 	                              "lease", "fanout", "kill_n1", "kill_leader",
 	                              "request", "keys_race", "keys_cas",
-	                              "keys_outlive", "keys_lost_reply"};
+	                              "keys_outlive", "keys_lost_reply",
+	                              "follow", "send"};
 	size_t n = sizeof all / sizeof all[0];
 	int rc = 2;
 	if (argc > 1) {

@@ -58,8 +58,16 @@ def wait_for(fn, want, deadline_s):
     return v
 
 
+def keyfile(path):
+    """32 random bytes, as parleyd makes its own (mode 0600)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+              "wb") as f:
+        f.write(os.urandom(32))
+    return path
+
+
 class Host:
-    def __init__(self, work, name, urls):
+    def __init__(self, work, name, urls, dmkey=None):
         self.name = name
         self.data = os.path.join(work, name)
         os.makedirs(self.data, exist_ok=True)
@@ -67,7 +75,9 @@ class Host:
         self.proc = subprocess.Popen(
             [PARLEYD, "--listen", "127.0.0.1:0", "--data", self.data,
              "--shards", "1", "--no-pin", "--cluster", urls,
-             "--host-id", name, "--lease-ms", str(LEASE_MS)],
+             "--host-id", name, "--lease-ms", str(LEASE_MS),
+             "--jwt-secret-file", os.path.join(work, "jwt.secret"),
+             "--dm-key-file", dmkey or os.path.join(work, "dm.key")],
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", line)
@@ -102,7 +112,19 @@ def main():
     hosts = []
     try:
         urls = nats("start", work, base)
+        keyfile(os.path.join(work, "jwt.secret"))
+        keyfile(os.path.join(work, "dm.key"))
         hosts = [Host(work, "h%d" % i, urls) for i in (1, 2, 3)]
+        # a host whose DM key is not the cluster's would derive other DM
+        # ids: it refuses to join
+        try:
+            Host(work, "h9", urls, keyfile(os.path.join(work, "other.key")))
+            check(False, "a host with another DM key refuses to start")
+        except RuntimeError:
+            with open(os.path.join(work, "h9.log")) as f:
+                check("--dm-key-file" in f.read(),
+                      "a host with another DM key refuses to start, "
+                      "saying why")
         for h in hosts:
             check(wait_for(h.hosts, 3, 15) == 3,
                   "%s counts 3 hosts" % h.name)

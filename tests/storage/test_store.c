@@ -816,6 +816,75 @@ static void test_multi_shard(void **state)
 	tdir_remove(&t);
 }
 
+/* A cluster's log carries batches as bytes (store_batch_bytes) to other
+ * hosts (store_batch_load): the same records land there; bytes that are
+ * not whole records of this store's families are refused whole. */
+static void test_batch_bytes(void **state)
+{
+	struct tdir ta, tb;
+	store *a, *b;
+	store_batch *x, *y;
+	store_channel ch = chan("Cbytes", "ws1", "bytes", 1);
+	store_channel got;
+	const void *d;
+	size_t n;
+	char *bad;
+
+	(void)state;
+	tdir_make(&ta);
+	tdir_make(&tb);
+	a = open_ok(ta.db, 4, 1);
+	b = open_ok(tb.db, 4, 1);
+	x = store_batch_new(a);
+	store_put_channel(x, &ch);
+	put_event_text(x, "Cbytes", 1, 0);
+	store_del_member(x, "ws1", "Cbytes", "gone");
+	d = store_batch_bytes(x, &n);
+	assert_non_null(d);
+	assert_true(n > 0);
+	y = store_batch_load(b, d, n);
+	assert_non_null(y);
+	assert_int_equal(store_batch_count(y), store_batch_count(x));
+	assert_int_equal(commit_wait(b, 0, y), 0);
+	assert_int_equal(store_get_channel(b, "Cbytes", &got), 0);
+	assert_string_equal(got.name, "bytes");
+	{
+		static struct recs r;
+
+		memset(&r, 0, sizeof(r));
+		assert_int_equal(store_scan_events(b, "Cbytes", 0, 0, recs_add,
+						   &r, NULL), 0);
+		assert_int_equal(r.n, 1);
+	}
+	/* torn: every shorter prefix that ends inside a record */
+	bad = malloc(n);
+	memcpy(bad, d, n);
+	for (size_t cut = 1; cut < n; cut++) {
+		y = store_batch_load(b, bad, cut);
+		if (y) /* only at a record boundary */
+			store_batch_free(y);
+	}
+	assert_null(store_batch_load(b, bad, n - 1));
+	/* an unknown op, a family this store does not have */
+	bad[0] = 9;
+	assert_null(store_batch_load(b, bad, n));
+	memcpy(bad, d, n);
+	bad[2] = 7; /* the first record's family: 7, of 4 (and not meta) */
+	bad[3] = 0;
+	assert_null(store_batch_load(b, bad, n));
+	/* empty is a valid batch */
+	y = store_batch_load(b, NULL, 0);
+	assert_non_null(y);
+	assert_int_equal(store_batch_count(y), 0);
+	store_batch_free(y);
+	free(bad);
+	store_batch_free(x);
+	store_close(a);
+	store_close(b);
+	tdir_remove(&ta);
+	tdir_remove(&tb);
+}
+
 static void test_empty_and_invalid(void **state)
 {
 	struct tdir t;
@@ -1546,6 +1615,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_group_order),
 		cmocka_unit_test(test_multi_shard),
 		cmocka_unit_test(test_empty_and_invalid),
+		cmocka_unit_test(test_batch_bytes),
 		cmocka_unit_test(test_reopen),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_recover_consistent),

@@ -1,0 +1,925 @@
+/*
+ * cluster_log: the partitions' log (see cluster_log.h, docs/cluster.md).
+ *
+ * A message on parley.ev.p<N> (Parley-Seq: the partition's own counter):
+ *
+ *   u32 magic "PLG1", u8 type (1 turn, 2 fence), u8 partitions,
+ *   u16 history families, str writer (host id / incarnation),
+ *   u32 n + n bytes: the batch's records (storage's encoding),
+ *   then effects to the end, each u8 kind and its fields:
+ *     RELOAD  str ch                         (first, before the rest)
+ *     EVENT   str ch, u64 seq, bytes frame
+ *     BCAST   str ch, str skip, bytes frame
+ *     DROP    str ch, str user
+ *     UCHAN   str ws, str user, str ch, u8 action, u64 after,
+ *             str except host, u64 except conn, bytes frame (may be empty)
+ *   str: u16 n + n bytes; bytes: u32 n + n bytes; integers little-endian.
+ *
+ * Threads: clog_begin..clog_submit and the appliers' effects on shard
+ * threads; appends and takeovers on cluster/work's workers (one key per
+ * partition: a partition's appends and takeovers never overlap and keep
+ * their order); each partition's follower on a NATS library thread; the
+ * applier's store commits complete on storage's sync thread.
+ */
+#include "actors/cluster_log.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/chan.h"
+#include "actors/cluster.h"
+#include "actors/commit.h"
+#include "cluster/work.h"
+#include "runtime/log.h"
+#include "storage/search.h"
+
+#define LOG_MAGIC 0x31474c50u /* "PLG1" */
+#define CATCHUP_MS 30000      /* a takeover waits this long for its applier */
+
+enum { T_TURN = 1, T_FENCE = 2 };
+enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
+
+/* ---- bytes ---------------------------------------------------------------- */
+
+struct wbuf {
+	uint8_t *p;
+	size_t n, cap;
+};
+
+static void w_raw(struct wbuf *w, const void *d, size_t n)
+{
+	if (w->n + n > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+
+		while (cap < w->n + n)
+			cap *= 2;
+		w->p = realloc(w->p, cap);
+		if (!w->p)
+			abort();
+		w->cap = cap;
+	}
+	if (n)
+		memcpy(w->p + w->n, d, n);
+	w->n += n;
+}
+
+static void w_u8(struct wbuf *w, uint8_t v) { w_raw(w, &v, 1); }
+static void w_u16(struct wbuf *w, uint16_t v) { v = htole16(v); w_raw(w, &v, 2); }
+static void w_u32(struct wbuf *w, uint32_t v) { v = htole32(v); w_raw(w, &v, 4); }
+static void w_u64(struct wbuf *w, uint64_t v) { v = htole64(v); w_raw(w, &v, 8); }
+
+static void w_str(struct wbuf *w, const char *s)
+{
+	size_t n = strlen(s);
+
+	w_u16(w, (uint16_t)n);
+	w_raw(w, s, n);
+}
+
+static void w_bytes(struct wbuf *w, const void *d, size_t n)
+{
+	w_u32(w, (uint32_t)n);
+	w_raw(w, d, n);
+}
+
+struct rbuf {
+	const uint8_t *p, *end;
+	bool bad;
+};
+
+static const void *r_raw(struct rbuf *r, size_t n)
+{
+	const void *p = r->p;
+
+	if (r->bad || (size_t)(r->end - r->p) < n) {
+		r->bad = true;
+		return NULL;
+	}
+	r->p += n;
+	return p;
+}
+
+static uint8_t r_u8(struct rbuf *r)
+{
+	const uint8_t *p = r_raw(r, 1);
+
+	return p ? *p : 0;
+}
+
+static uint16_t r_u16(struct rbuf *r)
+{
+	uint16_t v = 0;
+	const void *p = r_raw(r, 2);
+
+	if (p)
+		memcpy(&v, p, 2);
+	return le16toh(v);
+}
+
+static uint32_t r_u32(struct rbuf *r)
+{
+	uint32_t v = 0;
+	const void *p = r_raw(r, 4);
+
+	if (p)
+		memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t r_u64(struct rbuf *r)
+{
+	uint64_t v = 0;
+	const void *p = r_raw(r, 8);
+
+	if (p)
+		memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+/* a string into out (cap bytes with its NUL); too long is bad */
+static void r_str(struct rbuf *r, char *out, size_t cap)
+{
+	uint16_t n = r_u16(r);
+	const char *p = r_raw(r, n);
+
+	if (!p || n >= cap) {
+		r->bad = true;
+		out[0] = 0;
+		return;
+	}
+	memcpy(out, p, n);
+	out[n] = 0;
+}
+
+static const void *r_bytes(struct rbuf *r, size_t *n)
+{
+	*n = r_u32(r);
+	return r_raw(r, *n);
+}
+
+/* ---- state ---------------------------------------------------------------- */
+
+/* A turn of ours in flight: its Parley-Seq and its commit. */
+struct reg {
+	uint64_t pseq;
+	void *commit;
+	struct reg *next;
+};
+
+struct part {
+	/* owner: the subject's last message, our expectation (its worker) */
+	uint64_t log_sseq;
+	/* owner: next Parley-Seq (the shard's thread; set by takeover
+	 * before the shard owns) */
+	uint64_t next_pseq;
+	_Atomic uint64_t applied; /* the last message this store holds */
+	uint64_t queued;          /* the follower's last (its thread) */
+	_Atomic uint32_t inflight; /* handed to storage, effects not run */
+	_Atomic bool owned;       /* published: may write */
+	_Atomic bool taking;      /* a takeover is queued or running */
+	bool halted;              /* draining: the follower stopped here */
+	pthread_mutex_t mu;       /* regs */
+	struct reg *regs;
+	bus_sub *follow;
+	/* the shard's thread only */
+	bool eff_owned;
+	char (*changed)[ID_CAP];
+	uint32_t nchanged, capchanged;
+};
+
+static struct {
+	bus *b;
+	work *w;
+	unsigned n;
+	char writer[BUS_HOST_MAX + 40];
+	struct part p[RT_MAX_SHARDS];
+	_Atomic bool stop, draining;
+	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns;
+} L;
+
+struct clog {
+	struct shard_state *ss;
+	struct wbuf w;
+};
+
+static void part_key(unsigned p, char *out, size_t cap)
+{
+	snprintf(out, cap, "p%u", p);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void post_call(unsigned p, void (*fn)(struct shard_state *,
+					     struct m_call *), void *arg)
+{
+	struct m_call *m = msg_new(sizeof(*m), M_CALL);
+
+	m->fn = fn;
+	m->arg = arg;
+	rt_post(p, &m->h);
+}
+
+/* ---- the owner: a turn to the log ------------------------------------------ */
+
+bool clog_owned(const struct shard_state *ss)
+{
+	return cluster_on && L.p[ss->id].eff_owned;
+}
+
+void cluster_chan_changed(struct shard_state *ss, const char *ch)
+{
+	struct part *pt;
+
+	if (!cluster_on)
+		return;
+	pt = &L.p[ss->id];
+	for (uint32_t i = 0; i < pt->nchanged; i++)
+		if (!strcmp(pt->changed[i], ch))
+			return;
+	if (pt->nchanged == pt->capchanged) {
+		pt->capchanged = pt->capchanged ? 2 * pt->capchanged : 16;
+		pt->changed = realloc(pt->changed,
+				      pt->capchanged * sizeof(*pt->changed));
+		if (!pt->changed)
+			abort();
+	}
+	snprintf(pt->changed[pt->nchanged++], ID_CAP, "%s", ch);
+}
+
+static void header(struct wbuf *w, uint8_t type)
+{
+	w_u32(w, LOG_MAGIC);
+	w_u8(w, type);
+	w_u8(w, (uint8_t)L.n);
+	w_u16(w, (uint16_t)store_nranges(srv.st));
+	w_str(w, L.writer);
+}
+
+struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
+{
+	struct clog *l = calloc(1, sizeof(*l));
+	struct part *pt = &L.p[ss->id];
+	size_t n;
+	const void *d = store_batch_bytes(b, &n);
+
+	if (!l)
+		abort();
+	l->ss = ss;
+	header(&l->w, T_TURN);
+	w_bytes(&l->w, d, n);
+	for (uint32_t i = 0; i < pt->nchanged; i++) {
+		w_u8(&l->w, X_RELOAD);
+		w_str(&l->w, pt->changed[i]);
+	}
+	pt->nchanged = 0;
+	return l;
+}
+
+void clog_event(struct clog *l, const char *ch, uint64_t seq, const rt_buf *b)
+{
+	w_u8(&l->w, X_EVENT);
+	w_str(&l->w, ch);
+	w_u64(&l->w, seq);
+	w_bytes(&l->w, b->data, b->len);
+}
+
+void clog_bcast(struct clog *l, const char *ch, const char *skip,
+		const rt_buf *b)
+{
+	w_u8(&l->w, X_BCAST);
+	w_str(&l->w, ch);
+	w_str(&l->w, skip ? skip : "");
+	w_bytes(&l->w, b->data, b->len);
+}
+
+void clog_post(struct clog *l, const rt_msg *m)
+{
+	if (m->type == M_FANOUT) {
+		const struct m_fanout *f = (const struct m_fanout *)m;
+
+		if (!f->drop)
+			return;
+		w_u8(&l->w, X_DROP);
+		w_str(&l->w, f->ch);
+		w_str(&l->w, f->skip_user);
+	} else if (m->type == M_USER_CHAN) {
+		const struct m_user_chan *u = (const struct m_user_chan *)m;
+		char host[BUS_HOST_MAX + 1] = "";
+		rt_conn_id ex = u->except;
+
+		if (ex && cluster_is_proxy(ex))
+			ex = cluster_proxy_origin(ex, host);
+		else if (ex)
+			cluster_self(host);
+		w_u8(&l->w, X_UCHAN);
+		w_str(&l->w, u->ws);
+		w_str(&l->w, u->user);
+		w_str(&l->w, u->ch);
+		w_u8(&l->w, u->action);
+		w_u64(&l->w, u->after);
+		w_str(&l->w, host);
+		w_u64(&l->w, ex);
+		if (u->frame)
+			w_bytes(&l->w, u->frame->data, u->frame->len);
+		else
+			w_bytes(&l->w, NULL, 0);
+	}
+}
+
+struct ljob {
+	unsigned p;
+	uint64_t pseq;
+	struct wbuf w;
+};
+
+static void *reg_take(struct part *pt, uint64_t pseq)
+{
+	void *c = NULL;
+
+	pthread_mutex_lock(&pt->mu);
+	for (struct reg **r = &pt->regs; *r; r = &(*r)->next) {
+		if ((*r)->pseq == pseq) {
+			struct reg *g = *r;
+
+			*r = g->next;
+			c = g->commit;
+			free(g);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pt->mu);
+	return c;
+}
+
+struct failed {
+	void *commit;
+};
+
+static void fail_on_shard(struct shard_state *ss, struct m_call *m)
+{
+	commit_logged(ss, m->arg, -ESTALE);
+	free(m);
+}
+
+static void lost_on_shard(struct shard_state *ss, struct m_call *m);
+
+static void append_job(void *arg)
+{
+	struct ljob *j = arg;
+	struct part *pt = &L.p[j->p];
+	char key[16];
+	uint64_t sseq = 0;
+	bus_status st;
+	int tries = 0;
+
+	part_key(j->p, key, sizeof(key));
+	for (;;) {
+		st = bus_append(L.b, key, j->pseq, j->w.p, j->w.n, pt->log_sseq,
+				&sseq);
+		if (st != BUS_UNAVAILABLE || atomic_load(&L.stop))
+			break;
+		/* it may have been stored: only the same append, again,
+		 * tells (ok, or fenced by a new owner) */
+		if (++tries % 6 == 1)
+			plog(PL_WARN, "cluster", "p%u: the log does not answer; "
+			     "retrying", j->p);
+	}
+	if (st == BUS_OK) {
+		pt->log_sseq = sseq;
+		atomic_fetch_add(&L.log_bytes, j->w.n);
+	} else {
+		void *c = reg_take(pt, j->pseq);
+
+		if (st == BUS_FENCED) {
+			plog(PL_WARN, "cluster", "p%u: fenced: another host "
+			     "owns it now", j->p);
+			atomic_store(&pt->owned, false);
+			post_call(j->p, lost_on_shard, NULL);
+		} else {
+			plog(PL_WARN, "cluster", "p%u: append: %s", j->p,
+			     bus_status_str(st));
+		}
+		atomic_fetch_add(&L.fenced_turns, 1);
+		if (c)
+			post_call(j->p, fail_on_shard, c);
+	}
+	free(j->w.p);
+	free(j);
+}
+
+void clog_submit(struct clog *l, void *commit)
+{
+	struct part *pt = &L.p[l->ss->id];
+	struct ljob *j = calloc(1, sizeof(*j));
+	struct reg *g = calloc(1, sizeof(*g));
+
+	if (!j || !g)
+		abort();
+	j->p = l->ss->id;
+	j->pseq = pt->next_pseq++;
+	j->w = l->w;
+	g->pseq = j->pseq;
+	g->commit = commit;
+	pthread_mutex_lock(&pt->mu);
+	g->next = pt->regs;
+	pt->regs = g;
+	pthread_mutex_unlock(&pt->mu);
+	free(l);
+	if (work_submit_key(L.w, j->p, append_job, j)) {
+		void *c = reg_take(pt, j->pseq);
+
+		free(j->w.p);
+		free(j);
+		if (c)
+			post_call(pt - L.p, fail_on_shard, c);
+	}
+}
+
+/* ---- every host: the applier ---------------------------------------------- */
+
+struct apply {
+	unsigned p;
+	uint64_t sseq, pseq;
+	bool mine;
+	int status;
+	size_t fxlen;
+	uint8_t fx[]; /* the effects (not for our own turns) */
+};
+
+static struct chan *loaded(struct shard_state *ss, const char *ch)
+{
+	struct chan *c = smap_get(&ss->chans, ch, strlen(ch));
+
+	/* a channel with effects of its own in flight is this host's
+	 * (it was the owner): a failed commit reloads it */
+	return c && !c->pending ? c : NULL;
+}
+
+/* Another host's turn is stored here: deliver it to our own clients. */
+static void replay_effects(struct shard_state *ss, const struct apply *a)
+{
+	struct rbuf r = { a->fx, a->fx + a->fxlen, false };
+	char self[BUS_HOST_MAX + 1];
+
+	cluster_self(self);
+	while (!r.bad && r.p < r.end) {
+		char ch[ID_CAP], who[ID_CAP], ws[ID_CAP], host[BUS_HOST_MAX + 1];
+		uint8_t kind = r_u8(&r);
+		const void *d;
+		size_t n;
+		uint64_t seq;
+		struct chan *c;
+
+		switch (kind) {
+		case X_RELOAD:
+			r_str(&r, ch, sizeof(ch));
+			if (!r.bad && (c = loaded(ss, ch)))
+				chan_reload(c);
+			break;
+		case X_EVENT:
+			r_str(&r, ch, sizeof(ch));
+			seq = r_u64(&r);
+			d = r_bytes(&r, &n);
+			if (r.bad)
+				break;
+			if (srv.sx)
+				search_feed(srv.sx, ss->id, d, n);
+			if ((c = loaded(ss, ch))) {
+				rt_buf *b = rt_buf_new(d, n);
+
+				if (seq >= c->next_seq) {
+					c->next_seq = seq + 1;
+					c->durable_seq = seq;
+					c->msgs++;
+				}
+				b->t_post_us = rt_mono_us();
+				fanout(c, seq, b, NULL);
+				rt_buf_unref(b);
+			}
+			break;
+		case X_BCAST:
+			r_str(&r, ch, sizeof(ch));
+			r_str(&r, who, sizeof(who));
+			d = r_bytes(&r, &n);
+			if (!r.bad && (c = loaded(ss, ch))) {
+				rt_buf *b = rt_buf_new(d, n);
+
+				fanout(c, 0, b, who[0] ? who : NULL);
+				rt_buf_unref(b);
+			}
+			break;
+		case X_DROP:
+			r_str(&r, ch, sizeof(ch));
+			r_str(&r, who, sizeof(who));
+			if (r.bad)
+				break;
+			for (unsigned s = 0; s < rt_nshards(); s++) {
+				struct m_fanout *f = msg_new(sizeof(*f),
+							     M_FANOUT);
+
+				strcpy(f->ch, ch);
+				strcpy(f->skip_user, who);
+				f->drop = true;
+				rt_post(s, &f->h);
+			}
+			break;
+		case X_UCHAN: {
+			struct m_user_chan *u;
+			uint8_t act;
+			uint64_t after, ex;
+
+			r_str(&r, ws, sizeof(ws));
+			r_str(&r, who, sizeof(who));
+			r_str(&r, ch, sizeof(ch));
+			act = r_u8(&r);
+			after = r_u64(&r);
+			r_str(&r, host, sizeof(host));
+			ex = r_u64(&r);
+			d = r_bytes(&r, &n);
+			if (r.bad)
+				break;
+			u = msg_new(sizeof(*u), M_USER_CHAN);
+			strcpy(u->ws, ws);
+			strcpy(u->user, who);
+			strcpy(u->ch, ch);
+			u->action = act;
+			u->after = after;
+			u->except = strcmp(host, self) ? 0 : ex;
+			u->frame = n ? rt_buf_new(d, n) : NULL;
+			rt_post(user_shard(ws, who), &u->h);
+			break;
+		}
+		default:
+			r.bad = true;
+			break;
+		}
+	}
+	if (r.bad)
+		plog(PL_ERROR, "cluster", "p%u: log message %llu: bad effects",
+		     a->p, (unsigned long long)a->sseq);
+}
+
+static void apply_on_shard(struct shard_state *ss, struct m_call *m)
+{
+	struct apply *a = m->arg;
+	struct part *pt = &L.p[a->p];
+	void *c = a->mine ? reg_take(pt, a->pseq) : NULL;
+
+	if (c)
+		commit_logged(ss, c, a->status);
+	else if (a->status == 0)
+		replay_effects(ss, a);
+	if (a->status)
+		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
+	atomic_store(&pt->applied, a->sseq);
+	atomic_fetch_sub(&pt->inflight, 1);
+	atomic_fetch_add(&L.applied, 1);
+	free(a);
+	free(m);
+	cluster_release_held();
+}
+
+static void apply_done(void *ctx, int status)
+{
+	struct apply *a = ctx;
+
+	/* storage's sync thread: hand it to the partition's shard */
+	a->status = status;
+	post_call(a->p, apply_on_shard, a);
+}
+
+static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
+		   const void *data, size_t len)
+{
+	struct part *pt = arg;
+	unsigned p = (unsigned)(pt - L.p);
+	struct rbuf r = { data, (const uint8_t *)data + len, false };
+	char writer[sizeof(L.writer)];
+	const void *recs = NULL, *fx;
+	size_t nrecs = 0, nfx;
+	uint8_t type;
+	store_batch *b;
+	struct apply *a;
+	uint64_t le = htole64(sseq);
+	char key[2] = { 'p', (char)p };
+
+	(void)last;
+	if (sseq <= pt->queued || atomic_load(&L.stop) || pt->halted)
+		return;
+	if (r_u32(&r) != LOG_MAGIC)
+		r.bad = true;
+	type = r_u8(&r);
+	if (r_u8(&r) != L.n || r_u16(&r) != store_nranges(srv.st)) {
+		plog(PL_ERROR, "cluster", "p%u: log message %llu is from a host "
+		     "with other --shards or --ranges: every host of a "
+		     "cluster must have the same", p, (unsigned long long)sseq);
+		r.bad = true;
+	}
+	r_str(&r, writer, sizeof(writer));
+	if (atomic_load(&L.draining) && strcmp(writer, L.writer)) {
+		/* the shards are stopping: only our own turns still come
+		 * back to them; the rest is read again at the next start */
+		pt->halted = true;
+		return;
+	}
+	if (type == T_TURN)
+		recs = r_bytes(&r, &nrecs);
+	fx = r.p;
+	nfx = r.bad ? 0 : (size_t)(r.end - r.p);
+	if (r.bad || (type != T_TURN && type != T_FENCE)) {
+		plog(PL_ERROR, "cluster", "p%u: log message %llu is not one "
+		     "parleyd wrote; skipped", p, (unsigned long long)sseq);
+		recs = NULL;
+		nrecs = 0;
+		nfx = 0;
+	}
+	b = store_batch_load(srv.st, recs, nrecs);
+	if (!b) {
+		plog(PL_ERROR, "cluster", "p%u: log message %llu: its records "
+		     "are not whole; skipped", p, (unsigned long long)sseq);
+		b = store_batch_new(srv.st);
+		nfx = 0;
+	}
+	/* the store says how far it has the log, in the same write */
+	store_put_meta(b, 'X', key, sizeof(key), &le, sizeof(le));
+	a = malloc(sizeof(*a) + nfx);
+	if (!a)
+		abort();
+	a->p = p;
+	a->sseq = sseq;
+	a->pseq = pseq;
+	a->mine = !strcmp(writer, L.writer);
+	a->status = 0;
+	a->fxlen = a->mine ? 0 : nfx;
+	if (a->fxlen)
+		memcpy(a->fx, fx, nfx);
+	pt->queued = sseq;
+	atomic_fetch_add(&pt->inflight, 1);
+	store_commit(srv.st, p, b, apply_done, a);
+}
+
+uint64_t clog_applied(unsigned p)
+{
+	return atomic_load(&L.p[p].applied);
+}
+
+uint64_t clog_last_sseq(unsigned p)
+{
+	return __atomic_load_n(&L.p[p].log_sseq, __ATOMIC_RELAXED);
+}
+
+/* ---- ownership changes ------------------------------------------------------ */
+
+/* On the shard: what this turn did so far goes as the old owner's (or
+ * not-owner's) turn, then the switch. */
+static void own_on_shard(struct shard_state *ss, struct m_call *m)
+{
+	struct part *pt = &L.p[ss->id];
+
+	commit_turn_end(ss);
+	/* the store has the whole log up to our fence: start from it */
+	smap_foreach(&ss->chans, it) {
+		struct chan *c = it->val;
+
+		if (!c->pending && !c->pending_events)
+			chan_reload(c);
+	}
+	pt->eff_owned = true;
+	atomic_store(&pt->owned, true);
+	atomic_store(&pt->taking, false);
+	atomic_fetch_add(&L.takeovers, 1);
+	plog(PL_INFO, "cluster", "p%u: this host owns it now (log at %llu)",
+	     ss->id, (unsigned long long)pt->log_sseq);
+	free(m);
+}
+
+static void lost_on_shard(struct shard_state *ss, struct m_call *m)
+{
+	struct part *pt = &L.p[ss->id];
+
+	if (pt->eff_owned) {
+		commit_turn_end(ss);
+		pt->eff_owned = false;
+		plog(PL_INFO, "cluster", "p%u: not this host's any more",
+		     ss->id);
+	}
+	free(m);
+}
+
+void clog_lost(unsigned p)
+{
+	if (atomic_exchange(&L.p[p].owned, false))
+		post_call(p, lost_on_shard, NULL);
+}
+
+struct takeover {
+	unsigned p;
+	int rc;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+};
+
+static void fence_payload(struct wbuf *w)
+{
+	header(w, T_FENCE);
+}
+
+static void takeover_job(void *arg)
+{
+	struct takeover *t = arg;
+	struct part *pt = &L.p[t->p];
+	char key[16];
+	uint64_t last = 0, lpseq = 0, f = 0, until;
+	struct wbuf w = { 0 };
+	bus_status st;
+
+	t->rc = -1;
+	part_key(t->p, key, sizeof(key));
+	st = bus_last(L.b, key, &last, &lpseq);
+	if (st == BUS_EMPTY) {
+		last = 0;
+		lpseq = 0;
+	} else if (st != BUS_OK) {
+		goto out;
+	}
+	/* everything logged before the fence is stored here first */
+	until = mono_ms() + CATCHUP_MS;
+	while (atomic_load(&pt->applied) < last ||
+	       atomic_load(&pt->inflight)) {
+		struct timespec ts = { 0, 5 * 1000 * 1000 };
+
+		if (mono_ms() > until || atomic_load(&L.stop)) {
+			plog(PL_WARN, "cluster", "p%u: the applier is at %llu, "
+			     "the log at %llu: not taking it yet", t->p,
+			     (unsigned long long)atomic_load(&pt->applied),
+			     (unsigned long long)last);
+			goto out;
+		}
+		nanosleep(&ts, NULL);
+	}
+	fence_payload(&w);
+	st = bus_append(L.b, key, lpseq + 1, w.p, w.n, last, &f);
+	free(w.p);
+	if (st != BUS_OK) {
+		plog(PL_WARN, "cluster", "p%u: fence: %s", t->p,
+		     bus_status_str(st));
+		goto out;
+	}
+	pt->log_sseq = f;
+	pt->next_pseq = lpseq + 2;
+	t->rc = 0;
+out:
+	pthread_mutex_lock(&t->mu);
+	t->done = true;
+	pthread_cond_signal(&t->cv);
+	pthread_mutex_unlock(&t->mu);
+}
+
+int clog_takeover(unsigned p)
+{
+	struct part *pt = &L.p[p];
+	struct takeover t = { .p = p };
+	int rc;
+
+	if (atomic_load(&pt->owned) || atomic_exchange(&pt->taking, true))
+		return 0;
+	pthread_mutex_init(&t.mu, NULL);
+	pthread_cond_init(&t.cv, NULL);
+	/* on the partition's worker: after any append of an earlier
+	 * ownership, before any of this one */
+	if (work_submit_key(L.w, p, takeover_job, &t)) {
+		atomic_store(&pt->taking, false);
+		return -1;
+	}
+	pthread_mutex_lock(&t.mu);
+	while (!t.done)
+		pthread_cond_wait(&t.cv, &t.mu);
+	pthread_mutex_unlock(&t.mu);
+	rc = t.rc;
+	pthread_mutex_destroy(&t.mu);
+	pthread_cond_destroy(&t.cv);
+	if (rc) {
+		atomic_store(&pt->taking, false);
+		return -1;
+	}
+	post_call(p, own_on_shard, NULL);
+	return 0;
+}
+
+bool cluster_owns(unsigned p)
+{
+	return !cluster_on || atomic_load(&L.p[p].owned);
+}
+
+/* ---- start and stop ---------------------------------------------------------- */
+
+int clog_start(bus *b, unsigned nshards, const char *writer)
+{
+	L.b = b;
+	L.n = nshards;
+	snprintf(L.writer, sizeof(L.writer), "%s", writer);
+	if (work_start(&L.w, nshards < 4 ? nshards : 4))
+		return -1;
+	for (unsigned p = 0; p < nshards; p++) {
+		struct part *pt = &L.p[p];
+		char key[2] = { 'p', (char)p };
+		void *v = NULL;
+		size_t n = 0;
+		uint64_t le;
+
+		pthread_mutex_init(&pt->mu, NULL);
+		if (store_get_meta(srv.st, 'X', key, sizeof(key), &v, &n) == 0 &&
+		    n == sizeof(le)) {
+			memcpy(&le, v, sizeof(le));
+			atomic_store(&pt->applied, le64toh(le));
+		}
+		free(v);
+		pt->queued = atomic_load(&pt->applied);
+	}
+	return 0;
+}
+
+int clog_follow(void)
+{
+	for (unsigned p = 0; p < L.n; p++) {
+		struct part *pt = &L.p[p];
+		char key[16];
+
+		part_key(p, key, sizeof(key));
+		if (bus_follow(L.b, key, pt->queued + 1, on_log, pt,
+			       &pt->follow) != BUS_OK) {
+			plog(PL_ERROR, "cluster", "p%u: cannot follow the log",
+			     p);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void clog_drain(void)
+{
+	atomic_store(&L.draining, true);
+}
+
+bool clog_idle(unsigned p)
+{
+	return !cluster_on || !atomic_load(&L.p[p].inflight);
+}
+
+void clog_stop_follow(void)
+{
+	uint64_t until = mono_ms() + 10000;
+
+	atomic_store(&L.stop, true);
+	for (unsigned p = 0; p < L.n; p++) {
+		bus_unsubscribe(L.p[p].follow);
+		L.p[p].follow = NULL;
+	}
+	/* what storage has of the log comes back to the shards first */
+	for (unsigned p = 0; p < L.n; p++)
+		while (atomic_load(&L.p[p].inflight) && mono_ms() < until) {
+			struct timespec ts = { 0, 2 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+		}
+}
+
+void clog_stop(void)
+{
+	work_stop(L.w);
+	L.w = NULL;
+	for (unsigned p = 0; p < L.n; p++) {
+		struct part *pt = &L.p[p];
+
+		while (pt->regs) {
+			struct reg *g = pt->regs;
+
+			pt->regs = g->next;
+			free(g);
+		}
+		free(pt->changed);
+		pt->changed = NULL;
+		pthread_mutex_destroy(&pt->mu);
+	}
+}
+
+void clog_get_stats(struct clog_stats *st)
+{
+	st->applied = atomic_load(&L.applied);
+	st->takeovers = atomic_load(&L.takeovers);
+	st->log_bytes = atomic_load(&L.log_bytes);
+	st->fenced_turns = atomic_load(&L.fenced_turns);
+}

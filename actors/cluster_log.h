@@ -1,0 +1,77 @@
+/*
+ * cluster_log: a partition's log (docs/cluster.md, "The write path").
+ * Internal to actors/: commit.c hands an owned shard's turn to it, and the
+ * channel actors say which channels changed more than their events show.
+ *
+ * A log message is one owned shard's turn: the records of its batch, as
+ * storage encodes them, and what every other host must do once they are
+ * stored (deliver events and member frames to its own clients, drop
+ * subscriptions, tell a user's devices of a membership, reload a
+ * channel's members). Every host stores every message through its
+ * applier, the owner too; on the owner the turn's own effects (answers,
+ * fan-out, notifications) then run as a local commit's would.
+ */
+#ifndef PARLEY_CLUSTER_LOG_H
+#define PARLEY_CLUSTER_LOG_H
+
+#include "actors/actors.h"
+#include "cluster/bus.h"
+
+struct clog;
+
+/* Does shard ss's turn go to the log (a cluster, and this host owns the
+ * partition)? On the shard's thread. */
+bool clog_owned(const struct shard_state *ss);
+/* This turn's log message, with b's records (copied). */
+struct clog *clog_begin(struct shard_state *ss, const store_batch *b);
+void clog_event(struct clog *l, const char *ch, uint64_t seq, const rt_buf *b);
+void clog_bcast(struct clog *l, const char *ch, const char *skip,
+		const rt_buf *b);
+/* An effect that posts m: kept if other hosts must do it too (a dropped
+ * subscription, a user's membership news); ignored otherwise. */
+void clog_post(struct clog *l, const rt_msg *m);
+/* Appends it (on a worker, in order with the partition's other appends).
+ * Once the applier has stored it, commit_logged(ss, commit, 0) runs on
+ * this shard; if it cannot be appended, commit_logged(ss, commit,
+ * -ESTALE). Takes l. */
+void clog_submit(struct clog *l, void *commit);
+/* Channel ch (of this shard) changed members, owners or settings this
+ * turn: other hosts reload it. */
+void cluster_chan_changed(struct shard_state *ss, const char *ch);
+
+/* cluster.c's side */
+int clog_start(bus *b, unsigned nshards, const char *writer);
+/* the followers, from where this store has the log (once shards run) */
+int clog_follow(void);
+/* draining: other hosts' messages wait for the next start */
+void clog_drain(void);
+/* may shard p stop? (no message of the log half-applied) */
+bool clog_idle(unsigned p);
+/* after the shards stopped */
+void clog_stop_follow(void);
+void clog_stop(void);
+/* BLOCKING, on the ownership thread: takes over partition p (the record
+ * is ours already): reach the log's end, fence it, reload the shard. 0,
+ * or -1 (try again later). */
+int clog_takeover(unsigned p);
+/* Partition p is not ours any more (the record names another host). */
+void clog_lost(unsigned p);
+uint64_t clog_applied(unsigned p);
+uint64_t clog_last_sseq(unsigned p);
+/* The answers from other hosts held until their write is stored here
+ * (cluster.c) may go once partition p's applier moved. */
+void cluster_release_held(void);
+
+struct clog_stats {
+	uint64_t applied, takeovers, log_bytes, fenced_turns;
+};
+void clog_get_stats(struct clog_stats *st);
+
+/* cluster.c: this host's id; a proxy id's host and connection there */
+void cluster_self(char out[BUS_HOST_MAX + 1]);
+rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1]);
+
+/* commit.c: a logged commit came back (stored by the applier, or not) */
+void commit_logged(struct shard_state *ss, void *commit, int status);
+
+#endif
