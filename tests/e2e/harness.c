@@ -219,7 +219,7 @@ static const char guardian_sh[] =
 	"done\n"
 	"for p in $pids; do kill -KILL \"$p\" 2>/dev/null; done\n"
 	"[ -n \"$base\" ] && bash \"$0\" stop \"$1/nats\" \"$base\"\n"
-	"rm -rf \"$1\" \"$1.secret\"\n";
+	"rm -rf \"$1\" \"$1.secret\" \"$1.dmkey\"\n";
 
 static struct cluster *cl_find(const hsrv *s)
 {
@@ -421,9 +421,14 @@ static void cl_wait_ready(hsrv *s)
 				lease = metric(text, "parley_cluster_lease_ok");
 				own = metric(text,
 					     "parley_cluster_partitions_owned");
-				if (i == 0)
-					parts = count_lines(text,
+				if (i == 0) {
+					long np = metric(text,
+						"parley_cluster_partitions");
+
+					parts = np >= 0 ? (unsigned)np :
+						count_lines(text,
 						"parley_cluster_partition_owned{");
+				}
 			}
 			w += (size_t)snprintf(why + w, sizeof(why) - w,
 				"h%d: hosts %ld lease_ok %ld owned %ld; ",
@@ -470,7 +475,7 @@ static void cl_teardown(struct cluster *c)
 static void cl_start(hsrv *s, const char *parent, const char *extra)
 {
 	struct cluster *c = cl_find(s);
-	char urls[512], cflags[1024], secret[300];
+	char urls[512], cflags[1024], secret[300], dmkey[300];
 	int fd;
 
 	if (c) /* a test that failed before its cleanup left it */
@@ -492,6 +497,22 @@ static void cl_start(hsrv *s, const char *parent, const char *extra)
 	if (fd < 0 || write(fd, "e2e-test-secret-0123456789abcdef", 32) != 32)
 		die("secret");
 	close(fd);
+	/* the DM key: every host of a cluster needs the same (32 random
+	 * bytes, as parleyd makes its own) */
+	{
+		uint8_t key[32];
+		int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+
+		snprintf(dmkey, sizeof(dmkey), "%s.dmkey", c->root);
+		fd = open(dmkey, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			  0600);
+		if (rnd < 0 || fd < 0 ||
+		    read(rnd, key, sizeof(key)) != (ssize_t)sizeof(key) ||
+		    write(fd, key, sizeof(key)) != (ssize_t)sizeof(key))
+			die("dm key");
+		close(rnd);
+		close(fd);
+	}
 	snprintf(s->extra, sizeof(s->extra), "%s", extra ? extra : "");
 	s->nhosts = H_HOSTS;
 	cl_start_nats(c, urls, sizeof(urls));
@@ -504,7 +525,8 @@ static void cl_start(hsrv *s, const char *parent, const char *extra)
 	/* host 1 first: the preferred host, the owner */
 	for (int i = 0; i < H_HOSTS; i++) {
 		snprintf(cflags, sizeof(cflags), "--cluster %s --host-id h%d "
-			 "--lease-ms %d", urls, i + 1, CL_LEASE_MS);
+			 "--lease-ms %d --dm-key-file %s", urls, i + 1,
+			 CL_LEASE_MS, dmkey);
 		spawn_one(s->hdir[i], 0, s->secret, cflags, s->extra,
 			  &c->hpid[i], &s->hport[i], false);
 		cl_tell(c, '+', c->hpid[i]);
