@@ -372,12 +372,20 @@ static bool http_get_local(int port, const char *path, char *buf, size_t n)
 	return got > 0;
 }
 
+/* the line after p's, NULL after the last */
+static const char *next_line(const char *p)
+{
+	const char *nl = strchr(p, '\n');
+
+	return nl ? nl + 1 : NULL;
+}
+
 /* the value of the unlabelled metric name in text, -1 if absent */
 static long metric(const char *text, const char *name)
 {
 	size_t len = strlen(name);
 
-	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+	for (const char *p = text; p && *p; p = next_line(p))
 		if (!strncmp(p, name, len) && p[len] == ' ')
 			return strtol(p + len + 1, NULL, 10);
 	return -1;
@@ -388,7 +396,7 @@ static unsigned count_lines(const char *text, const char *prefix)
 	size_t len = strlen(prefix);
 	unsigned k = 0;
 
-	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+	for (const char *p = text; p && *p; p = next_line(p))
 		k += !strncmp(p, prefix, len);
 	return k;
 }
