@@ -66,6 +66,10 @@ void presence_on_hb(struct shard_state *ss, struct m_attach *m);
 void presence_on_set(struct shard_state *ss, struct m_req *m);
 void presence_on_watch(struct shard_state *ss, struct m_watch *m);
 void presence_tick(struct shard_state *ss, uint64_t now);
+/* the other hosts' levels of (ws, user) changed, or the status it chose
+ * (chosen >= 0): what watchers here see may change (cluster_presence.c) */
+void presence_on_remote(struct shard_state *ss, const char *ws,
+			const char *user, int chosen);
 /* The raw state the notifier asks for: true when a device of the user
  * sent a heartbeat (or said hello) within away_ms; *connected: it has a
  * device at all. */

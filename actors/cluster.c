@@ -9,6 +9,7 @@
  *   DELIVER  u8 2, u8 partition, u64 log position, u64 conn, bytes frame
  *   TYPING   u8 3, str host, str ch, str skip, bytes frame (to every host)
  *   DIRNAME  u8 4, str ws, str user, str name (to the directory's owner)
+ *   PRESENCE, PCHOSEN: cluster_presence.c (to every host)
  * (str: u16 n + bytes; bytes: u32 n + bytes; little-endian)
  */
 #include "actors/cluster.h"
@@ -42,7 +43,8 @@
 #define OWNER_KEY "parley-partitions"
 #define PROXY_HOSTS 127
 
-enum { MSG_REQ = 1, MSG_DELIVER = 2, MSG_TYPING = 3, MSG_DIRNAME = 4 };
+enum { MSG_REQ = CLUSTER_MSG_REQ, MSG_DELIVER = CLUSTER_MSG_DELIVER,
+       MSG_TYPING = CLUSTER_MSG_TYPING, MSG_DIRNAME = CLUSTER_MSG_DIRNAME };
 
 bool cluster_on;
 
@@ -293,6 +295,7 @@ void cluster_release_held(void)
 		struct held_ans *h = go;
 
 		go = h->next;
+		h->buf->t_post_us = rt_mono_us();
 		send_buf_to_conn(h->conn, h->buf);
 		free(h);
 	}
@@ -485,6 +488,8 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	case MSG_REQ: on_req(&r); break;
 	case MSG_DELIVER: on_deliver(&r); break;
 	case MSG_TYPING: on_typing(&r); break;
+	case CLUSTER_MSG_PRESENCE: cluster_presence_on_msg(r.p, r.end); break;
+	case CLUSTER_MSG_PCHOSEN: cluster_presence_on_chosen(r.p, r.end); break;
 	case MSG_DIRNAME: {
 		char ws[ID_CAP], user[ID_CAP], name[256];
 
@@ -530,6 +535,7 @@ static void typing_on_shard(struct shard_state *ss, struct m_call *m)
 	struct typing *t = m->arg;
 	struct chan *c = smap_get(&ss->chans, t->ch, strlen(t->ch));
 
+	t->buf->t_post_us = rt_mono_us();
 	if (c)
 		fanout(c, 0, t->buf, t->skip[0] ? t->skip : NULL);
 	rt_buf_unref(t->buf);
@@ -560,6 +566,12 @@ static void on_typing(struct rb *r)
 	m->fn = typing_on_shard;
 	m->arg = t;
 	rt_post(chan_shard(t->ch), &m->h);
+}
+
+void cluster_broadcast(const void *data, size_t len)
+{
+	if (C.b)
+		bus_send(C.b, NULL, data, len);
 }
 
 void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip)
@@ -676,6 +688,7 @@ static void pending_sweep(void)
 static void *owner_main(void *arg)
 {
 	int64_t every = C.lease_ms / 5;
+	uint64_t next_refresh = 0;
 
 	(void)arg;
 	if (every < 100)
@@ -689,6 +702,11 @@ static void *owner_main(void *arg)
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);
 		pending_sweep();
+		cluster_presence_sweep();
+		if (rt_now_ms() >= next_refresh) {
+			cluster_presence_refresh();
+			next_refresh = rt_now_ms() + 2000;
+		}
 		nanosleep(&ts, NULL);
 	}
 	return NULL;
@@ -848,6 +866,7 @@ void cluster_stop(void)
 	bus_close(C.b);
 	C.h = NULL;
 	C.b = NULL;
+	cluster_presence_free();
 	while (C.pending) {
 		struct pending *g = C.pending;
 
@@ -895,4 +914,6 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->applied = ls.applied;
 	st->takeovers = ls.takeovers;
 	st->log_bytes = ls.log_bytes;
+	st->turns = ls.turns;
+	st->failed_turns = ls.fenced_turns;
 }

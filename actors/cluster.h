@@ -55,6 +55,8 @@ struct cluster_stats {
 	uint64_t takeovers;  /* partitions this host claimed and fenced */
 	uint64_t unavailable; /* writes answered UNAVAILABLE: no owner */
 	uint64_t log_bytes;  /* bytes appended to the log */
+	uint64_t turns;      /* owned shards' turns logged (several a message) */
+	uint64_t failed_turns; /* turns the log refused (fenced, too big) */
 };
 
 /* true once cluster_start joined: set before the shards start */
@@ -96,6 +98,13 @@ void cluster_deliver(rt_conn_id proxy, rt_buf *b);
 /* A hello's display name for the directory of ws, kept by the host that
  * owns the directory's partition. */
 void cluster_dir_hello(const char *ws, const char *user, const char *name);
+
+/* Presence across hosts (cluster_presence.c): this host's level of a user
+ * (0 no device here, 1 devices all silent, 2 one active) changed; the
+ * highest level the other hosts report now; the status a user chose. */
+void cluster_presence_local(const char *ws, const char *user, uint8_t level);
+uint8_t cluster_presence_remote(const char *ws, const char *user);
+void cluster_presence_chosen(const char *ws, const char *user, uint8_t chosen);
 
 /* A typing frame (not stored) for the subscribers of ch on the other
  * hosts. */

@@ -1,12 +1,13 @@
 /*
  * cluster_log: the partitions' log (see cluster_log.h, docs/cluster.md).
  *
- * A message on parley.ev.p<N> (Parley-Seq: the partition's own counter):
+ * A message on parley.ev.p<N> (Parley-Seq: its first turn's number):
  *
- *   u32 magic "PLG1", u8 type (1 turn, 2 fence), u8 partitions,
+ *   u32 magic "PLG2", u8 type (1 turns, 2 fence), u8 partitions,
  *   u16 history families, str writer (host id / incarnation),
- *   u32 n + n bytes: the batch's records (storage's encoding),
- *   then effects to the end, each u8 kind and its fields:
+ *   type 1: u32 turns, then each turn: u64 its number (the owner's own
+ *   count), bytes: the batch's records (storage's encoding), bytes: the
+ *   effects, each u8 kind and its fields:
  *     RELOAD  str ch                         (first, before the rest)
  *     EVENT   str ch, u64 seq, bytes frame
  *     BCAST   str ch, str skip, bytes frame
@@ -39,10 +40,10 @@
 #include "runtime/log.h"
 #include "storage/search.h"
 
-#define LOG_MAGIC 0x31474c50u /* "PLG1" */
+#define LOG_MAGIC 0x32474c50u /* "PLG2" */
 #define CATCHUP_MS 30000      /* a takeover waits this long for its applier */
 
-enum { T_TURN = 1, T_FENCE = 2 };
+enum { T_TURNS = 1, T_FENCE = 2 };
 enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
 
 /* ---- bytes ---------------------------------------------------------------- */
@@ -184,8 +185,10 @@ struct part {
 	_Atomic bool owned;       /* published: may write */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
-	pthread_mutex_t mu;       /* regs */
+	pthread_mutex_t mu;       /* regs, q, appending */
 	struct reg *regs;
+	struct clog *q, **qtail;  /* turns waiting for the partition's worker */
+	bool appending;           /* its append job is queued or running */
 	bus_sub *follow;
 	/* the shard's thread only */
 	bool eff_owned;
@@ -200,12 +203,17 @@ static struct {
 	char writer[BUS_HOST_MAX + 40];
 	struct part p[RT_MAX_SHARDS];
 	_Atomic bool stop, draining;
-	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns;
+	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns, appends,
+		turns;
 } L;
 
+/* One owned shard's turn, on its way to the log. */
 struct clog {
 	struct shard_state *ss;
-	struct wbuf w;
+	struct clog *next;
+	uint64_t tseq;     /* the turn's number: its commit's registration */
+	struct wbuf recs;  /* the batch's records */
+	struct wbuf fx;    /* the effects other hosts repeat */
 };
 
 static void part_key(unsigned p, char *out, size_t cap)
@@ -277,11 +285,10 @@ struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 	if (!l)
 		abort();
 	l->ss = ss;
-	header(&l->w, T_TURN);
-	w_bytes(&l->w, d, n);
+	w_raw(&l->recs, d, n);
 	for (uint32_t i = 0; i < pt->nchanged; i++) {
-		w_u8(&l->w, X_RELOAD);
-		w_str(&l->w, pt->changed[i]);
+		w_u8(&l->fx, X_RELOAD);
+		w_str(&l->fx, pt->changed[i]);
 	}
 	pt->nchanged = 0;
 	return l;
@@ -289,19 +296,19 @@ struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 
 void clog_event(struct clog *l, const char *ch, uint64_t seq, const rt_buf *b)
 {
-	w_u8(&l->w, X_EVENT);
-	w_str(&l->w, ch);
-	w_u64(&l->w, seq);
-	w_bytes(&l->w, b->data, b->len);
+	w_u8(&l->fx, X_EVENT);
+	w_str(&l->fx, ch);
+	w_u64(&l->fx, seq);
+	w_bytes(&l->fx, b->data, b->len);
 }
 
 void clog_bcast(struct clog *l, const char *ch, const char *skip,
 		const rt_buf *b)
 {
-	w_u8(&l->w, X_BCAST);
-	w_str(&l->w, ch);
-	w_str(&l->w, skip ? skip : "");
-	w_bytes(&l->w, b->data, b->len);
+	w_u8(&l->fx, X_BCAST);
+	w_str(&l->fx, ch);
+	w_str(&l->fx, skip ? skip : "");
+	w_bytes(&l->fx, b->data, b->len);
 }
 
 void clog_post(struct clog *l, const rt_msg *m)
@@ -311,9 +318,9 @@ void clog_post(struct clog *l, const rt_msg *m)
 
 		if (!f->drop)
 			return;
-		w_u8(&l->w, X_DROP);
-		w_str(&l->w, f->ch);
-		w_str(&l->w, f->skip_user);
+		w_u8(&l->fx, X_DROP);
+		w_str(&l->fx, f->ch);
+		w_str(&l->fx, f->skip_user);
 	} else if (m->type == M_USER_CHAN) {
 		const struct m_user_chan *u = (const struct m_user_chan *)m;
 		char host[BUS_HOST_MAX + 1] = "";
@@ -323,26 +330,20 @@ void clog_post(struct clog *l, const rt_msg *m)
 			ex = cluster_proxy_origin(ex, host);
 		else if (ex)
 			cluster_self(host);
-		w_u8(&l->w, X_UCHAN);
-		w_str(&l->w, u->ws);
-		w_str(&l->w, u->user);
-		w_str(&l->w, u->ch);
-		w_u8(&l->w, u->action);
-		w_u64(&l->w, u->after);
-		w_str(&l->w, host);
-		w_u64(&l->w, ex);
+		w_u8(&l->fx, X_UCHAN);
+		w_str(&l->fx, u->ws);
+		w_str(&l->fx, u->user);
+		w_str(&l->fx, u->ch);
+		w_u8(&l->fx, u->action);
+		w_u64(&l->fx, u->after);
+		w_str(&l->fx, host);
+		w_u64(&l->fx, ex);
 		if (u->frame)
-			w_bytes(&l->w, u->frame->data, u->frame->len);
+			w_bytes(&l->fx, u->frame->data, u->frame->len);
 		else
-			w_bytes(&l->w, NULL, 0);
+			w_bytes(&l->fx, NULL, 0);
 	}
 }
-
-struct ljob {
-	unsigned p;
-	uint64_t pseq;
-	struct wbuf w;
-};
 
 static void *reg_take(struct part *pt, uint64_t pseq)
 {
@@ -375,87 +376,164 @@ static void fail_on_shard(struct shard_state *ss, struct m_call *m)
 
 static void lost_on_shard(struct shard_state *ss, struct m_call *m);
 
+#define MSG_MAX (6u << 20) /* a log message, of the 8 MB NATS allows */
+
+static void free_turn(struct clog *l)
+{
+	free(l->recs.p);
+	free(l->fx.p);
+	free(l);
+}
+
+/* The turns waiting for partition p's worker, as one message (as many
+ * as fit). NULL when none wait: the job ends. */
+static struct clog *take_turns(struct part *pt, struct wbuf *w)
+{
+	struct clog *first, *l, **tail;
+	uint32_t n = 0;
+	size_t at;
+
+	pthread_mutex_lock(&pt->mu);
+	first = pt->q;
+	if (!first) {
+		pt->appending = false;
+		pthread_mutex_unlock(&pt->mu);
+		return NULL;
+	}
+	header(w, T_TURNS);
+	at = w->n;
+	w_u32(w, 0);
+	for (l = first, tail = &first; l; tail = &l->next, l = l->next) {
+		if (n && w->n + l->recs.n + l->fx.n + 32 > MSG_MAX)
+			break;
+		w_u64(w, l->tseq);
+		w_bytes(w, l->recs.p, l->recs.n);
+		w_bytes(w, l->fx.p, l->fx.n);
+		n++;
+	}
+	pt->q = l;
+	if (!l)
+		pt->qtail = &pt->q;
+	*tail = NULL;
+	pthread_mutex_unlock(&pt->mu);
+	n = htole32(n);
+	memcpy(w->p + at, &n, 4);
+	return first;
+}
+
+/* A partition's worker: its waiting turns go to the log, as many per
+ * message as wait (one append in flight per partition: each states the
+ * last one's sequence), until none wait. */
 static void append_job(void *arg)
 {
-	struct ljob *j = arg;
-	struct part *pt = &L.p[j->p];
+	unsigned p = (unsigned)(uintptr_t)arg;
+	struct part *pt = &L.p[p];
 	char key[16];
-	uint64_t sseq = 0;
-	bus_status st;
-	int tries = 0;
 
-	part_key(j->p, key, sizeof(key));
+	part_key(p, key, sizeof(key));
 	for (;;) {
-		st = bus_append(L.b, key, j->pseq, j->w.p, j->w.n, pt->log_sseq,
-				&sseq);
-		if (st != BUS_UNAVAILABLE || atomic_load(&L.stop))
-			break;
-		/* it may have been stored: only the same append, again,
-		 * tells (ok, or fenced by a new owner) */
-		if (++tries % 6 == 1)
-			plog(PL_WARN, "cluster", "p%u: the log does not answer; "
-			     "retrying", j->p);
-	}
-	if (st == BUS_OK) {
-		pt->log_sseq = sseq;
-		atomic_fetch_add(&L.log_bytes, j->w.n);
-	} else {
-		void *c = reg_take(pt, j->pseq);
+		struct wbuf w = { 0 };
+		struct clog *turns = take_turns(pt, &w), *l;
+		uint64_t sseq = 0;
+		bus_status st;
+		int tries = 0;
 
-		if (st == BUS_FENCED) {
+		if (!turns)
+			return;
+		for (;;) {
+			st = bus_append(L.b, key, turns->tseq, w.p, w.n,
+					pt->log_sseq, &sseq);
+			if (st != BUS_UNAVAILABLE || atomic_load(&L.stop))
+				break;
+			/* it may have been stored: only the same append,
+			 * again, tells (ok, or fenced by a new owner) */
+			if (++tries % 6 == 1)
+				plog(PL_WARN, "cluster", "p%u: the log does not "
+				     "answer; retrying", p);
+		}
+		if (st == BUS_OK) {
+			pt->log_sseq = sseq;
+			atomic_fetch_add(&L.log_bytes, w.n);
+			atomic_fetch_add(&L.appends, 1);
+		} else if (st == BUS_FENCED) {
 			plog(PL_WARN, "cluster", "p%u: fenced: another host "
-			     "owns it now", j->p);
+			     "owns it now", p);
 			atomic_store(&pt->owned, false);
-			post_call(j->p, lost_on_shard, NULL);
+			post_call(p, lost_on_shard, NULL);
 		} else {
-			plog(PL_WARN, "cluster", "p%u: append: %s", j->p,
+			plog(PL_WARN, "cluster", "p%u: append: %s", p,
 			     bus_status_str(st));
 		}
-		atomic_fetch_add(&L.fenced_turns, 1);
-		if (c)
-			post_call(j->p, fail_on_shard, c);
+		while ((l = turns)) {
+			turns = l->next;
+			if (st != BUS_OK) {
+				/* not stored (or, if it was after all, the
+				 * applier stores it as anyone's turn) */
+				void *c = reg_take(pt, l->tseq);
+
+				atomic_fetch_add(&L.fenced_turns, 1);
+				if (c)
+					post_call(p, fail_on_shard, c);
+			}
+			free_turn(l);
+		}
+		free(w.p);
 	}
-	free(j->w.p);
-	free(j);
 }
 
 void clog_submit(struct clog *l, void *commit)
 {
-	struct part *pt = &L.p[l->ss->id];
-	struct ljob *j = calloc(1, sizeof(*j));
+	unsigned p = l->ss->id;
+	struct part *pt = &L.p[p];
 	struct reg *g = calloc(1, sizeof(*g));
+	bool start;
 
-	if (!j || !g)
+	if (!g)
 		abort();
-	j->p = l->ss->id;
-	j->pseq = pt->next_pseq++;
-	j->w = l->w;
-	g->pseq = j->pseq;
+	l->tseq = pt->next_pseq++;
+	atomic_fetch_add(&L.turns, 1);
+	g->pseq = l->tseq;
 	g->commit = commit;
 	pthread_mutex_lock(&pt->mu);
 	g->next = pt->regs;
 	pt->regs = g;
+	*pt->qtail = l;
+	pt->qtail = &l->next;
+	start = !pt->appending;
+	pt->appending = true;
 	pthread_mutex_unlock(&pt->mu);
-	free(l);
-	if (work_submit_key(L.w, j->p, append_job, j)) {
-		void *c = reg_take(pt, j->pseq);
+	if (start && work_submit_key(L.w, p, append_job, (void *)(uintptr_t)p)) {
+		/* the pool is gone (stopping): fail what waits */
+		for (;;) {
+			struct wbuf w = { 0 };
+			struct clog *t = take_turns(pt, &w);
 
-		free(j->w.p);
-		free(j);
-		if (c)
-			post_call(pt - L.p, fail_on_shard, c);
+			free(w.p);
+			if (!t)
+				break;
+			while (t) {
+				struct clog *n = t->next;
+				void *c = reg_take(pt, t->tseq);
+
+				if (c)
+					post_call(p, fail_on_shard, c);
+				free_turn(t);
+				t = n;
+			}
+		}
 	}
 }
 
 /* ---- every host: the applier ---------------------------------------------- */
 
+/* A log message on its way through this host's store. */
 struct apply {
 	unsigned p;
-	uint64_t sseq, pseq;
+	uint64_t sseq;
 	bool mine;
 	int status;
-	size_t fxlen;
-	uint8_t fx[]; /* the effects (not for our own turns) */
+	size_t len;
+	uint8_t turns[]; /* u32 n, then the turns, as in the message */
 };
 
 static struct chan *loaded(struct shard_state *ss, const char *ch)
@@ -468,9 +546,10 @@ static struct chan *loaded(struct shard_state *ss, const char *ch)
 }
 
 /* Another host's turn is stored here: deliver it to our own clients. */
-static void replay_effects(struct shard_state *ss, const struct apply *a)
+static void replay_effects(struct shard_state *ss, unsigned p, uint64_t sseq,
+			   const void *fx, size_t len)
 {
-	struct rbuf r = { a->fx, a->fx + a->fxlen, false };
+	struct rbuf r = { fx, (const uint8_t *)fx + len, false };
 	char self[BUS_HOST_MAX + 1];
 
 	cluster_self(self);
@@ -516,6 +595,7 @@ static void replay_effects(struct shard_state *ss, const struct apply *a)
 			if (!r.bad && (c = loaded(ss, ch))) {
 				rt_buf *b = rt_buf_new(d, n);
 
+				b->t_post_us = rt_mono_us();
 				fanout(c, 0, b, who[0] ? who : NULL);
 				rt_buf_unref(b);
 			}
@@ -568,19 +648,34 @@ static void replay_effects(struct shard_state *ss, const struct apply *a)
 	}
 	if (r.bad)
 		plog(PL_ERROR, "cluster", "p%u: log message %llu: bad effects",
-		     a->p, (unsigned long long)a->sseq);
+		     p, (unsigned long long)sseq);
 }
 
 static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 {
 	struct apply *a = m->arg;
 	struct part *pt = &L.p[a->p];
-	void *c = a->mine ? reg_take(pt, a->pseq) : NULL;
+	struct rbuf r = { a->turns, a->turns + a->len, false };
+	uint32_t n = a->len ? r_u32(&r) : 0;
 
-	if (c)
-		commit_logged(ss, c, a->status);
-	else if (a->status == 0)
-		replay_effects(ss, a);
+	/* turn by turn, in order: our own come back to their commits (the
+	 * answers, local fan-out); anyone else's are delivered here */
+	for (uint32_t i = 0; i < n && !r.bad; i++) {
+		uint64_t tseq = r_u64(&r);
+		size_t nrec, nfx;
+		const void *fx;
+		void *c;
+
+		r_bytes(&r, &nrec);
+		fx = r_bytes(&r, &nfx);
+		if (r.bad)
+			break;
+		c = a->mine ? reg_take(pt, tseq) : NULL;
+		if (c)
+			commit_logged(ss, c, a->status);
+		else if (a->status == 0)
+			replay_effects(ss, a->p, a->sseq, fx, nfx);
+	}
 	if (a->status)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
 	atomic_store(&pt->applied, a->sseq);
@@ -607,8 +702,9 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 	unsigned p = (unsigned)(pt - L.p);
 	struct rbuf r = { data, (const uint8_t *)data + len, false };
 	char writer[sizeof(L.writer)];
-	const void *recs = NULL, *fx;
-	size_t nrecs = 0, nfx;
+	const uint8_t *turns;
+	struct wbuf recs = { 0 };
+	size_t nturns;
 	uint8_t type;
 	store_batch *b;
 	struct apply *a;
@@ -616,6 +712,7 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 	char key[2] = { 'p', (char)p };
 
 	(void)last;
+	(void)pseq;
 	if (sseq <= pt->queued || atomic_load(&L.stop) || pt->halted)
 		return;
 	if (r_u32(&r) != LOG_MAGIC)
@@ -634,37 +731,51 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 		pt->halted = true;
 		return;
 	}
-	if (type == T_TURN)
-		recs = r_bytes(&r, &nrecs);
-	fx = r.p;
-	nfx = r.bad ? 0 : (size_t)(r.end - r.p);
-	if (r.bad || (type != T_TURN && type != T_FENCE)) {
+	turns = r.p;
+	if (!r.bad && type == T_TURNS) {
+		/* every turn's records, in order, as one write */
+		uint32_t n = r_u32(&r);
+
+		for (uint32_t i = 0; i < n && !r.bad; i++) {
+			const void *d;
+			size_t nd, nfx;
+
+			r_u64(&r);
+			d = r_bytes(&r, &nd);
+			r_bytes(&r, &nfx);
+			if (!r.bad)
+				w_raw(&recs, d, nd);
+		}
+		if (r.p != r.end)
+			r.bad = true;
+	}
+	nturns = type == T_TURNS && !r.bad ? (size_t)(r.end - turns) : 0;
+	if (r.bad || (type != T_TURNS && type != T_FENCE)) {
 		plog(PL_ERROR, "cluster", "p%u: log message %llu is not one "
 		     "parleyd wrote; skipped", p, (unsigned long long)sseq);
-		recs = NULL;
-		nrecs = 0;
-		nfx = 0;
+		recs.n = 0;
+		nturns = 0;
 	}
-	b = store_batch_load(srv.st, recs, nrecs);
+	b = store_batch_load(srv.st, recs.p, recs.n);
+	free(recs.p);
 	if (!b) {
 		plog(PL_ERROR, "cluster", "p%u: log message %llu: its records "
 		     "are not whole; skipped", p, (unsigned long long)sseq);
 		b = store_batch_new(srv.st);
-		nfx = 0;
+		nturns = 0;
 	}
 	/* the store says how far it has the log, in the same write */
 	store_put_meta(b, 'X', key, sizeof(key), &le, sizeof(le));
-	a = malloc(sizeof(*a) + nfx);
+	a = malloc(sizeof(*a) + nturns);
 	if (!a)
 		abort();
 	a->p = p;
 	a->sseq = sseq;
-	a->pseq = pseq;
 	a->mine = !strcmp(writer, L.writer);
 	a->status = 0;
-	a->fxlen = a->mine ? 0 : nfx;
-	if (a->fxlen)
-		memcpy(a->fx, fx, nfx);
+	a->len = nturns;
+	if (nturns)
+		memcpy(a->turns, turns, nturns);
 	pt->queued = sseq;
 	atomic_fetch_add(&pt->inflight, 1);
 	store_commit(srv.st, p, b, apply_done, a);
@@ -841,6 +952,7 @@ int clog_start(bus *b, unsigned nshards, const char *writer)
 		uint64_t le;
 
 		pthread_mutex_init(&pt->mu, NULL);
+		pt->qtail = &pt->q;
 		if (store_get_meta(srv.st, 'X', key, sizeof(key), &v, &n) == 0 &&
 		    n == sizeof(le)) {
 			memcpy(&le, v, sizeof(le));
@@ -922,4 +1034,5 @@ void clog_get_stats(struct clog_stats *st)
 	st->takeovers = atomic_load(&L.takeovers);
 	st->log_bytes = atomic_load(&L.log_bytes);
 	st->fenced_turns = atomic_load(&L.fenced_turns);
+	st->turns = atomic_load(&L.turns);
 }

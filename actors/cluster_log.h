@@ -63,13 +63,25 @@ uint64_t clog_last_sseq(unsigned p);
 void cluster_release_held(void);
 
 struct clog_stats {
-	uint64_t applied, takeovers, log_bytes, fenced_turns;
+	uint64_t applied, takeovers, log_bytes, fenced_turns, turns;
 };
 void clog_get_stats(struct clog_stats *st);
 
 /* cluster.c: this host's id; a proxy id's host and connection there */
 void cluster_self(char out[BUS_HOST_MAX + 1]);
 rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1]);
+
+/* one-way messages between hosts (cluster.c): their first byte */
+enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
+       CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN };
+/* to every host, this one too */
+void cluster_broadcast(const void *data, size_t len);
+/* cluster_presence.c's side */
+void cluster_presence_on_msg(const uint8_t *p, const uint8_t *end);
+void cluster_presence_on_chosen(const uint8_t *p, const uint8_t *end);
+void cluster_presence_refresh(void);
+void cluster_presence_sweep(void);
+void cluster_presence_free(void);
 
 /* commit.c: a logged commit came back (stored by the applier, or not) */
 void commit_logged(struct shard_state *ss, void *commit, int status);

@@ -216,6 +216,8 @@ static char *metrics(size_t *len)
 			counter(&b, "parley_cluster_takeovers_total", "Partitions this host took over", cs.takeovers);
 			counter(&b, "parley_cluster_unavailable_total", "Writes answered UNAVAILABLE: no owner reachable", cs.unavailable);
 			counter(&b, "parley_cluster_log_bytes_total", "Bytes this host appended to the log", cs.log_bytes);
+			counter(&b, "parley_cluster_turns_total", "Owned shards' loop turns sent to the log (several per append when they wait)", cs.turns);
+			counter(&b, "parley_cluster_turns_failed_total", "Turns the log refused (fenced: another host owns it; too big); their requests answered UNAVAILABLE", cs.failed_turns);
 		}
 	}
 	counter(&b, "parley_closed_slow_consumer_total", "Connections closed with 4008", rs.closed_slow);

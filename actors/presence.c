@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "actors/cluster.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
 
@@ -49,6 +50,7 @@ struct presence {
 	bool waiting;
 	bool in_due;        /* on ss->pdue (then not freed) */
 	uint64_t seen_ms;   /* last seen: latest hello or last device gone */
+	uint8_t level_told; /* this host's level the cluster knows (0-2) */
 	uint32_t klen;
 	char key[];         /* ws \0 user */
 };
@@ -87,7 +89,8 @@ static struct presence *p_get(struct shard_state *ss, const char *ws,
 
 static void p_free_if_idle(struct shard_state *ss, struct presence *p)
 {
-	if (p->ndev || p->nw || p->waiting || p->in_due)
+	if (p->ndev || p->nw || p->waiting || p->in_due ||
+	    cluster_presence_remote(p->key, user_of(p)))
 		return;
 	smap_del(&ss->presence, p->key, p->klen);
 	free(p->dev);
@@ -95,15 +98,28 @@ static void p_free_if_idle(struct shard_state *ss, struct presence *p)
 	free(p);
 }
 
-/* The status watchers should see now. */
-static uint8_t derived(const struct presence *p, uint64_t now)
+/* This host's devices: 0 none, 1 all silent, 2 one beat within away_ms. */
+static uint8_t local_level(const struct presence *p, uint64_t now)
 {
-	if (!p->ndev || p->chosen == PS_INVISIBLE)
-		return PS_OFFLINE;
+	if (!p->ndev)
+		return 0;
 	for (uint32_t i = 0; i < p->ndev; i++)
 		if (now - p->dev[i].beat_ms < srv.lim.away_ms)
-			return p->chosen;
-	return PS_AWAY;
+			return 2;
+	return 1;
+}
+
+/* The status watchers should see now: of the devices on every host of a
+ * cluster (cluster_presence.c), this one's first. */
+static uint8_t derived(const struct presence *p, uint64_t now)
+{
+	uint8_t lvl = local_level(p, now), r;
+
+	if (lvl < 2 && (r = cluster_presence_remote(p->key, user_of(p))) > lvl)
+		lvl = r;
+	if (!lvl || p->chosen == PS_INVISIBLE)
+		return PS_OFFLINE;
+	return lvl == 2 ? p->chosen : PS_AWAY;
 }
 
 /* Tell every watcher: one frame, one message per shard with watchers. */
@@ -160,7 +176,13 @@ static void timer_for(uint64_t due_ms, uint64_t now)
 static void reevaluate(struct shard_state *ss, struct presence *p,
 		       uint64_t now)
 {
-	uint8_t st = derived(p, now);
+	uint8_t st, lvl = local_level(p, now);
+
+	if (lvl != p->level_told) { /* the other hosts' watchers too */
+		cluster_presence_local(p->key, user_of(p), lvl);
+		p->level_told = lvl;
+	}
+	st = derived(p, now);
 
 	if (st == p->shown) {
 		p->waiting = false; /* it came back before anyone was told */
@@ -245,7 +267,12 @@ bool presence_probe(struct shard_state *ss, const char *ws, const char *user,
 {
 	struct presence *p = p_get(ss, ws, user, false);
 
-	*connected = p && p->ndev;
+	/* a device on another host of the cluster counts too */
+	uint8_t r = cluster_presence_remote(ws, user);
+
+	*connected = (p && p->ndev) || r > 0;
+	if (r == 2)
+		return true;
 	if (!p)
 		return false;
 	for (uint32_t i = 0; i < p->ndev; i++)
@@ -276,6 +303,7 @@ void presence_on_set(struct shard_state *ss, struct m_req *m)
 
 	/* decoded and checked by the session: never offline */
 	p->chosen = m->q.a.pset.status;
+	cluster_presence_chosen(m->ws, m->user, p->chosen);
 	sp.status = p->chosen;
 	store_put_presence(ss->batch, m->ws, m->user, &sp);
 	proto_out_reset(&ss->out);
@@ -385,4 +413,20 @@ void presence_tick(struct shard_state *ss, uint64_t now)
 	for (uint32_t i = 0; i < nidle; i++)
 		p_free_if_idle(ss, idle[i]);
 	free(idle);
+}
+
+void presence_on_remote(struct shard_state *ss, const char *ws,
+			const char *user, int chosen)
+{
+	struct presence *p = p_get(ss, ws, user,
+				   cluster_presence_remote(ws, user) > 0);
+	uint64_t now = rt_now_ms();
+
+	if (!p)
+		return;
+	if (chosen >= 0)
+		p->chosen = (uint8_t)chosen;
+	reevaluate(ss, p, now);
+	fire_if_due(ss, p, now);
+	p_free_if_idle(ss, p);
 }
