@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "actors/base.h"
-#include "actors/cluster.h"
+#include "actors/cluster_core.h"
 #include "runtime/hash.h"
 
 struct server srv;
@@ -74,12 +74,17 @@ void msg_free(rt_msg *m)
 	free(m);
 }
 
+void (*base_proxy_send)(rt_conn_id conn, rt_buf *b);
+
 void send_buf_to_conn(rt_conn_id conn, rt_buf *b)
 {
 	rt_shard *self = rt_self();
 
 	if (cluster_is_proxy(conn)) { /* a connection on another host */
-		cluster_deliver(conn, b);
+		if (base_proxy_send)
+			base_proxy_send(conn, b);
+		else
+			rt_buf_unref(b);
 		return;
 	}
 

@@ -312,6 +312,10 @@ void reply_err(rt_conn *c, bool has_rid, uint64_t rid, const char *op,
 	       const char *code, const char *msg, uint64_t retry_ms);
 /* From any shard: send a frame (out's bytes) to a connection anywhere. */
 void send_to_conn(rt_conn_id conn, const proto_out *o);
+/* Where send_buf_to_conn sends a proxy connection id's frames (a
+ * connection on another host of a cluster): set by cluster.c when it
+ * joins (cluster_deliver); NULL: dropped. */
+extern void (*base_proxy_send)(rt_conn_id conn, rt_buf *b);
 void send_buf_to_conn(rt_conn_id conn, rt_buf *b); /* takes b's reference */
 /* An error reply for a request that reached another shard. */
 void reply_err_remote(const struct m_req *r, const char *code, const char *msg,

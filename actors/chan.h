@@ -110,6 +110,10 @@ struct member *chan_add_member(struct shard_state *ss, struct chan *c,
 void chan_move_marker(struct shard_state *ss, struct chan *c,
 		      struct member *mb, uint64_t seq);
 
+/* chan_sub.c: one M_FANOUT of b (a reference each) to every shard with
+ * c's subscribers online; seq 0 for a frame that is not an event. */
+void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip);
+
 /* chan_msg.c */
 int chan_state_decode(proto_doc *d, const void *bytes, size_t len);
 struct ov *chan_msg_state(struct chan *c, uint64_t root, uint64_t seq);

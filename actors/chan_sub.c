@@ -11,6 +11,27 @@
 
 /* ---- subscriptions ---------------------------------------------------------- */
 
+/* One M_FANOUT of b (a reference each) to every shard with c's
+ * subscribers online; seq 0 for a frame that is not an event. */
+void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
+{
+	for (unsigned s = 0; s < rt_nshards(); s++) {
+		struct m_fanout *f;
+
+		if (!c->online[s])
+			continue;
+		f = msg_new(sizeof(*f), M_FANOUT);
+		strcpy(f->ch, c->id);
+		f->seq = seq;
+		rt_buf_ref(b, 1);
+		f->buf = b;
+		if (skip)
+			strcpy(f->skip_user, skip);
+		rt_post(s, &f->h);
+	}
+}
+
+
 struct catchup {
 	rt_buf **v;
 	uint32_t n;

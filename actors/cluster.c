@@ -1,16 +1,10 @@
 /*
- * cluster: see cluster.h. This file: joining, ownership (which host owns
- * each partition, and taking one over), forwarded writes and their
- * answers. The log is cluster_log.c.
- *
- * Messages between hosts (bus_send, at most once, in order per sender):
- *   REQ      u8 1, str origin host, u64 conn, u8 has_rid, u64 rid, u8 op,
- *            str ws, str user, u8 admin, str ch, bytes frame
- *   DELIVER  u8 2, u8 partition, u64 log position, u64 conn, bytes frame
- *   TYPING   u8 3, str host, str ch, str skip, bytes frame (to every host)
- *   DIRNAME  u8 4, str ws, str user, str name (to the directory's owner)
- *   PRESENCE, PCHOSEN: cluster_presence.c (to every host)
- * (str: u16 n + bytes; bytes: u32 n + bytes; little-endian)
+ * cluster: see cluster.h. This file is the top of the cluster: joining
+ * and leaving, ownership (which host owns each partition, and taking one
+ * over), and what other hosts send this one (their forwarded writes, our
+ * forwarded writes' answers, typing, directory names, presence), handed
+ * to the actors. Below it: cluster_log.c (the log), cluster_presence.c,
+ * cluster_core.c (what the actors call; the messages' layout is there).
  */
 #include "actors/cluster.h"
 
@@ -30,7 +24,9 @@
 #include "actors/chan.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
+#include "actors/cluster_core.h"
 #include "actors/cluster_log.h"
+#include "actors/cluster_wire.h"
 #include "actors/session.h"
 #include "cluster/bus.h"
 #include "cluster/hosts.h"
@@ -41,36 +37,6 @@
 /* Every partition goes to this key's preferred host: one owner for the
  * cluster (docs/cluster.md says why, for now). */
 #define OWNER_KEY "parley-partitions"
-#define PROXY_HOSTS 127
-
-enum { MSG_REQ = CLUSTER_MSG_REQ, MSG_DELIVER = CLUSTER_MSG_DELIVER,
-       MSG_TYPING = CLUSTER_MSG_TYPING, MSG_DIRNAME = CLUSTER_MSG_DIRNAME };
-
-bool cluster_on;
-
-/* An answer from the owner that waits until this host stored the write. */
-struct held_ans {
-	struct held_ans *next;
-	unsigned p;
-	uint64_t sseq;
-	rt_conn_id conn;
-	rt_buf *buf;
-};
-
-/* A forwarded request still waiting for its answer: if its owner dies
- * first, this host answers UNAVAILABLE (the client sends it again, with
- * its cmid: idempotent), rather than leave it unanswered. */
-struct pending {
-	struct pending *next;
-	rt_conn_id conn;
-	uint64_t rid;
-	uint8_t op;
-	unsigned p;
-	char owner[BUS_HOST_MAX + 1];
-	uint64_t t_ms;
-};
-
-#define PENDING_MAX_MS 60000 /* answered UNAVAILABLE after it, whatever */
 
 static struct {
 	bus *b;
@@ -82,300 +48,11 @@ static struct {
 	pthread_t owner_thread;
 	bool owner_started;
 	_Atomic bool stop;
-	pthread_mutex_t mu; /* owners, proxy hosts, held */
-	char owner[RT_MAX_SHARDS][BUS_HOST_MAX + 1];
 	uint64_t dead_since[RT_MAX_SHARDS]; /* owner thread: owner not live */
-	char phost[PROXY_HOSTS][BUS_HOST_MAX + 1];
-	unsigned nphost;
-	struct held_ans *held, **held_tail;
-	struct pending *pending;
-	_Atomic uint64_t forwarded, served, held_n, unavailable;
-} C = { .mu = PTHREAD_MUTEX_INITIALIZER };
-
-/* ---- bytes (the same encoding as the log's) ------------------------------ */
-
-struct wb {
-	uint8_t *p;
-	size_t n, cap;
-};
-
-static void wb_raw(struct wb *w, const void *d, size_t n)
-{
-	if (w->n + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-
-		while (cap < w->n + n)
-			cap *= 2;
-		w->p = realloc(w->p, cap);
-		if (!w->p)
-			abort();
-		w->cap = cap;
-	}
-	if (n)
-		memcpy(w->p + w->n, d, n);
-	w->n += n;
-}
-
-static void wb_u8(struct wb *w, uint8_t v) { wb_raw(w, &v, 1); }
-static void wb_u64(struct wb *w, uint64_t v) { v = htole64(v); wb_raw(w, &v, 8); }
-
-static void wb_str(struct wb *w, const char *s)
-{
-	uint16_t n = htole16((uint16_t)strlen(s));
-
-	wb_raw(w, &n, 2);
-	wb_raw(w, s, strlen(s));
-}
-
-static void wb_bytes(struct wb *w, const void *d, size_t n)
-{
-	uint32_t l = htole32((uint32_t)n);
-
-	wb_raw(w, &l, 4);
-	wb_raw(w, d, n);
-}
-
-struct rb {
-	const uint8_t *p, *end;
-	bool bad;
-};
-
-static const void *rb_raw(struct rb *r, size_t n)
-{
-	const void *p = r->p;
-
-	if (r->bad || (size_t)(r->end - r->p) < n) {
-		r->bad = true;
-		return NULL;
-	}
-	r->p += n;
-	return p;
-}
-
-static uint8_t rb_u8(struct rb *r)
-{
-	const uint8_t *p = rb_raw(r, 1);
-
-	return p ? *p : 0;
-}
-
-static uint64_t rb_u64(struct rb *r)
-{
-	uint64_t v = 0;
-	const void *p = rb_raw(r, 8);
-
-	if (p)
-		memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-static void rb_str(struct rb *r, char *out, size_t cap)
-{
-	uint16_t n = 0;
-	const void *p = rb_raw(r, 2);
-	const char *s;
-
-	if (p)
-		memcpy(&n, p, 2);
-	n = le16toh(n);
-	s = rb_raw(r, n);
-	if (!s || n >= cap) {
-		r->bad = true;
-		out[0] = 0;
-		return;
-	}
-	memcpy(out, s, n);
-	out[n] = 0;
-}
-
-static const void *rb_bytes(struct rb *r, size_t *n)
-{
-	uint32_t l = 0;
-	const void *p = rb_raw(r, 4);
-
-	if (p)
-		memcpy(&l, p, 4);
-	*n = le32toh(l);
-	return rb_raw(r, *n);
-}
-
-/* ---- proxy connection ids --------------------------------------------------- */
-
-/* A connection of another host, as this host's actors address it: the shard
- * byte is 0x80 + the host's index in phost (no shard has it), then the
- * connection's own shard (6 bits), generation and slot (24 bits each). */
-static int phost_index(const char *host)
-{
-	int i;
-
-	pthread_mutex_lock(&C.mu);
-	for (i = 0; i < (int)C.nphost; i++)
-		if (!strcmp(C.phost[i], host))
-			goto out;
-	if (C.nphost == PROXY_HOSTS) {
-		i = -1;
-		goto out;
-	}
-	snprintf(C.phost[C.nphost], BUS_HOST_MAX + 1, "%s", host);
-	i = (int)C.nphost++;
-out:
-	pthread_mutex_unlock(&C.mu);
-	return i;
-}
-
-static rt_conn_id proxy_make(int hidx, rt_conn_id conn)
-{
-	uint64_t shard = conn >> 56, gen = (conn >> 32) & 0xffffff,
-		 slot = conn & 0xffffffffu;
-
-	if (slot > 0xffffff || shard >= RT_MAX_SHARDS)
-		return 0;
-	return ((uint64_t)(0x80 | hidx) << 56) | (shard << 48) | (gen << 24) |
-	       slot;
-}
-
-rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1])
-{
-	unsigned hidx = (unsigned)(proxy >> 56) & 0x7f;
-
-	pthread_mutex_lock(&C.mu);
-	snprintf(host, BUS_HOST_MAX + 1, "%s",
-		 hidx < C.nphost ? C.phost[hidx] : "");
-	pthread_mutex_unlock(&C.mu);
-	return (((proxy >> 48) & 0xff) << 56) | (((proxy >> 24) & 0xffffff) << 32) |
-	       (proxy & 0xffffff);
-}
-
-void cluster_self(char out[BUS_HOST_MAX + 1])
-{
-	memcpy(out, C.self, BUS_HOST_MAX + 1);
-}
-
-/* ---- answers to other hosts' connections ------------------------------------ */
-
-void cluster_deliver(rt_conn_id proxy, rt_buf *b)
-{
-	char host[BUS_HOST_MAX + 1];
-	rt_conn_id conn = cluster_proxy_origin(proxy, host);
-	rt_shard *self = rt_self();
-	unsigned p = self ? rt_shard_id(self) : 0;
-	struct wb w = { 0 };
-
-	wb_u8(&w, MSG_DELIVER);
-	wb_u8(&w, (uint8_t)p);
-	/* this shard's log as far as it went: the origin shows the answer
-	 * once its own store has the write it answers */
-	wb_u64(&w, self ? clog_last_sseq(p) : 0);
-	wb_u64(&w, conn);
-	wb_bytes(&w, b->data, b->len);
-	if (host[0])
-		bus_send(C.b, host, w.p, w.n);
-	free(w.p);
-	rt_buf_unref(b);
-}
-
-/* The held answers whose writes this host's store now has, in order. */
-void cluster_release_held(void)
-{
-	struct held_ans *go = NULL, **tail = &go;
-
-	pthread_mutex_lock(&C.mu);
-	while (C.held && clog_applied(C.held->p) >= C.held->sseq) {
-		struct held_ans *h = C.held;
-
-		C.held = h->next;
-		h->next = NULL;
-		*tail = h;
-		tail = &h->next;
-	}
-	if (!C.held)
-		C.held_tail = &C.held;
-	pthread_mutex_unlock(&C.mu);
-	while (go) {
-		struct held_ans *h = go;
-
-		go = h->next;
-		h->buf->t_post_us = rt_mono_us();
-		send_buf_to_conn(h->conn, h->buf);
-		free(h);
-	}
-}
-
-/* A frame for conn came from an owner: if it is the answer to a pending
- * request (a "res" with its rid), that request is not pending any more. */
-static void answered(rt_conn_id conn, const void *d, size_t n)
-{
-	proto_doc doc;
-	const char *t;
-	uint32_t tl;
-	uint64_t rid;
-
-	if (!C.pending || proto_decode(&doc, d, n) != PROTO_OK)
-		return;
-	if (proto_get_str(&doc.root, "t", &t, &tl) == 0 && tl == 3 &&
-	    !memcmp(t, "res", 3) && proto_get_uint(&doc.root, "rid", &rid) == 0) {
-		pthread_mutex_lock(&C.mu);
-		for (struct pending **q = &C.pending; *q; q = &(*q)->next) {
-			if ((*q)->conn == conn && (*q)->rid == rid) {
-				struct pending *g = *q;
-
-				*q = g->next;
-				free(g);
-				break;
-			}
-		}
-		pthread_mutex_unlock(&C.mu);
-	}
-	proto_doc_free(&doc);
-}
-
-static void on_deliver(struct rb *r)
-{
-	unsigned p = rb_u8(r);
-	uint64_t sseq = rb_u64(r);
-	rt_conn_id conn = rb_u64(r);
-	size_t n;
-	const void *d = rb_bytes(r, &n);
-	struct held_ans *h;
-
-	if (r->bad || p >= C.n || rt_conn_shard(conn) >= rt_nshards())
-		return;
-	answered(conn, d, n);
-	h = calloc(1, sizeof(*h));
-	if (!h)
-		abort();
-	h->p = p;
-	h->sseq = sseq;
-	h->conn = conn;
-	h->buf = rt_buf_new(d, n);
-	h->buf->kind = BUF_ACK;
-	pthread_mutex_lock(&C.mu);
-	*C.held_tail = h;
-	C.held_tail = &h->next;
-	pthread_mutex_unlock(&C.mu);
-	if (clog_applied(p) < sseq)
-		atomic_fetch_add(&C.held_n, 1);
-	cluster_release_held();
-}
+	_Atomic uint64_t served;
+} C;
 
 /* ---- forwarded writes -------------------------------------------------------- */
-
-static void answer_unavailable(rt_conn_id conn, bool has_rid, uint64_t rid,
-			       uint8_t op, const char *why)
-{
-	proto_out o;
-	const char *name = proto_op_name(op);
-
-	proto_out_init(&o, 0, 256);
-	proto_enc_fail(&o, has_rid, rid, name, strlen(name), "UNAVAILABLE",
-		       why, 1000);
-	if (cluster_is_proxy(conn))
-		cluster_deliver(conn, rt_buf_new(o.data, o.len));
-	else
-		send_buf_to_conn(conn, rt_buf_new(o.data, o.len));
-	proto_out_free(&o);
-	atomic_fetch_add(&C.unavailable, 1);
-}
 
 static bool host_live(const char *id)
 {
@@ -388,57 +65,7 @@ static bool host_live(const char *id)
 	return false;
 }
 
-void cluster_forward(unsigned p, rt_conn_id conn, bool has_rid, uint64_t rid,
-		     uint8_t op, const char *ws, const char *user, bool admin,
-		     const char *ch, const uint8_t *frame, size_t len)
-{
-	char owner[BUS_HOST_MAX + 1];
-	struct wb w = { 0 };
-
-	pthread_mutex_lock(&C.mu);
-	memcpy(owner, C.owner[p], sizeof(owner));
-	pthread_mutex_unlock(&C.mu);
-	if (!owner[0] || !strcmp(owner, C.self)) {
-		answer_unavailable(conn, has_rid, rid, op,
-				   "no host owns this yet; try again");
-		return;
-	}
-	wb_u8(&w, MSG_REQ);
-	wb_str(&w, C.self);
-	wb_u64(&w, conn);
-	wb_u8(&w, has_rid);
-	wb_u64(&w, rid);
-	wb_u8(&w, op);
-	wb_str(&w, ws);
-	wb_str(&w, user);
-	wb_u8(&w, admin);
-	wb_str(&w, ch);
-	wb_bytes(&w, frame, len);
-	if (bus_send(C.b, owner, w.p, w.n) == BUS_OK) {
-		atomic_fetch_add(&C.forwarded, 1);
-		if (has_rid) {
-			struct pending *q = calloc(1, sizeof(*q));
-
-			if (!q)
-				abort();
-			q->conn = conn;
-			q->rid = rid;
-			q->op = op;
-			q->p = p;
-			memcpy(q->owner, owner, sizeof(owner));
-			q->t_ms = rt_now_ms();
-			pthread_mutex_lock(&C.mu);
-			q->next = C.pending;
-			C.pending = q;
-			pthread_mutex_unlock(&C.mu);
-		}
-	} else
-		answer_unavailable(conn, has_rid, rid, op,
-				   "the cluster cannot be reached");
-	free(w.p);
-}
-
-static void on_req(struct rb *r)
+static void on_req(struct rbuf *r)
 {
 	char host[BUS_HOST_MAX + 1], ws[ID_CAP], user[ID_CAP], ch[ID_CAP];
 	rt_conn_id conn, proxy;
@@ -447,27 +74,25 @@ static void on_req(struct rb *r)
 	uint8_t op;
 	const void *frame;
 	size_t n;
-	int hidx;
 
-	rb_str(r, host, sizeof(host));
-	conn = rb_u64(r);
-	has_rid = rb_u8(r);
-	rid = rb_u64(r);
-	op = rb_u8(r);
-	rb_str(r, ws, sizeof(ws));
-	rb_str(r, user, sizeof(user));
-	admin = rb_u8(r);
-	rb_str(r, ch, sizeof(ch));
-	frame = rb_bytes(r, &n);
+	r_str(r, host, sizeof(host));
+	conn = r_u64(r);
+	has_rid = r_u8(r);
+	rid = r_u64(r);
+	op = r_u8(r);
+	r_str(r, ws, sizeof(ws));
+	r_str(r, user, sizeof(user));
+	admin = r_u8(r);
+	r_str(r, ch, sizeof(ch));
+	frame = r_bytes(r, &n);
 	if (r->bad || !ws[0] || !user[0])
 		return;
-	hidx = phost_index(host);
-	proxy = hidx < 0 ? 0 : proxy_make(hidx, conn);
+	proxy = core_proxy(host, conn);
 	if (!proxy)
 		return;
 	atomic_fetch_add(&C.served, 1);
 	if (!cluster_owns(user_shard(ws, user))) {
-		answer_unavailable(proxy, has_rid, rid, op,
+		core_unavailable(proxy, has_rid, rid, op,
 				   "this host does not own it any more; "
 				   "try again");
 		return;
@@ -475,52 +100,33 @@ static void on_req(struct rb *r)
 	sess_forward_remote(proxy, ws, user, admin, ch, frame, n);
 }
 
-static void on_typing(struct rb *r);
+static void on_typing(struct rbuf *r);
 
 static void on_inbox(void *arg, const void *data, size_t len)
 {
-	struct rb r = { data, (const uint8_t *)data + len, false };
+	struct rbuf r = { data, (const uint8_t *)data + len, false };
 
 	(void)arg;
 	if (atomic_load(&C.stop))
 		return;
-	switch (rb_u8(&r)) {
-	case MSG_REQ: on_req(&r); break;
-	case MSG_DELIVER: on_deliver(&r); break;
-	case MSG_TYPING: on_typing(&r); break;
+	switch (r_u8(&r)) {
+	case CLUSTER_MSG_REQ: on_req(&r); break;
+	case CLUSTER_MSG_DELIVER: core_on_deliver(&r); break;
+	case CLUSTER_MSG_TYPING: on_typing(&r); break;
 	case CLUSTER_MSG_PRESENCE: cluster_presence_on_msg(r.p, r.end); break;
 	case CLUSTER_MSG_PCHOSEN: cluster_presence_on_chosen(r.p, r.end); break;
-	case MSG_DIRNAME: {
+	case CLUSTER_MSG_DIRNAME: {
 		char ws[ID_CAP], user[ID_CAP], name[256];
 
-		rb_str(&r, ws, sizeof(ws));
-		rb_str(&r, user, sizeof(user));
-		rb_str(&r, name, sizeof(name));
+		r_str(&r, ws, sizeof(ws));
+		r_str(&r, user, sizeof(user));
+		r_str(&r, name, sizeof(name));
 		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
 			dir_on_hello(ws, user, name);
 		break;
 	}
 	default: break;
 	}
-}
-
-void cluster_dir_hello(const char *ws, const char *user, const char *name)
-{
-	char owner[BUS_HOST_MAX + 1];
-	unsigned p = dir_shard(ws);
-	struct wb w = { 0 };
-
-	pthread_mutex_lock(&C.mu);
-	memcpy(owner, C.owner[p], sizeof(owner));
-	pthread_mutex_unlock(&C.mu);
-	if (!owner[0] || !strcmp(owner, C.self))
-		return; /* no owner now: the next hello tells it */
-	wb_u8(&w, MSG_DIRNAME);
-	wb_str(&w, ws);
-	wb_str(&w, user);
-	wb_str(&w, name);
-	bus_send(C.b, owner, w.p, w.n);
-	free(w.p);
 }
 
 /* ---- typing (not stored: straight to every host) --------------------------- */
@@ -543,7 +149,7 @@ static void typing_on_shard(struct shard_state *ss, struct m_call *m)
 	free(m);
 }
 
-static void on_typing(struct rb *r)
+static void on_typing(struct rbuf *r)
 {
 	char host[BUS_HOST_MAX + 1];
 	struct typing *t = calloc(1, sizeof(*t));
@@ -553,10 +159,10 @@ static void on_typing(struct rb *r)
 
 	if (!t)
 		abort();
-	rb_str(r, host, sizeof(host));
-	rb_str(r, t->ch, sizeof(t->ch));
-	rb_str(r, t->skip, sizeof(t->skip));
-	d = rb_bytes(r, &n);
+	r_str(r, host, sizeof(host));
+	r_str(r, t->ch, sizeof(t->ch));
+	r_str(r, t->skip, sizeof(t->skip));
+	d = r_bytes(r, &n);
 	if (r->bad || !strcmp(host, C.self) || !t->ch[0]) {
 		free(t);
 		return; /* ours: its owner shard told our clients already */
@@ -568,42 +174,51 @@ static void on_typing(struct rb *r)
 	rt_post(chan_shard(t->ch), &m->h);
 }
 
-void cluster_broadcast(const void *data, size_t len)
-{
-	if (C.b)
-		bus_send(C.b, NULL, data, len);
-}
-
-void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip)
-{
-	struct wb w = { 0 };
-
-	if (!cluster_on)
-		return;
-	wb_u8(&w, MSG_TYPING);
-	wb_str(&w, C.self);
-	wb_str(&w, ch);
-	wb_str(&w, skip ? skip : "");
-	wb_bytes(&w, b->data, b->len);
-	bus_send(C.b, NULL, w.p, w.n);
-	free(w.p);
-}
-
 /* ---- ownership ----------------------------------------------------------------- */
 
-static void owner_set(unsigned p, const char *who)
+/* One look at partition p's record: follow it, or take p. */
+/* Who should own partition p: p0's owner for every other partition (the
+ * actors' hops between partitions stay on one host; docs/cluster.md), and
+ * for p0 (or while p0 has none) its live owner, else the preferred live
+ * host. "" for nobody yet. */
+static void wanted(unsigned p, const char *owner, bool live, char *out)
 {
-	pthread_mutex_lock(&C.mu);
-	snprintf(C.owner[p], BUS_HOST_MAX + 1, "%s", who);
-	pthread_mutex_unlock(&C.mu);
+	char p0[BUS_HOST_MAX + 1];
+
+	out[0] = 0;
+	if (p) {
+		core_owner_get(0, p0);
+		if (p0[0] && (!strcmp(p0, C.self) || host_live(p0))) {
+			memcpy(out, p0, BUS_HOST_MAX + 1);
+			return;
+		}
+	}
+	if (live)
+		snprintf(out, BUS_HOST_MAX + 1, "%s", owner);
+	else if (!hosts_preferred(C.h, OWNER_KEY, out))
+		out[0] = 0;
+}
+
+static void claim(unsigned p, const char *key, uint64_t rev)
+{
+	char owner[BUS_HOST_MAX + 1];
+
+	if (bus_key_claim(C.b, key, rev, &rev, owner, sizeof(owner)) !=
+	    BUS_OK)
+		return; /* another host was quicker: next round follows it */
+	plog(PL_INFO, "cluster", "p%u: claimed", p);
+	core_owner_set(p, C.self);
+	C.dead_since[p] = 0;
+	clog_takeover(p);
 }
 
 /* One look at partition p's record: follow it, or take p. */
 static void own_check(unsigned p, bool lease_ok)
 {
-	char key[16], owner[BUS_HOST_MAX + 1] = "", pref[BUS_HOST_MAX + 1];
+	char key[16], owner[BUS_HOST_MAX + 1] = "", want[BUS_HOST_MAX + 1];
 	uint64_t rev = 0;
 	bus_status st;
+	bool mine, live;
 
 	snprintf(key, sizeof(key), "p%u", p);
 	st = bus_key_get(C.b, key, owner, sizeof(owner), &rev);
@@ -613,27 +228,35 @@ static void own_check(unsigned p, bool lease_ok)
 	} else if (st != BUS_OK) {
 		return; /* the bucket does not answer: nothing changes */
 	}
-	if (owner[0] && strcmp(owner, C.self) && host_live(owner)) {
-		owner_set(p, owner);
-		C.dead_since[p] = 0;
-		clog_lost(p); /* if it was ours */
-		return;
-	}
-	if (!strcmp(owner, C.self)) {
+	mine = owner[0] && !strcmp(owner, C.self);
+	live = owner[0] && (mine || host_live(owner));
+	wanted(p, owner, live, want);
+	if (mine) {
 		/* Ours, even while our own lease is late: the log's fence,
 		 * not the lease, keeps two owners apart; dropping it on a
 		 * slow renewal (a NATS election) would only make every
-		 * host's partitions move at once. */
-		owner_set(p, C.self);
+		 * host's partitions move at once. If another host should
+		 * have it, that host claims it and fences us. */
+		core_owner_set(p, C.self);
 		C.dead_since[p] = 0;
 		if (lease_ok && !cluster_owns(p))
 			clog_takeover(p);
 		return;
 	}
-	/* no owner, or a dead one: the preferred live host takes it, once
-	 * the owner has been gone for half a lease (an election in the
-	 * bucket can hide a live host's lease for a moment) */
-	owner_set(p, "");
+	if (live) {
+		core_owner_set(p, owner);
+		C.dead_since[p] = 0;
+		clog_lost(p); /* if it was ours */
+		/* p0's owner takes the others, from a live owner too (two
+		 * hosts that saw different live sets may have split them) */
+		if (p && lease_ok && !strcmp(want, C.self))
+			claim(p, key, rev);
+		return;
+	}
+	/* no owner, or a dead one: taken once the owner has been gone for
+	 * half a lease (an election in the bucket can hide a live host's
+	 * lease for a moment) */
+	core_owner_set(p, "");
 	if (owner[0]) {
 		uint64_t now = rt_now_ms();
 
@@ -642,53 +265,15 @@ static void own_check(unsigned p, bool lease_ok)
 		if (now - C.dead_since[p] < (uint64_t)C.lease_ms / 2)
 			return;
 	}
-	if (!lease_ok || !hosts_preferred(C.h, OWNER_KEY, pref) ||
-	    strcmp(pref, C.self))
-		return;
-	st = bus_key_claim(C.b, key, rev, &rev, owner, sizeof(owner));
-	if (st != BUS_OK)
-		return; /* another host was quicker: next round follows it */
-	plog(PL_INFO, "cluster", "p%u: claimed", p);
-	owner_set(p, C.self);
-	clog_takeover(p);
-}
-
-/* Requests forwarded to a host that is not the owner any more, or has
- * died, or that never answered: UNAVAILABLE, so their clients retry. */
-static void pending_sweep(void)
-{
-	struct pending *dead = NULL;
-	uint64_t now = rt_now_ms();
-
-	pthread_mutex_lock(&C.mu);
-	for (struct pending **q = &C.pending; *q;) {
-		struct pending *g = *q;
-
-		if (strcmp(g->owner, C.owner[g->p]) ||
-		    now - g->t_ms > PENDING_MAX_MS) {
-			*q = g->next;
-			g->next = dead;
-			dead = g;
-		} else {
-			q = &g->next;
-		}
-	}
-	pthread_mutex_unlock(&C.mu);
-	while (dead) {
-		struct pending *g = dead;
-
-		dead = g->next;
-		answer_unavailable(g->conn, true, g->rid, g->op,
-				   "the host that owned it went away; "
-				   "send it again");
-		free(g);
-	}
+	if (lease_ok && !strcmp(want, C.self))
+		claim(p, key, rev);
 }
 
 static void *owner_main(void *arg)
 {
 	int64_t every = C.lease_ms / 5;
-	uint64_t next_refresh = 0;
+	uint64_t next_refresh = 0, reconnects = 0;
+	bus_metrics bm;
 
 	(void)arg;
 	if (every < 100)
@@ -701,7 +286,12 @@ static void *owner_main(void *arg)
 
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);
-		pending_sweep();
+		bus_get_metrics(C.b, &bm);
+		/* a reconnect may have lost forwarded requests or their
+		 * answers (at most once): their clients send them again */
+		core_pending_sweep(bm.reconnects != reconnects);
+		reconnects = bm.reconnects;
+		clog_watch(rt_now_ms());
 		cluster_presence_sweep();
 		if (rt_now_ms() >= next_refresh) {
 			cluster_presence_refresh();
@@ -777,7 +367,6 @@ int cluster_start(const struct cluster_opts *o, unsigned nshards)
 	}
 	C.n = nshards;
 	C.lease_ms = o->lease_ms;
-	C.held_tail = &C.held;
 	cfg.urls = o->urls;
 	cfg.host_id = C.self;
 	cfg.replicas = 3;
@@ -804,12 +393,17 @@ int cluster_start(const struct cluster_opts *o, unsigned nshards)
 		C.b = NULL;
 		return -1;
 	}
-	if (clog_start(C.b, nshards, writer)) {
+	core_init(C.b, C.self, nshards);
+	if (clog_start(C.b, nshards, writer, &(struct clog_hooks){
+			       .turn_end = commit_turn_end,
+			       .logged = commit_logged }, o->new_log)) {
 		hosts_stop(C.h);
 		bus_close(C.b);
 		C.b = NULL;
 		return -1;
 	}
+	base_proxy_send = cluster_deliver;
+	cluster_presence_hook(presence_on_remote);
 	cluster_on = true;
 	plog(PL_INFO, "cluster", "joined as %s (%s), %u partitions", C.self,
 	     o->urls, nshards);
@@ -833,10 +427,9 @@ int cluster_run(void)
 	return 0;
 }
 
-void cluster_quiesce(void)
+/* No more ownership rounds, nothing more from other hosts. */
+static void stop_listening(void)
 {
-	if (!cluster_on)
-		return;
 	atomic_store(&C.stop, true);
 	if (C.owner_started)
 		pthread_join(C.owner_thread, NULL);
@@ -844,6 +437,13 @@ void cluster_quiesce(void)
 	bus_unsubscribe(C.inbox);
 	bus_unsubscribe(C.all);
 	C.inbox = C.all = NULL;
+}
+
+void cluster_quiesce(void)
+{
+	if (!cluster_on)
+		return;
+	stop_listening();
 	clog_drain();
 }
 
@@ -851,13 +451,7 @@ void cluster_stop(void)
 {
 	if (!C.b)
 		return;
-	atomic_store(&C.stop, true);
-	if (C.owner_started)
-		pthread_join(C.owner_thread, NULL);
-	C.owner_started = false;
-	bus_unsubscribe(C.inbox);
-	bus_unsubscribe(C.all);
-	C.inbox = C.all = NULL;
+	stop_listening();
 	if (cluster_on) {
 		clog_stop_follow();
 		clog_stop();
@@ -867,19 +461,7 @@ void cluster_stop(void)
 	C.h = NULL;
 	C.b = NULL;
 	cluster_presence_free();
-	while (C.pending) {
-		struct pending *g = C.pending;
-
-		C.pending = g->next;
-		free(g);
-	}
-	while (C.held) {
-		struct held_ans *h = C.held;
-
-		C.held = h->next;
-		rt_buf_unref(h->buf);
-		free(h);
-	}
+	core_fini();
 	nats_CloseAndWait(10000);
 }
 
@@ -906,14 +488,13 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->reconnects = m.reconnects;
 	st->disconnects = m.disconnects;
 	hosts_counters(C.h, &st->renew_failed, &st->lease_lost);
-	st->forwarded = atomic_load(&C.forwarded);
+	core_counters(&st->forwarded, &st->held, &st->unavailable);
 	st->served = atomic_load(&C.served);
-	st->held = atomic_load(&C.held_n);
-	st->unavailable = atomic_load(&C.unavailable);
 	clog_get_stats(&ls);
 	st->applied = ls.applied;
 	st->takeovers = ls.takeovers;
 	st->log_bytes = ls.log_bytes;
 	st->turns = ls.turns;
 	st->failed_turns = ls.fenced_turns;
+	st->refollows = ls.refollows;
 }

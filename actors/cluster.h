@@ -32,12 +32,14 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "actors/cluster_core.h"
 #include "runtime/rt.h"
 
 struct cluster_opts {
 	const char *urls;    /* NULL: a single host */
 	const char *host_id; /* default: the host name */
 	int64_t lease_ms;    /* host lease: a dead host's keys move after it */
+	bool new_log;        /* --cluster-new-log: an empty log starts again */
 };
 
 struct cluster_stats {
@@ -57,10 +59,8 @@ struct cluster_stats {
 	uint64_t log_bytes;  /* bytes appended to the log */
 	uint64_t turns;      /* owned shards' turns logged (several a message) */
 	uint64_t failed_turns; /* turns the log refused (fenced, too big) */
+	uint64_t refollows;  /* followers of the log made again (stuck) */
 };
-
-/* true once cluster_start joined: set before the shards start */
-extern bool cluster_on;
 
 /* Joins the cluster (BLOCKING: up to the bus deadline), before the shards
  * start. nshards: this host's shards = the cluster's partitions. 0 (also
@@ -74,40 +74,11 @@ void cluster_quiesce(void);
 void cluster_stop(void);
 void cluster_get_stats(struct cluster_stats *st);
 
-/* May this host write partition (shard) p now? true without a cluster. */
-bool cluster_owns(unsigned p);
-
-/* A write (the session's decoded request, its frame and the channel id
- * the session chose) for the actors of partition p, which this host does
- * not own: sent to the owner, or answered UNAVAILABLE. On the session's
- * shard. */
-void cluster_forward(unsigned p, rt_conn_id conn, bool has_rid, uint64_t rid,
-		     uint8_t op, const char *ws, const char *user, bool admin,
-		     const char *ch, const uint8_t *frame, size_t len);
-
-/* Connection ids whose shard byte no shard has stand for a connection on
- * another host (a forwarded request's). */
-static inline bool cluster_is_proxy(rt_conn_id id)
-{
-	return rt_conn_shard(id) >= RT_MAX_SHARDS;
-}
-/* Sends b (its reference is taken) to a proxy id's connection. Any
- * thread. */
-void cluster_deliver(rt_conn_id proxy, rt_buf *b);
-
-/* A hello's display name for the directory of ws, kept by the host that
- * owns the directory's partition. */
-void cluster_dir_hello(const char *ws, const char *user, const char *name);
-
 /* Presence across hosts (cluster_presence.c): this host's level of a user
  * (0 no device here, 1 devices all silent, 2 one active) changed; the
  * highest level the other hosts report now; the status a user chose. */
 void cluster_presence_local(const char *ws, const char *user, uint8_t level);
 uint8_t cluster_presence_remote(const char *ws, const char *user);
 void cluster_presence_chosen(const char *ws, const char *user, uint8_t chosen);
-
-/* A typing frame (not stored) for the subscribers of ch on the other
- * hosts. */
-void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip);
 
 #endif

@@ -34,135 +34,18 @@
 #include <time.h>
 
 #include "actors/chan.h"
-#include "actors/cluster.h"
-#include "actors/commit.h"
+#include "actors/cluster_core.h"
+#include "actors/cluster_wire.h"
 #include "cluster/work.h"
 #include "runtime/log.h"
 #include "storage/search.h"
 
 #define LOG_MAGIC 0x32474c50u /* "PLG2" */
 #define CATCHUP_MS 30000      /* a takeover waits this long for its applier */
+#define FOLLOW_STALL_MS 3000  /* behind the log this long: follow again */
 
 enum { T_TURNS = 1, T_FENCE = 2 };
 enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
-
-/* ---- bytes ---------------------------------------------------------------- */
-
-struct wbuf {
-	uint8_t *p;
-	size_t n, cap;
-};
-
-static void w_raw(struct wbuf *w, const void *d, size_t n)
-{
-	if (w->n + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-
-		while (cap < w->n + n)
-			cap *= 2;
-		w->p = realloc(w->p, cap);
-		if (!w->p)
-			abort();
-		w->cap = cap;
-	}
-	if (n)
-		memcpy(w->p + w->n, d, n);
-	w->n += n;
-}
-
-static void w_u8(struct wbuf *w, uint8_t v) { w_raw(w, &v, 1); }
-static void w_u16(struct wbuf *w, uint16_t v) { v = htole16(v); w_raw(w, &v, 2); }
-static void w_u32(struct wbuf *w, uint32_t v) { v = htole32(v); w_raw(w, &v, 4); }
-static void w_u64(struct wbuf *w, uint64_t v) { v = htole64(v); w_raw(w, &v, 8); }
-
-static void w_str(struct wbuf *w, const char *s)
-{
-	size_t n = strlen(s);
-
-	w_u16(w, (uint16_t)n);
-	w_raw(w, s, n);
-}
-
-static void w_bytes(struct wbuf *w, const void *d, size_t n)
-{
-	w_u32(w, (uint32_t)n);
-	w_raw(w, d, n);
-}
-
-struct rbuf {
-	const uint8_t *p, *end;
-	bool bad;
-};
-
-static const void *r_raw(struct rbuf *r, size_t n)
-{
-	const void *p = r->p;
-
-	if (r->bad || (size_t)(r->end - r->p) < n) {
-		r->bad = true;
-		return NULL;
-	}
-	r->p += n;
-	return p;
-}
-
-static uint8_t r_u8(struct rbuf *r)
-{
-	const uint8_t *p = r_raw(r, 1);
-
-	return p ? *p : 0;
-}
-
-static uint16_t r_u16(struct rbuf *r)
-{
-	uint16_t v = 0;
-	const void *p = r_raw(r, 2);
-
-	if (p)
-		memcpy(&v, p, 2);
-	return le16toh(v);
-}
-
-static uint32_t r_u32(struct rbuf *r)
-{
-	uint32_t v = 0;
-	const void *p = r_raw(r, 4);
-
-	if (p)
-		memcpy(&v, p, 4);
-	return le32toh(v);
-}
-
-static uint64_t r_u64(struct rbuf *r)
-{
-	uint64_t v = 0;
-	const void *p = r_raw(r, 8);
-
-	if (p)
-		memcpy(&v, p, 8);
-	return le64toh(v);
-}
-
-/* a string into out (cap bytes with its NUL); too long is bad */
-static void r_str(struct rbuf *r, char *out, size_t cap)
-{
-	uint16_t n = r_u16(r);
-	const char *p = r_raw(r, n);
-
-	if (!p || n >= cap) {
-		r->bad = true;
-		out[0] = 0;
-		return;
-	}
-	memcpy(out, p, n);
-	out[n] = 0;
-}
-
-static const void *r_bytes(struct rbuf *r, size_t *n)
-{
-	*n = r_u32(r);
-	return r_raw(r, *n);
-}
 
 /* ---- state ---------------------------------------------------------------- */
 
@@ -179,12 +62,11 @@ struct part {
 	/* owner: next Parley-Seq (the shard's thread; set by takeover
 	 * before the shard owns) */
 	uint64_t next_pseq;
-	_Atomic uint64_t applied; /* the last message this store holds */
 	uint64_t queued;          /* the follower's last (its thread) */
 	_Atomic uint32_t inflight; /* handed to storage, effects not run */
-	_Atomic bool owned;       /* published: may write */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
+	uint64_t watch_at, watch_since; /* clog_watch: applied, since when */
 	pthread_mutex_t mu;       /* regs, q, appending */
 	struct reg *regs;
 	struct clog *q, **qtail;  /* turns waiting for the partition's worker */
@@ -192,19 +74,18 @@ struct part {
 	bus_sub *follow;
 	/* the shard's thread only */
 	bool eff_owned;
-	char (*changed)[ID_CAP];
-	uint32_t nchanged, capchanged;
 };
 
 static struct {
 	bus *b;
 	work *w;
+	struct clog_hooks hk;
 	unsigned n;
 	char writer[BUS_HOST_MAX + 40];
 	struct part p[RT_MAX_SHARDS];
 	_Atomic bool stop, draining;
 	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns, appends,
-		turns;
+		turns, refollows;
 } L;
 
 /* One owned shard's turn, on its way to the log. */
@@ -246,26 +127,6 @@ bool clog_owned(const struct shard_state *ss)
 	return cluster_on && L.p[ss->id].eff_owned;
 }
 
-void cluster_chan_changed(struct shard_state *ss, const char *ch)
-{
-	struct part *pt;
-
-	if (!cluster_on)
-		return;
-	pt = &L.p[ss->id];
-	for (uint32_t i = 0; i < pt->nchanged; i++)
-		if (!strcmp(pt->changed[i], ch))
-			return;
-	if (pt->nchanged == pt->capchanged) {
-		pt->capchanged = pt->capchanged ? 2 * pt->capchanged : 16;
-		pt->changed = realloc(pt->changed,
-				      pt->capchanged * sizeof(*pt->changed));
-		if (!pt->changed)
-			abort();
-	}
-	snprintf(pt->changed[pt->nchanged++], ID_CAP, "%s", ch);
-}
-
 static void header(struct wbuf *w, uint8_t type)
 {
 	w_u32(w, LOG_MAGIC);
@@ -278,7 +139,8 @@ static void header(struct wbuf *w, uint8_t type)
 struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 {
 	struct clog *l = calloc(1, sizeof(*l));
-	struct part *pt = &L.p[ss->id];
+	const char (*changed)[ID_CAP];
+	uint32_t nchanged = core_changed(ss->id, &changed);
 	size_t n;
 	const void *d = store_batch_bytes(b, &n);
 
@@ -286,11 +148,10 @@ struct clog *clog_begin(struct shard_state *ss, const store_batch *b)
 		abort();
 	l->ss = ss;
 	w_raw(&l->recs, d, n);
-	for (uint32_t i = 0; i < pt->nchanged; i++) {
+	for (uint32_t i = 0; i < nchanged; i++) {
 		w_u8(&l->fx, X_RELOAD);
-		w_str(&l->fx, pt->changed[i]);
+		w_str(&l->fx, changed[i]);
 	}
-	pt->nchanged = 0;
 	return l;
 }
 
@@ -370,7 +231,7 @@ struct failed {
 
 static void fail_on_shard(struct shard_state *ss, struct m_call *m)
 {
-	commit_logged(ss, m->arg, -ESTALE);
+	L.hk.logged(ss, m->arg, -ESTALE);
 	free(m);
 }
 
@@ -453,12 +314,13 @@ static void append_job(void *arg)
 		}
 		if (st == BUS_OK) {
 			pt->log_sseq = sseq;
+			core_set_logpos(p, sseq);
 			atomic_fetch_add(&L.log_bytes, w.n);
 			atomic_fetch_add(&L.appends, 1);
 		} else if (st == BUS_FENCED) {
 			plog(PL_WARN, "cluster", "p%u: fenced: another host "
 			     "owns it now", p);
-			atomic_store(&pt->owned, false);
+			core_set_owned(p, false);
 			post_call(p, lost_on_shard, NULL);
 		} else {
 			plog(PL_WARN, "cluster", "p%u: append: %s", p,
@@ -672,13 +534,13 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 			break;
 		c = a->mine ? reg_take(pt, tseq) : NULL;
 		if (c)
-			commit_logged(ss, c, a->status);
+			L.hk.logged(ss, c, a->status);
 		else if (a->status == 0)
 			replay_effects(ss, a->p, a->sseq, fx, nfx);
 	}
 	if (a->status)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
-	atomic_store(&pt->applied, a->sseq);
+	core_set_applied(a->p, a->sseq);
 	atomic_fetch_sub(&pt->inflight, 1);
 	atomic_fetch_add(&L.applied, 1);
 	free(a);
@@ -781,16 +643,6 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 	store_commit(srv.st, p, b, apply_done, a);
 }
 
-uint64_t clog_applied(unsigned p)
-{
-	return atomic_load(&L.p[p].applied);
-}
-
-uint64_t clog_last_sseq(unsigned p)
-{
-	return __atomic_load_n(&L.p[p].log_sseq, __ATOMIC_RELAXED);
-}
-
 /* ---- ownership changes ------------------------------------------------------ */
 
 /* On the shard: what this turn did so far goes as the old owner's (or
@@ -799,7 +651,7 @@ static void own_on_shard(struct shard_state *ss, struct m_call *m)
 {
 	struct part *pt = &L.p[ss->id];
 
-	commit_turn_end(ss);
+	L.hk.turn_end(ss);
 	/* the store has the whole log up to our fence: start from it */
 	smap_foreach(&ss->chans, it) {
 		struct chan *c = it->val;
@@ -808,7 +660,7 @@ static void own_on_shard(struct shard_state *ss, struct m_call *m)
 			chan_reload(c);
 	}
 	pt->eff_owned = true;
-	atomic_store(&pt->owned, true);
+	core_set_owned(ss->id, true);
 	atomic_store(&pt->taking, false);
 	atomic_fetch_add(&L.takeovers, 1);
 	plog(PL_INFO, "cluster", "p%u: this host owns it now (log at %llu)",
@@ -821,7 +673,7 @@ static void lost_on_shard(struct shard_state *ss, struct m_call *m)
 	struct part *pt = &L.p[ss->id];
 
 	if (pt->eff_owned) {
-		commit_turn_end(ss);
+		L.hk.turn_end(ss);
 		pt->eff_owned = false;
 		plog(PL_INFO, "cluster", "p%u: not this host's any more",
 		     ss->id);
@@ -831,7 +683,7 @@ static void lost_on_shard(struct shard_state *ss, struct m_call *m)
 
 void clog_lost(unsigned p)
 {
-	if (atomic_exchange(&L.p[p].owned, false))
+	if (core_set_owned(p, false))
 		post_call(p, lost_on_shard, NULL);
 }
 
@@ -868,14 +720,14 @@ static void takeover_job(void *arg)
 	}
 	/* everything logged before the fence is stored here first */
 	until = mono_ms() + CATCHUP_MS;
-	while (atomic_load(&pt->applied) < last ||
+	while (core_applied(t->p) < last ||
 	       atomic_load(&pt->inflight)) {
 		struct timespec ts = { 0, 5 * 1000 * 1000 };
 
 		if (mono_ms() > until || atomic_load(&L.stop)) {
 			plog(PL_WARN, "cluster", "p%u: the applier is at %llu, "
 			     "the log at %llu: not taking it yet", t->p,
-			     (unsigned long long)atomic_load(&pt->applied),
+			     (unsigned long long)core_applied(t->p),
 			     (unsigned long long)last);
 			goto out;
 		}
@@ -890,6 +742,7 @@ static void takeover_job(void *arg)
 		goto out;
 	}
 	pt->log_sseq = f;
+	core_set_logpos(t->p, f);
 	pt->next_pseq = lpseq + 2;
 	t->rc = 0;
 out:
@@ -905,7 +758,7 @@ int clog_takeover(unsigned p)
 	struct takeover t = { .p = p };
 	int rc;
 
-	if (atomic_load(&pt->owned) || atomic_exchange(&pt->taking, true))
+	if (cluster_owns(p) || atomic_exchange(&pt->taking, true))
 		return 0;
 	pthread_mutex_init(&t.mu, NULL);
 	pthread_cond_init(&t.cv, NULL);
@@ -930,16 +783,15 @@ int clog_takeover(unsigned p)
 	return 0;
 }
 
-bool cluster_owns(unsigned p)
-{
-	return !cluster_on || atomic_load(&L.p[p].owned);
-}
-
 /* ---- start and stop ---------------------------------------------------------- */
 
-int clog_start(bus *b, unsigned nshards, const char *writer)
+static int check_positions(bool new_log);
+
+int clog_start(bus *b, unsigned nshards, const char *writer,
+	       const struct clog_hooks *hk, bool new_log)
 {
 	L.b = b;
+	L.hk = *hk;
 	L.n = nshards;
 	snprintf(L.writer, sizeof(L.writer), "%s", writer);
 	if (work_start(&L.w, nshards < 4 ? nshards : 4))
@@ -956,10 +808,91 @@ int clog_start(bus *b, unsigned nshards, const char *writer)
 		if (store_get_meta(srv.st, 'X', key, sizeof(key), &v, &n) == 0 &&
 		    n == sizeof(le)) {
 			memcpy(&le, v, sizeof(le));
-			atomic_store(&pt->applied, le64toh(le));
+			core_set_applied(p, le64toh(le));
 		}
 		free(v);
-		pt->queued = atomic_load(&pt->applied);
+		pt->queued = core_applied(p);
+	}
+	return check_positions(new_log);
+}
+
+struct waitc {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int status;
+};
+
+static void waitc_done(void *ctx, int status)
+{
+	struct waitc *w = ctx;
+
+	pthread_mutex_lock(&w->mu);
+	w->status = status;
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Partition p's position in this store is 0 again (a new log). */
+static int forget_position(unsigned p)
+{
+	struct waitc w = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+			   false, 0 };
+	store_batch *b = store_batch_new(srv.st);
+	char key[2] = { 'p', (char)p };
+	uint64_t zero = 0;
+
+	store_put_meta(b, 'X', key, sizeof(key), &zero, sizeof(zero));
+	if (store_commit(srv.st, p, b, waitc_done, &w))
+		return -1;
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	return w.status;
+}
+
+/* Does the log still hold everything this store took from it? A power cut
+ * of the NATS nodes can lose the stream's tail (nats-server 2.9 does not
+ * fsync), and a log that has moved on without those messages would number
+ * new ones with the same stream seqs: this host would skip them. So a
+ * store ahead of the log refuses to start (docs/cluster.md, "After a
+ * power cut of NATS"), unless told the log is new and empty. */
+static int check_positions(bool new_log)
+{
+	for (unsigned p = 0; p < L.n; p++) {
+		char key[16];
+		uint64_t last = 0, pseq = 0, have = core_applied(p);
+		bus_status st;
+
+		part_key(p, key, sizeof(key));
+		st = bus_last(L.b, key, &last, &pseq);
+		if (st == BUS_EMPTY)
+			last = 0;
+		else if (st != BUS_OK) {
+			plog(PL_ERROR, "cluster", "p%u: cannot read the log's "
+			     "end: %s", p, bus_status_str(st));
+			return -1;
+		}
+		if (have <= last)
+			continue;
+		if (new_log && last == 0) {
+			plog(PL_WARN, "cluster", "p%u: a new log: this store "
+			     "(at %llu of the old one) starts it again", p,
+			     (unsigned long long)have);
+			if (forget_position(p))
+				return -1;
+			core_set_applied(p, 0);
+			L.p[p].queued = 0;
+			continue;
+		}
+		plog(PL_ERROR, "cluster", "p%u: this store has the log up to "
+		     "%llu, the log ends at %llu: it lost messages (a power "
+		     "cut of the NATS nodes?); see docs/cluster.md, \"After "
+		     "a power cut of NATS\"", p, (unsigned long long)have,
+		     (unsigned long long)last);
+		return -1;
 	}
 	return 0;
 }
@@ -979,6 +912,46 @@ int clog_follow(void)
 		}
 	}
 	return 0;
+}
+
+/* The follower of partition p stopped (a consumer the library could not
+ * recreate: it happens around a NATS node's death): a new one from what
+ * the store has queued. The ownership thread. */
+static void refollow(unsigned p)
+{
+	struct part *pt = &L.p[p];
+	char key[16];
+
+	plog(PL_WARN, "cluster", "p%u: the log's follower is stuck at %llu; "
+	     "following again", p, (unsigned long long)pt->queued);
+	bus_unsubscribe(pt->follow); /* its callback has returned */
+	pt->follow = NULL;
+	part_key(p, key, sizeof(key));
+	if (bus_follow(L.b, key, pt->queued + 1, on_log, pt, &pt->follow) !=
+	    BUS_OK)
+		plog(PL_ERROR, "cluster", "p%u: cannot follow the log", p);
+	atomic_fetch_add(&L.refollows, 1);
+}
+
+void clog_watch(uint64_t now_ms)
+{
+	for (unsigned p = 0; p < L.n && !atomic_load(&L.stop); p++) {
+		struct part *pt = &L.p[p];
+		uint64_t have = core_applied(p), last = 0, pseq = 0;
+		char key[16];
+
+		if (have != pt->watch_at || !pt->follow) {
+			pt->watch_at = have;
+			pt->watch_since = now_ms;
+			continue;
+		}
+		if (now_ms - pt->watch_since < FOLLOW_STALL_MS)
+			continue;
+		part_key(p, key, sizeof(key));
+		if (bus_last(L.b, key, &last, &pseq) == BUS_OK && last > have)
+			refollow(p);
+		pt->watch_since = now_ms;
+	}
 }
 
 void clog_drain(void)
@@ -1022,8 +995,6 @@ void clog_stop(void)
 			pt->regs = g->next;
 			free(g);
 		}
-		free(pt->changed);
-		pt->changed = NULL;
 		pthread_mutex_destroy(&pt->mu);
 	}
 }
@@ -1035,4 +1006,5 @@ void clog_get_stats(struct clog_stats *st)
 	st->log_bytes = atomic_load(&L.log_bytes);
 	st->fenced_turns = atomic_load(&L.fenced_turns);
 	st->turns = atomic_load(&L.turns);
+	st->refollows = atomic_load(&L.refollows);
 }

@@ -35,14 +35,22 @@ void clog_post(struct clog *l, const rt_msg *m);
  * this shard; if it cannot be appended, commit_logged(ss, commit,
  * -ESTALE). Takes l. */
 void clog_submit(struct clog *l, void *commit);
-/* Channel ch (of this shard) changed members, owners or settings this
- * turn: other hosts reload it. */
-void cluster_chan_changed(struct shard_state *ss, const char *ch);
-
-/* cluster.c's side */
-int clog_start(bus *b, unsigned nshards, const char *writer);
+/* cluster.c's side. What the log calls back above it (so that nothing
+ * here calls commit.c, which calls this): a turn's end (before a shard
+ * becomes owner or stops being one), and a logged commit's return. */
+struct clog_hooks {
+	void (*turn_end)(struct shard_state *ss);
+	void (*logged)(struct shard_state *ss, void *commit, int status);
+};
+/* BLOCKING. -1 if this store is ahead of the log (it lost messages),
+ * unless new_log and the log is empty: positions start again from 0. */
+int clog_start(bus *b, unsigned nshards, const char *writer,
+	       const struct clog_hooks *hk, bool new_log);
 /* the followers, from where this store has the log (once shards run) */
 int clog_follow(void);
+/* The ownership thread, every round: a follower behind the log's end
+ * without moving for FOLLOW_STALL_MS is made again. */
+void clog_watch(uint64_t now_ms);
 /* draining: other hosts' messages wait for the next start */
 void clog_drain(void);
 /* may shard p stop? (no message of the log half-applied) */
@@ -56,32 +64,22 @@ void clog_stop(void);
 int clog_takeover(unsigned p);
 /* Partition p is not ours any more (the record names another host). */
 void clog_lost(unsigned p);
-uint64_t clog_applied(unsigned p);
-uint64_t clog_last_sseq(unsigned p);
-/* The answers from other hosts held until their write is stored here
- * (cluster.c) may go once partition p's applier moved. */
-void cluster_release_held(void);
 
 struct clog_stats {
-	uint64_t applied, takeovers, log_bytes, fenced_turns, turns;
+	uint64_t applied, takeovers, log_bytes, fenced_turns, turns, refollows;
 };
 void clog_get_stats(struct clog_stats *st);
 
-/* cluster.c: this host's id; a proxy id's host and connection there */
-void cluster_self(char out[BUS_HOST_MAX + 1]);
-rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1]);
-
-/* one-way messages between hosts (cluster.c): their first byte */
-enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
-       CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN };
-/* to every host, this one too */
-void cluster_broadcast(const void *data, size_t len);
 /* cluster_presence.c's side */
 void cluster_presence_on_msg(const uint8_t *p, const uint8_t *end);
 void cluster_presence_on_chosen(const uint8_t *p, const uint8_t *end);
 void cluster_presence_refresh(void);
 void cluster_presence_sweep(void);
 void cluster_presence_free(void);
+/* presence.c's presence_on_remote, given by cluster.c (the presence
+ * module calls this one) */
+void cluster_presence_hook(void (*fn)(struct shard_state *ss, const char *ws,
+				      const char *user, int chosen));
 
 /* commit.c: a logged commit came back (stored by the applier, or not) */
 void commit_logged(struct shard_state *ss, void *commit, int status);

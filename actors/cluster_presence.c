@@ -26,7 +26,9 @@
 
 #include "actors/actors.h"
 #include "actors/cluster.h"
+#include "actors/cluster_core.h"
 #include "actors/cluster_log.h"
+#include "actors/cluster_wire.h"
 #include "actors/smap.h"
 #include "runtime/log.h"
 
@@ -55,40 +57,19 @@ struct rp {
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static smap local_tab, remote_tab;
+static void (*on_remote)(struct shard_state *ss, const char *ws,
+			 const char *user, int chosen);
+
+void cluster_presence_hook(void (*fn)(struct shard_state *ss, const char *ws,
+				      const char *user, int chosen))
+{
+	on_remote = fn;
+}
 
 /* ---- messages ---------------------------------------------------------------- */
 
-struct pw {
-	uint8_t *p;
-	size_t n, cap;
-};
-
-static void pw_raw(struct pw *w, const void *d, size_t n)
-{
-	if (w->n + n > w->cap) {
-		size_t cap = w->cap ? w->cap : 256;
-
-		while (cap < w->n + n)
-			cap *= 2;
-		w->p = realloc(w->p, cap);
-		if (!w->p)
-			abort();
-		w->cap = cap;
-	}
-	memcpy(w->p + w->n, d, n);
-	w->n += n;
-}
-
-static void pw_str(struct pw *w, const char *s, size_t n)
-{
-	uint16_t l = htole16((uint16_t)n);
-
-	pw_raw(w, &l, 2);
-	pw_raw(w, s, n);
-}
-
 /* PRESENCE: u8 5, str host, u32 n, n x (str ws, str user, u8 level) */
-static void start_msg(struct pw *w)
+static void start_msg(struct wbuf *w)
 {
 	char self[BUS_HOST_MAX + 1];
 	uint8_t t = CLUSTER_MSG_PRESENCE;
@@ -96,22 +77,22 @@ static void start_msg(struct pw *w)
 
 	cluster_self(self);
 	w->n = 0;
-	pw_raw(w, &t, 1);
-	pw_str(w, self, strlen(self));
-	pw_raw(w, &zero, 4); /* the count, patched by send_msg */
+	w_raw(w, &t, 1);
+	w_strn(w, self, strlen(self));
+	w_raw(w, &zero, 4); /* the count, patched by send_msg */
 }
 
-static void add_entry(struct pw *w, const char *key, size_t klen,
+static void add_entry(struct wbuf *w, const char *key, size_t klen,
 		      uint8_t level)
 {
 	size_t wl = strlen(key);
 
-	pw_str(w, key, wl);
-	pw_str(w, key + wl + 1, klen - wl - 1);
-	pw_raw(w, &level, 1);
+	w_strn(w, key, wl);
+	w_strn(w, key + wl + 1, klen - wl - 1);
+	w_raw(w, &level, 1);
 }
 
-static void send_msg(struct pw *w, uint32_t n)
+static void send_msg(struct wbuf *w, uint32_t n)
 {
 	char self[BUS_HOST_MAX + 1];
 	size_t at;
@@ -130,7 +111,7 @@ void cluster_presence_local(const char *ws, const char *user, uint8_t level)
 	char k[2 * ID_CAP];
 	size_t kl;
 	struct lp *e;
-	struct pw w = { 0 };
+	struct wbuf w = { 0 };
 
 	if (!cluster_on)
 		return;
@@ -169,7 +150,7 @@ void cluster_presence_local(const char *ws, const char *user, uint8_t level)
  * device here, again, in messages of up to 2000 users. */
 void cluster_presence_refresh(void)
 {
-	struct pw w = { 0 };
+	struct wbuf w = { 0 };
 	uint32_t n = 0;
 
 	start_msg(&w);
@@ -221,7 +202,8 @@ static void reeval_on_shard(struct shard_state *ss, struct m_call *m)
 {
 	struct reeval *r = m->arg;
 
-	presence_on_remote(ss, r->ws, r->user, r->chosen);
+	if (on_remote)
+		on_remote(ss, r->ws, r->user, r->chosen);
 	free(r);
 	free(m);
 }
@@ -388,15 +370,15 @@ void cluster_presence_sweep(void)
 /* PCHOSEN: u8 6, str ws, str user, u8 status */
 void cluster_presence_chosen(const char *ws, const char *user, uint8_t chosen)
 {
-	struct pw w = { 0 };
+	struct wbuf w = { 0 };
 	uint8_t t = CLUSTER_MSG_PCHOSEN;
 
 	if (!cluster_on)
 		return;
-	pw_raw(&w, &t, 1);
-	pw_str(&w, ws, strlen(ws));
-	pw_str(&w, user, strlen(user));
-	pw_raw(&w, &chosen, 1);
+	w_raw(&w, &t, 1);
+	w_strn(&w, ws, strlen(ws));
+	w_strn(&w, user, strlen(user));
+	w_raw(&w, &chosen, 1);
 	cluster_broadcast(w.p, w.n);
 	free(w.p);
 }

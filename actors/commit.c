@@ -144,24 +144,6 @@ void fx_ov(struct shard_state *ss, struct chan *c, struct ov *o)
 	fx_add(ss, FX_OV, c)->u.ov = o;
 }
 
-void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip)
-{
-	for (unsigned s = 0; s < rt_nshards(); s++) {
-		struct m_fanout *f;
-
-		if (!c->online[s])
-			continue;
-		f = msg_new(sizeof(*f), M_FANOUT);
-		strcpy(f->ch, c->id);
-		f->seq = seq;
-		rt_buf_ref(b, 1);
-		f->buf = b;
-		if (skip)
-			strcpy(f->skip_user, skip);
-		rt_post(s, &f->h);
-	}
-}
-
 void fx_drop_subs(struct shard_state *ss, struct chan *c, const char *user)
 {
 	for (unsigned s = 0; s < rt_nshards(); s++) {

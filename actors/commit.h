@@ -49,9 +49,6 @@ void reply_now(struct shard_state *ss, const struct m_req *r);
 void reply_state(struct shard_state *ss, struct chan *c,
 		 const struct m_req *r);
 
-/* One M_FANOUT of b (a reference each) to every shard with c's
- * subscribers online; seq 0 for a frame that is not an event. */
-void fanout(struct chan *c, uint64_t seq, rt_buf *b, const char *skip);
 /* After the commit: every shard drops user's subscriptions to c at once,
  * by the same road (and so ahead of) the channel's later events. A leave
  * or kick also tells the user's devices through its user actor (two hops);

@@ -578,7 +578,7 @@ void dir_on_hello(const char *ws, const char *user, const char *name)
 	struct dir_msg *m;
 
 	if (!cluster_owns(dir_shard(ws))) { /* the directory's host keeps it */
-		cluster_dir_hello(ws, user, name ? name : "");
+		cluster_dir_hello(dir_shard(ws), ws, user, name ? name : "");
 		return;
 	}
 	m = dmsg(DM_HELLO, ws, user, 0);

@@ -217,6 +217,7 @@ static char *metrics(size_t *len)
 			counter(&b, "parley_cluster_unavailable_total", "Writes answered UNAVAILABLE: no owner reachable", cs.unavailable);
 			counter(&b, "parley_cluster_log_bytes_total", "Bytes this host appended to the log", cs.log_bytes);
 			counter(&b, "parley_cluster_turns_total", "Owned shards' loop turns sent to the log (several per append when they wait)", cs.turns);
+			counter(&b, "parley_cluster_refollows_total", "Followers of the log made again after they stopped behind its end", cs.refollows);
 			counter(&b, "parley_cluster_turns_failed_total", "Turns the log refused (fenced: another host owns it; too big); their requests answered UNAVAILABLE", cs.failed_turns);
 		}
 	}

@@ -79,6 +79,9 @@ static void usage(FILE *f)
 "  --host-id ID            this host's name in the cluster (default: the\n"
 "                          host name; [A-Za-z0-9_-])\n"
 "  --lease-ms MS           a dead host's leases expire after (10000)\n"
+"  --cluster-new-log       the cluster's log is new and empty (after NATS\n"
+"                          lost it): this store starts it again\n"
+"                          (docs/cluster.md)\n"
 "  --dm-key-file FILE      the key DM ids are derived with (default\n"
 "                          DIR/dm.key, made on first start)\n"
 "  --log-level LEVEL       error, warn, info (default) or debug; lines go to\n"
@@ -313,6 +316,7 @@ static const struct option server_flags[] = {
 	{ "host-id", required_argument, 0, 36 },
 	{ "lease-ms", required_argument, 0, 37 },
 	{ "dm-key-file", required_argument, 0, 38 },
+	{ "cluster-new-log", no_argument, 0, 39 },
 	{ "help", no_argument, 0, 'h' },
 	{ 0, 0, 0, 0 }
 };
@@ -418,6 +422,7 @@ static int parse_flags(int argc, char **argv, struct server_opts *o,
 		case 36: o->cluster.host_id = optarg; break;
 		case 37: o->cluster.lease_ms = (int64_t)num("--lease-ms", optarg, 1000, 3600000); break;
 		case 38: o->dm_key_file = optarg; break;
+		case 39: o->cluster.new_log = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

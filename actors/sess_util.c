@@ -104,3 +104,17 @@ int sess_collect_id(void *arg, const char *id, size_t len)
 	iv->n++;
 	return 0;
 }
+
+/* What proto_req_decode checks against: the server's limits, and the ops
+ * it carries out (the contract's newer ones stay "unknown op"). */
+struct proto_limits sess_req_limits(void)
+{
+	return (struct proto_limits){
+		.max_body = srv.lim.max_body,
+		.max_name = srv.lim.max_name,
+		.max_dm = srv.lim.max_dm,
+		.max_mentions = srv.lim.max_mentions,
+		.max_watch = srv.lim.max_watch,
+		.ops = PROTO_OPS_SERVED,
+	};
+}

@@ -499,19 +499,6 @@ _Static_assert((int)OP_HELLO == (int)PROTO_OP_HELLO &&
 		       (int)OP__COUNT == (int)PROTO_OP_USERS_SEARCH,
 	       "enum op and enum proto_op disagree");
 
-/* What proto_req_decode checks against: the server's limits, and the ops
- * it carries out (the contract's newer ones stay "unknown op"). */
-struct proto_limits sess_req_limits(void)
-{
-	return (struct proto_limits){
-		.max_body = srv.lim.max_body,
-		.max_name = srv.lim.max_name,
-		.max_dm = srv.lim.max_dm,
-		.max_mentions = srv.lim.max_mentions,
-		.max_watch = srv.lim.max_watch,
-		.ops = PROTO_OPS_SERVED,
-	};
-}
 
 /* Decode one request and run it: reads here, writes on to the actors.
  * ready: the connection has said hello (REST requests always have). */

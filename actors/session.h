@@ -143,6 +143,8 @@ struct idvec {
 };
 
 /* sess_util.c */
+/* what proto_req_decode checks requests against */
+struct proto_limits sess_req_limits(void);
 void sess_fail(struct req *r, const char *code, const char *msg);
 void sess_ok_empty(struct req *r);
 bool sess_can_read(struct req *r, const char *ch, store_channel *rec,
@@ -178,7 +180,5 @@ void sess_forward(struct req *r);
 void sess_forward_remote(rt_conn_id proxy, const char *ws, const char *user,
 			 bool admin, const char *ch, const uint8_t *frame,
 			 size_t len);
-/* what proto_req_decode checks requests against */
-struct proto_limits sess_req_limits(void);
 
 #endif

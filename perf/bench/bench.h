@@ -119,6 +119,9 @@ typedef struct bopts {
 	enum bsrv srv;
 	const char *host;
 	int port;
+	/* --port P1,P2,..: parley's fanout and acks spread their connections
+	 * over these (bo_port); nports is 1 otherwise, ports[0] == port */
+	int ports[16], nports;
 	const uint8_t *key; /* parley: the JWT secret */
 	size_t keylen;
 	const char *ws, *prefix;
@@ -149,6 +152,9 @@ typedef struct bhooks {
 } bhooks;
 
 extern const bhooks *hooks;
+
+/* The port connection id talks to: ports[id % nports]. */
+int bo_port(uint32_t id);
 
 /* "<prefix>u<i>"; the owner of fanout's channel is "<prefix>owner" */
 void user_name(uint32_t i, char *out, size_t cap);

@@ -58,6 +58,11 @@ char *mint(const char *user)
 			 (int64_t)time(NULL) + 24 * 3600, NULL, NULL);
 }
 
+int bo_port(uint32_t id)
+{
+	return bo.nports > 1 ? bo.ports[id % (uint32_t)bo.nports] : bo.port;
+}
+
 const char *src_ip(uint32_t i, char *buf)
 {
 	sprintf(buf, "127.0.0.%u", 2 + i % 253);
@@ -686,7 +691,7 @@ int bconn_start(bconn *b, uint32_t id, bool sub)
 	if (bo.srv == SRV_REDIS) {
 		b->fd = tcp_start(src);
 	} else {
-		b->pc = pc_start(bo.host, bo.port, src,
+		b->pc = pc_start(bo.host, bo_port(id), src,
 				 bo.srv == SRV_PARLEY ? "parley.v1" : NULL);
 		if (b->pc) {
 			b->fd = pc_fd(b->pc);

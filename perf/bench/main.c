@@ -70,6 +70,10 @@ static struct {
 	.queries = 300, .clients = "1,4", .vocab = 4000, .limit = 20,
 };
 
+/* --pid P1,P2,..: the server's processes (a cluster's hosts, in the order
+ * of --port); CPU and RSS are their sums. npids is 1 with one pid. */
+static int pids[16], npids;
+
 static uint8_t key[512];
 static char prefix_buf[32];
 static uint64_t deadline_ns;
@@ -82,6 +86,12 @@ static void usage(void)
 "                    --scenario fanout|small|acks|idle|hb|presence|search|push\n"
 "                    --port N --pid N [options]\n"
 "  --host H (127.0.0.1)  --port N  --pid N (server PID: CPU, RSS; required)\n"
+"  --port N1,N2,.. --pid P1,P2,.. (parley fanout and acks: a cluster's hosts,\n"
+"          as many pids as ports): connections round robin over the ports by\n"
+"          user index (the fanout publisher and /metrics' stages: the first);\n"
+"          CPU and RSS summed over the pids; \"hosts\" in the result: each\n"
+"          host's CPU and its parley_cluster_*/parley_bus_* counters over the\n"
+"          measured window\n"
 "  --secret FILE (parley: JWT secret)  --ws ID (bench)  --prefix P (r<random>)\n"
 "  fanout: --mode paced|burst (paced)  --members M (25000)\n"
 "          --online N (min(M,19000); nats/redis: M = N)\n"
@@ -130,6 +140,117 @@ static void say(const char *fmt, ...)
 	va_end(ap);
 }
 
+/* ---- the server's processes ------------------------------------------------- */
+
+/* utime + stime of every --pid, summed; -1 if one is unreadable */
+static double srv_cpu(void)
+{
+	double sum = 0;
+
+	for (int i = 0; i < npids; i++) {
+		double c = proc_cpu_s(pids[i]);
+
+		if (c < 0)
+			return -1;
+		sum += c;
+	}
+	return sum;
+}
+
+static uint64_t srv_rss(void)
+{
+	uint64_t sum = 0;
+
+	for (int i = 0; i < npids; i++)
+		sum += proc_rss(pids[i]);
+	return sum;
+}
+
+/* A cluster (more than one --port): each host's CPU and its cluster and
+ * bus samples from /metrics, before and after the measured window. */
+#define HOST_SAMPLES 64
+
+typedef struct hostsnap {
+	double cpu;
+	unsigned n;
+	char name[HOST_SAMPLES][96];
+	double v[HOST_SAMPLES];
+} hostsnap;
+
+static hostsnap *hosts_read(void)
+{
+	hostsnap *h;
+
+	if (bo.nports < 2)
+		return NULL;
+	h = calloc((size_t)bo.nports, sizeof(*h));
+	for (int i = 0; h && i < bo.nports; i++) {
+		char *t = http_get(opt.host, bo.ports[i], "/metrics"), *l, *save;
+
+		h[i].cpu = i < npids ? proc_cpu_s(pids[i]) : -1;
+		for (l = t ? strtok_r(t, "\n", &save) : NULL; l;
+		     l = strtok_r(NULL, "\n", &save)) {
+			char *sp = strrchr(l, ' ');
+			size_t nl;
+
+			if ((strncmp(l, "parley_cluster_", 15) &&
+			     strncmp(l, "parley_bus_", 11)) || !sp ||
+			    h[i].n == HOST_SAMPLES)
+				continue;
+			nl = (size_t)(sp - l);
+			if (nl >= sizeof(h[i].name[0]))
+				continue;
+			memcpy(h[i].name[h[i].n], l, nl);
+			h[i].name[h[i].n][nl] = 0;
+			h[i].v[h[i].n++] = strtod(sp + 1, NULL);
+		}
+		free(t);
+	}
+	return h;
+}
+
+/* ,"hosts":[{"port":P,"pid":X,"cpu_s":..,"metrics":{..}},..]: counters
+ * (names ending in _total) as the difference over the window, the other
+ * samples (gauges) as they were at its end; malloc'd, NULL without */
+static char *hosts_json(const hostsnap *a, const hostsnap *b)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if (!a || !b || !(f = open_memstream(&text, &len)))
+		return NULL;
+	fputs(",\"hosts\":[", f);
+	for (int i = 0; i < bo.nports; i++) {
+		fprintf(f, "%s{\"port\":%d,\"pid\":%d,\"cpu_s\":%.3f,\"metrics\":{",
+			i ? "," : "", bo.ports[i], i < npids ? pids[i] : 0,
+			a[i].cpu >= 0 && b[i].cpu >= 0 ? b[i].cpu - a[i].cpu : -1);
+		for (unsigned k = 0; k < b[i].n; k++) {
+			const char *nm = b[i].name[k], *br = strchr(nm, '{');
+			size_t base = br ? (size_t)(br - nm) : strlen(nm);
+			double v = b[i].v[k];
+
+			if (base > 6 && !strncmp(nm + base - 6, "_total", 6))
+				for (unsigned j = 0; j < a[i].n; j++)
+					if (!strcmp(a[i].name[j], nm)) {
+						v -= a[i].v[j];
+						break;
+					}
+			fputc(k ? ',' : '"', f);
+			if (k)
+				fputc('"', f);
+			for (const char *c = nm; *c; c++)
+				if (*c != '"' && *c != '\\')
+					fputc(*c, f);
+			fprintf(f, "\":%.17g", v);
+		}
+		fputs("}}", f);
+	}
+	fputc(']', f);
+	fclose(f);
+	return text;
+}
+
 /* ---- the result -------------------------------------------------------------- */
 
 static struct result {
@@ -142,6 +263,7 @@ static struct result {
 		has_hb;
 	hist *lat, *p2l, *ack;
 	char *stages;
+	char *hosts;  /* more than one --port: hosts_json() */
 	char *search; /* the search fields, ready to print (",...") */
 	double load; /* push: loadavg_1m when the round ended (0: read it) */
 } res;
@@ -279,6 +401,8 @@ static void emit(void)
 	}
 	if (!strcmp(opt.server, "parley"))
 		fprintf(f, ",\"stages\":%s", res.stages ? res.stages : "{}");
+	if (res.hosts)
+		fputs(res.hosts, f);
 	fprintf(f, ",\"errors\":%llu}", (unsigned long long)res.errors);
 	fclose(f);
 	printf("%s\n", text);
@@ -514,11 +638,11 @@ static void collect(hist *lat, hist *ack)
 
 /* ---- parley setup (blocking) ------------------------------------------------------- */
 
-static pc_conn *parley_login(const char *user, uint32_t srcidx)
+static pc_conn *parley_login_at(const char *user, uint32_t srcidx, int port)
 {
 	char src[32], *tok = mint(user);
 	proto_doc d;
-	pc_conn *c = pc_connect(bo.host, bo.port, src_ip(srcidx, src),
+	pc_conn *c = pc_connect(bo.host, port, src_ip(srcidx, src),
 				"parley.v1", 30000);
 
 	if (!c || !tok || pc_hello(c, tok, NULL, NULL, 0, &d, 60000) != 1)
@@ -526,6 +650,11 @@ static pc_conn *parley_login(const char *user, uint32_t srcidx)
 	free(tok);
 	proto_doc_free(&d);
 	return c;
+}
+
+static pc_conn *parley_login(const char *user, uint32_t srcidx)
+{
+	return parley_login_at(user, srcidx, bo.port);
 }
 
 static uint64_t setup_rid = 100;
@@ -682,6 +811,7 @@ static void run_fanout(void)
 	size_t cap = (size_t)opt.size + 512;
 	uint8_t *frame = malloc(cap);
 	stages *s0, *s1;
+	hostsnap *h0, *h1;
 	double cpu0, cpu1;
 	uint64_t t_first, t_last = 0;
 	bconn pub;
@@ -711,8 +841,9 @@ static void run_fanout(void)
 	say("%ld members online; publishing %u (%s)", opt.online, K, opt.mode);
 
 	s0 = stages_read(opt.host, (int)opt.port);
+	h0 = hosts_read();
 	perf_ctl("enable\n");
-	cpu0 = proc_cpu_s((int)opt.pid);
+	cpu0 = srv_cpu();
 	t_first = last_progress = now_ns();
 	while (done_msgs < K) {
 		if (now_ns() - last_progress > STALL_NS)
@@ -736,14 +867,14 @@ static void run_fanout(void)
 	for (uint32_t i = 0; i < K; i++)
 		if (last_at[i] > t_last)
 			t_last = last_at[i];
-	cpu1 = proc_cpu_s((int)opt.pid);
+	cpu1 = srv_cpu();
 	perf_ctl("disable\n");
 	if (getenv("PARLEY_BENCH_PERF_CTL") && !paced)
 		fprintf(stderr, "publisher: %llu rounds, %llu ended with its "
 			"socket full\n", (unsigned long long)pub_rounds,
 			(unsigned long long)pub_blocked);
 	s1 = stages_read(opt.host, (int)opt.port);
-	res.rss_bytes = proc_rss((int)opt.pid);
+	res.rss_bytes = srv_rss();
 	res.has_rss = true;
 	/* every send answered */
 	if (bo.srv == SRV_PARLEY) {
@@ -753,6 +884,10 @@ static void run_fanout(void)
 			pump(100, &pub);
 		res.has_acks = true;
 	}
+	h1 = hosts_read();
+	res.hosts = hosts_json(h0, h1);
+	free(h0);
+	free(h1);
 
 	res.lat = calloc(1, sizeof(hist));
 	res.p2l = calloc(1, sizeof(hist));
@@ -789,6 +924,7 @@ static void run_timed(void)
 	uint32_t n = run.scen == SC_SMALL ? (uint32_t)opt.channels * 10 :
 					    (uint32_t)opt.senders;
 	uint32_t nch = run.scen == SC_SMALL ? (uint32_t)opt.channels : n;
+	hostsnap *h0, *h1;
 	stages *s0, *s1;
 	double cpu0, cpu1;
 	uint64_t t0, t1;
@@ -805,7 +941,8 @@ static void run_timed(void)
 		user_name(owner, user, sizeof(user));
 		/* names are unique in a workspace: this run's prefix */
 		snprintf(name, sizeof(name), "%sbench-%u", bo.prefix, j);
-		c = parley_login(user, owner);
+		/* on the host its sender will talk to (bo_port) */
+		c = parley_login_at(user, owner, bo_port(owner));
 		create_channel(c, name, run.chans[j]);
 		if (run.scen == SC_SMALL)
 			invite(c, run.chans[j], owner + 1, owner + 10);
@@ -826,15 +963,20 @@ static void run_timed(void)
 	pump(1000, NULL);
 	/* /metrics is parleyd's (Redis would take GET for a command) */
 	s0 = bo.srv == SRV_PARLEY ? stages_read(opt.host, (int)opt.port) : NULL;
-	cpu0 = proc_cpu_s((int)opt.pid);
+	h0 = hosts_read();
+	cpu0 = srv_cpu();
 	t0 = now_ns();
 	command_all(CMD_MEASURE);
 	pump((int)opt.duration * 1000, NULL);
 	command_all(CMD_END);
 	t1 = now_ns();
-	cpu1 = proc_cpu_s((int)opt.pid);
+	cpu1 = srv_cpu();
+	h1 = hosts_read();
 	s1 = bo.srv == SRV_PARLEY ? stages_read(opt.host, (int)opt.port) : NULL;
-	res.rss_bytes = proc_rss((int)opt.pid);
+	res.rss_bytes = srv_rss();
+	res.hosts = hosts_json(h0, h1);
+	free(h0);
+	free(h1);
 	res.has_rss = true;
 	res.ack = calloc(1, sizeof(hist));
 	if (run.scen == SC_SMALL)
@@ -1884,6 +2026,25 @@ static long num(const char *s)
 	return v;
 }
 
+/* "N" or "N1,N2,..": up to 16 numbers into out; how many */
+static int nums(const char *s, int *out)
+{
+	char buf[256], *save, *t;
+	int n = 0;
+
+	if (strlen(s) >= sizeof(buf))
+		usage();
+	strcpy(buf, s);
+	for (t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (n == 16)
+			usage();
+		out[n++] = (int)num(t);
+	}
+	if (!n)
+		usage();
+	return n;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -1917,8 +2078,8 @@ int main(int argc, char **argv)
 		case 1: opt.server = optarg; break;
 		case 2: opt.scenario = optarg; break;
 		case 3: opt.host = optarg; break;
-		case 4: opt.port = num(optarg); break;
-		case 5: opt.pid = num(optarg); break;
+		case 4: bo.nports = nums(optarg, bo.ports); opt.port = bo.ports[0]; break;
+		case 5: npids = nums(optarg, pids); opt.pid = pids[0]; break;
 		case 6: opt.secret = optarg; break;
 		case 7: opt.ws = optarg; break;
 		case 8: opt.prefix = optarg; break;
@@ -1956,6 +2117,17 @@ int main(int argc, char **argv)
 	}
 	if (!opt.scenario)
 		usage();
+	for (int i = 0; i < bo.nports; i++)
+		if (bo.ports[i] < 1 || bo.ports[i] > 65535)
+			usage();
+	if ((bo.nports > 1 || npids > 1) &&
+	    (!opt.server || strcmp(opt.server, "parley") || opt.tls ||
+	     (strcmp(opt.scenario, "fanout") && strcmp(opt.scenario, "acks")) ||
+	     npids != bo.nports)) {
+		fprintf(stderr, "parley-bench: more than one --port is for parley's "
+				"fanout and acks, with as many --pid (no --tls)\n");
+		usage();
+	}
 	if (opt.tls) {
 		/* parley over wss:// (no certificate check: the bench's own
 		 * self-signed one); /metrics over https */

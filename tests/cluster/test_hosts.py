@@ -67,7 +67,7 @@ def keyfile(path):
 
 
 class Host:
-    def __init__(self, work, name, urls, dmkey=None):
+    def __init__(self, work, name, urls, dmkey=None, new_log=False):
         self.name = name
         self.data = os.path.join(work, name)
         os.makedirs(self.data, exist_ok=True)
@@ -77,7 +77,8 @@ class Host:
              "--shards", "1", "--no-pin", "--cluster", urls,
              "--host-id", name, "--lease-ms", str(LEASE_MS),
              "--jwt-secret-file", os.path.join(work, "jwt.secret"),
-             "--dm-key-file", dmkey or os.path.join(work, "dm.key")],
+             "--dm-key-file", dmkey or os.path.join(work, "dm.key")]
+            + (["--cluster-new-log"] if new_log else []),
             stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()
         m = re.search(r"127\.0\.0\.1:(\d+)", line)

@@ -1,0 +1,100 @@
+/*
+ * cluster_core: what the actors call of a cluster (docs/cluster.md), below
+ * every other part of it. Without --cluster, cluster_on is false, every
+ * partition is "owned" and nothing here is called.
+ *
+ * Threads: from shards unless said otherwise; the state is under a mutex
+ * or atomic.
+ */
+#ifndef PARLEY_CLUSTER_CORE_H
+#define PARLEY_CLUSTER_CORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "actors/base.h"
+#include "cluster/bus.h"
+
+struct rbuf;
+
+/* one-way messages between hosts: their first byte */
+enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
+       CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN };
+
+/* true once this host joined a cluster: set before the shards start */
+extern bool cluster_on;
+
+/* May this host write partition (shard) p now? true without a cluster. */
+bool cluster_owns(unsigned p);
+
+/* A write (the session's decoded request, its frame and the channel id
+ * the session chose) for partition p, which this host does not own: sent
+ * to the owner, or answered UNAVAILABLE. If the owner changes before it
+ * answers, the request is answered UNAVAILABLE (core_pending_sweep). */
+void cluster_forward(unsigned p, rt_conn_id conn, bool has_rid, uint64_t rid,
+		     uint8_t op, const char *ws, const char *user, bool admin,
+		     const char *ch, const uint8_t *frame, size_t len);
+
+/* Connection ids whose shard byte no shard has stand for a connection on
+ * another host (a forwarded request's). */
+static inline bool cluster_is_proxy(rt_conn_id id)
+{
+	return rt_conn_shard(id) >= RT_MAX_SHARDS;
+}
+
+/* Sends b (its reference is taken) to a proxy id's connection on another
+ * host (base.c's proxy hook). Any thread. */
+void cluster_deliver(rt_conn_id proxy, rt_buf *b);
+
+/* A hello's display name for the directory of ws, kept by the host that
+ * owns the directory's partition p. Any thread. */
+void cluster_dir_hello(unsigned p, const char *ws, const char *user,
+		       const char *name);
+
+/* A typing frame (not stored) for the subscribers of ch on other hosts. */
+void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip);
+
+/* Channel ch (of shard ss) changed members, owners or settings in this
+ * turn: the other hosts reload it. Shard ss's thread. */
+void cluster_chan_changed(struct shard_state *ss, const char *ch);
+
+/* To every host, this one too. Any thread. */
+void cluster_broadcast(const void *data, size_t len);
+
+/* This host's id; a proxy id's host and connection there. Any thread. */
+void cluster_self(char out[BUS_HOST_MAX + 1]);
+rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1]);
+
+/* ---- for cluster.c, cluster_log.c and cluster_presence.c ----------------- */
+
+void core_init(bus *b, const char *self, unsigned nparts);
+void core_fini(void);
+bus *core_bus(void);
+unsigned core_parts(void);
+/* the proxy id for host's connection conn (0: no room for more hosts) */
+rt_conn_id core_proxy(const char *host, rt_conn_id conn);
+/* partition p: owned here (returns the old value), the log position of
+ * its last append (owner), how far this host's store has its log */
+bool core_set_owned(unsigned p, bool on);
+void core_set_logpos(unsigned p, uint64_t sseq);
+uint64_t core_applied(unsigned p);
+void core_set_applied(unsigned p, uint64_t sseq);
+/* who owns p, as the ownership thread last saw ("" none) */
+void core_owner_set(unsigned p, const char *who);
+void core_owner_get(unsigned p, char out[BUS_HOST_MAX + 1]);
+/* the channels shard p's turn changed (cluster_chan_changed), and forget
+ * them: the turn's log message takes them. Shard p's thread. */
+uint32_t core_changed(unsigned p, const char (**v)[ID_CAP]);
+/* a DELIVER message's body: held until its write is stored here */
+void core_on_deliver(struct rbuf *r);
+/* answers held until this host stored their writes, now allowed */
+void cluster_release_held(void);
+/* UNAVAILABLE (retry) to conn, a local or a proxy id. Any thread. */
+void core_unavailable(rt_conn_id conn, bool has_rid, uint64_t rid,
+		      uint8_t op, const char *why);
+/* forwarded requests whose owner changed (all: every one, the bus
+ * reconnected and may have lost them or their answers): UNAVAILABLE */
+void core_pending_sweep(bool all);
+void core_counters(uint64_t *forwarded, uint64_t *held, uint64_t *unavailable);
+
+#endif
