@@ -16,13 +16,37 @@
 
 #define H_TIMEOUT 5000 /* ms to wait for any one expected frame */
 
+/*
+ * Cluster mode (PARLEY_E2E_CLUSTER=1 in the environment; docs/cluster.md,
+ * "The e2e suite against a cluster"): h_start starts a 3-node NATS cluster
+ * (scripts/nats-cluster.sh) and 3 parleyd hosts h1..h3 on it (--cluster,
+ * --host-id, --lease-ms 3000, the same secret and extra flags, each its
+ * own data directory and port), and waits until they see each other. dir,
+ * pid and port are host 1's (REST, /metrics, the store on disk); the
+ * connections h_connect* open go round-robin to h1, h2, h3, h1, ... so two
+ * clients of a test are on different hosts. h_stop stops the hosts and the
+ * NATS nodes; h_cleanup removes everything. h_kill9, h_restart and
+ * h_restart_try tear the cluster down and skip the rest of the test (cmocka
+ * reports it SKIPPED): restarts are not for this mode. A guardian process
+ * stops the NATS nodes and kills the hosts if the test binary dies first.
+ */
+#define H_HOSTS 3 /* parleyd hosts in cluster mode */
+
 typedef struct hsrv {
 	char dir[256];      /* data directory (removed by h_stop) */
 	char secret[512];   /* secret file */
 	pid_t pid;
 	int port;
 	char extra[1024];   /* extra flags, space separated */
+	/* cluster mode only (nhosts == H_HOSTS; 0 for one parleyd) */
+	int nhosts;
+	int hport[H_HOSTS];     /* host i+1's port */
+	char hdir[H_HOSTS][256]; /* host i+1's data directory */
+	unsigned rr;            /* the next connection goes to rr % nhosts */
 } hsrv;
+
+/* true when PARLEY_E2E_CLUSTER asks for cluster mode */
+bool h_cluster(void);
 
 /* Start parleyd with extra flags (may be ""), e.g. "--shards 2". Aborts the
  * test run if it does not come up. */
