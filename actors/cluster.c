@@ -115,6 +115,18 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	case CLUSTER_MSG_TYPING: on_typing(&r); break;
 	case CLUSTER_MSG_PRESENCE: cluster_presence_on_msg(r.p, r.end); break;
 	case CLUSTER_MSG_PCHOSEN: cluster_presence_on_chosen(r.p, r.end); break;
+	case CLUSTER_MSG_APPLIED: {
+		char host[BUS_HOST_MAX + 1];
+		unsigned p;
+		uint64_t sseq;
+
+		r_str(&r, host, sizeof(host));
+		p = r_u8(&r);
+		sseq = r_u64(&r);
+		if (!r.bad)
+			clog_on_report(host, p, sseq);
+		break;
+	}
 	case CLUSTER_MSG_DIRNAME: {
 		char ws[ID_CAP], user[ID_CAP], name[256];
 
@@ -283,6 +295,10 @@ static void *owner_main(void *arg)
 	while (!atomic_load(&C.stop)) {
 		bool ok = hosts_lease_ok(C.h);
 		struct timespec ts = { every / 1000, (every % 1000) * 1000000 };
+		char live[HOSTS_MAX][BUS_HOST_MAX + 1];
+		unsigned nlive = hosts_live(C.h, live, HOSTS_MAX);
+
+		core_set_live(live, nlive < HOSTS_MAX ? nlive : HOSTS_MAX);
 
 		for (unsigned p = 0; p < C.n && !atomic_load(&C.stop); p++)
 			own_check(p, ok);

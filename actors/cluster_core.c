@@ -75,6 +75,8 @@ static struct {
 		uint32_t n, cap;
 	} changed[RT_MAX_SHARDS];
 	_Atomic uint64_t forwarded, held_n, unavailable;
+	char live[64][BUS_HOST_MAX + 1];
+	unsigned nlive;
 } C = { .mu = PTHREAD_MUTEX_INITIALIZER, .held_tail = &C.held };
 
 bool cluster_on;
@@ -503,6 +505,27 @@ uint32_t core_changed(unsigned p, const char (**v)[ID_CAP])
 
 	*v = (const char (*)[ID_CAP])C.changed[p].v;
 	C.changed[p].n = 0; /* read once, by the turn that changed them */
+	return n;
+}
+
+void core_set_live(char ids[][BUS_HOST_MAX + 1], unsigned n)
+{
+	pthread_mutex_lock(&C.mu);
+	if (n > 64)
+		n = 64;
+	memcpy(C.live, ids, n * sizeof(C.live[0]));
+	C.nlive = n;
+	pthread_mutex_unlock(&C.mu);
+}
+
+unsigned core_live(char ids[][BUS_HOST_MAX + 1], unsigned max)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&C.mu);
+	n = C.nlive < max ? C.nlive : max;
+	memcpy(ids, C.live, n * sizeof(C.live[0]));
+	pthread_mutex_unlock(&C.mu);
 	return n;
 }
 

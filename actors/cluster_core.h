@@ -19,7 +19,8 @@ struct rbuf;
 
 /* one-way messages between hosts: their first byte */
 enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
-       CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN };
+       CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN,
+       CLUSTER_MSG_APPLIED };
 
 /* true once this host joined a cluster: set before the shards start */
 extern bool cluster_on;
@@ -96,5 +97,9 @@ void core_unavailable(rt_conn_id conn, bool has_rid, uint64_t rid,
  * reconnected and may have lost them or their answers): UNAVAILABLE */
 void core_pending_sweep(bool all);
 void core_counters(uint64_t *forwarded, uint64_t *held, uint64_t *unavailable);
+/* the live hosts as the ownership thread last listed them (this one
+ * included): set, and copied out (returns how many; at most max) */
+void core_set_live(char ids[][BUS_HOST_MAX + 1], unsigned n);
+unsigned core_live(char ids[][BUS_HOST_MAX + 1], unsigned max);
 
 #endif

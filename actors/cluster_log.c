@@ -43,6 +43,11 @@
 #define LOG_MAGIC 0x32474c50u /* "PLG2" */
 #define CATCHUP_MS 30000      /* a takeover waits this long for its applier */
 #define FOLLOW_STALL_MS 3000  /* behind the log this long: follow again */
+/* An owner's turn is acknowledged once every live host has stored it; a
+ * host that has not within this long is left out (and its clients read
+ * what it has) until it catches up. */
+#define AWAIT_MS 1000
+#define REPORT_HOSTS 64
 
 enum { T_TURNS = 1, T_FENCE = 2 };
 enum { X_RELOAD = 1, X_EVENT, X_BCAST, X_DROP, X_UCHAN };
@@ -67,6 +72,8 @@ struct part {
 	_Atomic uint32_t inflight; /* handed to storage, effects not run */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
+	/* the shard's thread: our stored turns waiting for the other hosts */
+	struct await *aw, **awtail;
 	uint64_t watch_at, watch_since; /* clog_watch: applied, since when */
 	pthread_mutex_t mu;       /* regs, q, appending */
 	struct reg *regs;
@@ -89,6 +96,26 @@ static struct {
 		turns, refollows, wait_us, append_us, timed_turns, apply_us,
 		applied_turns;
 } L;
+
+/* An owner's turn stored here, waiting until the other live hosts have
+ * stored it too. */
+struct await {
+	struct await *next;
+	uint64_t sseq;
+	void *commit;
+	uint64_t t_ms;
+};
+
+/* How far each other host reported it has stored each partition's log. */
+static struct {
+	pthread_mutex_t mu;
+	struct {
+		char host[BUS_HOST_MAX + 1];
+		uint64_t applied[RT_MAX_SHARDS];
+		bool left_out[RT_MAX_SHARDS]; /* too slow: not waited for */
+	} h[REPORT_HOSTS];
+	unsigned n;
+} R = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 /* One owned shard's turn, on its way to the log. */
 struct clog {
@@ -550,6 +577,134 @@ static void replay_effects(struct shard_state *ss, unsigned p, uint64_t sseq,
 		     p, (unsigned long long)sseq);
 }
 
+static int report_slot(const char *host) /* under R.mu */
+{
+	for (unsigned i = 0; i < R.n; i++)
+		if (!strcmp(R.h[i].host, host))
+			return (int)i;
+	if (R.n == REPORT_HOSTS)
+		return -1;
+	memset(&R.h[R.n], 0, sizeof(R.h[0]));
+	snprintf(R.h[R.n].host, sizeof(R.h[0].host), "%s", host);
+	return (int)R.n++;
+}
+
+/* Have the other live hosts stored partition p's log up to sseq? A host
+ * that has not, AWAIT_MS after it was stored here (t_ms), is left out of
+ * the wait for p until it catches up. */
+static bool others_have(unsigned p, uint64_t sseq, uint64_t t_ms, uint64_t now)
+{
+	char live[64][BUS_HOST_MAX + 1], self[BUS_HOST_MAX + 1];
+	unsigned n = core_live(live, 64);
+	bool all = true;
+
+	cluster_self(self);
+	pthread_mutex_lock(&R.mu);
+	for (unsigned i = 0; i < n; i++) {
+		int k;
+
+		if (!strcmp(live[i], self) || (k = report_slot(live[i])) < 0 ||
+		    R.h[k].left_out[p] || R.h[k].applied[p] >= sseq)
+			continue;
+		if (now - t_ms < AWAIT_MS) {
+			all = false;
+			continue;
+		}
+		R.h[k].left_out[p] = true;
+		plog(PL_WARN, "cluster", "p%u: %s has not stored %llu after "
+		     "%u ms: acknowledging without it until it catches up", p,
+		     live[i], (unsigned long long)sseq, AWAIT_MS);
+	}
+	pthread_mutex_unlock(&R.mu);
+	return all;
+}
+
+/* Our turns that every live host has stored now run their effects (the
+ * acknowledgements, fan-out here): in order, so that a write is
+ * acknowledged only once any host's clients can read it. */
+static void await_release(struct shard_state *ss, bool all)
+{
+	struct part *pt = &L.p[ss->id];
+	uint64_t now = rt_now_ms();
+
+	while (pt->aw && (all || others_have(ss->id, pt->aw->sseq,
+					     pt->aw->t_ms, now))) {
+		struct await *w = pt->aw;
+
+		pt->aw = w->next;
+		if (!pt->aw)
+			pt->awtail = &pt->aw;
+		L.hk.logged(ss, w->commit, 0);
+		free(w);
+	}
+}
+
+static void await_push(struct part *pt, uint64_t sseq, void *commit)
+{
+	struct await *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		abort();
+	w->sseq = sseq;
+	w->commit = commit;
+	w->t_ms = rt_now_ms();
+	if (!pt->awtail)
+		pt->awtail = &pt->aw;
+	*pt->awtail = w;
+	pt->awtail = &w->next;
+}
+
+static void await_on_shard(struct shard_state *ss, struct m_call *m)
+{
+	await_release(ss, false);
+	free(m);
+}
+
+void clog_on_report(const char *host, unsigned p, uint64_t sseq)
+{
+	int k;
+
+	if (p >= L.n)
+		return;
+	pthread_mutex_lock(&R.mu);
+	k = report_slot(host);
+	if (k >= 0) {
+		if (sseq > R.h[k].applied[p])
+			R.h[k].applied[p] = sseq;
+		if (R.h[k].left_out[p] && sseq >= core_applied(p)) {
+			R.h[k].left_out[p] = false; /* caught up */
+			plog(PL_INFO, "cluster", "p%u: %s caught up", p, host);
+		}
+	}
+	pthread_mutex_unlock(&R.mu);
+	if (cluster_owns(p))
+		post_call(p, await_on_shard, NULL);
+}
+
+/* Tell partition p's owner how far this host has stored its log. */
+static void report(unsigned p, uint64_t sseq)
+{
+	char owner[BUS_HOST_MAX + 1], self[BUS_HOST_MAX + 1];
+	struct wbuf w = { 0 };
+
+	core_owner_get(p, owner);
+	cluster_self(self);
+	if (!owner[0] || !strcmp(owner, self))
+		return;
+	w_u8(&w, CLUSTER_MSG_APPLIED);
+	w_str(&w, self);
+	w_u8(&w, (uint8_t)p);
+	w_u64(&w, sseq);
+	bus_send(L.b, owner, w.p, w.n);
+	free(w.p);
+}
+
+void clog_tick(struct shard_state *ss)
+{
+	if (cluster_on && L.p[ss->id].aw)
+		await_release(ss, false);
+}
+
 static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 {
 	struct apply *a = m->arg;
@@ -574,7 +729,9 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 			atomic_fetch_add(&L.apply_us, rt_mono_us() - t_acked);
 			atomic_fetch_add(&L.applied_turns, 1);
 		}
-		if (c)
+		if (c && a->status == 0)
+			await_push(pt, a->sseq, c);
+		else if (c)
 			L.hk.logged(ss, c, a->status);
 		else if (a->status == 0)
 			replay_effects(ss, a->p, a->sseq, fx, nfx);
@@ -582,6 +739,10 @@ static void apply_on_shard(struct shard_state *ss, struct m_call *m)
 	if (a->status)
 		__atomic_store_n(&srv.storage_failed, 1, __ATOMIC_RELAXED);
 	core_set_applied(a->p, a->sseq);
+	if (!a->mine)
+		report(a->p, a->sseq);
+	else
+		await_release(ss, false);
 	atomic_fetch_sub(&pt->inflight, 1);
 	atomic_fetch_add(&L.applied, 1);
 	free(a);
@@ -714,6 +875,7 @@ static void lost_on_shard(struct shard_state *ss, struct m_call *m)
 	struct part *pt = &L.p[ss->id];
 
 	if (pt->eff_owned) {
+		await_release(ss, true); /* stored: another host owns it now */
 		L.hk.turn_end(ss);
 		pt->eff_owned = false;
 		plog(PL_INFO, "cluster", "p%u: not this host's any more",

@@ -48,6 +48,10 @@ int clog_start(bus *b, unsigned nshards, const char *writer,
 	       const struct clog_hooks *hk, bool new_log);
 /* the followers, from where this store has the log (once shards run) */
 int clog_follow(void);
+/* Another host has stored partition p's log up to sseq (its report). */
+void clog_on_report(const char *host, unsigned p, uint64_t sseq);
+/* Shard ss's tick: our turns waiting for slow hosts (AWAIT_MS). */
+void clog_tick(struct shard_state *ss);
 /* The ownership thread, every round: a follower behind the log's end
  * without moving for FOLLOW_STALL_MS is made again. */
 void clog_watch(uint64_t now_ms);

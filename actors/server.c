@@ -162,6 +162,7 @@ static void on_tick(rt_shard *s, uint64_t now)
 	presence_tick(rt_shard_user(s), now);
 	user_tick(rt_shard_user(s), now);
 	files_tick(rt_shard_user(s), now);
+	clog_tick(rt_shard_user(s));
 }
 static void on_timer(rt_shard *s, uint64_t now)
 {
