@@ -115,6 +115,17 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	case CLUSTER_MSG_TYPING: on_typing(&r); break;
 	case CLUSTER_MSG_PRESENCE: cluster_presence_on_msg(r.p, r.end); break;
 	case CLUSTER_MSG_PCHOSEN: cluster_presence_on_chosen(r.p, r.end); break;
+	case CLUSTER_MSG_DIRSEEN: {
+		char ws[ID_CAP], user[ID_CAP];
+		uint64_t ms;
+
+		r_str(&r, ws, sizeof(ws));
+		r_str(&r, user, sizeof(user));
+		ms = r_u64(&r);
+		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
+			dir_note_seen(ws, user, ms);
+		break;
+	}
 	case CLUSTER_MSG_APPLIED: {
 		char host[BUS_HOST_MAX + 1];
 		unsigned p;
@@ -127,18 +138,28 @@ static void on_inbox(void *arg, const void *data, size_t len)
 			clog_on_report(host, p, sseq);
 		break;
 	}
-	case CLUSTER_MSG_DIRNAME: {
-		char ws[ID_CAP], user[ID_CAP], name[256];
+	default: break;
+	}
+}
 
+/* Requests that want an answer (bus_request): a hello's directory name,
+ * answered once it is on its way to the directory actor, ahead of
+ * anything sent here after the answer. */
+static void on_serve(void *arg, const void *data, size_t len,
+		     bus_reply_token *tok)
+{
+	struct rbuf r = { data, (const uint8_t *)data + len, false };
+	char ws[ID_CAP], user[ID_CAP], name[256];
+
+	(void)arg;
+	if (r_u8(&r) == CLUSTER_MSG_DIRNAME && !atomic_load(&C.stop)) {
 		r_str(&r, ws, sizeof(ws));
 		r_str(&r, user, sizeof(user));
 		r_str(&r, name, sizeof(name));
 		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
-			dir_on_hello(ws, user, name);
-		break;
+			dir_on_hello(ws, user, name, 0, NULL);
 	}
-	default: break;
-	}
+	bus_reply(C.b, tok, "ok", 2);
 }
 
 /* ---- typing (not stored: straight to every host) --------------------------- */
@@ -433,7 +454,8 @@ int cluster_run(void)
 	if (clog_follow())
 		return -1;
 	if (bus_listen(C.b, C.self, on_inbox, NULL, &C.inbox) != BUS_OK ||
-	    bus_listen(C.b, NULL, on_inbox, NULL, &C.all) != BUS_OK) {
+	    bus_listen(C.b, NULL, on_inbox, NULL, &C.all) != BUS_OK ||
+	    bus_serve(C.b, C.self, on_serve, NULL) != BUS_OK) {
 		plog(PL_ERROR, "cluster", "cannot listen for other hosts");
 		return -1;
 	}

@@ -11,7 +11,10 @@
  *            str ws, str user, u8 admin, str ch, bytes frame
  *   DELIVER  u8 partition, u64 log position, u64 conn, bytes frame
  *   TYPING   str host, str ch, str skip, bytes frame (to every host)
- *   DIRNAME  str ws, str user, str name (to the directory's owner)
+ *   DIRNAME  str ws, str user, str name (a request: answered once the
+ *            directory's owner has it)
+ *   APPLIED  str host, u8 partition, u64 log position (to its owner)
+ *   DIRSEEN  str ws, str user, u64 last seen ms (to the directory's owner)
  *   PRESENCE, PCHOSEN: cluster_presence.c (to every host)
  */
 #include "actors/cluster_core.h"
@@ -56,6 +59,7 @@ struct pending {
  * a partition's takeover take */
 #define PENDING_MAX_MS 20000
 #define SWEPT_KEEP_MS 300000 /* a late answer to one of those is dropped */
+#define DIR_WAIT_MS 2000 /* a hello waits this long for the directory */
 
 static struct {
 	bus *b;
@@ -331,8 +335,8 @@ void cluster_forward(unsigned p, rt_conn_id conn, bool has_rid, uint64_t rid,
 	free(w.p);
 }
 
-void cluster_dir_hello(unsigned p, const char *ws, const char *user,
-		       const char *name)
+void cluster_dir_seen(unsigned p, const char *ws, const char *user,
+		      uint64_t seen_ms)
 {
 	char owner[BUS_HOST_MAX + 1];
 	struct wbuf w = { 0 };
@@ -341,12 +345,60 @@ void cluster_dir_hello(unsigned p, const char *ws, const char *user,
 	memcpy(owner, C.owner[p], sizeof(owner));
 	pthread_mutex_unlock(&C.mu);
 	if (!owner[0] || !strcmp(owner, C.self))
-		return; /* no owner now: the next hello tells it */
+		return;
+	w_u8(&w, CLUSTER_MSG_DIRSEEN);
+	w_str(&w, ws);
+	w_str(&w, user);
+	w_u64(&w, seen_ms);
+	bus_send(C.b, owner, w.p, w.n);
+	free(w.p);
+}
+
+struct dir_wait {
+	unsigned then_shard;
+	rt_msg *then;
+};
+
+static void dir_answered(void *arg, bus_status st, const void *data,
+			 size_t len)
+{
+	struct dir_wait *w = arg;
+
+	(void)st; /* answered, timed out or nobody serves: go on all the same */
+	(void)data;
+	(void)len;
+	if (w->then)
+		rt_post(w->then_shard, w->then);
+	free(w);
+}
+
+void cluster_dir_hello(unsigned p, const char *ws, const char *user,
+		       const char *name, unsigned then_shard, rt_msg *then)
+{
+	char owner[BUS_HOST_MAX + 1];
+	struct wbuf w = { 0 };
+	struct dir_wait *dw;
+
+	pthread_mutex_lock(&C.mu);
+	memcpy(owner, C.owner[p], sizeof(owner));
+	pthread_mutex_unlock(&C.mu);
+	dw = calloc(1, sizeof(*dw));
+	if (!dw)
+		abort();
+	dw->then_shard = then_shard;
+	dw->then = then;
+	if (!owner[0] || !strcmp(owner, C.self)) {
+		dir_answered(dw, BUS_OK, NULL, 0); /* no owner now: the next
+						    * hello tells it */
+		return;
+	}
 	w_u8(&w, CLUSTER_MSG_DIRNAME);
 	w_str(&w, ws);
 	w_str(&w, user);
 	w_str(&w, name);
-	bus_send(C.b, owner, w.p, w.n);
+	if (bus_request(C.b, owner, w.p, w.n, DIR_WAIT_MS, dir_answered, dw) !=
+	    BUS_OK)
+		dir_answered(dw, BUS_ERROR, NULL, 0);
 	free(w.p);
 }
 

@@ -20,7 +20,7 @@ struct rbuf;
 /* one-way messages between hosts: their first byte */
 enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
        CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN,
-       CLUSTER_MSG_APPLIED };
+       CLUSTER_MSG_APPLIED, CLUSTER_MSG_DIRSEEN };
 
 /* true once this host joined a cluster: set before the shards start */
 extern bool cluster_on;
@@ -48,9 +48,16 @@ static inline bool cluster_is_proxy(rt_conn_id id)
 void cluster_deliver(rt_conn_id proxy, rt_buf *b);
 
 /* A hello's display name for the directory of ws, kept by the host that
- * owns the directory's partition p. Any thread. */
+ * owns the directory's partition p; then is posted to then_shard once
+ * that host has it (or after DIR_WAIT_MS without an answer). Any
+ * thread. */
 void cluster_dir_hello(unsigned p, const char *ws, const char *user,
-		       const char *name);
+		       const char *name, unsigned then_shard, rt_msg *then);
+
+/* A user's last seen (a device came or went here) for the directory of ws
+ * on its owner host. Any thread. */
+void cluster_dir_seen(unsigned p, const char *ws, const char *user,
+		      uint64_t seen_ms);
 
 /* A typing frame (not stored) for the subscribers of ch on other hosts. */
 void cluster_ephemeral(const char *ch, const rt_buf *b, const char *skip);

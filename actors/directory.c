@@ -573,18 +573,23 @@ static struct dir_msg *dmsg(uint8_t kind, const char *ws, const char *user,
 	return m;
 }
 
-void dir_on_hello(const char *ws, const char *user, const char *name)
+void dir_on_hello(const char *ws, const char *user, const char *name,
+		  unsigned then_shard, rt_msg *then)
 {
 	struct dir_msg *m;
 
 	if (!cluster_owns(dir_shard(ws))) { /* the directory's host keeps it */
-		cluster_dir_hello(dir_shard(ws), ws, user, name ? name : "");
+		cluster_dir_hello(dir_shard(ws), ws, user, name ? name : "",
+				  then_shard, then);
 		return;
 	}
 	m = dmsg(DM_HELLO, ws, user, 0);
 
 	snprintf(m->name, sizeof(m->name), "%s", name ? name : "");
 	rt_post(dir_shard(ws), &m->c.h);
+	/* after it: the same order for anything then's answer causes */
+	if (then)
+		rt_post(then_shard, then);
 }
 
 void dir_fx_named(struct shard_state *ss, struct chan *c, const char *ws,
@@ -608,10 +613,24 @@ void dir_note_status(const char *ws, const char *user, uint8_t status)
 	rt_post(dir_shard(ws), &m->c.h);
 }
 
+void dir_note_seen(const char *ws, const char *user, uint64_t seen_ms)
+{
+	struct dir_msg *m = dmsg(DM_SEEN, ws, user, 0);
+
+	m->seen_ms = seen_ms;
+	rt_post(dir_shard(ws), &m->c.h);
+}
+
 void dir_fx_seen(struct shard_state *ss, const char *ws, const char *user,
 		 uint64_t seen_ms)
 {
-	struct dir_msg *m = dmsg(DM_SEEN, ws, user, 0);
+	struct dir_msg *m;
+
+	if (!cluster_owns(dir_shard(ws))) { /* the directory's host keeps it */
+		cluster_dir_seen(dir_shard(ws), ws, user, seen_ms);
+		return;
+	}
+	m = dmsg(DM_SEEN, ws, user, 0);
 
 	m->seen_ms = seen_ms;
 	fx_post(ss, NULL, dir_shard(ws), &m->c.h);

@@ -192,7 +192,6 @@ static void op_hello(struct req *r, int rc, const char *why)
 	/* the directory: the user exists, under its latest name; hello's
 	 * answer names it (the id when the token has no name) */
 	se->name = strdup(cl.name[0] ? cl.name : cl.sub);
-	dir_on_hello(se->ws, se->user, cl.name);
 	se->hello_rid = r->rid;
 	se->hello_has_rid = r->has_rid;
 	se->state = S_ATTACHING;
@@ -201,7 +200,10 @@ static void op_hello(struct req *r, int rc, const char *why)
 	m->conn = se->id;
 	strcpy(m->ws, se->ws);
 	strcpy(m->user, se->user);
-	rt_post(user_shard(se->ws, se->user), &m->h);
+	/* attached (and answered) once the directory has the name: on a
+	 * cluster's other host, a round trip to the directory's owner */
+	dir_on_hello(se->ws, se->user, cl.name, user_shard(se->ws, se->user),
+		     &m->h);
 }
 
 static void hello_limits(proto_hello_limits *hl)
