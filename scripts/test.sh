@@ -128,10 +128,13 @@ if build_phase release --release; then
 fi
 
 # ---- ASan + UBSan: all tests but the bench smoke (it measures, and the
-# release phase already ran it against this code)
+# release phase already ran it against this code) and the e2e suite's
+# cluster variants (the same actors code as the e2e suite here, through
+# six servers each: twelve minutes; tests/cluster/ runs the cluster's own
+# code under ASan)
 wrap=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 "${san_wrap[@]}")
-skip=bench
+skip='bench|cluster_e2e'
 if build_phase asan --asan; then
 	rm -rf "$dir/web-shots"
 	ctest_phase asan "$dir"
