@@ -98,6 +98,26 @@ class Host:
             return self.proc.wait()
 
 
+def finish(hosts, work, base, keep_on_failure=False):
+    """Kills what is left of hosts, stops the NATS nodes, removes work
+    (kept when a check failed and keep_on_failure), prints the count and
+    exits with it."""
+    for h in hosts:
+        if h.proc.poll() is None:
+            h.proc.kill()
+            h.proc.wait()
+    try:
+        nats("stop", work, base)
+    except Exception as e:  # noqa: report, keep cleaning
+        print("stop:", e)
+    if failed and keep_on_failure:
+        print("logs kept in", work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
+
+
 def nats(cmd, work, base, *extra):
     r = subprocess.run(["bash", NATS_SH, cmd] + list(extra) +
                        [os.path.join(work, "nats"), str(base)],
@@ -179,17 +199,7 @@ def main():
         check(r.returncode == 2 and "lease-ms" in r.stderr,
               "--lease-ms 10: exit 2")
     finally:
-        for h in hosts:
-            if h.proc.poll() is None:
-                h.proc.kill()
-                h.proc.wait()
-        try:
-            nats("stop", work, base)
-        except Exception as e:  # noqa: report, keep cleaning
-            print("stop:", e)
-        shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+        finish(hosts, work, base)
 
 
 if __name__ == "__main__":

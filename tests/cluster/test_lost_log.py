@@ -145,20 +145,7 @@ def main():
         a.close()
         b.close()
     finally:
-        for h in hosts:
-            if h.proc.poll() is None:
-                h.proc.kill()
-                h.proc.wait()
-        try:
-            th.nats("stop", work, base)
-        except Exception as e:  # noqa: report, keep cleaning
-            print("stop:", e)
-        if th.failed:
-            print("logs kept in", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (th.passed, th.failed))
-    sys.exit(1 if th.failed else 0)
+        th.finish(hosts, work, base, keep_on_failure=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import signal
 import sys
 import tempfile
 import time
-import shutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -138,20 +137,7 @@ def main():
                  "(%.1f s)" % (time.monotonic() - t0))
         alice.close()
     finally:
-        for h in hosts:
-            if h.proc.poll() is None:
-                h.proc.kill()
-                h.proc.wait()
-        try:
-            th.nats("stop", work, base)
-        except Exception as e:  # noqa: report, keep cleaning
-            print("stop:", e)
-        if th.failed:
-            print("logs kept in", work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (th.passed, th.failed))
-    sys.exit(1 if th.failed else 0)
+        th.finish(hosts, work, base, keep_on_failure=True)
 
 
 if __name__ == "__main__":
