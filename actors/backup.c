@@ -546,7 +546,8 @@ static int verify_dir(const char *data, bool sha, const char *prefix,
 	if (!rc)
 		rc = store_scan_meta(st, 'F', "", 0, check_file, &f);
 	if (!rc && !f.oom) {
-		qsort(f.shas, f.nshas, sizeof(*f.shas), cmp_sha);
+		if (f.nshas) /* no files: qsort must not get NULL */
+			qsort(f.shas, f.nshas, sizeof(*f.shas), cmp_sha);
 		rc = store_scan_meta(st, 'H', "", 0, check_hash, &h);
 	}
 	store_close(st);
