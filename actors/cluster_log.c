@@ -1143,7 +1143,7 @@ void clog_watch(uint64_t now_ms)
 		uint64_t have = core_applied(p), last = 0, pseq = 0;
 		char key[16];
 
-		if (have != pt->watch_at || !pt->follow) {
+		if (have != pt->watch_at || !pt->follow || !pt->watch_since) {
 			pt->watch_at = have;
 			pt->watch_since = now_ms;
 			continue;
