@@ -862,6 +862,45 @@ static void t_follow(void **state)
 	bus_close(b);
 }
 
+/* ---- (n) a follower stopped and made again from a position ------------- */
+
+static void t_refollow(void **state)
+{
+	env *e = *state;
+	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
+	uint64_t expect = 0, s, second = 0;
+	char buf[32];
+	uint64_t pseq = 1;
+
+	for (; pseq <= 2; pseq++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
+		assert_int_equal(append_str(a, "p1", pseq, buf, expect, &s), BUS_OK);
+		expect = s;
+		second = s;
+	}
+	evlist *l1 = malloc(sizeof *l1), *l2 = malloc(sizeof *l2);
+	evlist_init(l1);
+	evlist_init(l2);
+	bus_sub *f = NULL;
+	assert_int_equal(bus_follow(b, "p1", 0, on_fan, l1, &f), BUS_OK);
+	follow_check(l1, 2, 1);
+	/* stopped, and followed again from after what it had */
+	bus_unsubscribe(f);
+	assert_int_equal(bus_follow(b, "p1", second + 1, on_fan, l2, &f),
+	                 BUS_OK);
+	for (; pseq <= 6; pseq++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
+		assert_int_equal(append_str(a, "p1", pseq, buf, expect, &s), BUS_OK);
+		expect = s;
+	}
+	follow_check(l2, 4, 3);
+	bus_unsubscribe(f);
+	free(l1);
+	free(l2);
+	bus_close(a);
+	bus_close(b);
+}
+
 /* ---- (m) one-way messages: to one host in order, to all ------------------ */
 
 static void on_note(void *arg, const void *data, size_t len)
@@ -933,12 +972,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(t_keys_lost_reply, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_follow, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_send, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_refollow, setup, teardown),
 	};
 	static const char *names[] = {"append_replay", "fencing", "lost_reply",
 	                              "lease", "fanout", "kill_n1", "kill_leader",
 	                              "request", "keys_race", "keys_cas",
 	                              "keys_outlive", "keys_lost_reply",
-	                              "follow", "send"};
+	                              "follow", "send", "refollow"};
 	size_t n = sizeof all / sizeof all[0];
 	int rc = 2;
 	if (argc > 1) {
