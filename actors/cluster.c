@@ -142,17 +142,54 @@ static void on_inbox(void *arg, const void *data, size_t len)
 	}
 }
 
+/* A host that has just taken its lease joins (JOIN, from join() there):
+ * from now on our turns wait for it to store them, and it waits, before it
+ * says it is ready, until it has stored everything acknowledged before:
+ * our log positions of the partitions we own, in the answer. Without it,
+ * the new host stayed out of our live list until our next listing (up to
+ * a third of a lease), and writes acknowledged meanwhile could be missing
+ * from reads on it. */
+static void on_join(struct rbuf *r, bus_reply_token *tok)
+{
+	char host[BUS_HOST_MAX + 1], live[HOSTS_MAX][BUS_HOST_MAX + 1];
+	struct wbuf w = { 0 };
+	unsigned n;
+
+	r_str(r, host, sizeof(host));
+	if (r->bad || !host[0]) {
+		bus_reply(C.b, tok, "", 0);
+		return;
+	}
+	clog_host_joined(host);
+	hosts_add(C.h, host);
+	n = hosts_live(C.h, live, HOSTS_MAX);
+	core_set_live(live, n < HOSTS_MAX ? n : HOSTS_MAX);
+	/* after the live list: a write acknowledged from here on waited
+	 * for it; one acknowledged before is at or below these */
+	w_u8(&w, (uint8_t)C.n);
+	for (unsigned p = 0; p < C.n; p++)
+		w_u64(&w, cluster_owns(p) ? core_applied(p) : 0);
+	bus_reply(C.b, tok, w.p, w.n);
+	free(w.p);
+	plog(PL_INFO, "cluster", "%s joined", host);
+}
+
 /* Requests that want an answer (bus_request): a hello's directory name,
  * answered once it is on its way to the directory actor, ahead of
- * anything sent here after the answer. */
+ * anything sent here after the answer; a host's JOIN. */
 static void on_serve(void *arg, const void *data, size_t len,
 		     bus_reply_token *tok)
 {
 	struct rbuf r = { data, (const uint8_t *)data + len, false };
 	char ws[ID_CAP], user[ID_CAP], name[256];
+	uint8_t kind = r_u8(&r);
 
 	(void)arg;
-	if (r_u8(&r) == CLUSTER_MSG_DIRNAME && !atomic_load(&C.stop)) {
+	if (kind == CLUSTER_MSG_JOIN) {
+		on_join(&r, tok);
+		return;
+	}
+	if (kind == CLUSTER_MSG_DIRNAME && !atomic_load(&C.stop)) {
 		r_str(&r, ws, sizeof(ws));
 		r_str(&r, user, sizeof(user));
 		r_str(&r, name, sizeof(name));
@@ -447,6 +484,103 @@ int cluster_start(const struct cluster_opts *o, unsigned nshards)
 	return 0;
 }
 
+/* ---- joining ------------------------------------------------------------------ */
+
+#define JOIN_WAIT_MS 2000   /* a live host's answer to JOIN */
+#define CATCH_UP_MS 60000   /* then at most this to store up to them */
+
+struct joining {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	unsigned waiting;
+	uint64_t want[RT_MAX_SHARDS];
+};
+
+static void join_answered(void *arg, bus_status st, const void *data,
+			  size_t len)
+{
+	struct joining *j = arg;
+	struct rbuf r = { data, (const uint8_t *)data + len, false };
+
+	pthread_mutex_lock(&j->mu);
+	if (st == BUS_OK && len) {
+		unsigned n = r_u8(&r);
+
+		for (unsigned p = 0; p < n && p < C.n && !r.bad; p++) {
+			uint64_t v = r_u64(&r);
+
+			if (!r.bad && v > j->want[p])
+				j->want[p] = v;
+		}
+	}
+	j->waiting--;
+	pthread_cond_signal(&j->cv);
+	pthread_mutex_unlock(&j->mu);
+}
+
+/* BLOCKING. Tells every live host that this one is here (on_join), then
+ * waits until our followers have stored what their owners had: clients
+ * that connect once we say we are ready read every acknowledged write. A
+ * host that does not answer within JOIN_WAIT_MS is dead or cut off: it
+ * acknowledges nothing we would miss. */
+static void join(void)
+{
+	char live[HOSTS_MAX][BUS_HOST_MAX + 1];
+	unsigned n = hosts_live(C.h, live, HOSTS_MAX);
+	struct joining j = { .mu = PTHREAD_MUTEX_INITIALIZER,
+			     .cv = PTHREAD_COND_INITIALIZER };
+	struct wbuf w = { 0 };
+	uint64_t t0 = rt_now_ms(), told = t0;
+
+	w_u8(&w, CLUSTER_MSG_JOIN);
+	w_str(&w, C.self);
+	for (unsigned i = 0; i < n && i < HOSTS_MAX; i++) {
+		if (!strcmp(live[i], C.self))
+			continue;
+		pthread_mutex_lock(&j.mu);
+		j.waiting++;
+		pthread_mutex_unlock(&j.mu);
+		if (bus_request(C.b, live[i], w.p, w.n, JOIN_WAIT_MS,
+				join_answered, &j) != BUS_OK)
+			join_answered(&j, BUS_ERROR, NULL, 0);
+	}
+	free(w.p);
+	pthread_mutex_lock(&j.mu);
+	while (j.waiting)
+		pthread_cond_wait(&j.cv, &j.mu);
+	pthread_mutex_unlock(&j.mu);
+
+	for (;;) {
+		unsigned behind = C.n;
+		uint64_t now = rt_now_ms();
+
+		for (unsigned p = 0; p < C.n; p++)
+			if (core_applied(p) >= j.want[p]) {
+				behind--;
+			} else if (now - told >= 5000) {
+				plog(PL_INFO, "cluster", "p%u: catching up with "
+				     "the log: at %llu of %llu", p,
+				     (unsigned long long)core_applied(p),
+				     (unsigned long long)j.want[p]);
+			}
+		if (!behind)
+			break;
+		if (now - told >= 5000)
+			told = now;
+		if (now - t0 >= CATCH_UP_MS || atomic_load(&C.stop)) {
+			plog(PL_WARN, "cluster", "%u partitions still behind "
+			     "the log after %u ms: serving all the same (reads "
+			     "here may miss recent writes until they catch up)",
+			     behind, CATCH_UP_MS);
+			break;
+		}
+		usleep(10000);
+	}
+	if (rt_now_ms() - t0 >= 1000)
+		plog(PL_INFO, "cluster", "caught up with the log in %llu ms",
+		     (unsigned long long)(rt_now_ms() - t0));
+}
+
 int cluster_run(void)
 {
 	if (!cluster_on)
@@ -462,6 +596,7 @@ int cluster_run(void)
 	if (pthread_create(&C.owner_thread, NULL, owner_main, NULL))
 		return -1;
 	C.owner_started = true;
+	join();
 	return 0;
 }
 

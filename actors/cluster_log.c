@@ -113,6 +113,7 @@ static struct {
 		char host[BUS_HOST_MAX + 1];
 		uint64_t applied[RT_MAX_SHARDS];
 		bool left_out[RT_MAX_SHARDS]; /* too slow: not waited for */
+		uint64_t joined_ms; /* its last join (clog_host_joined) */
 	} h[REPORT_HOSTS];
 	unsigned n;
 } R = { .mu = PTHREAD_MUTEX_INITIALIZER };
@@ -606,7 +607,10 @@ static bool others_have(unsigned p, uint64_t sseq, uint64_t t_ms, uint64_t now)
 		if (!strcmp(live[i], self) || (k = report_slot(live[i])) < 0 ||
 		    R.h[k].left_out[p] || R.h[k].applied[p] >= sseq)
 			continue;
-		if (now - t_ms < AWAIT_MS) {
+		/* a host that joined after the write was stored has its
+		 * AWAIT_MS from its join */
+		if (now - (t_ms > R.h[k].joined_ms ? t_ms : R.h[k].joined_ms) <
+		    AWAIT_MS) {
 			all = false;
 			continue;
 		}
@@ -679,6 +683,21 @@ void clog_on_report(const char *host, unsigned p, uint64_t sseq)
 	pthread_mutex_unlock(&R.mu);
 	if (cluster_owns(p))
 		post_call(p, await_on_shard, NULL);
+}
+
+void clog_host_joined(const char *host)
+{
+	int k;
+
+	pthread_mutex_lock(&R.mu);
+	k = report_slot(host);
+	if (k >= 0) {
+		/* waited for again (its earlier life may have been left out),
+		 * with AWAIT_MS from now to catch up */
+		memset(R.h[k].left_out, 0, sizeof(R.h[k].left_out));
+		R.h[k].joined_ms = rt_now_ms();
+	}
+	pthread_mutex_unlock(&R.mu);
 }
 
 /* Tell partition p's owner how far this host has stored its log. */

@@ -50,6 +50,9 @@ int clog_start(bus *b, unsigned nshards, const char *writer,
 int clog_follow(void);
 /* Another host has stored partition p's log up to sseq (its report). */
 void clog_on_report(const char *host, unsigned p, uint64_t sseq);
+/* host has just joined (its JOIN): waited for from now, AWAIT_MS from now
+ * before it may be left out again. */
+void clog_host_joined(const char *host);
 /* Shard ss's tick: our turns waiting for slow hosts (AWAIT_MS). */
 void clog_tick(struct shard_state *ss);
 /* The ownership thread, every round: a follower behind the log's end

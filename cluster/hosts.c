@@ -27,6 +27,13 @@ struct hosts {
 	/* under mu */
 	char live[HOSTS_MAX][BUS_HOST_MAX + 1];
 	unsigned nlive;
+	/* hosts_add's, kept one lease whatever a listing says (one begun
+	 * before their lease was written may finish after) */
+	struct added {
+		char id[BUS_HOST_MAX + 1];
+		int64_t at_ms;
+	} added[HOSTS_MAX];
+	unsigned nadded;
 	int64_t renewed_ms; /* monotonic, start of the last good renewal */
 	uint64_t renew_failed, lost;
 };
@@ -59,16 +66,35 @@ static void on_host(void *arg, const char *key, const char *owner)
 	snprintf(l->ids[l->n++], BUS_HOST_MAX + 1, "%s", owner);
 }
 
+static bool listed(char ids[][BUS_HOST_MAX + 1], unsigned n, const char *id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (!strcmp(ids[i], id))
+			return true;
+	return false;
+}
+
 /* Lists the live hosts into h (unchanged when the bus is unavailable). */
 static void relist(hosts *h)
 {
 	struct listing *l = calloc(1, sizeof(*l));
+	int64_t now = mono_ms();
 
 	if (!l)
 		return;
 	if (bus_lease_list(h->b, LEASE_PREFIX, on_host, l) == BUS_OK) {
-		qsort(l->ids, l->n, sizeof(l->ids[0]), cmp_id);
 		pthread_mutex_lock(&h->mu);
+		for (unsigned i = 0; i < h->nadded; i++) {
+			struct added *a = &h->added[i];
+
+			if (now - a->at_ms >= h->lease_ms) {
+				*a-- = h->added[--h->nadded];
+				continue;
+			}
+			if (l->n < HOSTS_MAX && !listed(l->ids, l->n, a->id))
+				memcpy(l->ids[l->n++], a->id, BUS_HOST_MAX + 1);
+		}
+		qsort(l->ids, l->n, sizeof(l->ids[0]), cmp_id);
 		memcpy(h->live, l->ids, sizeof(l->ids));
 		h->nlive = l->n;
 		pthread_mutex_unlock(&h->mu);
@@ -191,6 +217,27 @@ unsigned hosts_live(hosts *h, char ids[][BUS_HOST_MAX + 1], unsigned max)
 		memcpy(ids[i], h->live[i], BUS_HOST_MAX + 1);
 	pthread_mutex_unlock(&h->mu);
 	return n;
+}
+
+void hosts_add(hosts *h, const char *id)
+{
+	int64_t now = mono_ms();
+	unsigned i;
+
+	pthread_mutex_lock(&h->mu);
+	for (i = 0; i < h->nadded && strcmp(h->added[i].id, id); i++)
+		;
+	if (i < HOSTS_MAX) {
+		snprintf(h->added[i].id, BUS_HOST_MAX + 1, "%s", id);
+		h->added[i].at_ms = now;
+		if (i == h->nadded)
+			h->nadded++;
+	}
+	if (h->nlive < HOSTS_MAX && !listed(h->live, h->nlive, id)) {
+		snprintf(h->live[h->nlive++], BUS_HOST_MAX + 1, "%s", id);
+		qsort(h->live, h->nlive, sizeof(h->live[0]), cmp_id);
+	}
+	pthread_mutex_unlock(&h->mu);
 }
 
 bool hosts_lease_ok(hosts *h)

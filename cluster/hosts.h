@@ -45,6 +45,10 @@ void hosts_stop(hosts *h);
  * (max of them); returns how many there are (may exceed max). */
 unsigned hosts_live(hosts *h, char ids[][BUS_HOST_MAX + 1], unsigned max);
 
+/* Counts id live from now (it says it has just taken its lease), for a
+ * lease at least, whatever a listing says meanwhile. */
+void hosts_add(hosts *h, const char *id);
+
 /* Whether this host's own lease was renewed (or taken) less than
  * lease_ms - lease_ms / 4 ago by its monotonic clock: while it is not, the
  * host must not act as an owner. */
