@@ -106,10 +106,14 @@ static void on_inbox(void *arg, const void *data, size_t len)
 {
 	struct rbuf r = { data, (const uint8_t *)data + len, false };
 
+	uint8_t kind = r_u8(&r);
+
 	(void)arg;
-	if (atomic_load(&C.stop))
+	/* draining: only the other hosts' reports, which our last turns'
+	 * acknowledgements wait for */
+	if (atomic_load(&C.stop) && kind != CLUSTER_MSG_APPLIED)
 		return;
-	switch (r_u8(&r)) {
+	switch (kind) {
 	case CLUSTER_MSG_REQ: on_req(&r); break;
 	case CLUSTER_MSG_DELIVER: core_on_deliver(&r); break;
 	case CLUSTER_MSG_TYPING: on_typing(&r); break;
@@ -124,6 +128,16 @@ static void on_inbox(void *arg, const void *data, size_t len)
 		ms = r_u64(&r);
 		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
 			dir_note_seen(ws, user, ms);
+		break;
+	}
+	case CLUSTER_MSG_LEAVE: {
+		char host[BUS_HOST_MAX + 1];
+
+		r_str(&r, host, sizeof(host));
+		if (!r.bad && strcmp(host, C.self)) {
+			clog_host_left(host);
+			plog(PL_INFO, "cluster", "%s is leaving", host);
+		}
 		break;
 	}
 	case CLUSTER_MSG_APPLIED: {
@@ -600,22 +614,30 @@ int cluster_run(void)
 	return 0;
 }
 
-/* No more ownership rounds, nothing more from other hosts. */
+/* No more ownership rounds, nothing more from other hosts but their
+ * reports (the inbox goes in cluster_stop). */
 static void stop_listening(void)
 {
 	atomic_store(&C.stop, true);
 	if (C.owner_started)
 		pthread_join(C.owner_thread, NULL);
 	C.owner_started = false;
-	bus_unsubscribe(C.inbox);
 	bus_unsubscribe(C.all);
-	C.inbox = C.all = NULL;
+	C.all = NULL;
 }
 
 void cluster_quiesce(void)
 {
+	struct wbuf w = { 0 };
+
 	if (!cluster_on)
 		return;
+	/* the others' turns stop waiting for us: we store no more of them
+	 * (clog_drain), and would cost each its AWAIT_MS */
+	w_u8(&w, CLUSTER_MSG_LEAVE);
+	w_str(&w, C.self);
+	bus_send(C.b, NULL, w.p, w.n);
+	free(w.p);
 	stop_listening();
 	clog_drain();
 }
@@ -625,6 +647,8 @@ void cluster_stop(void)
 	if (!C.b)
 		return;
 	stop_listening();
+	bus_unsubscribe(C.inbox);
+	C.inbox = NULL;
 	if (cluster_on) {
 		clog_stop_follow();
 		clog_stop();
@@ -670,6 +694,7 @@ void cluster_get_stats(struct cluster_stats *st)
 	st->turns = ls.turns;
 	st->failed_turns = ls.fenced_turns;
 	st->refollows = ls.refollows;
+	st->local_refused = ls.local_refused;
 	st->wait_us = ls.wait_us;
 	st->append_us = ls.append_us;
 	st->timed_turns = ls.timed_turns;

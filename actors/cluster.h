@@ -60,6 +60,7 @@ struct cluster_stats {
 	uint64_t turns;      /* owned shards' turns logged (several a message) */
 	uint64_t failed_turns; /* turns the log refused (fenced, too big) */
 	uint64_t refollows;  /* followers of the log made again (stuck) */
+	uint64_t local_refused; /* writes outside the log refused */
 	uint64_t wait_us, append_us, timed_turns; /* our turns' log stages */
 	uint64_t apply_us, applied_turns;
 };

@@ -20,7 +20,8 @@ struct rbuf;
 /* one-way messages between hosts: their first byte */
 enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
        CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN,
-       CLUSTER_MSG_APPLIED, CLUSTER_MSG_DIRSEEN, CLUSTER_MSG_JOIN };
+       CLUSTER_MSG_APPLIED, CLUSTER_MSG_DIRSEEN, CLUSTER_MSG_JOIN,
+       CLUSTER_MSG_LEAVE };
 
 /* true once this host joined a cluster: set before the shards start */
 extern bool cluster_on;

@@ -93,7 +93,7 @@ static struct {
 	struct part p[RT_MAX_SHARDS];
 	_Atomic bool stop, draining;
 	_Atomic uint64_t applied, takeovers, log_bytes, fenced_turns, appends,
-		turns, refollows, wait_us, append_us, timed_turns, apply_us,
+		turns, refollows, local_refused, wait_us, append_us, timed_turns, apply_us,
 		applied_turns;
 } L;
 
@@ -155,6 +155,24 @@ static void post_call(unsigned p, void (*fn)(struct shard_state *,
 bool clog_owned(const struct shard_state *ss)
 {
 	return cluster_on && L.p[ss->id].eff_owned;
+}
+
+bool clog_refuse_local(const struct shard_state *ss, size_t nrec)
+{
+	static _Atomic uint64_t told_ms;
+	uint64_t now, t;
+
+	if (!cluster_on || !nrec)
+		return false;
+	atomic_fetch_add(&L.local_refused, 1);
+	now = rt_now_ms();
+	t = atomic_load(&told_ms);
+	if (now - t >= 10000 && atomic_compare_exchange_strong(&told_ms, &t, now))
+		plog(PL_WARN, "cluster", "p%u: a write that is not in the log "
+		     "was refused (%zu records): this host does not own the "
+		     "partition (parley_cluster_local_refused_total)", ss->id,
+		     nrec);
+	return true;
 }
 
 static void header(struct wbuf *w, uint8_t type)
@@ -700,6 +718,17 @@ void clog_host_joined(const char *host)
 	pthread_mutex_unlock(&R.mu);
 }
 
+void clog_host_left(const char *host)
+{
+	int k;
+
+	pthread_mutex_lock(&R.mu);
+	k = report_slot(host);
+	if (k >= 0)
+		memset(R.h[k].left_out, 1, sizeof(R.h[k].left_out));
+	pthread_mutex_unlock(&R.mu);
+}
+
 /* Tell partition p's owner how far this host has stored its log. */
 static void report(unsigned p, uint64_t sseq)
 {
@@ -1229,6 +1258,7 @@ void clog_get_stats(struct clog_stats *st)
 	st->fenced_turns = atomic_load(&L.fenced_turns);
 	st->turns = atomic_load(&L.turns);
 	st->refollows = atomic_load(&L.refollows);
+	st->local_refused = atomic_load(&L.local_refused);
 	st->wait_us = atomic_load(&L.wait_us);
 	st->append_us = atomic_load(&L.append_us);
 	st->timed_turns = atomic_load(&L.timed_turns);

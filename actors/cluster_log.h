@@ -22,6 +22,11 @@ struct clog;
 /* Does shard ss's turn go to the log (a cluster, and this host owns the
  * partition)? On the shard's thread. */
 bool clog_owned(const struct shard_state *ss);
+/* A cluster, and ss's partition is not ours (another host's, or nobody's
+ * yet): its turn's nrec records must not be stored here outside the log,
+ * or this store would differ from every other. true: refused (counted,
+ * logged now and then); its requests are answered UNAVAILABLE. */
+bool clog_refuse_local(const struct shard_state *ss, size_t nrec);
 /* This turn's log message, with b's records (copied). */
 struct clog *clog_begin(struct shard_state *ss, const store_batch *b);
 void clog_event(struct clog *l, const char *ch, uint64_t seq, const rt_buf *b);
@@ -53,6 +58,9 @@ void clog_on_report(const char *host, unsigned p, uint64_t sseq);
 /* host has just joined (its JOIN): waited for from now, AWAIT_MS from now
  * before it may be left out again. */
 void clog_host_joined(const char *host);
+/* host is draining (its LEAVE): it stores no more of our turns; they do
+ * not wait for it until it joins again. */
+void clog_host_left(const char *host);
 /* Shard ss's tick: our turns waiting for slow hosts (AWAIT_MS). */
 void clog_tick(struct shard_state *ss);
 /* The ownership thread, every round: a follower behind the log's end
@@ -74,6 +82,7 @@ void clog_lost(unsigned p);
 
 struct clog_stats {
 	uint64_t applied, takeovers, log_bytes, fenced_turns, turns, refollows;
+	uint64_t local_refused;
 	/* our turns: waiting for the append in flight, the append, and from
 	 * its acknowledgement to this host's synced write (us sums) */
 	uint64_t wait_us, append_us, timed_turns, apply_us, applied_turns;

@@ -44,6 +44,7 @@ struct effect {
 		} event;
 		struct {           /* FX_POST */
 			rt_msg *msg;
+			rt_msg *fail; /* instead, if the commit fails */
 			unsigned shard;
 		} post;
 		struct {           /* FX_BCAST */
@@ -116,13 +117,20 @@ void fx_event(struct shard_state *ss, struct chan *c, uint64_t seq,
 	e->u.event.buf = buf;
 }
 
-void fx_post(struct shard_state *ss, struct chan *c, unsigned shard,
-	     rt_msg *msg)
+void fx_post_or(struct shard_state *ss, struct chan *c, unsigned shard,
+		rt_msg *msg, rt_msg *fail)
 {
 	struct effect *e = fx_add(ss, FX_POST, c);
 
 	e->u.post.shard = shard;
 	e->u.post.msg = msg;
+	e->u.post.fail = fail;
+}
+
+void fx_post(struct shard_state *ss, struct chan *c, unsigned shard,
+	     rt_msg *msg)
+{
+	fx_post_or(ss, c, shard, msg, NULL);
 }
 
 void fx_bcast(struct shard_state *ss, struct chan *c, rt_buf *buf,
@@ -287,12 +295,16 @@ static void run_effect(struct shard_state *ss, struct effect *e, bool ok)
 		}
 		rt_buf_unref(e->u.event.buf);
 		break;
-	case FX_POST:
-		if (ok)
-			rt_post(e->u.post.shard, e->u.post.msg);
-		else
-			msg_free(e->u.post.msg);
+	case FX_POST: {
+		rt_msg *go = ok ? e->u.post.msg : e->u.post.fail;
+		rt_msg *drop = ok ? e->u.post.fail : e->u.post.msg;
+
+		if (drop)
+			msg_free(drop);
+		if (go)
+			rt_post(e->u.post.shard, go);
 		break;
+	}
 	case FX_BCAST:
 		if (ok)
 			fanout(c, 0, e->u.bcast.buf, e->u.bcast.skip);
@@ -380,6 +392,9 @@ void commit_turn_end(struct shard_state *ss)
 	if (clog_owned(ss)) {
 		log_turn(ss, c);
 		store_batch_free(ss->batch);
+	} else if (clog_refuse_local(ss, store_batch_count(ss->batch))) {
+		store_batch_free(ss->batch);
+		commit_done(c, -ESTALE);
 	} else {
 		store_commit(srv.st, ss->id, ss->batch, commit_done, c);
 	}

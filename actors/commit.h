@@ -33,6 +33,10 @@ void fx_event(struct shard_state *ss, struct chan *c, uint64_t seq,
 /* Post msg to shard once durable (freed if the commit fails). */
 void fx_post(struct shard_state *ss, struct chan *c, unsigned shard,
 	     rt_msg *msg);
+/* The same, and fail (if not NULL) is posted instead when the commit
+ * fails (an answer that must come either way); the other one is freed. */
+void fx_post_or(struct shard_state *ss, struct chan *c, unsigned shard,
+		rt_msg *msg, rt_msg *fail);
 /* A frame (not an event: no seq) for everyone online in c except the
  * devices of skip, once durable. Takes buf's reference. */
 void fx_bcast(struct shard_state *ss, struct chan *c, rt_buf *buf,

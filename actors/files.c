@@ -43,6 +43,7 @@
 #include <openssl/rand.h>
 
 #include "actors/actors.h"
+#include "actors/cluster_core.h"
 #include "actors/commit.h"
 #include "actors/files.h"
 #include "actors/preview.h"
@@ -675,7 +676,13 @@ static void fin_stored(struct shard_state *ss, struct m_call *c)
 		       json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", id, "name",
 				 f->name, "size", (json_int_t)f->size, "type",
 				 f->type, "sha256", f->sha));
-	fx_post(ss, NULL, rt_conn_shard(f->conn), &a->c.h);
+	/* answered either way: a failed commit (storage, or this host lost
+	 * the partition meanwhile) must not leave the upload waiting */
+	fx_post_or(ss, NULL, rt_conn_shard(f->conn), &a->c.h,
+		   &answer_new(f->conn, 503, json_pack("{s:s, s:s}", "code",
+						       "UNAVAILABLE", "msg",
+						       "the file was not "
+						       "stored"))->c.h);
 	/* the preview, once the answer is on its way (previews read the
 	 * bytes, which are durable) */
 	memcpy(p->id, id, ID_LEN + 1);
@@ -772,6 +779,14 @@ static const char *query_name(const char *q, char *out)
 	return NULL;
 }
 
+/* Does this host keep the files? Always, but in a cluster only the owner
+ * of the files shard's partition: another host's upload would be stored
+ * outside the log (docs/cluster.md, "Not built yet"). */
+static bool here(void)
+{
+	return !cluster_on || cluster_owns(FILES_SHARD);
+}
+
 void files_begin(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 {
 	struct auth_claims cl;
@@ -794,6 +809,12 @@ void files_begin(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	}
 	if (!bearer(req, resp, &cl))
 		return;
+	if (!here()) {
+		err(resp, 503, "UNAVAILABLE", "in a cluster, files are taken "
+		    "only by the host that owns them for now (its /metrics "
+		    "says parley_cluster_partition_owned{partition=\"0\"} 1)");
+		return;
+	}
 	if ((why = query_name(req->query, name))) {
 		err(resp, 400, "BAD_REQUEST", why);
 		return;
@@ -1136,6 +1157,13 @@ void files_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	if (fd < 0 || fstat(fd, &st)) {
 		if (fd >= 0)
 			close(fd);
+		if (cluster_on) { /* the record came through the log */
+			proto_doc_free(&d);
+			free(val);
+			err(resp, 503, "UNAVAILABLE", "the file's bytes are on "
+			    "another host of the cluster");
+			return;
+		}
 		goto not_found;
 	}
 	/* the thumbnail's tag differs from the bytes' */
@@ -1274,7 +1302,8 @@ void files_tick(struct shard_state *ss, uint64_t now_ms)
 	struct jan j = { .ss = ss, .now = now_ms };
 	char pre[4];
 
-	if (ss->id != FILES_SHARD || !F.running || now_ms < jan_next_ms)
+	if (ss->id != FILES_SHARD || !F.running || now_ms < jan_next_ms ||
+	    !here())
 		return;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED))
 		return;

@@ -229,6 +229,7 @@ static char *metrics(size_t *len)
 			    cs.append_us / 1e6, (unsigned long long)cs.timed_turns,
 			    cs.apply_us / 1e6, (unsigned long long)cs.applied_turns);
 			counter(&b, "parley_cluster_refollows_total", "Followers of the log made again after they stopped behind its end", cs.refollows);
+			counter(&b, "parley_cluster_local_refused_total", "Turns with writes for a partition this host does not own, refused (they are not in the log)", cs.local_refused);
 			counter(&b, "parley_cluster_turns_failed_total", "Turns the log refused (fenced: another host owns it; too big); their requests answered UNAVAILABLE", cs.failed_turns);
 		}
 	}
