@@ -9,6 +9,7 @@
 #include "actors/cluster.h"
 
 #include <endian.h>
+#include <errno.h>
 #include <nats/nats.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
@@ -24,6 +25,7 @@
 #include "actors/chan.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
+#include "actors/files.h"
 #include "actors/cluster_core.h"
 #include "actors/cluster_log.h"
 #include "actors/cluster_wire.h"
@@ -110,8 +112,10 @@ static void on_inbox(void *arg, const void *data, size_t len)
 
 	(void)arg;
 	/* draining: only the other hosts' reports, which our last turns'
-	 * acknowledgements wait for */
-	if (atomic_load(&C.stop) && kind != CLUSTER_MSG_APPLIED)
+	 * acknowledgements wait for, and who else is leaving (they would
+	 * wait for nothing) */
+	if (atomic_load(&C.stop) && kind != CLUSTER_MSG_APPLIED &&
+	    kind != CLUSTER_MSG_LEAVE)
 		return;
 	switch (kind) {
 	case CLUSTER_MSG_REQ: on_req(&r); break;
@@ -128,6 +132,14 @@ static void on_inbox(void *arg, const void *data, size_t len)
 		ms = r_u64(&r);
 		if (!r.bad && ws[0] && user[0] && cluster_owns(dir_shard(ws)))
 			dir_note_seen(ws, user, ms);
+		break;
+	}
+	case CLUSTER_MSG_FGONE: {
+		char sha[65];
+
+		r_str(&r, sha, sizeof(sha));
+		if (!r.bad)
+			files_gone(sha);
 		break;
 	}
 	case CLUSTER_MSG_LEAVE: {
@@ -188,9 +200,58 @@ static void on_join(struct rbuf *r, bus_reply_token *tok)
 	plog(PL_INFO, "cluster", "%s joined", host);
 }
 
+/* Another host's upload, for us to store (cluster_files.c's FOFFER). */
+static void on_offer(struct rbuf *r, bus_reply_token *tok)
+{
+	char holder[BUS_HOST_MAX + 1], ws[ID_CAP], user[ID_CAP], name[256],
+		type[128], sha[65];
+	struct cluster_file f = { ws, user, name, type, sha, 0 };
+
+	r_str(r, holder, sizeof(holder));
+	r_str(r, ws, sizeof(ws));
+	r_str(r, user, sizeof(user));
+	r_str(r, name, sizeof(name));
+	r_str(r, type, sizeof(type));
+	r_str(r, sha, sizeof(sha));
+	f.size = r_u64(r);
+	if (r->bad)
+		cluster_file_answer(tok, 400, "{\"code\":\"BAD_REQUEST\","
+				    "\"msg\":\"a bad offer of a file\"}");
+	else
+		files_remote_store(&f, holder, tok);
+}
+
+/* A piece of a file's bytes, for a host that pulls them (FGET). */
+static void on_fget(struct rbuf *r, bus_reply_token *tok)
+{
+	char sha[65];
+	bool thumb;
+	uint64_t off;
+	struct wbuf w = { 0 };
+	uint8_t *buf;
+	long n;
+
+	r_str(r, sha, sizeof(sha));
+	thumb = r_u8(r);
+	off = r_u64(r);
+	buf = malloc(FILE_CHUNK);
+	n = r->bad || !buf ? -ENOENT :
+	    files_read_part(sha, thumb, off, buf, FILE_CHUNK);
+	if (n < 0) {
+		w_u8(&w, 1);
+	} else {
+		w_u8(&w, 0);
+		w_bytes(&w, buf, (size_t)n);
+	}
+	bus_reply(C.b, tok, w.p, w.n);
+	free(w.p);
+	free(buf);
+}
+
 /* Requests that want an answer (bus_request): a hello's directory name,
  * answered once it is on its way to the directory actor, ahead of
- * anything sent here after the answer; a host's JOIN. */
+ * anything sent here after the answer; a host's JOIN; files' offers and
+ * pieces. */
 static void on_serve(void *arg, const void *data, size_t len,
 		     bus_reply_token *tok)
 {
@@ -201,6 +262,14 @@ static void on_serve(void *arg, const void *data, size_t len,
 	(void)arg;
 	if (kind == CLUSTER_MSG_JOIN) {
 		on_join(&r, tok);
+		return;
+	}
+	if (kind == CLUSTER_MSG_FOFFER) {
+		on_offer(&r, tok);
+		return;
+	}
+	if (kind == CLUSTER_MSG_FGET) {
+		on_fget(&r, tok);
 		return;
 	}
 	if (kind == CLUSTER_MSG_DIRNAME && !atomic_load(&C.stop)) {
@@ -615,15 +684,13 @@ int cluster_run(void)
 }
 
 /* No more ownership rounds, nothing more from other hosts but their
- * reports (the inbox goes in cluster_stop). */
+ * reports and LEAVEs (on_inbox; the subscriptions go in cluster_stop). */
 static void stop_listening(void)
 {
 	atomic_store(&C.stop, true);
 	if (C.owner_started)
 		pthread_join(C.owner_thread, NULL);
 	C.owner_started = false;
-	bus_unsubscribe(C.all);
-	C.all = NULL;
 }
 
 void cluster_quiesce(void)
@@ -648,7 +715,8 @@ void cluster_stop(void)
 		return;
 	stop_listening();
 	bus_unsubscribe(C.inbox);
-	C.inbox = NULL;
+	bus_unsubscribe(C.all);
+	C.inbox = C.all = NULL;
 	if (cluster_on) {
 		clog_stop_follow();
 		clog_stop();

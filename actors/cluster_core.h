@@ -9,6 +9,7 @@
 #ifndef PARLEY_CLUSTER_CORE_H
 #define PARLEY_CLUSTER_CORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -21,7 +22,8 @@ struct rbuf;
 enum { CLUSTER_MSG_REQ = 1, CLUSTER_MSG_DELIVER, CLUSTER_MSG_TYPING,
        CLUSTER_MSG_DIRNAME, CLUSTER_MSG_PRESENCE, CLUSTER_MSG_PCHOSEN,
        CLUSTER_MSG_APPLIED, CLUSTER_MSG_DIRSEEN, CLUSTER_MSG_JOIN,
-       CLUSTER_MSG_LEAVE };
+       CLUSTER_MSG_LEAVE, CLUSTER_MSG_FOFFER, CLUSTER_MSG_FGET,
+       CLUSTER_MSG_FGONE };
 
 /* true once this host joined a cluster: set before the shards start */
 extern bool cluster_on;
@@ -73,6 +75,36 @@ void cluster_broadcast(const void *data, size_t len);
 /* This host's id; a proxy id's host and connection there. Any thread. */
 void cluster_self(char out[BUS_HOST_MAX + 1]);
 rt_conn_id cluster_proxy_origin(rt_conn_id proxy, char host[BUS_HOST_MAX + 1]);
+
+/* ---- files (cluster_files.c): their bytes between hosts ------------------- */
+
+/* the most bytes in one FGET answer: under NATS's default max_payload of
+ * 1 MiB, whatever the NATS cluster's settings */
+#define FILE_CHUNK (512 * 1024)
+
+struct cluster_file {
+	const char *ws, *user, *name, *type, *sha;
+	uint64_t size;
+};
+
+/* BLOCKING (a worker thread). Writes the whole of a file's bytes (thumb:
+ * its preview image) from the host from, or (from NULL) from partition
+ * p's owner, else from any live host, into fd (truncated first). The
+ * bytes' SHA-256 is checked. Gives up (-EIO) between two chunks once
+ * *cancel (if not NULL) is true. 0, -ENOENT (no host has them), -EIO. */
+int cluster_file_pull(const char *from, unsigned p, const char *sha,
+		      bool thumb, int fd, const _Atomic bool *cancel);
+/* Not blocking. An upload whose bytes are stored here, for partition p's
+ * owner to store and record (it pulls the bytes from this host). done is
+ * called once, on a library thread, with the upload's HTTP answer: the
+ * owner's, or 503 when it cannot be reached. */
+void cluster_file_offer(unsigned p, const struct cluster_file *f,
+			void (*done)(void *arg, int status, const char *body),
+			void *arg);
+/* The owner's answer to an offer (any thread; once per token). */
+void cluster_file_answer(bus_reply_token *tok, int status, const char *body);
+/* The owner removed the last record of these bytes: to every host. */
+void cluster_file_gone(const char *sha);
 
 /* ---- for cluster.c, cluster_log.c and cluster_presence.c ----------------- */
 

@@ -70,6 +70,7 @@ struct part {
 	uint64_t next_pseq;
 	uint64_t queued;          /* the follower's last (its thread) */
 	_Atomic uint32_t inflight; /* handed to storage, effects not run */
+	_Atomic uint32_t storing;  /* handed to storage, not stored yet */
 	_Atomic bool taking;      /* a takeover is queued or running */
 	bool halted;              /* draining: the follower stopped here */
 	/* the shard's thread: our stored turns waiting for the other hosts */
@@ -804,6 +805,7 @@ static void apply_done(void *ctx, int status)
 
 	/* storage's sync thread: hand it to the partition's shard */
 	a->status = status;
+	atomic_fetch_sub(&L.p[a->p].storing, 1);
 	post_call(a->p, apply_on_shard, a);
 }
 
@@ -890,6 +892,7 @@ static void on_log(void *arg, uint64_t sseq, uint64_t last, uint64_t pseq,
 		memcpy(a->turns, turns, nturns);
 	pt->queued = sseq;
 	atomic_fetch_add(&pt->inflight, 1);
+	atomic_fetch_add(&pt->storing, 1);
 	store_commit(srv.st, p, b, apply_done, a);
 }
 
@@ -1224,9 +1227,12 @@ void clog_stop_follow(void)
 		bus_unsubscribe(L.p[p].follow);
 		L.p[p].follow = NULL;
 	}
-	/* what storage has of the log comes back to the shards first */
+	/* what storage has been given of the log is stored before the
+	 * store closes. (Not its effects: the shards have stopped, and a
+	 * message that came after they drained would keep inflight up, and
+	 * the stop waiting, for nothing.) */
 	for (unsigned p = 0; p < L.n; p++)
-		while (atomic_load(&L.p[p].inflight) && mono_ms() < until) {
+		while (atomic_load(&L.p[p].storing) && mono_ms() < until) {
 			struct timespec ts = { 0, 2 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,18 +59,28 @@
 #define SHA_HEX 64
 #define JANITOR_MAX 64 /* records reclaimed per tick at most */
 
+/* A thread and the jobs it waits for (under F.mu). */
+struct queue {
+	pthread_t th;
+	pthread_cond_t cv;
+	struct job *head, *tail;
+};
+
+enum { Q_WORKER, Q_PULLER, NQUEUES };
+
 static struct {
 	uint64_t max_file, quota, ttl_ms;
 	char dir[3072];       /* DATA/files */
-	/* the worker */
-	pthread_t th;
 	bool running, stop;
+	_Atomic bool halt;    /* stopping: pulls give up */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct job *head, *tail;
+	/* the worker (fsync, rename, unlink) and, in a cluster, the puller
+	 * (bytes from other hosts: a slow pull holds up no upload) */
+	struct queue q[NQUEUES];
 } F = { .max_file = 100ull << 20, .quota = 1024ull << 20,
 	.ttl_ms = 24ull * 3600 * 1000, .mu = PTHREAD_MUTEX_INITIALIZER,
-	.cv = PTHREAD_COND_INITIALIZER };
+	.q = { { .cv = PTHREAD_COND_INITIALIZER },
+	       { .cv = PTHREAD_COND_INITIALIZER } } };
 
 void files_configure(uint64_t max_file_mb, uint64_t quota_mb)
 {
@@ -78,6 +89,14 @@ void files_configure(uint64_t max_file_mb, uint64_t quota_mb)
 }
 
 uint64_t files_max_bytes(void) { return F.max_file; }
+
+/* Does this host keep the files (their records, the janitor)? Always, but
+ * in a cluster only the owner of the files shard's partition: the others
+ * offer it their uploads and pull the bytes (docs/cluster.md, "Files"). */
+static bool here(void)
+{
+	return !cluster_on || cluster_owns(FILES_SHARD);
+}
 
 /* ---- JSON answers ---------------------------------------------------------- */
 
@@ -140,27 +159,47 @@ static void thumb_path(char *p, size_t cap, const char *sha)
 
 /* ---- the worker: fsync, rename, unlink -------------------------------- */
 
-enum { JOB_FIN = 1, JOB_UNLINK, JOB_UNLINK_SHA };
+enum { JOB_FIN = 1, JOB_UNLINK, JOB_UNLINK_SHA, JOB_FORWARD, JOB_PULL,
+       JOB_FETCH };
 
 struct job {
 	struct job *next;
 	int kind;
-	void *arg;            /* JOB_FIN: the struct fin */
+	void *arg;            /* JOB_FIN, _FORWARD, _PULL: the struct fin */
 	char path[4096];      /* JOB_UNLINK */
-	char sha[SHA_HEX + 1]; /* JOB_UNLINK_SHA */
+	char sha[SHA_HEX + 1]; /* JOB_UNLINK_SHA, JOB_FETCH */
+	bool thumb;           /* JOB_FETCH: the preview, not the bytes */
 };
+
+static void job_post_to(unsigned q, struct job *j)
+{
+	struct queue *x = &F.q[q];
+
+	pthread_mutex_lock(&F.mu);
+	j->next = NULL;
+	if (x->tail)
+		x->tail->next = j;
+	else
+		x->head = j;
+	x->tail = j;
+	pthread_cond_signal(&x->cv);
+	pthread_mutex_unlock(&F.mu);
+}
 
 static void job_post(struct job *j)
 {
-	pthread_mutex_lock(&F.mu);
-	j->next = NULL;
-	if (F.tail)
-		F.tail->next = j;
-	else
-		F.head = j;
-	F.tail = j;
-	pthread_cond_signal(&F.cv);
-	pthread_mutex_unlock(&F.mu);
+	job_post_to(Q_WORKER, j);
+}
+
+static struct job *job_new(int kind, void *arg)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		abort();
+	j->kind = kind;
+	j->arg = arg;
+	return j;
 }
 
 static void unlink_later(const char *path)
@@ -178,74 +217,123 @@ static void unlink_later(const char *path)
 struct fin {
 	struct m_call c; /* first: the mailbox sees an M_CALL */
 	rt_conn_id conn;
-	int fd;          /* the .part, open (the worker closes it) */
+	int fd;          /* the .part, open (the worker closes it); -1: an
+			  * upload another host took (tok) */
 	int status;      /* worker: 0, or an errno */
 	uint64_t size;
 	char ws[ID_CAP], user[ID_CAP], name[NAME_MAX_B + 1], type[TYPE_CAP];
 	char sha[SHA_HEX + 1], tmp[4096];
+	/* a cluster's owner storing another host's upload: the offer to
+	 * answer (instead of conn), the host to pull the bytes from */
+	bus_reply_token *tok;
+	char holder[BUS_HOST_MAX + 1];
 };
 
 static void fin_stored(struct shard_state *ss, struct m_call *c);
 
-static void worker_fin(struct fin *f)
+/* DATA/files/tmp/<random>.part */
+static void tmp_path(char *out, size_t cap)
 {
-	char dst[4200], sub[4200];
-	struct stat st;
+	uint8_t rnd[16];
+	char rh[33];
 
-	f->status = 0;
-	if (fsync(f->fd)) {
-		f->status = errno;
+	RAND_bytes(rnd, sizeof(rnd));
+	hex(rh, rnd, sizeof(rnd));
+	snprintf(out, cap, "%s/tmp/%s.part", F.dir, rh);
+}
+
+/* Makes tmp (fd open on it, closed here) durable as dst in dir sub: fsync,
+ * mkdir, rename, fsync the directories; with dst there already, drops tmp
+ * (stored once). 0, or an errno (tmp removed). */
+static int put_in_place(int fd, const char *tmp, const char *dst,
+			const char *sub)
+{
+	struct stat st;
+	int rc = 0;
+
+	if (fsync(fd)) {
+		rc = errno;
 		goto out;
 	}
-	bytes_path(dst, sizeof(dst), f->sha);
-	snprintf(sub, sizeof(sub), "%s/%.2s", F.dir, f->sha);
 	if (stat(dst, &st) == 0) {
-		unlink(f->tmp); /* stored once: these bytes are there */
+		unlink(tmp); /* stored once: these bytes are there */
 		goto out;
 	}
 	if (mkdir(sub, 0700) == 0) {
 		if (store_sync_dir(F.dir)) {
-			f->status = errno;
+			rc = errno;
 			goto out;
 		}
 	} else if (errno != EEXIST) {
-		f->status = errno;
+		rc = errno;
 		goto out;
 	}
-	if (rename(f->tmp, dst) || store_sync_dir(sub))
-		f->status = errno ? errno : EIO;
+	if (rename(tmp, dst) || store_sync_dir(sub))
+		rc = errno ? errno : EIO;
 out:
-	if (f->status) {
+	if (rc)
+		unlink(tmp);
+	close(fd);
+	return rc;
+}
+
+/* The upload's .part into DATA/files/<aa>/<sha>: 0 or an errno. */
+static int put_bytes(struct fin *f)
+{
+	char dst[4200], sub[4200];
+	int rc;
+
+	bytes_path(dst, sizeof(dst), f->sha);
+	snprintf(sub, sizeof(sub), "%s/%.2s", F.dir, f->sha);
+	rc = put_in_place(f->fd, f->tmp, dst, sub);
+	if (rc)
 		plog(PL_ERROR, "files", "storing %s (%s, by %s): %s",
-		     f->tmp, f->name, f->user, strerror(f->status));
-		unlink(f->tmp);
-	}
-	close(f->fd);
+		     f->tmp, f->name, f->user, strerror(rc));
 	f->fd = -1;
+	return rc;
+}
+
+static void worker_fin(struct fin *f)
+{
+	f->status = put_bytes(f);
 	f->c.fn = fin_stored;
 	rt_post(FILES_SHARD, &f->c.h);
 }
 
+static void worker_forward(struct fin *f);
+static void worker_pull(struct fin *f);
+static void worker_fetch(const char *sha, bool thumb);
+
 static void *worker(void *arg)
 {
-	(void)arg;
+	struct queue *x = arg;
+
 	pthread_mutex_lock(&F.mu);
 	for (;;) {
 		struct job *j;
 		char p[4200];
 
-		while (!F.head && !F.stop)
-			pthread_cond_wait(&F.cv, &F.mu);
-		if (!F.head)
+		while (!x->head && !F.stop)
+			pthread_cond_wait(&x->cv, &F.mu);
+		if (!x->head)
 			break;
-		j = F.head;
-		F.head = j->next;
-		if (!F.head)
-			F.tail = NULL;
+		j = x->head;
+		x->head = j->next;
+		if (!x->head)
+			x->tail = NULL;
 		pthread_mutex_unlock(&F.mu);
 		switch (j->kind) {
 		case JOB_FIN:
 			worker_fin(j->arg);
+			break;
+		case JOB_FORWARD:
+			worker_forward(j->arg);
+			break;
+		case JOB_PULL:
+			worker_pull(j->arg);
+			break;
+		case JOB_FETCH:
+			worker_fetch(j->sha, j->thumb);
 			break;
 		case JOB_UNLINK:
 			unlink(j->path);
@@ -307,10 +395,12 @@ int files_start(const char *data_dir, const char **errs)
 		return -1;
 	}
 	F.stop = false;
-	if (pthread_create(&F.th, NULL, worker, NULL)) {
-		*errs = "cannot start the files worker";
-		return -1;
-	}
+	atomic_store(&F.halt, false);
+	for (unsigned i = 0; i < NQUEUES; i++)
+		if (pthread_create(&F.q[i].th, NULL, worker, &F.q[i])) {
+			*errs = "cannot start the files worker";
+			return -1;
+		}
 	F.running = true;
 	return 0;
 }
@@ -325,11 +415,14 @@ void files_stop(void)
 {
 	if (!F.running)
 		return;
+	atomic_store(&F.halt, true);
 	pthread_mutex_lock(&F.mu);
 	F.stop = true;
-	pthread_cond_signal(&F.cv);
+	for (unsigned i = 0; i < NQUEUES; i++)
+		pthread_cond_signal(&F.q[i].cv);
 	pthread_mutex_unlock(&F.mu);
-	pthread_join(F.th, NULL);
+	for (unsigned i = 0; i < NQUEUES; i++)
+		pthread_join(F.q[i].th, NULL);
 	F.running = false;
 }
 
@@ -424,6 +517,8 @@ static void rec_released(struct shard_state *ss, struct m_call *c)
 		j->kind = JOB_UNLINK_SHA;
 		memcpy(j->sha, d->key + 1, SHA_HEX);
 		job_post(j);
+		if (cluster_on) /* and on the other hosts */
+			cluster_file_gone(j->sha);
 	}
 	free(d);
 }
@@ -515,6 +610,7 @@ static void unreserve(const char *ws, const char *user, uint64_t n)
 struct answer {
 	struct m_call c;
 	rt_conn_id conn;
+	bus_reply_token *tok; /* instead of conn: another host's offer */
 	int status;
 	char body[2048];
 };
@@ -522,11 +618,13 @@ struct answer {
 static void answer_run(struct shard_state *ss, struct m_call *c)
 {
 	struct answer *a = (struct answer *)c;
-	rt_conn *conn = rt_conn_find(rt_self(), a->conn);
+	rt_conn *conn = a->tok ? NULL : rt_conn_find(rt_self(), a->conn);
 	rt_http_resp r = { .file_fd = -1 };
 
 	(void)ss;
-	if (conn) {
+	if (a->tok) {
+		cluster_file_answer(a->tok, a->status, a->body);
+	} else if (conn) {
 		r.status = a->status;
 		r.content_type = "application/json";
 		r.body = strdup(a->body);
@@ -559,6 +657,21 @@ static void answer_err(rt_conn_id conn, int status, const char *code,
 		conn, status, json_pack("{s:s, s:s}", "code", code, "msg", msg));
 
 	rt_post(rt_conn_shard(conn), &a->c.h);
+}
+
+/* An upload's answer: to its connection, or to the host that offered it
+ * (posted to fin_shard(f)). */
+static struct answer *fin_answer(const struct fin *f, int status, json_t *j)
+{
+	struct answer *a = answer_new(f->conn, status, j);
+
+	a->tok = f->tok;
+	return a;
+}
+
+static unsigned fin_shard(const struct fin *f)
+{
+	return f->tok ? FILES_SHARD : rt_conn_shard(f->conn);
 }
 
 /* ---- previews ---------------------------------------------------------- */
@@ -611,7 +724,10 @@ out:
 static void fin_fail(struct fin *f, int status, const char *code,
 		     const char *msg)
 {
-	answer_err(f->conn, status, code, msg);
+	struct answer *a = fin_answer(
+		f, status, json_pack("{s:s, s:s}", "code", code, "msg", msg));
+
+	rt_post(fin_shard(f), &a->c.h);
 	free(f);
 }
 
@@ -672,17 +788,17 @@ static void fin_stored(struct shard_state *ss, struct m_call *c)
 	memcpy(p->rec, o.data, o.len);
 	p->len = o.len;
 	proto_out_free(&o);
-	a = answer_new(f->conn, 201,
+	a = fin_answer(f, 201,
 		       json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", id, "name",
 				 f->name, "size", (json_int_t)f->size, "type",
 				 f->type, "sha256", f->sha));
 	/* answered either way: a failed commit (storage, or this host lost
 	 * the partition meanwhile) must not leave the upload waiting */
-	fx_post_or(ss, NULL, rt_conn_shard(f->conn), &a->c.h,
-		   &answer_new(f->conn, 503, json_pack("{s:s, s:s}", "code",
-						       "UNAVAILABLE", "msg",
-						       "the file was not "
-						       "stored"))->c.h);
+	fx_post_or(ss, NULL, fin_shard(f), &a->c.h,
+		   &fin_answer(f, 503, json_pack("{s:s, s:s}", "code",
+						 "UNAVAILABLE", "msg",
+						 "the file was not "
+						 "stored"))->c.h);
 	/* the preview, once the answer is on its way (previews read the
 	 * bytes, which are durable) */
 	memcpy(p->id, id, ID_LEN + 1);
@@ -706,30 +822,328 @@ static void fin_check(struct shard_state *ss, struct m_call *c)
 	char k[1 + 2 * ID_CAP], m[160];
 	uint64_t q = 0, *res;
 	size_t kl = rec_key(k, 'Q', f->ws, f->user);
-	struct job *j;
 
 	(void)ss;
-	if (rec_get(k, kl, &q)) {
-		close(f->fd);
-		unlink_later(f->tmp);
-		fin_fail(f, 503, "UNAVAILABLE", "storage unavailable");
+	if (!here() || rec_get(k, kl, &q)) {
+		if (f->fd >= 0) {
+			close(f->fd);
+			unlink_later(f->tmp);
+		}
+		fin_fail(f, 503, "UNAVAILABLE", here() ? "storage unavailable"
+			 : "this host does not keep the files now; try again");
 		return;
 	}
 	res = reserve(f->ws, f->user, true);
 	if (q + *res + f->size > F.quota) {
 		quota_msg(m, sizeof(m), q + *res);
 		unreserve(f->ws, f->user, 0);
-		close(f->fd);
-		unlink_later(f->tmp);
+		if (f->fd >= 0) {
+			close(f->fd);
+			unlink_later(f->tmp);
+		}
 		fin_fail(f, 413, "TOO_LARGE", m);
 		return;
 	}
 	*res += f->size;
 	pin(f->sha, 1);
-	j = calloc(1, sizeof(*j));
-	j->kind = JOB_FIN;
-	j->arg = f;
-	job_post(j);
+	/* another host's upload: its bytes come from there first */
+	if (f->fd < 0)
+		job_post_to(Q_PULLER, job_new(JOB_PULL, f));
+	else
+		job_post(job_new(JOB_FIN, f));
+}
+
+/* ---- a cluster: uploads and bytes between hosts ------------------------ */
+
+/* The puller, for the owner: another host's upload, pulled from it into a
+ * .part, then stored as ours. */
+static void worker_pull(struct fin *f)
+{
+	char dst[4200];
+	struct stat st;
+	int rc;
+
+	bytes_path(dst, sizeof(dst), f->sha);
+	if (stat(dst, &st) == 0) { /* stored once: we have these bytes */
+		f->status = 0;
+		f->c.fn = fin_stored;
+		rt_post(FILES_SHARD, &f->c.h);
+		return;
+	}
+	tmp_path(f->tmp, sizeof(f->tmp));
+	f->fd = open(f->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	rc = f->fd < 0 ? -errno
+		       : cluster_file_pull(f->holder, FILES_SHARD, f->sha,
+					   false, f->fd, &F.halt);
+	if (!rc && (fstat(f->fd, &st) || (uint64_t)st.st_size != f->size))
+		rc = -EIO;
+	if (rc) {
+		plog(PL_WARN, "files", "%s's upload %s (%s): not pulled: %s",
+		     f->holder, f->sha, f->name, strerror(-rc));
+		if (f->fd >= 0) {
+			close(f->fd);
+			unlink(f->tmp);
+		}
+		f->fd = -1;
+		f->status = -rc;
+		f->c.fn = fin_stored;
+		rt_post(FILES_SHARD, &f->c.h);
+		return;
+	}
+	worker_fin(f);
+}
+
+static void forward_done(void *arg, int status, const char *body)
+{
+	struct fin *f = arg;
+	json_t *j = json_loads(body, 0, NULL);
+	struct answer *a;
+
+	if (!j)
+		j = json_pack("{s:s, s:s}", "code", "UNAVAILABLE", "msg",
+			      "a bad answer from the host that keeps the files");
+	a = answer_new(f->conn, status, j);
+	rt_post(rt_conn_shard(f->conn), &a->c.h);
+	if (status != 201) /* refused: our copy goes, unless another has it */
+		files_gone(f->sha);
+	free(f);
+}
+
+/* The worker, on a host that does not keep the files: the upload's bytes
+ * stored here, then offered to the owner, whose answer is the upload's. */
+static void worker_forward(struct fin *f)
+{
+	int rc = put_bytes(f);
+
+	if (rc) {
+		answer_err(f->conn, rc == ENOSPC ? 507 : 503, "UNAVAILABLE",
+			   rc == ENOSPC ? "no space left for files"
+					: "cannot store the file");
+		free(f);
+		return;
+	}
+	cluster_file_offer(FILES_SHARD, &(struct cluster_file){
+		.ws = f->ws, .user = f->user, .name = f->name,
+		.type = f->type, .sha = f->sha, .size = f->size },
+		forward_done, f);
+}
+
+/* Bytes (or previews) this host has the record of and not the bytes:
+ * being pulled, or failed lately (tried again FETCH_RETRY_MS later). The
+ * files shard's thread. */
+#define FETCH_MAX 16          /* pulls queued at once */
+#define FETCH_RETRY_MS 30000
+
+struct fetch {
+	char key[SHA_HEX + 1]; /* sha, then 'b' or 't' */
+	bool busy;
+	uint64_t retry_ms;
+};
+static smap fetches;
+static unsigned fetching;
+
+/* An M_CALL about some bytes, to the files shard: a pull done (fetched),
+ * wanted (want_on_shard), or gone on the owner (gone_on_shard). */
+struct sha_msg {
+	struct m_call c; /* first: the mailbox sees an M_CALL */
+	char sha[SHA_HEX + 1]; /* fetched: the sha, then 'b' or 't' */
+	bool thumb, ok;
+};
+
+static void sha_post(void (*fn)(struct shard_state *, struct m_call *),
+		     const char *sha, bool thumb, bool ok)
+{
+	struct sha_msg *m = msg_new(sizeof(*m), M_CALL);
+
+	m->c.fn = fn;
+	memcpy(m->sha, sha, SHA_HEX);
+	m->sha[SHA_HEX] = '\0';
+	m->thumb = thumb;
+	m->ok = ok;
+	rt_post(FILES_SHARD, &m->c.h);
+}
+
+static void fetched(struct shard_state *ss, struct m_call *c)
+{
+	struct sha_msg *d = (struct sha_msg *)c;
+	struct fetch *x;
+
+	d->sha[SHA_HEX] = d->thumb ? 't' : 'b';
+	x = smap_get(&fetches, d->sha, SHA_HEX + 1);
+
+	(void)ss;
+	if (x) {
+		fetching--;
+		x->busy = false;
+		x->retry_ms = rt_now_ms() + FETCH_RETRY_MS;
+		if (d->ok) {
+			smap_del(&fetches, x->key, SHA_HEX + 1);
+			free(x);
+		}
+	}
+	free(d);
+}
+
+/* The puller: sha's bytes or preview from the cluster into place. */
+static void worker_fetch(const char *sha, bool thumb)
+{
+	char dst[4200], sub[4200], tmp[4200];
+	struct stat st;
+	int fd, rc;
+
+	if (thumb) {
+		thumb_path(dst, sizeof(dst), sha);
+		snprintf(sub, sizeof(sub), "%s/thumbs", F.dir);
+	} else {
+		bytes_path(dst, sizeof(dst), sha);
+		snprintf(sub, sizeof(sub), "%s/%.2s", F.dir, sha);
+	}
+	rc = 0;
+	if (stat(dst, &st)) {
+		tmp_path(tmp, sizeof(tmp));
+		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		rc = fd < 0 ? -errno
+			    : cluster_file_pull(NULL, FILES_SHARD, sha, thumb,
+						fd, &F.halt);
+		if (rc && fd >= 0) {
+			close(fd);
+			unlink(tmp);
+		} else if (!rc) {
+			rc = -put_in_place(fd, tmp, dst, sub);
+		}
+		if (rc)
+			plog(PL_WARN, "files", "%s%s: not pulled from the "
+			     "cluster: %s", sha, thumb ? " (preview)" : "",
+			     strerror(-rc));
+	}
+	sha_post(fetched, sha, thumb, !rc);
+}
+
+/* Pull sha's bytes (thumb: preview) unless they are on their way or
+ * failed lately. The files shard's thread. */
+static void want(const char *sha, bool thumb)
+{
+	char key[SHA_HEX + 1];
+	struct fetch *x;
+	struct job *j;
+
+	memcpy(key, sha, SHA_HEX);
+	key[SHA_HEX] = thumb ? 't' : 'b';
+	x = smap_get(&fetches, key, SHA_HEX + 1);
+	if ((x && (x->busy || rt_now_ms() < x->retry_ms)) ||
+	    fetching >= FETCH_MAX)
+		return;
+	if (!x) {
+		x = calloc(1, sizeof(*x));
+		if (!x)
+			return;
+		memcpy(x->key, key, SHA_HEX + 1);
+		smap_put(&fetches, x->key, SHA_HEX + 1, x);
+	}
+	x->busy = true;
+	fetching++;
+	j = job_new(JOB_FETCH, NULL);
+	memcpy(j->sha, sha, SHA_HEX);
+	j->sha[SHA_HEX] = '\0';
+	j->thumb = thumb;
+	job_post_to(Q_PULLER, j);
+}
+
+static void want_on_shard(struct shard_state *ss, struct m_call *c)
+{
+	struct sha_msg *w = (struct sha_msg *)c;
+
+	(void)ss;
+	want(w->sha, w->thumb);
+	free(w);
+}
+
+/* From any shard: a download found the bytes missing here. */
+static void want_soon(const char *sha, bool thumb)
+{
+	sha_post(want_on_shard, sha, thumb, false);
+}
+
+static bool sha_ok(const char *sha)
+{
+	return strlen(sha) == SHA_HEX &&
+	       strspn(sha, "0123456789abcdef") == SHA_HEX;
+}
+
+void files_remote_store(const struct cluster_file *cf, const char *holder,
+			bus_reply_token *tok)
+{
+	struct fin *f;
+
+	if (!F.running || !sha_ok(cf->sha) || cf->size > F.max_file ||
+	    strlen(cf->ws) >= ID_CAP || strlen(cf->user) >= ID_CAP ||
+	    !cf->ws[0] || !cf->user[0] || !cf->name[0] ||
+	    strlen(cf->name) > NAME_MAX_B || strlen(cf->type) >= TYPE_CAP ||
+	    !holder[0] || strlen(holder) > BUS_HOST_MAX) {
+		cluster_file_answer(tok, 400, "{\"code\":\"BAD_REQUEST\","
+				    "\"msg\":\"a bad offer of a file\"}");
+		return;
+	}
+	f = msg_new(sizeof(*f), M_CALL);
+	f->c.fn = fin_check;
+	f->conn = 0;
+	f->fd = -1;
+	f->tok = tok;
+	f->size = cf->size;
+	snprintf(f->ws, sizeof(f->ws), "%s", cf->ws);
+	snprintf(f->user, sizeof(f->user), "%s", cf->user);
+	snprintf(f->name, sizeof(f->name), "%s", cf->name);
+	snprintf(f->type, sizeof(f->type), "%s", cf->type);
+	snprintf(f->sha, sizeof(f->sha), "%s", cf->sha);
+	snprintf(f->holder, sizeof(f->holder), "%s", holder);
+	rt_post(FILES_SHARD, &f->c.h);
+}
+
+long files_read_part(const char *sha, bool thumb, uint64_t off, void *buf,
+		     size_t cap)
+{
+	char p[4200];
+	ssize_t n;
+	int fd;
+
+	if (!F.running || !sha_ok(sha))
+		return -ENOENT;
+	if (thumb)
+		thumb_path(p, sizeof(p), sha);
+	else
+		bytes_path(p, sizeof(p), sha);
+	fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? -ENOENT : -EIO;
+	n = pread(fd, buf, cap, (off_t)off);
+	close(fd);
+	return n < 0 ? -EIO : (long)n;
+}
+
+static void gone_on_shard(struct shard_state *ss, struct m_call *c)
+{
+	struct sha_msg *g = (struct sha_msg *)c;
+	char k[1 + SHA_HEX + 1];
+	uint64_t h = 1;
+	size_t kl = rec_key(k, 'H', g->sha, NULL);
+
+	(void)ss;
+	/* the owner unlinks its own (rec_released); here, once the 'H'
+	 * record has come through the log as 0 */
+	if (!here() && rec_get(k, kl, &h) == 0 && !h &&
+	    !smap_get(&pins, g->sha, SHA_HEX)) {
+		struct job *j = job_new(JOB_UNLINK_SHA, NULL);
+
+		memcpy(j->sha, g->sha, SHA_HEX + 1);
+		job_post(j);
+	}
+	free(g);
+}
+
+void files_gone(const char *sha)
+{
+	if (F.running && sha_ok(sha))
+		sha_post(gone_on_shard, sha, false, false);
 }
 
 /* ---- an upload: the connection's shard -------------------------------- */
@@ -779,14 +1193,6 @@ static const char *query_name(const char *q, char *out)
 	return NULL;
 }
 
-/* Does this host keep the files? Always, but in a cluster only the owner
- * of the files shard's partition: another host's upload would be stored
- * outside the log (docs/cluster.md, "Not built yet"). */
-static bool here(void)
-{
-	return !cluster_on || cluster_owns(FILES_SHARD);
-}
-
 void files_begin(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 {
 	struct auth_claims cl;
@@ -809,12 +1215,6 @@ void files_begin(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	}
 	if (!bearer(req, resp, &cl))
 		return;
-	if (!here()) {
-		err(resp, 503, "UNAVAILABLE", "in a cluster, files are taken "
-		    "only by the host that owns them for now (its /metrics "
-		    "says parley_cluster_partition_owned{partition=\"0\"} 1)");
-		return;
-	}
 	if ((why = query_name(req->query, name))) {
 		err(resp, 400, "BAD_REQUEST", why);
 		return;
@@ -910,7 +1310,10 @@ void files_end(rt_shard *s, rt_conn *c, rt_http_resp *resp)
 	    !f->type[0])
 		snprintf(f->type, sizeof(f->type), "application/octet-stream");
 	upload_free(u, false);
-	rt_post(FILES_SHARD, &f->c.h);
+	if (here())
+		rt_post(FILES_SHARD, &f->c.h);
+	else /* a cluster: the owner of the files stores it */
+		job_post(job_new(JOB_FORWARD, f));
 }
 
 void files_abort(rt_shard *s, rt_conn *c)
@@ -1157,11 +1560,17 @@ void files_handle(rt_shard *s, const rt_http_req *req, rt_http_resp *resp)
 	if (fd < 0 || fstat(fd, &st)) {
 		if (fd >= 0)
 			close(fd);
-		if (cluster_on) { /* the record came through the log */
+		if (cluster_on) {
+			/* the record came through the log, the bytes follow
+			 * (the pass below); at once for this one. (The owner
+			 * too: it may have taken the files over from a host
+			 * that died before this one had pulled them all.) */
+			want_soon(sha, thumb);
 			proto_doc_free(&d);
 			free(val);
-			err(resp, 503, "UNAVAILABLE", "the file's bytes are on "
-			    "another host of the cluster");
+			err(resp, 503, "UNAVAILABLE", "the file is on its way "
+			    "to this host; try again in a moment");
+			rt_http_add_header(resp, "Retry-After", "1");
 			return;
 		}
 		goto not_found;
@@ -1297,13 +1706,39 @@ static int jan_one(void *arg, const char *rest, size_t rlen, const void *v,
 	return ++j->done >= JANITOR_MAX;
 }
 
+/* A cluster's hosts, the same pass: a record whose bytes (or preview) are
+ * not here yet has them pulled. */
+static int fetch_one(void *arg, const char *rest, size_t rlen, const void *v,
+		     size_t vlen)
+{
+	char p[4200], sha[SHA_HEX + 1];
+	struct stat st;
+	proto_doc d;
+	proto_file f;
+
+	(void)arg, (void)rest, (void)rlen;
+	if (proto_dec_file_rec(&d, v, vlen, &f))
+		return 0;
+	if (f.sha256.n == SHA_HEX) {
+		memcpy(sha, f.sha256.s, SHA_HEX);
+		sha[SHA_HEX] = '\0';
+		bytes_path(p, sizeof(p), sha);
+		if (stat(p, &st))
+			want(sha, false);
+		thumb_path(p, sizeof(p), sha);
+		if (f.thumb && stat(p, &st))
+			want(sha, true);
+	}
+	proto_doc_free(&d);
+	return fetching >= FETCH_MAX;
+}
+
 void files_tick(struct shard_state *ss, uint64_t now_ms)
 {
 	struct jan j = { .ss = ss, .now = now_ms };
 	char pre[4];
 
-	if (ss->id != FILES_SHARD || !F.running || now_ms < jan_next_ms ||
-	    !here())
+	if (ss->id != FILES_SHARD || !F.running || now_ms < jan_next_ms)
 		return;
 	if (__atomic_load_n(&srv.storage_failed, __ATOMIC_RELAXED))
 		return;
@@ -1312,5 +1747,10 @@ void files_tick(struct shard_state *ss, uint64_t now_ms)
 	jan_bucket = (jan_bucket + 1) & 255;
 	pre[0] = 'F';
 	memcpy(pre + 1, j.slice, 2);
-	store_scan_meta(srv.st, 'F', pre, 3, jan_one, &j);
+	if (here())
+		store_scan_meta(srv.st, 'F', pre, 3, jan_one, &j);
+	/* every host of a cluster, the owner too (it may have taken the
+	 * files over before it had pulled them all) */
+	if (cluster_on)
+		store_scan_meta(srv.st, 'F', pre, 3, fetch_one, &j);
 }

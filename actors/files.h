@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster/bus.h"
 #include "runtime/rt.h"
 
 struct shard_state;
@@ -47,7 +48,22 @@ void files_data(rt_shard *s, rt_conn *c, const uint8_t *data, size_t len,
 		rt_http_resp *resp);
 void files_end(rt_shard *s, rt_conn *c, rt_http_resp *resp);
 void files_abort(rt_shard *s, rt_conn *c);
-/* Every tick: the janitor, on the files shard. */
+/* Every tick: the janitor, on the files shard; on a cluster's other
+ * hosts, the pass that pulls the bytes they have records of. */
 void files_tick(struct shard_state *ss, uint64_t now_ms);
+
+/* A cluster (cluster.c calls these on a library thread; docs/cluster.md,
+ * "Files"). The owner of the files: store host holder's upload, pulling
+ * its bytes from there, and answer tok with the upload's answer. */
+struct cluster_file;
+void files_remote_store(const struct cluster_file *f, const char *holder,
+			bus_reply_token *tok);
+/* Up to cap bytes of sha's bytes (thumb: preview) from off: how many (0:
+ * the end), -ENOENT (not here), -EIO. */
+long files_read_part(const char *sha, bool thumb, uint64_t off, void *buf,
+		     size_t cap);
+/* The owner removed the last record of sha's bytes: ours go too once the
+ * log brought that here. */
+void files_gone(const char *sha);
 
 #endif

@@ -219,6 +219,17 @@ static void fire_if_due(struct shard_state *ss, struct presence *p,
 	dir_note_status(p->key, user_of(p), p->shown);
 }
 
+/* A connected or departed user's last seen, in this host's store. In a
+ * cluster only the partition's owner writes its store (the others' writes
+ * would be outside the log); another host's last seen reaches the
+ * directory's owner (dir_fx_seen), which keeps it. */
+static void put_seen(struct shard_state *ss, const char *ws, const char *user,
+		     const store_presence *sp)
+{
+	if (!cluster_on || cluster_owns(ss->id))
+		store_put_presence(ss->batch, ws, user, sp);
+}
+
 void presence_on_device(struct shard_state *ss, const char *ws,
 			const char *user, rt_conn_id conn, bool attach)
 {
@@ -238,7 +249,7 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 		store_presence sp = { .status = p->chosen, .seen_ms = now };
 
 		p->seen_ms = now;
-		store_put_presence(ss->batch, ws, user, &sp);
+		put_seen(ss, ws, user, &sp);
 		dir_fx_seen(ss, ws, user, now);
 	} else {
 		for (uint32_t i = 0; i < p->ndev; i++) {
@@ -253,7 +264,7 @@ void presence_on_device(struct shard_state *ss, const char *ws,
 					      .seen_ms = now };
 
 			p->seen_ms = now;
-			store_put_presence(ss->batch, ws, user, &sp);
+			put_seen(ss, ws, user, &sp);
 			dir_fx_seen(ss, ws, user, now);
 		}
 	}

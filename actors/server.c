@@ -403,8 +403,8 @@ int server_run(const struct server_opts *o)
 	cluster_quiesce(); /* nothing new from other hosts */
 	rt_drain();
 	rt_join();
+	files_stop(); /* before the bus goes: its puller asks other hosts */
 	cluster_stop(); /* the host lease goes now, not at its expiry */
-	files_stop();
 	if (srv.sx)
 		search_close(srv.sx);
 	store_close(srv.st);

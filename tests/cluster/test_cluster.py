@@ -268,8 +268,16 @@ class Cluster:
 
     def stop(self):
         """Stops everything; the hosts (not killed by the test) that did
-        not exit 0 on SIGTERM, as 'hN: status S'."""
+        not exit 0 on SIGTERM, as 'hN: status S', and those that refused
+        a write outside the log (a write made for a partition the host
+        does not own: its requests were answered UNAVAILABLE)."""
         bad = []
+        for h in self.hosts:
+            if h.proc.poll() is None and not self.separate:
+                n = h.metrics().get("parley_cluster_local_refused_total", 0)
+                if n:
+                    bad.append("%s: refused %d writes outside the log"
+                               % (h.name, n))
         for h in self.hosts:
             try:
                 rc = h.stop()
@@ -722,6 +730,34 @@ def run(c, scenario):
         if cl.ws:
             cl.ws.close()
     log("note  %s: %.1f s in all" % (scenario, time.monotonic() - t0))
+
+
+def run_alone(name, doc, fn):
+    """main() of a test of its own on a Cluster (test_join.py,
+    test_files.py): argv PARLEYD NATS_CLUSTER_SH; fn(cluster) raises to
+    fail. Exits 0, 1, 2 (usage) or 77 (no nats-server)."""
+    if len(sys.argv) != 3:
+        print(doc)
+        sys.exit(2)
+    if not shutil.which("nats-server"):
+        log("skip  nats-server is not installed (scripts/install-deps.sh)")
+        sys.exit(77)
+    c = Cluster(sys.argv[1], sys.argv[2], False)
+    ok = False
+    try:
+        fn(c)
+        ok = True
+    except Exception as e:  # noqa: any failure, reported below
+        log("FAIL  %s: %s: %s" % (name, type(e).__name__, e))
+        c.tails()
+    finally:
+        bad = c.stop()
+    if ok and bad:
+        log("FAIL  %s: %s" % (name, "; ".join(bad)))
+        ok = False
+    if ok:
+        log("ok    %s" % name)
+    sys.exit(0 if ok else 1)
 
 
 def main():

@@ -15,7 +15,6 @@ Usage: test_join.py PARLEYD NATS_CLUSTER_SH
 Exits 77 (skipped) when nats-server is missing.
 """
 import os
-import shutil
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ import msgpack
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "wire"))
-from test_cluster import Cluster, Failed, Host, free_base, log, wait_until  # noqa: E402
+from test_cluster import Failed, Host, free_base, log, run_alone, wait_until  # noqa: E402
 from wsclient import WS, frame  # noqa: E402
 
 PRELOAD = 5000   # messages in the log before h2 starts
@@ -153,31 +152,5 @@ def run(c):
     ws.close()
 
 
-def main():
-    if len(sys.argv) != 3:
-        print(__doc__)
-        sys.exit(2)
-    if not shutil.which("nats-server"):
-        log("skip  nats-server is not installed (scripts/install-deps.sh)")
-        sys.exit(77)
-    c = Cluster(sys.argv[1], sys.argv[2], False)
-    ok = False
-    try:
-        run(c)
-        ok = True
-    except Exception as e:  # noqa: any failure, reported below
-        log("FAIL  cluster_join: %s: %s" % (type(e).__name__, e))
-        c.tails()
-    finally:
-        bad = c.stop()
-    if ok and bad:
-        log("FAIL  cluster_join: hosts did not exit 0 on SIGTERM: %s"
-            % "; ".join(bad))
-        ok = False
-    if ok:
-        log("ok    cluster_join")
-    sys.exit(0 if ok else 1)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone("cluster_join", __doc__, run)

@@ -546,14 +546,32 @@ static void cl_start(hsrv *s, const char *parent, const char *extra)
 }
 
 /* SIGTERM to every host, then the NATS nodes stop; 0 if every host
- * exited 0, else the first other end (-1: had to be killed). */
+ * exited 0, else the first other end (-1: had to be killed). A host that
+ * refused a write outside the log (parley_cluster_local_refused_total: a
+ * write its actors made for a partition it does not own) fails it too
+ * (-2): its users' requests got UNAVAILABLE for nothing, and before the
+ * refusal existed such writes made the hosts' stores differ. */
 static int cl_stop(hsrv *s)
 {
+	static char text[1 << 16];
 	struct cluster *c = cl_find(s);
 	int ret = 0;
 
 	if (!c)
 		return -1;
+	for (int i = 0; i < H_HOSTS; i++) {
+		long n;
+
+		if (c->hpid[i] <= 0 ||
+		    !http_get_local(s->hport[i], "/metrics", text, sizeof(text)))
+			continue;
+		n = metric(text, "parley_cluster_local_refused_total");
+		if (n > 0) {
+			fprintf(stderr, "harness: host h%d refused %ld writes "
+				"outside the log\n", i + 1, n);
+			ret = -2;
+		}
+	}
 	for (int i = 0; i < H_HOSTS; i++)
 		if (c->hpid[i] > 0)
 			kill(c->hpid[i], SIGTERM);

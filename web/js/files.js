@@ -88,10 +88,19 @@ export class Blobs {
 		this.map = new Map(); // url -> {refs, promise, objectUrl}
 	}
 
+	// A 503 with Retry-After is a cluster's host that has not copied the
+	// bytes yet (docs/protocol.md, Files): asked again, 30 times at most.
 	async fetchBlob(url) {
-		const r = await fetch(url, { headers: { Authorization: `Bearer ${this.token()}` }, credentials: 'omit' });
-		if (!r.ok) throw new Error(httpReason(r.status, await r.text().catch(() => '')));
-		return r.blob();
+		for (let tries = 0; ; tries++) {
+			const r = await fetch(url, { headers: { Authorization: `Bearer ${this.token()}` }, credentials: 'omit' });
+			const wait = Number(r.headers.get('Retry-After'));
+			if (r.status === 503 && wait > 0 && tries < 30) {
+				await new Promise((ok) => setTimeout(ok, Math.min(wait, 5) * 1000));
+				continue;
+			}
+			if (!r.ok) throw new Error(httpReason(r.status, await r.text().catch(() => '')));
+			return r.blob();
+		}
 	}
 
 	// An object URL for url's bytes, counted until release(url).
