@@ -45,6 +45,7 @@
 
 #include "actors/actors.h"
 #include "actors/cluster_core.h"
+#include "actors/cluster_log.h"
 #include "actors/commit.h"
 #include "actors/files.h"
 #include "actors/preview.h"
@@ -1747,7 +1748,9 @@ void files_tick(struct shard_state *ss, uint64_t now_ms)
 	jan_bucket = (jan_bucket + 1) & 255;
 	pre[0] = 'F';
 	memcpy(pre + 1, j.slice, 2);
-	if (here())
+	/* the janitor writes: only where the commit will take it (the
+	 * shard's view of ownership, a moment behind here() at a takeover) */
+	if (here() && (!cluster_on || clog_owned(ss)))
 		store_scan_meta(srv.st, 'F', pre, 3, jan_one, &j);
 	/* every host of a cluster, the owner too (it may have taken the
 	 * files over before it had pulled them all) */

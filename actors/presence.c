@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "actors/cluster.h"
+#include "actors/cluster_log.h"
 #include "actors/commit.h"
 #include "actors/directory.h"
 
@@ -226,7 +227,9 @@ static void fire_if_due(struct shard_state *ss, struct presence *p,
 static void put_seen(struct shard_state *ss, const char *ws, const char *user,
 		     const store_presence *sp)
 {
-	if (!cluster_on || cluster_owns(ss->id))
+	/* the commit's own test (the shard's view, which follows the
+	 * partition's owner a moment later during a takeover) */
+	if (!cluster_on || clog_owned(ss))
 		store_put_presence(ss->batch, ws, user, sp);
 }
 
