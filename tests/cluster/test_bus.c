@@ -802,21 +802,33 @@ static void follow_check(evlist *l, int n, uint64_t first_pseq)
 	pthread_mutex_unlock(&l->mu);
 }
 
+/* Appends "f<pseq>" to key for each pseq from *pseq to last, each
+ * stating the last stream sequence (*expect, moved on). */
+static void append_upto(bus *a, const char *key, uint64_t *pseq,
+                        uint64_t last, uint64_t *expect)
+{
+	char buf[32];
+	uint64_t s;
+
+	for (; *pseq <= last; (*pseq)++) {
+		snprintf(buf, sizeof buf, "f%" PRIu64, *pseq);
+		assert_int_equal(append_str(a, key, *pseq, buf, *expect, &s),
+		                 BUS_OK);
+		*expect = s;
+	}
+}
+
 static void t_follow(void **state)
 {
 	env *e = *state;
 	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
-	uint64_t expect = 0, s, third = 0;
+	uint64_t expect = 0, s, third;
 	char buf[32];
 	uint64_t pseq = 1;
 
-	for (; pseq <= 5; pseq++) {
-		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
-		assert_int_equal(append_str(a, "p0", pseq, buf, expect, &s), BUS_OK);
-		expect = s;
-		if (pseq == 3)
-			third = s;
-	}
+	append_upto(a, "p0", &pseq, 3, &expect);
+	third = expect;
+	append_upto(a, "p0", &pseq, 5, &expect);
 	/* from the start: what was stored, then what comes */
 	evlist *all = malloc(sizeof *all), *tail = malloc(sizeof *tail);
 	evlist_init(all);
@@ -829,11 +841,7 @@ static void t_follow(void **state)
 	/* live, and through the death of the stream's leader */
 	int leader = stream_leader(e);
 	assert_true(leader >= 1 && leader <= 3);
-	for (; pseq <= 10; pseq++) {
-		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
-		assert_int_equal(append_str(a, "p0", pseq, buf, expect, &s), BUS_OK);
-		expect = s;
-	}
+	append_upto(a, "p0", &pseq, 10, &expect);
 	char cmd[32];
 	snprintf(cmd, sizeof cmd, "kill %d", leader);
 	assert_int_equal(cluster(e, cmd, NULL, 0), 0);
@@ -868,16 +876,11 @@ static void t_refollow(void **state)
 {
 	env *e = *state;
 	bus *a = open_bus(e, "hostA"), *b = open_bus(e, "hostB");
-	uint64_t expect = 0, s, second = 0;
-	char buf[32];
+	uint64_t expect = 0, second;
 	uint64_t pseq = 1;
 
-	for (; pseq <= 2; pseq++) {
-		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
-		assert_int_equal(append_str(a, "p1", pseq, buf, expect, &s), BUS_OK);
-		expect = s;
-		second = s;
-	}
+	append_upto(a, "p1", &pseq, 2, &expect);
+	second = expect;
 	evlist *l1 = malloc(sizeof *l1), *l2 = malloc(sizeof *l2);
 	evlist_init(l1);
 	evlist_init(l2);
@@ -888,11 +891,7 @@ static void t_refollow(void **state)
 	bus_unsubscribe(f);
 	assert_int_equal(bus_follow(b, "p1", second + 1, on_fan, l2, &f),
 	                 BUS_OK);
-	for (; pseq <= 6; pseq++) {
-		snprintf(buf, sizeof buf, "f%" PRIu64, pseq);
-		assert_int_equal(append_str(a, "p1", pseq, buf, expect, &s), BUS_OK);
-		expect = s;
-	}
+	append_upto(a, "p1", &pseq, 6, &expect);
 	follow_check(l2, 4, 3);
 	bus_unsubscribe(f);
 	free(l1);

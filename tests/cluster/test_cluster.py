@@ -732,17 +732,10 @@ def run(c, scenario):
     log("note  %s: %.1f s in all" % (scenario, time.monotonic() - t0))
 
 
-def run_alone(name, doc, fn):
-    """main() of a test of its own on a Cluster (test_join.py,
-    test_files.py): argv PARLEYD NATS_CLUSTER_SH; fn(cluster) raises to
-    fail. Exits 0, 1, 2 (usage) or 77 (no nats-server)."""
-    if len(sys.argv) != 3:
-        print(doc)
-        sys.exit(2)
-    if not shutil.which("nats-server"):
-        log("skip  nats-server is not installed (scripts/install-deps.sh)")
-        sys.exit(77)
-    c = Cluster(sys.argv[1], sys.argv[2], False)
+def run_on(c, name, fn):
+    """fn(c), then c.stop(); reports and exits 0 (passed) or 1 (fn raised,
+    or Cluster.stop found a host that did not exit 0 or refused a write
+    outside the log)."""
     ok = False
     try:
         fn(c)
@@ -760,6 +753,19 @@ def run_alone(name, doc, fn):
     sys.exit(0 if ok else 1)
 
 
+def run_alone(name, doc, fn):
+    """main() of a test of its own on a Cluster (test_join.py,
+    test_files.py): argv PARLEYD NATS_CLUSTER_SH; fn(cluster) raises to
+    fail. Exits 0, 1, 2 (usage) or 77 (no nats-server)."""
+    if len(sys.argv) != 3:
+        print(doc)
+        sys.exit(2)
+    if not shutil.which("nats-server"):
+        log("skip  nats-server is not installed (scripts/install-deps.sh)")
+        sys.exit(77)
+    run_on(Cluster(sys.argv[1], sys.argv[2], False), name, fn)
+
+
 def main():
     if len(sys.argv) not in (4, 5) or sys.argv[3] not in (
             "order", "owner_kill", "nats_kill") or \
@@ -771,23 +777,8 @@ def main():
     if not separate and not shutil.which("nats-server"):
         log("skip  nats-server is not installed (scripts/install-deps.sh)")
         sys.exit(77)
-    c = Cluster(parleyd, nats_sh, separate)
-    ok = False
-    try:
-        run(c, scenario)
-        ok = True
-    except Exception as e:  # noqa: any failure, reported below
-        log("FAIL  cluster_%s: %s: %s" % (scenario, type(e).__name__, e))
-        c.tails()
-    finally:
-        bad = c.stop()
-    if ok and bad:
-        log("FAIL  cluster_%s: hosts did not exit 0 on SIGTERM: %s"
-            % (scenario, "; ".join(bad)))
-        ok = False
-    if ok:
-        log("ok    cluster_%s" % scenario)
-    sys.exit(0 if ok else 1)
+    run_on(Cluster(parleyd, nats_sh, separate), "cluster_" + scenario,
+           lambda c: run(c, scenario))
 
 
 if __name__ == "__main__":
